@@ -1,0 +1,87 @@
+"""API-key authentication for Flight: a bearer header, or a basic-auth handshake that returns a token.
+
+Tokens are stateless: `nonce.hmac(key, nonce)`, so any number of clients can hold one and a restart
+with the same key keeps them valid. Keys and tokens are compared in constant time and never logged.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import secrets
+
+import pyarrow.flight as flight
+
+
+class ApiKey:
+    """One API key: checks bearer values and issues handshake tokens."""
+
+    def __init__(self, key: str):
+        self._key = key.encode()
+
+    def __repr__(self) -> str:  # never show the key
+        return "ApiKey(***)"
+
+    def matches(self, candidate: str) -> bool:
+        return hmac.compare_digest(candidate.encode(), self._key)
+
+    def issue_token(self) -> str:
+        nonce = secrets.token_hex(16)
+        return f"{nonce}.{self._sign(nonce)}"
+
+    def accepts_bearer(self, value: str) -> bool:
+        """A bearer value is the key itself or a token this key issued."""
+        nonce, dot, signature = value.partition(".")
+        token_ok = bool(dot) and hmac.compare_digest(signature.encode(), self._sign(nonce).encode())
+        return self.matches(value) | token_ok
+
+    def _sign(self, nonce: str) -> str:
+        return hmac.new(self._key, nonce.encode(), hashlib.sha256).hexdigest()
+
+
+class _IssueToken(flight.ServerMiddleware):
+    def __init__(self, token: str):
+        self._token = token
+
+    def sending_headers(self) -> dict[str, str]:
+        return {"authorization": f"Bearer {self._token}"}
+
+
+class ApiKeyMiddlewareFactory(flight.ServerMiddlewareFactory):
+    """Rejects every call without the key; answers a basic-auth handshake with a bearer token."""
+
+    def __init__(self, key: ApiKey):
+        super().__init__()
+        self._key = key
+
+    def start_call(self, info: flight.CallInfo, headers: dict) -> flight.ServerMiddleware | None:
+        values = headers.get("authorization") or []
+        value = values[0] if values else ""
+        scheme, _, credential = value.partition(" ")
+        scheme = scheme.lower()
+        if info.method == flight.FlightMethod.HANDSHAKE and scheme == "basic":
+            try:
+                _, _, password = base64.b64decode(credential, validate=True).decode().partition(":")
+            except (ValueError, UnicodeDecodeError):
+                raise flight.FlightUnauthenticatedError("malformed basic credentials") from None
+            if self._key.matches(password):
+                return _IssueToken(self._key.issue_token())
+            raise flight.FlightUnauthenticatedError("invalid API key")
+        if scheme == "bearer" and self._key.accepts_bearer(credential.strip()):
+            return None
+        if not value:
+            raise flight.FlightUnauthenticatedError(
+                "missing credentials: send 'authorization: Bearer <key>' or handshake with basic auth"
+            )
+        raise flight.FlightUnauthenticatedError("invalid API key")
+
+
+class HandshakeAuthHandler(flight.ServerAuthHandler):
+    """Lets the Handshake RPC through; the middleware above does the authentication."""
+
+    def authenticate(self, outgoing: flight.ServerAuthSender, incoming: flight.ServerAuthReader) -> None:
+        return None
+
+    def is_valid(self, token: bytes) -> bytes:
+        return b""

@@ -1,0 +1,148 @@
+"""The Arrow Flight service: thin RPC methods that decode, call the DatasetStore and stream."""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
+
+import pyarrow as pa
+import pyarrow.flight as flight
+
+from flight_server.auth import ApiKey, ApiKeyMiddlewareFactory, HandshakeAuthHandler
+from flight_server.store import DatasetStore
+from spicepod import FlightcastError, InvalidInput, NotFound, Unauthenticated
+
+log = logging.getLogger("flightcast.flight")
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+ACTIONS = {
+    "list_datasets": "JSON list of every dataset: name, from, mode, time_column, rows, columns, "
+    "first_timestamp, last_timestamp, version (bumped by each committed DoPut).",
+    "dataset_info": "Body: a dataset name. JSON of that one dataset, as in list_datasets.",
+}
+
+
+def flight_errors(method: F) -> F:
+    """Turn typed errors into the Flight error of their kind; anything else is an internal error."""
+
+    @functools.wraps(method)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return method(*args, **kwargs)
+        except flight.FlightError:
+            raise
+        except NotFound as exc:
+            raise pa.ArrowKeyError(exc.message) from None
+        except Unauthenticated as exc:
+            raise flight.FlightUnauthenticatedError(exc.message) from None
+        except FlightcastError as exc:
+            raise pa.ArrowInvalid(exc.message) from None
+        except Exception as exc:
+            log.exception("flight %s failed", method.__name__)
+            raise flight.FlightInternalError(f"internal error in {method.__name__}: {type(exc).__name__}") from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _dataset_name(descriptor: flight.FlightDescriptor) -> str:
+    if descriptor.descriptor_type != flight.DescriptorType.PATH:
+        raise InvalidInput("expected a descriptor path [dataset name]")
+    path = descriptor.path or []
+    if len(path) != 1:
+        raise InvalidInput(f"expected a descriptor path of one dataset name, got {len(path)} parts")
+    return _utf8(path[0], "descriptor path")
+
+
+def _utf8(raw: bytes, what: str) -> str:
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise InvalidInput(f"{what} is not UTF-8") from None
+
+
+class FlightService(flight.FlightServerBase):
+    """Datasets by descriptor path, SQL by descriptor command or ticket, DoPut into read_write datasets."""
+
+    def __init__(self, store: DatasetStore, location: str, api_key: str | None = None):
+        options: dict[str, Any] = {}
+        if api_key:
+            options["auth_handler"] = HandshakeAuthHandler()
+            options["middleware"] = {"auth": ApiKeyMiddlewareFactory(ApiKey(api_key))}
+        super().__init__(location, **options)
+        self.store = store
+
+    def _info(self, descriptor: flight.FlightDescriptor, schema: pa.Schema, ticket: str, rows: int):
+        endpoint = flight.FlightEndpoint(ticket.encode("utf-8"), [])
+        return flight.FlightInfo(schema, descriptor, [endpoint], rows, -1)
+
+    def _dataset_info(self, name: str) -> flight.FlightInfo:
+        state = self.store.state(name)
+        schema = self.store.dataset_schema(name)
+        return self._info(flight.FlightDescriptor.for_path(name), schema, name, state.rows)
+
+    @flight_errors
+    def list_flights(self, context: flight.ServerCallContext, criteria: bytes) -> Iterator[flight.FlightInfo]:
+        return iter([self._dataset_info(name) for name in self.store.names()])
+
+    @flight_errors
+    def get_flight_info(self, context: flight.ServerCallContext, descriptor: flight.FlightDescriptor):
+        if descriptor.descriptor_type == flight.DescriptorType.CMD:
+            sql = _utf8(descriptor.command, "descriptor command")
+            return self._info(descriptor, self.store.query_schema(sql), sql, -1)
+        return self._dataset_info(_dataset_name(descriptor))
+
+    @flight_errors
+    def get_schema(self, context: flight.ServerCallContext, descriptor: flight.FlightDescriptor):
+        if descriptor.descriptor_type == flight.DescriptorType.CMD:
+            return flight.SchemaResult(self.store.query_schema(_utf8(descriptor.command, "descriptor command")))
+        return flight.SchemaResult(self.store.dataset_schema(_dataset_name(descriptor)))
+
+    @flight_errors
+    def do_get(self, context: flight.ServerCallContext, ticket: flight.Ticket) -> flight.FlightDataStream:
+        text = _utf8(ticket.ticket, "ticket").strip()
+        if text in self.store.names() and self.store.state(text).schema is None:
+            return flight.RecordBatchStream(pa.table({}))  # a `from: flight` dataset before its first DoPut
+        return flight.RecordBatchStream(self.store.query(self.store.resolve(text)))
+
+    @flight_errors
+    def do_put(
+        self,
+        context: flight.ServerCallContext,
+        descriptor: flight.FlightDescriptor,
+        reader: flight.MetadataRecordBatchReader,
+        writer: flight.FlightMetadataWriter,
+    ) -> None:
+        name = _dataset_name(descriptor)
+        schema = reader.schema
+        self.store.check_put_schema(name, schema)  # refuse before reading a single batch
+        rows = self.store.append(name, schema, _batches(reader))
+        writer.write(pa.py_buffer(json.dumps({"dataset": name, "rows": rows}).encode()))
+        log.info("dataset %s: DoPut committed %d rows", name, rows)
+
+    def list_actions(self, context: flight.ServerCallContext) -> list[tuple[str, str]]:
+        return list(ACTIONS.items())
+
+    @flight_errors
+    def do_action(self, context: flight.ServerCallContext, action: flight.Action) -> Iterator[flight.Result]:
+        body = action.body.to_pybytes() if action.body is not None else b""
+        if action.type == "list_datasets":
+            payload: Any = self.store.datasets()
+        elif action.type == "dataset_info":
+            payload = self.store.state(_utf8(body, "action body").strip()).info()
+        else:
+            raise InvalidInput(f"unknown action '{action.type}'; ListActions lists {', '.join(ACTIONS)}")
+        return iter([flight.Result(json.dumps(payload).encode())])
+
+
+def _batches(reader: flight.MetadataRecordBatchReader) -> Iterator[pa.RecordBatch]:
+    while True:
+        try:
+            chunk = reader.read_chunk()
+        except StopIteration:
+            return
+        if chunk.data is not None:
+            yield chunk.data

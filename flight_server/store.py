@@ -1,0 +1,434 @@
+"""DatasetStore: the sole owner of stored data, a DuckDB database behind the Flight service.
+
+Layout: the main DuckDB database is in memory and holds `read` datasets, reloaded from their files at
+every start. `read_write` datasets live in `store.duckdb` in the data dir, attached as `store`; a view
+in main gives each its plain name, so client SQL sees every dataset by name. After start-up, external
+access is switched off and the configuration locked, so client SQL cannot reach the host.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import duckdb
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from spicepod import DatasetSpec, InvalidInput, Limits, NotFound, SpicepodError, quote_ident
+
+log = logging.getLogger("flightcast.store")
+
+STORE_FILE = "store.duckdb"
+STREAM_BATCH_ROWS = 1 << 20  # rows per Arrow batch when streaming query results
+
+# Statement types a client query may have; DESCRIBE, SHOW, SUMMARIZE and VALUES parse as SELECT.
+READ_STATEMENTS = {duckdb.StatementType.SELECT}
+
+CommitListener = Callable[[str, int], None]
+
+
+@dataclass
+class DatasetState:
+    """What the store knows of one dataset, kept current on every commit."""
+
+    spec: DatasetSpec
+    table: str  # the qualified table holding the rows
+    schema: pa.Schema | None  # None for a `from: flight` dataset before its first DoPut
+    rows: int = 0
+    first_ts: object = None  # datetime or None
+    last_ts: object = None
+    version: int = 1
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def info(self) -> dict:
+        return {
+            "name": self.spec.name,
+            "from": self.spec.source,
+            "mode": self.spec.mode,
+            "time_column": self.spec.time_column,
+            "rows": self.rows,
+            "columns": [] if self.schema is None else [{"name": f.name, "type": str(f.type)} for f in self.schema],
+            "first_timestamp": _iso(self.first_ts),
+            "last_timestamp": _iso(self.last_ts),
+            "version": self.version,
+        }
+
+
+def _iso(ts: object) -> str | None:
+    if ts is None:
+        return None
+    return ts.isoformat(timespec="microseconds").replace(".000000", "") + "Z"  # type: ignore[attr-defined]
+
+
+def _time_expression(spec: DatasetSpec, column: str) -> str:
+    """SQL turning the source's time column into a UTC TIMESTAMP, per `time_format`."""
+    col = quote_ident(column)
+    return {
+        "timestamp": f"CAST({col} AS TIMESTAMP)",
+        "timestamptz": f"timezone('UTC', CAST({col} AS TIMESTAMPTZ))",
+        "ISO8601": f"timezone('UTC', CAST(CAST({col} AS VARCHAR) AS TIMESTAMPTZ))",
+        "unix_seconds": f"make_timestamp(CAST(round(CAST({col} AS DOUBLE) * 1000000) AS BIGINT))",
+        "unix_millis": f"make_timestamp(CAST(round(CAST({col} AS DOUBLE) * 1000) AS BIGINT))",
+    }[spec.time_format]
+
+
+def _source_relation(spec: DatasetSpec) -> str:
+    path = str(spec.path).replace("'", "''")
+    if spec.format == "csv":
+        # The time column is read as text so that the declared time_format decides, not CSV sniffing.
+        types = "" if spec.time_format.startswith("unix") else f", types={{'{spec.time_column}': 'VARCHAR'}}"
+        return f"read_csv('{path}', header=true{types})"
+    if spec.format == "parquet":
+        return f"read_parquet('{path}')"
+    return "arrow_source"  # registered from pyarrow: DuckDB has no built-in Arrow IPC file reader
+
+
+def is_lossless(incoming: pa.DataType, stored: pa.DataType) -> bool:
+    """Whether a DoPut column of type `incoming` can be stored in a column of type `stored` exactly."""
+    if incoming.equals(stored):
+        return True
+    if pa.types.is_timestamp(stored) and pa.types.is_timestamp(incoming):
+        order = {"s": 0, "ms": 1, "us": 2, "ns": 3}
+        return order[incoming.unit] <= order[stored.unit]
+    if pa.types.is_integer(stored) and pa.types.is_integer(incoming):
+        if pa.types.is_signed_integer(stored):
+            limit = stored.bit_width if pa.types.is_signed_integer(incoming) else stored.bit_width - 1
+            return incoming.bit_width <= limit
+        return pa.types.is_unsigned_integer(incoming) and incoming.bit_width <= stored.bit_width
+    if pa.types.is_floating(stored):
+        mantissa = {16: 11, 32: 24, 64: 53}[stored.bit_width]
+        if pa.types.is_floating(incoming):
+            return incoming.bit_width <= stored.bit_width
+        if pa.types.is_integer(incoming):
+            return incoming.bit_width < mantissa
+        return False
+    text = (pa.types.is_string, pa.types.is_large_string, pa.types.is_string_view)
+    if any(t(stored) for t in text):
+        return any(t(incoming) for t in text)
+    return False
+
+
+class DatasetStore:
+    """Tables, schema checks, transactional appends and read-only SQL over DuckDB."""
+
+    def __init__(self, datasets: Iterable[DatasetSpec], data_dir: Path, limits: Limits | None = None):
+        self.data_dir = Path(data_dir)
+        self.limits = limits or Limits()
+        self._specs = {d.name: d for d in datasets}
+        self._states: dict[str, DatasetState] = {}
+        self._listeners: list[CommitListener] = []
+        self._db: duckdb.DuckDBPyConnection | None = None
+        self._closed = threading.Event()
+
+    # --- life cycle --------------------------------------------------------------------------------
+
+    def open(self) -> None:
+        """Load `read` datasets, attach the durable store, seed new read_write tables, then seal."""
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        db = duckdb.connect(":memory:", config={"memory_limit": self.limits.memory_limit})
+        db.execute("SET TimeZone = 'UTC'")
+        store_path = str(self.data_dir / STORE_FILE).replace("'", "''")
+        db.execute(f"ATTACH '{store_path}' AS store")
+        stored = {row[0] for row in db.execute(
+            "SELECT table_name FROM duckdb_tables() WHERE database_name = 'store' AND schema_name = 'main'"
+        ).fetchall()}
+        self._db = db
+        for spec in self._specs.values():
+            started = time.perf_counter()
+            if spec.mode == "read":
+                self._load(spec, f"main.{quote_ident(spec.name)}")
+                state = self._track(spec, f"main.{quote_ident(spec.name)}")
+            else:
+                table = f"store.main.{quote_ident(spec.name)}"
+                if spec.name not in stored and spec.kind == "file":
+                    self._load(spec, table)
+                    log.info("dataset %s: seeded the store from %s", spec.name, spec.source)
+                if spec.name in stored or spec.kind == "file":
+                    self._expose(spec.name)
+                    state = self._track(spec, table)
+                else:
+                    state = DatasetState(spec, table, schema=None)
+            self._states[spec.name] = state
+            log.info(
+                "dataset %s: %d rows (%s, %s) in %.1f ms",
+                spec.name, state.rows, spec.mode, spec.source, (time.perf_counter() - started) * 1000,
+            )
+        # From here on client SQL cannot touch the host, and cannot lift these settings again.
+        db.execute("SET enable_external_access = false")
+        db.execute("SET lock_configuration = true")
+
+    def close(self) -> None:
+        """Checkpoint and close the database; later calls fail cleanly."""
+        if self._db is None or self._closed.is_set():
+            return
+        self._closed.set()
+        try:
+            self._db.execute("CHECKPOINT store")
+        except duckdb.Error as exc:  # the WAL still holds every commit; log and go on closing
+            log.warning("checkpoint at close failed: %s", exc)
+        self._db.close()
+
+    def _load(self, spec: DatasetSpec, table: str) -> None:
+        cur = self._cursor()
+        relation = _source_relation(spec)
+        try:
+            if spec.format == "arrow":
+                cur.register("arrow_source", _read_arrow_file(spec))
+            columns = [row[0] for row in cur.execute(f"DESCRIBE SELECT * FROM {relation}").fetchall()]
+            if spec.time_column not in columns:
+                raise SpicepodError(
+                    f"dataset '{spec.name}': time column '{spec.time_column}' not found in {spec.path} "
+                    f"(columns: {', '.join(columns)})"
+                )
+            ts = quote_ident(spec.time_column)
+            cur.execute(
+                f"CREATE OR REPLACE TABLE {table} AS SELECT * REPLACE ({_time_expression(spec, spec.time_column)} "
+                f"AS {ts}) FROM {relation} ORDER BY {ts}"
+            )
+        except duckdb.Error as exc:
+            raise SpicepodError(f"dataset '{spec.name}': cannot load {spec.path}: {exc}") from None
+        finally:
+            cur.close()
+
+    def _expose(self, name: str) -> None:
+        ident = quote_ident(name)
+        self._db.execute(f"CREATE OR REPLACE VIEW main.{ident} AS SELECT * FROM store.main.{ident}")
+
+    def _track(self, spec: DatasetSpec, table: str) -> DatasetState:
+        cur = self._cursor()
+        try:
+            schema = cur.sql(f"SELECT * FROM {table} LIMIT 0").to_arrow_table().schema
+            ts = quote_ident(spec.time_column)
+            rows, first, last = cur.execute(f"SELECT count(*), min({ts}), max({ts}) FROM {table}").fetchone()
+        finally:
+            cur.close()
+        if not pa.types.is_timestamp(schema.field(spec.time_column).type):
+            raise SpicepodError(f"dataset '{spec.name}': time column '{spec.time_column}' is not a timestamp")
+        return DatasetState(spec, table, schema, rows=rows, first_ts=first, last_ts=last)
+
+    # --- reading -----------------------------------------------------------------------------------
+
+    def subscribe(self, listener: CommitListener) -> None:
+        """Call `listener(dataset, version)` after each committed append, before DoPut returns."""
+        self._listeners.append(listener)
+
+    def names(self) -> list[str]:
+        return list(self._specs)
+
+    def state(self, name: str) -> DatasetState:
+        try:
+            return self._states[name]
+        except KeyError:
+            raise NotFound(f"dataset '{name}' not found") from None
+
+    def datasets(self) -> list[dict]:
+        return [state.info() for state in self._states.values()]
+
+    def dataset_schema(self, name: str) -> pa.Schema:
+        state = self.state(name)
+        if state.schema is None:
+            return pa.schema([])
+        return state.schema
+
+    def dataset_sql(self, name: str) -> str:
+        """The SQL that reads a whole dataset (its rows in time order)."""
+        state = self.state(name)
+        if state.schema is None:
+            raise NotFound(f"dataset '{name}' has no rows yet: its schema comes from its first DoPut")
+        return f"SELECT * FROM {quote_ident(name)}"
+
+    def resolve(self, ticket: str) -> str:
+        """A ticket is SQL, or the bare name of a dataset."""
+        text = ticket.strip()
+        return self.dataset_sql(text) if text in self._specs else text
+
+    def check_read_only(self, sql: str) -> None:
+        """Refuse anything but exactly one read-only query (DuckDB decides what the statement is)."""
+        cur = self._cursor()
+        try:
+            statements = cur.extract_statements(sql)
+        except duckdb.Error as exc:
+            raise InvalidInput(str(exc)) from None
+        finally:
+            cur.close()
+        if len(statements) != 1:
+            raise InvalidInput(f"expected exactly one SQL statement, got {len(statements)}")
+        kind = statements[0].type
+        if kind not in READ_STATEMENTS:
+            raise InvalidInput(f"only read-only queries are allowed; refused a {kind.name} statement")
+
+    def query_schema(self, sql: str) -> pa.Schema:
+        """The schema of a read-only query's result, without running it."""
+        self.check_read_only(sql)
+        cur = self._cursor()
+        try:
+            return cur.sql(f"SELECT * FROM ({sql}) AS q LIMIT 0").to_arrow_table().schema
+        except duckdb.Error as exc:
+            raise InvalidInput(str(exc)) from None
+        finally:
+            cur.close()
+
+    def query(self, sql: str, batch_rows: int = STREAM_BATCH_ROWS) -> pa.RecordBatchReader:
+        """Run a read-only query; batches stream as DuckDB produces them.
+
+        The reader owns its cursor: it is closed when the reader is exhausted or dropped.
+        """
+        self.check_read_only(sql)
+        cur = self._cursor()
+        try:
+            source = cur.sql(sql).to_arrow_reader(batch_rows)
+        except duckdb.Error as exc:
+            cur.close()
+            raise InvalidInput(str(exc)) from None
+        return _CursorReader(source, cur).reader()
+
+    # --- writing -----------------------------------------------------------------------------------
+
+    def check_put_schema(self, name: str, schema: pa.Schema) -> DatasetState:
+        """Refuse a DoPut whose columns do not match the dataset's, before anything is written."""
+        state = self.state(name)
+        spec = state.spec
+        if spec.mode != "read_write":
+            raise InvalidInput(f"dataset '{name}' is read-only (mode: read); declare mode: read_write to DoPut")
+        names = schema.names
+        if len(set(names)) != len(names):
+            raise InvalidInput(f"DoPut to '{name}': duplicate column names in {names}")
+        if state.schema is None:
+            if spec.time_column not in names:
+                raise InvalidInput(f"DoPut to '{name}': missing time column '{spec.time_column}'")
+            if not pa.types.is_timestamp(schema.field(spec.time_column).type):
+                raise InvalidInput(
+                    f"DoPut to '{name}': column '{spec.time_column}' must be a timestamp, "
+                    f"got {schema.field(spec.time_column).type}"
+                )
+            return state
+        expected = state.schema
+        for f in schema:
+            if expected.get_field_index(f.name) < 0:
+                raise InvalidInput(
+                    f"DoPut to '{name}': unknown column '{f.name}'; expected columns {', '.join(expected.names)}"
+                )
+            stored = expected.field(f.name).type
+            if not is_lossless(f.type, stored):
+                raise InvalidInput(f"DoPut to '{name}': column '{f.name}' has type {f.type}, expected {stored}")
+        missing = [n for n in expected.names if n not in names]
+        if missing:
+            raise InvalidInput(f"DoPut to '{name}': missing column '{missing[0]}'")
+        return state
+
+    def append(self, name: str, schema: pa.Schema, batches: Iterable[pa.RecordBatch]) -> int:
+        """Append a whole stream as one transaction; durable when this returns. Returns the row count."""
+        state = self.check_put_schema(name, schema)
+        cur = self._cursor()
+        ts = spec_ts = state.spec.time_column
+        ts = quote_ident(spec_ts)
+        rows = 0
+        lo = hi = None
+        try:
+            cur.begin()
+            with state.lock:
+                if state.schema is None:
+                    self._create_from(cur, state, schema)
+                for batch in batches:
+                    if batch.num_rows == 0:
+                        continue
+                    rows += batch.num_rows
+                    if rows > self.limits.max_put_rows:
+                        raise InvalidInput(
+                            f"DoPut to '{name}': more than {self.limits.max_put_rows} rows in one stream"
+                        )
+                    times = batch.column(spec_ts)
+                    if times.null_count:
+                        raise InvalidInput(f"DoPut to '{name}': column '{spec_ts}' has null timestamps")
+                    bounds = pc.min_max(times)
+                    b_lo, b_hi = bounds["min"].as_py(), bounds["max"].as_py()
+                    b_lo, b_hi = _naive(b_lo), _naive(b_hi)
+                    lo = b_lo if lo is None or b_lo < lo else lo
+                    hi = b_hi if hi is None or b_hi > hi else hi
+                    cur.register("incoming", batch)
+                    cur.execute(f"INSERT INTO {state.table} BY NAME SELECT * FROM incoming")
+                    cur.unregister("incoming")
+                cur.commit()
+                self._committed(state, rows, lo, hi)
+        except BaseException as exc:
+            try:
+                cur.rollback()
+            except duckdb.Error:
+                pass
+            if isinstance(exc, duckdb.Error):
+                raise InvalidInput(f"DoPut to '{name}': {exc}") from None
+            raise
+        finally:
+            cur.close()
+        for listener in self._listeners:
+            listener(name, state.version)
+        return rows
+
+    def _create_from(self, cur: duckdb.DuckDBPyConnection, state: DatasetState, schema: pa.Schema) -> None:
+        """Create a `from: flight` dataset's table from its first DoPut's schema (same transaction)."""
+        cur.register("incoming", schema.empty_table())
+        ts = quote_ident(state.spec.time_column)
+        cur.execute(
+            f"CREATE TABLE {state.table} AS SELECT * REPLACE (CAST({ts} AS TIMESTAMP) AS {ts}) FROM incoming"
+        )
+        cur.unregister("incoming")
+        self._expose_in(cur, state.spec.name)
+        state.schema = cur.sql(f"SELECT * FROM {state.table} LIMIT 0").to_arrow_table().schema
+
+    @staticmethod
+    def _expose_in(cur: duckdb.DuckDBPyConnection, name: str) -> None:
+        ident = quote_ident(name)
+        cur.execute(f"CREATE OR REPLACE VIEW main.{ident} AS SELECT * FROM store.main.{ident}")
+
+    def _committed(self, state: DatasetState, rows: int, lo: object, hi: object) -> None:
+        if rows:
+            state.rows += rows
+            state.first_ts = lo if state.first_ts is None or lo < state.first_ts else state.first_ts
+            state.last_ts = hi if state.last_ts is None or hi > state.last_ts else state.last_ts
+        state.version += 1
+
+    def _cursor(self) -> duckdb.DuckDBPyConnection:
+        if self._db is None or self._closed.is_set():
+            raise InvalidInput("the store is closed")
+        return self._db.cursor()
+
+
+def _naive(ts: object) -> object:
+    """Timestamps are stored as naive UTC; a tz-aware bound is converted likewise."""
+    if getattr(ts, "tzinfo", None) is not None:
+        from datetime import timezone
+
+        return ts.astimezone(timezone.utc).replace(tzinfo=None)  # type: ignore[attr-defined]
+    return ts
+
+
+def _read_arrow_file(spec: DatasetSpec) -> pa.Table:
+    import pyarrow.feather as feather
+
+    try:
+        return feather.read_table(str(spec.path))
+    except (OSError, pa.ArrowInvalid):
+        with pa.OSFile(str(spec.path)) as source:
+            return pa.ipc.open_stream(source).read_all()
+
+
+class _CursorReader:
+    """Keeps a DuckDB cursor open exactly as long as its streaming result is read."""
+
+    def __init__(self, source: pa.RecordBatchReader, cursor: duckdb.DuckDBPyConnection):
+        self._source = source
+        self._cursor = cursor
+
+    def reader(self) -> pa.RecordBatchReader:
+        return pa.RecordBatchReader.from_batches(self._source.schema, self._batches())
+
+    def _batches(self) -> Iterable[pa.RecordBatch]:
+        try:
+            yield from self._source
+        finally:
+            self._cursor.close()

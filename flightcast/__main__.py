@@ -1,0 +1,3 @@
+from flightcast.cli import main
+
+raise SystemExit(main())

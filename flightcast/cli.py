@@ -1,0 +1,79 @@
+"""`flightcast run [--spicepod PATH] [--http HOST:PORT] [--flight HOST:PORT] [--data-dir DIR] [--api-key KEY]`."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+from spicepod import SpicepodError, load_spicepod
+from spicepod.schema import HOST_PORT
+
+
+class _LineFormatter(logging.Formatter):
+    """One line per event: `logger: message`, the level named when it is not INFO."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        level = "" if record.levelno == logging.INFO else f"{record.levelname.lower()}: "
+        line = f"{record.name}: {level}{record.getMessage()}"
+        if record.exc_info:
+            line += "\n" + self.formatException(record.exc_info)
+        return line
+
+
+def _host_port(value: str) -> str:
+    if not HOST_PORT.match(value) or int(value.rsplit(":", 1)[1]) > 65535:
+        raise argparse.ArgumentTypeError(f"expected HOST:PORT, got {value!r}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="flightcast", description="Time-series forecasting runtime.")
+    commands = parser.add_subparsers(dest="command", required=True)
+    run = commands.add_parser("run", help="serve the datasets and models of a spicepod")
+    run.add_argument("--spicepod", default="spicepod.yaml", help="the spicepod file (default ./spicepod.yaml)")
+    run.add_argument("--http", type=_host_port, help="HTTP listen address (default 127.0.0.1:3000)")
+    run.add_argument("--flight", type=_host_port, help="Flight listen address (default 127.0.0.1:50051)")
+    run.add_argument("--data-dir", help="where stored datasets and models live (default .flightcast/)")
+    run.add_argument("--api-key", help="require this API key on HTTP /v1/* and on Flight")
+    return parser
+
+
+def configure_logging() -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(_LineFormatter())
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(logging.INFO)
+    for noisy in ("tornado.access",):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    configure_logging()
+    try:
+        pod = load_spicepod(args.spicepod)
+    except SpicepodError as exc:
+        print(exc.message, file=sys.stderr)
+        return 2
+    runtime = pod.runtime
+    if args.http:
+        runtime = replace(runtime, http=args.http)
+    if args.flight:
+        runtime = replace(runtime, flight=args.flight)
+    if args.data_dir:
+        runtime = replace(runtime, data_dir=Path(args.data_dir).resolve())
+    if args.api_key:
+        runtime = replace(runtime, api_key=args.api_key)
+    pod = replace(pod, runtime=runtime)
+
+    from flightcast.runtime import Runtime  # heavy imports after the spicepod is known to be valid
+
+    try:
+        return Runtime(pod).run()
+    except SpicepodError as exc:  # data that does not fit its declaration stops start-up the same way
+        print(f"{args.spicepod}: {exc.message}", file=sys.stderr)
+        return 2

@@ -1,0 +1,89 @@
+"""Runtime: wires the store, the Flight server, the pipelines and the HTTP server from one spicepod."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import threading
+import time
+
+import tornado.httpserver
+import tornado.netutil
+
+from flight_server import DatasetStore, FlightService
+from http_api.app import AppContext, make_app
+from pipelines.flight_client import FlightDataClient
+from pipelines.service import PredictionService
+from spicepod import Spicepod
+
+log = logging.getLogger("flightcast")
+
+
+def _split(address: str) -> tuple[str, int]:
+    host, _, port = address.rpartition(":")
+    return host.strip("[]"), int(port)
+
+
+def _client_host(host: str) -> str:
+    """Where this process reaches its own server: loopback when bound to every interface."""
+    return {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(host, host)
+
+
+class Runtime:
+    def __init__(self, pod: Spicepod):
+        self.pod = pod
+
+    def run(self) -> int:
+        return asyncio.run(self._serve())
+
+    async def _serve(self) -> int:
+        pod, runtime = self.pod, self.pod.runtime
+        started = time.perf_counter()
+        store = DatasetStore(pod.datasets, runtime.data_dir, runtime.limits)
+        store.open()
+
+        flight_host, flight_port = _split(runtime.flight)
+        flight_server = FlightService(store, f"grpc://{flight_host}:{flight_port}", runtime.api_key)
+        flight_thread = threading.Thread(target=flight_server.serve, name="flight", daemon=True)
+        flight_thread.start()
+        log.info("flight listening on grpc://%s:%d", flight_host, flight_server.port)
+
+        client = FlightDataClient(f"grpc://{_client_host(flight_host)}:{flight_server.port}", runtime.api_key)
+        predictions = PredictionService(
+            pod.models,
+            {d.name: d.time_column for d in pod.datasets},
+            client,
+            runtime.data_dir / "models",
+            max_horizon=runtime.limits.max_horizon,
+        )
+        store.subscribe(predictions.on_data_changed)  # commit notices, in-process
+        predictions.start()
+
+        context = AppContext(predictions, client, runtime.api_key)
+        app = make_app(context, runtime.limits.max_request_bytes)
+        http_host, http_port = _split(runtime.http)
+        http_server = tornado.httpserver.HTTPServer(app, max_body_size=runtime.limits.max_request_bytes)
+        sockets = tornado.netutil.bind_sockets(http_port, address=http_host)
+        http_server.add_sockets(sockets)
+        log.info("http listening on %s:%d", http_host, sockets[0].getsockname()[1])
+        log.info(
+            "spicepod %s: %d datasets, %d models, started in %.0f ms",
+            pod.name, len(pod.datasets), len(pod.models), (time.perf_counter() - started) * 1000,
+        )
+
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await stop.wait()
+
+        log.info("shutting down")
+        http_server.stop()  # no new connections
+        await asyncio.wait_for(http_server.close_all_connections(), timeout=10)
+        predictions.stop()
+        context.close()
+        flight_server.shutdown()  # waits for calls in flight, DoPut transactions included
+        store.close()
+        log.info("stopped")
+        return 0

@@ -1,0 +1,78 @@
+"""FlightDataClient: how the pipelines (and the HTTP layer through them) reach data: as a Flight client."""
+
+from __future__ import annotations
+
+import json
+import threading
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.flight as flight
+
+from spicepod import FlightcastError, InvalidInput, NotFound
+
+
+class FlightDataClient:
+    """A thread-safe Flight client with the runtime's credentials and typed errors."""
+
+    def __init__(self, location: str, api_key: str | None = None):
+        self.location = location
+        headers = [(b"authorization", f"Bearer {api_key}".encode())] if api_key else []
+        self._options = flight.FlightCallOptions(headers=headers)
+        self._local = threading.local()
+
+    def _client(self) -> flight.FlightClient:
+        # One connection per thread: gRPC channels are thread-safe, but separate ones avoid contention.
+        client = getattr(self._local, "client", None)
+        if client is None:
+            client = self._local.client = flight.FlightClient(self.location)
+        return client
+
+    def reader(self, sql: str) -> flight.FlightStreamReader:
+        """Stream the result of a read-only SQL query (or a bare dataset name)."""
+        try:
+            return self._client().do_get(flight.Ticket(sql.encode("utf-8")), self._options)
+        except pa.ArrowKeyError as exc:
+            raise NotFound(_message(exc)) from None
+        except pa.ArrowInvalid as exc:
+            raise InvalidInput(_message(exc)) from None
+        except flight.FlightError as exc:
+            raise FlightcastError(f"flight server: {_message(exc)}") from None
+
+    def query(self, sql: str) -> pa.Table:
+        """Run a read-only SQL query and collect its result."""
+        reader = self.reader(sql)
+        try:
+            return reader.read_all()
+        except pa.ArrowInvalid as exc:
+            raise InvalidInput(_message(exc)) from None
+        except (pa.ArrowException, flight.FlightError) as exc:
+            raise FlightcastError(f"flight server: {_message(exc)}") from None
+
+    def action(self, name: str, body: bytes = b"") -> Any:
+        """Run a Flight action whose single result is JSON."""
+        try:
+            results = list(self._client().do_action(flight.Action(name, body), self._options))
+        except pa.ArrowKeyError as exc:
+            raise NotFound(_message(exc)) from None
+        except pa.ArrowInvalid as exc:
+            raise InvalidInput(_message(exc)) from None
+        except flight.FlightError as exc:
+            raise FlightcastError(f"flight server: {_message(exc)}") from None
+        return json.loads(results[0].body.to_pybytes())
+
+    def datasets(self) -> list[dict]:
+        return self.action("list_datasets")
+
+    def dataset_info(self, name: str) -> dict:
+        return self.action("dataset_info", name.encode("utf-8"))
+
+
+def _message(exc: Exception) -> str:
+    """The server's message without the gRPC and Python detail pyarrow appends to it."""
+    text = str(exc)
+    for marker in (". Detail: Python exception", ". gRPC client debug context", ". Detail:"):
+        text = text.split(marker, 1)[0]
+    if text.startswith("'") and text.endswith("'"):
+        text = text[1:-1]  # KeyError messages arrive quoted
+    return text

@@ -1,0 +1,138 @@
+"""ModelRegistry: trained versions under the data dir, found again by spec hash and data fingerprint.
+
+Layout: `<data_dir>/models/<model>/runs/<run>/` holds the model files and `meta.json`. A run is
+written to a temporary folder and renamed into place, so a crash never leaves a half-written version.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from spicepod import ModelSpec
+
+# Bump when the feature design changes, so stored versions are retrained rather than misread.
+FEATURES_VERSION = 1
+
+
+@dataclass(frozen=True)
+class VersionMeta:
+    """What is stored with each trained version."""
+
+    model_name: str
+    model_version: str  # the tag, or the run number
+    run: int
+    spec_hash: str
+    data_fingerprint: str
+    metrics: dict[str, float | None]
+    trained_at: str
+    training_rows: int
+    frequency: str
+    value_column: str
+    training_seconds: float
+
+
+def spec_hash(spec: ModelSpec) -> str:
+    """A hash of everything in a model's spec that changes what training produces."""
+    doc = {
+        "features": FEATURES_VERSION,
+        "source": spec.source,
+        "datasets": list(spec.datasets),
+        "value_column": spec.value_column,
+        "lookback": spec.lookback,
+        "horizon": spec.horizon,
+        "frequency": spec.frequency,
+        "strategy": spec.strategy,
+        "lightgbm": dict(sorted(spec.lightgbm.items())),
+    }
+    return hashlib.sha256(json.dumps(doc, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def data_fingerprint(timestamps: np.ndarray, values: np.ndarray) -> str:
+    digest = hashlib.sha256()
+    digest.update(np.ascontiguousarray(timestamps.astype("datetime64[us]")).tobytes())
+    digest.update(np.ascontiguousarray(values.astype(np.float64)).tobytes())
+    return digest.hexdigest()
+
+
+def file_digest(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+class ModelRegistry:
+    """Finds, writes and lists stored versions of models."""
+
+    def __init__(self, root: Path):
+        self.root = Path(root)
+
+    def _runs(self, model: str) -> Path:
+        return self.root / model / "runs"
+
+    def versions(self, model: str) -> list[tuple[VersionMeta, Path]]:
+        """Stored versions of a model, oldest run first; unreadable ones are skipped."""
+        runs = self._runs(model)
+        found = []
+        if runs.is_dir():
+            for entry in runs.iterdir():
+                if not entry.name.isdigit():
+                    continue
+                try:
+                    meta = VersionMeta(**json.loads((entry / "meta.json").read_text()))
+                except (OSError, ValueError, TypeError):
+                    continue
+                found.append((meta, entry))
+        return sorted(found, key=lambda item: item[0].run)
+
+    def find(self, model: str, spec_digest: str, fingerprint: str) -> tuple[VersionMeta, Path] | None:
+        """The newest stored version trained from this spec on this data, if any."""
+        for meta, path in reversed(self.versions(model)):
+            if meta.spec_hash == spec_digest and meta.data_fingerprint == fingerprint:
+                return meta, path
+        return None
+
+    def next_run(self, model: str) -> int:
+        versions = self.versions(model)
+        runs = self._runs(model)
+        taken = [int(p.name) for p in runs.iterdir() if p.name.isdigit()] if runs.is_dir() else []
+        return max([m.run for m, _ in versions] + taken + [0]) + 1
+
+    def store(self, meta_fields: dict[str, Any], save: Any) -> tuple[VersionMeta, Path]:
+        """Write a new run: `save(folder)` writes the model files, then the folder is moved into place."""
+        model = meta_fields["model_name"]
+        runs = self._runs(model)
+        runs.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=runs))
+        try:
+            save(staging)
+            run = self.next_run(model)
+            meta = VersionMeta(run=run, **{**meta_fields, "model_version": meta_fields["model_version"] or str(run)})
+            (staging / "meta.json").write_text(json.dumps(asdict(meta), indent=2))
+            for item in staging.iterdir():
+                _fsync(item)
+            final = runs / str(run)
+            os.rename(staging, final)
+            _fsync(runs)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+        return meta, final
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

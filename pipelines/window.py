@@ -1,0 +1,78 @@
+"""Series and window queries: SQL built once per model, run by DuckDB behind the Flight server."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+
+from pipelines.flight_client import FlightDataClient
+from pipelines.frequency import Frequency
+from spicepod import InvalidInput, NotReady, quote_ident
+
+NUMERIC_PREFIXES = ("int", "uint", "float", "double", "halffloat", "decimal")
+
+
+def value_column(dataset: dict, declared: str | None) -> str:
+    """The column to forecast: the declared one, or the only numeric column besides the time column."""
+    columns = {c["name"]: c["type"] for c in dataset["columns"]}
+    name = dataset["name"]
+    if not columns:
+        raise NotReady(f"dataset '{name}' has no rows yet")
+    if declared is not None:
+        if declared not in columns:
+            raise InvalidInput(f"dataset '{name}' has no column '{declared}' (columns: {', '.join(columns)})")
+        if not columns[declared].startswith(NUMERIC_PREFIXES):
+            raise InvalidInput(f"column '{declared}' of dataset '{name}' is {columns[declared]}, not numeric")
+        return declared
+    numeric = [c for c, t in columns.items() if c != dataset["time_column"] and t.startswith(NUMERIC_PREFIXES)]
+    if len(numeric) != 1:
+        raise InvalidInput(
+            f"dataset '{name}' has {len(numeric)} numeric columns ({', '.join(numeric) or 'none'}); "
+            "set params.value_column"
+        )
+    return numeric[0]
+
+
+def _arrays(table: pa.Table) -> tuple[np.ndarray, np.ndarray]:
+    """(timestamps as datetime64[us], values as float64, NaN for nulls), oldest first."""
+    ts = table.column(0).to_numpy().astype("datetime64[us]")
+    values = table.column(1).cast(pa.float64()).to_numpy(zero_copy_only=False)
+    return ts[::-1].copy(), values[::-1].copy()
+
+
+@dataclass(frozen=True)
+class WindowQuery:
+    """Reads a model's series: the latest rows of (time, value), newest first from DuckDB."""
+
+    dataset: str
+    time_column: str
+    value_column: str
+
+    def _select(self) -> str:
+        return (
+            f"SELECT {quote_ident(self.time_column)}, {quote_ident(self.value_column)} "
+            f"FROM {quote_ident(self.dataset)}"
+        )
+
+    def history(self, client: FlightDataClient, max_rows: int) -> tuple[np.ndarray, np.ndarray]:
+        """The latest `max_rows` points, for training."""
+        sql = f"{self._select()} ORDER BY {quote_ident(self.time_column)} DESC LIMIT {int(max_rows)}"
+        return _arrays(client.query(sql))
+
+    def latest(
+        self, client: FlightDataClient, lookback: int, freq: Frequency, last_ts: np.datetime64
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The latest `lookback` points.
+
+        A lower time bound computed from the dataset's newest timestamp lets DuckDB skip every row
+        group before the window (zone maps), so the cost does not grow with the table.
+        """
+        ts = quote_ident(self.time_column)
+        lower = str(np.datetime64(freq.back(last_ts, lookback - 1), "us"))
+        sql = f"{self._select()} WHERE {ts} >= TIMESTAMP '{lower}' ORDER BY {ts} DESC LIMIT {int(lookback)}"
+        times, values = _arrays(client.query(sql))
+        if times.size < lookback:  # a gap inside the window: read the plain latest rows and let checks name it
+            times, values = self.history(client, lookback)
+        return times, values

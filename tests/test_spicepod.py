@@ -1,0 +1,352 @@
+"""The spicepod loader: every invalid spicepod stops with one exact message; valid ones parse as specified."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from spicepod import SpicepodError, load_spicepod, parse_spicepod
+from conftest import DATA, run_cli, write_spicepod
+
+AUSTRES = DATA / "austres.csv"
+HEAD = "version: v1\nkind: Spicepod\nname: t\n"
+
+
+def pod(*, ds_from: str = f"file:{AUSTRES}", ds_name: str = "co2", ds_extra: str = "", more_ds: str = "",
+        model_from: str = "lightgbm", model_ds: str = "[co2]", model_extra: str = "", params: str = "",
+        more_models: str = "") -> str:
+    """A spicepod with one dataset `co2` and two models, co2_a and co2_b (whose params get `params`)."""
+    return (
+        HEAD
+        + "datasets:\n"
+        + f"  - from: {ds_from}\n    name: {ds_name}\n{ds_extra}{more_ds}"
+        + "models:\n"
+        + f"  - from: {model_from}\n    name: co2_a\n    datasets: {model_ds}\n{model_extra}"
+        + f"  - from: lightgbm\n    name: co2_b\n    datasets: [{ds_name}]\n    params:\n      horizon: 3\n"
+        + params
+        + more_models
+    )
+
+
+PARAM_KEYS = "frequency, horizon, lightgbm, lookback, strategy, value_column"
+SQL_ID = "must be an SQL identifier ([A-Za-z_][A-Za-z0-9_]*)"
+FREQ = ("must be a step like 15min, 1h, 1d, 1w, 1mo, 1q or 1y (units s, min, h, d, w, mo, q, y)")
+
+INVALID = [
+    # unknown keys, at every level
+    ("unknown_top_key", HEAD + "foo: 1\n",
+     "unknown key 'foo'; expected one of datasets, kind, models, name, runtime, version"),
+    ("unknown_runtime_key", HEAD + "runtime:\n  htp: 127.0.0.1:1\n",
+     "runtime: unknown key 'htp'; expected one of auth, data_dir, flight, http, limits"),
+    ("unknown_auth_key", HEAD + "runtime:\n  auth:\n    key: x\n",
+     "runtime: unknown key 'key'; expected one of api_key"),
+    ("unknown_limits_key", HEAD + "runtime:\n  limits:\n    timeout: 1\n",
+     "runtime: unknown key 'timeout'; expected one of max_horizon, max_put_rows, max_request_bytes, "
+     "memory_limit, query_timeout_seconds"),
+    ("unknown_dataset_key", pod(ds_extra="    time_colum: t\n"),
+     "datasets[0] (co2): unknown key 'time_colum'; expected one of description, from, mode, name, "
+     "time_column, time_format"),
+    ("unknown_model_key", pod(model_extra="    param: {}\n"),
+     "models[0] (co2_a): unknown key 'param'; expected one of datasets, description, from, name, params"),
+    ("unknown_params_key", pod(params="      lookbak: 24\n"),
+     f"models[1] (co2_b): unknown key 'lookbak'; expected one of {PARAM_KEYS}"),
+    # wrong types and values
+    ("name_not_string", "version: v1\nkind: Spicepod\nname: 123\n", "'name' must be a non-empty string, got 123"),
+    ("bad_version", "version: v2\nkind: Spicepod\nname: t\n", "'version' must be one of v1, v1beta1, got 'v2'"),
+    ("missing_kind", "version: v1\nname: t\n", "missing required key 'kind'"),
+    ("runtime_not_mapping", HEAD + "runtime: [1]\n", "runtime: 'runtime' must be a mapping, got [1]"),
+    ("runtime_http_no_port", HEAD + "runtime:\n  http: localhost\n",
+     "runtime: 'http' must be HOST:PORT with a port from 0 to 65535, got 'localhost'"),
+    ("runtime_flight_port_too_big", HEAD + "runtime:\n  flight: 127.0.0.1:70000\n",
+     "runtime: 'flight' must be HOST:PORT with a port from 0 to 65535, got '127.0.0.1:70000'"),
+    ("datasets_not_list", HEAD + "datasets: {a: 1}\n", "'datasets' must be a list, got {'a': 1}"),
+    ("dataset_not_mapping", HEAD + "datasets: [5]\n", "datasets[0]: 'dataset' must be a mapping, got 5"),
+    ("dataset_missing_name", HEAD + f"datasets:\n  - from: file:{AUSTRES}\n",
+     "datasets[0]: missing required key 'name'"),
+    ("bad_mode", pod(ds_extra="    mode: write\n"),
+     "datasets[0] (co2): 'mode' must be one of read, read_write, got 'write'"),
+    ("bad_time_format", pod(ds_extra="    time_format: epoch\n"),
+     "datasets[0] (co2): 'time_format' must be one of timestamp, timestamptz, unix_seconds, unix_millis, "
+     "ISO8601, got 'epoch'"),
+    ("bad_time_column", pod(ds_extra="    time_column: 1ts\n"), f"datasets[0] (co2): 'time_column' {SQL_ID}, got '1ts'"),
+    ("lookback_zero", pod(params="      lookback: 0\n"),
+     "models[1] (co2_b): 'lookback' must be a positive integer, got 0"),
+    ("lookback_negative", pod(params="      lookback: -3\n"),
+     "models[1] (co2_b): 'lookback' must be a positive integer, got -3"),
+    ("lookback_float", pod(params="      lookback: 2.5\n"),
+     "models[1] (co2_b): 'lookback' must be a positive integer, got 2.5"),
+    ("lookback_string", pod(params="      lookback: '24'\n"),
+     "models[1] (co2_b): 'lookback' must be a positive integer, got '24'"),
+    ("lookback_bool", pod(params="      lookback: true\n"),
+     "models[1] (co2_b): 'lookback' must be a positive integer, got True"),
+    ("horizon_zero", pod().replace("      horizon: 3\n", "      horizon: 0\n"),
+     "models[1] (co2_b): 'horizon' must be a positive integer, got 0"),
+    ("bad_strategy", pod(params="      strategy: both\n"),
+     "models[1] (co2_b): 'strategy' must be one of recursive, direct, got 'both'"),
+    ("bad_frequency_unit", pod(params="      frequency: 5x\n"), f"models[1] (co2_b): 'frequency' {FREQ}, got '5x'"),
+    ("zero_frequency", pod(params="      frequency: 0h\n"), f"models[1] (co2_b): 'frequency' {FREQ}, got '0h'"),
+    ("lightgbm_not_mapping", pod(params="      lightgbm: [1]\n"),
+     "models[1] (co2_b): 'lightgbm' must be a mapping, got [1]"),
+    ("lightgbm_nested_value", pod(params="      lightgbm: {a: {b: 1}}\n"),
+     "models[1] (co2_b): 'lightgbm.a' must be a string, number or boolean, got {'b': 1}"),
+    ("bad_value_column", pod(params="      value_column: my-col\n"),
+     f"models[1] (co2_b): 'value_column' {SQL_ID}, got 'my-col'"),
+    ("params_not_mapping", pod(model_extra="    params: [1]\n"),
+     "models[0] (co2_a): 'params' must be a mapping, got [1]"),
+    ("model_datasets_not_list", pod(model_ds="5"),
+     "models[0] (co2_a): 'datasets' must be a non-empty list of names, got 5"),
+    ("model_datasets_empty", pod(model_ds="[]"),
+     "models[0] (co2_a): 'datasets' must be a non-empty list of names, got []"),
+    ("model_missing_name", pod().replace("    name: co2_b\n", ""), "models[1]: missing required key 'name'"),
+    ("model_missing_from", pod().replace("  - from: lightgbm\n    name: co2_b", "  - name: co2_b"),
+     "models[1] (co2_b): missing required key 'from'"),
+    # duplicates and references
+    ("duplicate_dataset", pod(more_ds=f"  - from: file:{AUSTRES}\n    name: co2\n"),
+     "datasets[1] (co2): duplicate dataset name 'co2'"),
+    ("duplicate_model", pod(more_models="  - from: lightgbm\n    name: co2_a\n    datasets: [co2]\n"),
+     "models[2] (co2_a): duplicate model name 'co2_a'"),
+    ("undeclared_dataset", pod(model_ds="[co2, nope]"),
+     "models[0] (co2_a): 'datasets' names 'nope', which is not a declared dataset"),
+    # sources
+    ("dataset_from_unknown_scheme", pod(ds_from="s3://bucket/x.csv"),
+     "datasets[0] (co2): 'from' must be file:PATH or flight, got 's3://bucket/x.csv'"),
+    ("dataset_from_bad_suffix", pod(ds_from=f"file:{DATA / 'README.md'}"),
+     f"datasets[0] (co2): 'from' file must end in .arrow, .csv, .feather, .ipc, .parquet, "
+     f"got 'file:{DATA / 'README.md'}'"),
+    ("dataset_from_empty_path", pod(ds_from="'file:'"),
+     "datasets[0] (co2): 'from' needs a path after file:, got 'file:'"),
+    ("flight_dataset_mode_read", pod(ds_from="flight", ds_extra="    mode: read\n"),
+     "datasets[0] (co2): 'mode' of a `from: flight` dataset must be read_write (Flight DoPut fills it)"),
+    ("missing_file", pod(ds_from="file:/nonexistent/x.csv"),
+     "datasets[0] (co2): 'from' file '/nonexistent/x.csv' does not exist"),
+    ("model_from_unknown", pod(model_from="xgboost"),
+     "models[0] (co2_a): 'from' must be lightgbm[:TAG] or file:PATH, got 'xgboost'"),
+    ("model_from_empty_tag", pod(model_from="'lightgbm:'"),
+     "models[0] (co2_a): 'from' tag after lightgbm: is empty in 'lightgbm:'"),
+    ("model_file_missing", pod(model_from="file:/nonexistent/model.txt"),
+     "models[0] (co2_a): 'from' model file '/nonexistent/model.txt' does not exist"),
+    # names
+    ("dataset_name_dash", pod(ds_name="co2-a"), f"datasets[0] (co2-a): 'name' {SQL_ID}, got 'co2-a'"),
+    ("dataset_name_digit", pod(ds_name="1abc"), f"datasets[0] (1abc): 'name' {SQL_ID}, got '1abc'"),
+    ("model_name_space", pod().replace("name: co2_b", "name: co2 b"),
+     f"models[1] (co2 b): 'name' {SQL_ID}, got 'co2 b'"),
+    # environment and document shape
+    ("unset_env", HEAD + "runtime:\n  auth:\n    api_key: ${env:FC_MISSING}\n",
+     "runtime.auth.api_key: environment variable FC_MISSING is not set"),
+    ("empty_api_key", HEAD + "runtime:\n  auth:\n    api_key: ${env:FC_EMPTY}\n",
+     "runtime: 'api_key' must be a non-empty string, got ''"),
+    ("top_level_list", "- a\n- b\n", "the top level must be a mapping with version, kind and name"),
+    ("top_level_scalar", "hello\n", "the top level must be a mapping with version, kind and name"),
+    ("empty_file", "", "the top level must be a mapping with version, kind and name"),
+]
+
+
+@pytest.mark.parametrize(("text", "message"), [(t, m) for _, t, m in INVALID], ids=[i for i, _, _ in INVALID])
+def test_invalid_spicepod_message(text: str, message: str) -> None:
+    with pytest.raises(SpicepodError) as info:
+        parse_spicepod(text, "spicepod.yaml", env={"FC_EMPTY": ""})
+    assert str(info.value) == f"spicepod.yaml: {message}"
+    assert "\n" not in str(info.value)
+
+
+def test_invalid_yaml_is_one_line_naming_file_and_position() -> None:
+    with pytest.raises(SpicepodError) as info:
+        parse_spicepod("version: v1\nkind: [Spicepod\n", "spicepod.yaml", env={})
+    message = str(info.value)
+    assert message.startswith("spicepod.yaml: not valid YAML: ")
+    assert "line 2, column 7" in message
+    assert "\n" not in message
+
+
+def test_yaml_is_read_safely() -> None:
+    text = HEAD + "datasets: !!python/object/apply:os.system ['echo pwned']\n"
+    with pytest.raises(SpicepodError) as info:
+        parse_spicepod(text, "spicepod.yaml", env={})
+    assert str(info.value).startswith("spicepod.yaml: not valid YAML: ")
+
+
+def test_message_names_the_file_as_given(tmp_path: Path) -> None:
+    path = write_spicepod(tmp_path, pod(params="      lookbak: 24\n"))
+    with pytest.raises(SpicepodError) as info:
+        load_spicepod(path, env={})
+    assert str(info.value) == f"{path}: models[1] (co2_b): unknown key 'lookbak'; expected one of {PARAM_KEYS}"
+
+
+def test_unreadable_file_names_the_file(tmp_path: Path) -> None:
+    missing = tmp_path / "nope.yaml"
+    with pytest.raises(SpicepodError) as info:
+        load_spicepod(missing, env={})
+    assert str(info.value).startswith(f"{missing}: cannot read the spicepod")
+
+
+def test_dataset_names_differing_only_in_case_are_duplicates() -> None:
+    # SQL identifiers are case-insensitive in DuckDB: co2 and CO2 would be the same table.
+    text = pod(more_ds=f"  - from: file:{AUSTRES}\n    name: CO2\n")
+    with pytest.raises(SpicepodError) as info:
+        parse_spicepod(text, "spicepod.yaml", env={})
+    assert str(info.value) == "spicepod.yaml: datasets[1] (CO2): duplicate dataset name 'CO2'"
+
+
+def test_wrongly_typed_api_key_is_not_echoed() -> None:
+    # A key never appears in an error message (SPEC 6), even when it is mistyped as a number.
+    with pytest.raises(SpicepodError) as info:
+        parse_spicepod(HEAD + "runtime:\n  auth:\n    api_key: 987654321987\n", "spicepod.yaml", env={})
+    message = str(info.value)
+    assert message.startswith("spicepod.yaml: runtime: 'api_key' must be a non-empty string")
+    assert "987654321987" not in message
+
+
+# --- valid spicepods -------------------------------------------------------------------------------------
+
+def test_defaults(tmp_path: Path) -> None:
+    text = HEAD + f"datasets:\n  - from: file:{AUSTRES}\n    name: co2\n" \
+        "models:\n  - from: lightgbm\n    name: m\n    datasets: [co2]\n"
+    spec = parse_spicepod(text, tmp_path / "spicepod.yaml", env={})
+    assert spec.name == "t" and spec.version == "v1"
+    assert spec.path == (tmp_path / "spicepod.yaml").resolve()
+    runtime = spec.runtime
+    assert (runtime.http, runtime.flight, runtime.api_key) == ("127.0.0.1:3000", "127.0.0.1:50051", None)
+    assert runtime.data_dir == (tmp_path / ".flightcast").resolve()
+    assert runtime.limits.query_timeout_s == 30.0 and runtime.limits.max_horizon == 1000
+    (dataset,) = spec.datasets
+    assert (dataset.name, dataset.kind, dataset.format, dataset.mode) == ("co2", "file", "csv", "read")
+    assert (dataset.time_column, dataset.time_format, dataset.path) == ("ts", "timestamp", AUSTRES.resolve())
+    (model,) = spec.models
+    assert (model.kind, model.tag, model.datasets, model.dataset) == ("lightgbm", None, ("co2",), "co2")
+    assert (model.lookback, model.horizon, model.strategy) == (30, 1, "recursive")
+    assert (model.value_column, model.frequency, dict(model.lightgbm)) == (None, None, {})
+
+
+def test_full_spicepod_values(tmp_path: Path) -> None:
+    text = """\
+        version: v1beta1
+        kind: Spicepod
+        name: full
+        runtime:
+          http: 0.0.0.0:8080
+          flight: 127.0.0.1:0
+          data_dir: /var/tmp/fc
+        datasets:
+          - from: flight
+            name: sink
+            time_column: at
+            time_format: unix_millis
+        models:
+          - from: lightgbm:1.0
+            name: m
+            datasets: sink
+            params:
+              value_column: v
+              lookback: 24
+              horizon: 12
+              frequency: 1mo
+              strategy: direct
+              lightgbm: {num_leaves: 31, learning_rate: 0.05, num_boost_round: 200}
+    """
+    import textwrap
+
+    spec = parse_spicepod(textwrap.dedent(text), tmp_path / "spicepod.yaml", env={})
+    assert spec.version == "v1beta1"
+    assert (spec.runtime.http, spec.runtime.flight, spec.runtime.data_dir) == (
+        "0.0.0.0:8080", "127.0.0.1:0", Path("/var/tmp/fc"))
+    model = spec.model("m")
+    assert (model.tag, model.datasets, model.value_column, model.lookback, model.horizon) == (
+        "1.0", ("sink",), "v", 24, 12)
+    assert (model.frequency, model.strategy) == ("1mo", "direct")
+    assert dict(model.lightgbm) == {"num_leaves": 31, "learning_rate": 0.05, "num_boost_round": 200}
+    sink = spec.dataset("sink")
+    assert (sink.time_column, sink.time_format) == ("at", "unix_millis")
+
+
+def test_relative_paths_resolve_against_the_spicepod_folder(tmp_path: Path, monkeypatch) -> None:
+    pod_dir = tmp_path / "pod"
+    (pod_dir / "data").mkdir(parents=True)
+    (pod_dir / "data" / "x.csv").write_text("ts,value\n2024-01-01,1\n")
+    (pod_dir / "data" / "y.parquet").write_bytes(b"")
+    (pod_dir / "model.txt").write_text("tree\n")
+    path = write_spicepod(pod_dir, HEAD + """\
+runtime:
+  data_dir: store/here
+datasets:
+  - from: file:data/x.csv
+    name: x
+  - from: file://data/y.parquet
+    name: y
+  - from: file://{abs}
+    name: z
+models:
+  - from: file:model.txt
+    name: m
+    datasets: [x]
+""".format(abs=AUSTRES))
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    spec = load_spicepod(path, env={})
+    assert spec.runtime.data_dir == (pod_dir / "store" / "here").resolve()
+    assert spec.dataset("x").path == (pod_dir / "data" / "x.csv").resolve()
+    assert spec.dataset("y").path == (pod_dir / "data" / "y.parquet").resolve()
+    assert spec.dataset("y").format == "parquet"
+    assert spec.dataset("z").path == AUSTRES.resolve()
+    assert spec.model("m").kind == "file" and spec.model("m").path == (pod_dir / "model.txt").resolve()
+
+
+@pytest.mark.parametrize(("suffix", "fmt"), [(".csv", "csv"), (".parquet", "parquet"), (".arrow", "arrow"),
+                                             (".feather", "arrow"), (".ipc", "arrow"), (".CSV", "csv")])
+def test_file_formats_by_suffix(tmp_path: Path, suffix: str, fmt: str) -> None:
+    (tmp_path / f"d{suffix}").write_bytes(b"")
+    spec = parse_spicepod(HEAD + f"datasets:\n  - from: file:d{suffix}\n    name: d\n", tmp_path / "s.yaml", env={})
+    assert spec.dataset("d").format == fmt
+
+
+def test_env_substitution() -> None:
+    text = HEAD + "runtime:\n  auth:\n    api_key: ${env:FC_KEY}\n" \
+        "datasets:\n  - from: flight\n    name: sink\n    description: pre-${env:FC_WORD}-post\n"
+    spec = parse_spicepod(text, "spicepod.yaml", env={"FC_KEY": "s3cret-key", "FC_WORD": "mid"})
+    assert spec.runtime.api_key == "s3cret-key"
+    assert spec.dataset("sink").description == "pre-mid-post"
+
+
+def test_env_substitution_reads_the_process_environment(monkeypatch) -> None:
+    monkeypatch.setenv("FC_TEST_SPICEPOD_KEY", "from-environ")
+    spec = parse_spicepod(HEAD + "runtime:\n  auth:\n    api_key: ${env:FC_TEST_SPICEPOD_KEY}\n", "spicepod.yaml")
+    assert spec.runtime.api_key == "from-environ"
+
+
+def test_flight_dataset_is_read_write() -> None:
+    spec = parse_spicepod(HEAD + "datasets:\n  - from: flight\n    name: sink\n"
+                          "  - from: flight\n    name: sink2\n    mode: read_write\n", "spicepod.yaml", env={})
+    for name in ("sink", "sink2"):
+        dataset = spec.dataset(name)
+        assert (dataset.kind, dataset.mode, dataset.path, dataset.format) == ("flight", "read_write", None, None)
+
+
+def test_read_write_dataset_seeded_from_file() -> None:
+    spec = parse_spicepod(pod(ds_extra="    mode: read_write\n"), "spicepod.yaml", env={})
+    assert spec.dataset("co2").mode == "read_write" and spec.dataset("co2").kind == "file"
+
+
+# --- the CLI on an invalid spicepod --------------------------------------------------------------------
+
+def test_cli_exits_2_with_one_message(tmp_path: Path) -> None:
+    path = write_spicepod(tmp_path, pod(params="      lookbak: 24\n"))
+    result = run_cli(["run", "--spicepod", str(path), "--http", "127.0.0.1:0", "--flight", "127.0.0.1:0",
+                      "--data-dir", str(tmp_path / "store")], cwd=tmp_path)
+    assert result.returncode == 2, (result.returncode, result.stderr)
+    assert "Traceback" not in result.stderr and "Traceback" not in result.stdout
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    expected = f"{path}: models[1] (co2_b): unknown key 'lookbak'; expected one of {PARAM_KEYS}"
+    assert len(lines) == 1, result.stderr
+    assert lines[0].endswith(expected), result.stderr
+    assert "listening" not in result.stderr
+
+
+def test_cli_missing_spicepod_exits_2(tmp_path: Path) -> None:
+    missing = tmp_path / "absent.yaml"
+    result = run_cli(["run", "--spicepod", str(missing), "--http", "127.0.0.1:0", "--flight", "127.0.0.1:0",
+                      "--data-dir", str(tmp_path / "store")], cwd=tmp_path)
+    assert result.returncode == 2, (result.returncode, result.stderr)
+    assert "Traceback" not in result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and str(missing) in lines[0], result.stderr
