@@ -325,14 +325,16 @@ class DatasetStore:
         """Append a whole stream as one transaction; durable when this returns. Returns the row count."""
         state = self.check_put_schema(name, schema)
         cur = self._cursor()
-        ts = spec_ts = state.spec.time_column
-        ts = quote_ident(spec_ts)
+        spec_ts = state.spec.time_column
         rows = 0
         lo = hi = None
+        creating = committed = False
         try:
             cur.begin()
             with state.lock:
-                if state.schema is None:
+                self.check_put_schema(name, schema)  # again: a concurrent first DoPut may have set it
+                creating = state.schema is None
+                if creating:
                     self._create_from(cur, state, schema)
                 for batch in batches:
                     if batch.num_rows == 0:
@@ -354,12 +356,17 @@ class DatasetStore:
                     cur.execute(f"INSERT INTO {state.table} BY NAME SELECT * FROM incoming")
                     cur.unregister("incoming")
                 cur.commit()
+                committed = True
+                if creating:
+                    self._expose(name)  # the view lives in the in-memory catalog: its own transaction
                 self._committed(state, rows, lo, hi)
         except BaseException as exc:
             try:
                 cur.rollback()
             except duckdb.Error:
                 pass
+            if creating and not committed:
+                state.schema = None  # the table was created in the rolled-back transaction
             if isinstance(exc, duckdb.Error):
                 raise InvalidInput(f"DoPut to '{name}': {exc}") from None
             raise
@@ -377,13 +384,7 @@ class DatasetStore:
             f"CREATE TABLE {state.table} AS SELECT * REPLACE (CAST({ts} AS TIMESTAMP) AS {ts}) FROM incoming"
         )
         cur.unregister("incoming")
-        self._expose_in(cur, state.spec.name)
         state.schema = cur.sql(f"SELECT * FROM {state.table} LIMIT 0").to_arrow_table().schema
-
-    @staticmethod
-    def _expose_in(cur: duckdb.DuckDBPyConnection, name: str) -> None:
-        ident = quote_ident(name)
-        cur.execute(f"CREATE OR REPLACE VIEW main.{ident} AS SELECT * FROM store.main.{ident}")
 
     def _committed(self, state: DatasetState, rows: int, lo: object, hi: object) -> None:
         if rows:

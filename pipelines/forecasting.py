@@ -167,8 +167,9 @@ class FeatureLayout:
 def _lightgbm_params(user: dict[str, Any], windows: int) -> tuple[dict[str, Any], int]:
     """Defaults scaled with the number of training windows, then the user's params; and the round count."""
     params: dict[str, Any] = {
-        # L1 matches MASE/sMAPE and beat L2 and Huber in a backtest over 4 origins per sample series.
-        "objective": "l1",
+        # L2: L1 scored ~5% better in a backtest over the sample series, but boosting on L1 gradients
+        # converges too slowly to reproduce a clean seasonal shape (a noiseless weekly series came out 20% off).
+        "objective": "regression",
         "learning_rate": 0.05,
         # Small-data settings for ~100-200 windows, growing towards LightGBM's defaults for long series.
         "num_leaves": int(np.clip(windows // 10, 4, 31)),
@@ -356,7 +357,7 @@ class TrainedModel:
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         files = self._booster_files()
-        for booster, name in zip(self.boosters, files):
+        for booster, name in zip(self.boosters, files, strict=True):
             booster.save_model(str(directory / name))
         meta = {
             "format": MODEL_FORMAT,

@@ -217,7 +217,8 @@ class Runtime:
                 pytest.fail(f"flightcast exited with code {code} before listening; log:\n{self.log_text()}")
             if time.monotonic() > deadline:
                 self.kill()
-                pytest.fail(f"flightcast did not log its ports within {timeout:.0f} s; log:\n{self.log_text()}")
+                pytest.fail(f"flightcast did not log its ports within {timeout:.0f} s; log:\n"
+                            f"{self.log_text()}")
             time.sleep(0.05)
 
     @property
@@ -236,7 +237,8 @@ class Runtime:
                 self.proc.kill()
                 self.proc.wait()
                 self._forget()
-                pytest.fail(f"flightcast did not exit within {timeout:.0f} s of SIGTERM; log:\n{self.log_text()}")
+                pytest.fail(f"flightcast did not exit within {timeout:.0f} s of SIGTERM; log:\n"
+                            f"{self.log_text()}")
         self.returncode = self.proc.returncode
         self._forget()
         if expect_code is not None:

@@ -5,9 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from conftest import DATA, run_cli, write_spicepod
 
 from spicepod import SpicepodError, load_spicepod, parse_spicepod
-from conftest import DATA, run_cli, write_spicepod
 
 AUSTRES = DATA / "austres.csv"
 HEAD = "version: v1\nkind: Spicepod\nname: t\n"
@@ -52,8 +52,10 @@ INVALID = [
     ("unknown_params_key", pod(params="      lookbak: 24\n"),
      f"models[1] (co2_b): unknown key 'lookbak'; expected one of {PARAM_KEYS}"),
     # wrong types and values
-    ("name_not_string", "version: v1\nkind: Spicepod\nname: 123\n", "'name' must be a non-empty string, got 123"),
-    ("bad_version", "version: v2\nkind: Spicepod\nname: t\n", "'version' must be one of v1, v1beta1, got 'v2'"),
+    ("name_not_string", "version: v1\nkind: Spicepod\nname: 123\n",
+     "'name' must be a non-empty string, got 123"),
+    ("bad_version", "version: v2\nkind: Spicepod\nname: t\n",
+     "'version' must be one of v1, v1beta1, got 'v2'"),
     ("missing_kind", "version: v1\nname: t\n", "missing required key 'kind'"),
     ("runtime_not_mapping", HEAD + "runtime: [1]\n", "runtime: 'runtime' must be a mapping, got [1]"),
     ("runtime_http_no_port", HEAD + "runtime:\n  http: localhost\n",
@@ -69,7 +71,8 @@ INVALID = [
     ("bad_time_format", pod(ds_extra="    time_format: epoch\n"),
      "datasets[0] (co2): 'time_format' must be one of timestamp, timestamptz, unix_seconds, unix_millis, "
      "ISO8601, got 'epoch'"),
-    ("bad_time_column", pod(ds_extra="    time_column: 1ts\n"), f"datasets[0] (co2): 'time_column' {SQL_ID}, got '1ts'"),
+    ("bad_time_column", pod(ds_extra="    time_column: 1ts\n"),
+     f"datasets[0] (co2): 'time_column' {SQL_ID}, got '1ts'"),
     ("lookback_zero", pod(params="      lookback: 0\n"),
      "models[1] (co2_b): 'lookback' must be a positive integer, got 0"),
     ("lookback_negative", pod(params="      lookback: -3\n"),
@@ -84,8 +87,10 @@ INVALID = [
      "models[1] (co2_b): 'horizon' must be a positive integer, got 0"),
     ("bad_strategy", pod(params="      strategy: both\n"),
      "models[1] (co2_b): 'strategy' must be one of recursive, direct, got 'both'"),
-    ("bad_frequency_unit", pod(params="      frequency: 5x\n"), f"models[1] (co2_b): 'frequency' {FREQ}, got '5x'"),
-    ("zero_frequency", pod(params="      frequency: 0h\n"), f"models[1] (co2_b): 'frequency' {FREQ}, got '0h'"),
+    ("bad_frequency_unit", pod(params="      frequency: 5x\n"),
+     f"models[1] (co2_b): 'frequency' {FREQ}, got '5x'"),
+    ("zero_frequency", pod(params="      frequency: 0h\n"),
+     f"models[1] (co2_b): 'frequency' {FREQ}, got '0h'"),
     ("lightgbm_not_mapping", pod(params="      lightgbm: [1]\n"),
      "models[1] (co2_b): 'lightgbm' must be a mapping, got [1]"),
     ("lightgbm_nested_value", pod(params="      lightgbm: {a: {b: 1}}\n"),
@@ -170,7 +175,8 @@ def test_message_names_the_file_as_given(tmp_path: Path) -> None:
     path = write_spicepod(tmp_path, pod(params="      lookbak: 24\n"))
     with pytest.raises(SpicepodError) as info:
         load_spicepod(path, env={})
-    assert str(info.value) == f"{path}: models[1] (co2_b): unknown key 'lookbak'; expected one of {PARAM_KEYS}"
+    expected = f"{path}: models[1] (co2_b): unknown key 'lookbak'; expected one of {PARAM_KEYS}"
+    assert str(info.value) == expected
 
 
 def test_unreadable_file_names_the_file(tmp_path: Path) -> None:
@@ -265,7 +271,7 @@ def test_relative_paths_resolve_against_the_spicepod_folder(tmp_path: Path, monk
     (pod_dir / "data" / "x.csv").write_text("ts,value\n2024-01-01,1\n")
     (pod_dir / "data" / "y.parquet").write_bytes(b"")
     (pod_dir / "model.txt").write_text("tree\n")
-    path = write_spicepod(pod_dir, HEAD + """\
+    path = write_spicepod(pod_dir, HEAD + f"""\
 runtime:
   data_dir: store/here
 datasets:
@@ -273,13 +279,13 @@ datasets:
     name: x
   - from: file://data/y.parquet
     name: y
-  - from: file://{abs}
+  - from: file://{AUSTRES}
     name: z
 models:
   - from: file:model.txt
     name: m
     datasets: [x]
-""".format(abs=AUSTRES))
+""")
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     monkeypatch.chdir(elsewhere)
@@ -296,7 +302,8 @@ models:
                                              (".feather", "arrow"), (".ipc", "arrow"), (".CSV", "csv")])
 def test_file_formats_by_suffix(tmp_path: Path, suffix: str, fmt: str) -> None:
     (tmp_path / f"d{suffix}").write_bytes(b"")
-    spec = parse_spicepod(HEAD + f"datasets:\n  - from: file:d{suffix}\n    name: d\n", tmp_path / "s.yaml", env={})
+    text = HEAD + f"datasets:\n  - from: file:d{suffix}\n    name: d\n"
+    spec = parse_spicepod(text, tmp_path / "s.yaml", env={})
     assert spec.dataset("d").format == fmt
 
 
@@ -310,16 +317,19 @@ def test_env_substitution() -> None:
 
 def test_env_substitution_reads_the_process_environment(monkeypatch) -> None:
     monkeypatch.setenv("FC_TEST_SPICEPOD_KEY", "from-environ")
-    spec = parse_spicepod(HEAD + "runtime:\n  auth:\n    api_key: ${env:FC_TEST_SPICEPOD_KEY}\n", "spicepod.yaml")
+    text = HEAD + "runtime:\n  auth:\n    api_key: ${env:FC_TEST_SPICEPOD_KEY}\n"
+    spec = parse_spicepod(text, "spicepod.yaml")
     assert spec.runtime.api_key == "from-environ"
 
 
 def test_flight_dataset_is_read_write() -> None:
-    spec = parse_spicepod(HEAD + "datasets:\n  - from: flight\n    name: sink\n"
-                          "  - from: flight\n    name: sink2\n    mode: read_write\n", "spicepod.yaml", env={})
+    text = HEAD + "datasets:\n  - from: flight\n    name: sink\n  - from: flight\n    name: sink2\n" \
+        "    mode: read_write\n"
+    spec = parse_spicepod(text, "spicepod.yaml", env={})
     for name in ("sink", "sink2"):
         dataset = spec.dataset(name)
-        assert (dataset.kind, dataset.mode, dataset.path, dataset.format) == ("flight", "read_write", None, None)
+        assert (dataset.kind, dataset.mode) == ("flight", "read_write")
+        assert (dataset.path, dataset.format) == (None, None)
 
 
 def test_read_write_dataset_seeded_from_file() -> None:
