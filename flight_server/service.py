@@ -119,7 +119,7 @@ class FlightService(flight.FlightServerBase):
         name = _dataset_name(descriptor)
         schema = reader.schema
         self.store.check_put_schema(name, schema)  # refuse before reading a single batch
-        rows = self.store.append(name, schema, _batches(reader))
+        rows = self.store.append(name, schema, _batches(reader), abandoned=context.is_cancelled)
         writer.write(pa.py_buffer(json.dumps({"dataset": name, "rows": rows}).encode()))
         log.info("dataset %s: DoPut committed %d rows", name, rows)
 

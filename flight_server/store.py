@@ -321,8 +321,18 @@ class DatasetStore:
             raise InvalidInput(f"DoPut to '{name}': missing column '{missing[0]}'")
         return state
 
-    def append(self, name: str, schema: pa.Schema, batches: Iterable[pa.RecordBatch]) -> int:
-        """Append a whole stream as one transaction; durable when this returns. Returns the row count."""
+    def append(
+        self,
+        name: str,
+        schema: pa.Schema,
+        batches: Iterable[pa.RecordBatch],
+        abandoned: Callable[[], bool] = lambda: False,
+    ) -> int:
+        """Append a whole stream as one transaction; durable when this returns. Returns the row count.
+
+        `abandoned()` is asked once the batches end: a stream the client broke off ends like a finished
+        one, and must be rolled back, not committed.
+        """
         state = self.check_put_schema(name, schema)
         cur = self._cursor()
         spec_ts = state.spec.time_column
@@ -355,6 +365,8 @@ class DatasetStore:
                     cur.register("incoming", batch)
                     cur.execute(f"INSERT INTO {state.table} BY NAME SELECT * FROM incoming")
                     cur.unregister("incoming")
+                if abandoned():
+                    raise InvalidInput(f"DoPut to '{name}': the client broke off the stream; nothing was written")
                 cur.commit()
                 committed = True
                 if creating:
@@ -431,5 +443,9 @@ class _CursorReader:
     def _batches(self) -> Iterable[pa.RecordBatch]:
         try:
             yield from self._source
+        except (OSError, pa.ArrowException, duckdb.Error) as exc:
+            # A query that fails part-way (a bad cast in a later row group) is the client's error,
+            # sent as such after the batches already streamed; never a short, silent result.
+            raise pa.ArrowInvalid(str(exc)) from None
         finally:
             self._cursor.close()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import time
 from collections.abc import Callable
@@ -12,10 +13,13 @@ from typing import Any
 import tornado.web
 
 from http_api import handlers
-from http_api.base import NotFoundHandler
+from http_api.base import UNMATCHED_ROUTE, NotFoundHandler, route_template
 from http_api.metrics import Metrics
+from http_api.openapi import build_openapi
 from pipelines.flight_client import FlightDataClient
 from pipelines.service import PredictionService
+
+log = logging.getLogger("flightcast.http")
 
 
 class AppContext:
@@ -25,7 +29,14 @@ class AppContext:
         self.predictions = predictions
         self.data = data
         self.api_key = api_key
+        self.max_body_bytes: int | None = None  # set by make_app
         self.metrics = Metrics()
+        self.metrics.known_models(m["name"] for m in predictions.models())
+        try:  # row counts now, so rows added before the first scrape count as ingested
+            self.metrics.observe_datasets(data.datasets())
+        except Exception as exc:  # noqa: BLE001 - metrics must never stop the runtime
+            log.warning("metrics: could not list datasets at start: %s", exc)
+        self.openapi = build_openapi(api_key=bool(api_key))
         self.clock = time.perf_counter
         # LightGBM and Flight calls release the GIL; a few threads per core keep the IOLoop free.
         self._pools = {
@@ -43,10 +54,12 @@ class AppContext:
 
 ROUTES: list[tuple[str, type[tornado.web.RequestHandler]]] = [
     (r"/health", handlers.HealthHandler),
+    (r"/metrics", handlers.MetricsHandler),
+    (r"/v1/openapi\.json", handlers.OpenApiHandler),
     (r"/v1/ready", handlers.ReadyHandler),
     (r"/v1/datasets", handlers.DatasetsHandler),
     (r"/v1/models", handlers.ModelsHandler),
-    (r"/v1/models/([A-Za-z_][A-Za-z0-9_]*|[^/]+)/predict", handlers.PredictHandler),
+    (r"/v1/models/([^/]+)/predict", handlers.PredictHandler),
     (r"/v1/models/([^/]+)/train", handlers.TrainHandler),
     (r"/v1/predict", handlers.BatchPredictHandler),
     (r"/v1/sql", handlers.SqlHandler),
@@ -54,10 +67,15 @@ ROUTES: list[tuple[str, type[tornado.web.RequestHandler]]] = [
 
 
 def make_app(context: AppContext, max_body_bytes: int | None = None) -> tornado.web.Application:
-    routes = [(pattern, handler, {"context": context}) for pattern, handler in ROUTES]
+    """The app; `max_body_bytes` (also the HTTPServer's max_body_size) gets a JSON 413 beyond it."""
+    context.max_body_bytes = max_body_bytes
+    routes = [
+        (pattern, handler, {"context": context, "route": route_template(pattern, handler)})
+        for pattern, handler in ROUTES
+    ]
     return tornado.web.Application(
         routes,
         default_handler_class=NotFoundHandler,
-        default_handler_args={"context": context},
+        default_handler_args={"context": context, "route": UNMATCHED_ROUTE},
         compress_response=False,
     )

@@ -1,16 +1,20 @@
-"""BaseHandler owns JSON bodies, the error envelope, X-API-Key auth and timing."""
+"""BaseHandler owns JSON bodies, the error envelope, X-API-Key auth, body limits, timing and metrics."""
 
 from __future__ import annotations
 
 import hmac
+import inspect
 import json
 import logging
+import math
 import time
+from datetime import date, datetime, timezone
+from datetime import time as dt_time
 from typing import Any
 
 import tornado.web
 
-from spicepod import FlightcastError, InvalidInput, NotFound, NotReady, Unauthenticated
+from spicepod import FlightcastError, InvalidInput, LimitExceeded, NotFound, NotReady, Unauthenticated
 
 log = logging.getLogger("flightcast.http")
 
@@ -21,37 +25,102 @@ STATUS = {
     NotFound.kind: (404, "NotFound"),
     Unauthenticated.kind: (401, "Unauthorized"),
 }
+HTTP_ERROR_NAMES = {401: "Unauthorized", 404: "NotFound", 405: "MethodNotAllowed", 413: "PayloadTooLarge"}
+
+UNMATCHED_ROUTE = "(unmatched)"
 
 
+def implemented_methods(handler: type[tornado.web.RequestHandler]) -> list[str]:
+    """The HTTP methods a handler class answers (those it overrides), upper case."""
+    return [
+        method for method in handler.SUPPORTED_METHODS
+        if getattr(handler, method.lower()) is not getattr(tornado.web.RequestHandler, method.lower())
+    ]
+
+
+def route_template(pattern: str, handler: type[tornado.web.RequestHandler]) -> str:
+    """`/v1/models/([^/]+)/predict` -> `/v1/models/{name}/predict`: groups named after the method's arguments."""
+    methods = implemented_methods(handler)
+    names = list(inspect.signature(getattr(handler, methods[0].lower())).parameters)[1:] if methods else []
+    out, depth, group = [], 0, 0
+    i = 0
+    while i < len(pattern):
+        char = pattern[i]
+        if char == "\\" and i + 1 < len(pattern):
+            if depth == 0:
+                out.append(pattern[i + 1])
+            i += 2
+            continue
+        if char == "(":
+            if depth == 0:
+                out.append("{" + (names[group] if group < len(names) else f"arg{group}") + "}")
+                group += 1
+            depth += 1
+        elif char == ")":
+            depth -= 1
+        elif depth == 0 and char not in "^$":
+            out.append(char)
+        i += 1
+    return "".join(out)
+
+
+@tornado.web.stream_request_body
 class BaseHandler(tornado.web.RequestHandler):
-    """Every route derives from this; route handlers parse, call the service and write."""
+    """Every route derives from this; route handlers parse, call the service and write.
+
+    Bodies are streamed so that auth and the size limit are checked from the headers, before a byte
+    of the body is read: a too-large body gets a JSON 413 instead of a dropped connection.
+    """
 
     open_paths = ("/health",)
 
-    def initialize(self, context: Any) -> None:
+    def initialize(self, context: Any, route: str = UNMATCHED_ROUTE) -> None:
         self.ctx = context
+        self.route = route
+        self.started = time.perf_counter()
+        self._chunks: list[bytes] = []
+        self._body: bytes | None = None
+
+    def requires_key(self) -> bool:
+        path = self.request.path
+        return path not in self.open_paths and (path.startswith("/v1/") or path in ("/v1", "/metrics"))
+
+    def given_key(self) -> str:
+        return self.request.headers.get("X-API-Key", "")
 
     def prepare(self) -> None:
-        self.started = time.perf_counter()
         key = self.ctx.api_key
-        if key and self.request.path not in self.open_paths:
-            given = self.request.headers.get("X-API-Key", "")
-            if not hmac.compare_digest(given.encode(), key.encode()):
+        if key and self.requires_key():
+            if not hmac.compare_digest(self.given_key().encode(), key.encode()):
                 raise Unauthenticated("missing or invalid X-API-Key header")
+        limit = self.ctx.max_body_bytes
+        length = self.request.headers.get("Content-Length")
+        if limit and length and length.isdigit() and int(length) > limit:
+            raise LimitExceeded(f"request body of {int(length)} bytes is larger than the limit of {limit} bytes")
+
+    def data_received(self, chunk: bytes) -> None:
+        self._chunks.append(chunk)
+
+    @property
+    def body(self) -> bytes:
+        if self._body is None:
+            self._body = b"".join(self._chunks)
+            self._chunks.clear()
+        return self._body
 
     def elapsed_ms(self) -> float:
         return round((time.perf_counter() - self.started) * 1000, 3)
 
     def json_body(self) -> Any:
         try:
-            return json.loads(self.request.body or b"")
+            return json.loads(self.body)
         except (ValueError, UnicodeDecodeError) as exc:
             raise InvalidInput(f"request body is not JSON: {exc}") from None
 
     def write_json(self, payload: Any, status: int = 200) -> None:
         self.set_status(status)
         self.set_header("Content-Type", "application/json; charset=UTF-8")
-        self.finish(json.dumps(payload))
+        self.finish(json.dumps(payload, default=str))
 
     def write_text(self, text: str, status: int = 200) -> None:
         self.set_status(status)
@@ -60,6 +129,8 @@ class BaseHandler(tornado.web.RequestHandler):
 
     def error_envelope(self, exc: BaseException) -> tuple[int, dict[str, Any]]:
         """The status and body for an error; overridden by the predict routes."""
+        if isinstance(exc, LimitExceeded) and "request body" in exc.message:
+            return 413, {"status": "PayloadTooLarge", "error_message": exc.message}
         if isinstance(exc, FlightcastError) and exc.kind in STATUS:
             status, name = STATUS[exc.kind]
             return status, {"status": name, "error_message": exc.message}
@@ -69,24 +140,34 @@ class BaseHandler(tornado.web.RequestHandler):
         exc = kwargs.get("exc_info", (None, None, None))[1]
         if isinstance(exc, tornado.web.HTTPError):
             reason = exc.log_message or self._reason
-            name = {404: "NotFound", 405: "MethodNotAllowed"}.get(status_code, "BadRequest")
-            if status_code >= 500:
-                name = "InternalError"
+            if status_code == 405:
+                allowed = implemented_methods(type(self))
+                reason = f"method {self.request.method} is not allowed on {self.request.path}"
+                if allowed:
+                    reason += f"; allowed: {', '.join(allowed)}"
+                    self._allow = ", ".join(allowed)
+            name = HTTP_ERROR_NAMES.get(status_code, "InternalError" if status_code >= 500 else "BadRequest")
             body: dict[str, Any] = {"status": name, "error_message": reason}
         elif exc is not None:
             status_code, body = self.error_envelope(exc)
         else:
             body = {"status": "InternalError" if status_code >= 500 else "BadRequest", "error_message": self._reason}
-        body.setdefault("duration_ms", self.elapsed_ms() if hasattr(self, "started") else 0.0)
+        body.setdefault("duration_ms", self.elapsed_ms())
         self.clear()
+        if getattr(self, "_allow", None):
+            self.set_header("Allow", self._allow)
         self.set_status(status_code)
         self.set_header("Content-Type", "application/json; charset=UTF-8")
-        self.finish(json.dumps(body))
+        self.finish(json.dumps(body, default=str))
 
     def log_exception(self, typ: Any, value: Any, tb: Any) -> None:
         if isinstance(value, (FlightcastError, tornado.web.HTTPError)) and not _is_internal(value):
             return  # expected errors are answered, not logged with a traceback
         log.error("%s %s failed", self.request.method, self.request.path, exc_info=(typ, value, tb))
+
+    def on_finish(self) -> None:
+        self.ctx.metrics.request(self.route, self.request.method or "", self.get_status(),
+                                 time.perf_counter() - self.started)
 
 
 def _is_internal(exc: BaseException) -> bool:
@@ -102,9 +183,30 @@ def internal_message(exc: BaseException) -> str:
     return f"internal error: {type(exc).__name__}"
 
 
+def jsonable(values: list[Any]) -> list[Any]:
+    """Column values for JSON/CSV: timestamps as ISO 8601 UTC (naive ones are UTC), NaN/inf as null."""
+    out = []
+    for value in values:
+        if isinstance(value, float) and not math.isfinite(value):
+            value = None
+        elif isinstance(value, datetime):
+            if value.tzinfo is not None:
+                value = value.astimezone(timezone.utc).replace(tzinfo=None)
+            value = value.isoformat() + "Z"
+        elif isinstance(value, (date, dt_time)):
+            value = value.isoformat()
+        elif isinstance(value, (bytes, bytearray)):
+            value = value.hex()
+        elif not isinstance(value, (str, int, float, bool, type(None), list, dict)):
+            value = str(value)
+        out.append(value)
+    return out
+
+
 class NotFoundHandler(BaseHandler):
     """Any other path: 404 with a JSON body."""
 
     def prepare(self) -> None:
         super().prepare()
         raise tornado.web.HTTPError(404, f"no route for {self.request.path}")
+

@@ -9,9 +9,13 @@ import json
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.flight as flight
 
-from http_api.base import BaseHandler, internal_message
-from spicepod import FlightcastError, InvalidInput
+from http_api.base import BaseHandler, internal_message, jsonable
+from spicepod import FlightcastError, InvalidInput, LimitExceeded
+
+MAX_BATCH_ITEMS = 1000  # models in one POST /v1/predict
+MAX_SQL_ROWS = 1_000_000  # rows one POST /v1/sql may return; use Flight DoGet for more
 
 
 class HealthHandler(BaseHandler):
@@ -33,6 +37,27 @@ class DatasetsHandler(BaseHandler):
         for dataset in datasets:
             dataset.pop("version", None)
         self.write_json(datasets)
+
+
+class MetricsHandler(BaseHandler):
+    """Prometheus text format; row counts are refreshed from the datasets listing on each scrape."""
+
+    def given_key(self) -> str:
+        auth = self.request.headers.get("Authorization", "")
+        if auth.startswith("Bearer ") and "X-API-Key" not in self.request.headers:
+            return auth[len("Bearer "):]
+        return super().given_key()
+
+    async def get(self) -> None:
+        datasets = await self.ctx.run(self.ctx.data.datasets)
+        self.ctx.metrics.observe_datasets(datasets)
+        self.set_header("Content-Type", self.ctx.metrics.content_type)
+        self.finish(self.ctx.metrics.exposition())
+
+
+class OpenApiHandler(BaseHandler):
+    def get(self) -> None:
+        self.write_json(self.ctx.openapi)
 
 
 class ModelsHandler(BaseHandler):
@@ -72,8 +97,9 @@ class PredictBase(BaseHandler):
             ok = False
             if body["status"] == "InternalError":
                 self.log_exception(type(exc), exc, exc.__traceback__)
-        body["duration_ms"] = round((self.ctx.clock() - started) * 1000, 3)
-        self.ctx.metrics.prediction(name, body["status"])
+        seconds = self.ctx.clock() - started
+        body["duration_ms"] = round(seconds * 1000, 3)
+        self.ctx.metrics.prediction(name, body["status"], seconds)
         return ok, body
 
 
@@ -111,6 +137,8 @@ class BatchPredictHandler(PredictBase):
     def _items(body: Any) -> list[tuple[str, Any]]:
         if not isinstance(body, dict) or not isinstance(body.get("predictions"), list):
             raise InvalidInput("body must be a JSON object with a 'predictions' list")
+        if len(body["predictions"]) > MAX_BATCH_ITEMS:
+            raise InvalidInput(f"at most {MAX_BATCH_ITEMS} predictions per request, got {len(body['predictions'])}")
         items = []
         for index, item in enumerate(body["predictions"]):
             if not isinstance(item, dict) or not isinstance(item.get("model_name"), str):
@@ -130,42 +158,67 @@ ARROW_STREAM = "application/vnd.apache.arrow.stream"
 
 class SqlHandler(BaseHandler):
     async def post(self) -> None:
-        sql = self.request.body.decode("utf-8", errors="strict") if self.request.body else ""
+        try:
+            sql = self.body.decode("utf-8")
+        except UnicodeDecodeError:
+            raise InvalidInput("the body must be one SQL query in UTF-8") from None
         if not sql.strip():
             raise InvalidInput("the body must be one SQL query")
-        table = await self.ctx.run(self.ctx.data.query, sql)
+        table = await self.ctx.run(self._query, sql)
         accept = self.request.headers.get("Accept", "")
         if ARROW_STREAM in accept:
-            sink = io.BytesIO()
-            with pa.ipc.new_stream(sink, table.schema) as writer:
-                writer.write_table(table)
             self.set_header("Content-Type", ARROW_STREAM)
-            self.finish(sink.getvalue())
+            self.finish(await self.ctx.run(_arrow_stream, table))
         elif "text/csv" in accept:
-            out = io.StringIO()
-            rows = csv.writer(out)
-            rows.writerow(table.column_names)
-            rows.writerows(zip(*(_jsonable(c.to_pylist()) for c in table.columns)))
             self.set_header("Content-Type", "text/csv; charset=UTF-8")
-            self.finish(out.getvalue())
+            self.finish(await self.ctx.run(_csv, table))
         else:
-            columns = [_jsonable(c.to_pylist()) for c in table.columns]
-            rows = [dict(zip(table.column_names, values)) for values in zip(*columns)]
             self.set_header("Content-Type", "application/json; charset=UTF-8")
-            self.finish(json.dumps(rows))
+            self.finish(await self.ctx.run(_json_rows, table))
+
+    def _query(self, sql: str) -> pa.Table:
+        """Read the result batch by batch, refusing it past MAX_SQL_ROWS instead of filling memory."""
+        reader = self.ctx.data.reader(sql)
+        batches, rows = [], 0
+        try:
+            for chunk in reader:
+                rows += chunk.data.num_rows
+                if rows > MAX_SQL_ROWS:
+                    raise LimitExceeded(
+                        f"the result has more than {MAX_SQL_ROWS} rows; add a LIMIT or read it with Flight DoGet"
+                    )
+                batches.append(chunk.data)
+            schema = reader.schema
+        except pa.ArrowInvalid as exc:
+            raise InvalidInput(_flight_message(exc)) from None
+        except (pa.ArrowException, flight.FlightError) as exc:
+            raise FlightcastError(f"flight server: {_flight_message(exc)}") from None
+        finally:
+            reader.cancel()
+        return pa.Table.from_batches(batches, schema=schema)
 
 
-def _jsonable(values: list[Any]) -> list[Any]:
-    """Timestamps and other non-JSON values as ISO text; NaN as null."""
-    out = []
-    for value in values:
-        if isinstance(value, float) and value != value:
-            value = None
-        elif hasattr(value, "isoformat"):
-            value = value.isoformat()
-        elif isinstance(value, (bytes, bytearray)):
-            value = value.hex()
-        elif not isinstance(value, (str, int, float, bool, type(None), list, dict)):
-            value = str(value)
-        out.append(value)
-    return out
+def _flight_message(exc: Exception) -> str:
+    """The server's message without the gRPC detail pyarrow appends to it."""
+    return str(exc).split(". Detail:", 1)[0].split(". gRPC client debug context", 1)[0]
+
+
+def _arrow_stream(table: pa.Table) -> bytes:
+    sink = io.BytesIO()
+    with pa.ipc.new_stream(sink, table.schema) as writer:
+        writer.write_table(table)
+    return sink.getvalue()
+
+
+def _csv(table: pa.Table) -> str:
+    out = io.StringIO()
+    rows = csv.writer(out, lineterminator="\n")
+    rows.writerow(table.column_names)
+    rows.writerows(zip(*(jsonable(c.to_pylist()) for c in table.columns), strict=True))
+    return out.getvalue()
+
+
+def _json_rows(table: pa.Table) -> str:
+    columns = [jsonable(c.to_pylist()) for c in table.columns]
+    names = table.column_names
+    return json.dumps([dict(zip(names, values, strict=True)) for values in zip(*columns, strict=True)], default=str)

@@ -1,10 +1,105 @@
-"""Prometheus metrics of the runtime (exposed at GET /metrics)."""
+"""Prometheus metrics of the runtime (exposed at GET /metrics), in a registry per app.
+
+A registry per app (not prometheus_client's global one) lets several apps live in one process, as
+tests do. Label values are bounded: routes are URL patterns, never raw paths, and a model name that
+is not declared in the spicepod is counted as `(unknown)`.
+"""
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+UNKNOWN = "(unknown)"
+
+LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+TRAINING_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0)
+
 
 class Metrics:
-    """Counters and histograms; filled in by the handlers."""
+    """Counters and histograms of one app; thread-safe (handlers, worker threads and the trainer feed it)."""
 
-    def prediction(self, model: str, status: str) -> None:
-        return None
+    content_type = CONTENT_TYPE_LATEST
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.http_requests = Counter(
+            "flightcast_http_requests", "HTTP requests answered, by route pattern, method and status code",
+            ["route", "method", "code"], registry=r,
+        )
+        self.http_latency = Histogram(
+            "flightcast_http_request_duration_seconds", "Time to answer an HTTP request, by route, method and code",
+            ["route", "method", "code"], buckets=LATENCY_BUCKETS, registry=r,
+        )
+        self.predictions = Counter(
+            "flightcast_predictions", "Model predictions served (GET predict and batch items), by model and status",
+            ["model", "status"], registry=r,
+        )
+        self.prediction_latency = Histogram(
+            "flightcast_prediction_duration_seconds", "Time to serve one model prediction, by model",
+            ["model"], buckets=LATENCY_BUCKETS, registry=r,
+        )
+        self.training_runs = Counter(
+            "flightcast_training_runs", "Training runs finished, by model and status (success or failed)",
+            ["model", "status"], registry=r,
+        )
+        self.training_duration = Histogram(
+            "flightcast_training_duration_seconds", "Duration of training runs, by model",
+            ["model"], buckets=TRAINING_BUCKETS, registry=r,
+        )
+        self.rows_ingested = Counter(
+            "flightcast_rows_ingested", "Rows added to datasets (Flight DoPut) since the runtime started",
+            ["dataset"], registry=r,
+        )
+        self.dataset_rows = Gauge(
+            "flightcast_dataset_rows", "Rows in each dataset, as of the last scrape", ["dataset"], registry=r,
+        )
+        self._known_models: frozenset[str] | None = None
+        self._baseline_rows: dict[str, int] = {}
+        self._rows_lock = threading.Lock()
+
+    def known_models(self, names: Iterable[str]) -> None:
+        """Declared model names: any other name is labelled `(unknown)`, so clients cannot grow the label set."""
+        self._known_models = frozenset(names)
+
+    def _model_label(self, model: str) -> str:
+        if self._known_models is not None and model not in self._known_models:
+            return UNKNOWN
+        return model
+
+    def request(self, route: str, method: str, code: int, seconds: float) -> None:
+        labels = (route, method, str(code))
+        self.http_requests.labels(*labels).inc()
+        self.http_latency.labels(*labels).observe(seconds)
+
+    def prediction(self, model: str, status: str, seconds: float | None = None) -> None:
+        label = self._model_label(model)
+        self.predictions.labels(label, status).inc()
+        if seconds is not None:
+            self.prediction_latency.labels(label).observe(seconds)
+
+    def training(self, model: str, status: str, seconds: float) -> None:
+        """One finished training run; `status` is `success` or `failed`. Meant as the trainer's callback."""
+        label = self._model_label(model)
+        self.training_runs.labels(label, status).inc()
+        self.training_duration.labels(label).observe(seconds)
+
+    def observe_datasets(self, datasets: Iterable[Mapping[str, Any]]) -> None:
+        """Update row gauges from a datasets listing; growth since the first listing counts as ingested."""
+        with self._rows_lock:
+            for dataset in datasets:
+                name, rows = dataset["name"], int(dataset.get("rows") or 0)
+                self.dataset_rows.labels(name).set(rows)
+                baseline = self._baseline_rows.setdefault(name, rows)
+                if rows > baseline:
+                    self.rows_ingested.labels(name).inc(rows - baseline)
+                    self._baseline_rows[name] = rows
+                else:
+                    self.rows_ingested.labels(name).inc(0)  # the series exists from the start
+
+    def exposition(self) -> bytes:
+        return generate_latest(self.registry)

@@ -13,7 +13,7 @@ import logging
 import math
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -98,6 +98,8 @@ class PredictionService:
         self._cache: dict[tuple[int, int, int], dict[str, Any]] = {}
         self._trainer: threading.Thread | None = None
         self._stopping = threading.Event()
+        # Called as (model, "success" | "failed", seconds) after each real training run.
+        self.on_training: Callable[[str, str, float], None] | None = None
 
     # --- life cycle --------------------------------------------------------------------------------
 
@@ -154,9 +156,11 @@ class PredictionService:
         with state.lock:
             state.training = True
             started = time.perf_counter()
+            outcome = "failed"
             try:
-                state.current = self._build(state, force, started)
-                state.error = None
+                served, trained = self._build(state, force, started)
+                state.current, state.error = served, None
+                outcome = "success" if trained else "loaded"
             except FlightcastError as exc:
                 state.error = exc.message
                 log.warning("model %s: training failed: %s", spec.name, exc.message)
@@ -165,8 +169,11 @@ class PredictionService:
                 log.exception("model %s: training failed", spec.name)
             finally:
                 state.training = False
+            if self.on_training is not None and outcome != "loaded":
+                self.on_training(spec.name, outcome, time.perf_counter() - started)
 
-    def _build(self, state: ModelState, force: bool, started: float) -> ServedModel:
+    def _build(self, state: ModelState, force: bool, started: float) -> tuple[ServedModel, bool]:
+        """The model to serve, and whether it was trained (rather than loaded)."""
         spec = state.spec
         info = self.client.dataset_info(spec.dataset)
         query = WindowQuery(spec.dataset, state.time_column, value_column(info, spec.value_column))
@@ -178,16 +185,22 @@ class PredictionService:
             )
         freq = Frequency.parse(spec.frequency) if spec.frequency else infer_frequency(times, spec.dataset)
         if spec.kind == "file":
-            return self._load_file_model(state, query, freq, times, values)
+            return self._load_file_model(state, query, freq, times, values), False
 
         digest, fingerprint = spec_hash(spec), data_fingerprint(times, values)
         if not force:
             stored = self.registry.find(spec.name, digest, fingerprint)
             if stored is not None:
                 meta, path = stored
-                model = TrainedModel.load(path)
-                log.info("model %s: loaded stored version %s (spec and data unchanged)", spec.name, meta.model_version)
-                return ServedModel(meta, model, freq, query, next(_load_ids))
+                try:
+                    model = TrainedModel.load(path)
+                except Exception as exc:  # noqa: BLE001 - an unreadable version is trained again
+                    log.warning("model %s: stored version %s is unreadable (%s: %s); training again",
+                                spec.name, meta.model_version, type(exc).__name__, exc)
+                else:
+                    log.info("model %s: loaded stored version %s (spec and data unchanged)",
+                             spec.name, meta.model_version)
+                    return ServedModel(meta, model, freq, query, next(_load_ids)), False
 
         log.info("model %s: training on %d rows of %s (frequency %s)", spec.name, times.size, spec.dataset, freq)
         model = train_model(
@@ -215,7 +228,7 @@ class PredictionService:
             spec.name, meta.model_version, times.size, elapsed,
             _fmt(meta.metrics.get("mase")), _fmt(meta.metrics.get("smape")),
         )
-        return ServedModel(meta, model, freq, query, next(_load_ids))
+        return ServedModel(meta, model, freq, query, next(_load_ids)), True
 
     def _load_file_model(
         self, state: ModelState, query: WindowQuery, freq: Frequency, times: np.ndarray, values: np.ndarray

@@ -218,8 +218,15 @@ TOP_KEYS: dict[str, Key] = {
     "models": Key(lambda v, k: v, default=None, help="the forecasting models"),
 }
 
+def _secret(value: Any, key: str) -> str:
+    if not isinstance(value, str) or not value:
+        shown = "''" if value == "" else f"a {type(value).__name__} (quote the key in YAML)"  # never the value
+        raise _Invalid(f"'{key}' must be a non-empty string, got {shown}")
+    return value
+
+
 AUTH_KEYS: dict[str, Key] = {
-    "api_key": Key(_string, help="API key for HTTP /v1/* and Flight; ${env:NAME} reads the environment"),
+    "api_key": Key(_secret, help="API key for HTTP /v1/* and Flight; ${env:NAME} reads the environment"),
 }
 
 LIMIT_KEYS: dict[str, Key] = {
@@ -446,7 +453,7 @@ def parse_spicepod(
         where = _entry_label("datasets", index, raw)
         try:
             dataset = _parse_dataset(raw, base)
-            if any(d.name == dataset.name for d in datasets):
+            if any(d.name.lower() == dataset.name.lower() for d in datasets):  # SQL names ignore case
                 raise _Invalid(f"duplicate dataset name '{dataset.name}'")
         except _Invalid as exc:
             raise fail(where, exc) from None
@@ -458,7 +465,7 @@ def parse_spicepod(
         where = _entry_label("models", index, raw)
         try:
             model = _parse_model(raw, base, names)
-            if any(m.name == model.name for m in models):
+            if any(m.name.lower() == model.name.lower() for m in models):
                 raise _Invalid(f"duplicate model name '{model.name}'")
         except _Invalid as exc:
             raise fail(where, exc) from None

@@ -313,8 +313,9 @@ class Runtime:
         if api_key is not None:
             hdrs["authorization"] = f"Bearer {api_key}"
         middleware = [HeaderMiddlewareFactory(hdrs)] if hdrs else None
+        # no wait_for_available(): it probes with ListFlights, which an API key refuses; the server
+        # logged its port only once it was listening
         client = flight.FlightClient(self.flight_location, middleware=middleware)
-        client.wait_for_available(timeout=10)
         self._clients.append(client)
         return client
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import signal
 import subprocess
+import sys
 import time
 from datetime import datetime, timedelta
 
@@ -139,20 +140,22 @@ def test_sigterm_exits_zero_and_data_survives(runtime_factory, pod) -> None:
 
 
 def test_sigterm_with_an_open_do_put_stream(runtime_factory, pod) -> None:
+    """SIGTERM while a client holds an unfinished DoPut stream: exit 0 promptly, the stream rolled back."""
     rt = start(runtime_factory, pod)
     client = rt.flight_client()
     acked = rw_new(client, [0])
     do_put(client, "rw", acked, OPTS)
     pending = rw_new(client, list(range(100)), base=datetime(2060, 1, 1))
-    writer, _ = client.do_put(flight.FlightDescriptor.for_path("rw"), pending.schema, options=OPTS)
+    # no deadline: the server, not the client's timeout, has to end the call
+    writer, _ = client.do_put(flight.FlightDescriptor.for_path("rw"), pending.schema)
     try:
         writer.write_table(pending)
         time.sleep(0.5)
         rt.proc.send_signal(signal.SIGTERM)
         try:
-            code = rt.proc.wait(timeout=30)
+            code = rt.proc.wait(timeout=20)
         except subprocess.TimeoutExpired:
-            pytest.fail("flightcast did not exit within 30 s of SIGTERM while a DoPut stream was open")
+            pytest.fail("flightcast did not exit within 20 s of SIGTERM while a DoPut stream was open")
         assert code == 0, rt.log_text()
     finally:
         _abandon(writer)
@@ -160,6 +163,53 @@ def test_sigterm_with_an_open_do_put_stream(runtime_factory, pod) -> None:
     rt2 = start(runtime_factory, pod)
     client = rt2.flight_client()
     assert rw_rows(read_all(client, "rw", OPTS)) == SEED_ROWS + rw_rows(acked)
+
+
+CLIENT_DIES = """
+import os, sys, time
+from datetime import datetime, timedelta
+import pyarrow as pa, pyarrow.flight as flight
+client = flight.FlightClient(sys.argv[1])
+schema = client.get_schema(flight.FlightDescriptor.for_path("rw")).schema
+table = pa.table({
+    "ts": pa.array([datetime(2070, 1, 1) + timedelta(hours=i) for i in range(30_000)], schema.field("ts").type),
+    "value": pa.array([float(i) for i in range(30_000)], schema.field("value").type),
+}, schema=schema)
+writer, _ = client.do_put(flight.FlightDescriptor.for_path("rw"), schema)
+for batch in table.to_batches(max_chunksize=10_000):
+    writer.write_batch(batch)
+time.sleep(0.5)
+print("wrote", flush=True)
+os._exit(1)
+"""
+
+
+def test_client_dying_mid_stream_leaves_nothing(runtime_factory, pod) -> None:
+    rt = start(runtime_factory, pod)
+    result = subprocess.run([sys.executable, "-c", CLIENT_DIES, rt.flight_location], capture_output=True,
+                            text=True, timeout=60)
+    assert result.stdout.strip() == "wrote", result.stderr
+    client = rt.flight_client()
+    time.sleep(1.0)  # give the server time to see the broken stream
+    assert rw_rows(read_all(client, "rw", OPTS)) == SEED_ROWS
+    rt.kill()
+    rt2 = start(runtime_factory, pod)
+    assert rw_rows(read_all(rt2.flight_client(), "rw", OPTS)) == SEED_ROWS
+
+
+def test_client_deadline_mid_stream_leaves_nothing(runtime_factory, pod) -> None:
+    rt = start(runtime_factory, pod)
+    client = rt.flight_client()
+    pending = rw_new(client, list(range(50)), base=datetime(2080, 1, 1))
+    writer, _ = client.do_put(flight.FlightDescriptor.for_path("rw"), pending.schema,
+                              options=flight.FlightCallOptions(timeout=1.0))
+    try:
+        writer.write_table(pending)
+        time.sleep(2.5)  # the call's deadline passes before the stream is finished
+    finally:
+        _abandon(writer)
+    time.sleep(0.5)
+    assert rw_rows(read_all(client, "rw", OPTS)) == SEED_ROWS
 
 
 def test_read_reloads_from_file_read_write_store_wins(runtime_factory, pod) -> None:

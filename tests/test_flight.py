@@ -116,6 +116,7 @@ def build_pod(folder: Path) -> str:
         + "  - from: flight\n    name: sink\n"
         + "  - from: flight\n    name: sink2\n"
         + "  - from: flight\n    name: sink_never\n"
+        + "  - from: flight\n    name: sink_concurrent\n"
         + file_ds("fmt_csv", "data/fmt.csv") + file_ds("fmt_parquet", "data/fmt.parquet")
         + file_ds("fmt_arrow", f"file://{d / 'fmt.arrow'}") + file_ds("fmt_feather", "data/fmt.feather")
         + tf("tf_timestamp", "data/tf_timestamp.csv", "timestamp")
@@ -135,7 +136,8 @@ READ_COUNTS = {
     "tf_timestamp": 3, "tf_timestamptz": 3, "tf_unix_seconds": 3, "tf_unix_millis": 3, "tf_iso8601": 3,
     "tf_unix_millis_parquet": 3, "tf_iso8601_parquet": 3, "tf_custom": 3, "austres": 89, "rw_guard": 3,
 }
-ALL_DATASETS = set(READ_COUNTS) | {"rw", "rw_bad", "rw_empty", "rw_widen", "sink", "sink2", "sink_never"}
+ALL_DATASETS = set(READ_COUNTS) | {"rw", "rw_bad", "rw_empty", "rw_widen", "sink", "sink2", "sink_never",
+                                      "sink_concurrent"}
 
 
 @pytest.fixture(scope="module")
@@ -484,11 +486,13 @@ def test_sql_on_unknown_table(client) -> None:
     assert "nope_table" in str(info.value) and "does not exist" in str(info.value)
 
 
+@pytest.mark.parametrize("name", ["nope_dataset", 'metrics"; DROP TABLE rw_guard; --'])
 @pytest.mark.parametrize("call", ["get_flight_info", "get_schema"])
-def test_unknown_dataset_path_not_found(client, call: str) -> None:
+def test_unknown_dataset_path_not_found(client, call: str, name: str) -> None:
     with pytest.raises(NOT_FOUND) as info:
-        getattr(client, call)(flight.FlightDescriptor.for_path("nope_dataset"), OPTS)
-    assert "nope_dataset" in str(info.value)
+        getattr(client, call)(flight.FlightDescriptor.for_path(name), OPTS)
+    assert name in str(info.value)
+    assert count_rows(client, "rw_guard") == 3
 
 
 @pytest.mark.parametrize("ticket", [b"", b"\xff\xfe\x00", b"   "], ids=["empty", "not_utf8", "blank"])
@@ -496,6 +500,47 @@ def test_malformed_ticket_invalid_argument(client, ticket: bytes) -> None:
     with pytest.raises(INVALID):
         client.do_get(flight.Ticket(ticket), options=OPTS).read_all()
     assert count_rows(client, "metrics") == 5
+
+
+def test_error_mid_stream_is_not_a_short_result(client) -> None:
+    sql = ("SELECT i, CAST(CASE WHEN i < 1500000 THEN '1' ELSE 'x' END AS INTEGER) AS v "
+           "FROM range(2000000) t(i)")
+    with pytest.raises(INVALID) as info:
+        read_all(client, sql, OPTS)
+    assert "Conversion Error" in str(info.value)
+    assert count_rows(client, "metrics") == 5
+
+
+def test_concurrent_do_puts_all_land(runtime) -> None:
+    schema = pa.schema([("ts", pa.timestamp("us")), ("value", pa.float64())])
+    errors: list[BaseException] = []
+    results: list[dict] = []
+
+    def worker(k: int) -> None:
+        c = flight.FlightClient(runtime.flight_location)
+        try:
+            table = pa.table({
+                "ts": pa.array([datetime(2040, 1, 1) + timedelta(minutes=1000 * k + i) for i in range(500)],
+                               pa.timestamp("us")),
+                "value": pa.array([float(k)] * 500)}, schema=schema)
+            results.append(do_put(c, "sink_concurrent", table.to_batches(max_chunksize=100), OPTS))
+        except BaseException as exc:  # noqa: BLE001 - collected and re-raised in the test thread
+            errors.append(exc)
+        finally:
+            c.close()
+
+    first = pa.table({"ts": pa.array([datetime(2039, 1, 1)], pa.timestamp("us")), "value": [-1.0]}, schema=schema)
+    client = runtime.flight_client()
+    assert do_put(client, "sink_concurrent", first, OPTS) == {"dataset": "sink_concurrent", "rows": 1}
+    threads = [threading.Thread(target=worker, args=(k,)) for k in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert not errors, errors
+    assert results == [{"dataset": "sink_concurrent", "rows": 500}] * 6
+    got = read_all(client, "SELECT value, count(*) AS n FROM sink_concurrent GROUP BY value ORDER BY value", OPTS)
+    assert got.to_pydict() == {"value": [-1.0] + [float(k) for k in range(6)], "n": [1] + [500] * 6}
 
 
 # --- refused statements -------------------------------------------------------------------------------------
@@ -545,6 +590,12 @@ def refused_statements(data: Path, out: Path) -> list[tuple[str, str, Path | Non
         ("parquet_metadata", f"SELECT * FROM parquet_metadata('{data / 'secret.parquet'}')", None),
         ("read_json_host_file", f"SELECT * FROM read_json_auto('{data / 'secret.json'}')", None),
         ("read_source_file", f"SELECT * FROM read_csv('{data / 'metrics.csv'}')", None),
+        ("relative_replacement_scan", "FROM 'data/metrics.csv'", None),
+        ("attach_memory", "ATTACH ':memory:' AS scratch", None),
+        ("detach_store", "DETACH DATABASE IF EXISTS store", None),
+        ("explain_analyze_delete", "EXPLAIN ANALYZE DELETE FROM rw_guard", None),
+        ("prepare_delete", "PREPARE wipe AS DELETE FROM rw_guard", None),
+        ("begin", "BEGIN TRANSACTION", None),
         ("multi_statement", "SELECT 1; DROP TABLE rw_guard", None),
         ("multi_statement_delete", "SELECT * FROM rw_guard; DELETE FROM rw_guard", None),
     ]

@@ -10,9 +10,9 @@ import lightgbm as lgb
 import numpy as np
 import pyarrow as pa
 import pytest
+from conftest import DATA, copy_data, do_put, write_csv_text
 
 from pipelines.forecasting import mase
-from conftest import DATA, copy_data, do_put, write_csv_text
 
 WEEKLY_SHAPE = [0.0, 1.0, 4.0, 9.0, 3.0, 7.0, 2.0]
 WEEKLY_DAYS = 7 * 30 + 3  # not a whole number of weeks: a window of the oldest rows would be out of phase

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import textwrap
 from pathlib import Path
 
 import pytest
@@ -250,8 +251,6 @@ def test_full_spicepod_values(tmp_path: Path) -> None:
               strategy: direct
               lightgbm: {num_leaves: 31, learning_rate: 0.05, num_boost_round: 200}
     """
-    import textwrap
-
     spec = parse_spicepod(textwrap.dedent(text), tmp_path / "spicepod.yaml", env={})
     assert spec.version == "v1beta1"
     assert (spec.runtime.http, spec.runtime.flight, spec.runtime.data_dir) == (

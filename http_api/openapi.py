@@ -1,0 +1,299 @@
+"""The OpenAPI 3.1 document of the HTTP API (served at GET /v1/openapi.json).
+
+Written by hand, route by route; tests/test_openapi.py keeps it equal to the app's route table.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+JSON = "application/json"
+TEXT = "text/plain"
+CSV = "text/csv"
+ARROW_STREAM = "application/vnd.apache.arrow.stream"
+PROMETHEUS = "text/plain; version=0.0.4"
+
+
+def _ref(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
+    return {"description": description, "content": {JSON: {"schema": schema}}}
+
+
+def _text(description: str, example: str) -> dict[str, Any]:
+    return {"description": description, "content": {TEXT: {"schema": {"type": "string"}, "example": example}}}
+
+
+def _error(description: str) -> dict[str, Any]:
+    return _json(_ref("Error"), description)
+
+
+NUMBER_OR_NULL = {"type": ["number", "null"]}
+STRING_OR_NULL = {"type": ["string", "null"]}
+
+SCHEMAS: dict[str, Any] = {
+    "Error": {
+        "type": "object",
+        "description": "Every error body. Predict routes add model_name and lookback when known.",
+        "required": ["status", "error_message", "duration_ms"],
+        "properties": {
+            "status": {
+                "type": "string",
+                "enum": ["BadRequest", "InternalError", "NotFound", "MethodNotAllowed", "Unauthorized",
+                         "PayloadTooLarge"],
+            },
+            "error_message": {"type": "string"},
+            "duration_ms": {"type": "number"},
+            "model_name": {"type": "string"},
+            "lookback": {"type": "integer"},
+        },
+    },
+    "PredictSuccess": {
+        "type": "object",
+        "required": ["status", "model_name", "model_version", "lookback", "prediction", "duration_ms",
+                     "horizon", "timestamps"],
+        "properties": {
+            "status": {"const": "Success"},
+            "model_name": {"type": "string"},
+            "model_version": {"type": "string"},
+            "lookback": {"type": "integer"},
+            "prediction": {"type": "array", "items": {"type": "number"}},
+            "duration_ms": {"type": "number"},
+            "horizon": {"type": "integer"},
+            "timestamps": {"type": "array", "items": {"type": "string", "format": "date-time"}},
+        },
+    },
+    "PredictError": {
+        "type": "object",
+        "required": ["status", "error_message", "model_name", "duration_ms"],
+        "properties": {
+            "status": {"enum": ["BadRequest", "InternalError"]},
+            "error_message": {"type": "string"},
+            "model_name": {"type": "string"},
+            "lookback": {"type": "integer", "description": "present when the model is known"},
+            "duration_ms": {"type": "number"},
+        },
+    },
+    "PredictResult": {"oneOf": [_ref("PredictSuccess"), _ref("PredictError")]},
+    "BatchPredictRequest": {
+        "type": "object",
+        "required": ["predictions"],
+        "properties": {
+            "predictions": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "required": ["model_name"],
+                    "properties": {
+                        "model_name": {"type": "string"},
+                        "horizon": {"type": "integer", "minimum": 1},
+                    },
+                },
+            },
+        },
+    },
+    "BatchPredictResponse": {
+        "type": "object",
+        "required": ["duration_ms", "predictions"],
+        "properties": {
+            "duration_ms": {"type": "number"},
+            "predictions": {
+                "type": "array", "items": _ref("PredictResult"),
+                "description": "one body per requested item, in request order",
+            },
+        },
+    },
+    "Dataset": {
+        "type": "object",
+        "required": ["name", "from", "mode", "time_column", "rows", "columns", "first_timestamp",
+                     "last_timestamp"],
+        "properties": {
+            "name": {"type": "string"},
+            "from": {"type": "string"},
+            "mode": {"enum": ["read", "read_write"]},
+            "time_column": {"type": "string"},
+            "rows": {"type": "integer"},
+            "columns": {
+                "type": "array",
+                "items": {
+                    "type": "object", "required": ["name", "type"],
+                    "properties": {"name": {"type": "string"}, "type": {"type": "string"}},
+                },
+            },
+            "first_timestamp": STRING_OR_NULL,
+            "last_timestamp": STRING_OR_NULL,
+        },
+    },
+    "Model": {
+        "type": "object",
+        "required": ["name", "from", "datasets", "model_version", "status", "lookback", "horizon", "frequency",
+                     "trained_at", "training_rows", "metrics"],
+        "properties": {
+            "name": {"type": "string"},
+            "from": {"type": "string"},
+            "datasets": {"type": "array", "items": {"type": "string"}},
+            "model_version": STRING_OR_NULL,
+            "status": {"enum": ["ready", "training", "failed"]},
+            "error_message": {"type": "string", "description": "why the last training failed"},
+            "lookback": {"type": "integer"},
+            "horizon": {"type": "integer"},
+            "strategy": {"enum": ["recursive", "direct"]},
+            "frequency": STRING_OR_NULL,
+            "trained_at": STRING_OR_NULL,
+            "training_rows": {"type": ["integer", "null"]},
+            "metrics": {
+                "type": "object", "required": ["mase", "smape"],
+                "properties": {"mase": NUMBER_OR_NULL, "smape": NUMBER_OR_NULL},
+            },
+        },
+    },
+    "SqlRows": {
+        "type": "array",
+        "description": "one object per row, column name to value; timestamps as ISO 8601 text",
+        "items": {"type": "object"},
+    },
+}
+
+MODEL_NAME = {"name": "name", "in": "path", "required": True, "schema": {"type": "string"},
+              "description": "a model name from the spicepod"}
+
+# path -> method -> operation. Every operation also gets the error responses added by build_openapi.
+PATHS: dict[str, dict[str, dict[str, Any]]] = {
+    "/health": {
+        "get": {
+            "operationId": "health", "summary": "Liveness: the process answers",
+            "responses": {"200": _text("alive", "ok")},
+        },
+    },
+    "/metrics": {
+        "get": {
+            "operationId": "metrics", "summary": "Prometheus metrics in the text exposition format",
+            "responses": {"200": {"description": "metrics",
+                                  "content": {PROMETHEUS: {"schema": {"type": "string"}}}}},
+        },
+    },
+    "/v1/openapi.json": {
+        "get": {
+            "operationId": "openapi", "summary": "This document",
+            "responses": {"200": _json({"type": "object"}, "the OpenAPI 3.1 document")},
+        },
+    },
+    "/v1/ready": {
+        "get": {
+            "operationId": "ready",
+            "summary": "Readiness: every dataset loaded and every model trained or failed with a reason",
+            "responses": {"200": _text("ready", "ready"), "503": _text("still loading or training", "not ready")},
+        },
+    },
+    "/v1/datasets": {
+        "get": {
+            "operationId": "listDatasets", "summary": "The datasets with their schema, row count and time range",
+            "responses": {"200": _json({"type": "array", "items": _ref("Dataset")}, "the datasets")},
+        },
+    },
+    "/v1/models": {
+        "get": {
+            "operationId": "listModels", "summary": "The models with their version, status and scores",
+            "responses": {"200": _json({"type": "array", "items": _ref("Model")}, "the models")},
+        },
+    },
+    "/v1/models/{name}/predict": {
+        "get": {
+            "operationId": "predict", "summary": "Forecast the steps after the newest timestamp of the model's data",
+            "parameters": [
+                MODEL_NAME,
+                {"name": "horizon", "in": "query", "required": False,
+                 "schema": {"type": "integer", "minimum": 1},
+                 "description": "steps to predict (default: the model's horizon)"},
+            ],
+            "responses": {
+                "200": _json(_ref("PredictSuccess"), "the forecast"),
+                "400": _json(_ref("PredictError"),
+                             "unknown model, model not trained or failed, not enough data, bad horizon"),
+                "500": _json(_ref("PredictError"), "unexpected failure (details in the server log)"),
+            },
+        },
+    },
+    "/v1/models/{name}/train": {
+        "post": {
+            "operationId": "train", "summary": "Train the model again on the current data and wait for it",
+            "parameters": [MODEL_NAME],
+            "responses": {
+                "200": _json(_ref("Model"), "the model's entry after training"),
+                "404": _error("unknown model"),
+            },
+        },
+    },
+    "/v1/predict": {
+        "post": {
+            "operationId": "batchPredict", "summary": "Forecast several models at once, concurrently",
+            "requestBody": {"required": True, "content": {JSON: {"schema": _ref("BatchPredictRequest")}}},
+            "responses": {
+                "200": _json(_ref("BatchPredictResponse"), "one result per item, each with its own status"),
+                "400": _error("body not JSON, no 'predictions' list, or an item without a string 'model_name'"),
+                "413": _error("body larger than the runtime's max_request_bytes"),
+            },
+        },
+    },
+    "/v1/sql": {
+        "post": {
+            "operationId": "sql", "summary": "Run one read-only SQL query over the datasets",
+            "requestBody": {"required": True, "content": {TEXT: {"schema": {"type": "string"},
+                                                                  "example": "SELECT * FROM nile LIMIT 3"}}},
+            "parameters": [
+                {"name": "Accept", "in": "header", "required": False,
+                 "schema": {"enum": [JSON, CSV, ARROW_STREAM]},
+                 "description": "the result format (default JSON rows)"},
+            ],
+            "responses": {
+                "200": {
+                    "description": "the result",
+                    "content": {
+                        JSON: {"schema": _ref("SqlRows")},
+                        CSV: {"schema": {"type": "string"}},
+                        ARROW_STREAM: {"schema": {"type": "string", "contentEncoding": "binary"}},
+                    },
+                },
+                "400": _error("empty body, bad SQL, a write statement, or a result over the row limit"),
+                "413": _error("body larger than the runtime's max_request_bytes"),
+            },
+        },
+    },
+}
+
+OPEN_PATHS = frozenset({"/health"})
+
+
+def build_openapi(*, api_key: bool, version: str = "0.1.0") -> dict[str, Any]:
+    """The document; with `api_key`, protected operations declare the X-API-Key scheme and a 401."""
+    paths = copy.deepcopy(PATHS)
+    for path, operations in paths.items():
+        for operation in operations.values():
+            responses = operation["responses"]
+            responses.setdefault("404", _error("no route for this path"))
+            responses.setdefault("405", _error("method not allowed on this path"))
+            responses.setdefault("500", _error("unexpected failure (details in the server log)"))
+            if api_key and path not in OPEN_PATHS:
+                # /metrics also takes the key as a bearer token, the way Prometheus scrapers send it.
+                operation["security"] = [{"ApiKey": []}, {"Bearer": []}] if path == "/metrics" else [{"ApiKey": []}]
+                responses["401"] = _error("missing or wrong X-API-Key header")
+            operation["responses"] = dict(sorted(responses.items()))
+    doc: dict[str, Any] = {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "flightcast",
+            "version": version,
+            "description": "Time-series forecasting runtime: predictions, models, datasets and SQL over HTTP.",
+        },
+        "paths": paths,
+        "components": {"schemas": copy.deepcopy(SCHEMAS)},
+    }
+    if api_key:
+        doc["components"]["securitySchemes"] = {
+            "ApiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"},
+            "Bearer": {"type": "http", "scheme": "bearer", "description": "the API key; accepted on /metrics only"},
+        }
+    return doc
