@@ -93,8 +93,8 @@ def main() -> None:
         small_path = write_parquet(folder / "small.parquet", small)
         ingest = "\n".join(f"  - from: flight\n    name: ingest_{i}" for i in range(PUT_RUNS + 1))
         pod = SPICEPOD.format(big=big_path, small=small_path, ingest=ingest)
-        bare, port = spawn(BARE_SERVER.format(path=str(big_path)))
         runtime = Runtime(pod, folder / "runtime")
+        bare, port = spawn(BARE_SERVER.format(path=str(big_path)))
         try:
             started = time.perf_counter()
             runtime.start().wait_ready()

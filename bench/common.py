@@ -152,6 +152,7 @@ class Runtime:
 
     def __init__(self, spicepod: str, folder: Path, api_key: str | None = None):
         self.folder = Path(folder)
+        self.folder.mkdir(parents=True, exist_ok=True)
         self.spicepod = self.folder / "spicepod.yaml"
         self.spicepod.write_text(textwrap.dedent(spicepod))
         self.data_dir = self.folder / "data"

@@ -19,7 +19,7 @@ import duckdb
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from spicepod import DatasetSpec, InvalidInput, Limits, NotFound, SpicepodError, quote_ident
+from spicepod import DatasetSpec, InvalidInput, LimitExceeded, Limits, NotFound, SpicepodError, quote_ident
 
 log = logging.getLogger("flightcast.store")
 
@@ -276,16 +276,19 @@ class DatasetStore:
     def query(self, sql: str, batch_rows: int = STREAM_BATCH_ROWS) -> pa.RecordBatchReader:
         """Run a read-only query; batches stream as DuckDB produces them.
 
-        The reader owns its cursor: it is closed when the reader is exhausted or dropped.
+        The reader owns its cursor: it is closed when the reader is exhausted or dropped. A query still
+        running after `limits.query_timeout_s` is interrupted (DuckDB has no statement timeout of its own).
         """
         self.check_read_only(sql)
         cur = self._cursor()
+        deadline = _Deadline(cur, self.limits.query_timeout_s)
         try:
             source = cur.sql(sql).to_arrow_reader(batch_rows)
         except duckdb.Error as exc:
+            deadline.cancel()
             cur.close()
-            raise InvalidInput(str(exc)) from None
-        return _CursorReader(source, cur).reader()
+            raise deadline.explain(exc) from None
+        return _CursorReader(source, cur, deadline).reader()
 
     # --- writing -----------------------------------------------------------------------------------
 
@@ -349,10 +352,16 @@ class DatasetStore:
                 for batch in batches:
                     if batch.num_rows == 0:
                         continue
+                    if batch.num_rows > self.limits.max_batch_rows:
+                        raise LimitExceeded(
+                            f"DoPut to '{name}': a batch of {batch.num_rows} rows is over the limit of "
+                            f"{self.limits.max_batch_rows} (runtime.limits.max_batch_rows)"
+                        )
                     rows += batch.num_rows
                     if rows > self.limits.max_put_rows:
-                        raise InvalidInput(
-                            f"DoPut to '{name}': more than {self.limits.max_put_rows} rows in one stream"
+                        raise LimitExceeded(
+                            f"DoPut to '{name}': more than {self.limits.max_put_rows} rows in one stream "
+                            "(runtime.limits.max_put_rows)"
                         )
                     times = batch.column(spec_ts)
                     if times.null_count:
@@ -430,12 +439,40 @@ def _read_arrow_file(spec: DatasetSpec) -> pa.Table:
             return pa.ipc.open_stream(source).read_all()
 
 
+class _Deadline:
+    """Interrupts a cursor's query when it runs past the limit, and says so in the error."""
+
+    def __init__(self, cursor: duckdb.DuckDBPyConnection, seconds: float):
+        self.seconds = seconds
+        self.fired = threading.Event()
+        self._cursor = cursor
+        self._timer = threading.Timer(seconds, self._fire)
+        self._timer.daemon = True
+        self._timer.start()
+
+    def _fire(self) -> None:
+        self.fired.set()
+        self._cursor.interrupt()
+
+    def cancel(self) -> None:
+        self._timer.cancel()
+
+    def explain(self, exc: BaseException) -> InvalidInput:
+        if self.fired.is_set():
+            return LimitExceeded(
+                f"the query ran longer than {self.seconds:g} s (runtime.limits.query_timeout_seconds) "
+                "and was stopped"
+            )
+        return InvalidInput(str(exc))
+
+
 class _CursorReader:
     """Keeps a DuckDB cursor open exactly as long as its streaming result is read."""
 
-    def __init__(self, source: pa.RecordBatchReader, cursor: duckdb.DuckDBPyConnection):
+    def __init__(self, source: pa.RecordBatchReader, cursor: duckdb.DuckDBPyConnection, deadline: _Deadline):
         self._source = source
         self._cursor = cursor
+        self._deadline = deadline
 
     def reader(self) -> pa.RecordBatchReader:
         return pa.RecordBatchReader.from_batches(self._source.schema, self._batches())
@@ -444,8 +481,9 @@ class _CursorReader:
         try:
             yield from self._source
         except (OSError, pa.ArrowException, duckdb.Error) as exc:
-            # A query that fails part-way (a bad cast in a later row group) is the client's error,
-            # sent as such after the batches already streamed; never a short, silent result.
-            raise pa.ArrowInvalid(str(exc)) from None
+            # A query that fails part-way (a bad cast in a later row group, the time limit) is the
+            # client's error, sent as such after the batches already streamed; never a short result.
+            raise pa.ArrowInvalid(self._deadline.explain(exc).message) from None
         finally:
+            self._deadline.cancel()
             self._cursor.close()

@@ -45,6 +45,7 @@ class Limits:
     max_request_bytes: int = 16 * 1024 * 1024
     max_horizon: int = 1000
     max_put_rows: int = 50_000_000
+    max_batch_rows: int = 4_000_000
 
 
 @dataclass(frozen=True)
@@ -235,6 +236,7 @@ LIMIT_KEYS: dict[str, Key] = {
     "max_request_bytes": Key(_positive_int, Limits.max_request_bytes, help="largest HTTP request body"),
     "max_horizon": Key(_positive_int, Limits.max_horizon, help="largest horizon a prediction may ask for"),
     "max_put_rows": Key(_positive_int, Limits.max_put_rows, help="most rows one DoPut stream may carry"),
+    "max_batch_rows": Key(_positive_int, Limits.max_batch_rows, help="most rows one DoPut record batch may carry"),
 }
 
 RUNTIME_KEYS: dict[str, Key] = {
@@ -410,6 +412,7 @@ def _parse_runtime(raw: Any, base: Path) -> RuntimeSpec:
             max_request_bytes=limits["max_request_bytes"],
             max_horizon=limits["max_horizon"],
             max_put_rows=limits["max_put_rows"],
+            max_batch_rows=limits["max_batch_rows"],
         ),
     )
 

@@ -523,3 +523,62 @@ def parse_instant(text: str) -> datetime:
 def data_dir() -> Path:
     """The repo's sample data folder (read-only; copy files before changing them)."""
     return DATA
+
+
+# --- the sealed SQL surface ------------------------------------------------------------------------------
+
+def refused_statements(data: Path, out: Path) -> list[tuple[str, str, Path | None]]:
+    """(id, SQL, a path that must not exist afterwards)."""
+    return [
+        ("insert", "INSERT INTO rw_guard VALUES (TIMESTAMP '2040-01-01', 9.0)", None),
+        ("insert_select", "INSERT INTO rw_guard SELECT * FROM rw_guard", None),
+        ("update", "UPDATE rw_guard SET value = 0", None),
+        ("delete", "DELETE FROM rw_guard", None),
+        ("delete_returning", "DELETE FROM rw_guard RETURNING *", None),
+        ("truncate", "TRUNCATE rw_guard", None),
+        ("create_table", "CREATE TABLE evil AS SELECT 1 AS x", None),
+        ("create_temp_table", "CREATE TEMP TABLE evil AS SELECT 1 AS x", None),
+        ("create_or_replace", "CREATE OR REPLACE TABLE rw_guard AS SELECT * FROM rw_guard LIMIT 0", None),
+        ("create_view", "CREATE VIEW evil AS SELECT 1 AS x", None),
+        ("create_macro", "CREATE MACRO evil(a) AS a + 1", None),
+        ("alter", "ALTER TABLE rw_guard RENAME TO evil", None),
+        ("drop", "DROP TABLE rw_guard", None),
+        ("drop_read_dataset", "DROP TABLE metrics", None),
+        ("copy_to", f"COPY rw_guard TO '{out / 'copy.csv'}'", out / "copy.csv"),
+        ("copy_query_to", f"COPY (SELECT 1) TO '{out / 'copy2.parquet'}' (FORMAT parquet)",
+         out / "copy2.parquet"),
+        ("copy_from", f"COPY rw_guard FROM '{data / 'rw_guard.csv'}'", None),
+        ("export", f"EXPORT DATABASE '{out / 'export'}'", out / "export"),
+        ("attach", f"ATTACH '{out / 'other.duckdb'}' AS other", out / "other.duckdb"),
+        ("install", "INSTALL httpfs", None),
+        ("load", "LOAD httpfs", None),
+        ("set", "SET threads = 1", None),
+        ("set_external_access", "SET enable_external_access = true", None),
+        ("reset", "RESET threads", None),
+        ("pragma", "PRAGMA enable_profiling", None),
+        ("read_csv_passwd", "SELECT * FROM read_csv('/etc/passwd')", None),
+        ("read_csv_auto_passwd", "SELECT * FROM read_csv_auto('/etc/passwd')", None),
+        ("replacement_scan_passwd", "SELECT * FROM '/etc/passwd'", None),
+        ("read_text", "SELECT * FROM read_text('/etc/hostname')", None),
+        ("read_blob", "SELECT * FROM read_blob('/etc/hostname')", None),
+        ("glob", "SELECT * FROM glob('/etc/*')", None),
+        ("read_parquet_host_file", f"SELECT * FROM read_parquet('{data / 'secret.parquet'}')", None),
+        ("parquet_metadata", f"SELECT * FROM parquet_metadata('{data / 'secret.parquet'}')", None),
+        ("read_json_host_file", f"SELECT * FROM read_json_auto('{data / 'secret.json'}')", None),
+        ("read_source_file", f"SELECT * FROM read_csv('{data / 'metrics.csv'}')", None),
+        ("relative_replacement_scan", "FROM 'data/metrics.csv'", None),
+        ("attach_memory", "ATTACH ':memory:' AS scratch", None),
+        ("detach_store", "DETACH DATABASE IF EXISTS store", None),
+        ("explain_analyze_delete", "EXPLAIN ANALYZE DELETE FROM rw_guard", None),
+        ("prepare_delete", "PREPARE wipe AS DELETE FROM rw_guard", None),
+        ("begin", "BEGIN TRANSACTION", None),
+        ("multi_statement", "SELECT 1; DROP TABLE rw_guard", None),
+        ("multi_statement_delete", "SELECT * FROM rw_guard; DELETE FROM rw_guard", None),
+        ("call_table_function", "CALL read_csv('/etc/passwd')", None),
+        ("call_pragma", "CALL pragma_database_list()", None),
+        ("checkpoint", "CHECKPOINT", None),
+        ("vacuum", "VACUUM", None),
+        ("use", "USE store", None),
+        ("create_secret", "CREATE SECRET s (TYPE s3, KEY_ID 'a', SECRET 'b')", None),
+        ("import_database", f"IMPORT DATABASE '{out}'", None),
+    ]

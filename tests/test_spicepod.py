@@ -43,7 +43,7 @@ INVALID = [
     ("unknown_auth_key", HEAD + "runtime:\n  auth:\n    key: x\n",
      "runtime: unknown key 'key'; expected one of api_key"),
     ("unknown_limits_key", HEAD + "runtime:\n  limits:\n    timeout: 1\n",
-     "runtime: unknown key 'timeout'; expected one of max_horizon, max_put_rows, max_request_bytes, "
+     "runtime: unknown key 'timeout'; expected one of max_batch_rows, max_horizon, max_put_rows, max_request_bytes, "
      "memory_limit, query_timeout_seconds"),
     ("unknown_dataset_key", pod(ds_extra="    time_colum: t\n"),
      "datasets[0] (co2): unknown key 'time_colum'; expected one of description, from, mode, name, "
