@@ -18,7 +18,7 @@ def limits_pod(folder: Path) -> str:
     copy_data("austres.csv", folder / "data")
     write_csv_text(folder / "data" / "rw_guard.csv", "ts,value\n2024-01-01,1.5\n2024-01-02,2.5\n2024-01-03,3.5\n")
     write_csv_text(folder / "data" / "metrics.csv", "ts,value\n2024-01-01,1\n")
-    return f"""\
+    return """\
 version: v1
 kind: Spicepod
 name: limits
@@ -31,11 +31,11 @@ runtime:
     max_put_rows: 1000
     max_batch_rows: 400
 datasets:
-  - {{from: file:data/austres.csv, name: austres}}
-  - {{from: file:data/rw_guard.csv, name: rw_guard, mode: read_write}}
-  - {{from: file:data/metrics.csv, name: metrics}}
+  - {from: file:data/austres.csv, name: austres}
+  - {from: file:data/rw_guard.csv, name: rw_guard, mode: read_write}
+  - {from: file:data/metrics.csv, name: metrics}
 models:
-  - {{from: lightgbm, name: aus, datasets: [austres], params: {{lookback: 8, horizon: 4}}}}
+  - {from: lightgbm, name: aus, datasets: [austres], params: {lookback: 8, horizon: 4}}
 """
 
 
