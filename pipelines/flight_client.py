@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import pyarrow as pa
@@ -30,35 +32,19 @@ class FlightDataClient:
 
     def reader(self, sql: str) -> flight.FlightStreamReader:
         """Stream the result of a read-only SQL query (or a bare dataset name)."""
-        try:
+        with typed_errors():
             return self._client().do_get(flight.Ticket(sql.encode("utf-8")), self._options)
-        except pa.ArrowKeyError as exc:
-            raise NotFound(_message(exc)) from None
-        except pa.ArrowInvalid as exc:
-            raise InvalidInput(_message(exc)) from None
-        except flight.FlightError as exc:
-            raise FlightcastError(f"flight server: {_message(exc)}") from None
 
     def query(self, sql: str) -> pa.Table:
         """Run a read-only SQL query and collect its result."""
         reader = self.reader(sql)
-        try:
+        with typed_errors():
             return reader.read_all()
-        except pa.ArrowInvalid as exc:
-            raise InvalidInput(_message(exc)) from None
-        except (pa.ArrowException, flight.FlightError) as exc:
-            raise FlightcastError(f"flight server: {_message(exc)}") from None
 
     def action(self, name: str, body: bytes = b"") -> Any:
         """Run a Flight action whose single result is JSON."""
-        try:
+        with typed_errors():
             results = list(self._client().do_action(flight.Action(name, body), self._options))
-        except pa.ArrowKeyError as exc:
-            raise NotFound(_message(exc)) from None
-        except pa.ArrowInvalid as exc:
-            raise InvalidInput(_message(exc)) from None
-        except flight.FlightError as exc:
-            raise FlightcastError(f"flight server: {_message(exc)}") from None
         return json.loads(results[0].body.to_pybytes())
 
     def datasets(self) -> list[dict]:
@@ -66,6 +52,19 @@ class FlightDataClient:
 
     def dataset_info(self, name: str) -> dict:
         return self.action("dataset_info", name.encode("utf-8"))
+
+
+@contextmanager
+def typed_errors() -> Iterator[None]:
+    """Flight errors as the error vocabulary: NOT_FOUND, INVALID_ARGUMENT, anything else."""
+    try:
+        yield
+    except pa.ArrowKeyError as exc:
+        raise NotFound(_message(exc)) from None
+    except pa.ArrowInvalid as exc:
+        raise InvalidInput(_message(exc)) from None
+    except (pa.ArrowException, flight.FlightError) as exc:
+        raise FlightcastError(f"flight server: {_message(exc)}") from None
 
 
 def _message(exc: Exception) -> str:
