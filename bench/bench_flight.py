@@ -98,31 +98,34 @@ def main() -> None:
         try:
             started = time.perf_counter()
             runtime.start().wait_ready()
-            print(f"flightcast ready in {time.perf_counter() - started:.1f} s (10M rows loaded twice: "
+            print(f"flightcast ready in {time.perf_counter() - started:.1f} s ({ROWS:,} rows loaded twice: "
                   "read_write seeded into the durable store, and read)")
             bare_client = flight.FlightClient(f"grpc://127.0.0.1:{port}")
             fc_client = runtime.flight_client()
-            _doget(bare_client, fc_client, nbytes)
-            _doput(bare_client, fc_client, data)
+            _doget(bare_client, fc_client, nbytes, data)
+            _doput(bare_client, fc_client, data, folder)
             _windows(runtime)
         finally:
             runtime.stop()
             stop_process(bare)
 
 
-def _doget(bare_client: flight.FlightClient, fc_client: flight.FlightClient, nbytes: int) -> None:
+def _doget(bare_client: flight.FlightClient, fc_client: flight.FlightClient, nbytes: int, data: pa.Table) -> None:
     cases = {
         "bare pyarrow.flight (in-memory table)": (bare_client, "any"),
         "flightcast ticket=big (read_write, durable)": (fc_client, "big"),
         "flightcast ticket=SELECT * FROM big": (fc_client, "SELECT * FROM big"),
         "flightcast ticket=big_read (read, in memory)": (fc_client, "big_read"),
     }
-    times: dict[str, list[float]] = {name: [] for name in cases}
+    duck_name = "diagnostic: DuckDB alone, SELECT * -> Arrow batches, in-process"
+    times: dict[str, list[float]] = {name: [] for name in [*cases, duck_name]}
+    duck = _duck_scan(data)
     for client, ticket in cases.values():  # warm-up: first touches, connection set-up
         doget_seconds(client, ticket, ROWS)
     for _ in range(RUNS):  # interleaved, so noise from the other users of the box hits every case alike
         for name, (client, ticket) in cases.items():
             times[name].append(doget_seconds(client, ticket, ROWS))
+        times[duck_name].append(duck())
     base = nbytes / median(times["bare pyarrow.flight (in-memory table)"]) / 1e9
     print(f"\nDoGet of the whole dataset, read_all() on the client, median of {RUNS} interleaved runs")
     rows = []
@@ -130,16 +133,37 @@ def _doget(bare_client: flight.FlightClient, fc_client: flight.FlightClient, nby
         gbps = nbytes / median(samples) / 1e9
         rows.append([name, ms(median(samples)), ms(min(samples)), ms(max(samples)), gbps, gbps / base])
     table(["server / ticket", "median ms", "min ms", "max ms", "GB/s", "vs bare"], rows)
-    for name, *_ in rows[1:]:
+    for name, *_ in rows[1:len(cases)]:
         ratio = (nbytes / median(times[name]) / 1e9) / base
         ratio_line(f"DoGet GB/s {name.removeprefix('flightcast ')} / bare", ratio, ">= 0.8x", ratio >= 0.8)
 
 
-def _doput(bare_client: flight.FlightClient, fc_client: flight.FlightClient, data: pa.Table) -> None:
-    bare_times, fc_times = [], []
+def _duck_scan(data: pa.Table):
+    """What producing the Arrow batches costs DuckDB alone (a copy out of DuckDB's own storage)."""
+    import duckdb
+
+    db = duckdb.connect(":memory:")
+    db.register("source", data)
+    db.execute("CREATE TABLE t AS SELECT * FROM source ORDER BY ts")
+    db.unregister("source")
+
+    def scan() -> float:
+        t0 = time.perf_counter()
+        rows = sum(b.num_rows for b in db.cursor().sql("SELECT * FROM t").to_arrow_reader(1 << 20))
+        assert rows == ROWS
+        return time.perf_counter() - t0
+
+    scan()
+    return scan
+
+
+def _doput(bare_client: flight.FlightClient, fc_client: flight.FlightClient, data: pa.Table, folder) -> None:
+    bare_times, fc_times, duck_times = [], [], []
     do_put(bare_client, "x", data)
     do_put(fc_client, "ingest_0", data)  # warm-up into its own dataset
+    duck = _DuckFloor(folder)
     for i in range(1, PUT_RUNS + 1):
+        duck_times.append(duck.insert(data, i))
         t0 = time.perf_counter()
         do_put(bare_client, "x", data)
         bare_times.append(time.perf_counter() - t0)
@@ -152,12 +176,45 @@ def _doput(bare_client: flight.FlightClient, fc_client: flight.FlightClient, dat
           "(flightcast: into an empty `from: flight` dataset, committed and durable when DoPut returns)")
     rows = []
     for name, samples in (("bare (do_put only reads the batches)", bare_times),
-                          ("flightcast (DuckDB transaction, durable)", fc_times)):
+                          ("flightcast (DuckDB transaction, durable)", fc_times),
+                          ("diagnostic: DuckDB alone, same batches INSERTed + COMMIT into a file, in-process",
+                           duck_times)):
         rows.append([name, ms(median(samples)), ms(min(samples)), nbytes / median(samples) / 1e9,
                      ROWS / median(samples) / 1e6])
     table(["server", "median ms", "min ms", "GB/s", "Mrows/s"], rows)
     ratio = median(bare_times) / median(fc_times)
     ratio_line("DoPut throughput flightcast / bare", ratio, ">= 0.5x", ratio >= 0.5)
+    ratio = median(bare_times) / median(duck_times)
+    ratio_line("DoPut throughput DuckDB-alone floor / bare (the best a DuckDB store can do)", ratio, "(info)", None)
+    duck.close()
+
+
+class _DuckFloor:
+    """What a durable DuckDB append costs with no Flight around it: the same batches, one transaction."""
+
+    def __init__(self, folder):
+        import duckdb
+
+        self.db = duckdb.connect(":memory:")
+        self.db.execute(f"ATTACH '{folder / 'floor.duckdb'}' AS store")
+
+    def insert(self, data: pa.Table, i: int) -> float:
+        cur = self.db.cursor()
+        cur.register("schema_source", data.slice(0, 0))
+        cur.execute(f"CREATE TABLE store.main.t{i} AS SELECT * FROM schema_source")
+        t0 = time.perf_counter()
+        cur.begin()
+        for batch in data.to_batches(max_chunksize=1 << 20):
+            cur.register("incoming", batch)
+            cur.execute(f"INSERT INTO store.main.t{i} BY NAME SELECT * FROM incoming")
+            cur.unregister("incoming")
+        cur.commit()
+        elapsed = time.perf_counter() - t0
+        cur.close()
+        return elapsed
+
+    def close(self) -> None:
+        self.db.close()
 
 
 def _windows(runtime: Runtime) -> None:

@@ -131,17 +131,17 @@ def table(columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
 
     text = [[cell(v) for v in row] for row in rows]
     widths = [max(len(c), *(len(r[i]) for r in text)) for i, c in enumerate(columns)]
-    print("  ".join(c.ljust(w) for c, w in zip(columns, widths)))
+    print("  ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True)))
     print("  ".join("-" * w for w in widths))
     for r in text:
-        print("  ".join(v.ljust(w) for v, w in zip(r, widths)))
+        print("  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)))
     sys.stdout.flush()
 
 
 def ratio_line(label: str, value: float, target: str, met: bool | None) -> None:
     """One `ratio` line: value, the target, and whether this run met it (information, not a verdict)."""
     verdict = "" if met is None else ("  [met]" if met else "  [NOT met]")
-    print(f"ratio  {label:<58} {value:8.3f}x   target {target}{verdict}", flush=True)
+    print(f"ratio  {label:<66} {value:8.3f}x   target {target}{verdict}", flush=True)
 
 
 # ------------------------------------------------------------------------------------------ runtime
@@ -247,11 +247,16 @@ class TempDir:
 
 def spawn(code: str, timeout: float = 120.0) -> tuple[subprocess.Popen, str]:
     """Run `python -c code` from the repo root; returns the process and its first stdout line."""
+    import selectors
+
     proc = subprocess.Popen([PYTHON, "-c", code], cwd=ROOT, stdout=subprocess.PIPE, text=True)
-    line = proc.stdout.readline().strip() if proc.stdout else ""
+    with selectors.DefaultSelector() as sel:
+        sel.register(proc.stdout, selectors.EVENT_READ)
+        line = proc.stdout.readline().strip() if sel.select(timeout) else ""
     if not line:
         proc.kill()
-        raise RuntimeError(f"baseline server did not start: {code[:80]}")
+        proc.wait()
+        raise RuntimeError(f"baseline server did not start in {timeout:.0f} s: {code[:80]}")
     return proc, line
 
 
