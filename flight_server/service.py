@@ -6,6 +6,7 @@ import functools
 import json
 import logging
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any, TypeVar
 
 import pyarrow as pa
@@ -36,16 +37,27 @@ def flight_errors(method: F) -> F:
         except flight.FlightError:
             raise
         except NotFound as exc:
-            raise pa.ArrowKeyError(exc.message) from None
+            raise pa.ArrowKeyError(_bounded(exc.message)) from None
         except Unauthenticated as exc:
             raise flight.FlightUnauthenticatedError(exc.message) from None
         except FlightcastError as exc:
-            raise pa.ArrowInvalid(exc.message) from None
+            raise pa.ArrowInvalid(_bounded(exc.message)) from None
         except Exception as exc:
             log.exception("flight %s failed", method.__name__)
             raise flight.FlightInternalError(f"internal error in {method.__name__}: {type(exc).__name__}") from None
 
     return wrapper  # type: ignore[return-value]
+
+
+MAX_ERROR_CHARS = 1000  # gRPC refuses status metadata over 16 KiB; messages may quote a client's SQL
+
+
+def _bounded(message: str) -> str:
+    if len(message) <= MAX_ERROR_CHARS:
+        return message
+    # Head and tail: DuckDB names the problem at the start and often says what it is at the end.
+    head, tail = message[: MAX_ERROR_CHARS // 2], message[-MAX_ERROR_CHARS // 2 :]
+    return f"{head} ... ({len(message) - MAX_ERROR_CHARS} characters left out) ... {tail}"
 
 
 def _dataset_name(descriptor: flight.FlightDescriptor) -> str:
@@ -117,7 +129,8 @@ class FlightService(flight.FlightServerBase):
         writer: flight.FlightMetadataWriter,
     ) -> None:
         name = _dataset_name(descriptor)
-        schema = reader.schema
+        with _malformed_stream():
+            schema = reader.schema
         self.store.check_put_schema(name, schema)  # refuse before reading a single batch
         rows = self.store.append(name, schema, _batches(reader), abandoned=context.is_cancelled)
         writer.write(pa.py_buffer(json.dumps({"dataset": name, "rows": rows}).encode()))
@@ -138,11 +151,23 @@ class FlightService(flight.FlightServerBase):
         return iter([flight.Result(json.dumps(payload).encode())])
 
 
+@contextmanager
+def _malformed_stream() -> Iterator[None]:
+    """A DoPut stream that cannot be read (bad IPC, a batch of another schema) is the client's error."""
+    try:
+        yield
+    except (OSError, pa.ArrowException) as exc:
+        if isinstance(exc, flight.FlightError):
+            raise
+        raise InvalidInput(f"DoPut stream cannot be read: {exc}") from None
+
+
 def _batches(reader: flight.MetadataRecordBatchReader) -> Iterator[pa.RecordBatch]:
     while True:
-        try:
-            chunk = reader.read_chunk()
-        except StopIteration:
-            return
+        with _malformed_stream():
+            try:
+                chunk = reader.read_chunk()
+            except StopIteration:
+                return
         if chunk.data is not None:
             yield chunk.data

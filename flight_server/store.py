@@ -9,6 +9,7 @@ access is switched off and the configuration locked, so client SQL cannot reach 
 from __future__ import annotations
 
 import logging
+import queue
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -29,7 +30,8 @@ STREAM_BATCH_ROWS = 1 << 20  # rows per Arrow batch when streaming query results
 # Statement types a client query may have; DESCRIBE, SHOW, SUMMARIZE and VALUES parse as SELECT.
 READ_STATEMENTS = {duckdb.StatementType.SELECT}
 
-CommitListener = Callable[[str, int], None]
+# Called as listener(dataset, version, last_timestamp) after each commit; last_timestamp is ISO 8601 UTC.
+CommitListener = Callable[[str, int, "str | None"], None]
 
 
 @dataclass
@@ -124,6 +126,7 @@ class DatasetStore:
         self._listeners: list[CommitListener] = []
         self._db: duckdb.DuckDBPyConnection | None = None
         self._closed = threading.Event()
+        self._watchdog = QueryWatchdog()
 
     # --- life cycle --------------------------------------------------------------------------------
 
@@ -214,7 +217,7 @@ class DatasetStore:
     # --- reading -----------------------------------------------------------------------------------
 
     def subscribe(self, listener: CommitListener) -> None:
-        """Call `listener(dataset, version)` after each committed append, before DoPut returns."""
+        """Call `listener(dataset, version, last_timestamp)` after each committed append, before DoPut returns."""
         self._listeners.append(listener)
 
     def names(self) -> list[str]:
@@ -267,7 +270,7 @@ class DatasetStore:
         self.check_read_only(sql)
         cur = self._cursor()
         try:
-            return cur.sql(f"SELECT * FROM ({sql}) AS q LIMIT 0").to_arrow_table().schema
+            return cur.sql(sql).limit(0).to_arrow_table().schema
         except duckdb.Error as exc:
             raise InvalidInput(str(exc)) from None
         finally:
@@ -281,7 +284,7 @@ class DatasetStore:
         """
         self.check_read_only(sql)
         cur = self._cursor()
-        deadline = _Deadline(cur, self.limits.query_timeout_s)
+        deadline = self._watchdog.watch(cur, self.limits.query_timeout_s)
         try:
             source = cur.sql(sql).to_arrow_reader(batch_rows)
         except duckdb.Error as exc:
@@ -393,8 +396,9 @@ class DatasetStore:
             raise
         finally:
             cur.close()
+        notice = (name, state.version, _iso(state.last_ts))
         for listener in self._listeners:
-            listener(name, state.version)
+            listener(*notice)
         return rows
 
     def _create_from(self, cur: duckdb.DuckDBPyConnection, state: DatasetState, schema: pa.Schema) -> None:
@@ -440,25 +444,20 @@ def _read_arrow_file(spec: DatasetSpec) -> pa.Table:
 
 
 class _Deadline:
-    """Interrupts a cursor's query when it runs past the limit, and says so in the error."""
+    """One watched query: interrupted when it runs past its limit, and the error then says so."""
 
-    def __init__(self, cursor: duckdb.DuckDBPyConnection, seconds: float):
+    def __init__(self, watchdog: QueryWatchdog, cursor: duckdb.DuckDBPyConnection, seconds: float):
         self.seconds = seconds
-        self.fired = threading.Event()
-        self._cursor = cursor
-        self._timer = threading.Timer(seconds, self._fire)
-        self._timer.daemon = True
-        self._timer.start()
-
-    def _fire(self) -> None:
-        self.fired.set()
-        self._cursor.interrupt()
+        self.due = time.monotonic() + seconds
+        self.cursor = cursor
+        self.fired = False
+        self._watchdog = watchdog
 
     def cancel(self) -> None:
-        self._timer.cancel()
+        self._watchdog.release(self)
 
     def explain(self, exc: BaseException) -> InvalidInput:
-        if self.fired.is_set():
+        if self.fired:
             return LimitExceeded(
                 f"the query ran longer than {self.seconds:g} s (runtime.limits.query_timeout_seconds) "
                 "and was stopped"
@@ -466,24 +465,97 @@ class _Deadline:
         return InvalidInput(str(exc))
 
 
+class QueryWatchdog:
+    """One thread that interrupts queries past their deadline (a Timer per query costs a thread each)."""
+
+    def __init__(self) -> None:
+        self._watched: set[_Deadline] = set()
+        self._wake = threading.Condition()
+        self._thread: threading.Thread | None = None
+
+    def watch(self, cursor: duckdb.DuckDBPyConnection, seconds: float) -> _Deadline:
+        deadline = _Deadline(self, cursor, seconds)
+        with self._wake:
+            self._watched.add(deadline)
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="query-watchdog", daemon=True)
+                self._thread.start()
+        return deadline
+
+    def release(self, deadline: _Deadline) -> None:
+        with self._wake:
+            self._watched.discard(deadline)
+
+    def _run(self) -> None:
+        with self._wake:
+            while True:
+                now = time.monotonic()
+                for deadline in [d for d in self._watched if d.due <= now]:
+                    deadline.fired = True
+                    deadline.cursor.interrupt()
+                    self._watched.discard(deadline)
+                # Deadlines are seconds long: checking a few times a second is precise enough, and a
+                # new query never has to wake this thread.
+                self._wake.wait(timeout=0.2)
+
+
 class _CursorReader:
-    """Keeps a DuckDB cursor open exactly as long as its streaming result is read."""
+    """Streams a query's batches, keeping its DuckDB cursor open exactly as long as they are read.
+
+    A producer thread reads a few batches ahead, so DuckDB's scan overlaps sending the previous batch.
+    """
+
+    READ_AHEAD = 4
 
     def __init__(self, source: pa.RecordBatchReader, cursor: duckdb.DuckDBPyConnection, deadline: _Deadline):
         self._source = source
         self._cursor = cursor
         self._deadline = deadline
+        self._queue: queue.Queue = queue.Queue(maxsize=self.READ_AHEAD)
+        self._stop = threading.Event()
 
     def reader(self) -> pa.RecordBatchReader:
+        threading.Thread(target=self._produce, name="query-read-ahead", daemon=True).start()
         return pa.RecordBatchReader.from_batches(self._source.schema, self._batches())
 
-    def _batches(self) -> Iterable[pa.RecordBatch]:
+    def _put(self, item: object) -> bool:
+        """Hand an item to the consumer; False when it went away (or never came to read)."""
+        waited = 0.0
+        while not self._stop.is_set() and waited < self._deadline.seconds:
+            try:
+                self._queue.put(item, timeout=0.5)
+                return True
+            except queue.Full:
+                waited += 0.5
+        return False
+
+    def _produce(self) -> None:
         try:
-            yield from self._source
+            for batch in self._source:
+                if not self._put(batch):
+                    return
+            self._put(_END)
         except (OSError, pa.ArrowException, duckdb.Error) as exc:
             # A query that fails part-way (a bad cast in a later row group, the time limit) is the
             # client's error, sent as such after the batches already streamed; never a short result.
-            raise pa.ArrowInvalid(self._deadline.explain(exc).message) from None
+            self._put(pa.ArrowInvalid(self._deadline.explain(exc).message))
+        except BaseException as exc:  # noqa: BLE001 - handed to the consumer, which raises it
+            self._put(exc)
         finally:
             self._deadline.cancel()
             self._cursor.close()
+
+    def _batches(self) -> Iterable[pa.RecordBatch]:
+        try:
+            while True:
+                item = self._queue.get()
+                if item is _END:
+                    return
+                if isinstance(item, BaseException):
+                    raise item
+                yield item
+        finally:
+            self._stop.set()  # the client went away or the stream ended: the producer stops
+
+
+_END = object()

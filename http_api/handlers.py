@@ -6,6 +6,7 @@ import asyncio
 import csv
 import io
 import json
+import re
 from typing import Any
 
 import pyarrow as pa
@@ -16,6 +17,7 @@ from spicepod import FlightcastError, InvalidInput, LimitExceeded
 
 MAX_BATCH_ITEMS = 1000  # models in one POST /v1/predict
 MAX_SQL_ROWS = 1_000_000  # rows one POST /v1/sql may return; use Flight DoGet for more
+MAX_SQL_BYTES = 256 * 1024 * 1024  # Arrow bytes of that result: a few huge strings must not fill memory either
 
 
 class HealthHandler(BaseHandler):
@@ -90,7 +92,10 @@ class PredictBase(BaseHandler):
         """(ok, body) for one model; errors become bodies, never exceptions."""
         started = self.ctx.clock()
         try:
-            body = await self.ctx.run(self.ctx.predictions.predict, name, horizon)
+            # A forecast cached for the current data is answered here; anything else goes to a worker.
+            body = self.ctx.predictions.cached(name, horizon)
+            if body is None:
+                body = await self.ctx.run(self.ctx.predictions.predict, name, horizon)
             ok = True
         except Exception as exc:  # noqa: BLE001 - each item carries its own status
             body = self.prediction_error(exc, name)
@@ -104,12 +109,12 @@ class PredictBase(BaseHandler):
 
 
 def parse_horizon(raw: str | None) -> int | None:
+    """ASCII digits only: int() alone would also take '1_0', ' 2', '+2' and non-ASCII digits like '२'."""
     if raw is None:
         return None
-    try:
-        return int(raw)
-    except ValueError:
-        raise InvalidInput(f"horizon must be a positive integer, got {raw!r}") from None
+    if not re.fullmatch(r"-?[0-9]{1,18}", raw):
+        raise InvalidInput(f"horizon must be a positive integer, got {raw[:40]!r}")
+    return int(raw)
 
 
 class PredictHandler(PredictBase):
@@ -177,16 +182,20 @@ class SqlHandler(BaseHandler):
             self.finish(await self.ctx.run(_json_rows, table))
 
     def _query(self, sql: str) -> pa.Table:
-        """Read the result batch by batch, refusing it past MAX_SQL_ROWS instead of filling memory."""
+        """Read the result batch by batch, refusing it past MAX_SQL_ROWS or MAX_SQL_BYTES instead of filling memory."""
         reader = self.ctx.data.reader(sql)
-        batches, rows = [], 0
+        batches, rows, size = [], 0, 0
         try:
             for chunk in reader:
                 rows += chunk.data.num_rows
+                size += chunk.data.nbytes
                 if rows > MAX_SQL_ROWS:
                     raise LimitExceeded(
                         f"the result has more than {MAX_SQL_ROWS} rows; add a LIMIT or read it with Flight DoGet"
                     )
+                if size > MAX_SQL_BYTES:
+                    raise LimitExceeded(f"the result is larger than {MAX_SQL_BYTES // 2**20} MiB; "
+                                        "select less or read it with Flight DoGet")
                 batches.append(chunk.data)
             schema = reader.schema
         except pa.ArrowInvalid as exc:

@@ -89,9 +89,13 @@ SCHEMAS: dict[str, Any] = {
                     "required": ["model_name"],
                     "properties": {
                         "model_name": {"type": "string"},
-                        "horizon": {"type": "integer", "minimum": 1},
+                        "horizon": {"type": "integer", "minimum": 1,
+                                    "description": "steps to predict (default: the model's horizon)"},
                     },
                 },
+                "description": "an item that is not an object with a string model_name fails the whole request "
+                               "with 400; any other bad item (unknown model, bad horizon) gets its own "
+                               "BadRequest result and the batch still answers 200",
             },
         },
     },
@@ -207,7 +211,9 @@ PATHS: dict[str, dict[str, dict[str, Any]]] = {
                 MODEL_NAME,
                 {"name": "horizon", "in": "query", "required": False,
                  "schema": {"type": "integer", "minimum": 1},
-                 "description": "steps to predict (default: the model's horizon)"},
+                 "description": "steps to predict (default: the model's horizon); at most the runtime's "
+                                "limits.max_horizon (default 1000), and at most the model's horizon for the "
+                                "direct strategy: a larger one gets 400"},
             ],
             "responses": {
                 "200": _json(_ref("PredictSuccess"), "the forecast"),
@@ -241,12 +247,15 @@ PATHS: dict[str, dict[str, dict[str, Any]]] = {
     "/v1/sql": {
         "post": {
             "operationId": "sql", "summary": "Run one read-only SQL query over the datasets",
-            "requestBody": {"required": True, "content": {TEXT: {"schema": {"type": "string"},
-                                                                  "example": "SELECT * FROM nile LIMIT 3"}}},
+            "requestBody": {"required": True, "content": {TEXT: {
+                "schema": {"type": "string", "minLength": 1, "pattern": "\\S",
+                           "description": "one SQL query in UTF-8; an empty or blank body gets 400"},
+                "example": "SELECT * FROM nile LIMIT 3"}}},
             "parameters": [
                 {"name": "Accept", "in": "header", "required": False,
-                 "schema": {"enum": [JSON, CSV, ARROW_STREAM]},
-                 "description": "the result format (default JSON rows)"},
+                 "schema": {"type": "string", "examples": [JSON, CSV, ARROW_STREAM]},
+                 "description": f"the result format: {CSV} or {ARROW_STREAM} when the header names it, "
+                                "otherwise JSON rows"},
             ],
             "responses": {
                 "200": {
@@ -257,7 +266,7 @@ PATHS: dict[str, dict[str, dict[str, Any]]] = {
                         ARROW_STREAM: {"schema": {"type": "string", "contentEncoding": "binary"}},
                     },
                 },
-                "400": _error("empty body, bad SQL, a write statement, or a result over the row limit"),
+                "400": _error("empty body, bad SQL, a write statement, or a result over the row or size limit"),
                 "413": _error("body larger than the runtime's max_request_bytes"),
             },
         },

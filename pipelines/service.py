@@ -93,7 +93,7 @@ class PredictionService:
         self.max_horizon = max_horizon
         self._states = {m.name: ModelState(m, time_columns[m.dataset]) for m in models}
         self._commit_notices = commit_notices
-        self._data_versions: dict[str, int] = {}
+        self._data_versions: dict[str, tuple[int, str | None]] = {}
         self._versions_lock = threading.Lock()
         self._cache: dict[tuple[int, int, int], dict[str, Any]] = {}
         self._trainer: threading.Thread | None = None
@@ -130,18 +130,21 @@ class PredictionService:
 
     # --- data versions -----------------------------------------------------------------------------
 
-    def on_data_changed(self, dataset: str, version: int) -> None:
+    def on_data_changed(self, dataset: str, version: int, last_timestamp: str | None = None) -> None:
         """A commit notice: forecasts of this dataset computed before it are stale from now on."""
         with self._versions_lock:
-            if version > self._data_versions.get(dataset, 0):
-                self._data_versions[dataset] = version
+            known = self._data_versions.get(dataset)
+            if known is None or version > known[0]:
+                self._data_versions[dataset] = (version, last_timestamp)
 
-    def _data_version(self, dataset: str) -> int:
-        version = self._data_versions.get(dataset) if self._commit_notices else None
-        if version is None:
-            self.on_data_changed(dataset, int(self.client.dataset_info(dataset)["version"]))
-            version = self._data_versions[dataset]
-        return version
+    def _data_state(self, dataset: str) -> tuple[int, str | None]:
+        """(data version, newest timestamp) of a dataset: from commit notices, or asked of the server."""
+        state = self._data_versions.get(dataset) if self._commit_notices else None
+        if state is None:
+            info = self.client.dataset_info(dataset)
+            self.on_data_changed(dataset, int(info["version"]), info["last_timestamp"])
+            state = self._data_versions[dataset]
+        return state
 
     # --- training ----------------------------------------------------------------------------------
 
@@ -286,23 +289,38 @@ class PredictionService:
         state = self._state(name)
         served = self._served(state)
         steps = self._horizon(state, served, horizon)
-        dataset = served.query.dataset
-        key = (served.cache_id, self._data_version(dataset), steps)
+        version, last_timestamp = self._data_state(served.query.dataset)
+        key = (served.cache_id, version, steps)
         body = self._cache.get(key)
         if body is None:
-            body = self._forecast(served, steps)
+            body = self._forecast(served, steps, last_timestamp)
             if len(self._cache) >= CACHE_ENTRIES:
                 self._cache.clear()
             self._cache[key] = body
         return dict(body)
 
-    def _forecast(self, served: ServedModel, steps: int) -> dict[str, Any]:
+    def cached(self, name: str, horizon: Any = None) -> dict[str, Any] | None:
+        """The forecast when it is cached for the current data; None when computing it needs I/O."""
+        state = self._states.get(name)
+        served = state.current if state is not None else None
+        if served is None or not self._commit_notices:
+            return None
+        if horizon is None:
+            horizon = state.spec.horizon
+        elif type(horizon) is not int:  # noqa: E721 - bools and floats are validated by predict()
+            return None
+        known = self._data_versions.get(served.query.dataset)
+        body = self._cache.get((served.cache_id, known[0], horizon)) if known else None
+        return dict(body) if body is not None else None
+
+    def _forecast(self, served: ServedModel, steps: int, last_timestamp: str | None) -> dict[str, Any]:
         dataset = served.query.dataset
         lookback = served.model.lookback
-        info = self.client.dataset_info(dataset)
-        if not info["rows"] or info["last_timestamp"] is None:
+        if last_timestamp is None:  # a notice without it (or an empty dataset): ask the server
+            last_timestamp = self.client.dataset_info(dataset)["last_timestamp"]
+        if last_timestamp is None:
             raise NotReady(f"not enough data: dataset '{dataset}' has no rows")
-        last = np.datetime64(info["last_timestamp"].rstrip("Z"), "us")
+        last = np.datetime64(last_timestamp.rstrip("Z"), "us")
         times, values = served.query.latest(self.client, lookback, served.freq, last)
         if times.size < lookback:
             raise NotReady(

@@ -36,15 +36,15 @@ def value_column(dataset: dict, declared: str | None) -> str:
 
 
 def _arrays(table: pa.Table) -> tuple[np.ndarray, np.ndarray]:
-    """(timestamps as datetime64[us], values as float64, NaN for nulls), oldest first."""
+    """(timestamps as datetime64[us], values as float64 with NaN for nulls), in the table's order."""
     ts = table.column(0).to_numpy().astype("datetime64[us]")
     values = table.column(1).cast(pa.float64()).to_numpy(zero_copy_only=False)
-    return ts[::-1].copy(), values[::-1].copy()
+    return ts, values
 
 
 @dataclass(frozen=True)
 class WindowQuery:
-    """Reads a model's series: the latest rows of (time, value), newest first from DuckDB."""
+    """Reads a model's series: (time, value) rows of its dataset, oldest first."""
 
     dataset: str
     time_column: str
@@ -58,7 +58,8 @@ class WindowQuery:
 
     def history(self, client: FlightDataClient, max_rows: int) -> tuple[np.ndarray, np.ndarray]:
         """The latest `max_rows` points, for training."""
-        sql = f"{self._select()} ORDER BY {quote_ident(self.time_column)} DESC LIMIT {int(max_rows)}"
+        ts = quote_ident(self.time_column)
+        sql = f"SELECT * FROM ({self._select()} ORDER BY {ts} DESC LIMIT {int(max_rows)}) ORDER BY {ts}"
         return _arrays(client.query(sql))
 
     def latest(
@@ -67,12 +68,14 @@ class WindowQuery:
         """The latest `lookback` points.
 
         A lower time bound computed from the dataset's newest timestamp lets DuckDB skip every row
-        group before the window (zone maps), so the cost does not grow with the table.
+        group before the window (zone maps), so the cost does not grow with the table. Rows newer than
+        `last_ts` (appended since) are still read; the newest `lookback` are kept. A plain ORDER BY
+        without LIMIT: DuckDB's top-N plan for `DESC LIMIT` costs twice as much here.
         """
         ts = quote_ident(self.time_column)
         lower = str(np.datetime64(freq.back(last_ts, lookback - 1), "us"))
-        sql = f"{self._select()} WHERE {ts} >= TIMESTAMP '{lower}' ORDER BY {ts} DESC LIMIT {int(lookback)}"
+        sql = f"{self._select()} WHERE {ts} >= TIMESTAMP '{lower}' ORDER BY {ts}"
         times, values = _arrays(client.query(sql))
         if times.size < lookback:  # a gap inside the window: read the plain latest rows and let checks name it
-            times, values = self.history(client, lookback)
-        return times, values
+            return self.history(client, lookback)
+        return times[-lookback:], values[-lookback:]

@@ -1,0 +1,157 @@
+"""Crash consistency under kill -9 (SPEC sections 5 and 7; issue 5 item 3).
+
+A writer thread does numbered DoPuts into a read_write dataset: each DoPut carries one batch id in
+column `batch`, k rows (`row` 0..k-1, `k` repeated) split over one to four record batches. The runtime
+is killed with SIGKILL after a random delay, restarted on the same data dir, and the stored rows must be
+exactly the acknowledged DoPuts (those whose call returned the PutResult) plus at most the one in flight,
+whole or not at all: grouped by batch id, each stored batch has exactly its k distinct rows, every
+acknowledged id is there, and nothing else is. A batch once found stored stays stored in later cycles.
+
+5 cycles bounded (`make test`), 50 with FLIGHTCAST_FUZZ=full (`make fuzz`); seed FLIGHTCAST_FUZZ_SEED.
+The counts (cycles survived, rows checked) are printed; see them with `pytest -s`.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import threading
+import time
+from datetime import datetime, timedelta
+
+import pyarrow as pa
+import pyarrow.flight as flight
+import pytest
+from conftest import RuntimeFactory, do_put, read_all, write_csv_text, write_spicepod
+
+pytestmark = pytest.mark.fuzz
+
+FULL = os.environ.get("FLIGHTCAST_FUZZ", "") == "full"
+SEED = int(os.environ.get("FLIGHTCAST_FUZZ_SEED") or (time.time_ns() % 10**9 if FULL else 7_031_999))
+CYCLES = 50 if FULL else 5
+
+OPTS = flight.FlightCallOptions(timeout=20)
+SCHEMA = pa.schema([("ts", pa.timestamp("us")), ("batch", pa.int64()), ("row", pa.int64()), ("k", pa.int64())])
+POD = """\
+version: v1
+kind: Spicepod
+name: crash
+datasets:
+  - from: file:data/log.csv
+    name: log
+    mode: read_write
+"""
+
+
+def batch_table(bid: int, k: int) -> pa.Table:
+    base = datetime(2001, 1, 1) + timedelta(seconds=bid * 10_000)
+    return pa.table({
+        "ts": pa.array([base + timedelta(seconds=i) for i in range(k)], pa.timestamp("us")),
+        "batch": pa.array([bid] * k, pa.int64()),
+        "row": pa.array(range(k), pa.int64()),
+        "k": pa.array([k] * k, pa.int64()),
+    }, schema=SCHEMA)
+
+
+class Writer(threading.Thread):
+    """Numbered DoPuts until the server goes away; `acked` only gets ids whose DoPut returned its PutResult."""
+
+    def __init__(self, location: str, first_id: int, rng: random.Random):
+        super().__init__(daemon=True)
+        self.location = location
+        self.next_id = first_id
+        self.rng = rng
+        self.acked: dict[int, int] = {}
+        self.in_flight: tuple[int, int] | None = None
+        self.error: BaseException | None = None
+        self.wrong: list[str] = []
+        self.stop = threading.Event()
+
+    def run(self) -> None:
+        client = flight.FlightClient(self.location)
+        try:
+            while not self.stop.is_set():
+                bid, k = self.next_id, self.rng.randint(1, 3000)
+                table = batch_table(bid, k)
+                chunks = table.to_batches(max_chunksize=max(1, k // self.rng.randint(1, 4)))
+                self.in_flight = (bid, k)
+                try:
+                    result = do_put(client, "log", chunks, OPTS, schema=SCHEMA)
+                except (pa.ArrowException, OSError) as exc:  # the server died under the call
+                    self.error = exc
+                    return
+                if result != {"dataset": "log", "rows": k}:
+                    self.wrong.append(f"batch {bid}: PutResult {result}, expected {k} rows")
+                self.acked[bid] = k
+                self.in_flight = None
+                self.next_id += 1
+        finally:
+            client.close()
+
+
+def stored_batches(client) -> tuple[dict[int, tuple[int, int, int, int]], int]:
+    table = read_all(client, "SELECT batch, count(*) AS n, count(DISTINCT row) AS d, min(k) AS k0, max(k) AS k1 "
+                             "FROM log GROUP BY batch", OPTS)
+    stored = {b: (n, d, k0, k1) for b, n, d, k0, k1 in zip(*table.to_pydict().values(), strict=True)}
+    total = read_all(client, "SELECT count(*) AS n FROM log", OPTS).column("n")[0].as_py()
+    return stored, total
+
+
+@pytest.mark.timeout(900 if FULL else 120)
+def test_kill9_loop_keeps_exactly_the_acknowledged_batches(runtime_factory: RuntimeFactory) -> None:
+    rng = random.Random(SEED)
+    folder = runtime_factory.new_dir()
+    write_csv_text(folder / "data" / "log.csv", "ts,batch,row,k\n2000-01-01 00:00:00,-1,0,1\n")
+    pod = write_spicepod(folder, POD)
+    store = folder / "store"
+    expected: dict[int, int] = {-1: 1}  # the seed row, then every acknowledged batch (or in-flight one stored)
+    next_id, survived, rows_checked, acked_total, in_flight_kept, in_flight_dropped = 0, 0, 0, 0, 0, 0
+    print(f"\ncrash loop seed {SEED}, {CYCLES} cycles")
+
+    rt = runtime_factory(spicepod=pod, data_dir=store)
+    for cycle in range(CYCLES):
+        writer = Writer(rt.flight_location, next_id, random.Random(rng.randrange(10**9)))
+        writer.start()
+        delay = rng.uniform(0.02, 1.2)
+        time.sleep(delay)
+        rt.kill()
+        writer.join(30)
+        assert not writer.is_alive(), f"cycle {cycle}: the writer hung after the kill"
+        assert not writer.wrong, writer.wrong
+        next_id = writer.next_id + 1
+        acked_total += len(writer.acked)
+
+        rt = runtime_factory(spicepod=pod, data_dir=store)
+        client = rt.flight_client()
+        stored, total = stored_batches(client)
+        context = (f"cycle {cycle} (seed {SEED}, kill after {delay:.3f} s, {len(writer.acked)} acked this cycle, "
+                   f"in flight {writer.in_flight})")
+        lost = sorted(b for b in writer.acked.keys() | expected.keys() if b not in stored)
+        assert not lost, f"{context}: acknowledged batches lost after kill -9: {lost[:10]}"
+        allowed = expected.keys() | writer.acked.keys() | ({writer.in_flight[0]} if writer.in_flight else set())
+        extra = sorted(set(stored) - allowed)
+        assert not extra, f"{context}: batches stored that were never acknowledged nor in flight: {extra[:10]}"
+        expected.update(writer.acked)
+        if writer.in_flight:
+            bid, k = writer.in_flight
+            if bid in stored:
+                expected[bid] = k
+                in_flight_kept += 1
+            else:
+                in_flight_dropped += 1
+        wrong = {b: v for b, v in stored.items() if v != (expected[b],) * 4}
+        assert not wrong, (f"{context}: batches stored partially or twice (batch: rows, distinct rows, "
+                           f"min k, max k): {dict(list(wrong.items())[:10])}")
+        assert total == sum(expected.values()), (context, total, sum(expected.values()))
+        listed = {d["name"]: d for d in rt.get_json("/v1/datasets")}["log"]["rows"]
+        assert listed == total, f"{context}: /v1/datasets says {listed} rows, the table has {total}"
+        rows_checked += total
+        survived += 1
+
+    # the store still takes writes after all that
+    client = rt.flight_client()
+    assert do_put(client, "log", batch_table(next_id, 10), OPTS) == {"dataset": "log", "rows": 10}
+    rt.stop()
+    print(f"crash loop: {survived} kill -9 cycles survived, {acked_total} acknowledged DoPuts, "
+          f"in-flight DoPuts stored whole {in_flight_kept} / absent {in_flight_dropped}, "
+          f"{rows_checked} rows checked ({len(expected) - 1} batches in the store at the end)")
