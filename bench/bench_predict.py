@@ -117,7 +117,8 @@ def _latency(runtime: Runtime, data, folder: Path) -> None:
         do_put(fc, "big", rows)
         last[0] = rows.column("ts").to_numpy()[-1]
         next_id[0] += 1
-        service.on_data_changed("big", int(client.dataset_info("big")["version"]))
+        info = client.dataset_info("big")  # what the runtime's in-process commit notice carries
+        service.on_data_changed("big", int(info["version"]), info["last_timestamp"])
 
     def cold() -> None:
         body = service.predict(MODEL)

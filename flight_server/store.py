@@ -12,7 +12,7 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -492,7 +492,10 @@ class QueryWatchdog:
                 now = time.monotonic()
                 for deadline in [d for d in self._watched if d.due <= now]:
                     deadline.fired = True
-                    deadline.cursor.interrupt()
+                    try:
+                        deadline.cursor.interrupt()
+                    except duckdb.Error:  # closed meanwhile: nothing left to stop
+                        pass
                     self._watched.discard(deadline)
                 # Deadlines are seconds long: checking a few times a second is precise enough, and a
                 # new query never has to wake this thread.
@@ -502,10 +505,13 @@ class QueryWatchdog:
 class _CursorReader:
     """Streams a query's batches, keeping its DuckDB cursor open exactly as long as they are read.
 
-    A producer thread reads a few batches ahead, so DuckDB's scan overlaps sending the previous batch.
+    The first batches are read in the caller's thread (small results, window queries among them, need
+    no thread); from the third on, a producer thread reads a few ahead, so DuckDB's scan overlaps
+    sending the previous batch.
     """
 
     READ_AHEAD = 4
+    INLINE_BATCHES = 2
 
     def __init__(self, source: pa.RecordBatchReader, cursor: duckdb.DuckDBPyConnection, deadline: _Deadline):
         self._source = source
@@ -515,38 +521,31 @@ class _CursorReader:
         self._stop = threading.Event()
 
     def reader(self) -> pa.RecordBatchReader:
-        threading.Thread(target=self._produce, name="query-read-ahead", daemon=True).start()
         return pa.RecordBatchReader.from_batches(self._source.schema, self._batches())
 
-    def _put(self, item: object) -> bool:
-        """Hand an item to the consumer; False when it went away (or never came to read)."""
-        waited = 0.0
-        while not self._stop.is_set() and waited < self._deadline.seconds:
-            try:
-                self._queue.put(item, timeout=0.5)
-                return True
-            except queue.Full:
-                waited += 0.5
-        return False
+    def _client_error(self, exc: BaseException) -> pa.ArrowInvalid:
+        # A query that fails part-way (a bad cast in a later row group, the time limit) is the
+        # client's error, sent as such after the batches already streamed; never a short result.
+        return pa.ArrowInvalid(self._deadline.explain(exc).message)
 
-    def _produce(self) -> None:
-        try:
-            for batch in self._source:
-                if not self._put(batch):
-                    return
-            self._put(_END)
-        except (OSError, pa.ArrowException, duckdb.Error) as exc:
-            # A query that fails part-way (a bad cast in a later row group, the time limit) is the
-            # client's error, sent as such after the batches already streamed; never a short result.
-            self._put(pa.ArrowInvalid(self._deadline.explain(exc).message))
-        except BaseException as exc:  # noqa: BLE001 - handed to the consumer, which raises it
-            self._put(exc)
-        finally:
-            self._deadline.cancel()
-            self._cursor.close()
+    def _release(self) -> None:
+        self._deadline.cancel()
+        self._cursor.close()
 
     def _batches(self) -> Iterable[pa.RecordBatch]:
+        batches = iter(self._source)
+        producing = False
         try:
+            for _ in range(self.INLINE_BATCHES):
+                try:
+                    batch = next(batches, _END)
+                except (OSError, pa.ArrowException, duckdb.Error) as exc:
+                    raise self._client_error(exc) from None
+                if batch is _END:
+                    return
+                yield batch
+            threading.Thread(target=self._produce, args=(batches,), name="query-read-ahead", daemon=True).start()
+            producing = True
             while True:
                 item = self._queue.get()
                 if item is _END:
@@ -556,6 +555,32 @@ class _CursorReader:
                 yield item
         finally:
             self._stop.set()  # the client went away or the stream ended: the producer stops
+            if not producing:
+                self._release()
+
+    def _put(self, item: object) -> bool:
+        """Hand an item to the consumer; False when it went away (or never came back to read)."""
+        waited = 0.0
+        while not self._stop.is_set() and waited < self._deadline.seconds:
+            try:
+                self._queue.put(item, timeout=0.5)
+                return True
+            except queue.Full:
+                waited += 0.5
+        return False
+
+    def _produce(self, batches: Iterator[pa.RecordBatch]) -> None:
+        try:
+            for batch in batches:
+                if not self._put(batch):
+                    return
+            self._put(_END)
+        except (OSError, pa.ArrowException, duckdb.Error) as exc:
+            self._put(self._client_error(exc))
+        except BaseException as exc:  # noqa: BLE001 - handed to the consumer, which raises it
+            self._put(exc)
+        finally:
+            self._release()
 
 
 _END = object()
