@@ -166,8 +166,8 @@ class BaseHandler(tornado.web.RequestHandler):
         log.error("%s %s failed", self.request.method, self.request.path, exc_info=(typ, value, tb))
 
     def on_finish(self) -> None:
-        self.ctx.metrics.request(self.route, self.request.method or "", self.get_status(),
-                                 time.perf_counter() - self.started)
+        method = self.request.method if self.request.method in self.SUPPORTED_METHODS else "OTHER"
+        self.ctx.metrics.request(self.route, method, self.get_status(), time.perf_counter() - self.started)
 
 
 def _is_internal(exc: BaseException) -> bool:

@@ -58,6 +58,8 @@ class Metrics:
         self.dataset_rows = Gauge(
             "flightcast_dataset_rows", "Rows in each dataset, as of the last scrape", ["dataset"], registry=r,
         )
+        self._request_children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
+        self._prediction_children: dict[tuple[str, str], tuple[Any, Any]] = {}
         self._known_models: frozenset[str] | None = None
         self._baseline_rows: dict[str, int] = {}
         self._rows_lock = threading.Lock()
@@ -72,15 +74,27 @@ class Metrics:
         return model
 
     def request(self, route: str, method: str, code: int, seconds: float) -> None:
-        labels = (route, method, str(code))
-        self.http_requests.labels(*labels).inc()
-        self.http_latency.labels(*labels).observe(seconds)
+        # Labelled children are looked up once per label set: the lookup costs more than the count.
+        key = (route, method, code)
+        children = self._request_children.get(key)
+        if children is None:
+            labels = (route, method, str(code))
+            children = self._request_children[key] = (
+                self.http_requests.labels(*labels), self.http_latency.labels(*labels))
+        children[0].inc()
+        children[1].observe(seconds)
 
     def prediction(self, model: str, status: str, seconds: float | None = None) -> None:
-        label = self._model_label(model)
-        self.predictions.labels(label, status).inc()
+        key = (model, status)
+        children = self._prediction_children.get(key)
+        if children is None:
+            label = self._model_label(model)
+            children = (self.predictions.labels(label, status), self.prediction_latency.labels(label))
+            if label != UNKNOWN:  # unknown names are not remembered: clients must not grow this dict
+                self._prediction_children[key] = children
+        children[0].inc()
         if seconds is not None:
-            self.prediction_latency.labels(label).observe(seconds)
+            children[1].observe(seconds)
 
     def training(self, model: str, status: str, seconds: float) -> None:
         """One finished training run; `status` is `success` or `failed`. Meant as the trainer's callback."""
