@@ -64,6 +64,7 @@ class ModelState:
         self.current: ServedModel | None = None
         self.training = False
         self.error: str | None = None  # why the last training failed
+        self.retry_pending = False  # a retry after a data change is queued or running
         self.lock = threading.Lock()  # one training at a time per model
 
     @property
@@ -136,6 +137,24 @@ class PredictionService:
             known = self._data_versions.get(dataset)
             if known is None or version > known[0]:
                 self._data_versions[dataset] = (version, last_timestamp)
+        self._retry_failed(dataset)
+
+    def _retry_failed(self, dataset: str) -> None:
+        """A model that failed to train (too few rows, say) gets another try when its data changes."""
+        for state in self._states.values():
+            if state.spec.dataset != dataset or self._stopping.is_set():
+                continue
+            with self._versions_lock:
+                if state.current is not None or not state.error or state.training or state.retry_pending:
+                    continue
+                state.retry_pending = True
+            threading.Thread(target=self._retry, args=(state,), name=f"retrain-{state.spec.name}", daemon=True).start()
+
+    def _retry(self, state: ModelState) -> None:
+        try:
+            self._train(state, force=False)
+        finally:
+            state.retry_pending = False
 
     def _data_state(self, dataset: str) -> tuple[int, str | None]:
         """(data version, newest timestamp) of a dataset: from commit notices, or asked of the server."""
