@@ -341,9 +341,6 @@ class DatasetStore:
         """
         state = self.check_put_schema(name, schema)
         cur = self._cursor()
-        spec_ts = state.spec.time_column
-        rows = 0
-        lo = hi = None
         creating = committed = False
         try:
             cur.begin()
@@ -352,38 +349,22 @@ class DatasetStore:
                 creating = state.schema is None
                 if creating:
                     self._create_from(cur, state, schema)
-                for batch in batches:
-                    if batch.num_rows == 0:
-                        continue
-                    if batch.num_rows > self.limits.max_batch_rows:
-                        raise LimitExceeded(
-                            f"DoPut to '{name}': a batch of {batch.num_rows} rows is over the limit of "
-                            f"{self.limits.max_batch_rows} (runtime.limits.max_batch_rows)"
-                        )
-                    rows += batch.num_rows
-                    if rows > self.limits.max_put_rows:
-                        raise LimitExceeded(
-                            f"DoPut to '{name}': more than {self.limits.max_put_rows} rows in one stream "
-                            "(runtime.limits.max_put_rows)"
-                        )
-                    times = batch.column(spec_ts)
-                    if times.null_count:
-                        raise InvalidInput(f"DoPut to '{name}': column '{spec_ts}' has null timestamps")
-                    bounds = pc.min_max(times)
-                    b_lo, b_hi = bounds["min"].as_py(), bounds["max"].as_py()
-                    b_lo, b_hi = _naive(b_lo), _naive(b_hi)
-                    lo = b_lo if lo is None or b_lo < lo else lo
-                    hi = b_hi if hi is None or b_hi > hi else hi
-                    cur.register("incoming", batch)
+                stream = _IncomingStream(name, state.spec.time_column, self.limits, batches)
+                # One INSERT that scans the whole stream: DuckDB pulls the batches as they arrive.
+                cur.register("incoming", pa.RecordBatchReader.from_batches(schema, stream.batches()))
+                try:
                     cur.execute(f"INSERT INTO {state.table} BY NAME SELECT * FROM incoming")
-                    cur.unregister("incoming")
+                except duckdb.Error:
+                    if stream.error is not None:  # the stream's own check failed: say that, not DuckDB's wrap
+                        raise stream.error from None
+                    raise
                 if abandoned():
                     raise InvalidInput(f"DoPut to '{name}': the client broke off the stream; nothing was written")
                 cur.commit()
                 committed = True
                 if creating:
                     self._expose(name)  # the view lives in the in-memory catalog: its own transaction
-                self._committed(state, rows, lo, hi)
+                self._committed(state, stream.rows, stream.first, stream.last)
         except BaseException as exc:
             try:
                 cur.rollback()
@@ -399,7 +380,7 @@ class DatasetStore:
         notice = (name, state.version, _iso(state.last_ts))
         for listener in self._listeners:
             listener(*notice)
-        return rows
+        return stream.rows
 
     def _create_from(self, cur: duckdb.DuckDBPyConnection, state: DatasetState, schema: pa.Schema) -> None:
         """Create a `from: flight` dataset's table from its first DoPut's schema (same transaction)."""
@@ -422,6 +403,50 @@ class DatasetStore:
         if self._db is None or self._closed.is_set():
             raise InvalidInput("the store is closed")
         return self._db.cursor()
+
+
+class _IncomingStream:
+    """The batches of one DoPut, checked on the way in (limits, null times) and summed up (rows, time range)."""
+
+    def __init__(self, name: str, time_column: str, limits: Limits, batches: Iterable[pa.RecordBatch]):
+        self.name = name
+        self.time_column = time_column
+        self.limits = limits
+        self.rows = 0
+        self.first: object = None
+        self.last: object = None
+        self.error: BaseException | None = None
+        self._batches = batches
+
+    def batches(self) -> Iterator[pa.RecordBatch]:
+        try:
+            for batch in self._batches:
+                if batch.num_rows:
+                    self._check(batch)
+                    yield batch
+        except BaseException as exc:
+            self.error = exc  # DuckDB wraps what the scan raises; the caller re-raises this instead
+            raise
+
+    def _check(self, batch: pa.RecordBatch) -> None:
+        name, limits = self.name, self.limits
+        if batch.num_rows > limits.max_batch_rows:
+            raise LimitExceeded(
+                f"DoPut to '{name}': a batch of {batch.num_rows} rows is over the limit of "
+                f"{limits.max_batch_rows} (runtime.limits.max_batch_rows)"
+            )
+        self.rows += batch.num_rows
+        if self.rows > limits.max_put_rows:
+            raise LimitExceeded(
+                f"DoPut to '{name}': more than {limits.max_put_rows} rows in one stream (runtime.limits.max_put_rows)"
+            )
+        times = batch.column(self.time_column)
+        if times.null_count:
+            raise InvalidInput(f"DoPut to '{name}': column '{self.time_column}' has null timestamps")
+        bounds = pc.min_max(times)
+        lo, hi = _naive(bounds["min"].as_py()), _naive(bounds["max"].as_py())
+        self.first = lo if self.first is None or lo < self.first else self.first
+        self.last = hi if self.last is None or hi > self.last else self.last
 
 
 def _naive(ts: object) -> object:
