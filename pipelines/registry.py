@@ -103,10 +103,10 @@ class ModelRegistry:
         return None
 
     def next_run(self, model: str) -> int:
-        versions = self.versions(model)
+        """One more than any run folder, readable or not: a run number is never reused."""
         runs = self._runs(model)
         taken = [int(p.name) for p in runs.iterdir() if p.name.isdigit()] if runs.is_dir() else []
-        return max([m.run for m, _ in versions] + taken + [0]) + 1
+        return max(taken, default=0) + 1
 
     def store(self, meta_fields: dict[str, Any], save: Any) -> tuple[VersionMeta, Path]:
         """Write a new run: `save(folder)` writes the model files, then the folder is moved into place."""
