@@ -9,6 +9,7 @@ access is switched off and the configuration locked, so client SQL cannot reach 
 from __future__ import annotations
 
 import logging
+import math
 import queue
 import threading
 import time
@@ -45,7 +46,10 @@ class DatasetState:
     first_ts: object = None  # datetime or None
     last_ts: object = None
     version: int = 1
-    lock: threading.Lock = field(default_factory=threading.Lock)
+    # Held while a `from: flight` dataset's table is created by its first DoPut; appends to an existing
+    # table do not take it (DuckDB appends in separate transactions do not conflict).
+    create_lock: threading.Lock = field(default_factory=threading.Lock)
+    stats_lock: threading.Lock = field(default_factory=threading.Lock)  # rows, time range, version
 
     def info(self) -> dict:
         return {
@@ -198,9 +202,10 @@ class DatasetStore:
         finally:
             cur.close()
 
-    def _expose(self, name: str) -> None:
+    def _expose(self, name: str, cur: duckdb.DuckDBPyConnection | None = None) -> None:
+        """A view in the in-memory catalog gives a stored table its plain name."""
         ident = quote_ident(name)
-        self._db.execute(f"CREATE OR REPLACE VIEW main.{ident} AS SELECT * FROM store.main.{ident}")
+        (cur or self._db).execute(f"CREATE OR REPLACE VIEW main.{ident} AS SELECT * FROM store.main.{ident}")
 
     def _track(self, spec: DatasetSpec, table: str) -> DatasetState:
         cur = self._cursor()
@@ -339,50 +344,62 @@ class DatasetStore:
         `abandoned()` is asked once the batches end: a stream the client broke off ends like a finished
         one, and must be rolled back, not committed.
         """
-        state = self.check_put_schema(name, schema)
+        state = self.state(name)
+        creating = state.schema is None
+        if creating:
+            state.create_lock.acquire()
+            creating = state.schema is None  # another first DoPut may have created it meanwhile
+            if not creating:
+                state.create_lock.release()
         cur = self._cursor()
-        creating = committed = False
         try:
+            self.check_put_schema(name, schema)
             cur.begin()
-            with state.lock:
-                self.check_put_schema(name, schema)  # again: a concurrent first DoPut may have set it
-                creating = state.schema is None
-                if creating:
-                    self._create_from(cur, state, schema)
-                stream = _IncomingStream(name, state.spec.time_column, self.limits, batches)
-                # One INSERT that scans the whole stream: DuckDB pulls the batches as they arrive.
-                cur.register("incoming", pa.RecordBatchReader.from_batches(schema, stream.batches()))
-                try:
-                    cur.execute(f"INSERT INTO {state.table} BY NAME SELECT * FROM incoming")
-                except duckdb.Error:
-                    if stream.error is not None:  # the stream's own check failed: say that, not DuckDB's wrap
-                        raise stream.error from None
-                    raise
-                if abandoned():
-                    raise InvalidInput(f"DoPut to '{name}': the client broke off the stream; nothing was written")
-                cur.commit()
-                committed = True
-                if creating:
-                    self._expose(name)  # the view lives in the in-memory catalog: its own transaction
-                self._committed(state, stream.rows, stream.first, stream.last)
+            if creating:
+                table_schema = self._create_from(cur, state, schema)
+            stream = _IncomingStream(name, state.spec.time_column, self.limits, batches)
+            # One INSERT that scans the whole stream: DuckDB pulls the batches as they arrive.
+            cur.register("incoming", pa.RecordBatchReader.from_batches(schema, stream.batches()))
+            try:
+                cur.execute(f"INSERT INTO {state.table} BY NAME SELECT * FROM incoming")
+            except duckdb.Error:
+                if stream.error is not None:  # the stream's own check failed: say that, not DuckDB's wrap
+                    raise stream.error from None
+                raise
+            if abandoned():
+                raise InvalidInput(f"DoPut to '{name}': the client broke off the stream; nothing was written")
+            cur.commit()
         except BaseException as exc:
             try:
                 cur.rollback()
             except duckdb.Error:
                 pass
-            if creating and not committed:
-                state.schema = None  # the table was created in the rolled-back transaction
+            cur.close()
+            if creating:
+                state.create_lock.release()
             if isinstance(exc, duckdb.Error):
                 raise InvalidInput(f"DoPut to '{name}': {exc}") from None
             raise
-        finally:
-            cur.close()
-        notice = (name, state.version, _iso(state.last_ts))
+        # Committed: from here on nothing may turn the DoPut into an error, or the client would retry it.
+        if creating:
+            try:
+                self._expose(name, cur)  # the view lives in the in-memory catalog: its own transaction
+            except duckdb.Error:
+                log.exception("dataset %s: creating its view failed", name)
+            state.schema = table_schema
+            state.create_lock.release()
+        cur.close()
+        with state.stats_lock:
+            self._committed(state, stream.rows, stream.first, stream.last)
+            notice = (name, state.version, _iso(state.last_ts))
         for listener in self._listeners:
-            listener(*notice)
+            try:
+                listener(*notice)
+            except Exception:  # noqa: BLE001 - the rows are stored; a listener's failure is only logged
+                log.exception("dataset %s: commit listener failed", name)
         return stream.rows
 
-    def _create_from(self, cur: duckdb.DuckDBPyConnection, state: DatasetState, schema: pa.Schema) -> None:
+    def _create_from(self, cur: duckdb.DuckDBPyConnection, state: DatasetState, schema: pa.Schema) -> pa.Schema:
         """Create a `from: flight` dataset's table from its first DoPut's schema (same transaction)."""
         cur.register("incoming", schema.empty_table())
         ts = quote_ident(state.spec.time_column)
@@ -390,7 +407,7 @@ class DatasetStore:
             f"CREATE TABLE {state.table} AS SELECT * REPLACE (CAST({ts} AS TIMESTAMP) AS {ts}) FROM incoming"
         )
         cur.unregister("incoming")
-        state.schema = cur.sql(f"SELECT * FROM {state.table} LIMIT 0").to_arrow_table().schema
+        return cur.sql(f"SELECT * FROM {state.table} LIMIT 0").to_arrow_table().schema
 
     def _committed(self, state: DatasetState, rows: int, lo: object, hi: object) -> None:
         if rows:
@@ -481,6 +498,15 @@ class _Deadline:
     def cancel(self) -> None:
         self._watchdog.release(self)
 
+    def pause(self) -> float:
+        """Stop the clock (while the client, not the query, is slow); returns the time left."""
+        left = self.due - time.monotonic()
+        self.due = math.inf
+        return left
+
+    def resume(self, left: float) -> None:
+        self.due = time.monotonic() + left
+
     def explain(self, exc: BaseException) -> InvalidInput:
         if self.fired:
             return LimitExceeded(
@@ -544,6 +570,7 @@ class _CursorReader:
         self._deadline = deadline
         self._queue: queue.Queue = queue.Queue(maxsize=self.READ_AHEAD)
         self._stop = threading.Event()
+        self._gave_up = threading.Event()
 
     def reader(self) -> pa.RecordBatchReader:
         return pa.RecordBatchReader.from_batches(self._source.schema, self._batches())
@@ -568,11 +595,21 @@ class _CursorReader:
                     raise self._client_error(exc) from None
                 if batch is _END:
                     return
+                left = self._deadline.pause()  # the query waits while the client takes this batch
                 yield batch
+                self._deadline.resume(left)
             threading.Thread(target=self._produce, args=(batches,), name="query-read-ahead", daemon=True).start()
             producing = True
             while True:
-                item = self._queue.get()
+                try:
+                    item = self._queue.get(timeout=0.25)
+                except queue.Empty:
+                    if self._gave_up.is_set():
+                        raise pa.ArrowInvalid(
+                            f"the stream was stopped: its reader took nothing for {self._deadline.seconds:g} s "
+                            "(runtime.limits.query_timeout_seconds)"
+                        ) from None
+                    continue
                 if item is _END:
                     return
                 if isinstance(item, BaseException):
@@ -584,15 +621,29 @@ class _CursorReader:
                 self._release()
 
     def _put(self, item: object) -> bool:
-        """Hand an item to the consumer; False when it went away (or never came back to read)."""
-        waited = 0.0
-        while not self._stop.is_set() and waited < self._deadline.seconds:
-            try:
-                self._queue.put(item, timeout=0.5)
-                return True
-            except queue.Full:
-                waited += 0.5
-        return False
+        """Hand an item to the consumer; False when it went away or stopped reading.
+
+        Time spent waiting for a slow reader does not count against the query's time limit; a reader
+        that takes nothing for as long as that limit is given up on, and its stream ends in an error.
+        """
+        try:
+            self._queue.put_nowait(item)
+            return True
+        except queue.Full:
+            pass
+        left = self._deadline.pause()
+        try:
+            waited = 0.0
+            while not self._stop.is_set() and waited < self._deadline.seconds:
+                try:
+                    self._queue.put(item, timeout=0.25)
+                    return True
+                except queue.Full:
+                    waited += 0.25
+            self._gave_up.set()
+            return False
+        finally:
+            self._deadline.resume(left)
 
     def _produce(self, batches: Iterator[pa.RecordBatch]) -> None:
         try:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -215,3 +216,42 @@ def test_injection_through_the_spicepod_is_refused_at_load(where: str, fragment:
             + (fragment if where == "dataset name" else "    name: ok\n" + fragment))
     with pytest.raises(SpicepodError, match="must be an SQL identifier"):
         parse_spicepod(text, "spicepod.yaml", env={})
+
+
+# --- slow and stalled clients --------------------------------------------------------------------------------
+
+def test_a_slow_but_steady_reader_gets_the_whole_result(client) -> None:
+    # Reading takes longer than the 1 s query limit in total; the query itself is quick.
+    reader = client.do_get(flight.Ticket(b"SELECT i FROM range(20000000) t(i)"), OPTS)
+    rows = 0
+    for n, chunk in enumerate(reader):
+        rows += chunk.data.num_rows
+        if n < 8:
+            time.sleep(0.25)
+    assert rows == 20_000_000
+
+
+def test_a_stalled_reader_gets_an_error_not_a_hang(runtime, client) -> None:
+    reader = client.do_get(flight.Ticket(b"SELECT i FROM range(50000000) t(i)"), OPTS)
+    reader.read_chunk()
+    time.sleep(3)  # takes nothing for longer than the 1 s limit
+    with pytest.raises(pa.ArrowInvalid, match="took nothing for 1 s"):
+        while True:
+            reader.read_chunk()
+    assert_serving(runtime, client)
+
+
+def test_a_stalled_doput_does_not_block_other_writers(client) -> None:
+    before = guard_rows(client)
+    table = rows(1, datetime(2050, 1, 1))
+    writer, _ = client.do_put(flight.FlightDescriptor.for_path("rw_guard"), table.schema, OPTS)
+    try:
+        # The first stream stays open and sends nothing; a second writer is not held up by it.
+        other = rows(2, datetime(2051, 1, 1))
+        assert do_put(client, "rw_guard", other, OPTS) == {"dataset": "rw_guard", "rows": 2}
+        assert len(guard_rows(client)) == len(before) + 2
+    finally:
+        writer.write_table(table)
+        writer.done_writing()
+        writer.close()
+    assert len(guard_rows(client)) == len(before) + 3
