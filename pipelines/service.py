@@ -32,6 +32,7 @@ log = logging.getLogger("flightcast.pipelines")
 
 MAX_TRAINING_ROWS = 20_000  # training reads at most the latest this many points of a series
 CACHE_ENTRIES = 4096
+CACHED_HORIZON = 100  # forecasts up to this many steps (or the model's own horizon) are cached
 
 _load_ids = itertools.count(1)
 
@@ -65,6 +66,7 @@ class ModelState:
         self.training = False
         self.error: str | None = None  # why the last training failed
         self.retry_pending = False  # a retry after a data change is queued or running
+        self.data_changed_while_training = False
         self.lock = threading.Lock()  # one training at a time per model
 
     @property
@@ -120,8 +122,8 @@ class PredictionService:
         return self.ready()
 
     def ready(self) -> bool:
-        """Every model has a version or a recorded failure."""
-        return all(s.current is not None or (s.error and not s.training) for s in self._states.values())
+        """Every model has a version or a recorded failure (a retry in progress keeps its failure)."""
+        return all(s.current is not None or s.error for s in self._states.values())
 
     def _train_all(self) -> None:
         for state in self._states.values():
@@ -133,11 +135,17 @@ class PredictionService:
 
     def on_data_changed(self, dataset: str, version: int, last_timestamp: str | None = None) -> None:
         """A commit notice: forecasts of this dataset computed before it are stale from now on."""
+        if self._record(dataset, version, last_timestamp):
+            self._retry_failed(dataset)
+
+    def _record(self, dataset: str, version: int, last_timestamp: str | None) -> bool:
+        """Remember a dataset's version; True when it is newer than the one known."""
         with self._versions_lock:
             known = self._data_versions.get(dataset)
-            if known is None or version > known[0]:
-                self._data_versions[dataset] = (version, last_timestamp)
-        self._retry_failed(dataset)
+            if known is not None and version <= known[0]:
+                return False
+            self._data_versions[dataset] = (version, last_timestamp)
+            return True
 
     def _retry_failed(self, dataset: str) -> None:
         """A model that failed to train (too few rows, say) gets another try when its data changes."""
@@ -145,7 +153,10 @@ class PredictionService:
             if state.spec.dataset != dataset or self._stopping.is_set():
                 continue
             with self._versions_lock:
-                if state.current is not None or not state.error or state.training or state.retry_pending:
+                if state.current is not None or not state.error or state.retry_pending:
+                    continue
+                if state.training:  # it may have read the data before this change: try once more after
+                    state.data_changed_while_training = True
                     continue
                 state.retry_pending = True
             threading.Thread(target=self._retry, args=(state,), name=f"retrain-{state.spec.name}", daemon=True).start()
@@ -161,7 +172,7 @@ class PredictionService:
         state = self._data_versions.get(dataset) if self._commit_notices else None
         if state is None:
             info = self.client.dataset_info(dataset)
-            self.on_data_changed(dataset, int(info["version"]), info["last_timestamp"])
+            self._record(dataset, int(info["version"]), info["last_timestamp"])
             state = self._data_versions[dataset]
         return state
 
@@ -177,6 +188,7 @@ class PredictionService:
         spec = state.spec
         with state.lock:
             state.training = True
+            state.data_changed_while_training = False
             started = time.perf_counter()
             outcome = "failed"
             try:
@@ -193,6 +205,8 @@ class PredictionService:
                 state.training = False
             if self.on_training is not None and outcome != "loaded":
                 self.on_training(spec.name, outcome, time.perf_counter() - started)
+        if state.current is None and state.data_changed_while_training:
+            self._retry_failed(spec.dataset)
 
     def _build(self, state: ModelState, force: bool, started: float) -> tuple[ServedModel, bool]:
         """The model to serve, and whether it was trained (rather than loaded)."""
@@ -313,9 +327,10 @@ class PredictionService:
         body = self._cache.get(key)
         if body is None:
             body = self._forecast(served, steps, last_timestamp)
-            if len(self._cache) >= CACHE_ENTRIES:
-                self._cache.clear()
-            self._cache[key] = body
+            if steps <= max(state.spec.horizon, CACHED_HORIZON):  # long odd horizons would crowd the cache
+                if len(self._cache) >= CACHE_ENTRIES:
+                    self._cache.clear()
+                self._cache[key] = body
         return dict(body)
 
     def cached(self, name: str, horizon: Any = None) -> dict[str, Any] | None:

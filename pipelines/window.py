@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 import pyarrow as pa
 
@@ -42,25 +40,22 @@ def _arrays(table: pa.Table) -> tuple[np.ndarray, np.ndarray]:
     return ts, values
 
 
-@dataclass(frozen=True)
 class WindowQuery:
-    """Reads a model's series: (time, value) rows of its dataset, oldest first."""
+    """Reads a model's series: (time, value) rows of its dataset, oldest first. SQL is built once here."""
 
-    dataset: str
-    time_column: str
-    value_column: str
-
-    def _select(self) -> str:
-        return (
-            f"SELECT {quote_ident(self.time_column)}, {quote_ident(self.value_column)} "
-            f"FROM {quote_ident(self.dataset)}"
-        )
+    def __init__(self, dataset: str, time_column: str, value_column: str):
+        self.dataset = dataset
+        self.time_column = time_column
+        self.value_column = value_column
+        ts = quote_ident(time_column)
+        select = f"SELECT {ts}, {quote_ident(value_column)} FROM {quote_ident(dataset)}"
+        self._history_sql = f"SELECT * FROM ({select} ORDER BY {ts} DESC LIMIT {{}}) ORDER BY {ts}"
+        self._latest_prefix = f"{select} WHERE {ts} >= TIMESTAMP '"
+        self._latest_suffix = f"' ORDER BY {ts}"
 
     def history(self, client: FlightDataClient, max_rows: int) -> tuple[np.ndarray, np.ndarray]:
         """The latest `max_rows` points, for training."""
-        ts = quote_ident(self.time_column)
-        sql = f"SELECT * FROM ({self._select()} ORDER BY {ts} DESC LIMIT {int(max_rows)}) ORDER BY {ts}"
-        return _arrays(client.query(sql))
+        return _arrays(client.query(self._history_sql.format(int(max_rows))))
 
     def latest(
         self, client: FlightDataClient, lookback: int, freq: Frequency, last_ts: np.datetime64
@@ -72,10 +67,8 @@ class WindowQuery:
         `last_ts` (appended since) are still read; the newest `lookback` are kept. A plain ORDER BY
         without LIMIT: DuckDB's top-N plan for `DESC LIMIT` costs twice as much here.
         """
-        ts = quote_ident(self.time_column)
         lower = str(np.datetime64(freq.back(last_ts, lookback - 1), "us"))
-        sql = f"{self._select()} WHERE {ts} >= TIMESTAMP '{lower}' ORDER BY {ts}"
-        times, values = _arrays(client.query(sql))
+        times, values = _arrays(client.query(self._latest_prefix + lower + self._latest_suffix))
         if times.size < lookback:  # a gap inside the window: read the plain latest rows and let checks name it
             return self.history(client, lookback)
         return times[-lookback:], values[-lookback:]
