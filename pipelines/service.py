@@ -367,7 +367,7 @@ class PredictionService:
                 f"dataset '{dataset}': the window has missing values at {iso_utc(times[missing[0]])}"
             )
         prediction = served.model.forecast(values, times[-1], steps)
-        future = served.freq.future(times[-1], steps)
+        future = served.freq.future(times[-1], steps, served.freq.anchor(times))
         return {
             "status": "Success",
             "model_name": served.meta.model_name,

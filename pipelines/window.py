@@ -67,7 +67,9 @@ class WindowQuery:
         `last_ts` (appended since) are still read; the newest `lookback` are kept. A plain ORDER BY
         without LIMIT: DuckDB's top-N plan for `DESC LIMIT` costs twice as much here.
         """
-        lower = str(np.datetime64(freq.back(last_ts, lookback - 1), "us"))
+        # One step more than the window: a calendar step back from a short month's last day can land a
+        # day or two late (Feb 28 - 1mo is Jan 31 for a series on the 30th), and must not cut a row off.
+        lower = str(np.datetime64(freq.back(last_ts, lookback), "us"))
         times, values = _arrays(client.query(self._latest_prefix + lower + self._latest_suffix))
         if times.size < lookback:  # a gap inside the window: read the plain latest rows and let checks name it
             return self.history(client, lookback)

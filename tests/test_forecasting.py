@@ -318,3 +318,19 @@ def test_metric_helpers() -> None:
     assert smape(np.array([100.0, 0.0]), np.array([50.0, 0.0])) == pytest.approx(100.0 * (100.0 / 150.0) / 2)
     assert smape(np.array([1.0]), np.array([0.0])) == 200.0
     assert smape(np.array([3.0, 4.0]), np.array([3.0, 4.0])) == 0.0
+
+
+def test_a_series_on_the_30th_is_regular_in_every_window_and_continues_on_the_30th() -> None:
+    freq = Frequency.parse("1mo")
+    series = freq.add(np.datetime64("2021-01-30", "us"), np.arange(36), 30)
+    assert [str(t)[:10] for t in series[:3]] == ["2021-01-30", "2021-02-28", "2021-03-30"]
+    for start in range(30):  # windows that start on Feb 28, Apr 30, ... are regular too
+        window = series[start:start + 6]
+        check_regular(window, freq, "thirtieth")
+    feb = int(np.flatnonzero(series == np.datetime64("2022-02-28", "us"))[0])
+    window = series[feb - 5:feb + 1]  # ends on Feb 28
+    future = freq.future(window[-1], 2, freq.anchor(window))
+    assert [str(t)[:10] for t in future] == ["2022-03-30", "2022-04-30"]
+    ends = freq.add(np.datetime64("2021-01-31", "us"), np.arange(6))
+    assert freq.anchor(ends) is None
+    assert str(freq.future(ends[-1], 1, freq.anchor(ends))[0])[:10] == "2021-07-31"
