@@ -116,6 +116,8 @@ class BaseHandler(tornado.web.RequestHandler):
             return json.loads(self.body)
         except (ValueError, UnicodeDecodeError) as exc:
             raise InvalidInput(f"request body is not JSON: {exc}") from None
+        except RecursionError:
+            raise InvalidInput("request body is not JSON this service accepts: nested too deeply") from None
 
     def write_json(self, payload: Any, status: int = 200) -> None:
         self.set_status(status)
@@ -185,22 +187,27 @@ def internal_message(exc: BaseException) -> str:
 
 def jsonable(values: list[Any]) -> list[Any]:
     """Column values for JSON/CSV: timestamps as ISO 8601 UTC (naive ones are UTC), NaN/inf as null."""
-    out = []
-    for value in values:
-        if isinstance(value, float) and not math.isfinite(value):
-            value = None
-        elif isinstance(value, datetime):
-            if value.tzinfo is not None:
-                value = value.astimezone(timezone.utc).replace(tzinfo=None)
-            value = value.isoformat() + "Z"
-        elif isinstance(value, (date, dt_time)):
-            value = value.isoformat()
-        elif isinstance(value, (bytes, bytearray)):
-            value = value.hex()
-        elif not isinstance(value, (str, int, float, bool, type(None), list, dict)):
-            value = str(value)
-        out.append(value)
-    return out
+    return [_jsonable(value) for value in values]
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, (str, int, bool, type(None))):
+        return value
+    if isinstance(value, datetime):
+        if value.tzinfo is not None:
+            value = value.astimezone(timezone.utc).replace(tzinfo=None)
+        return value.isoformat() + "Z"
+    if isinstance(value, (date, dt_time)):
+        return value.isoformat()
+    if isinstance(value, (bytes, bytearray)):
+        return value.hex()
+    if isinstance(value, (list, tuple)):  # nested values (lists, structs, maps) follow the same rules
+        return [_jsonable(item) for item in value]
+    if isinstance(value, dict):
+        return {str(key): _jsonable(item) for key, item in value.items()}
+    return str(value)
 
 
 class NotFoundHandler(BaseHandler):

@@ -10,9 +10,9 @@ import re
 from typing import Any
 
 import pyarrow as pa
-import pyarrow.flight as flight
 
 from http_api.base import BaseHandler, internal_message, jsonable
+from pipelines.flight_client import typed_errors
 from spicepod import FlightcastError, InvalidInput, LimitExceeded
 
 MAX_BATCH_ITEMS = 1000  # models in one POST /v1/predict
@@ -151,13 +151,6 @@ class BatchPredictHandler(PredictBase):
             items.append((item["model_name"], item.get("horizon")))
         return items
 
-    def error_envelope(self, exc: BaseException) -> tuple[int, dict[str, Any]]:
-        status, body = super().error_envelope(exc)
-        if status == 400:
-            body["status"] = "BadRequest"
-        return status, body
-
-
 ARROW_STREAM = "application/vnd.apache.arrow.stream"
 
 
@@ -186,30 +179,22 @@ class SqlHandler(BaseHandler):
         reader = self.ctx.data.reader(sql)
         batches, rows, size = [], 0, 0
         try:
-            for chunk in reader:
-                rows += chunk.data.num_rows
-                size += chunk.data.nbytes
-                if rows > MAX_SQL_ROWS:
-                    raise LimitExceeded(
-                        f"the result has more than {MAX_SQL_ROWS} rows; add a LIMIT or read it with Flight DoGet"
-                    )
-                if size > MAX_SQL_BYTES:
-                    raise LimitExceeded(f"the result is larger than {MAX_SQL_BYTES // 2**20} MiB; "
-                                        "select less or read it with Flight DoGet")
-                batches.append(chunk.data)
-            schema = reader.schema
-        except pa.ArrowInvalid as exc:
-            raise InvalidInput(_flight_message(exc)) from None
-        except (pa.ArrowException, flight.FlightError) as exc:
-            raise FlightcastError(f"flight server: {_flight_message(exc)}") from None
+            with typed_errors():
+                for chunk in reader:
+                    rows += chunk.data.num_rows
+                    size += chunk.data.nbytes
+                    if rows > MAX_SQL_ROWS:
+                        raise LimitExceeded(
+                            f"the result has more than {MAX_SQL_ROWS} rows; add a LIMIT or read it with Flight DoGet"
+                        )
+                    if size > MAX_SQL_BYTES:
+                        raise LimitExceeded(f"the result is larger than {MAX_SQL_BYTES // 2**20} MiB; "
+                                            "select less or read it with Flight DoGet")
+                    batches.append(chunk.data)
+                schema = reader.schema
         finally:
             reader.cancel()
         return pa.Table.from_batches(batches, schema=schema)
-
-
-def _flight_message(exc: Exception) -> str:
-    """The server's message without the gRPC detail pyarrow appends to it."""
-    return str(exc).split(". Detail:", 1)[0].split(". gRPC client debug context", 1)[0]
 
 
 def _arrow_stream(table: pa.Table) -> bytes:
@@ -223,8 +208,14 @@ def _csv(table: pa.Table) -> str:
     out = io.StringIO()
     rows = csv.writer(out, lineterminator="\n")
     rows.writerow(table.column_names)
-    rows.writerows(zip(*(jsonable(c.to_pylist()) for c in table.columns), strict=True))
+    columns = [[_csv_cell(v) for v in jsonable(c.to_pylist())] for c in table.columns]
+    rows.writerows(zip(*columns, strict=True))
     return out.getvalue()
+
+
+def _csv_cell(value: Any) -> Any:
+    """Nested values (lists, structs, maps) as JSON text in one cell."""
+    return json.dumps(value) if isinstance(value, (list, dict)) else value
 
 
 def _json_rows(table: pa.Table) -> str:
