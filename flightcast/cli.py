@@ -70,10 +70,13 @@ def main(argv: list[str] | None = None) -> int:
         runtime = replace(runtime, api_key=args.api_key)
     pod = replace(pod, runtime=runtime)
 
-    from flightcast.runtime import Runtime  # heavy imports after the spicepod is known to be valid
+    from flightcast.runtime import Runtime, StartError  # heavy imports once the spicepod is known valid
 
     try:
         return Runtime(pod).run()
     except SpicepodError as exc:  # data that does not fit its declaration stops start-up the same way
         print(f"{args.spicepod}: {exc.message}", file=sys.stderr)
         return 2
+    except StartError as exc:
+        print(f"flightcast: {exc}", file=sys.stderr)
+        return 1

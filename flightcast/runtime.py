@@ -9,6 +9,7 @@ import signal
 import threading
 import time
 
+import pyarrow as pa
 import tornado.httpserver
 import tornado.netutil
 
@@ -23,9 +24,17 @@ log = logging.getLogger("flightcast")
 SHUTDOWN_GRACE_S = 10.0
 
 
+class StartError(Exception):
+    """The runtime cannot start (a port in use, say); the message says which and why."""
+
+
 def _split(address: str) -> tuple[str, int]:
     host, _, port = address.rpartition(":")
     return host.strip("[]"), int(port)
+
+
+def _hostport(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 def _client_host(host: str) -> str:
@@ -43,16 +52,26 @@ class Runtime:
     async def _serve(self) -> int:
         pod, runtime = self.pod, self.pod.runtime
         started = time.perf_counter()
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):  # a signal during start-up stops right after it
+            loop.add_signal_handler(sig, stop.set)
         store = DatasetStore(pod.datasets, runtime.data_dir, runtime.limits)
         store.open()
 
         flight_host, flight_port = _split(runtime.flight)
-        flight_server = FlightService(store, f"grpc://{flight_host}:{flight_port}", runtime.api_key)
+        try:
+            flight_server = FlightService(store, f"grpc://{_hostport(flight_host, flight_port)}", runtime.api_key)
+        except (OSError, pa.ArrowException) as exc:
+            store.close()
+            raise StartError(f"cannot serve Flight on {runtime.flight}: {exc}") from None
         flight_thread = threading.Thread(target=flight_server.serve, name="flight", daemon=True)
         flight_thread.start()
-        log.info("flight listening on grpc://%s:%d", flight_host, flight_server.port)
+        log.info("flight listening on grpc://%s", _hostport(flight_host, flight_server.port))
 
-        client = FlightDataClient(f"grpc://{_client_host(flight_host)}:{flight_server.port}", runtime.api_key)
+        client = FlightDataClient(
+            f"grpc://{_hostport(_client_host(flight_host), flight_server.port)}", runtime.api_key
+        )
         predictions = PredictionService(
             pod.models,
             {d.name: d.time_column for d in pod.datasets},
@@ -67,27 +86,31 @@ class Runtime:
         app = make_app(context, runtime.limits.max_request_bytes)
         http_host, http_port = _split(runtime.http)
         http_server = tornado.httpserver.HTTPServer(app, max_body_size=runtime.limits.max_request_bytes)
-        sockets = tornado.netutil.bind_sockets(http_port, address=http_host)
+        try:
+            sockets = tornado.netutil.bind_sockets(http_port, address=http_host)
+        except OSError as exc:
+            flight_server.shutdown()
+            store.close()
+            raise StartError(f"cannot serve HTTP on {runtime.http}: {exc.strerror or exc}") from None
         http_server.add_sockets(sockets)
-        log.info("http listening on %s:%d", http_host, sockets[0].getsockname()[1])
+        log.info("http listening on %s", _hostport(http_host, sockets[0].getsockname()[1]))
         log.info(
             "spicepod %s: %d datasets, %d models, started in %.0f ms",
             pod.name, len(pod.datasets), len(pod.models), (time.perf_counter() - started) * 1000,
         )
 
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
         await stop.wait()
 
         log.info("shutting down")
         http_server.stop()  # no new connections
-        await asyncio.wait_for(http_server.close_all_connections(), timeout=10)
+        try:
+            await asyncio.wait_for(http_server.close_all_connections(), timeout=SHUTDOWN_GRACE_S)
+        except asyncio.TimeoutError:
+            log.warning("http connections still open after %.0f s; closing anyway", SHUTDOWN_GRACE_S)
         predictions.stop()
         context.close()
         # Calls in flight finish (a DoPut commits or rolls back); a client that stalls mid-stream does
-        # not hold the exit: closing the store rolls its open transaction back.
+        # not hold the exit for longer than the grace period.
         closer = threading.Thread(target=flight_server.shutdown, name="flight-shutdown", daemon=True)
         closer.start()
         closer.join(SHUTDOWN_GRACE_S)

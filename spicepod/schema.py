@@ -277,7 +277,9 @@ MODEL_KEYS: dict[str, Key] = {
 def _validate(value: Any, keys: dict[str, Key], where: str) -> dict[str, Any]:
     """Check a mapping against declared keys; return it with defaults filled in."""
     if not isinstance(value, dict):
-        raise _Invalid(f"'{where}' must be a mapping, got {value!r}")
+        # A string is not echoed: a misplaced value may be a key (`auth: <key>` instead of `auth: {api_key: ...}`).
+        shown = "a string" if isinstance(value, str) else repr(value)
+        raise _Invalid(f"'{where}' must be a mapping, got {shown}")
     for name in value:
         if name not in keys:
             raise _Invalid(f"unknown key '{name}'; expected one of {', '.join(sorted(keys))}")
@@ -294,6 +296,18 @@ def _validate(value: Any, keys: dict[str, Key], where: str) -> dict[str, Any]:
 
 # --- loading -----------------------------------------------------------------------------------------
 
+class _FromEnv(str):
+    """A value read from the environment: messages show where it came from, never the value (it may be a key)."""
+
+    def __new__(cls, value: str, written: str) -> _FromEnv:
+        obj = super().__new__(cls, value)
+        obj.written = written
+        return obj
+
+    def __repr__(self) -> str:
+        return repr(self.written)
+
+
 def _substitute_env(node: Any, env: Mapping[str, str], trail: str) -> Any:
     if isinstance(node, str):
         def repl(match: re.Match[str]) -> str:
@@ -301,7 +315,8 @@ def _substitute_env(node: Any, env: Mapping[str, str], trail: str) -> Any:
                 raise _Invalid(f"{trail}: environment variable {match[1]} is not set")
             return env[match[1]]
 
-        return ENV_REF.sub(repl, node)
+        substituted = ENV_REF.sub(repl, node)
+        return substituted if substituted == node else _FromEnv(substituted, node)
     if isinstance(node, list):
         return [_substitute_env(item, env, f"{trail}[{i}]") for i, item in enumerate(node)]
     if isinstance(node, dict):
@@ -417,6 +432,18 @@ def _parse_runtime(raw: Any, base: Path) -> RuntimeSpec:
     )
 
 
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    """What is wrong and where, without quoting the line (it may hold a key)."""
+    def at(mark: Any) -> str:
+        return f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+
+    problem = (getattr(exc, "problem", None) or "cannot parse") + at(getattr(exc, "problem_mark", None))
+    context = getattr(exc, "context", None)
+    if context:
+        problem = f"{context}{at(getattr(exc, 'context_mark', None))}: {problem}"
+    return problem
+
+
 def parse_spicepod(
     text: str, path: Path | str = "spicepod.yaml", env: Mapping[str, str] | None = None
 ) -> Spicepod:
@@ -428,7 +455,7 @@ def parse_spicepod(
     try:
         doc = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        raise SpicepodError(f"{label}: not valid YAML: {exc}".replace("\n", " ")) from None
+        raise SpicepodError(f"{label}: not valid YAML: {_yaml_problem(exc)}") from None
     if not isinstance(doc, dict):
         raise SpicepodError(f"{label}: the top level must be a mapping with version, kind and name")
 

@@ -359,3 +359,16 @@ def test_cli_missing_spicepod_exits_2(tmp_path: Path) -> None:
     assert "Traceback" not in result.stderr
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and str(missing) in lines[0], result.stderr
+
+
+@pytest.mark.parametrize(("text", "env"), [
+    (HEAD + "runtime:\n  auth: ${env:KEY}\n", {"KEY": "sup3r-s3cret"}),
+    (HEAD + "runtime:\n  auth: sup3r-s3cret\n", {}),
+    (HEAD + "runtime:\n  http: ${env:KEY}\n", {"KEY": "sup3r-s3cret"}),
+    (HEAD + 'runtime:\n  auth:\n    api_key: "sup3r-s3cret\n', {}),
+], ids=["misplaced_env_key", "misplaced_literal_key", "env_value_in_wrong_key", "unterminated_quote"])
+def test_a_misplaced_key_is_never_echoed(text: str, env: dict) -> None:
+    with pytest.raises(SpicepodError) as info:
+        parse_spicepod(text, "spicepod.yaml", env=env)
+    assert "sup3r-s3cret" not in str(info.value)
+    assert str(info.value).startswith("spicepod.yaml: ")
