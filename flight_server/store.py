@@ -358,14 +358,11 @@ class DatasetStore:
             if creating:
                 table_schema = self._create_from(cur, state, schema)
             stream = _IncomingStream(name, state.spec.time_column, self.limits, batches)
-            # One INSERT that scans the whole stream: DuckDB pulls the batches as they arrive.
-            cur.register("incoming", pa.RecordBatchReader.from_batches(schema, stream.batches()))
-            try:
-                cur.execute(f"INSERT INTO {state.table} BY NAME SELECT * FROM incoming")
-            except duckdb.Error:
-                if stream.error is not None:  # the stream's own check failed: say that, not DuckDB's wrap
-                    raise stream.error from None
-                raise
+            # One INSERT per batch as it arrives, all in this one transaction.
+            insert = f"INSERT INTO {state.table} BY NAME SELECT * FROM incoming"
+            for batch in stream.batches():
+                cur.register("incoming", batch)
+                cur.execute(insert)
             if abandoned():
                 raise InvalidInput(f"DoPut to '{name}': the client broke off the stream; nothing was written")
             cur.commit()
@@ -432,18 +429,13 @@ class _IncomingStream:
         self.rows = 0
         self.first: object = None
         self.last: object = None
-        self.error: BaseException | None = None
         self._batches = batches
 
     def batches(self) -> Iterator[pa.RecordBatch]:
-        try:
-            for batch in self._batches:
-                if batch.num_rows:
-                    self._check(batch)
-                    yield batch
-        except BaseException as exc:
-            self.error = exc  # DuckDB wraps what the scan raises; the caller re-raises this instead
-            raise
+        for batch in self._batches:
+            if batch.num_rows:
+                self._check(batch)
+                yield batch
 
     def _check(self, batch: pa.RecordBatch) -> None:
         name, limits = self.name, self.limits

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -73,10 +74,15 @@ def main(argv: list[str] | None = None) -> int:
     from flightcast.runtime import Runtime, StartError  # heavy imports once the spicepod is known valid
 
     try:
-        return Runtime(pod).run()
+        code = Runtime(pod).run()
     except SpicepodError as exc:  # data that does not fit its declaration stops start-up the same way
         print(f"{args.spicepod}: {exc.message}", file=sys.stderr)
         return 2
     except StartError as exc:
         print(f"flightcast: {exc}", file=sys.stderr)
         return 1
+    # The store is closed and every acknowledged write is on disk. A Flight call a client left open can
+    # keep a server thread alive that interpreter shutdown would wait for: leave without waiting.
+    logging.shutdown()
+    sys.stderr.flush()
+    os._exit(code)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import signal
 import threading
 import time
@@ -65,8 +64,8 @@ class Runtime:
         except (OSError, pa.ArrowException) as exc:
             store.close()
             raise StartError(f"cannot serve Flight on {runtime.flight}: {exc}") from None
-        flight_thread = threading.Thread(target=flight_server.serve, name="flight", daemon=True)
-        flight_thread.start()
+        # The server answers from here on. Its serve() only waits, and would install signal handlers
+        # of its own over the ones above, so it is not called.
         log.info("flight listening on grpc://%s", _hostport(flight_host, flight_server.port))
 
         client = FlightDataClient(
@@ -118,8 +117,7 @@ class Runtime:
             # Exiting now is what a crash would do, and that loses nothing: every acknowledged DoPut is
             # in the write-ahead log, and the open stream was never committed.
             log.warning("flight calls still open after %.0f s; exiting without them", SHUTDOWN_GRACE_S)
-            logging.shutdown()
-            os._exit(0)
+            return 0
         store.close()
         log.info("stopped")
         return 0
