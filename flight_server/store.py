@@ -99,6 +99,8 @@ def is_lossless(incoming: pa.DataType, stored: pa.DataType) -> bool:
     if incoming.equals(stored):
         return True
     if pa.types.is_timestamp(stored) and pa.types.is_timestamp(incoming):
+        if (incoming.unit, stored.unit) == ("ns", "us"):
+            return True  # each batch is checked to hold whole microseconds (_IncomingStream)
         order = {"s": 0, "ms": 1, "us": 2, "ns": 3}
         return order[incoming.unit] <= order[stored.unit]
     if pa.types.is_integer(stored) and pa.types.is_integer(incoming):
@@ -449,6 +451,14 @@ class _IncomingStream:
             raise LimitExceeded(
                 f"DoPut to '{name}': more than {limits.max_put_rows} rows in one stream (runtime.limits.max_put_rows)"
             )
+        for column_type, column in zip(batch.schema, batch.columns, strict=True):
+            if pa.types.is_timestamp(column_type.type) and column_type.type.unit == "ns":
+                nanos = pc.cast(column, pa.int64())
+                if pc.any(pc.not_equal(pc.remainder(nanos, 1000), 0)).as_py():
+                    raise InvalidInput(
+                        f"DoPut to '{name}': column '{column_type.name}' has timestamps finer than a microsecond, "
+                        "which the store cannot keep"
+                    )
         times = batch.column(self.time_column)
         if times.null_count:
             raise InvalidInput(f"DoPut to '{name}': column '{self.time_column}' has null timestamps")

@@ -412,6 +412,19 @@ def test_do_put_lossless_widening(client) -> None:
     assert got.column("x").to_pylist() == [0.5, 2.25]
 
 
+def test_do_put_nanoseconds_are_kept_when_whole_microseconds(client) -> None:
+    whole = pa.table({"ts": pa.array([1_900_000_000_123_456_000], pa.timestamp("ns")),
+                      "n": pa.array([8], pa.int64()), "x": pa.array([1.5], pa.float64())})
+    assert do_put(client, "rw_widen", whole, OPTS) == {"dataset": "rw_widen", "rows": 1}
+    got = read_all(client, "SELECT ts FROM rw_widen WHERE n = 8", OPTS)
+    assert got.column("ts").cast(pa.int64()).to_pylist() == [1_900_000_000_123_456]  # microseconds
+    finer = pa.table({"ts": pa.array([1_900_000_001_000_000_001], pa.timestamp("ns")),
+                      "n": pa.array([9], pa.int64()), "x": pa.array([1.5], pa.float64())})
+    with pytest.raises(INVALID, match="finer than a microsecond"):
+        do_put(client, "rw_widen", finer, OPTS)
+    assert count_rows(client, "rw_widen") == 3
+
+
 def test_do_put_empty_stream(client) -> None:
     schema = client.get_schema(flight.FlightDescriptor.for_path("rw_empty"), OPTS).schema
     assert do_put(client, "rw_empty", schema.empty_table(), OPTS) == {"dataset": "rw_empty", "rows": 0}
