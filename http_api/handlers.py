@@ -10,6 +10,7 @@ import re
 from typing import Any
 
 import pyarrow as pa
+import tornado.web
 
 from http_api.base import BaseHandler, internal_message, jsonable
 from pipelines.flight_client import typed_errors
@@ -120,7 +121,11 @@ def parse_horizon(raw: str | None) -> int | None:
 class PredictHandler(PredictBase):
     async def get(self, name: str) -> None:
         try:
-            horizon = parse_horizon(self.get_query_argument("horizon", None))
+            try:
+                raw = self.get_query_argument("horizon", None)
+            except tornado.web.HTTPError:  # not UTF-8
+                raise InvalidInput("horizon must be a positive integer") from None
+            horizon = parse_horizon(raw)
         except InvalidInput as exc:
             body = self.prediction_error(exc, name)
             body["duration_ms"] = self.elapsed_ms()

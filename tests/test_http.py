@@ -289,7 +289,7 @@ def test_predict_unknown_model(rt: Runtime) -> None:
     assert set(body) == {"status", "error_message", "model_name", "duration_ms"}
 
 
-@pytest.mark.parametrize("horizon", ["0", "-1", "x", "1.5", "", str(MAX_HORIZON + 1)])
+@pytest.mark.parametrize("horizon", ["0", "-1", "x", "1.5", "", "%FF", str(MAX_HORIZON + 1)])
 def test_predict_bad_horizon(rt: Runtime, horizon: str) -> None:
     body = check_predict_error(rt.get(f"/v1/models/wool_m/predict?horizon={horizon}"), 400, "BadRequest",
                                "wool_m", 8)
