@@ -21,6 +21,7 @@ from spicepod import ModelSpec
 
 # Bump when the feature design changes, so stored versions are retrained rather than misread.
 FEATURES_VERSION = 1
+KEEP_RUNS = 10  # stored runs kept per model; older ones are removed when a new one is written
 
 
 @dataclass(frozen=True)
@@ -127,7 +128,19 @@ class ModelRegistry:
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
             raise
+        self._prune(runs, keep_from=run - KEEP_RUNS + 1, staging=staging)
         return meta, final
+
+    @staticmethod
+    def _prune(runs: Path, keep_from: int, staging: Path) -> None:
+        """Drop runs older than the newest KEEP_RUNS, and staging folders a crash left behind.
+
+        Trainings of one model never overlap, so any other staging folder is a leftover.
+        """
+        for entry in runs.iterdir():
+            stale_run = entry.name.isdigit() and int(entry.name) < keep_from
+            if stale_run or (entry.name.startswith(".staging-") and entry != staging):
+                shutil.rmtree(entry, ignore_errors=True)
 
 
 def _fsync(path: Path) -> None:
