@@ -115,10 +115,7 @@ class FlightService(flight.FlightServerBase):
 
     @flight_errors
     def do_get(self, context: flight.ServerCallContext, ticket: flight.Ticket) -> flight.FlightDataStream:
-        text = _utf8(ticket.ticket, "ticket").strip()
-        if text in self.store.names() and self.store.state(text).schema is None:
-            return flight.RecordBatchStream(pa.table({}))  # a `from: flight` dataset before its first DoPut
-        return flight.RecordBatchStream(self.store.query(self.store.resolve(text)))
+        return flight.RecordBatchStream(self.store.read(_utf8(ticket.ticket, "ticket")))
 
     @flight_errors
     def do_put(

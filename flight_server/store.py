@@ -228,7 +228,7 @@ class DatasetStore:
         self._listeners.append(listener)
 
     def names(self) -> list[str]:
-        return list(self._specs)
+        return list(self._states)
 
     def state(self, name: str) -> DatasetState:
         try:
@@ -245,17 +245,15 @@ class DatasetStore:
             return pa.schema([])
         return state.schema
 
-    def dataset_sql(self, name: str) -> str:
-        """The SQL that reads a whole dataset (its rows in time order)."""
-        state = self.state(name)
-        if state.schema is None:
-            raise NotFound(f"dataset '{name}' has no rows yet: its schema comes from its first DoPut")
-        return f"SELECT * FROM {quote_ident(name)}"
-
-    def resolve(self, ticket: str) -> str:
-        """A ticket is SQL, or the bare name of a dataset."""
+    def read(self, ticket: str) -> pa.RecordBatchReader:
+        """A ticket is SQL, or the bare name of a dataset (read whole)."""
         text = ticket.strip()
-        return self.dataset_sql(text) if text in self._specs else text
+        state = self._states.get(text)
+        if state is None:
+            return self.query(text)
+        if state.schema is None:  # a `from: flight` dataset before its first DoPut: no columns, no rows
+            return pa.RecordBatchReader.from_batches(pa.schema([]), [])
+        return self.query(f"SELECT * FROM {quote_ident(text)}")
 
     def check_read_only(self, sql: str) -> None:
         """Refuse anything but exactly one read-only query (DuckDB decides what the statement is)."""
@@ -556,7 +554,7 @@ class QueryWatchdog:
 
 
 class _CursorReader:
-    """Streams a query's batches, keeping its DuckDB cursor open exactly as long as they are read.
+    """Streams a query's batches and closes its DuckDB cursor when the stream ends, fails or is dropped.
 
     The first batches are read in the caller's thread (small results, window queries among them, need
     no thread); from the third on, a producer thread reads a few ahead, so DuckDB's scan overlaps

@@ -64,6 +64,10 @@ def route_template(pattern: str, handler: type[tornado.web.RequestHandler]) -> s
     return "".join(out)
 
 
+class BodyTooLarge(LimitExceeded):
+    """The request body is over runtime.limits.max_request_bytes (HTTP 413)."""
+
+
 @tornado.web.stream_request_body
 class BaseHandler(tornado.web.RequestHandler):
     """Every route derives from this; route handlers parse, call the service and write.
@@ -96,7 +100,7 @@ class BaseHandler(tornado.web.RequestHandler):
         limit = self.ctx.max_body_bytes
         length = self.request.headers.get("Content-Length")
         if limit and length and length.isdigit() and int(length) > limit:
-            raise LimitExceeded(f"request body of {int(length)} bytes is larger than the limit of {limit} bytes")
+            raise BodyTooLarge(f"request body of {int(length)} bytes is larger than the limit of {limit} bytes")
 
     def data_received(self, chunk: bytes) -> None:
         self._chunks.append(chunk)
@@ -131,7 +135,7 @@ class BaseHandler(tornado.web.RequestHandler):
 
     def error_envelope(self, exc: BaseException) -> tuple[int, dict[str, Any]]:
         """The status and body for an error; overridden by the predict routes."""
-        if isinstance(exc, LimitExceeded) and "request body" in exc.message:
+        if isinstance(exc, BodyTooLarge):
             return 413, {"status": "PayloadTooLarge", "error_message": exc.message}
         if isinstance(exc, FlightcastError) and exc.kind in STATUS:
             status, name = STATUS[exc.kind]

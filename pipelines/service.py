@@ -116,11 +116,6 @@ class PredictionService:
     def stop(self) -> None:
         self._stopping.set()
 
-    def wait_trained(self, timeout: float | None = None) -> bool:
-        if self._trainer is not None:
-            self._trainer.join(timeout)
-        return self.ready()
-
     def ready(self) -> bool:
         """Every model has a version or a recorded failure (a retry in progress keeps its failure)."""
         return all(s.current is not None or s.error for s in self._states.values())

@@ -169,7 +169,7 @@ def _host_port(value: Any, key: str) -> str:
 def _frequency(value: Any, key: str) -> str:
     value = _string(value, key)
     match = FREQUENCY.match(value)
-    if not match or match[1] == "0" or (match[1] and int(match[1]) == 0):
+    if not match or (match[1] and int(match[1]) == 0):
         raise _Invalid(
             f"'{key}' must be a step like 15min, 1h, 1d, 1w, 1mo, 1q or 1y "
             f"(units s, min, h, d, w, mo, q, y), got {value!r}"
