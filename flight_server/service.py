@@ -14,7 +14,7 @@ import pyarrow.flight as flight
 
 from flight_server.auth import ApiKey, ApiKeyMiddlewareFactory, HandshakeAuthHandler
 from flight_server.store import DatasetStore
-from spicepod import FlightcastError, InvalidInput, NotFound, Unauthenticated
+from spicepod import FlightcastError, InvalidInput
 
 log = logging.getLogger("flightcast.flight")
 
@@ -27,6 +27,17 @@ ACTIONS = {
 }
 
 
+# The pyarrow exception each Flight status code of the error vocabulary (spicepod.errors) is raised as.
+FLIGHT_ERRORS: dict[str, type[Exception]] = {
+    "invalid_argument": pa.ArrowInvalid,
+    "not_found": pa.ArrowKeyError,
+    "unauthenticated": flight.FlightUnauthenticatedError,
+    "unavailable": flight.FlightUnavailableError,
+    "unimplemented": pa.ArrowNotImplementedError,
+    "internal": flight.FlightInternalError,
+}
+
+
 def flight_errors(method: F) -> F:
     """Turn typed errors into the Flight error of their kind; anything else is an internal error."""
 
@@ -36,12 +47,10 @@ def flight_errors(method: F) -> F:
             return method(*args, **kwargs)
         except flight.FlightError:
             raise
-        except NotFound as exc:
-            raise pa.ArrowKeyError(_bounded(exc.message)) from None
-        except Unauthenticated as exc:
-            raise flight.FlightUnauthenticatedError(exc.message) from None
         except FlightcastError as exc:
-            raise pa.ArrowInvalid(_bounded(exc.message)) from None
+            if exc.flight_code == "internal":
+                log.exception("flight %s failed", method.__name__)
+            raise FLIGHT_ERRORS[exc.flight_code](_bounded(exc.message)) from None
         except Exception as exc:
             log.exception("flight %s failed", method.__name__)
             raise flight.FlightInternalError(f"internal error in {method.__name__}: {type(exc).__name__}") from None

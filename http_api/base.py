@@ -14,17 +14,10 @@ from typing import Any
 
 import tornado.web
 
-from spicepod import FlightcastError, InvalidInput, LimitExceeded, NotFound, NotReady, Unauthenticated
+from spicepod import FlightcastError, InvalidInput, LimitExceeded, Unauthenticated
 
 log = logging.getLogger("flightcast.http")
 
-# HTTP status and envelope `status` per error kind, for routes other than predict.
-STATUS = {
-    InvalidInput.kind: (400, "BadRequest"),
-    NotReady.kind: (400, "BadRequest"),
-    NotFound.kind: (404, "NotFound"),
-    Unauthenticated.kind: (401, "Unauthorized"),
-}
 HTTP_ERROR_NAMES = {401: "Unauthorized", 404: "NotFound", 405: "MethodNotAllowed", 413: "PayloadTooLarge"}
 
 UNMATCHED_ROUTE = "(unmatched)"
@@ -137,9 +130,8 @@ class BaseHandler(tornado.web.RequestHandler):
         """The status and body for an error; overridden by the predict routes."""
         if isinstance(exc, BodyTooLarge):
             return 413, {"status": "PayloadTooLarge", "error_message": exc.message}
-        if isinstance(exc, FlightcastError) and exc.kind in STATUS:
-            status, name = STATUS[exc.kind]
-            return status, {"status": name, "error_message": exc.message}
+        if isinstance(exc, FlightcastError):  # the error vocabulary carries its own status (spicepod.errors)
+            return exc.http_status, {"status": exc.status_name, "error_message": exc.message}
         return 500, {"status": "InternalError", "error_message": internal_message(exc)}
 
     def write_error(self, status_code: int, **kwargs: Any) -> None:
@@ -179,7 +171,7 @@ class BaseHandler(tornado.web.RequestHandler):
 def _is_internal(exc: BaseException) -> bool:
     if isinstance(exc, tornado.web.HTTPError):
         return exc.status_code >= 500
-    return isinstance(exc, FlightcastError) and exc.kind not in STATUS
+    return isinstance(exc, FlightcastError) and exc.internal
 
 
 def internal_message(exc: BaseException) -> str:

@@ -77,7 +77,7 @@ class PredictBase(BaseHandler):
     """Predict bodies follow the Spice envelope: every error is BadRequest or InternalError."""
 
     def prediction_error(self, exc: BaseException, name: str | None) -> dict[str, Any]:
-        internal = not isinstance(exc, FlightcastError) or exc.kind == FlightcastError.kind
+        internal = not isinstance(exc, FlightcastError) or exc.internal
         body: dict[str, Any] = {
             "status": "InternalError" if internal else "BadRequest",
             "error_message": internal_message(exc) if internal else exc.message,

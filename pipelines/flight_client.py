@@ -11,7 +11,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.flight as flight
 
-from spicepod import FlightcastError, InvalidInput, NotFound
+from spicepod import error_for_flight_code
 
 
 class FlightDataClient:
@@ -54,17 +54,27 @@ class FlightDataClient:
         return self.action("dataset_info", name.encode("utf-8"))
 
 
+# The Flight status code behind each exception pyarrow raises on the client side.
+_FLIGHT_CODES: tuple[tuple[type[Exception], str], ...] = (
+    (pa.ArrowKeyError, "not_found"),
+    (pa.ArrowInvalid, "invalid_argument"),
+    (pa.ArrowNotImplementedError, "unimplemented"),
+    (flight.FlightUnauthenticatedError, "unauthenticated"),
+    (flight.FlightUnavailableError, "unavailable"),
+)
+
+
 @contextmanager
 def typed_errors() -> Iterator[None]:
-    """Flight errors as the error vocabulary: NOT_FOUND, INVALID_ARGUMENT, anything else."""
+    """Flight errors as the error vocabulary, by status code (spicepod.errors.error_for_flight_code)."""
     try:
         yield
-    except pa.ArrowKeyError as exc:
-        raise NotFound(_message(exc)) from None
-    except pa.ArrowInvalid as exc:
-        raise InvalidInput(_message(exc)) from None
     except (pa.ArrowException, flight.FlightError) as exc:
-        raise FlightcastError(f"flight server: {_message(exc)}") from None
+        code = next((code for cls, code in _FLIGHT_CODES if isinstance(exc, cls)), "internal")
+        message = _message(exc)
+        if code in ("internal", "unavailable"):
+            message = f"flight server: {message}"
+        raise error_for_flight_code(code)(message) from None
 
 
 def _message(exc: Exception) -> str:

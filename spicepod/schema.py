@@ -28,7 +28,13 @@ SIZE = re.compile(r"^\d+(\.\d+)?\s*(B|KB|MB|GB|TB|KiB|MiB|GiB|TiB)$", re.IGNOREC
 DATASET_FORMATS = {".csv": "csv", ".parquet": "parquet", ".arrow": "arrow", ".feather": "arrow", ".ipc": "arrow"}
 TIME_FORMATS = ("timestamp", "timestamptz", "unix_seconds", "unix_millis", "ISO8601")
 DATASET_MODES = ("read", "read_write")
-STRATEGIES = ("recursive", "direct")
+ON_DUPLICATE = ("replace", "keep")
+STRATEGIES = ("recursive", "direct")  # what a trained model is
+STRATEGY_CHOICES = (*STRATEGIES, "auto")  # what a spicepod may ask for: auto picks by backtest
+FILLS = ("linear", "previous", "zero", "none")
+AGGREGATES = ("mean", "sum", "last", "min", "max")
+TRAINING_ENGINES = ("local", "dask")
+MAX_BACKTEST_WINDOWS = 20
 
 
 def quote_ident(name: str) -> str:
@@ -49,12 +55,21 @@ class Limits:
 
 
 @dataclass(frozen=True)
+class TrainingSpec:
+    """Where model fits run: in this process, or on a Dask cluster."""
+
+    engine: str = "local"
+    scheduler: str | None = None  # tcp://HOST:PORT of the Dask scheduler (engine dask)
+
+
+@dataclass(frozen=True)
 class RuntimeSpec:
     http: str = "127.0.0.1:3000"
     flight: str = "127.0.0.1:50051"
     data_dir: Path = Path(".flightcast")
     api_key: str | None = None
     limits: Limits = field(default_factory=Limits)
+    training: TrainingSpec = field(default_factory=lambda: TrainingSpec())
 
 
 @dataclass(frozen=True)
@@ -67,7 +82,16 @@ class DatasetSpec:
     mode: str = "read"
     time_column: str = "ts"
     time_format: str = "timestamp"
+    series_column: str | None = None  # set: the dataset holds many series in long form
+    on_duplicate: str = "replace"  # replace: one row per (series, time), the last write wins | keep
     description: str | None = None
+
+    @property
+    def key_columns(self) -> tuple[str, ...]:
+        """The columns that identify a row: (series, time), or time alone."""
+        if self.series_column:
+            return (self.series_column, self.time_column)
+        return (self.time_column,)
 
 
 @dataclass(frozen=True)
@@ -83,6 +107,10 @@ class ModelSpec:
     horizon: int = 1
     frequency: str | None = None
     strategy: str = "recursive"
+    fill: str = "linear"
+    aggregate: str = "mean"
+    backtest_windows: int = 3
+    retrain_after_rows: int = 0
     lightgbm: Mapping[str, Any] = field(default_factory=dict)
     description: str | None = None
 
@@ -100,12 +128,6 @@ class Spicepod:
     runtime: RuntimeSpec
     datasets: tuple[DatasetSpec, ...]
     models: tuple[ModelSpec, ...]
-
-    def dataset(self, name: str) -> DatasetSpec:
-        return next(d for d in self.datasets if d.name == name)
-
-    def model(self, name: str) -> ModelSpec:
-        return next(m for m in self.models if m.name == name)
 
 
 # --- the declared keys -------------------------------------------------------------------------------
@@ -149,6 +171,40 @@ def _one_of(*choices: str) -> Callable[[Any, str], str]:
 def _positive_int(value: Any, key: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
         raise _Invalid(f"'{key}' must be a positive integer, got {value!r}")
+    return value
+
+
+def _int_range(low: int, high: int) -> Callable[[Any, str], int]:
+    def check(value: Any, key: str) -> int:
+        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+            raise _Invalid(f"'{key}' must be an integer from {low} to {high}, got {value!r}")
+        return value
+
+    return check
+
+
+def _non_negative_int(value: Any, key: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise _Invalid(f"'{key}' must be an integer >= 0, got {value!r}")
+    return value
+
+
+def _time_format(value: Any, key: str) -> str:
+    """A named format, or a strptime pattern (anything with a %)."""
+    if value in TIME_FORMATS:
+        return value
+    if isinstance(value, str) and "%" in value:
+        return value
+    raise _Invalid(
+        f"'{key}' must be one of {', '.join(TIME_FORMATS)} or a strptime pattern with a % "
+        f"(e.g. '%Y', '%d/%m/%Y %H:%M'), got {value!r}"
+    )
+
+
+def _scheduler(value: Any, key: str) -> str:
+    value = _string(value, key)
+    if not value.startswith("tcp://") or not HOST_PORT.match(value[len("tcp://"):]):
+        raise _Invalid(f"'{key}' must be tcp://HOST:PORT, got {value!r}")
     return value
 
 
@@ -239,12 +295,18 @@ LIMIT_KEYS: dict[str, Key] = {
     "max_batch_rows": Key(_positive_int, Limits.max_batch_rows, help="most rows one DoPut record batch may carry"),
 }
 
+TRAINING_KEYS: dict[str, Key] = {
+    "engine": Key(_one_of(*TRAINING_ENGINES), "local", help="local (in this process) or dask (on a cluster)"),
+    "scheduler": Key(_scheduler, help="the Dask scheduler, tcp://HOST:PORT (engine dask)"),
+}
+
 RUNTIME_KEYS: dict[str, Key] = {
     "http": Key(_host_port, RuntimeSpec.http, help="HTTP listen address HOST:PORT (port 0: any free port)"),
     "flight": Key(_host_port, RuntimeSpec.flight, help="Flight listen address HOST:PORT"),
     "data_dir": Key(_string, str(RuntimeSpec.data_dir), help="where stored datasets and models live"),
     "auth": Key(_section(AUTH_KEYS), help="authentication"),
     "limits": Key(_section(LIMIT_KEYS), help="request and query limits"),
+    "training": Key(_section(TRAINING_KEYS), help="where model fits run"),
 }
 
 DATASET_KEYS: dict[str, Key] = {
@@ -252,7 +314,15 @@ DATASET_KEYS: dict[str, Key] = {
     "name": Key(_identifier, required=True, help="SQL identifier of the dataset"),
     "mode": Key(_one_of(*DATASET_MODES), "read", help="read, or read_write to accept Flight DoPut"),
     "time_column": Key(_identifier, "ts", help="the column holding each row's timestamp"),
-    "time_format": Key(_one_of(*TIME_FORMATS), "timestamp", help="how the time column is written"),
+    "time_format": Key(
+        _time_format, "timestamp",
+        help=f"how the time column is written: {', '.join(TIME_FORMATS)}, or a strptime pattern like '%d/%m/%Y'",
+    ),
+    "series_column": Key(_identifier, help="the column naming the series: the dataset then holds many"),
+    "on_duplicate": Key(
+        _one_of(*ON_DUPLICATE), "replace",
+        help="replace: one row per (series, time), the last write wins; keep: store every row",
+    ),
     "description": Key(_string, help="free text"),
 }
 
@@ -261,7 +331,18 @@ PARAM_KEYS: dict[str, Key] = {
     "lookback": Key(_positive_int, 30, help="values in the lookback window"),
     "horizon": Key(_positive_int, 1, help="values predicted"),
     "frequency": Key(_frequency, help="the series' step (inferred when absent)"),
-    "strategy": Key(_one_of(*STRATEGIES), "recursive", help="recursive or direct multi-step forecasting"),
+    "strategy": Key(
+        _one_of(*STRATEGY_CHOICES), "recursive",
+        help="recursive or direct multi-step forecasting; auto keeps the better one in the backtest",
+    ),
+    "fill": Key(_one_of(*FILLS), "linear", help="missing periods and null values: linear, previous, zero or none"),
+    "aggregate": Key(_one_of(*AGGREGATES), "mean", help="several rows in one period: mean, sum, last, min or max"),
+    "backtest_windows": Key(
+        _int_range(1, MAX_BACKTEST_WINDOWS), 3, help="rolling forecast origins scored before the final fit",
+    ),
+    "retrain_after_rows": Key(
+        _non_negative_int, 0, help="retrain in the background after this many new rows (0: never by itself)",
+    ),
     "lightgbm": Key(_scalar_mapping, help="parameters handed to LightGBM (num_boost_round included)"),
 }
 
@@ -292,6 +373,28 @@ def _validate(value: Any, keys: dict[str, Key], where: str) -> dict[str, Any]:
         else:
             out[name] = key.default
     return out
+
+
+def describe_keys() -> str:
+    """Every spicepod key with its default and help, as `flightcast run --help-spicepod` prints it."""
+    lines: list[str] = []
+
+    def section(title: str, keys: dict[str, Key], indent: str) -> None:
+        lines.append(f"{indent}{title}:")
+        for name, key in keys.items():
+            default = "" if key.default is None else f" (default {key.default})"
+            required = " (required)" if key.required else ""
+            lines.append(f"{indent}  {name}{required}{default}: {key.help}")
+
+    section("top level", TOP_KEYS, "")
+    section("runtime", RUNTIME_KEYS, "")
+    section("runtime.auth", AUTH_KEYS, "")
+    section("runtime.limits", LIMIT_KEYS, "")
+    section("runtime.training", TRAINING_KEYS, "")
+    section("datasets[]", DATASET_KEYS, "")
+    section("models[]", MODEL_KEYS, "")
+    section("models[].params", PARAM_KEYS, "")
+    return "\n".join(lines) + "\n"
 
 
 # --- loading -----------------------------------------------------------------------------------------
@@ -338,6 +441,14 @@ def _entry_label(section: str, index: int, raw: Any) -> str:
     return f"{section}[{index}] ({name})" if isinstance(name, str) else f"{section}[{index}]"
 
 
+def _file_source(source: str, base: Path) -> Path:
+    """The path of a `file:PATH` or `file://PATH` source; relative paths are relative to the spicepod."""
+    rest = source[len("file://"):] if source.startswith("file://") else source[len("file:"):]
+    if not rest:
+        raise _Invalid(f"'from' needs a path after file:, got {source!r}")
+    return Path(rest) if Path(rest).is_absolute() else base / rest
+
+
 def _parse_dataset(raw: dict[str, Any], base: Path) -> DatasetSpec:
     values = _validate(raw, DATASET_KEYS, "dataset")
     source = values["from"]
@@ -346,10 +457,7 @@ def _parse_dataset(raw: dict[str, Any], base: Path) -> DatasetSpec:
             raise _Invalid("'mode' of a `from: flight` dataset must be read_write (Flight DoPut fills it)")
         kind, path, fmt, mode = "flight", None, None, "read_write"
     elif source.startswith("file:"):
-        rest = source[len("file://"):] if source.startswith("file://") else source[len("file:"):]
-        if not rest:
-            raise _Invalid(f"'from' needs a path after file:, got {source!r}")
-        path = Path(rest) if Path(rest).is_absolute() else (base / rest)
+        path = _file_source(source, base)
         fmt = DATASET_FORMATS.get(path.suffix.lower())
         if fmt is None:
             raise _Invalid(
@@ -360,6 +468,8 @@ def _parse_dataset(raw: dict[str, Any], base: Path) -> DatasetSpec:
         kind, mode = "file", values["mode"]
     else:
         raise _Invalid(f"'from' must be file:PATH or flight, got {source!r}")
+    if values["series_column"] is not None and values["series_column"] == values["time_column"]:
+        raise _Invalid(f"'series_column' must differ from 'time_column' ({values['time_column']!r})")
     return DatasetSpec(
         name=values["name"],
         source=source,
@@ -369,6 +479,8 @@ def _parse_dataset(raw: dict[str, Any], base: Path) -> DatasetSpec:
         mode=mode,
         time_column=values["time_column"],
         time_format=values["time_format"],
+        series_column=values["series_column"],
+        on_duplicate=values["on_duplicate"],
         description=values["description"],
     )
 
@@ -384,9 +496,8 @@ def _parse_model(raw: dict[str, Any], base: Path, dataset_names: set[str]) -> Mo
             raise _Invalid(f"'from' tag after lightgbm: is empty in {source!r}")
     elif source.startswith("file:"):
         kind = "file"
-        rest = source[len("file://"):] if source.startswith("file://") else source[len("file:"):]
-        path = (Path(rest) if Path(rest).is_absolute() else base / rest).resolve()
-        if not rest or not path.is_file():
+        path = _file_source(source, base).resolve()
+        if not path.is_file():
             raise _Invalid(f"'from' model file {str(path)!r} does not exist")
     else:
         raise _Invalid(f"'from' must be lightgbm[:TAG] or file:PATH, got {source!r}")
@@ -406,6 +517,10 @@ def _parse_model(raw: dict[str, Any], base: Path, dataset_names: set[str]) -> Mo
         horizon=params["horizon"],
         frequency=params["frequency"],
         strategy=params["strategy"],
+        fill=params["fill"],
+        aggregate=params["aggregate"],
+        backtest_windows=params["backtest_windows"],
+        retrain_after_rows=params["retrain_after_rows"],
         lightgbm=params["lightgbm"] or {},
         description=values["description"],
     )
@@ -415,6 +530,9 @@ def _parse_runtime(raw: Any, base: Path) -> RuntimeSpec:
     values = _validate(raw if raw is not None else {}, RUNTIME_KEYS, "runtime")
     auth = values["auth"] or {}
     limits = values["limits"] or _validate({}, LIMIT_KEYS, "limits")
+    training = values["training"] or _validate({}, TRAINING_KEYS, "training")
+    if training["engine"] == "dask" and not training["scheduler"]:
+        raise _Invalid("'training.scheduler' is required with engine dask (tcp://HOST:PORT)")
     data_dir = Path(values["data_dir"])
     return RuntimeSpec(
         http=values["http"],
@@ -429,6 +547,7 @@ def _parse_runtime(raw: Any, base: Path) -> RuntimeSpec:
             max_put_rows=limits["max_put_rows"],
             max_batch_rows=limits["max_batch_rows"],
         ),
+        training=TrainingSpec(engine=training["engine"], scheduler=training["scheduler"]),
     )
 
 
