@@ -73,7 +73,7 @@ class Runtime:
         )
         predictions = PredictionService(
             pod.models,
-            {d.name: d.time_column for d in pod.datasets},
+            {d.name: d for d in pod.datasets},
             client,
             runtime.data_dir / "models",
             max_horizon=runtime.limits.max_horizon,

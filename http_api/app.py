@@ -12,7 +12,7 @@ from typing import Any
 
 import tornado.web
 
-from http_api import handlers
+from http_api import handlers, predict
 from http_api.base import UNMATCHED_ROUTE, NotFoundHandler, route_template
 from http_api.metrics import Metrics
 from http_api.openapi import build_openapi
@@ -59,9 +59,12 @@ ROUTES: list[tuple[str, type[tornado.web.RequestHandler]]] = [
     (r"/v1/ready", handlers.ReadyHandler),
     (r"/v1/datasets", handlers.DatasetsHandler),
     (r"/v1/models", handlers.ModelsHandler),
-    (r"/v1/models/([^/]+)/predict", handlers.PredictHandler),
+    (r"/v1/models/([^/]+)/predict", predict.PredictHandler),
     (r"/v1/models/([^/]+)/train", handlers.TrainHandler),
-    (r"/v1/predict", handlers.BatchPredictHandler),
+    (r"/v1/models/([^/]+)/series", predict.SeriesHandler),
+    (r"/v1/models/([^/]+)/forecasts", predict.ForecastsHandler),
+    (r"/v1/models/([^/]+)/history", predict.HistoryHandler),
+    (r"/v1/predict", predict.BatchPredictHandler),
     (r"/v1/sql", handlers.SqlHandler),
 ]
 

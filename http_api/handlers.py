@@ -2,21 +2,17 @@
 
 from __future__ import annotations
 
-import asyncio
 import csv
 import io
 import json
-import re
 from typing import Any
 
 import pyarrow as pa
-import tornado.web
 
-from http_api.base import BaseHandler, internal_message, jsonable
+from http_api.base import BaseHandler, jsonable
 from pipelines.flight_client import typed_errors
-from spicepod import FlightcastError, InvalidInput, LimitExceeded
+from spicepod import InvalidInput, LimitExceeded
 
-MAX_BATCH_ITEMS = 1000  # models in one POST /v1/predict
 MAX_SQL_ROWS = 1_000_000  # rows one POST /v1/sql may return; use Flight DoGet for more
 MAX_SQL_BYTES = 256 * 1024 * 1024  # Arrow bytes of that result: a few huge strings must not fill memory either
 
@@ -72,89 +68,6 @@ class TrainHandler(BaseHandler):
     async def post(self, name: str) -> None:
         self.write_json(await self.ctx.run(self.ctx.predictions.train, name, pool="training"))
 
-
-class PredictBase(BaseHandler):
-    """Predict bodies follow the Spice envelope: every error is BadRequest or InternalError."""
-
-    def prediction_error(self, exc: BaseException, name: str | None) -> dict[str, Any]:
-        internal = not isinstance(exc, FlightcastError) or exc.internal
-        body: dict[str, Any] = {
-            "status": "InternalError" if internal else "BadRequest",
-            "error_message": internal_message(exc) if internal else exc.message,
-        }
-        if name is not None:
-            body["model_name"] = name
-            spec = self.ctx.predictions.spec(name)
-            if spec is not None:
-                body["lookback"] = spec.lookback
-        return body
-
-    async def predict_one(self, name: str, horizon: Any) -> tuple[bool, dict[str, Any]]:
-        """(ok, body) for one model; errors become bodies, never exceptions."""
-        started = self.ctx.clock()
-        try:
-            # A forecast cached for the current data is answered here; anything else goes to a worker.
-            body = self.ctx.predictions.cached(name, horizon)
-            if body is None:
-                body = await self.ctx.run(self.ctx.predictions.predict, name, horizon)
-            ok = True
-        except Exception as exc:  # noqa: BLE001 - each item carries its own status
-            body = self.prediction_error(exc, name)
-            ok = False
-            if body["status"] == "InternalError":
-                self.log_exception(type(exc), exc, exc.__traceback__)
-        seconds = self.ctx.clock() - started
-        body["duration_ms"] = round(seconds * 1000, 3)
-        self.ctx.metrics.prediction(name, body["status"], seconds)
-        return ok, body
-
-
-def parse_horizon(raw: str | None) -> int | None:
-    """ASCII digits only: int() alone would also take '1_0', ' 2', '+2' and non-ASCII digits like '२'."""
-    if raw is None:
-        return None
-    if not re.fullmatch(r"-?[0-9]{1,18}", raw):
-        raise InvalidInput(f"horizon must be a positive integer, got {raw[:40]!r}")
-    return int(raw)
-
-
-class PredictHandler(PredictBase):
-    async def get(self, name: str) -> None:
-        try:
-            try:
-                raw = self.get_query_argument("horizon", None)
-            except tornado.web.HTTPError:  # not UTF-8
-                raise InvalidInput("horizon must be a positive integer") from None
-            horizon = parse_horizon(raw)
-        except InvalidInput as exc:
-            body = self.prediction_error(exc, name)
-            body["duration_ms"] = self.elapsed_ms()
-            self.write_json(body, status=400)
-            return
-        ok, body = await self.predict_one(name, horizon)
-        status = 200 if ok else (500 if body["status"] == "InternalError" else 400)
-        body["duration_ms"] = self.elapsed_ms()
-        self.write_json(body, status=status)
-
-
-class BatchPredictHandler(PredictBase):
-    async def post(self) -> None:
-        items = self._items(self.json_body())
-        results = await asyncio.gather(*(self.predict_one(name, horizon) for name, horizon in items))
-        self.write_json({"duration_ms": self.elapsed_ms(), "predictions": [body for _, body in results]})
-
-    @staticmethod
-    def _items(body: Any) -> list[tuple[str, Any]]:
-        if not isinstance(body, dict) or not isinstance(body.get("predictions"), list):
-            raise InvalidInput("body must be a JSON object with a 'predictions' list")
-        if len(body["predictions"]) > MAX_BATCH_ITEMS:
-            raise InvalidInput(f"at most {MAX_BATCH_ITEMS} predictions per request, got {len(body['predictions'])}")
-        items = []
-        for index, item in enumerate(body["predictions"]):
-            if not isinstance(item, dict) or not isinstance(item.get("model_name"), str):
-                raise InvalidInput(f"predictions[{index}] must be an object with a string 'model_name'")
-            items.append((item["model_name"], item.get("horizon")))
-        return items
 
 ARROW_STREAM = "application/vnd.apache.arrow.stream"
 

@@ -1,4 +1,4 @@
-"""Series frequencies: parsing, inference from timestamps, regularity checks and calendar stepping."""
+"""Series frequencies: parsing, inference from timestamps, seasons and calendar stepping."""
 
 from __future__ import annotations
 
@@ -21,10 +21,6 @@ _PARSE = re.compile(r"^\s*(\d*)\s*(s|min|h|d|w|mo|q|y)\s*$")
 
 def _as_us(ts: np.ndarray | np.datetime64) -> np.ndarray:
     return np.asarray(ts).astype("datetime64[us]")
-
-
-def _fmt(ts: np.datetime64) -> str:
-    return str(np.datetime64(ts, "s"))
 
 
 @dataclass(frozen=True)
@@ -102,14 +98,9 @@ class Frequency:
             return np.minimum(day_of_year // 7, season - 1)
         return (ts.astype(np.int64) // self.step_us) % season
 
-    def add(
-        self, ts: np.ndarray | np.datetime64, n: int | np.ndarray, anchor_day: int | None = None
-    ) -> np.ndarray | np.datetime64:
-        """`ts` plus `n` steps; calendar steps keep month starts, month ends and the day of the month.
-
-        `anchor_day` (see `calendar_anchor`) is the series' day of the month, for series on the 29th-31st
-        whose timestamps fall on a month's last day in short months.
-        """
+    def add(self, ts: np.ndarray | np.datetime64, n: int | np.ndarray) -> np.ndarray | np.datetime64:
+        """`ts` plus `n` steps (broadcast); calendar steps move whole months and keep the day of the month
+        (a day past the target month's end lands on its last day)."""
         ts = _as_us(ts)
         n = np.asarray(n, dtype=np.int64)
         if not self.is_calendar:
@@ -119,43 +110,23 @@ class Frequency:
             day = ts.astype("datetime64[D]")
             time_of_day = ts - day
             day_offset = day - month.astype("datetime64[D]")
-            month_end = (month + 1).astype("datetime64[D]") - day == np.timedelta64(1, "D")
             target = month + n * self.months
-            target_start = target.astype("datetime64[D]")
             last_day = (target + 1).astype("datetime64[D]") - np.timedelta64(1, "D")
-            # A day past the end of the target month (Jan 30 + 1mo) lands on that month's last day.
-            if anchor_day is not None:
-                day_offset = np.timedelta64(anchor_day - 1, "D")
-                month_end = np.zeros(np.shape(ts), dtype=bool)
-            same_day = np.minimum(target_start + day_offset, last_day)
-            out = np.where(month_end, last_day, same_day).astype("datetime64[us]") + time_of_day
+            out = np.minimum(target.astype("datetime64[D]") + day_offset, last_day).astype("datetime64[us]")
+            out = out + time_of_day
         return out[()] if out.ndim == 0 else out
 
-    def back(self, ts: np.datetime64, n: int) -> np.datetime64:
-        """`ts` minus `n` steps (a lower time bound for a window of n+1 rows ending at ts)."""
-        return self.add(ts, -n)
-
-    def future(self, last_ts: np.datetime64, horizon: int, anchor_day: int | None = None) -> np.ndarray:
+    def future(self, last_ts: np.datetime64, horizon: int) -> np.ndarray:
         """The `horizon` timestamps after `last_ts`."""
-        return np.atleast_1d(self.add(last_ts, np.arange(1, horizon + 1, dtype=np.int64), anchor_day))
+        return np.atleast_1d(self.add(last_ts, np.arange(1, horizon + 1, dtype=np.int64)))
 
-    def anchor(self, timestamps: np.ndarray) -> int | None:
-        """The series' day of the month for calendar steps (None: month ends, or not calendar)."""
-        return calendar_anchor(timestamps) if self.is_calendar else None
-
-
-def calendar_anchor(timestamps: np.ndarray) -> int | None:
-    """The day of the month a calendar series keeps, or None when every timestamp is a month's last day.
-
-    A series on the 30th shows Feb 28 in February: days that are not the month's last tell the anchor.
-    """
-    ts = _as_us(timestamps)
-    day = ts.astype("datetime64[D]")
-    month = ts.astype("datetime64[M]")
-    last = (month + 1).astype("datetime64[D]") - day == np.timedelta64(1, "D")
-    if last.all():
-        return None
-    return int((day[~last] - month[~last].astype("datetime64[D]")).astype(np.int64).max()) + 1
+    def steps_between(self, start: np.datetime64, ts: np.ndarray) -> np.ndarray:
+        """Whole steps from `start` to each of `ts` (grid timestamps: exact)."""
+        ts = _as_us(ts)
+        if self.is_calendar:
+            first = _as_us(start).astype("datetime64[M]").astype(np.int64)
+            return (ts.astype("datetime64[M]").astype(np.int64) - first) // self.months
+        return (ts - _as_us(start)).astype(np.int64) // self.step_us
 
 
 def _mode(values: np.ndarray) -> tuple[int, int]:
@@ -201,25 +172,3 @@ def infer_frequency(timestamps: np.ndarray, dataset: str) -> Frequency:
         if step % _FIXED_US[unit] == 0:
             return Frequency(unit, step // _FIXED_US[unit])
     raise InvalidInput(f"dataset {dataset!r}: the step of {step} microseconds is below one second")
-
-
-def check_regular(timestamps: np.ndarray, freq: Frequency, dataset: str) -> None:
-    """Raise InvalidInput naming the first step that does not follow `freq` (gaps, duplicates, disorder)."""
-    ts = _as_us(timestamps)
-    if ts.size == 0:
-        return
-    if np.isnat(ts).any():
-        i = int(np.argmax(np.isnat(ts)))
-        raise InvalidInput(f"dataset {dataset!r}: missing timestamp at row {i}")
-    # Stepping from the first timestamp with the series' own day of the month keeps "the 30th" across
-    # short months, whichever month the series (or a window of it) starts in.
-    expected = freq.add(ts[0], np.arange(ts.size, dtype=np.int64), freq.anchor(ts))
-    bad = np.flatnonzero(ts != expected)
-    if bad.size:
-        i = int(bad[0])
-        prev, cur = ts[i - 1], ts[i]
-        why = "duplicate timestamp; " if prev == cur else "timestamps not sorted; " if cur < prev else ""
-        raise InvalidInput(
-            f"dataset {dataset!r}: the series is irregular at {_fmt(prev)} -> {_fmt(cur)} "
-            f"({why}expected a step of {freq})"
-        )

@@ -17,10 +17,11 @@ from typing import Any
 
 import numpy as np
 
-from spicepod import ModelSpec
+from pipelines.series import SeriesSet
+from spicepod import DatasetSpec, ModelSpec
 
 # Bump when the feature design changes, so stored versions are retrained rather than misread.
-FEATURES_VERSION = 1
+FEATURES_VERSION = 2
 KEEP_RUNS = 10  # stored runs kept per model; older ones are removed when a new one is written
 
 
@@ -39,11 +40,20 @@ class VersionMeta:
     frequency: str
     value_column: str
     training_seconds: float
+    strategy: str = "recursive"  # the strategy trained (auto resolves to one)
+    series_count: int = 1
+    backtest_windows: int = 0
+    calibration_errors: int = 0
+    strategy_mase: dict[str, float | None] | None = None  # strategy auto: each candidate's backtest MASE
 
 
-def spec_hash(spec: ModelSpec) -> str:
-    """A hash of everything in a model's spec that changes what training produces."""
+def spec_hash(spec: ModelSpec, dataset: DatasetSpec | None) -> str:
+    """A hash of everything in a model's spec (and its dataset's) that changes what training produces."""
     doc = {
+        "series_column": dataset.series_column if dataset else None,
+        "fill": spec.fill,
+        "aggregate": spec.aggregate,
+        "backtest_windows": spec.backtest_windows,
         "features": FEATURES_VERSION,
         "source": spec.source,
         "datasets": list(spec.datasets),
@@ -57,10 +67,13 @@ def spec_hash(spec: ModelSpec) -> str:
     return hashlib.sha256(json.dumps(doc, sort_keys=True, default=str).encode()).hexdigest()
 
 
-def data_fingerprint(timestamps: np.ndarray, values: np.ndarray) -> str:
+def data_fingerprint(series: SeriesSet) -> str:
+    """A hash of the series a model trains on: ids, grid timestamps and values."""
     digest = hashlib.sha256()
-    digest.update(np.ascontiguousarray(timestamps.astype("datetime64[us]")).tobytes())
-    digest.update(np.ascontiguousarray(values.astype(np.float64)).tobytes())
+    for sid, times, values in zip(series.ids, series.times, series.values, strict=True):
+        digest.update(b"\x00" if sid is None else sid.encode("utf-8") + b"\x01")
+        digest.update(np.ascontiguousarray(times.astype("datetime64[us]")).tobytes())
+        digest.update(np.ascontiguousarray(values.astype(np.float64)).tobytes())
     return digest.hexdigest()
 
 

@@ -1,9 +1,9 @@
-"""PredictionService: trains and loads models, serves forecasts from the latest window, caches them.
+"""PredictionService: trains and loads models, serves forecasts from the latest windows, caches them.
 
-A forecast depends only on the model version and the data, so it is cached on (model version, data
-version, horizon). Data versions come from the Flight server's commit notices (`on_data_changed`,
-called before a DoPut returns), or, when the service runs apart from the data, from asking the server
-on every prediction.
+A forecast depends only on the model version and the data, so it is cached on (model load, series,
+horizon, data version of that series). Data versions come from the Flight server's commit notices
+(`on_data_changed`, called before a DoPut returns), which name the series a commit touched; a notice
+naming none changes every series of its dataset.
 """
 
 from __future__ import annotations
@@ -13,8 +13,7 @@ import logging
 import math
 import threading
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -22,83 +21,44 @@ from typing import Any
 import numpy as np
 
 from pipelines.flight_client import FlightDataClient
-from pipelines.forecasting import FileBoosterModel, TrainedModel, train_model
-from pipelines.frequency import Frequency, check_regular, infer_frequency
+from pipelines.forecasts import BulkForecast, Forecast, Level
+from pipelines.frequency import Frequency, infer_frequency
+from pipelines.grid import GridQuery, Windows, bucket, phase_origin, raw_timestamps, value_column
+from pipelines.intervals import interval_bounds
+from pipelines.model import FileBoosterModel, TrainedModel
 from pipelines.registry import ModelRegistry, VersionMeta, data_fingerprint, file_digest, spec_hash
-from pipelines.window import WindowQuery, value_column
-from spicepod import FlightcastError, InvalidInput, ModelSpec, NotFound, NotReady
+from pipelines.state import DataVersions, ModelState, ServedModel
+from pipelines.training import train_model
+from spicepod import DatasetSpec, FlightcastError, InvalidInput, ModelSpec, NotFound, NotReady
+from spicepod.timestamps import iso_utc
 
 log = logging.getLogger("flightcast.pipelines")
 
-MAX_TRAINING_ROWS = 20_000  # training reads at most the latest this many points of a series
+MAX_TRAINING_POINTS = 20_000  # training reads at most the latest this many periods of each series
 CACHE_ENTRIES = 4096
 CACHED_HORIZON = 100  # forecasts up to this many steps (or the model's own horizon) are cached
 
 _load_ids = itertools.count(1)
 
 
-def iso_utc(ts: np.datetime64) -> str:
-    return str(np.datetime64(ts, "s")) + "Z"
-
-
-def _finite_or_none(value: Any) -> float | None:
-    return None if value is None or (isinstance(value, float) and math.isnan(value)) else float(value)
-
-
-@dataclass(frozen=True)
-class ServedModel:
-    """One loaded version of a model, everything the hot path needs prepared."""
-
-    meta: VersionMeta
-    model: TrainedModel | FileBoosterModel
-    freq: Frequency
-    query: WindowQuery
-    cache_id: int  # unique per load, so a retrained version never hits an older forecast
-
-
-class ModelState:
-    """A model's spec, its served version and its training status."""
-
-    def __init__(self, spec: ModelSpec, time_column: str):
-        self.spec = spec
-        self.time_column = time_column
-        self.current: ServedModel | None = None
-        self.training = False
-        self.error: str | None = None  # why the last training failed
-        self.retry_pending = False  # a retry after a data change is queued or running
-        self.data_changed_while_training = False
-        self.lock = threading.Lock()  # one training at a time per model
-
-    @property
-    def status(self) -> str:
-        if self.training and self.current is None:
-            return "training"
-        if self.current is not None:
-            return "ready"
-        return "failed" if self.error else "training"
-
-
 class PredictionService:
-    """Everything the HTTP layer needs: predict, list and train models. Thread-safe."""
+    """Everything the HTTP layer needs: predict (one series or many), list, train. Thread-safe."""
 
     def __init__(
         self,
         models: Sequence[ModelSpec],
-        time_columns: dict[str, str],
+        datasets: Mapping[str, DatasetSpec],
         client: FlightDataClient,
         registry_root: Path,
         *,
         max_horizon: int = 1000,
-        commit_notices: bool = True,
     ):
         self.client = client
         self.registry = ModelRegistry(registry_root)
         self.max_horizon = max_horizon
-        self._states = {m.name: ModelState(m, time_columns[m.dataset]) for m in models}
-        self._commit_notices = commit_notices
-        self._data_versions: dict[str, tuple[int, str | None]] = {}
-        self._versions_lock = threading.Lock()
-        self._cache: dict[tuple[int, int, int], dict[str, Any]] = {}
+        self._states = {m.name: ModelState(m, datasets[m.dataset]) for m in models}
+        self.versions = DataVersions()
+        self._cache: dict[tuple, tuple[np.ndarray, np.ndarray, list[str]]] = {}
         self._trainer: threading.Thread | None = None
         self._stopping = threading.Event()
         # Called as (model, "success" | "failed", seconds) after each real training run.
@@ -109,7 +69,7 @@ class PredictionService:
     def start(self) -> None:
         """Train or load every model in the background, one after another."""
         for state in self._states.values():
-            state.training = True
+            state.begin()
         self._trainer = threading.Thread(target=self._train_all, name="trainer", daemon=True)
         self._trainer.start()
 
@@ -118,7 +78,7 @@ class PredictionService:
 
     def ready(self) -> bool:
         """Every model has a version or a recorded failure (a retry in progress keeps its failure)."""
-        return all(s.current is not None or s.error for s in self._states.values())
+        return all(s.settled for s in self._states.values())
 
     def _train_all(self) -> None:
         for state in self._states.values():
@@ -128,97 +88,92 @@ class PredictionService:
 
     # --- data versions -----------------------------------------------------------------------------
 
-    def on_data_changed(self, dataset: str, version: int, last_timestamp: str | None = None) -> None:
-        """A commit notice: forecasts of this dataset computed before it are stale from now on."""
-        if self._record(dataset, version, last_timestamp):
+    def on_data_changed(
+        self, dataset: str, version: int, last_timestamp: str | None = None, series: frozenset[str] | None = None,
+    ) -> None:
+        """A commit notice: forecasts of these series computed before it are stale from now on."""
+        last = np.datetime64(last_timestamp.rstrip("Z"), "us") if last_timestamp else None
+        if self.versions.record(dataset, version, last, series):
             self._retry_failed(dataset)
 
-    def _record(self, dataset: str, version: int, last_timestamp: str | None) -> bool:
-        """Remember a dataset's version; True when it is newer than the one known."""
-        with self._versions_lock:
-            known = self._data_versions.get(dataset)
-            if known is not None and version <= known[0]:
-                return False
-            self._data_versions[dataset] = (version, last_timestamp)
-            return True
+    def _data(self, dataset: str) -> tuple[int, np.datetime64 | None]:
+        """(version, newest timestamp) of a dataset: from commit notices, or asked of the server once."""
+        known = self.versions.latest(dataset)
+        if known is None:
+            info = self.client.dataset_info(dataset)
+            last = info["last_timestamp"]
+            self.versions.record(dataset, int(info["version"]),
+                                 np.datetime64(last.rstrip("Z"), "us") if last else None, None)
+            known = self.versions.latest(dataset)
+        return known
 
     def _retry_failed(self, dataset: str) -> None:
         """A model that failed to train (too few rows, say) gets another try when its data changes."""
         for state in self._states.values():
-            if state.spec.dataset != dataset or self._stopping.is_set():
-                continue
-            with self._versions_lock:
-                if state.current is not None or not state.error or state.retry_pending:
-                    continue
-                if state.training:  # it may have read the data before this change: try once more after
-                    state.data_changed_while_training = True
-                    continue
-                state.retry_pending = True
-            threading.Thread(target=self._retry, args=(state,), name=f"retrain-{state.spec.name}", daemon=True).start()
+            if state.spec.dataset == dataset and not self._stopping.is_set() and state.want_retry():
+                threading.Thread(target=self._retry, args=(state,), name=f"retrain-{state.name}", daemon=True).start()
 
     def _retry(self, state: ModelState) -> None:
-        try:
+        again = True
+        while again and not self._stopping.is_set():
             self._train(state, force=False)
-        finally:
-            state.retry_pending = False
-
-    def _data_state(self, dataset: str) -> tuple[int, str | None]:
-        """(data version, newest timestamp) of a dataset: from commit notices, or asked of the server."""
-        state = self._data_versions.get(dataset) if self._commit_notices else None
-        if state is None:
-            info = self.client.dataset_info(dataset)
-            self._record(dataset, int(info["version"]), info["last_timestamp"])
-            state = self._data_versions[dataset]
-        return state
+            again = state.retry_done() and state.want_retry()
 
     # --- training ----------------------------------------------------------------------------------
 
     def train(self, name: str) -> dict[str, Any]:
         """Train a model again on the current data (blocking); returns its listing entry."""
-        state = self._state(name, status=NotFound)
+        state = self._states.get(name)
+        if state is None:
+            raise NotFound(f"model '{name}' not found")
         self._train(state, force=True)
         return self._entry(state)
 
     def _train(self, state: ModelState, force: bool) -> None:
-        spec = state.spec
-        with state.lock:
-            state.training = True
-            state.data_changed_while_training = False
+        with state.train_lock:
+            state.begin()
             started = time.perf_counter()
             outcome = "failed"
             try:
                 served, trained = self._build(state, force, started)
-                state.current, state.error = served, None
+                state.succeed(served)
                 outcome = "success" if trained else "loaded"
             except FlightcastError as exc:
-                state.error = exc.message
-                log.warning("model %s: training failed: %s", spec.name, exc.message)
+                state.fail(exc.message)
+                log.warning("model %s: training failed: %s", state.name, exc.message)
             except Exception as exc:  # noqa: BLE001 - a failed model must not take the runtime down
-                state.error = f"internal error while training: {type(exc).__name__}: {exc}"
-                log.exception("model %s: training failed", spec.name)
-            finally:
-                state.training = False
+                state.fail(f"internal error while training: {type(exc).__name__}: {exc}")
+                log.exception("model %s: training failed", state.name)
             if self.on_training is not None and outcome != "loaded":
-                self.on_training(spec.name, outcome, time.perf_counter() - started)
-        if state.current is None and state.data_changed_while_training:
-            self._retry_failed(spec.dataset)
+                self.on_training(state.name, outcome, time.perf_counter() - started)
+        if state.changed_during_training():
+            self._retry_failed(state.spec.dataset)
+
+    def _grid(self, state: ModelState) -> tuple[GridQuery, dict]:
+        spec, dataset = state.spec, state.dataset
+        info = self.client.dataset_info(spec.dataset)
+        column = value_column(info, spec.value_column, dataset.series_column)
+        raw = raw_timestamps(self.client, spec.dataset, dataset.time_column, dataset.series_column)
+        freq = Frequency.parse(spec.frequency) if spec.frequency else infer_frequency(raw, spec.dataset)
+        grid = GridQuery(spec.dataset, dataset.time_column, column, dataset.series_column, freq,
+                         phase_origin(raw, freq), spec.aggregate, spec.fill)
+        return grid, info
 
     def _build(self, state: ModelState, force: bool, started: float) -> tuple[ServedModel, bool]:
         """The model to serve, and whether it was trained (rather than loaded)."""
         spec = state.spec
-        info = self.client.dataset_info(spec.dataset)
-        query = WindowQuery(spec.dataset, state.time_column, value_column(info, spec.value_column))
-        times, values = query.history(self.client, MAX_TRAINING_ROWS)
-        if times.size < spec.lookback + spec.horizon:
-            raise NotReady(
-                f"dataset '{spec.dataset}' has {times.size} rows, fewer than lookback + horizon = "
-                f"{spec.lookback + spec.horizon}"
-            )
-        freq = Frequency.parse(spec.frequency) if spec.frequency else infer_frequency(times, spec.dataset)
+        grid, info = self._grid(state)
+        series = grid.history(self.client, MAX_TRAINING_POINTS)
+        if not len(series):
+            raise NotReady(f"dataset '{spec.dataset}' has no values yet")
+        rows = int(info["rows"])
         if spec.kind == "file":
-            return self._load_file_model(state, query, freq, times, values), False
+            model = FileBoosterModel.load(spec.path, spec.lookback)
+            meta = self._file_meta(spec, grid, series)
+            log.info("model %s: loaded LightGBM model file %s (version %s)", spec.name, spec.path, meta.model_version)
+            return ServedModel(meta, model, grid, next(_load_ids), rows, state.panel), False
 
-        digest, fingerprint = spec_hash(spec), data_fingerprint(times, values)
+        digest, fingerprint = spec_hash(spec, state.dataset), data_fingerprint(series)
         if not force:
             stored = self.registry.find(spec.name, digest, fingerprint)
             if stored is not None:
@@ -231,12 +186,13 @@ class PredictionService:
                 else:
                     log.info("model %s: loaded stored version %s (spec and data unchanged)",
                              spec.name, meta.model_version)
-                    return ServedModel(meta, model, freq, query, next(_load_ids)), False
+                    return ServedModel(meta, model, grid, next(_load_ids), rows, state.panel), False
 
-        log.info("model %s: training on %d rows of %s (frequency %s)", spec.name, times.size, spec.dataset, freq)
+        log.info("model %s: training on %d periods of %d series of %s (frequency %s)",
+                 spec.name, series.rows, len(series), spec.dataset, grid.freq)
         model = train_model(
-            values, times, freq=freq, lookback=spec.lookback, horizon=spec.horizon,
-            strategy=spec.strategy, lightgbm_params=dict(spec.lightgbm), dataset=spec.dataset,
+            series, freq=grid.freq, lookback=spec.lookback, horizon=spec.horizon, strategy=spec.strategy,
+            backtest_windows=spec.backtest_windows, lightgbm_params=dict(spec.lightgbm), dataset=spec.dataset,
         )
         elapsed = time.perf_counter() - started
         meta, _ = self.registry.store(
@@ -245,44 +201,42 @@ class PredictionService:
                 "model_version": spec.tag,
                 "spec_hash": digest,
                 "data_fingerprint": fingerprint,
-                "metrics": {k: _finite_or_none(v) for k, v in model.metrics.items()},
-                "trained_at": datetime.now(timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z"),
-                "training_rows": int(times.size),
-                "frequency": str(freq),
-                "value_column": query.value_column,
+                "metrics": {k: _finite_or_none(model.metrics.get(k)) for k in ("mase", "smape")},
+                "trained_at": _now(),
+                "training_rows": series.rows,
+                "frequency": str(grid.freq),
+                "value_column": grid.value_column,
                 "training_seconds": round(elapsed, 3),
+                "strategy": model.strategy,
+                "series_count": len(model.stats.ids),
+                "backtest_windows": int(model.metrics.get("backtest_windows", 0)),
+                "calibration_errors": int(model.metrics.get("calibration_errors", 0)),
+                "strategy_mase": model.metrics.get("strategy_mase"),
             },
             model.save,
         )
         log.info(
-            "model %s: trained version %s on %d rows in %.2f s (MASE %s, sMAPE %s)",
-            spec.name, meta.model_version, times.size, elapsed,
+            "model %s: trained version %s (%s) on %d periods in %.2f s (MASE %s, sMAPE %s)",
+            spec.name, meta.model_version, model.strategy, series.rows, elapsed,
             _fmt(meta.metrics.get("mase")), _fmt(meta.metrics.get("smape")),
         )
-        return ServedModel(meta, model, freq, query, next(_load_ids)), True
+        return ServedModel(meta, model, grid, next(_load_ids), rows, state.panel), True
 
-    def _load_file_model(
-        self, state: ModelState, query: WindowQuery, freq: Frequency, times: np.ndarray, values: np.ndarray
-    ) -> ServedModel:
-        spec = state.spec
-        model = FileBoosterModel.load(spec.path, spec.lookback)
-        digest = file_digest(spec.path)
-        meta = VersionMeta(
+    def _file_meta(self, spec: ModelSpec, grid: GridQuery, series: Any) -> VersionMeta:
+        return VersionMeta(
             model_name=spec.name,
-            model_version=digest[:12],
+            model_version=file_digest(spec.path)[:12],
             run=0,
-            spec_hash=spec_hash(spec),
-            data_fingerprint=data_fingerprint(times, values),
+            spec_hash=spec_hash(spec, None),
+            data_fingerprint=data_fingerprint(series),
             metrics={"mase": None, "smape": None},
-            trained_at=datetime.fromtimestamp(spec.path.stat().st_mtime, timezone.utc)
-            .isoformat(timespec="seconds").replace("+00:00", "Z"),
+            trained_at=iso_utc(datetime.fromtimestamp(spec.path.stat().st_mtime, timezone.utc)),
             training_rows=0,
-            frequency=str(freq),
-            value_column=query.value_column,
+            frequency=str(grid.freq),
+            value_column=grid.value_column,
             training_seconds=0.0,
+            series_count=len(series),
         )
-        log.info("model %s: loaded LightGBM model file %s (version %s)", spec.name, spec.path, meta.model_version)
-        return ServedModel(meta, model, freq, query, next(_load_ids))
 
     # --- predicting --------------------------------------------------------------------------------
 
@@ -290,96 +244,199 @@ class PredictionService:
         state = self._states.get(name)
         return state.spec if state else None
 
-    def _state(self, name: str, status: type[FlightcastError] = NotFound) -> ModelState:
+    def _state(self, name: str) -> ModelState:
         state = self._states.get(name)
         if state is None:
-            raise status(f"model '{name}' not found")
+            raise NotFound(f"model '{name}' not found")
         return state
 
-    def _served(self, state: ModelState) -> ServedModel:
-        served = state.current
-        if served is not None:
-            return served
-        if state.error and not state.training:
-            raise NotReady(f"model '{state.spec.name}' failed to train: {state.error}")
-        raise NotReady(f"model '{state.spec.name}' is not trained yet (training in progress)")
-
-    def _horizon(self, state: ModelState, served: ServedModel, horizon: Any) -> int:
+    def _steps(self, state: ModelState, served: ServedModel, horizon: int | None) -> int:
         if horizon is None:
             return state.spec.horizon
         cap = min(self.max_horizon, served.model.max_horizon)
-        if isinstance(horizon, bool) or not isinstance(horizon, int) or not 1 <= horizon <= cap:
-            raise InvalidInput(f"horizon must be an integer from 1 to {cap}, got {horizon!r}")
+        if horizon > cap:
+            why = " (a direct model forecasts only the horizon it was trained for)" if cap < self.max_horizon else ""
+            raise InvalidInput(
+                f"horizon must be an integer from 1 to {cap} for model '{state.name}', got {horizon}{why}")
         return horizon
 
-    def predict(self, name: str, horizon: Any = None) -> dict[str, Any]:
-        """A Success body (without duration_ms) or a typed error."""
+    def _check_series(self, state: ModelState, served: ServedModel, series: str | None) -> None:
+        if not state.panel:
+            if series is not None:
+                raise InvalidInput(f"model '{state.name}' forecasts a single series; 'series' is only for panel models")
+            return
+        if series is None:
+            count = served.meta.series_count
+            raise InvalidInput(f"model '{state.name}' has {count} series; pass series=ID")
+
+    def _check_levels(self, state: ModelState, served: ServedModel, levels: Sequence[Level]) -> None:
+        calibration = getattr(served.model, "calibration", None)
+        if levels and (calibration is None or not calibration.usable()):
+            raise InvalidInput(f"model '{state.name}' has no calibrated intervals (a `file:` model has no backtest)")
+
+    def predict(
+        self, name: str, horizon: int | None = None, series: str | None = None, levels: Sequence[Level] = (),
+    ) -> Forecast:
+        """The forecast of one series (the model's only one, or `series` of a panel)."""
         state = self._state(name)
-        served = self._served(state)
-        steps = self._horizon(state, served, horizon)
-        version, last_timestamp = self._data_state(served.query.dataset)
-        key = (served.cache_id, version, steps)
-        body = self._cache.get(key)
-        if body is None:
-            body = self._forecast(served, steps, last_timestamp)
+        served = state.served()
+        steps = self._steps(state, served, horizon)
+        self._check_series(state, served, series)
+        self._check_levels(state, served, levels)
+        dataset = state.spec.dataset
+        _, newest = self._data(dataset)
+        version = self.versions.of_series(dataset, series)
+        key = (served.cache_id, series, steps, version)
+        entry = self._cache.get(key)
+        if entry is None:
+            entry = self._compute(served, state, series, steps, newest)
             if steps <= max(state.spec.horizon, CACHED_HORIZON):  # long odd horizons would crowd the cache
                 if len(self._cache) >= CACHE_ENTRIES:
                     self._cache.clear()
-                self._cache[key] = body
-        return dict(body)
+                self._cache[key] = entry
+        return self._forecast(served, series, steps, entry, levels)
 
-    def cached(self, name: str, horizon: Any = None) -> dict[str, Any] | None:
-        """The forecast when it is cached for the current data; None when computing it needs I/O."""
+    def cached(
+        self, name: str, horizon: int | None = None, series: str | None = None, levels: Sequence[Level] = (),
+    ) -> Forecast | None:
+        """The forecast when it is cached for the current data; None when computing it needs I/O or checks."""
         state = self._states.get(name)
         served = state.current if state is not None else None
-        if served is None or not self._commit_notices:
+        if served is None or self.versions.latest(state.spec.dataset) is None:
             return None
-        if horizon is None:
-            horizon = state.spec.horizon
-        elif type(horizon) is not int:  # noqa: E721 - bools and floats are validated by predict()
+        steps = state.spec.horizon if horizon is None else horizon
+        version = self.versions.of_series(state.spec.dataset, series)
+        entry = self._cache.get((served.cache_id, series, steps, version))
+        if entry is None or (levels and served.model.calibration is None):
             return None
-        known = self._data_versions.get(served.query.dataset)
-        body = self._cache.get((served.cache_id, known[0], horizon)) if known else None
-        return dict(body) if body is not None else None
+        return self._forecast(served, series, steps, entry, levels)
 
-    def _forecast(self, served: ServedModel, steps: int, last_timestamp: str | None) -> dict[str, Any]:
-        dataset = served.query.dataset
+    def _compute(
+        self, served: ServedModel, state: ModelState, series: str | None, steps: int, newest: np.datetime64 | None,
+    ) -> tuple[np.ndarray, np.ndarray, list[str]]:
         lookback = served.model.lookback
-        if last_timestamp is None:  # a notice without it (or an empty dataset): ask the server
-            last_timestamp = self.client.dataset_info(dataset)["last_timestamp"]
-        if last_timestamp is None:
+        dataset = state.spec.dataset
+        if newest is None:
             raise NotReady(f"not enough data: dataset '{dataset}' has no rows")
-        last = np.datetime64(last_timestamp.rstrip("Z"), "us")
-        times, values = served.query.latest(self.client, lookback, served.freq, last)
-        if times.size < lookback:
+        if served.panel:
+            windows = served.grid.windows(self.client, lookback, ids=[series])
+        else:
+            windows = served.grid.windows(self.client, lookback, newest=newest)
+        if not windows.ids:
+            have = windows.short.get(series)
+            if have is None and served.panel:
+                raise InvalidInput(f"series '{series}' not found in model '{state.name}'")
             raise NotReady(
-                f"not enough data: dataset '{dataset}' has {times.size} rows, the window needs {lookback}"
+                f"not enough data: {'series ' + repr(series) + ' of ' if served.panel else ''}dataset '{dataset}' "
+                f"has {have or 0} periods, the window needs {lookback}"
             )
-        check_regular(times, served.freq, dataset)
-        missing = np.flatnonzero(~np.isfinite(values))
-        if missing.size:
-            raise InvalidInput(
-                f"dataset '{dataset}': the window has missing values at {iso_utc(times[missing[0]])}"
-            )
-        prediction = served.model.forecast(values, times[-1], steps)
-        future = served.freq.future(times[-1], steps, served.freq.anchor(times))
-        return {
-            "status": "Success",
-            "model_name": served.meta.model_name,
-            "model_version": served.meta.model_version,
-            "lookback": lookback,
-            "prediction": [float(v) for v in prediction],
-            "horizon": steps,
-            "timestamps": [iso_utc(t) for t in future],
-        }
+        predicted, spread = served.model.forecast_windows(windows.values, windows.last, steps, windows.ids)
+        future = served.grid.freq.future(windows.last[0], steps)
+        return predicted[0], spread, [iso_utc(t) for t in future]
+
+    def _forecast(
+        self, served: ServedModel, series: str | None, steps: int,
+        entry: tuple[np.ndarray, np.ndarray, list[str]], levels: Sequence[Level],
+    ) -> Forecast:
+        values, spread, timestamps = entry
+        intervals = {}
+        if levels:
+            bounds = interval_bounds(values[None, :], spread, served.model.calibration, [v for _, v in levels])
+            for label, level in levels:
+                lower, upper = bounds[level]
+                intervals[label] = (lower[0].tolist(), upper[0].tolist())
+        return Forecast(
+            model_name=served.meta.model_name,
+            model_version=served.meta.model_version,
+            lookback=served.model.lookback,
+            horizon=steps,
+            series=series,
+            timestamps=timestamps,
+            values=values.tolist(),
+            intervals=intervals,
+        )
+
+    # --- many series at once -----------------------------------------------------------------------
+
+    def _all_windows(self, served: ServedModel, state: ModelState) -> Windows:
+        """The latest windows of every series, refreshed for the series changed since they were read."""
+        dataset = state.spec.dataset
+        with served.windows_lock:
+            version, newest = self._data(dataset)
+            lookback = served.model.lookback
+            if served.windows is None:
+                changed = None
+            else:
+                changed = self.versions.changed_since(dataset, served.windows_as_of)
+            if changed is None:
+                served.windows = served.grid.windows(
+                    self.client, lookback, newest=None if served.panel else newest)
+            elif changed:
+                fresh = served.grid.windows(self.client, lookback, ids=sorted(changed))
+                served.windows = _merge(served.windows, fresh, changed)
+            served.windows_as_of = version
+            return served.windows
+
+    def forecasts(
+        self, name: str, horizon: int | None = None, series: Sequence[str] = (), levels: Sequence[Level] = (),
+    ) -> BulkForecast:
+        """Forecasts of every ready series of a model (or of the named ones), computed in one batch."""
+        state = self._state(name)
+        served = state.served()
+        steps = self._steps(state, served, horizon)
+        self._check_levels(state, served, levels)
+        if series and not state.panel:
+            raise InvalidInput(f"model '{state.name}' forecasts a single series; 'series' is only for panel models")
+        windows = self._all_windows(served, state)
+        rows = np.arange(len(windows.ids))
+        if series:
+            index = {sid: i for i, sid in enumerate(windows.ids)}
+            missing = [s for s in series if s not in index]
+            if missing:
+                raise InvalidInput(f"series '{missing[0]}' not found in model '{state.name}'")
+            rows = np.array([index[s] for s in series], dtype=np.int64)
+        ids = [windows.ids[i] for i in rows]
+        predicted, spread = served.model.forecast_windows(windows.values[rows], windows.last[rows], steps, ids)
+        freq = served.grid.freq
+        timestamps = np.asarray(freq.add(windows.last[rows][:, None], np.arange(1, steps + 1)[None, :]))
+        intervals = {}
+        if levels:
+            bounds = interval_bounds(predicted, spread, served.model.calibration, [v for _, v in levels])
+            intervals = {label: bounds[level] for label, level in levels}
+        return BulkForecast(served.meta.model_name, served.meta.model_version, steps, ids,
+                            timestamps.reshape(len(ids), steps), predicted, intervals)
+
+    def series(self, name: str) -> list[dict[str, Any]]:
+        """Every series of a model's dataset: rows, time range, and whether it is long enough to forecast."""
+        state = self._state(name)
+        served = state.served()
+        grid, spec = served.grid, state.spec
+        need = spec.lookback + spec.horizon
+        entries = []
+        for sid, rows, first, last in grid.series_stats(self.client):
+            periods = int(grid.freq.steps_between(bucket(first, grid.freq, grid.origin),
+                                                  np.asarray([bucket(last, grid.freq, grid.origin)]))[0]) + 1
+            entries.append({"series": sid, "rows": rows, "first_timestamp": iso_utc(first),
+                            "last_timestamp": iso_utc(last), "status": "ready" if periods >= need else "too_short"})
+        return entries
+
+    def history(self, name: str, series: str | None = None, limit: int = 200) -> dict[str, Any]:
+        """The latest `limit` points of a series exactly as the model sees it (on its grid, filled)."""
+        state = self._state(name)
+        served = state.served()
+        self._check_series(state, served, series)
+        found = served.grid.history(self.client, limit, ids=[series] if served.panel else None)
+        if not len(found):
+            if served.panel:
+                raise InvalidInput(f"series '{series}' not found in model '{state.name}'")
+            return {"series": None, "timestamps": [], "values": []}
+        return {"series": series, "timestamps": [iso_utc(t) for t in found.times[0]],
+                "values": found.values[0].tolist()}
 
     # --- listing -----------------------------------------------------------------------------------
 
     def models(self) -> list[dict[str, Any]]:
         return [self._entry(state) for state in self._states.values()]
-
-    def model(self, name: str) -> dict[str, Any]:
-        return self._entry(self._state(name))
 
     def _entry(self, state: ModelState) -> dict[str, Any]:
         spec, served = state.spec, state.current
@@ -392,18 +449,42 @@ class PredictionService:
             "status": state.status,
             "lookback": spec.lookback,
             "horizon": spec.horizon,
-            "strategy": spec.strategy,
+            "strategy": meta.strategy if meta else spec.strategy,
             "frequency": meta.frequency if meta else spec.frequency,
             "trained_at": meta.trained_at if meta else None,
             "training_rows": meta.training_rows if meta else None,
+            "series_count": meta.series_count if meta else None,
             "metrics": {
                 "mase": meta.metrics.get("mase") if meta else None,
                 "smape": meta.metrics.get("smape") if meta else None,
+                "backtest_windows": meta.backtest_windows if meta else None,
             },
+            "intervals": {"calibration_errors": meta.calibration_errors if meta else None},
         }
+        if spec.strategy == "auto" and meta is not None:
+            entry["strategy_mase"] = meta.strategy_mase
         if state.error:
             entry["error_message"] = state.error
         return entry
+
+
+def _merge(old: Windows, fresh: Windows, changed: set[str]) -> Windows:
+    """`old` with the changed series replaced by their `fresh` windows (new series appended)."""
+    keep = [i for i, sid in enumerate(old.ids) if sid not in changed]
+    ids = [old.ids[i] for i in keep] + list(fresh.ids)
+    values = np.concatenate([old.values[keep], fresh.values]) if fresh.ids else old.values[keep]
+    last = np.concatenate([old.last[keep], fresh.last]) if fresh.ids else old.last[keep]
+    short = {k: v for k, v in old.short.items() if k not in changed} | fresh.short
+    order = sorted(range(len(ids)), key=lambda i: ids[i])
+    return Windows([ids[i] for i in order], values[order], last[order], short)
+
+
+def _finite_or_none(value: Any) -> float | None:
+    return None if value is None or (isinstance(value, float) and math.isnan(value)) else float(value)
+
+
+def _now() -> str:
+    return iso_utc(datetime.now(timezone.utc).replace(microsecond=0))
 
 
 def _fmt(value: float | None) -> str:

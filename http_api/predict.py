@@ -1,0 +1,264 @@
+"""Forecast routes: GET predict and POST predict in the Spice envelope, and the panel routes (series,
+bulk forecasts, history). Handlers parse, call the prediction service, and write; the envelope is
+built here from the service's Forecast values."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import re
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import tornado.web
+
+from http_api.base import BaseHandler, internal_message
+from http_api.handlers import ARROW_STREAM, _arrow_stream, _csv, _json_rows
+from pipelines.forecasts import BulkForecast, Forecast, Level
+from spicepod import FlightcastError, InvalidInput
+
+MAX_BATCH_ITEMS = 1000  # models in one POST /v1/predict
+MAX_LEVELS = 5
+MAX_SERIES_ID_BYTES = 256
+MAX_HISTORY = 100_000
+DEFAULT_HISTORY = 200
+
+
+# --- parsing at the edge: checked once here, trusted after ---------------------------------------------
+
+
+def parse_horizon(raw: Any, cap: int) -> int | None:
+    """A positive integer up to `cap`: ASCII digits in a query string, a JSON integer in a body."""
+    if raw is None:
+        return None
+    if isinstance(raw, str):
+        # int() alone would also take '1_0', ' 2', '+2' and non-ASCII digits like '२'.
+        if not re.fullmatch(r"-?[0-9]{1,18}", raw):
+            raise InvalidInput(f"horizon must be a positive integer, got {raw[:40]!r}")
+        raw = int(raw)
+    if isinstance(raw, bool) or not isinstance(raw, int) or not 1 <= raw <= cap:
+        raise InvalidInput(f"horizon must be an integer from 1 to {cap}, got {raw!r}")
+    return raw
+
+
+def parse_levels(raw: list[Any]) -> list[Level]:
+    """Interval levels: each a number in (0, 100), at most MAX_LEVELS; labelled as written ("80", "97.5")."""
+    if len(raw) > MAX_LEVELS:
+        raise InvalidInput(f"level: at most {MAX_LEVELS} levels, got {len(raw)}")
+    levels: dict[str, float] = {}
+    for item in raw:
+        value: Any = item
+        if isinstance(item, str):
+            try:
+                value = float(item) if re.fullmatch(r"[0-9]{1,3}(\.[0-9]{1,6})?", item) else None
+            except ValueError:
+                value = None
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < 100 or math.isnan(value):
+            shown = item[:40] if isinstance(item, str) else item
+            raise InvalidInput(f"level must be a number between 0 and 100 (exclusive), got {shown!r}")
+        levels[f"{float(value):g}"] = float(value)
+    return list(levels.items())
+
+
+def parse_series(raw: Any) -> str | None:
+    if raw is None:
+        return None
+    if isinstance(raw, int) and not isinstance(raw, bool):
+        raw = str(raw)
+    if not isinstance(raw, str) or not raw:
+        raise InvalidInput("series must be a non-empty series id")
+    if len(raw.encode("utf-8")) > MAX_SERIES_ID_BYTES:
+        raise InvalidInput(f"series id is longer than {MAX_SERIES_ID_BYTES} bytes")
+    return raw
+
+
+def forecast_body(forecast: Forecast) -> dict[str, Any]:
+    """The Spice predict body, plus horizon, timestamps, series and intervals."""
+    body: dict[str, Any] = {
+        "status": "Success",
+        "model_name": forecast.model_name,
+        "model_version": forecast.model_version,
+        "lookback": forecast.lookback,
+        "prediction": forecast.values,
+        "horizon": forecast.horizon,
+        "timestamps": forecast.timestamps,
+    }
+    if forecast.series is not None:
+        body["series"] = forecast.series
+    if forecast.intervals:
+        body["intervals"] = {label: {"lower": lower, "upper": upper}
+                             for label, (lower, upper) in forecast.intervals.items()}
+    return body
+
+
+def bulk_table(bulk: BulkForecast) -> pa.Table:
+    """Long form: one row per (series, step) with `series`, `ts`, `value`, and `lower_L`/`upper_L` per level."""
+    n, steps = len(bulk.ids), bulk.horizon
+    ids = pa.array([None if sid is None else sid for sid in bulk.ids], pa.string())
+    columns = {
+        "series": ids.take(pa.array(np.repeat(np.arange(n), steps))),
+        "ts": pa.array(bulk.timestamps.reshape(-1).astype("datetime64[us]"), pa.timestamp("us", tz="UTC")),
+        "value": pa.array(bulk.values.reshape(-1), pa.float64()),
+    }
+    for label, (lower, upper) in bulk.intervals.items():
+        columns[f"lower_{label}"] = pa.array(lower.reshape(-1), pa.float64())
+        columns[f"upper_{label}"] = pa.array(upper.reshape(-1), pa.float64())
+    return pa.table(columns)
+
+
+# --- handlers ----------------------------------------------------------------------------------------
+
+
+class PredictBase(BaseHandler):
+    """Predict bodies follow the Spice envelope: every error is BadRequest or InternalError."""
+
+    def prediction_error(self, exc: BaseException, name: str | None) -> dict[str, Any]:
+        internal = not isinstance(exc, FlightcastError) or exc.internal
+        body: dict[str, Any] = {
+            "status": "InternalError" if internal else "BadRequest",
+            "error_message": internal_message(exc),
+        }
+        if name is not None:
+            body["model_name"] = name
+            spec = self.ctx.predictions.spec(name)
+            if spec is not None:
+                body["lookback"] = spec.lookback
+        return body
+
+    async def predict_one(
+        self, name: str, horizon: int | None, series: str | None, levels: list[Level],
+    ) -> tuple[bool, dict[str, Any]]:
+        """(ok, body) for one model; errors become bodies, never exceptions."""
+        started = self.ctx.clock()
+        predictions = self.ctx.predictions
+        try:
+            # A forecast cached for the current data is answered here; anything else goes to a worker.
+            forecast = predictions.cached(name, horizon, series, levels)
+            if forecast is None:
+                forecast = await self.ctx.run(predictions.predict, name, horizon, series, levels)
+            body, ok = forecast_body(forecast), True
+        except Exception as exc:  # noqa: BLE001 - each item carries its own status
+            body, ok = self.prediction_error(exc, name), False
+            if body["status"] == "InternalError":
+                self.log_exception(type(exc), exc, exc.__traceback__)
+        seconds = self.ctx.clock() - started
+        body["duration_ms"] = round(seconds * 1000, 3)
+        self.ctx.metrics.prediction(name, body["status"], seconds)
+        return ok, body
+
+    def _query(self, name: str, multi: bool = False) -> list[str]:
+        try:
+            return self.get_query_arguments(name)
+        except tornado.web.HTTPError:  # not UTF-8
+            raise InvalidInput(f"{name} must be UTF-8 text") from None
+
+
+class PredictHandler(PredictBase):
+    async def get(self, name: str) -> None:
+        try:
+            horizon = parse_horizon(self._single("horizon"), self.ctx.predictions.max_horizon)
+            series = parse_series(self._single("series"))
+            levels = parse_levels(self._query("level"))
+        except InvalidInput as exc:
+            body = self.prediction_error(exc, name)
+            body["duration_ms"] = self.elapsed_ms()
+            self.write_json(body, status=400)
+            return
+        ok, body = await self.predict_one(name, horizon, series, levels)
+        status = 200 if ok else (500 if body["status"] == "InternalError" else 400)
+        body["duration_ms"] = self.elapsed_ms()
+        self.write_json(body, status=status)
+
+    def _single(self, name: str) -> str | None:
+        values = self._query(name)
+        if len(values) > 1:
+            raise InvalidInput(f"query parameter '{name}' given {len(values)} times; it takes one value")
+        return values[0] if values else None
+
+
+class BatchPredictHandler(PredictBase):
+    async def post(self) -> None:
+        items = self._items(self.json_body())
+        results = []
+        for item in items:  # items that fail their checks answer in place, in request order
+            if isinstance(item, dict):
+                results.append(asyncio.ensure_future(self._error_item(item)))
+            else:
+                results.append(asyncio.ensure_future(self.predict_one(*item)))
+        done = await asyncio.gather(*results)
+        self.write_json({"duration_ms": self.elapsed_ms(), "predictions": [body for _, body in done]})
+
+    async def _error_item(self, body: dict[str, Any]) -> tuple[bool, dict[str, Any]]:
+        body["duration_ms"] = 0.0
+        return False, body
+
+    def _items(self, body: Any) -> list[Any]:
+        if not isinstance(body, dict) or not isinstance(body.get("predictions"), list):
+            raise InvalidInput("body must be a JSON object with a 'predictions' list")
+        if len(body["predictions"]) > MAX_BATCH_ITEMS:
+            raise InvalidInput(f"at most {MAX_BATCH_ITEMS} predictions per request, got {len(body['predictions'])}")
+        items: list[Any] = []
+        cap = self.ctx.predictions.max_horizon
+        for index, item in enumerate(body["predictions"]):
+            if not isinstance(item, dict) or not isinstance(item.get("model_name"), str):
+                raise InvalidInput(f"predictions[{index}] must be an object with a string 'model_name'")
+            name = item["model_name"]
+            try:
+                unknown = sorted(set(item) - {"model_name", "horizon", "series", "level"})
+                if unknown:
+                    raise InvalidInput(f"predictions[{index}]: unknown key '{unknown[0]}'; expected model_name, "
+                                       "horizon, series, level")
+                levels = item.get("level", [])
+                if not isinstance(levels, list):
+                    raise InvalidInput("level must be a list of numbers, e.g. [80, 95]")
+                items.append((name, parse_horizon(item.get("horizon"), cap), parse_series(item.get("series")),
+                              parse_levels(levels)))
+            except InvalidInput as exc:
+                items.append(self.prediction_error(exc, name))
+        return items
+
+
+class ForecastsHandler(PredictBase):
+    """The bulk path: forecasts of every (or each named) ready series in long form, JSON, CSV or Arrow."""
+
+    async def get(self, name: str) -> None:
+        horizon = parse_horizon(self._single("horizon"), self.ctx.predictions.max_horizon)
+        series = [parse_series(s) for s in self._query("series")]
+        levels = parse_levels(self._query("level"))
+        bulk = await self.ctx.run(self.ctx.predictions.forecasts, name, horizon, series, levels)
+        table = await self.ctx.run(bulk_table, bulk)
+        await self.write_table(table)
+
+    _single = PredictHandler._single
+
+    async def write_table(self, table: pa.Table) -> None:
+        accept = self.request.headers.get("Accept", "")
+        if ARROW_STREAM in accept:
+            self.set_header("Content-Type", ARROW_STREAM)
+            self.finish(await self.ctx.run(_arrow_stream, table))
+        elif "text/csv" in accept:
+            self.set_header("Content-Type", "text/csv; charset=UTF-8")
+            self.finish(await self.ctx.run(_csv, table))
+        else:
+            self.set_header("Content-Type", "application/json; charset=UTF-8")
+            self.finish(await self.ctx.run(_json_rows, table))
+
+
+class SeriesHandler(BaseHandler):
+    async def get(self, name: str) -> None:
+        self.write_json(await self.ctx.run(self.ctx.predictions.series, name))
+
+
+class HistoryHandler(PredictBase):
+    async def get(self, name: str) -> None:
+        series = parse_series(self._single("series"))
+        raw = self._single("limit")
+        limit = DEFAULT_HISTORY
+        if raw is not None:
+            if not re.fullmatch(r"[0-9]{1,7}", raw) or not 1 <= int(raw) <= MAX_HISTORY:
+                raise InvalidInput(f"limit must be an integer from 1 to {MAX_HISTORY}, got {raw[:40]!r}")
+            limit = int(raw)
+        self.write_json(await self.ctx.run(self.ctx.predictions.history, name, series, limit))
+
+    _single = PredictHandler._single

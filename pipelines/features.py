@@ -1,0 +1,96 @@
+"""The one feature transform, used by training and by forecasting alike (rows for a batch of windows).
+
+A window's values are normalised by the window's own mean and spread, so one model serves every level
+and scale; two level features (the window mean and log spread relative to its series' mean and spread)
+give back what normalising threw away, and a seasonal position and the value one season back help
+seasonal series. The target is normalised like the window and mapped back after prediction.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+from spicepod import InvalidInput
+
+# Window spread floor as a share of the series' spread: keeps flat windows (intermittent zeros) from
+# blowing the normalised target up.
+SD_FLOOR_SHARE = 0.05
+
+
+class FeatureLayout:
+    """Which columns a feature row has.
+
+    Columns: `lookback` normalised lags (oldest first), level mean, level log std, then when the season
+    is > 1 the target's position in the season and, when lookback >= season, the normalised value at the
+    same position of the latest season in the window.
+    """
+
+    def __init__(self, lookback: int, season: int):
+        self.lookback = int(lookback)
+        self.season = int(season)
+        self.use_position = self.season > 1
+        self.use_season_lag = self.season > 1 and self.lookback >= self.season
+        self.width = self.lookback + 2 + int(self.use_position) + int(self.use_season_lag)
+
+    def names(self) -> list[str]:
+        names = [f"lag_{self.lookback - i}" for i in range(self.lookback)] + ["level_mean", "level_log_std"]
+        if self.use_position:
+            names.append("season_position")
+        if self.use_season_lag:
+            names.append("season_lag")
+        return names
+
+    def to_json(self) -> dict[str, Any]:
+        return {"lookback": self.lookback, "season": self.season, "names": self.names()}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> FeatureLayout:
+        layout = cls(int(data["lookback"]), int(data["season"]))
+        if layout.names() != data["names"]:
+            raise InvalidInput("model.json: the feature layout does not match this version of flightcast")
+        return layout
+
+    def season_lag_index(self, step: int) -> int:
+        """Window index of the latest value at the same season position as the target `step` (1-based)."""
+        return self.lookback - self.season + (step - 1) % self.season
+
+    def rows(
+        self,
+        windows: np.ndarray,
+        series_mean: np.ndarray,
+        series_std: np.ndarray,
+        positions: np.ndarray,
+        step: int,
+        dtype: type = np.float64,
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Feature rows for predicting `step` values after each window; also each window's mean and spread.
+
+        `windows` is (n, lookback), oldest first; `series_mean`/`series_std` (n,) are the level statistics
+        of each window's series; `positions` (n,) the season position of each target.
+        """
+        lookback = self.lookback
+        mu = windows.mean(axis=1)
+        sd = np.maximum(windows.std(axis=1), SD_FLOOR_SHARE * series_std)
+        x = np.empty((windows.shape[0], self.width), dtype=dtype)
+        np.divide(windows - mu[:, None], sd[:, None], out=x[:, :lookback], casting="unsafe")
+        x[:, lookback] = (mu - series_mean) / series_std
+        x[:, lookback + 1] = np.log(sd / series_std)
+        col = lookback + 2
+        if self.use_position:
+            x[:, col] = positions
+            col += 1
+        if self.use_season_lag:
+            x[:, col] = x[:, self.season_lag_index(step)]
+        return x, mu, sd
+
+
+def level_stats(values: np.ndarray) -> tuple[float, float]:
+    """A series' mean and spread for the level features (a constant series still gets a finite spread)."""
+    mean = float(np.mean(values))
+    std = float(np.std(values))
+    if not (std > 0 and math.isfinite(std)):
+        std = max(abs(mean), 1.0)
+    return mean, std

@@ -1,0 +1,260 @@
+"""The regular grid a model sees: rows bucketed to the start of their period, combined by `aggregate`,
+missing periods and nulls filled by `fill`. The bucketing and aggregation run in DuckDB (SQL built once
+per model and sent through Flight); the fill runs in numpy on the small result.
+
+Fixed steps (s, min, h, d, w) are bucketed from an origin in the data's own phase (weekly data on
+Sundays stays on Sundays); calendar steps (mo, q, y) from month starts.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+
+from pipelines.flight_client import FlightDataClient
+from pipelines.frequency import Frequency
+from pipelines.series import SeriesSet
+from spicepod import InvalidInput, NotReady, quote_ident
+from spicepod.timestamps import iso_utc
+
+_US = np.timedelta64(1, "us")
+NUMERIC_PREFIXES = ("int", "uint", "float", "double", "halffloat", "decimal")
+AGGREGATE_SQL = {
+    "mean": "avg(v)",
+    "sum": "sum(v)",
+    "last": "arg_max(v, raw_ts)",
+    "min": "min(v)",
+    "max": "max(v)",
+}
+INFERENCE_POINTS = 20_000  # timestamps read to infer a frequency
+WINDOW_PAD = 8  # grid points read beyond the window, so a gap at its start can still be interpolated
+
+
+def value_column(dataset: dict, declared: str | None, series_column: str | None) -> str:
+    """The column to forecast: the declared one, or the only numeric column besides time and series."""
+    columns = {c["name"]: c["type"] for c in dataset["columns"]}
+    name = dataset["name"]
+    if not columns:
+        raise NotReady(f"dataset '{name}' has no rows yet")
+    if declared is not None:
+        if declared not in columns:
+            raise InvalidInput(f"dataset '{name}' has no column '{declared}' (columns: {', '.join(columns)})")
+        if not columns[declared].startswith(NUMERIC_PREFIXES):
+            raise InvalidInput(f"column '{declared}' of dataset '{name}' is {columns[declared]}, not numeric")
+        return declared
+    skip = {dataset["time_column"], series_column}
+    numeric = [c for c, t in columns.items() if c not in skip and t.startswith(NUMERIC_PREFIXES)]
+    if len(numeric) != 1:
+        raise InvalidInput(
+            f"dataset '{name}' has {len(numeric)} numeric columns ({', '.join(numeric) or 'none'}); "
+            "set params.value_column"
+        )
+    return numeric[0]
+
+
+def sql_string(value: str) -> str:
+    """A DuckDB string literal: series ids are data, quoted here and never spliced in raw."""
+    if "\x00" in value:
+        raise InvalidInput("a series id may not contain a NUL character")
+    return "'" + value.replace("'", "''") + "'"
+
+
+def phase_origin(timestamps: np.ndarray, freq: Frequency) -> np.datetime64:
+    """The grid origin of a fixed step: the most common phase of the timestamps (the epoch if none)."""
+    if freq.is_calendar or timestamps.size == 0:
+        return np.datetime64(0, "us")
+    phases = timestamps.astype("datetime64[us]").astype(np.int64) % freq.step_us
+    values, counts = np.unique(phases, return_counts=True)
+    return np.datetime64(int(values[np.argmax(counts)]), "us")
+
+
+def bucket(timestamps: np.ndarray | np.datetime64, freq: Frequency, origin: np.datetime64) -> np.ndarray:
+    """The start of each timestamp's period on the grid (numpy twin of the SQL bucket expression)."""
+    ts = np.asarray(timestamps).astype("datetime64[us]")
+    if freq.is_calendar:
+        months = ts.astype("datetime64[M]").astype(np.int64) - 360  # months since 2000-01, as DuckDB counts
+        start = (months // freq.months) * freq.months + 360
+        return start.astype("datetime64[M]").astype("datetime64[us]")
+    offset = (ts - origin).astype(np.int64)
+    return origin + ((offset // freq.step_us) * freq.step_us) * _US
+
+
+def fill_series(
+    times: np.ndarray, values: np.ndarray, freq: Frequency, fill: str, dataset: str, series: str | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Bucketed (times, values) onto every grid point from the first known value to the last bucket.
+
+    Leading nulls are dropped (a series starts at its first value); interior gaps and nulls are filled
+    by `fill` (linear, previous, zero) or, with `none`, refused naming the first missing period; trailing
+    nulls take the last known value (nothing follows them to interpolate towards).
+    """
+    known = np.isfinite(values)
+    if not known.any():
+        return times[:0], values[:0]
+    first = int(np.argmax(known))
+    times, values = times[first:], values[first:]
+    steps = freq.steps_between(times[0], times)
+    size = int(steps[-1]) + 1
+    if size == times.size and np.isfinite(values).all():
+        return times, values
+    grid_values = np.full(size, np.nan)
+    grid_values[steps] = values
+    grid_times = np.asarray(freq.add(times[0], np.arange(size, dtype=np.int64))).astype("datetime64[us]")
+    missing = ~np.isfinite(grid_values)
+    if fill == "none":
+        where = f" series '{series}'" if series is not None else ""
+        raise InvalidInput(
+            f"dataset '{dataset}'{where}: no value for the period starting {iso_utc(grid_times[np.argmax(missing)])} "
+            f"(frequency {freq}); set params.fill to linear, previous or zero to fill gaps"
+        )
+    idx = np.arange(size)
+    have = ~missing
+    if fill == "linear":
+        filled = np.interp(idx, idx[have], grid_values[have])
+    elif fill == "previous":
+        filled = grid_values[np.maximum.accumulate(np.where(have, idx, 0))]
+    else:
+        filled = np.where(have, grid_values, 0.0)
+    return grid_times, filled
+
+
+def raw_timestamps(
+    client: FlightDataClient, dataset: str, time_column: str, series_column: str | None
+) -> np.ndarray:
+    """Distinct timestamps of one series (a panel's longest), the newest INFERENCE_POINTS, sorted: what
+    a frequency is inferred from, before there is a grid."""
+    ts, table = quote_ident(time_column), quote_ident(dataset)
+    where = ""
+    if series_column:
+        sc = quote_ident(series_column)
+        where = f" WHERE {sc} = (SELECT {sc} FROM {table} GROUP BY {sc} ORDER BY count(*) DESC, {sc} LIMIT 1)"
+    result = client.query(f"SELECT DISTINCT {ts} FROM {table}{where} ORDER BY {ts} DESC LIMIT {INFERENCE_POINTS}")
+    if not result.num_rows:
+        raise NotReady(f"dataset '{dataset}' has no rows yet")
+    return np.sort(result.column(0).to_numpy().astype("datetime64[us]"))
+
+
+@dataclass
+class Windows:
+    """The latest window of each series: ids, values (n, lookback), newest grid timestamp (n,)."""
+
+    ids: list[str | None]
+    values: np.ndarray
+    last: np.ndarray
+    short: dict[str | None, int]  # series with fewer grid points than the window: how many they have
+
+
+class GridQuery:
+    """Reads a model's series on its grid through Flight; the SQL is built once, here."""
+
+    def __init__(
+        self, dataset: str, time_column: str, value_column: str, series_column: str | None,
+        freq: Frequency, origin: np.datetime64, aggregate: str, fill: str,
+    ):
+        self.dataset = dataset
+        self.value_column = value_column
+        self.freq = freq
+        self.origin = origin
+        self.fill = fill
+        self.series_column = series_column
+        ts = quote_ident(time_column)
+        if freq.is_calendar:
+            bucket_sql = f"time_bucket(INTERVAL '{freq.months} months', {ts})"
+        else:
+            bucket_sql = (f"time_bucket(INTERVAL '{freq.step_us} microseconds', {ts}, "
+                          f"TIMESTAMP '{np.datetime64(origin, 'us')}')")
+        sid = f"CAST({quote_ident(series_column)} AS VARCHAR) AS sid, " if series_column else ""
+        self._inner = (
+            f"SELECT {sid}{bucket_sql} AS bucket, {ts} AS raw_ts, "
+            f"CASE WHEN isnan(CAST({quote_ident(value_column)} AS DOUBLE)) THEN NULL "
+            f"ELSE CAST({quote_ident(value_column)} AS DOUBLE) END AS v FROM {quote_ident(dataset)}"
+        )
+        self._ts = ts
+        sc = quote_ident(series_column) if series_column else "NULL"
+        self._stats_sql = (
+            f"SELECT CAST({sc} AS VARCHAR) AS sid, count(*) AS n, min({ts}) AS first, max({ts}) AS last "
+            f"FROM {quote_ident(dataset)} GROUP BY ALL ORDER BY sid"
+        )
+        self._select = f"SELECT {'sid, ' if series_column else ''}bucket, {AGGREGATE_SQL[aggregate]} AS value"
+        self._partition = "PARTITION BY sid " if series_column else ""
+
+    def _sql(self, where: list[str], per_series: int | None) -> str:
+        inner = self._inner + (f" WHERE {' AND '.join(where)}" if where else "")
+        sql = f"{self._select} FROM ({inner}) GROUP BY {'sid, ' if self.series_column else ''}bucket"
+        if per_series is not None:
+            sql += f" QUALIFY row_number() OVER ({self._partition}ORDER BY bucket DESC) <= {int(per_series)}"
+        return sql + f" ORDER BY {'sid, ' if self.series_column else ''}bucket"
+
+    def _where(self, lower: np.datetime64 | None, ids: list[str] | None) -> list[str]:
+        where = []
+        if lower is not None:
+            where.append(f"{self._ts} >= TIMESTAMP '{np.datetime64(lower, 'us')}'")
+        if ids is not None:
+            where.append(f"CAST({quote_ident(self.series_column)} AS VARCHAR) IN "
+                         f"({', '.join(sql_string(i) for i in ids)})")
+        return where
+
+    def _read(self, client: FlightDataClient, sql: str) -> list[tuple[str | None, np.ndarray, np.ndarray]]:
+        table = client.query(sql)
+        times = table.column("bucket").to_numpy().astype("datetime64[us]")
+        values = table.column("value").cast(pa.float64()).to_numpy(zero_copy_only=False)
+        if not self.series_column:
+            return [(None, times, values)]
+        sids = table.column("sid")
+        if not len(sids):
+            return []
+        codes = sids.combine_chunks().dictionary_encode()
+        bounds = np.flatnonzero(np.diff(codes.indices.to_numpy(zero_copy_only=False))) + 1
+        starts = np.concatenate([[0], bounds])
+        ends = np.concatenate([bounds, [len(sids)]])
+        names = sids.to_pylist()
+        return [(names[s], times[s:e], values[s:e]) for s, e in zip(starts, ends, strict=True)]
+
+    def series_stats(self, client: FlightDataClient) -> list[tuple[str | None, int, object, object]]:
+        """(series id, rows, first timestamp, last timestamp) of every series, by id."""
+        table = client.query(self._stats_sql)
+        firsts = table.column("first").to_numpy().astype("datetime64[us]")
+        lasts = table.column("last").to_numpy().astype("datetime64[us]")
+        return list(zip(table.column("sid").to_pylist(), table.column("n").to_pylist(), firsts, lasts, strict=True))
+
+    def history(self, client: FlightDataClient, max_points: int, ids: list[str] | None = None) -> SeriesSet:
+        """The latest `max_points` grid points of each series (or of the named ones), filled."""
+        out = SeriesSet()
+        for sid, times, values in self._read(client, self._sql(self._where(None, ids), max_points)):
+            grid_times, grid_values = fill_series(times, values, self.freq, self.fill, self.dataset, sid)
+            out.ids.append(sid)
+            out.times.append(grid_times[-max_points:])
+            out.values.append(grid_values[-max_points:])
+        return out
+
+    def windows(
+        self, client: FlightDataClient, lookback: int, newest: np.datetime64 | None = None,
+        ids: list[str] | None = None,
+    ) -> Windows:
+        """The latest `lookback` grid points of each series (or of the named ones).
+
+        With `newest` (the newest timestamp of the data), a lower time bound lets DuckDB skip every row
+        group before the window (zone maps), so the cost does not grow with the table.
+        """
+        per_series = lookback + WINDOW_PAD
+        lower = None
+        if newest is not None:
+            lower = self.freq.add(bucket(newest, self.freq, self.origin), -per_series)
+        parts = self._read(client, self._sql(self._where(lower, ids), per_series))
+        if lower is not None and any(v.size < per_series for _, _, v in parts):
+            # Gaps inside the bound: read the latest rows without it, so fill sees a value before the window.
+            parts = self._read(client, self._sql(self._where(None, ids), per_series))
+        kept_ids, rows, last, short = [], [], [], {}
+        for sid, times, values in parts:
+            grid_times, grid_values = fill_series(times, values, self.freq, self.fill, self.dataset, sid)
+            if grid_values.size < lookback:
+                short[sid] = int(grid_values.size)
+                continue
+            kept_ids.append(sid)
+            rows.append(grid_values[-lookback:])
+            last.append(grid_times[-1])
+        values = np.stack(rows) if rows else np.empty((0, lookback))
+        return Windows(kept_ids, values, np.array(last, dtype="datetime64[us]"), short)
+

@@ -1,0 +1,237 @@
+"""Trained models: LightGBM booster(s) over the shared feature transform, forecasting many windows at once.
+
+A model is global: one set of boosters for all of its series (a single-series model is a panel of one).
+It keeps each training series' level statistics and naive scale, and the calibration errors its
+intervals come from. Forecasts are computed for a batch of windows, one LightGBM call per step.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import lightgbm as lgb
+import numpy as np
+
+from pipelines.features import SD_FLOOR_SHARE, FeatureLayout
+from pipelines.frequency import Frequency
+from pipelines.intervals import Calibration
+from spicepod import InvalidInput
+
+MODEL_FORMAT = 2
+# A recursive forecast feeds on itself; beyond this many steps it is noise.
+MAX_RECURSIVE_HORIZON = 1000
+# Rows per LightGBM call below which one thread answers faster than a pool.
+SINGLE_THREAD_ROWS = 2000
+
+
+def predict_threads(rows: int) -> int:
+    return 1 if rows < SINGLE_THREAD_ROWS else 0  # 0: LightGBM's default, every core
+
+
+class SeriesStats:
+    """Per-series level statistics (mean, spread) and MASE scale, looked up by series id."""
+
+    def __init__(self, ids: Sequence[str | None], mean: np.ndarray, std: np.ndarray, scale: np.ndarray):
+        self.ids = list(ids)
+        self.mean = np.asarray(mean, dtype=np.float64)
+        self.std = np.asarray(std, dtype=np.float64)
+        self.scale = np.asarray(scale, dtype=np.float64)
+        self._index = {sid: i for i, sid in enumerate(self.ids)}
+
+    def lookup(self, ids: Sequence[str | None], windows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Level statistics for each window; a series unknown at training uses its window's own."""
+        index = np.array([self._index.get(sid, -1) for sid in ids], dtype=np.int64)
+        known = index >= 0
+        if known.all():
+            return self.mean[index], self.std[index]
+        mean = np.where(known, self.mean[np.maximum(index, 0)], windows.mean(axis=1))
+        own = windows.std(axis=1)
+        own = np.where(own > 0, own, np.maximum(np.abs(mean), 1.0))
+        std = np.where(known, self.std[np.maximum(index, 0)], own)
+        return mean, std
+
+    def scale_of(self, sid: str | None) -> float:
+        i = self._index.get(sid)
+        return float(self.scale[i]) if i is not None else math.nan
+
+    def to_arrays(self) -> dict[str, np.ndarray]:
+        ids = ["" if sid is None else sid for sid in self.ids]
+        return {"ids": np.asarray(ids, dtype=np.str_), "single": np.asarray([self.ids == [None]]),
+                "mean": self.mean, "std": self.std, "scale": self.scale}
+
+    @classmethod
+    def from_arrays(cls, arrays: dict[str, np.ndarray]) -> SeriesStats:
+        ids: list[str | None] = [None] if bool(arrays["single"][0]) else [str(s) for s in arrays["ids"]]
+        return cls(ids, arrays["mean"], arrays["std"], arrays["scale"])
+
+
+class TrainedModel:
+    """A model trained in product: booster(s) on normalised windows, series statistics, calibration."""
+
+    def __init__(
+        self,
+        layout: FeatureLayout,
+        freq: Frequency,
+        horizon: int,
+        strategy: str,
+        boosters: list[lgb.Booster],
+        stats: SeriesStats,
+        *,
+        calibration: Calibration | None = None,
+        metrics: dict[str, Any] | None = None,
+        training_rows: int = 0,
+    ):
+        self.layout = layout
+        self.freq = freq
+        self.horizon = horizon
+        self.strategy = strategy
+        self.boosters = boosters
+        self.stats = stats
+        self.calibration = calibration
+        self.metrics = metrics or {}
+        self.training_rows = training_rows
+        self.max_horizon = MAX_RECURSIVE_HORIZON if strategy == "recursive" else horizon
+
+    @property
+    def lookback(self) -> int:
+        return self.layout.lookback
+
+    def forecast_windows(
+        self, windows: np.ndarray, last_times: np.ndarray, horizon: int, ids: Sequence[str | None]
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Forecasts (n, horizon) after each window (n, lookback), and each window's spread (n,).
+
+        `last_times` (n,) is each window's newest timestamp; `ids` its series.
+        """
+        layout = self.layout
+        lookback = layout.lookback
+        windows = np.asarray(windows, dtype=np.float64)
+        n = windows.shape[0]
+        series_mean, series_std = self.stats.lookup(ids, windows)
+        positions = self._positions(last_times, horizon)
+        threads = predict_threads(n)
+        spread = np.maximum(windows.std(axis=1), SD_FLOOR_SHARE * series_std)
+        if self.strategy == "direct":
+            out = np.empty((n, horizon), dtype=np.float64)
+            for k in range(horizon):
+                x, mu, sd = layout.rows(windows, series_mean, series_std, positions[:, k], k + 1)
+                out[:, k] = self.boosters[k].predict(x, num_threads=threads) * sd + mu
+            return out, spread
+        booster = self.boosters[0]
+        buffer = np.empty((n, lookback + horizon), dtype=np.float64)
+        buffer[:, :lookback] = windows
+        for k in range(horizon):
+            x, mu, sd = layout.rows(buffer[:, k:k + lookback], series_mean, series_std, positions[:, k], 1)
+            buffer[:, lookback + k] = booster.predict(x, num_threads=threads) * sd + mu
+        return buffer[:, lookback:], spread
+
+    def _positions(self, last_times: np.ndarray, horizon: int) -> np.ndarray:
+        last = np.asarray(last_times).astype("datetime64[us]")
+        if not self.layout.use_position:
+            return np.zeros((last.size, horizon), dtype=np.int64)
+        future = self.freq.add(last[:, None], np.arange(1, horizon + 1, dtype=np.int64)[None, :])
+        return self.freq.position(np.asarray(future))
+
+    # --- persistence ------------------------------------------------------------------------------
+
+    def _booster_files(self) -> list[str]:
+        if self.strategy == "recursive":
+            return ["booster.txt"]
+        return [f"booster_step{k:03d}.txt" for k in range(1, len(self.boosters) + 1)]
+
+    def save(self, directory: Path) -> None:
+        """Boosters as LightGBM text files, series statistics and calibration as .npz, the rest as JSON."""
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        files = self._booster_files()
+        for booster, name in zip(self.boosters, files, strict=True):
+            booster.save_model(str(directory / name))
+        np.savez(directory / "series.npz", **self.stats.to_arrays())
+        if self.calibration is not None:
+            np.savez(directory / "calibration.npz", **self.calibration.to_arrays())
+        meta = {
+            "format": MODEL_FORMAT,
+            "horizon": self.horizon,
+            "strategy": self.strategy,
+            "frequency": str(self.freq),
+            "features": self.layout.to_json(),
+            "boosters": files,
+            "metrics": _json_safe(self.metrics),
+            "training_rows": self.training_rows,
+        }
+        (directory / "model.json").write_text(json.dumps(meta, indent=2) + "\n")
+
+    @classmethod
+    def load(cls, directory: Path) -> TrainedModel:
+        directory = Path(directory)
+        try:
+            meta = json.loads((directory / "model.json").read_text())
+        except (OSError, ValueError) as exc:
+            raise InvalidInput(f"cannot read {directory / 'model.json'}: {exc}") from exc
+        if meta.get("format") != MODEL_FORMAT:
+            raise InvalidInput(f"{directory / 'model.json'}: unsupported model format {meta.get('format')!r}")
+        layout = FeatureLayout.from_json(meta["features"])
+        boosters = [lgb.Booster(model_file=str(directory / name)) for name in meta["boosters"]]
+        with np.load(directory / "series.npz", allow_pickle=False) as arrays:
+            stats = SeriesStats.from_arrays(dict(arrays))
+        calibration = None
+        if (directory / "calibration.npz").is_file():
+            with np.load(directory / "calibration.npz", allow_pickle=False) as arrays:
+                calibration = Calibration.from_arrays(dict(arrays))
+        return cls(
+            layout, Frequency.parse(meta["frequency"]), int(meta["horizon"]), meta["strategy"], boosters, stats,
+            calibration=calibration, metrics=meta["metrics"], training_rows=int(meta["training_rows"]),
+        )
+
+
+def _json_safe(value: Any) -> Any:
+    """NaN and infinities as null (JSON has none), through nested dicts."""
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, (np.floating, np.integer)):
+        return _json_safe(value.item())
+    return value
+
+
+class FileBoosterModel:
+    """A user-saved LightGBM model that maps `lookback` raw lags (oldest first) to the next value."""
+
+    strategy = "recursive"
+    max_horizon = MAX_RECURSIVE_HORIZON
+    calibration = None
+
+    def __init__(self, booster: lgb.Booster, lookback: int):
+        self.booster = booster
+        self.lookback = lookback
+
+    @classmethod
+    def load(cls, path: Path, lookback: int) -> FileBoosterModel:
+        try:
+            booster = lgb.Booster(model_file=str(path))
+        except lgb.basic.LightGBMError as exc:
+            raise InvalidInput(f"cannot load LightGBM model {str(path)!r}: {exc}") from exc
+        if booster.num_feature() != lookback:
+            raise InvalidInput(
+                f"LightGBM model {str(path)!r} takes {booster.num_feature()} features, but lookback is {lookback}"
+            )
+        return cls(booster, lookback)
+
+    def forecast_windows(
+        self, windows: np.ndarray, last_times: np.ndarray, horizon: int, ids: Sequence[str | None]
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Each step predicted from the previous `lookback` raw values; spreads are the windows' own."""
+        lookback = self.lookback
+        windows = np.asarray(windows, dtype=np.float64)
+        n = windows.shape[0]
+        threads = predict_threads(n)
+        buffer = np.empty((n, lookback + horizon), dtype=np.float64)
+        buffer[:, :lookback] = windows
+        for k in range(horizon):
+            buffer[:, lookback + k] = self.booster.predict(buffer[:, k:k + lookback], num_threads=threads)
+        return buffer[:, lookback:], windows.std(axis=1)

@@ -1,0 +1,39 @@
+"""SeriesSet: the series a model trains on, each on its regular grid (oldest first, no gaps, no NaN)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+@dataclass
+class SeriesSet:
+    """Parallel lists: a series id (None for a single-series model), its grid timestamps and values."""
+
+    ids: list[str | None] = field(default_factory=list)
+    times: list[np.ndarray] = field(default_factory=list)
+    values: list[np.ndarray] = field(default_factory=list)
+
+    @classmethod
+    def single(cls, times: np.ndarray, values: np.ndarray) -> SeriesSet:
+        return cls([None], [np.asarray(times).astype("datetime64[us]")], [np.asarray(values, dtype=np.float64)])
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def lengths(self) -> np.ndarray:
+        return np.array([v.size for v in self.values], dtype=np.int64)
+
+    def subset(self, indices: list[int] | np.ndarray) -> SeriesSet:
+        return SeriesSet([self.ids[i] for i in indices], [self.times[i] for i in indices],
+                         [self.values[i] for i in indices])
+
+    def truncated(self, cuts: np.ndarray) -> SeriesSet:
+        """Each series cut to its first cuts[i] points."""
+        return SeriesSet(list(self.ids), [t[:c] for t, c in zip(self.times, cuts, strict=True)],
+                         [v[:c] for v, c in zip(self.values, cuts, strict=True)])
+
+    @property
+    def rows(self) -> int:
+        return int(self.lengths().sum())

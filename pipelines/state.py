@@ -1,0 +1,160 @@
+"""What the prediction service keeps per model and per dataset: served versions, training status, data
+versions from commit notices."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from pipelines.grid import GridQuery, Windows
+from pipelines.model import FileBoosterModel, TrainedModel
+from pipelines.registry import VersionMeta
+from spicepod import DatasetSpec, ModelSpec, NotReady
+
+
+@dataclass
+class ServedModel:
+    """One loaded version of a model, with everything the hot path needs prepared."""
+
+    meta: VersionMeta
+    model: TrainedModel | FileBoosterModel
+    grid: GridQuery
+    cache_id: int  # unique per load, so a retrained version never hits an older forecast
+    dataset_rows: int  # rows of the dataset when this version's data was read (retrain_after_rows)
+    panel: bool
+    # The latest windows of every series, and the dataset version they were read at (panels).
+    windows: Windows | None = None
+    windows_as_of: int = -1
+    windows_lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+class ModelState:
+    """A model's spec, its served version and its training status; owns its lock and its transitions.
+
+    Status: `training` until a first version is served or training failed; `ready` while a version is
+    served (a retraining in the background keeps serving the old one); `failed` with the reason.
+    """
+
+    def __init__(self, spec: ModelSpec, dataset: DatasetSpec):
+        self.spec = spec
+        self.dataset = dataset
+        self.current: ServedModel | None = None
+        self.error: str | None = None
+        self._training = False
+        self._retry_pending = False
+        self._data_changed_while_training = False
+        self.train_lock = threading.Lock()  # one training at a time
+        self._guard = threading.Lock()  # the fields above
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    @property
+    def panel(self) -> bool:
+        return self.dataset.series_column is not None
+
+    @property
+    def status(self) -> str:
+        with self._guard:
+            if self.current is not None:
+                return "ready"
+            return "failed" if self.error and not self._training else "training"
+
+    @property
+    def settled(self) -> bool:
+        """A version is served, or training failed with a reason (what readiness waits for)."""
+        return self.current is not None or self.error is not None
+
+    def served(self) -> ServedModel:
+        served = self.current
+        if served is not None:
+            return served
+        with self._guard:
+            if self.error and not self._training:
+                raise NotReady(f"model '{self.name}' failed to train: {self.error}")
+        raise NotReady(f"model '{self.name}' is not trained yet (training in progress)")
+
+    def begin(self) -> None:
+        with self._guard:
+            self._training = True
+            self._data_changed_while_training = False
+
+    def succeed(self, served: ServedModel) -> None:
+        with self._guard:
+            self.current, self.error, self._training = served, None, False
+
+    def fail(self, reason: str) -> None:
+        with self._guard:
+            self.error, self._training = reason, False
+
+    def want_retry(self) -> bool:
+        """On new data: whether a failed model should be trained again now (True at most once at a time)."""
+        with self._guard:
+            if self.current is not None or not self.error or self._retry_pending:
+                return False
+            if self._training:  # it may have read the data before this change: try once more after
+                self._data_changed_while_training = True
+                return False
+            self._retry_pending = True
+            return True
+
+    def retry_done(self) -> bool:
+        """A retry finished; True when data changed during it and the model is still failed."""
+        with self._guard:
+            self._retry_pending = False
+            return self.current is None and self._data_changed_while_training
+
+    def changed_during_training(self) -> bool:
+        with self._guard:
+            return self.current is None and self._data_changed_while_training
+
+
+class DataVersions:
+    """Each dataset's version and newest timestamp from commit notices, and which series each changed.
+
+    A forecast of series S is current while neither a notice naming S nor one naming no series (all
+    changed) arrived after it was computed.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._latest: dict[str, tuple[int, np.datetime64 | None]] = {}
+        self._reset: dict[str, int] = {}  # the version of the last notice that changed every series
+        self._touched: dict[str, dict[str, int]] = {}  # dataset -> series -> version of its last change
+
+    def record(self, dataset: str, version: int, last: np.datetime64 | None, series: frozenset[str] | None) -> bool:
+        """Remember a notice; False when it is not newer than the version known."""
+        with self._lock:
+            known = self._latest.get(dataset)
+            if known is not None and version <= known[0]:
+                return False
+            self._latest[dataset] = (version, last)
+            if series is None:
+                self._reset[dataset] = version
+                self._touched[dataset] = {}
+            else:
+                touched = self._touched.setdefault(dataset, {})
+                for sid in series:
+                    touched[sid] = version
+            return True
+
+    def latest(self, dataset: str) -> tuple[int, np.datetime64 | None] | None:
+        return self._latest.get(dataset)
+
+    def of_series(self, dataset: str, sid: str | None) -> int:
+        """The version after which series `sid` (None: the whole dataset) last changed."""
+        reset = self._reset.get(dataset, 0)
+        if sid is None:
+            latest = self._latest.get(dataset)
+            return latest[0] if latest else 0
+        return max(reset, self._touched.get(dataset, {}).get(sid, 0))
+
+    def changed_since(self, dataset: str, version: int) -> set[str] | None:
+        """Series changed after `version`; None when every series may have."""
+        with self._lock:
+            if self._reset.get(dataset, 0) > version:
+                return None
+            return {sid for sid, v in self._touched.get(dataset, {}).items() if v > version}
