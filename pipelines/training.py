@@ -191,7 +191,9 @@ def backtest(
         normalised = np.abs(actual - predicted) / spread[:, None]
         for k in range(horizon):
             errors[k].append(normalised[inside[:, k], k])
-        for row in np.flatnonzero(origin == cut[owner]):
+        # The scored origin of model j is the (j+1)-th horizon back from the end (its cut, unless the
+        # earliest cut was moved back for calibration).
+        for row in np.flatnonzero(origin == lengths[owner] - (j + 1) * horizon):
             r, o = owner[row], origin[row]
             values = series.values[chosen[r]]
             scores[chosen[r]].append((mase(actual[row], predicted[row], values[:o], season),

@@ -13,7 +13,7 @@ import pyarrow as pa
 import pytest
 from conftest import DATA, copy_data, do_put, write_csv_text
 
-from pipelines.forecasting import mase
+from pipelines.metrics import mase
 
 WEEKLY_SHAPE = [0.0, 1.0, 4.0, 9.0, 3.0, 7.0, 2.0]
 WEEKLY_DAYS = 7 * 30 + 3  # not a whole number of weeks: a window of the oldest rows would be out of phase
@@ -69,8 +69,10 @@ def served(module_runtime_factory):
            params: {lookback: 14, horizon: 7, strategy: direct, lightgbm: {num_boost_round: 60}}}
         - {from: lightgbm, name: austres_m, datasets: [austres], params: {lookback: 16, horizon: 8}}
         - {from: lightgbm, name: gdp_m, datasets: [gdp], params: {lookback: 16, horizon: 8}}
-        - {from: lightgbm, name: gappy_m, datasets: [gappy], params: {lookback: 3, horizon: 2}}
-        - {from: lightgbm, name: holes_m, datasets: [holes], params: {lookback: 3, horizon: 2}}
+        - {from: lightgbm, name: gappy_m, datasets: [gappy], params: {lookback: 3, horizon: 2, fill: none}}
+        - {from: lightgbm, name: holes_m, datasets: [holes], params: {lookback: 3, horizon: 2, fill: none}}
+        - {from: lightgbm, name: gappy_lin, datasets: [gappy], params: {lookback: 3, horizon: 2}}
+        - {from: lightgbm, name: holes_prev, datasets: [holes], params: {lookback: 3, horizon: 2, fill: previous}}
         - {from: lightgbm, name: short_m, datasets: [short], params: {lookback: 3, horizon: 2}}
         """,
     )
@@ -122,8 +124,12 @@ def test_models_listing_has_version_metrics_and_frequency(served):
     assert entry["training_rows"] == 89
     assert entry["lookback"] == 16 and entry["horizon"] == 8
     assert entry["trained_at"].endswith("Z")
-    assert set(entry["metrics"]) == {"mase", "smape"}
+    assert entry["series_count"] == 1 and entry["strategy"] == "recursive"
+    assert set(entry["metrics"]) == {"mase", "smape", "backtest_windows"}
+    assert entry["metrics"]["backtest_windows"] == 3
     assert 0 <= entry["metrics"]["smape"] <= 200
+    # The earliest backtest model forecasts from 40 origins; step 8 of the last 7 has no actual yet.
+    assert entry["intervals"]["calibration_errors"] == 40 - 7
 
 
 def test_horizon_override_within_bounds(served):
@@ -148,9 +154,9 @@ def test_direct_model_refuses_a_horizon_beyond_its_training(served):
 @pytest.mark.parametrize(
     ("model", "fragments"),
     [
-        ("gappy_m", ["gappy", "irregular", "2024-01-05", "2024-01-07"]),
-        ("holes_m", ["holes", "2024-01-06"]),
-        ("short_m", ["short", "3 rows", "lookback + horizon"]),
+        ("gappy_m", ["gappy", "no value for the period starting 2024-01-06T00:00:00Z", "params.fill"]),
+        ("holes_m", ["holes", "no value for the period starting 2024-01-06T00:00:00Z"]),
+        ("short_m", ["short", "3 periods", "lookback + horizon"]),
     ],
 )
 def test_training_failures_name_the_dataset_and_the_timestamps(served, model, fragments):
@@ -164,6 +170,17 @@ def test_training_failures_name_the_dataset_and_the_timestamps(served, model, fr
     assert body["model_name"] == model and body["lookback"] == 3
     assert "failed to train" in body["error_message"] and fragments[0] in body["error_message"]
     assert "prediction" not in body
+
+
+@pytest.mark.parametrize(("model", "filled"), [("gappy_lin", 6.0), ("holes_prev", 5.0)])
+def test_gaps_and_nulls_are_filled_on_the_grid(served, model, filled):
+    entry = models_by_name(served)[model]
+    assert entry["status"] == "ready" and entry["frequency"] == "1d", entry
+    history = served.get_json(f"/v1/models/{model}/history?limit=100")
+    assert history["timestamps"][:7] == [f"2024-01-{d:02d}T00:00:00Z" for d in range(1, 8)]
+    assert history["values"][:7] == [1.0, 2.0, 3.0, 4.0, 5.0, filled, 7.0]
+    status, body = predict(served, model)
+    assert status == 200 and len(body["prediction"]) == 2
 
 
 def test_a_doput_moves_the_next_forecast_past_the_new_rows(served):
@@ -184,19 +201,26 @@ def test_a_doput_moves_the_next_forecast_past_the_new_rows(served):
     assert after["prediction"][0] > 14000.0 > before["prediction"][0]
 
 
-def test_a_gap_written_into_the_window_is_an_irregular_window_error(runtime_factory):
+def test_a_gap_written_into_the_window_is_filled_or_named(runtime_factory):
     folder = runtime_factory.new_dir()
     copy_data("austres.csv", folder)
     runtime = runtime_factory(pod(
         "- {from: file:austres.csv, name: aus, mode: read_write}\n",
-        "- {from: lightgbm, name: aus_m, datasets: [aus], params: {lookback: 8, horizon: 4}}\n",
+        "- {from: lightgbm, name: aus_m, datasets: [aus], params: {lookback: 8, horizon: 4}}\n"
+        "- {from: lightgbm, name: aus_strict, datasets: [aus], params: {lookback: 8, horizon: 4, fill: none}}\n",
     ).replace("file:austres.csv", f"file:{folder / 'austres.csv'}"))
     skipped = pa.table({"ts": pa.array([datetime(1994, 1, 1)], pa.timestamp("us")), "value": [18000.0]})
     with runtime.flight_client() as client:
         do_put(client, "aus", skipped)  # 1993-07-01 and 1993-10-01 are missing
-    status, body = predict(runtime, "aus_m")
+    status, body = predict(runtime, "aus_strict")
     assert status == 400
-    assert "irregular" in body["error_message"] and "1993-04-01" in body["error_message"]
+    assert "no value for the period starting 1993-07-01T00:00:00Z" in body["error_message"]
+    status, body = predict(runtime, "aus_m")
+    assert status == 200 and body["timestamps"][0] == "1994-04-01T00:00:00Z"
+    history = runtime.get_json("/v1/models/aus_m/history?limit=4")
+    last = 17661.5  # 1993-04-01, the last row of the file
+    step = (18000.0 - last) / 3
+    assert history["values"] == pytest.approx([last, last + step, last + 2 * step, 18000.0])
 
 
 def test_restart_loads_the_stored_version_and_new_data_retrains(runtime_factory):
