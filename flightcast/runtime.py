@@ -75,7 +75,7 @@ class Runtime:
             pod.models,
             {d.name: d for d in pod.datasets},
             client,
-            runtime.data_dir / "models",
+            runtime.data_dir,
             max_horizon=runtime.limits.max_horizon,
         )
         store.subscribe(predictions.on_data_changed)  # commit notices, in-process

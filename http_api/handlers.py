@@ -50,6 +50,7 @@ class MetricsHandler(BaseHandler):
     async def get(self) -> None:
         datasets = await self.ctx.run(self.ctx.data.datasets)
         self.ctx.metrics.observe_datasets(datasets)
+        self.ctx.metrics.observe_models(self.ctx.predictions.models())
         self.set_header("Content-Type", self.ctx.metrics.content_type)
         self.finish(self.ctx.metrics.exposition())
 

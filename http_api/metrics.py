@@ -58,6 +58,14 @@ class Metrics:
         self.dataset_rows = Gauge(
             "flightcast_dataset_rows", "Rows in each dataset, as of the last scrape", ["dataset"], registry=r,
         )
+        self.live_mase = Gauge(
+            "flightcast_live_mase", "MASE of served forecasts scored against the actuals that arrived, by model",
+            ["model"], registry=r,
+        )
+        self.live_points = Gauge(
+            "flightcast_live_points_total", "Served forecast points scored against actuals, by model",
+            ["model"], registry=r,
+        )
         self._request_children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
         self._prediction_children: dict[tuple[str, str], tuple[Any, Any]] = {}
         self._known_models: frozenset[str] | None = None
@@ -114,6 +122,15 @@ class Metrics:
                     self._baseline_rows[name] = rows
                 else:
                     self.rows_ingested.labels(name).inc(0)  # the series exists from the start
+
+    def observe_models(self, models: Iterable[Mapping[str, Any]]) -> None:
+        """Live accuracy gauges from a models listing (models with no scored point yet show 0 points)."""
+        for model in models:
+            live = model.get("live_metrics") or {}
+            name = self._model_label(model["name"])
+            self.live_points.labels(name).set(live.get("points") or 0)
+            if live.get("mase") is not None:
+                self.live_mase.labels(name).set(live["mase"])
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)

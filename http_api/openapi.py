@@ -64,6 +64,17 @@ SCHEMAS: dict[str, Any] = {
             "duration_ms": {"type": "number"},
             "horizon": {"type": "integer"},
             "timestamps": {"type": "array", "items": {"type": "string", "format": "date-time"}},
+            "series": {"type": "string", "description": "the series forecast (panel models)"},
+            "intervals": {
+                "type": "object",
+                "description": "per requested level, keyed as given (\"80\", \"97.5\"): conformal bounds, "
+                               "each horizon long, lower <= prediction <= upper",
+                "additionalProperties": {
+                    "type": "object", "required": ["lower", "upper"],
+                    "properties": {"lower": {"type": "array", "items": {"type": "number"}},
+                                   "upper": {"type": "array", "items": {"type": "number"}}},
+                },
+            },
         },
     },
     "PredictError": {
@@ -91,6 +102,10 @@ SCHEMAS: dict[str, Any] = {
                         "model_name": {"type": "string"},
                         "horizon": {"type": "integer", "minimum": 1,
                                     "description": "steps to predict (default: the model's horizon)"},
+                        "series": {"type": "string", "description": "the series of a panel model"},
+                        "level": {"type": "array", "maxItems": 5,
+                                  "items": {"type": "number", "exclusiveMinimum": 0, "exclusiveMaximum": 100},
+                                  "description": "prediction interval levels in percent"},
                     },
                 },
                 "description": "an item that is not an object with a string model_name fails the whole request "
@@ -144,14 +159,46 @@ SCHEMAS: dict[str, Any] = {
             "error_message": {"type": "string", "description": "why the last training failed"},
             "lookback": {"type": "integer"},
             "horizon": {"type": "integer"},
-            "strategy": {"enum": ["recursive", "direct"]},
+            "strategy": {"enum": ["recursive", "direct", "auto"],
+                         "description": "the strategy trained (auto before a version exists)"},
+            "strategy_mase": {"type": ["object", "null"],
+                              "description": "strategy auto: each candidate's backtest MASE"},
             "frequency": STRING_OR_NULL,
             "trained_at": STRING_OR_NULL,
-            "training_rows": {"type": ["integer", "null"]},
+            "training_rows": {"type": ["integer", "null"], "description": "grid periods trained on"},
+            "series_count": {"type": ["integer", "null"], "description": "series the model was trained on"},
             "metrics": {
                 "type": "object", "required": ["mase", "smape"],
-                "properties": {"mase": NUMBER_OR_NULL, "smape": NUMBER_OR_NULL},
+                "description": "backtest means over rolling origins (and over series for panels)",
+                "properties": {"mase": NUMBER_OR_NULL, "smape": NUMBER_OR_NULL,
+                               "backtest_windows": {"type": ["integer", "null"]}},
             },
+            "intervals": {
+                "type": "object",
+                "properties": {"calibration_errors": {
+                    "type": ["integer", "null"],
+                    "description": "backtest errors behind the intervals (the fewest of any horizon step)"}},
+            },
+        },
+    },
+    "Series": {
+        "type": "object",
+        "required": ["series", "rows", "first_timestamp", "last_timestamp", "status"],
+        "properties": {
+            "series": STRING_OR_NULL,
+            "rows": {"type": "integer"},
+            "first_timestamp": STRING_OR_NULL,
+            "last_timestamp": STRING_OR_NULL,
+            "status": {"enum": ["ready", "too_short"]},
+        },
+    },
+    "History": {
+        "type": "object",
+        "required": ["series", "timestamps", "values"],
+        "properties": {
+            "series": STRING_OR_NULL,
+            "timestamps": {"type": "array", "items": {"type": "string", "format": "date-time"}},
+            "values": {"type": "array", "items": {"type": "number"}},
         },
     },
     "SqlRows": {
@@ -163,6 +210,17 @@ SCHEMAS: dict[str, Any] = {
 
 MODEL_NAME = {"name": "name", "in": "path", "required": True, "schema": {"type": "string"},
               "description": "a model name from the spicepod"}
+HORIZON = {"name": "horizon", "in": "query", "required": False, "schema": {"type": "integer", "minimum": 1},
+           "description": "steps to predict (default: the model's horizon); at most the runtime's "
+                          "limits.max_horizon (default 1000), and at most the model's horizon for the "
+                          "direct strategy: a larger one gets 400"}
+SERIES = {"name": "series", "in": "query", "required": False,
+          "schema": {"type": "string", "minLength": 1, "maxLength": 256},
+          "description": "the series of a panel model (required for panel models, refused for others)"}
+LEVELS = {"name": "level", "in": "query", "required": False, "style": "form", "explode": True,
+          "schema": {"type": "array", "maxItems": 5,
+                     "items": {"type": "number", "exclusiveMinimum": 0, "exclusiveMaximum": 100}},
+          "description": "prediction interval levels in percent, repeatable: ?level=80&level=95"}
 
 # path -> method -> operation. Every operation also gets the error responses added by build_openapi.
 PATHS: dict[str, dict[str, dict[str, Any]]] = {
@@ -207,14 +265,7 @@ PATHS: dict[str, dict[str, dict[str, Any]]] = {
     "/v1/models/{name}/predict": {
         "get": {
             "operationId": "predict", "summary": "Forecast the steps after the newest timestamp of the model's data",
-            "parameters": [
-                MODEL_NAME,
-                {"name": "horizon", "in": "query", "required": False,
-                 "schema": {"type": "integer", "minimum": 1},
-                 "description": "steps to predict (default: the model's horizon); at most the runtime's "
-                                "limits.max_horizon (default 1000), and at most the model's horizon for the "
-                                "direct strategy: a larger one gets 400"},
-            ],
+            "parameters": [MODEL_NAME, HORIZON, SERIES, LEVELS],
             "responses": {
                 "200": _json(_ref("PredictSuccess"), "the forecast"),
                 "400": _json(_ref("PredictError"),
@@ -230,6 +281,60 @@ PATHS: dict[str, dict[str, dict[str, Any]]] = {
             "responses": {
                 "200": _json(_ref("Model"), "the model's entry after training"),
                 "404": _error("unknown model"),
+            },
+        },
+    },
+    "/v1/models/{name}/series": {
+        "get": {
+            "operationId": "listSeries", "summary": "The series of a model's dataset, by id",
+            "parameters": [MODEL_NAME],
+            "responses": {
+                "200": _json({"type": "array", "items": _ref("Series")}, "one entry per series"),
+                "400": _error("the model is not trained yet or failed"),
+            },
+        },
+    },
+    "/v1/models/{name}/forecasts": {
+        "get": {
+            "operationId": "bulkForecasts",
+            "summary": "Forecasts of every ready series (or the named ones) in long form: series, ts, value, "
+                       "lower_L and upper_L per level",
+            "parameters": [
+                MODEL_NAME, HORIZON,
+                {"name": "series", "in": "query", "required": False, "style": "form", "explode": True,
+                 "schema": {"type": "array", "items": {"type": "string", "minLength": 1, "maxLength": 256}},
+                 "description": "series to forecast, repeatable (default: every ready series)"},
+                LEVELS,
+                {"name": "Accept", "in": "header", "required": False,
+                 "schema": {"type": "string", "examples": [JSON, CSV, ARROW_STREAM]},
+                 "description": "JSON rows by default, CSV or Arrow IPC stream on request"},
+            ],
+            "responses": {
+                "200": {
+                    "description": "one row per series and step",
+                    "content": {
+                        JSON: {"schema": _ref("SqlRows")},
+                        CSV: {"schema": {"type": "string"}},
+                        ARROW_STREAM: {"schema": {"type": "string", "contentEncoding": "binary"}},
+                    },
+                },
+                "400": _error("unknown model or series, model not ready, bad horizon or level"),
+            },
+        },
+    },
+    "/v1/models/{name}/history": {
+        "get": {
+            "operationId": "history",
+            "summary": "The latest points of a series exactly as the model sees it (on its grid, filled)",
+            "parameters": [
+                MODEL_NAME, SERIES,
+                {"name": "limit", "in": "query", "required": False,
+                 "schema": {"type": "integer", "minimum": 1, "maximum": 100000},
+                 "description": "points (default 200)"},
+            ],
+            "responses": {
+                "200": _json(_ref("History"), "the series' latest points"),
+                "400": _error("unknown model or series, model not ready, bad limit"),
             },
         },
     },

@@ -28,11 +28,11 @@ DEFAULT_HISTORY = 200
 # --- parsing at the edge: checked once here, trusted after ---------------------------------------------
 
 
-def parse_horizon(raw: Any, cap: int) -> int | None:
-    """A positive integer up to `cap`: ASCII digits in a query string, a JSON integer in a body."""
+def parse_horizon(raw: Any, cap: int, text: bool = True) -> int | None:
+    """A positive integer up to `cap`: ASCII digits in a query string (`text`), a JSON integer in a body."""
     if raw is None:
         return None
-    if isinstance(raw, str):
+    if isinstance(raw, str) and text:
         # int() alone would also take '1_0', ' 2', '+2' and non-ASCII digits like '२'.
         if not re.fullmatch(r"-?[0-9]{1,18}", raw):
             raise InvalidInput(f"horizon must be a positive integer, got {raw[:40]!r}")
@@ -212,7 +212,7 @@ class BatchPredictHandler(PredictBase):
                 levels = item.get("level", [])
                 if not isinstance(levels, list):
                     raise InvalidInput("level must be a list of numbers, e.g. [80, 95]")
-                items.append((name, parse_horizon(item.get("horizon"), cap), parse_series(item.get("series")),
+                items.append((name, parse_horizon(item.get("horizon"), cap, text=False), parse_series(item.get("series")),
                               parse_levels(levels)))
             except InvalidInput as exc:
                 items.append(self.prediction_error(exc, name))

@@ -25,10 +25,12 @@ from pipelines.forecasts import BulkForecast, Forecast, Level
 from pipelines.frequency import Frequency, infer_frequency
 from pipelines.grid import GridQuery, Windows, bucket, phase_origin, raw_timestamps, value_column
 from pipelines.intervals import interval_bounds
+from pipelines.live import LiveScorer
 from pipelines.model import FileBoosterModel, TrainedModel
 from pipelines.registry import ModelRegistry, VersionMeta, data_fingerprint, file_digest, spec_hash
 from pipelines.state import DataVersions, ModelState, ServedModel
 from pipelines.training import train_model
+from pipelines.upkeep import Upkeep
 from spicepod import DatasetSpec, FlightcastError, InvalidInput, ModelSpec, NotFound, NotReady
 from spicepod.timestamps import iso_utc
 
@@ -49,14 +51,17 @@ class PredictionService:
         models: Sequence[ModelSpec],
         datasets: Mapping[str, DatasetSpec],
         client: FlightDataClient,
-        registry_root: Path,
+        data_dir: Path,
         *,
         max_horizon: int = 1000,
     ):
         self.client = client
-        self.registry = ModelRegistry(registry_root)
+        self.registry = ModelRegistry(Path(data_dir) / "models")
         self.max_horizon = max_horizon
         self._states = {m.name: ModelState(m, datasets[m.dataset]) for m in models}
+        self.live = LiveScorer(Path(data_dir) / "live")
+        self.live.load(list(self._states))
+        self._upkeep = Upkeep(self._states.values(), client, self.live, self._retrain)
         self.versions = DataVersions()
         self._cache: dict[tuple, tuple[np.ndarray, np.ndarray, list[str]]] = {}
         self._trainer: threading.Thread | None = None
@@ -72,9 +77,12 @@ class PredictionService:
             state.begin()
         self._trainer = threading.Thread(target=self._train_all, name="trainer", daemon=True)
         self._trainer.start()
+        self._upkeep.start()
 
     def stop(self) -> None:
+        """Stop background work and write what live accuracy has not written yet."""
         self._stopping.set()
+        self._upkeep.stop()
 
     def ready(self) -> bool:
         """Every model has a version or a recorded failure (a retry in progress keeps its failure)."""
@@ -95,6 +103,7 @@ class PredictionService:
         last = np.datetime64(last_timestamp.rstrip("Z"), "us") if last_timestamp else None
         if self.versions.record(dataset, version, last, series):
             self._retry_failed(dataset)
+            self._upkeep.notify(dataset)
 
     def _data(self, dataset: str) -> tuple[int, np.datetime64 | None]:
         """(version, newest timestamp) of a dataset: from commit notices, or asked of the server once."""
@@ -112,6 +121,11 @@ class PredictionService:
         for state in self._states.values():
             if state.spec.dataset == dataset and not self._stopping.is_set() and state.want_retry():
                 threading.Thread(target=self._retry, args=(state,), name=f"retrain-{state.name}", daemon=True).start()
+
+    def _retrain(self, state: ModelState) -> None:
+        """Train again on new data in the background; the old version serves until the new one is ready."""
+        if not self._stopping.is_set():
+            self._train(state, force=True)
 
     def _retry(self, state: ModelState) -> None:
         again = True
@@ -290,6 +304,7 @@ class PredictionService:
         entry = self._cache.get(key)
         if entry is None:
             entry = self._compute(served, state, series, steps, newest)
+            self._remember(served, [series], entry[0][None, :], entry[1], entry[2])
             if steps <= max(state.spec.horizon, CACHED_HORIZON):  # long odd horizons would crowd the cache
                 if len(self._cache) >= CACHE_ENTRIES:
                     self._cache.clear()
@@ -333,6 +348,23 @@ class PredictionService:
         predicted, spread = served.model.forecast_windows(windows.values, windows.last, steps, windows.ids)
         future = served.grid.freq.future(windows.last[0], steps)
         return predicted[0], spread, [iso_utc(t) for t in future]
+
+    def _remember(
+        self, served: ServedModel, ids: list[str | None], predicted: np.ndarray, spread: np.ndarray,
+        timestamps: np.ndarray | list[str],
+    ) -> None:
+        """Served forecasts wait, with their 80% interval, to be scored against the actuals (live accuracy)."""
+        model = served.model
+        if not isinstance(model, TrainedModel):
+            return
+        stamps = np.asarray([np.datetime64(t.rstrip("Z"), "us") for t in timestamps]) if isinstance(
+            timestamps, list) else timestamps
+        stamps = np.broadcast_to(stamps, predicted.shape)
+        lower = upper = None
+        if model.calibration is not None and model.calibration.usable():
+            lower, upper = interval_bounds(predicted, spread, model.calibration, [80.0])[80.0]
+        scales = np.array([model.stats.scale_of(sid) for sid in ids])
+        self.live.record(served.meta.model_name, ids, stamps, predicted, lower, upper, scales)
 
     def _forecast(
         self, served: ServedModel, series: str | None, steps: int,
@@ -403,6 +435,7 @@ class PredictionService:
         if levels:
             bounds = interval_bounds(predicted, spread, served.model.calibration, [v for _, v in levels])
             intervals = {label: bounds[level] for label, level in levels}
+        self._remember(served, ids, predicted, spread, timestamps.reshape(len(ids), steps))
         return BulkForecast(served.meta.model_name, served.meta.model_version, steps, ids,
                             timestamps.reshape(len(ids), steps), predicted, intervals)
 
@@ -460,6 +493,7 @@ class PredictionService:
                 "backtest_windows": meta.backtest_windows if meta else None,
             },
             "intervals": {"calibration_errors": meta.calibration_errors if meta else None},
+            "live_metrics": self.live.metrics(spec.name),
         }
         if spec.strategy == "auto" and meta is not None:
             entry["strategy_mase"] = meta.strategy_mase

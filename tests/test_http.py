@@ -150,7 +150,8 @@ def check_model_entry(entry: dict) -> None:
     assert entry["status"] in ("ready", "training", "failed")
     assert isinstance(entry["datasets"], list) and all(isinstance(d, str) for d in entry["datasets"])
     assert isinstance(entry["lookback"], int) and isinstance(entry["horizon"], int)
-    assert set(entry["metrics"]) == {"mase", "smape"}
+    assert set(entry["metrics"]) == {"mase", "smape", "backtest_windows"}
+    assert entry["live_metrics"] is None or set(entry["live_metrics"]) == {"mase", "smape", "coverage_80", "points"}
     if entry["status"] == "ready":
         assert isinstance(entry["model_version"], str)
         assert isinstance(entry["training_rows"], int) and isinstance(entry["frequency"], str)
@@ -219,6 +220,18 @@ def contract_cases() -> list[tuple[str, str, Any, dict, int, Callable[[HttpRespo
     def sql(body: Any) -> None:
         assert body == [{"n": 89}]
 
+    def series(body: Any) -> None:
+        assert [(e["series"], e["rows"], e["status"]) for e in body] == [(None, 119, "ready")]
+
+    def history(body: Any) -> None:
+        assert body["series"] is None and len(body["values"]) == 2
+        assert body["timestamps"] == ["1994-04-01T00:00:00Z", "1994-07-01T00:00:00Z"]
+
+    def forecasts(body: Any) -> None:
+        assert [row["ts"] for row in body] == ["1994-10-01T00:00:00Z", "1995-01-01T00:00:00Z",
+                                               "1995-04-01T00:00:00Z", "1995-07-01T00:00:00Z"]
+        assert all(row["series"] is None and is_number(row["value"]) for row in body)
+
     def error(code: int, status: str) -> Callable[[HttpResponse], None]:
         return lambda r: check_error(r, code, status)
 
@@ -239,6 +252,12 @@ def contract_cases() -> list[tuple[str, str, Any, dict, int, Callable[[HttpRespo
         ("GET", "/v1/models/nope/predict", None, {}, 400, error(400, "BadRequest")),
         ("POST", "/v1/models/nope/train", b"", {}, 404, error(404, "NotFound")),
         ("GET", "/v1/models/wool_m/train", None, {}, 405, error(405, "MethodNotAllowed")),
+        ("GET", "/v1/models/wool_m/series", None, {}, 200, json_check(series)),
+        ("GET", "/v1/models/nope/series", None, {}, 404, error(404, "NotFound")),
+        ("GET", "/v1/models/wool_m/history?limit=2", None, {}, 200, json_check(history)),
+        ("GET", "/v1/models/wool_m/history?limit=0", None, {}, 400, error(400, "BadRequest")),
+        ("GET", "/v1/models/wool_m/forecasts", None, {}, 200, json_check(forecasts)),
+        ("GET", "/v1/models/wool_m/forecasts?level=100", None, {}, 400, error(400, "BadRequest")),
         ("POST", "/v1/predict", {"predictions": [{"model_name": "wool_m"}]}, {}, 200, json_check(batch)),
         ("POST", "/v1/predict", b"{", {}, 400, error(400, "BadRequest")),
         ("POST", "/v1/sql", b"SELECT count(*) AS n FROM austres", {}, 200, json_check(sql)),
@@ -250,7 +269,7 @@ def contract_cases() -> list[tuple[str, str, Any, dict, int, Callable[[HttpRespo
 
 def _template_of(path: str) -> str | None:
     for pattern, handler in ROUTES:
-        if re.fullmatch(pattern, path):
+        if re.fullmatch(pattern, path.split("?")[0]):
             return route_template(pattern, handler)
     return None
 

@@ -1,0 +1,193 @@
+"""Live accuracy: the forecasts the runtime served, scored against the actuals that arrive later.
+
+For each model, the latest served forecast of each (series, target period) waits until a value for
+that period is on the grid; it is then scored (absolute error scaled by the series' in-sample naive
+MAE, sMAPE, and whether it fell inside the 80% interval) and dropped. Pending forecasts are bounded per
+model (the oldest targets go first) and, with the running sums, persisted as one JSON file per model
+in the data dir: written atomically a few seconds after a change, and at shutdown.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import tempfile
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+log = logging.getLogger("flightcast.live")
+
+MAX_PENDING = 100_000  # served forecast points waiting for their actuals, per model
+FORMAT = 1
+
+
+@dataclass
+class _Model:
+    # (series, target period in microseconds) -> (prediction, lower 80, upper 80, scale)
+    pending: dict[tuple[str | None, int], tuple[float, float, float, float]] = field(default_factory=dict)
+    abs_scaled: float = 0.0
+    scaled_points: int = 0
+    smape: float = 0.0
+    covered: int = 0
+    interval_points: int = 0
+    points: int = 0
+
+
+class LiveScorer:
+    """Remembers served forecasts and scores them when their actuals arrive. Thread-safe."""
+
+    def __init__(self, folder: Path, max_pending: int = MAX_PENDING):
+        self.folder = Path(folder)
+        self.max_pending = max_pending
+        self._models: dict[str, _Model] = {}
+        self._lock = threading.Lock()
+        self._dirty: set[str] = set()
+
+    # --- recording and scoring ---------------------------------------------------------------------
+
+    def record(
+        self, model: str, series: list[str | None], timestamps: np.ndarray, predictions: np.ndarray,
+        lower80: np.ndarray | None, upper80: np.ndarray | None, scales: np.ndarray,
+    ) -> None:
+        """Remember forecasts (n series x steps); a later forecast of the same target replaces an earlier one."""
+        stamps = np.asarray(timestamps).astype("datetime64[us]").astype(np.int64)
+        nan = np.full(predictions.shape, math.nan)
+        lower = nan if lower80 is None else lower80
+        upper = nan if upper80 is None else upper80
+        with self._lock:
+            state = self._state(model)
+            pending = state.pending
+            for i, sid in enumerate(series):
+                scale = float(scales[i])
+                for k in range(predictions.shape[1]):
+                    key = (sid, int(stamps[i, k]))
+                    pending.pop(key, None)  # re-inserted last: insertion order is recency
+                    pending[key] = (float(predictions[i, k]), float(lower[i, k]), float(upper[i, k]), scale)
+            while len(pending) > self.max_pending:
+                pending.pop(next(iter(pending)))
+            self._dirty.add(model)
+
+    def waiting(self, model: str) -> dict[str | None, int]:
+        """Series with pending forecasts, and the oldest pending target of each (microseconds)."""
+        with self._lock:
+            state = self._models.get(model)
+            if state is None:
+                return {}
+            oldest: dict[str | None, int] = {}
+            for sid, stamp in state.pending:
+                if stamp < oldest.get(sid, stamp + 1):
+                    oldest[sid] = stamp
+            return oldest
+
+    def score(self, model: str, series: str | None, times: np.ndarray, values: np.ndarray) -> int:
+        """Score the pending forecasts of `series` whose periods are among `times`; returns how many."""
+        stamps = np.asarray(times).astype("datetime64[us]").astype(np.int64)
+        scored = 0
+        with self._lock:
+            state = self._state(model)
+            for stamp, actual in zip(stamps.tolist(), np.asarray(values, dtype=np.float64).tolist(), strict=True):
+                entry = state.pending.pop((series, stamp), None)
+                if entry is None or not math.isfinite(actual):
+                    continue
+                predicted, lower, upper, scale = entry
+                error = abs(actual - predicted)
+                if scale > 0 and math.isfinite(scale):
+                    state.abs_scaled += error / scale
+                    state.scaled_points += 1
+                denominator = abs(actual) + abs(predicted)
+                state.smape += 0.0 if denominator == 0 else 200.0 * error / denominator
+                if math.isfinite(lower) and math.isfinite(upper):
+                    state.covered += int(lower <= actual <= upper)
+                    state.interval_points += 1
+                state.points += 1
+                scored += 1
+            if scored:
+                self._dirty.add(model)
+        return scored
+
+    def metrics(self, model: str) -> dict[str, Any] | None:
+        """{"mase", "smape", "coverage_80", "points"}; None before any point is scored."""
+        with self._lock:
+            state = self._models.get(model)
+            if state is None or not state.points:
+                return None
+            return {
+                "mase": state.abs_scaled / state.scaled_points if state.scaled_points else None,
+                "smape": state.smape / state.points,
+                "coverage_80": state.covered / state.interval_points if state.interval_points else None,
+                "points": state.points,
+            }
+
+    def _state(self, model: str) -> _Model:
+        state = self._models.get(model)
+        if state is None:
+            state = self._models[model] = self._load(model)
+        return state
+
+    # --- persistence -------------------------------------------------------------------------------
+
+    def _path(self, model: str) -> Path:
+        return self.folder / f"{model}.json"
+
+    def _load(self, model: str) -> _Model:
+        path = self._path(model)
+        try:
+            doc = json.loads(path.read_text())
+        except FileNotFoundError:
+            return _Model()
+        except (OSError, ValueError) as exc:
+            log.warning("live accuracy of %s: cannot read %s (%s); starting afresh", model, path, exc)
+            return _Model()
+        if doc.get("format") != FORMAT:
+            return _Model()
+        state = _Model(**{k: doc[k] for k in ("abs_scaled", "scaled_points", "smape", "covered",
+                                               "interval_points", "points")})
+        for sid, stamp, predicted, lower, upper, scale in doc["pending"]:
+            state.pending[(sid, int(stamp))] = tuple(_num(v) for v in (predicted, lower, upper, scale))
+        return state
+
+    def load(self, models: list[str]) -> None:
+        """Read the stored state of these models (at start, so /v1/models shows it at once)."""
+        with self._lock:
+            for model in models:
+                self._state(model)
+
+    def flush(self) -> None:
+        """Write every model changed since the last flush (atomically: a temp file renamed over)."""
+        with self._lock:
+            dirty, self._dirty = self._dirty, set()
+            docs = {m: self._doc(self._models[m]) for m in dirty if m in self._models}
+        if not docs:
+            return
+        self.folder.mkdir(parents=True, exist_ok=True)
+        for model, doc in docs.items():
+            fd, tmp = tempfile.mkstemp(prefix=f".{model}-", dir=self.folder)
+            try:
+                with os.fdopen(fd, "w") as handle:
+                    json.dump(doc, handle)
+                    handle.flush()
+                    os.fsync(handle.fileno())
+                os.replace(tmp, self._path(model))
+            except OSError as exc:
+                log.warning("live accuracy of %s: cannot write %s: %s", model, self._path(model), exc)
+                Path(tmp).unlink(missing_ok=True)
+
+    @staticmethod
+    def _doc(state: _Model) -> dict[str, Any]:
+        return {
+            "format": FORMAT,
+            "abs_scaled": state.abs_scaled, "scaled_points": state.scaled_points, "smape": state.smape,
+            "covered": state.covered, "interval_points": state.interval_points, "points": state.points,
+            "pending": [[sid, stamp, *(None if not math.isfinite(v) else v for v in entry)]
+                        for (sid, stamp), entry in state.pending.items()],
+        }
+
+
+def _num(value: Any) -> float:
+    return math.nan if value is None else float(value)

@@ -1,0 +1,120 @@
+"""Work that follows new data, off the commit path: scoring served forecasts against the actuals that
+arrived, and retraining models after `retrain_after_rows` new rows. One background thread; notices for
+the same dataset that arrive while it works are coalesced."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Iterable
+
+import numpy as np
+
+from pipelines.flight_client import FlightDataClient
+from pipelines.grid import bucket
+from pipelines.live import LiveScorer
+from pipelines.state import ModelState
+
+log = logging.getLogger("flightcast.upkeep")
+
+FLUSH_SECONDS = 2.0  # live accuracy is written at most this long after it changed
+MAX_SCORED_POINTS = 10_000  # grid points per series read back to score served forecasts
+MAX_NAMED_SERIES = 1000  # more series than this waiting: read them all rather than name each
+
+
+class Upkeep:
+    def __init__(
+        self, states: Iterable[ModelState], client: FlightDataClient, live: LiveScorer,
+        retrain: Callable[[ModelState], None],
+    ):
+        self._states = list(states)
+        self._client = client
+        self._live = live
+        self._retrain = retrain
+        self._due: set[str] = set()
+        self._wake = threading.Condition()
+        self._stopping = False
+        self._retraining: set[str] = set()
+        self._thread = threading.Thread(target=self._run, name="upkeep", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        with self._wake:
+            self._stopping = True
+            self._wake.notify()
+        self._thread.join(timeout=10)
+        self._live.flush()
+
+    def notify(self, dataset: str) -> None:
+        with self._wake:
+            self._due.add(dataset)
+            self._wake.notify()
+
+    def _run(self) -> None:
+        while True:
+            with self._wake:
+                if not self._due and not self._stopping:
+                    self._wake.wait(timeout=FLUSH_SECONDS)
+                if self._stopping:
+                    return
+                due, self._due = self._due, set()
+            for dataset in due:
+                for state in self._states:
+                    if state.spec.dataset == dataset and state.current is not None:
+                        self._guarded(self._score, state)
+                        self._guarded(self._maybe_retrain, state)
+            self._live.flush()
+
+    def _guarded(self, work: Callable[[ModelState], None], state: ModelState) -> None:
+        try:
+            work(state)
+        except Exception as exc:  # noqa: BLE001 - upkeep must go on for the other models
+            log.warning("model %s: %s failed: %s: %s", state.name, work.__name__.strip("_"), type(exc).__name__, exc)
+
+    def _score(self, state: ModelState) -> None:
+        """Score pending forecasts whose periods now have values on the grid (one query for all series)."""
+        served = state.current
+        waiting = self._live.waiting(state.name)
+        if served is None or not waiting:
+            return
+        last = self._client.dataset_info(state.spec.dataset)["last_timestamp"]
+        if last is None:
+            return
+        grid = served.grid
+        newest = bucket(np.datetime64(last.rstrip("Z"), "us"), grid.freq, grid.origin)
+        oldest = np.datetime64(min(waiting.values()), "us")
+        if oldest > newest:
+            return
+        points = min(int(grid.freq.steps_between(oldest, np.asarray([newest]))[0]) + 1, MAX_SCORED_POINTS)
+        ids = None
+        if served.panel and len(waiting) <= MAX_NAMED_SERIES:
+            ids = sorted(sid for sid in waiting if sid is not None)
+        found = grid.history(self._client, points, ids=ids)
+        scored = 0
+        for sid, times, values in zip(found.ids, found.times, found.values, strict=True):
+            if sid in waiting:
+                scored += self._live.score(state.name, sid, times, values)
+        if scored:
+            log.info("model %s: scored %d served forecast points against new data", state.name, scored)
+
+    def _maybe_retrain(self, state: ModelState) -> None:
+        every = state.spec.retrain_after_rows
+        served = state.current
+        if not every or served is None or state.name in self._retraining:
+            return
+        rows = int(self._client.dataset_info(state.spec.dataset)["rows"])
+        if rows - served.dataset_rows < every:
+            return
+        log.info("model %s: %d new rows since version %s; retraining in the background",
+                 state.name, rows - served.dataset_rows, served.meta.model_version)
+        self._retraining.add(state.name)
+
+        def work() -> None:
+            try:
+                self._retrain(state)
+            finally:
+                self._retraining.discard(state.name)
+
+        threading.Thread(target=work, name=f"retrain-{state.name}", daemon=True).start()
