@@ -32,7 +32,8 @@ log = logging.getLogger("flightcast.training")
 DEFAULT_NUM_BOOST_ROUND = 200
 TRAINING_ROWS_BUDGET = 1_000_000  # feature rows of one fit; a panel's series share it evenly
 MIN_WINDOWS_PER_SERIES = 64
-CALIBRATION_ORIGINS = 40  # the earliest backtest model forecasts from this many origins when data allows
+CALIBRATION_ORIGINS = 40  # the earliest backtest origin moves back this far when there are few errors
+CALIBRATION_ERRORS = 200  # per step; fewer than this from the plain origins, and the earliest moves back
 MAX_BACKTEST_SERIES = 1000
 SINGLE_THREAD_ROWS = 50_000  # fits on fewer rows run on one thread (faster, and the same on any machine)
 
@@ -100,6 +101,7 @@ def training_set(
     counts = [min(a, cap) for a in available]
     x = np.empty((sum(counts), layout.width), dtype=np.float32)
     y = np.empty(sum(counts), dtype=np.float32)
+    w = np.empty(sum(counts), dtype=np.float32)
     at = 0
     for i, (values, times) in enumerate(zip(series.values, series.times, strict=True)):
         if not counts[i]:
@@ -112,8 +114,13 @@ def training_set(
         rows, mu, sd = layout.rows(windows, np.full(n, stats.mean[i]), np.full(n, stats.std[i]), positions, step)
         x[at:at + n] = rows
         y[at:at + n] = (values[targets] - mu) / sd
+        scale = stats.scale[i] if stats.scale[i] > 0 else stats.std[i]
+        w[at:at + n] = sd / scale
         at += n
-    return x, y
+    import os
+    if os.environ.get("FC_WEIGHT"):
+        return x, y, w / w.mean()
+    return x, y, None
 
 
 def fit(
@@ -126,11 +133,12 @@ def fit(
     boosters = []
     rows = 0
     for step in _steps(strategy, horizon):
-        x, y = training_set(layout, series, stats, freq, step, cap)
+        x, y, w = training_set(layout, series, stats, freq, step, cap)
         rows = max(rows, x.shape[0])
         params, rounds = lightgbm_params(user_params, x.shape[0])
         try:
-            booster = lgb.train(params, lgb.Dataset(x, y, params=params, free_raw_data=True), num_boost_round=rounds)
+            data = lgb.Dataset(x, y, weight=w, params=params, free_raw_data=True)
+            booster = lgb.train(params, data, num_boost_round=rounds)
         except lgb.basic.LightGBMError as exc:
             raise InvalidInput(f"LightGBM rejected the training parameters: {exc}") from exc
         # Round-trip through the text format so an in-memory model predicts exactly like a loaded one.
@@ -138,13 +146,15 @@ def fit(
     return TrainedModel(layout, freq, horizon, strategy, boosters, stats, training_rows=rows)
 
 
-def _cuts(length: int, horizon: int, windows: int, need: int) -> list[int] | None:
-    """The backtest models' training lengths, latest first; None when the series is too short for them."""
+def _cuts(length: int, horizon: int, windows: int, need: int, extend: bool) -> list[int] | None:
+    """The backtest models' training lengths (their origins), latest first; None when the series is too
+    short for them. With `extend`, the earliest origin moves back so that calibration gets
+    CALIBRATION_ORIGINS origins (when the data allows)."""
     cuts = [length - j * horizon for j in range(1, windows + 1)]
     if cuts[-1] < need:
         return None
     extended = length - max(windows * horizon, CALIBRATION_ORIGINS)
-    if extended >= need:
+    if extend and extended >= need:
         cuts[-1] = extended
     return cuts
 
@@ -156,7 +166,10 @@ def backtest(
     """Score `strategy` from `windows` rolling origins per series and collect calibration errors."""
     lookback, season = layout.lookback, freq.season
     need = lookback + _steps(strategy, horizon)[-1]
-    cuts = {i: c for i in range(len(series)) if (c := _cuts(series.values[i].size, horizon, windows, need))}
+    # Few series give few calibration errors: then the earliest origin moves back for more of them.
+    extend = len(series) * windows * horizon < CALIBRATION_ERRORS
+    cuts = {i: c for i in range(len(series))
+            if (c := _cuts(series.values[i].size, horizon, windows, need, extend))}
     if not cuts:
         shortest = lookback + _steps(strategy, horizon)[-1] + windows * horizon
         longest = int(series.lengths().max()) if len(series) else 0
@@ -191,9 +204,7 @@ def backtest(
         normalised = np.abs(actual - predicted) / spread[:, None]
         for k in range(horizon):
             errors[k].append(normalised[inside[:, k], k])
-        # The scored origin of model j is the (j+1)-th horizon back from the end (its cut, unless the
-        # earliest cut was moved back for calibration).
-        for row in np.flatnonzero(origin == lengths[owner] - (j + 1) * horizon):
+        for row in np.flatnonzero(origin == cut[owner]):  # each model is scored from its own origin
             r, o = owner[row], origin[row]
             values = series.values[chosen[r]]
             scores[chosen[r]].append((mase(actual[row], predicted[row], values[:o], season),
@@ -251,7 +262,8 @@ def train_model(
         raise InvalidInput(f"unknown strategy {strategy!r}; expected one of {', '.join(STRATEGIES)}, auto")
     eligible = check_series(series, lookback, horizon, dataset)
     trainable = series.subset(eligible)
-    layout = FeatureLayout(lookback, freq.season)
+    import os
+    layout = FeatureLayout(lookback, freq.season, os.environ.get("FC_TARGET", "mean"))
     candidates = list(STRATEGIES) if strategy == "auto" else [strategy]
     results = [backtest(layout, trainable, freq, horizon, backtest_windows, s, lightgbm_params, dataset)
                for s in candidates]

@@ -222,9 +222,9 @@ def test_backtest_metrics_are_the_means_over_rolling_origins() -> None:
     model = train(values, ts, freq=freq, lookback=lookback, horizon=horizon, lightgbm_params=FAST, dataset="wool")
     n = values.size
     scores = []
-    # Origins n-4 and n-8 are fit on the data before them; the earliest model's cut is moved back to
-    # n-40 so that it calibrates from 40 origins, and it forecasts origin n-12 from there.
-    for origin, cut in ((n - 4, n - 4), (n - 8, n - 8), (n - 12, n - 40)):
+    # Each origin's model is fit on the data before it; the earliest origin is moved back from n-12 to
+    # n-40 so that calibration gets 40 origins.
+    for origin, cut in ((n - 4, n - 4), (n - 8, n - 8), (n - 40, n - 40)):
         held = train(values[:cut], ts[:cut], freq=freq, lookback=lookback, horizon=horizon, lightgbm_params=FAST,
                      dataset="wool", backtest_windows=1)
         predicted = forecast(held, values[origin - lookback:origin], ts[origin - 1], horizon)
@@ -283,15 +283,15 @@ def test_training_rows_are_the_rows_the_forecast_computes() -> None:
     series = SeriesSet.single(ts, values)
     layout = FeatureLayout(12, freq.season)
     stats = _stats(series, freq.season)
-    x, y = training_set(layout, series, stats, freq, 1, cap=10_000)
+    x, y, _ = training_set(layout, series, stats, freq, 1, cap=10_000)
     assert x.shape == (values.size - 12, layout.width)
     for start in (0, 37, values.size - 13):
         window = values[start:start + 12]
         target = start + 12
         position = freq.position(freq.future(ts[target - 1], 1))
-        row, mu, sd = layout.rows(window[None, :], stats.mean[:1], stats.std[:1], position, 1)
+        row, base, sd = layout.rows(window[None, :], stats.mean[:1], stats.std[:1], position, 1)
         assert np.array_equal(row[0].astype(np.float32), x[start])
-        assert np.float32((values[target] - mu[0]) / sd[0]) == y[start]
+        assert np.float32((values[target] - base[0]) / sd[0]) == y[start]
 
 
 @pytest.mark.parametrize("strategy", ["recursive", "direct"])
