@@ -212,8 +212,8 @@ class BatchPredictHandler(PredictBase):
                 levels = item.get("level", [])
                 if not isinstance(levels, list):
                     raise InvalidInput("level must be a list of numbers, e.g. [80, 95]")
-                items.append((name, parse_horizon(item.get("horizon"), cap, text=False), parse_series(item.get("series")),
-                              parse_levels(levels)))
+                horizon = parse_horizon(item.get("horizon"), cap, text=False)
+                items.append((name, horizon, parse_series(item.get("series")), parse_levels(levels)))
             except InvalidInput as exc:
                 items.append(self.prediction_error(exc, name))
         return items

@@ -28,10 +28,9 @@ class FeatureLayout:
     same position of the latest season in the window.
     """
 
-    def __init__(self, lookback: int, season: int, target: str = "mean"):
+    def __init__(self, lookback: int, season: int):
         self.lookback = int(lookback)
         self.season = int(season)
-        self.target = target  # what the normalised target is relative to: the window mean, or `anchor`
         self.use_position = self.season > 1
         self.use_season_lag = self.season > 1 and self.lookback >= self.season
         self.width = self.lookback + 2 + int(self.use_position) + int(self.use_season_lag)
@@ -45,11 +44,11 @@ class FeatureLayout:
         return names
 
     def to_json(self) -> dict[str, Any]:
-        return {"lookback": self.lookback, "season": self.season, "target": self.target, "names": self.names()}
+        return {"lookback": self.lookback, "season": self.season, "names": self.names()}
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> FeatureLayout:
-        layout = cls(int(data["lookback"]), int(data["season"]), data.get("target", "mean"))
+        layout = cls(int(data["lookback"]), int(data["season"]))
         if layout.names() != data["names"]:
             raise InvalidInput("model.json: the feature layout does not match this version of flightcast")
         return layout
@@ -67,8 +66,8 @@ class FeatureLayout:
         step: int,
         dtype: type = np.float64,
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Feature rows for predicting `step` values after each window; also the base the target is
-        relative to (per window) and the window's spread: target = (value - base) / spread.
+        """Feature rows for predicting `step` values after each window; also each window's mean and spread
+        (the target is normalised by them: (value - mean) / spread).
 
         `windows` is (n, lookback), oldest first; `series_mean`/`series_std` (n,) are the level statistics
         of each window's series; `positions` (n,) the season position of each target.
@@ -86,10 +85,6 @@ class FeatureLayout:
             col += 1
         if self.use_season_lag:
             x[:, col] = x[:, self.season_lag_index(step)]
-        if self.target == "anchor":
-            # The value one season back (the last value without a season): the target is the change from it.
-            anchor = self.season_lag_index(step) if self.use_season_lag else lookback - 1
-            return x, windows[:, anchor], sd
         return x, mu, sd
 
 
