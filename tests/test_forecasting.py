@@ -12,6 +12,7 @@ import pytest
 
 from pipelines.features import FeatureLayout
 from pipelines.frequency import Frequency, infer_frequency
+from pipelines.intervals import Calibration, interval_bounds
 from pipelines.metrics import mase, smape
 from pipelines.model import FileBoosterModel, TrainedModel
 from pipelines.series import SeriesSet
@@ -355,3 +356,40 @@ def test_metric_helpers() -> None:
     assert smape(np.array([100.0, 0.0]), np.array([50.0, 0.0])) == pytest.approx(100.0 * (100.0 / 150.0) / 2)
     assert smape(np.array([1.0]), np.array([0.0])) == 200.0
     assert smape(np.array([3.0, 4.0]), np.array([3.0, 4.0])) == 0.0
+
+
+# ------------------------------------------------------------------------------------------ intervals
+
+
+def test_conformal_intervals_cover_about_their_level_on_known_noise() -> None:
+    """Gaussian noise around a weekly shape: about L% of later values fall in the L% interval."""
+    rng = np.random.default_rng(11)
+    n, train_part, lookback, horizon = 900, 600, 14, 7
+    ts = np.arange(n) * np.timedelta64(1, "D") + us("2023-01-01")
+    values = 100.0 + 10.0 * np.array([0, 2, 3, 1, -1, 5, 4])[np.arange(n) % 7] + rng.normal(0.0, 3.0, n)
+    model = train(values[:train_part], ts[:train_part], freq=Frequency.parse("1d"), lookback=lookback,
+                  horizon=horizon, lightgbm_params=FAST, dataset="noise")
+    assert model.calibration.count >= 30
+    origins = np.arange(train_part, n - horizon + 1)
+    windows = np.stack([values[o - lookback:o] for o in origins])
+    predicted, spread = model.forecast_windows(windows, ts[origins - 1], horizon, [None] * origins.size)
+    actual = np.stack([values[o:o + horizon] for o in origins])
+    bounds = interval_bounds(predicted, spread, model.calibration, [80.0, 95.0])
+    coverage = {level: float(np.mean((lower <= actual) & (actual <= upper))) for level, (lower, upper)
+                in bounds.items()}
+    # A wide band around the nominal rate: ~40 calibration errors per step put the 80% quantile within
+    # about +-15% of the true one; the benchmark reports the figures over many series.
+    assert 0.66 <= coverage[80.0] <= 0.95, coverage
+    assert 0.86 <= coverage[95.0] <= 1.0, coverage
+    assert np.all(bounds[95.0][0] <= bounds[80.0][0]) and np.all(bounds[80.0][1] <= bounds[95.0][1])
+
+
+def test_half_widths_follow_conformal_ranks() -> None:
+    calibration = Calibration([np.arange(1.0, 20.0), np.arange(2.0, 21.0)])  # 19 errors per step
+    # Level 80: the ceil(20 * 0.8) = 16th smallest error; level 95: the 19th (the largest).
+    assert calibration.half_widths(80.0, 2).tolist() == [16.0, 17.0]
+    assert calibration.half_widths(95.0, 2).tolist() == [19.0, 20.0]
+    # Beyond the calibrated steps: the last width, widened by sqrt(step / steps); never narrower.
+    widths = calibration.half_widths(80.0, 4)
+    assert widths[2] == pytest.approx(17.0 * math.sqrt(3 / 2)) and widths[3] == pytest.approx(17.0 * math.sqrt(2))
+    assert calibration.count == 19
