@@ -128,7 +128,9 @@ class PredictionService:
 
     # --- data versions -----------------------------------------------------------------------------
 
-    def on_data_changed(self, dataset: str, version: int, last_timestamp: str | None = None) -> None:
+    def on_data_changed(
+        self, dataset: str, version: int, last_timestamp: str | None = None, series: frozenset[str] | None = None,
+    ) -> None:
         """A commit notice: forecasts of this dataset computed before it are stale from now on."""
         if self._record(dataset, version, last_timestamp):
             self._retry_failed(dataset)
