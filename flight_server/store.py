@@ -131,29 +131,34 @@ class DatasetStore:
             "SELECT table_name FROM duckdb_tables() WHERE database_name = 'store' AND schema_name = 'main'"
         ).fetchall()}
         self._db = db
-        for spec in self._specs.values():
-            started = time.perf_counter()
-            if spec.mode == "read":
-                self._load(spec, f"main.{quote_ident(spec.name)}")
-                state = self._track(spec, f"main.{quote_ident(spec.name)}")
-            else:
-                table = f"store.main.{quote_ident(spec.name)}"
-                if spec.name not in stored and spec.kind == "file":
-                    self._load(spec, table)
-                    log.info("dataset %s: seeded the store from %s", spec.name, spec.source)
-                if spec.name in stored or spec.kind == "file":
-                    self._expose(spec.name)
-                    state = self._track(spec, table)
+        try:
+            for spec in self._specs.values():
+                started = time.perf_counter()
+                if spec.mode == "read":
+                    self._load(spec, f"main.{quote_ident(spec.name)}")
+                    state = self._track(spec, f"main.{quote_ident(spec.name)}")
                 else:
-                    state = DatasetState(spec, table, schema=None)
-            self._states[spec.name] = state
-            log.info(
-                "dataset %s: %d rows (%s, %s) in %.1f ms",
-                spec.name, state.rows, spec.mode, spec.source, (time.perf_counter() - started) * 1000,
-            )
-        # From here on client SQL cannot touch the host, and cannot lift these settings again.
-        db.execute("SET enable_external_access = false")
-        db.execute("SET lock_configuration = true")
+                    table = f"store.main.{quote_ident(spec.name)}"
+                    if spec.name not in stored and spec.kind == "file":
+                        self._load(spec, table)
+                        log.info("dataset %s: seeded the store from %s", spec.name, spec.source)
+                    if spec.name in stored or spec.kind == "file":
+                        self._expose(spec.name)
+                        state = self._track(spec, table)
+                    else:
+                        state = DatasetState(spec, table, schema=None)
+                self._states[spec.name] = state
+                log.info(
+                    "dataset %s: %d rows (%s, %s) in %.1f ms",
+                    spec.name, state.rows, spec.mode, spec.source, (time.perf_counter() - started) * 1000,
+                )
+            # From here on client SQL cannot touch the host, and cannot lift these settings again.
+            db.execute("SET enable_external_access = false")
+            db.execute("SET lock_configuration = true")
+        except BaseException:
+            db.close()  # a failed start-up leaves no database attached (the file stays free)
+            self._db = None
+            raise
 
     def close(self) -> None:
         """Checkpoint and close the database; later calls fail cleanly."""

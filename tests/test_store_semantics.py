@@ -131,6 +131,22 @@ def test_the_first_do_put_of_a_flight_dataset_is_deduplicated_too(panel_flight) 
     assert panel_flight.notices[-1][3] is None  # no series column: the one series
 
 
+@pytest.mark.parametrize(("sent", "expected"), [
+    ([1, 2, 3, 4], {1: 10.0, 2: 20.0, 3: 30.0, 4: 40.0}),  # every stored time sent again
+    ([1, 3, 4], {1: 10.0, 2: 2.0, 3: 30.0, 4: 40.0}),  # as many times as stored in the range, not the same
+    ([0, 4, 6], {0: 0.0, 1: 1.0, 2: 2.0, 4: 40.0, 6: 60.0}),  # a gap: the stored rows between stay
+    ([6, 5], {1: 1.0, 2: 2.0, 4: 4.0, 5: 50.0, 6: 60.0}),  # all new, out of order
+], ids=["covering", "same_count_other_keys", "gaps", "new_unsorted"])
+def test_overwrites_keep_every_stored_row_they_do_not_send(tmp_path: Path, sent: list[int], expected: dict) -> None:
+    write_csv_text(tmp_path / "data" / "days.csv", "ts,value\n2024-01-02,1\n2024-01-03,2\n2024-01-05,4\n")
+    with flight_store(tmp_path, pod(dataset("days", "file:data/days.csv", mode="read_write"))) as fs:
+        put = pa.table({"ts": pa.array([T0 + d * D for d in sent], pa.timestamp("us")),
+                        "value": [d * 10.0 for d in sent]})
+        assert do_put(fs.client, "days", put, OPTS) == {"dataset": "days", "rows": len(sent)}
+        assert rows_of(fs.client, "days") == [(T0 + d * D, v) for d, v in sorted(expected.items())]
+        assert info(fs.client, "days")["rows"] == len(expected)
+
+
 def test_keep_stores_every_row(panel_flight) -> None:
     client = panel_flight.client
     again = panel([("a", T0, 1.5), ("a", T0, 1.5)])
