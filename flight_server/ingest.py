@@ -2,11 +2,13 @@
 
 `keep` datasets append each batch as it arrives. `replace` datasets (one row per key) stage the whole
 stream in a connection-local temp table first, so a slow client holds no lock, then merge it under the
-dataset's write lock in one transaction: delete the stored rows whose keys the stream brings (a hash
-semi-join bounded by the stream's time range, so zone maps skip the rest of the table), insert the
-stream's rows (the last occurrence of a key wins). A stream whose keys are all new and after the
-newest stored time (the common append) skips the delete. Measured on 10M rows against a DuckDB
-PRIMARY KEY with INSERT OR REPLACE and against de-duplicating on read: see bench/bench_flight.py.
+dataset's write lock in one transaction: delete the stored rows whose keys the stream brings, insert
+the stream's rows (the last occurrence of a key wins). Only stored rows timed between the stream's
+first time and the newest stored time can share a key: a stream after the newest stored time (the
+common append) deletes nothing; a re-sent run that covers every stored time of its range deletes that
+range; anything else deletes by a hash semi-join on the keys, bounded to the range so zone maps skip
+the rest of the table. Chosen by measurement on 10M rows against a DuckDB PRIMARY KEY with INSERT OR
+REPLACE and against de-duplicating on read: see bench/bench_flight.py.
 """
 
 from __future__ import annotations
@@ -24,7 +26,9 @@ from flight_server.sources import MAX_SERIES_ID_BYTES
 from spicepod import DatasetSpec, InvalidInput, LimitExceeded, Limits, quote_ident
 
 MAX_NOTICE_SERIES = 10_000  # a commit touching more series is announced as touching all (None)
-STAGED = "flightcast_staged"  # the temp table a replace stream is staged in (one per cursor)
+STAGED = "flightcast_staged"  # a replace stream before its merge (temp, one per cursor)
+RECEIVED = "flightcast_received"  # the stream's batches as DuckDB sees them
+STAGE_IN_MEMORY_BYTES = 512 << 20  # a larger stream is staged in a temp table (spilled under the memory limit)
 
 
 def is_lossless(incoming: pa.DataType, stored: pa.DataType) -> bool:
@@ -213,18 +217,33 @@ def append_batches(cur: duckdb.DuckDBPyConnection, table: str, stream: IncomingS
 
 
 def stage(cur: duckdb.DuckDBPyConnection, stream: IncomingStream, schema: pa.Schema) -> None:
-    """`replace`: copy the whole stream into this cursor's temp table (times as naive UTC TIMESTAMP).
+    """`replace`: receive the whole stream before the merge, as STAGED (times as naive UTC TIMESTAMP).
 
-    The temp table lives as long as the cursor; nothing of it is durable.
+    The batches are held as they came (no copy) and merged by one INSERT, which beats a copy per batch;
+    past STAGE_IN_MEMORY_BYTES they go into a temp table, which DuckDB spills to disk under its memory
+    limit. A stream whose keys may repeat is put in a temp table too, whose rowid is the arrival order.
+    Nothing of it is durable; it lives as long as the cursor.
     """
     ts = quote_ident(stream.spec.time_column)
-    select = f"SELECT * REPLACE (CAST({ts} AS TIMESTAMP) AS {ts}) FROM incoming"
-    cur.register("incoming", schema.empty_table())
-    cur.execute(f"CREATE OR REPLACE TEMP TABLE {STAGED} AS {select}")
+    select = f"SELECT * REPLACE (CAST({ts} AS TIMESTAMP) AS {ts}) FROM {RECEIVED}"
+    held: list[pa.RecordBatch] = []
+    size = 0
+    in_table = False
     for batch in stream.batches():
-        cur.register("incoming", batch)
-        cur.execute(f"INSERT INTO {STAGED} {select}")
-    cur.unregister("incoming")
+        if in_table:
+            cur.register(RECEIVED, batch)
+            cur.execute(f"INSERT INTO {STAGED} {select}")
+            continue
+        held.append(batch)
+        size += batch.nbytes
+        if size > STAGE_IN_MEMORY_BYTES:
+            cur.register(RECEIVED, pa.Table.from_batches(held))
+            cur.execute(f"CREATE OR REPLACE TEMP TABLE {STAGED} AS {select}")
+            held, in_table = [], True
+    if not in_table:
+        cur.register(RECEIVED, pa.Table.from_batches(held) if held else schema.empty_table())
+        kind = "VIEW" if stream.keys_unique else "TABLE"
+        cur.execute(f"CREATE OR REPLACE TEMP {kind} {STAGED} AS {select}")
 
 
 def merge_staged(cur: duckdb.DuckDBPyConnection, table: str, stream: IncomingStream, stored_last: Any) -> int:

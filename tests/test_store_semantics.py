@@ -147,6 +147,21 @@ def test_overwrites_keep_every_stored_row_they_do_not_send(tmp_path: Path, sent:
         assert info(fs.client, "days")["rows"] == len(expected)
 
 
+def test_a_stream_too_large_to_hold_is_staged_in_a_temp_table_alike(panel_flight, monkeypatch) -> None:
+    import flight_server.ingest
+
+    monkeypatch.setattr(flight_server.ingest, "STAGE_IN_MEMORY_BYTES", 1)  # every batch past the first
+    client = panel_flight.client
+    batches = [panel([("a", T0 + D, 5.0), ("e", T0, 1.0)]).to_batches()[0],
+               panel([("e", T0, 2.0), ("e", T0 + D, 3.0)]).to_batches()[0],
+               panel([("b", T0 + 3 * D, 4.0)]).to_batches()[0]]
+    assert do_put(client, "sales", batches, OPTS) == {"dataset": "sales", "rows": 5}
+    assert rows_of(client, "sales") == [
+        ("a", T0, 1.0), ("a", T0 + D, 5.0), ("b", T0, 10.0), ("b", T0 + D, 20.0), ("b", T0 + 3 * D, 4.0),
+        ("e", T0, 2.0), ("e", T0 + D, 3.0)]
+    assert info(client, "sales")["rows"] == 7
+
+
 def test_keep_stores_every_row(panel_flight) -> None:
     client = panel_flight.client
     again = panel([("a", T0, 1.5), ("a", T0, 1.5)])
