@@ -116,6 +116,8 @@ def main() -> None:
         finally:
             runtime.stop()
             stop_process(bare)
+            if bare.stdout is not None:
+                bare.stdout.close()
         _designs(data, folder)  # after the runtime stopped: the box is quieter
 
 
