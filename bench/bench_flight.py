@@ -1,6 +1,8 @@
-"""Data plane: DoGet and DoPut of 10M rows against a bare pyarrow Flight server, and latest-window queries.
+"""Data plane: DoGet and DoPut of 10M rows against a bare pyarrow Flight server, one-row-per-key DoPuts
+(into an empty dataset, and overwriting into a 10M-row one) against the plain append path, the storage
+designs for one row per key measured side by side, and latest-window queries.
 
-Run: .venv/bin/python -m bench.bench_flight
+Run: .venv/bin/python -m bench.bench_flight   (BENCH_ROWS=N for another size; the tiny run uses a few thousand)
 """
 
 from __future__ import annotations
@@ -13,6 +15,8 @@ import pyarrow as pa
 import pyarrow.flight as flight
 
 from bench.common import (
+    START,
+    STEP,
     Runtime,
     TempDir,
     do_put,
@@ -33,6 +37,7 @@ from pipelines.frequency import Frequency
 from pipelines.window import WindowQuery
 
 ROWS = int(os.environ.get("BENCH_ROWS", 10_000_000))
+OVERWRITE_ROWS = max(2, ROWS // 10)  # a DoPut of which half overwrites the newest stored keys, half is new
 SMALL_ROWS = 10_000
 RUNS = 5  # DoGet runs per server, interleaved
 PUT_RUNS = 3
@@ -70,6 +75,7 @@ datasets:
     name: small
     mode: read_write
 {ingest}
+{keep}
 """
 
 
@@ -92,7 +98,8 @@ def main() -> None:
         big_path = write_parquet(folder / "big.parquet", data)
         small_path = write_parquet(folder / "small.parquet", small)
         ingest = "\n".join(f"  - from: flight\n    name: ingest_{i}" for i in range(PUT_RUNS + 1))
-        pod = SPICEPOD.format(big=big_path, small=small_path, ingest=ingest)
+        keep = "\n".join(f"  - from: flight\n    name: keep_{i}\n    on_duplicate: keep" for i in range(PUT_RUNS + 1))
+        pod = SPICEPOD.format(big=big_path, small=small_path, ingest=ingest, keep=keep)
         runtime = Runtime(pod, folder / "runtime")
         bare, port = spawn(BARE_SERVER.format(path=str(big_path)))
         try:
@@ -103,11 +110,15 @@ def main() -> None:
             bare_client = flight.FlightClient(f"grpc://127.0.0.1:{port}")
             fc_client = runtime.flight_client()
             _doget(bare_client, fc_client, nbytes, data)
-            _doput(bare_client, fc_client, data, folder)
+            empty_rate = _doput(bare_client, fc_client, data, folder)
+            _overwrite(fc_client, data, empty_rate)
             _windows(runtime)
         finally:
             runtime.stop()
             stop_process(bare)
+            if bare.stdout is not None:
+                bare.stdout.close()
+        _designs(data, folder)  # after the runtime stopped: the box is quieter
 
 
 def _doget(bare_client: flight.FlightClient, fc_client: flight.FlightClient, nbytes: int, data: pa.Table) -> None:
@@ -157,16 +168,22 @@ def _duck_scan(data: pa.Table):
     return scan
 
 
-def _doput(bare_client: flight.FlightClient, fc_client: flight.FlightClient, data: pa.Table, folder) -> None:
-    bare_times, fc_times, duck_times = [], [], []
+def _doput(bare_client: flight.FlightClient, fc_client: flight.FlightClient, data: pa.Table, folder) -> float:
+    """DoPut of the whole table into empty datasets; returns the replace path's rows per second."""
+    bare_times, keep_times, fc_times, duck_times = [], [], [], []
     do_put(bare_client, "x", data)
-    do_put(fc_client, "ingest_0", data)  # warm-up into its own dataset
+    do_put(fc_client, "ingest_0", data)  # warm-up into its own datasets
+    do_put(fc_client, "keep_0", data)
     duck = _DuckFloor(folder)
     for i in range(1, PUT_RUNS + 1):
         duck_times.append(duck.insert(data, i))
         t0 = time.perf_counter()
         do_put(bare_client, "x", data)
         bare_times.append(time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        result = do_put(fc_client, f"keep_{i}", data)
+        keep_times.append(time.perf_counter() - t0)
+        assert result.get("rows") == ROWS, result
         t0 = time.perf_counter()
         result = do_put(fc_client, f"ingest_{i}", data)
         fc_times.append(time.perf_counter() - t0)
@@ -176,17 +193,69 @@ def _doput(bare_client: flight.FlightClient, fc_client: flight.FlightClient, dat
           "(flightcast: into an empty `from: flight` dataset, committed and durable when DoPut returns)")
     rows = []
     for name, samples in (("bare (do_put only reads the batches)", bare_times),
-                          ("flightcast (DuckDB transaction, durable)", fc_times),
+                          ("flightcast on_duplicate: keep (the plain append path)", keep_times),
+                          ("flightcast on_duplicate: replace (one row per key; the default)", fc_times),
                           ("diagnostic: DuckDB alone, same batches INSERTed + COMMIT into a file, in-process",
                            duck_times)):
         rows.append([name, ms(median(samples)), ms(min(samples)), nbytes / median(samples) / 1e9,
                      ROWS / median(samples) / 1e6])
     table(["server", "median ms", "min ms", "GB/s", "Mrows/s"], rows)
     ratio = median(bare_times) / median(fc_times)
-    ratio_line("DoPut throughput flightcast / bare", ratio, ">= 0.5x", ratio >= 0.5)
+    ratio_line("DoPut throughput flightcast (replace) / bare", ratio, ">= 0.5x", ratio >= 0.5)
+    ratio = median(keep_times) / median(fc_times)
+    ratio_line(f"DoPut {ROWS:,} rows into an empty dataset: replace / keep (plain append)", ratio,
+               ">= 0.95x (no slower)", ratio >= 0.95)
     ratio = median(bare_times) / median(duck_times)
     ratio_line("DoPut throughput DuckDB-alone floor / bare (the best a DuckDB store can do)", ratio, "(info)", None)
     duck.close()
+    return ROWS / median(fc_times)
+
+
+def _overwrite(fc_client: flight.FlightClient, data: pa.Table, empty_rate: float) -> None:
+    """DoPuts into `big` (replace, ROWS rows) of which half overwrite its newest keys and half are new."""
+    stored = ROWS
+    times = []
+    half = OVERWRITE_ROWS // 2
+    for run in range(PUT_RUNS + 1):  # the first is a warm-up
+        # the newest `half` stored keys, with new values, then `half` keys after them
+        put = series_table(OVERWRITE_ROWS, start=START + (stored - half) * STEP, seed=100 + run)
+        t0 = time.perf_counter()
+        result = do_put(fc_client, "big", put)
+        elapsed = time.perf_counter() - t0
+        assert result.get("rows") == OVERWRITE_ROWS, result
+        stored += OVERWRITE_ROWS - half
+        if run:
+            times.append(elapsed)
+    scattered_times = []
+    rng = np.random.default_rng(5)
+    for run in range(PUT_RUNS):  # half overwriting keys drawn from the whole table, half new
+        old = np.sort(rng.choice(stored, half, replace=False))
+        slots = np.concatenate([old, np.arange(stored, stored + OVERWRITE_ROWS - half)])
+        put = _slots_table(slots, seed=200 + run)
+        t0 = time.perf_counter()
+        assert do_put(fc_client, "big", put).get("rows") == OVERWRITE_ROWS
+        scattered_times.append(time.perf_counter() - t0)
+        stored += OVERWRITE_ROWS - half
+    counted = fc_client.do_get(flight.Ticket(b"SELECT count(*) AS n, count(DISTINCT ts) AS d FROM big")).read_all()
+    assert counted.to_pydict() == {"n": [stored], "d": [stored]}, counted.to_pydict()
+    rate = OVERWRITE_ROWS / median(times)
+    scattered = OVERWRITE_ROWS / median(scattered_times)
+    print(f"\nDoPut of {OVERWRITE_ROWS:,} rows into `big` ({ROWS:,}+ rows, replace), half of them overwriting "
+          f"stored keys, median of {PUT_RUNS} runs; empty-dataset replace DoPut: {empty_rate / 1e6:.2f} Mrows/s")
+    table(["overwritten keys", "median ms", "Mrows/s"], [
+        ["the newest (a re-sent recent run: range delete)", ms(median(times)), rate / 1e6],
+        ["scattered over the whole table (hash semi-join delete)", ms(median(scattered_times)), scattered / 1e6]])
+    ratio_line("DoPut throughput overwriting half (newest keys) / into an empty dataset", rate / empty_rate,
+               ">= 0.5x", rate / empty_rate >= 0.5)
+    ratio_line("DoPut throughput overwriting half (scattered keys) / into an empty dataset", scattered / empty_rate,
+               "(info)", None)
+
+
+def _slots_table(slots: np.ndarray, seed: int) -> pa.Table:
+    """Rows of the bench series at the given minute slots (from START), with new values."""
+    ts = np.datetime64(START, "us") + slots.astype(np.int64) * np.timedelta64(60_000_000, "us")
+    values = np.random.default_rng(seed).normal(100.0, 1.0, len(slots))
+    return pa.table({"ts": pa.array(ts, pa.timestamp("us")), "value": values, "id": slots.astype(np.int64)})
 
 
 class _DuckFloor:
@@ -244,6 +313,81 @@ def _windows(runtime: Runtime) -> None:
             ratio = median(results[(big, q)]) / median(results[("small", q)])
             ratio_line(f"window median {big} (10M) / small (10K), {q.split(' (')[0]}", ratio, "~1x (flat)",
                        None)
+
+
+DESIGN_POD = """
+version: v1
+kind: Spicepod
+name: bench-designs
+datasets:
+  - {from: flight, name: keep_t, on_duplicate: keep}
+  - {from: flight, name: replace_t}
+"""
+
+
+def _designs(data: pa.Table, folder) -> None:
+    """The storage designs for one row per key, in-process on the same data (how the store's was chosen)."""
+    import duckdb
+
+    from flight_server import DatasetStore
+    from spicepod import parse_spicepod
+
+    over = series_table(OVERWRITE_ROWS, start=START + (ROWS - OVERWRITE_ROWS // 2) * STEP, seed=7)
+    store = DatasetStore(parse_spicepod(DESIGN_POD, folder / "designs.yaml").datasets, folder / "designs")
+    store.open()
+    results = []
+
+    def through_store(name: str) -> tuple[float, float]:
+        t0 = time.perf_counter()
+        store.append(name, data.schema, data.to_batches(max_chunksize=1 << 20))
+        empty = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        store.append(name, over.schema, over.to_batches(max_chunksize=1 << 20))
+        return empty, time.perf_counter() - t0
+
+    def window(sql: str, last) -> float:
+        bound = last - np.timedelta64(LOOKBACK - 1, "m").astype(object)
+        return median(time_calls(lambda: store.query(sql.replace("?", f"TIMESTAMP '{bound}'")).read_all(), 20, 2))
+
+    try:
+        for label, name in (("keep every row (the plain append path)", "keep_t"),
+                            ("staged anti-join merge per stream (chosen)", "replace_t")):
+            empty, overwrite = through_store(name)
+            last = store.state(name).last_ts
+            results.append([label, ROWS / empty / 1e6, OVERWRITE_ROWS / overwrite / 1e6,
+                            ms(window(f"SELECT ts, value FROM {name} WHERE ts >= ? ORDER BY ts", last))])
+        # keep every row, de-duplicate on read: the writes above, the reads through a view
+        reads = store._db.cursor()  # noqa: SLF001 - a diagnostic view the product never has
+        reads.execute("CREATE VIEW dedupe_t AS SELECT * FROM store.main.keep_t "
+                      "QUALIFY row_number() OVER (PARTITION BY ts ORDER BY rowid DESC) = 1")
+        last = store.state("keep_t").last_ts
+        results.append(["keep every row + de-duplicate on read (QUALIFY row_number)", results[0][1], results[0][2],
+                        ms(window("SELECT ts, value FROM dedupe_t WHERE ts >= ? ORDER BY ts", last))])
+        reads.close()
+    finally:
+        store.close()
+    db = duckdb.connect(":memory:")
+    db.execute(f"ATTACH '{folder / 'designs_pk.duckdb'}' AS store")
+    db.execute("CREATE TABLE store.t (ts TIMESTAMP PRIMARY KEY, value DOUBLE, id BIGINT)")
+    times = []
+    for put in (data, over):
+        t0 = time.perf_counter()
+        db.begin()
+        for batch in put.to_batches(max_chunksize=1 << 20):
+            db.register("incoming", batch)
+            db.execute("INSERT OR REPLACE INTO store.t BY NAME SELECT * FROM incoming")
+        db.commit()
+        times.append(time.perf_counter() - t0)
+    db.close()
+    results.append(["DuckDB PRIMARY KEY + INSERT OR REPLACE", ROWS / times[0] / 1e6, OVERWRITE_ROWS / times[1] / 1e6,
+                    float("nan")])
+    print(f"\nOne row per key, storage designs in-process (no Flight), one run each: a DoPut of {ROWS:,} rows "
+          f"into an empty table, then {OVERWRITE_ROWS:,} rows of which half overwrite; latest-{LOOKBACK} window")
+    table(["design", "empty Mrows/s", "overwrite Mrows/s", "window ms"], results)
+    keep, chosen, on_read, pk = results
+    ratio_line("designs: anti-join merge / plain append, empty table", chosen[1] / keep[1], "(info)", None)
+    ratio_line("designs: PRIMARY KEY + INSERT OR REPLACE / plain append, empty table", pk[1] / keep[1], "(info)", None)
+    ratio_line("designs: latest window, de-duplicate on read / anti-join merge", on_read[3] / chosen[3], "(info)", None)
 
 
 if __name__ == "__main__":

@@ -21,8 +21,8 @@ log = logging.getLogger("flightcast.flight")
 F = TypeVar("F", bound=Callable[..., Any])
 
 ACTIONS = {
-    "list_datasets": "JSON list of every dataset: name, from, mode, time_column, rows, columns, "
-    "first_timestamp, last_timestamp, version (bumped by each committed DoPut).",
+    "list_datasets": "JSON list of every dataset: name, from, mode, time_column, series_column (null when "
+    "none), on_duplicate, rows, columns, first_timestamp, last_timestamp, version (bumped by each committed DoPut).",
     "dataset_info": "Body: a dataset name. JSON of that one dataset, as in list_datasets.",
 }
 

@@ -4,35 +4,46 @@ Layout: the main DuckDB database is in memory and holds `read` datasets, reloade
 every start. `read_write` datasets live in `store.duckdb` in the data dir, attached as `store`; a view
 in main gives each its plain name, so client SQL sees every dataset by name. After start-up, external
 access is switched off and the configuration locked, so client SQL cannot reach the host.
+
+Loading sources is in `sources`, DoPut streams and the write paths in `ingest`, running client queries
+in `queries`.
 """
 
 from __future__ import annotations
 
 import logging
-import math
-import queue
+import shutil
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import ExitStack, closing, contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import duckdb
 import pyarrow as pa
-import pyarrow.compute as pc
 
-from spicepod import DatasetSpec, InvalidInput, LimitExceeded, Limits, NotFound, SpicepodError, quote_ident
+from flight_server.ingest import IncomingStream, append_batches, check_put_schema, is_lossless, merge_staged, stage
+from flight_server.queries import CursorReader, QueryWatchdog, client_message
+from flight_server.sources import load_source
+from spicepod import DatasetSpec, InvalidInput, Limits, NotFound, SpicepodError, quote_ident
+from spicepod.timestamps import iso_utc
+
+__all__ = ["CommitListener", "DatasetState", "DatasetStore", "is_lossless"]
 
 log = logging.getLogger("flightcast.store")
 
 STORE_FILE = "store.duckdb"
+SPILL_DIR = ".tmp"  # DuckDB's spill files (large staged DoPuts under the memory limit); cleared at open
 STREAM_BATCH_ROWS = 1 << 20  # rows per Arrow batch when streaming query results
 
 # Statement types a client query may have; DESCRIBE, SHOW, SUMMARIZE and VALUES parse as SELECT.
 READ_STATEMENTS = {duckdb.StatementType.SELECT}
 
-# Called as listener(dataset, version, last_timestamp) after each commit; last_timestamp is ISO 8601 UTC.
-CommitListener = Callable[[str, int, "str | None"], None]
+# Called as listener(dataset, version, last_timestamp, series) after each commit: last_timestamp is ISO
+# 8601 UTC; series is the frozenset of series ids (as text) the commit touched, or None for "all or
+# unknown" (a dataset without series_column, or a commit touching very many series).
+CommitListener = Callable[[str, int, "str | None", "frozenset[str] | None"], None]
 
 
 @dataclass
@@ -46,9 +57,12 @@ class DatasetState:
     first_ts: object = None  # datetime or None
     last_ts: object = None
     version: int = 1
-    # Held while a `from: flight` dataset's table is created by its first DoPut; appends to an existing
-    # table do not take it (DuckDB appends in separate transactions do not conflict).
+    # Held while a `from: flight` dataset's table is created by its first DoPut; `keep` appends to an
+    # existing table do not take it (DuckDB appends in separate transactions do not conflict).
     create_lock: threading.Lock = field(default_factory=threading.Lock)
+    # Held by a `replace` DoPut from the start of its merge transaction to its stats update, so that each
+    # merge sees every row committed before it (one row per key across concurrent DoPuts).
+    write_lock: threading.Lock = field(default_factory=threading.Lock)
     stats_lock: threading.Lock = field(default_factory=threading.Lock)  # rows, time range, version
 
     def info(self) -> dict:
@@ -57,68 +71,35 @@ class DatasetState:
             "from": self.spec.source,
             "mode": self.spec.mode,
             "time_column": self.spec.time_column,
+            "series_column": self.spec.series_column,
+            "on_duplicate": self.spec.on_duplicate,
             "rows": self.rows,
             "columns": [] if self.schema is None else [{"name": f.name, "type": str(f.type)} for f in self.schema],
-            "first_timestamp": _iso(self.first_ts),
-            "last_timestamp": _iso(self.last_ts),
+            "first_timestamp": iso_utc(self.first_ts),
+            "last_timestamp": iso_utc(self.last_ts),
             "version": self.version,
         }
 
 
-def _iso(ts: object) -> str | None:
-    if ts is None:
-        return None
-    return ts.isoformat(timespec="microseconds").replace(".000000", "") + "Z"  # type: ignore[attr-defined]
+@contextmanager
+def _transaction(cur: duckdb.DuckDBPyConnection) -> Iterator[None]:
+    """BEGIN; any exception rolls back (a commit inside ends it for good, and the rollback is a no-op)."""
+    cur.begin()
+    try:
+        yield
+    except BaseException:
+        with suppress(duckdb.Error):
+            cur.rollback()
+        raise
 
 
-def _time_expression(spec: DatasetSpec, column: str) -> str:
-    """SQL turning the source's time column into a UTC TIMESTAMP, per `time_format`."""
-    col = quote_ident(column)
-    return {
-        "timestamp": f"CAST({col} AS TIMESTAMP)",
-        "timestamptz": f"timezone('UTC', CAST({col} AS TIMESTAMPTZ))",
-        "ISO8601": f"timezone('UTC', CAST(CAST({col} AS VARCHAR) AS TIMESTAMPTZ))",
-        "unix_seconds": f"make_timestamp(CAST(round(CAST({col} AS DOUBLE) * 1000000) AS BIGINT))",
-        "unix_millis": f"make_timestamp(CAST(round(CAST({col} AS DOUBLE) * 1000) AS BIGINT))",
-    }[spec.time_format]
-
-
-def _source_relation(spec: DatasetSpec) -> str:
-    path = str(spec.path).replace("'", "''")
-    if spec.format == "csv":
-        # The time column is read as text so that the declared time_format decides, not CSV sniffing.
-        types = "" if spec.time_format.startswith("unix") else f", types={{'{spec.time_column}': 'VARCHAR'}}"
-        return f"read_csv('{path}', header=true{types})"
-    if spec.format == "parquet":
-        return f"read_parquet('{path}')"
-    return "arrow_source"  # registered from pyarrow: DuckDB has no built-in Arrow IPC file reader
-
-
-def is_lossless(incoming: pa.DataType, stored: pa.DataType) -> bool:
-    """Whether a DoPut column of type `incoming` can be stored in a column of type `stored` exactly."""
-    if incoming.equals(stored):
-        return True
-    if pa.types.is_timestamp(stored) and pa.types.is_timestamp(incoming):
-        if (incoming.unit, stored.unit) == ("ns", "us"):
-            return True  # each batch is checked to hold whole microseconds (_IncomingStream)
-        order = {"s": 0, "ms": 1, "us": 2, "ns": 3}
-        return order[incoming.unit] <= order[stored.unit]
-    if pa.types.is_integer(stored) and pa.types.is_integer(incoming):
-        if pa.types.is_signed_integer(stored):
-            limit = stored.bit_width if pa.types.is_signed_integer(incoming) else stored.bit_width - 1
-            return incoming.bit_width <= limit
-        return pa.types.is_unsigned_integer(incoming) and incoming.bit_width <= stored.bit_width
-    if pa.types.is_floating(stored):
-        mantissa = {16: 11, 32: 24, 64: 53}[stored.bit_width]
-        if pa.types.is_floating(incoming):
-            return incoming.bit_width <= stored.bit_width
-        if pa.types.is_integer(incoming):
-            return incoming.bit_width < mantissa
-        return False
-    text = (pa.types.is_string, pa.types.is_large_string, pa.types.is_string_view)
-    if any(t(stored) for t in text):
-        return any(t(incoming) for t in text)
-    return False
+@contextmanager
+def _client_errors(name: str) -> Iterator[None]:
+    """A DuckDB error while storing a DoPut is the client's (a value that does not fit, a conflict)."""
+    try:
+        yield
+    except duckdb.Error as exc:
+        raise InvalidInput(f"DoPut to '{name}': {exc}") from None
 
 
 class DatasetStore:
@@ -139,37 +120,45 @@ class DatasetStore:
     def open(self) -> None:
         """Load `read` datasets, attach the durable store, seed new read_write tables, then seal."""
         self.data_dir.mkdir(parents=True, exist_ok=True)
+        spill = self.data_dir / SPILL_DIR
+        shutil.rmtree(spill, ignore_errors=True)  # what a crash left; only this process uses the data dir
         db = duckdb.connect(":memory:", config={"memory_limit": self.limits.memory_limit})
         db.execute("SET TimeZone = 'UTC'")
+        db.execute(f"SET temp_directory = '{str(spill).replace(chr(39), chr(39) * 2)}'")
         store_path = str(self.data_dir / STORE_FILE).replace("'", "''")
         db.execute(f"ATTACH '{store_path}' AS store")
         stored = {row[0] for row in db.execute(
             "SELECT table_name FROM duckdb_tables() WHERE database_name = 'store' AND schema_name = 'main'"
         ).fetchall()}
         self._db = db
-        for spec in self._specs.values():
-            started = time.perf_counter()
-            if spec.mode == "read":
-                self._load(spec, f"main.{quote_ident(spec.name)}")
-                state = self._track(spec, f"main.{quote_ident(spec.name)}")
-            else:
-                table = f"store.main.{quote_ident(spec.name)}"
-                if spec.name not in stored and spec.kind == "file":
-                    self._load(spec, table)
-                    log.info("dataset %s: seeded the store from %s", spec.name, spec.source)
-                if spec.name in stored or spec.kind == "file":
-                    self._expose(spec.name)
-                    state = self._track(spec, table)
+        try:
+            for spec in self._specs.values():
+                started = time.perf_counter()
+                if spec.mode == "read":
+                    self._load(spec, f"main.{quote_ident(spec.name)}")
+                    state = self._track(spec, f"main.{quote_ident(spec.name)}")
                 else:
-                    state = DatasetState(spec, table, schema=None)
-            self._states[spec.name] = state
-            log.info(
-                "dataset %s: %d rows (%s, %s) in %.1f ms",
-                spec.name, state.rows, spec.mode, spec.source, (time.perf_counter() - started) * 1000,
-            )
-        # From here on client SQL cannot touch the host, and cannot lift these settings again.
-        db.execute("SET enable_external_access = false")
-        db.execute("SET lock_configuration = true")
+                    table = f"store.main.{quote_ident(spec.name)}"
+                    if spec.name not in stored and spec.kind == "file":
+                        self._load(spec, table)
+                        log.info("dataset %s: seeded the store from %s", spec.name, spec.source)
+                    if spec.name in stored or spec.kind == "file":
+                        self._expose(spec.name)
+                        state = self._track(spec, table)
+                    else:
+                        state = DatasetState(spec, table, schema=None)
+                self._states[spec.name] = state
+                log.info(
+                    "dataset %s: %d rows (%s, %s) in %.1f ms",
+                    spec.name, state.rows, spec.mode, spec.source, (time.perf_counter() - started) * 1000,
+                )
+            # From here on client SQL cannot touch the host, and cannot lift these settings again.
+            db.execute("SET enable_external_access = false")
+            db.execute("SET lock_configuration = true")
+        except BaseException:
+            db.close()  # a failed start-up leaves no database attached (the file stays free)
+            self._db = None
+            raise
 
     def close(self) -> None:
         """Checkpoint and close the database; later calls fail cleanly."""
@@ -183,26 +172,8 @@ class DatasetStore:
         self._db.close()
 
     def _load(self, spec: DatasetSpec, table: str) -> None:
-        cur = self._cursor()
-        relation = _source_relation(spec)
-        try:
-            if spec.format == "arrow":
-                cur.register("arrow_source", _read_arrow_file(spec))
-            columns = [row[0] for row in cur.execute(f"DESCRIBE SELECT * FROM {relation}").fetchall()]
-            if spec.time_column not in columns:
-                raise SpicepodError(
-                    f"dataset '{spec.name}': time column '{spec.time_column}' not found in {spec.path} "
-                    f"(columns: {', '.join(columns)})"
-                )
-            ts = quote_ident(spec.time_column)
-            cur.execute(
-                f"CREATE OR REPLACE TABLE {table} AS SELECT * REPLACE ({_time_expression(spec, spec.time_column)} "
-                f"AS {ts}) FROM {relation} ORDER BY {ts}"
-            )
-        except duckdb.Error as exc:
-            raise SpicepodError(f"dataset '{spec.name}': cannot load {spec.path}: {exc}") from None
-        finally:
-            cur.close()
+        with closing(self._cursor()) as cur:
+            load_source(cur, spec, table)
 
     def _expose(self, name: str, cur: duckdb.DuckDBPyConnection | None = None) -> None:
         """A view in the in-memory catalog gives a stored table its plain name."""
@@ -210,13 +181,10 @@ class DatasetStore:
         (cur or self._db).execute(f"CREATE OR REPLACE VIEW main.{ident} AS SELECT * FROM store.main.{ident}")
 
     def _track(self, spec: DatasetSpec, table: str) -> DatasetState:
-        cur = self._cursor()
-        try:
+        with closing(self._cursor()) as cur:
             schema = cur.sql(f"SELECT * FROM {table} LIMIT 0").to_arrow_table().schema
             ts = quote_ident(spec.time_column)
             rows, first, last = cur.execute(f"SELECT count(*), min({ts}), max({ts}) FROM {table}").fetchone()
-        finally:
-            cur.close()
         if not pa.types.is_timestamp(schema.field(spec.time_column).type):
             raise SpicepodError(f"dataset '{spec.name}': time column '{spec.time_column}' is not a timestamp")
         return DatasetState(spec, table, schema, rows=rows, first_ts=first, last_ts=last)
@@ -224,7 +192,7 @@ class DatasetStore:
     # --- reading -----------------------------------------------------------------------------------
 
     def subscribe(self, listener: CommitListener) -> None:
-        """Call `listener(dataset, version, last_timestamp)` after each committed append, before DoPut returns."""
+        """Call `listener(dataset, version, last_timestamp, series)` after each commit, before DoPut returns."""
         self._listeners.append(listener)
 
     def names(self) -> list[str]:
@@ -277,7 +245,7 @@ class DatasetStore:
         try:
             return cur.sql(sql).limit(0).to_arrow_table().schema
         except duckdb.Error as exc:
-            raise InvalidInput(str(exc)) from None
+            raise InvalidInput(client_message(exc, self._states)) from None
         finally:
             cur.close()
 
@@ -295,41 +263,15 @@ class DatasetStore:
         except duckdb.Error as exc:
             deadline.cancel()
             cur.close()
-            raise deadline.explain(exc) from None
-        return _CursorReader(source, cur, deadline).reader()
+            raise deadline.explain(exc, self._states) from None
+        return CursorReader(source, cur, deadline).reader()
 
     # --- writing -----------------------------------------------------------------------------------
 
     def check_put_schema(self, name: str, schema: pa.Schema) -> DatasetState:
         """Refuse a DoPut whose columns do not match the dataset's, before anything is written."""
         state = self.state(name)
-        spec = state.spec
-        if spec.mode != "read_write":
-            raise InvalidInput(f"dataset '{name}' is read-only (mode: read); declare mode: read_write to DoPut")
-        names = schema.names
-        if len(set(names)) != len(names):
-            raise InvalidInput(f"DoPut to '{name}': duplicate column names in {names}")
-        if state.schema is None:
-            if spec.time_column not in names:
-                raise InvalidInput(f"DoPut to '{name}': missing time column '{spec.time_column}'")
-            if not pa.types.is_timestamp(schema.field(spec.time_column).type):
-                raise InvalidInput(
-                    f"DoPut to '{name}': column '{spec.time_column}' must be a timestamp, "
-                    f"got {schema.field(spec.time_column).type}"
-                )
-            return state
-        expected = state.schema
-        for f in schema:
-            if expected.get_field_index(f.name) < 0:
-                raise InvalidInput(
-                    f"DoPut to '{name}': unknown column '{f.name}'; expected columns {', '.join(expected.names)}"
-                )
-            stored = expected.field(f.name).type
-            if not is_lossless(f.type, stored):
-                raise InvalidInput(f"DoPut to '{name}': column '{f.name}' has type {f.type}, expected {stored}")
-        missing = [n for n in expected.names if n not in names]
-        if missing:
-            raise InvalidInput(f"DoPut to '{name}': missing column '{missing[0]}'")
+        check_put_schema(name, state.spec, state.schema, schema)
         return state
 
     def append(
@@ -339,62 +281,60 @@ class DatasetStore:
         batches: Iterable[pa.RecordBatch],
         abandoned: Callable[[], bool] = lambda: False,
     ) -> int:
-        """Append a whole stream as one transaction; durable when this returns. Returns the row count.
+        """Store a whole stream as one transaction; durable when this returns. Returns the rows received.
 
-        `abandoned()` is asked once the batches end: a stream the client broke off ends like a finished
-        one, and must be rolled back, not committed.
+        `replace` datasets keep one row per key (the stream's rows replace stored rows of the same key, the
+        last occurrence inside the stream wins); `keep` datasets store every row. `abandoned()` is asked
+        once the batches end: a stream the client broke off ends like a finished one, and must be rolled
+        back, not committed.
         """
-        state = self.state(name)
-        creating = state.schema is None
-        if creating:
-            state.create_lock.acquire()
-            creating = state.schema is None  # another first DoPut may have created it meanwhile
-            if not creating:
-                state.create_lock.release()
-        cur = self._cursor()
-        try:
-            self.check_put_schema(name, schema)
-            cur.begin()
+        state = self.check_put_schema(name, schema)
+        stream = IncomingStream(name, state.spec, self.limits, batches)
+        replace = state.spec.on_duplicate == "replace"
+        table_schema = None
+        with ExitStack() as stack:
+            stack.enter_context(_client_errors(name))
+            cur = stack.enter_context(closing(self._cursor()))
+            if replace:
+                stage(cur, stream, schema)  # no lock is held while the client sends
+                self._refuse_if_abandoned(name, abandoned)
+                stack.enter_context(state.write_lock)
+            creating = state.schema is None
+            if creating:
+                stack.enter_context(state.create_lock)
+                creating = state.schema is None  # another first DoPut may have created it meanwhile
+            stack.enter_context(_transaction(cur))
+            self.check_put_schema(name, schema)  # against the table a concurrent first DoPut created
             if creating:
                 table_schema = self._create_from(cur, state, schema)
-            stream = _IncomingStream(name, state.spec.time_column, self.limits, batches)
-            # One INSERT per batch as it arrives, all in this one transaction.
-            insert = f"INSERT INTO {state.table} BY NAME SELECT * FROM incoming"
-            for batch in stream.batches():
-                cur.register("incoming", batch)
-                cur.execute(insert)
-            if abandoned():
-                raise InvalidInput(f"DoPut to '{name}': the client broke off the stream; nothing was written")
+            if replace:
+                added = merge_staged(cur, state.table, stream, state.last_ts)
+            else:
+                added = append_batches(cur, state.table, stream)
+                self._refuse_if_abandoned(name, abandoned)
             cur.commit()
-        except BaseException as exc:
-            try:
-                cur.rollback()
-            except duckdb.Error:
-                pass
-            cur.close()
+            # Committed: from here on nothing may turn the DoPut into an error, or the client would retry it.
             if creating:
-                state.create_lock.release()
-            if isinstance(exc, duckdb.Error):
-                raise InvalidInput(f"DoPut to '{name}': {exc}") from None
-            raise
-        # Committed: from here on nothing may turn the DoPut into an error, or the client would retry it.
-        if creating:
-            try:
-                self._expose(name, cur)  # the view lives in the in-memory catalog: its own transaction
-            except duckdb.Error:
-                log.exception("dataset %s: creating its view failed", name)
-            state.schema = table_schema
-            state.create_lock.release()
-        cur.close()
-        with state.stats_lock:
-            self._committed(state, stream.rows, stream.first, stream.last)
-            notice = (name, state.version, _iso(state.last_ts))
+                try:
+                    self._expose(name, cur)  # the view lives in the in-memory catalog: its own transaction
+                except duckdb.Error:
+                    log.exception("dataset %s: creating its view failed", name)
+                state.schema = table_schema
+            with state.stats_lock:  # still under the write lock: the next merge sees these stats
+                self._committed(state, added, stream)
+                series = None if stream.series is None else frozenset(stream.series)
+                notice = (name, state.version, iso_utc(state.last_ts), series)
         for listener in self._listeners:
             try:
                 listener(*notice)
             except Exception:  # noqa: BLE001 - the rows are stored; a listener's failure is only logged
                 log.exception("dataset %s: commit listener failed", name)
         return stream.rows
+
+    @staticmethod
+    def _refuse_if_abandoned(name: str, abandoned: Callable[[], bool]) -> None:
+        if abandoned():
+            raise InvalidInput(f"DoPut to '{name}': the client broke off the stream; nothing was written")
 
     def _create_from(self, cur: duckdb.DuckDBPyConnection, state: DatasetState, schema: pa.Schema) -> pa.Schema:
         """Create a `from: flight` dataset's table from its first DoPut's schema (same transaction)."""
@@ -406,9 +346,11 @@ class DatasetStore:
         cur.unregister("incoming")
         return cur.sql(f"SELECT * FROM {state.table} LIMIT 0").to_arrow_table().schema
 
-    def _committed(self, state: DatasetState, rows: int, lo: object, hi: object) -> None:
-        if rows:
-            state.rows += rows
+    @staticmethod
+    def _committed(state: DatasetState, added: int, stream: IncomingStream) -> None:
+        state.rows += added
+        if stream.rows:
+            lo, hi = stream.first, stream.last
             state.first_ts = lo if state.first_ts is None or lo < state.first_ts else state.first_ts
             state.last_ts = hi if state.last_ts is None or hi > state.last_ts else state.last_ts
         state.version += 1
@@ -417,246 +359,3 @@ class DatasetStore:
         if self._db is None or self._closed.is_set():
             raise InvalidInput("the store is closed")
         return self._db.cursor()
-
-
-class _IncomingStream:
-    """The batches of one DoPut, checked on the way in (limits, null times) and summed up (rows, time range)."""
-
-    def __init__(self, name: str, time_column: str, limits: Limits, batches: Iterable[pa.RecordBatch]):
-        self.name = name
-        self.time_column = time_column
-        self.limits = limits
-        self.rows = 0
-        self.first: object = None
-        self.last: object = None
-        self._batches = batches
-
-    def batches(self) -> Iterator[pa.RecordBatch]:
-        for batch in self._batches:
-            if batch.num_rows:
-                self._check(batch)
-                yield batch
-
-    def _check(self, batch: pa.RecordBatch) -> None:
-        name, limits = self.name, self.limits
-        if batch.num_rows > limits.max_batch_rows:
-            raise LimitExceeded(
-                f"DoPut to '{name}': a batch of {batch.num_rows} rows is over the limit of "
-                f"{limits.max_batch_rows} (runtime.limits.max_batch_rows)"
-            )
-        self.rows += batch.num_rows
-        if self.rows > limits.max_put_rows:
-            raise LimitExceeded(
-                f"DoPut to '{name}': more than {limits.max_put_rows} rows in one stream (runtime.limits.max_put_rows)"
-            )
-        for column_type, column in zip(batch.schema, batch.columns, strict=True):
-            if pa.types.is_timestamp(column_type.type) and column_type.type.unit == "ns":
-                nanos = pc.cast(column, pa.int64())
-                if pc.any(pc.not_equal(pc.remainder(nanos, 1000), 0)).as_py():
-                    raise InvalidInput(
-                        f"DoPut to '{name}': column '{column_type.name}' has timestamps finer than a microsecond, "
-                        "which the store cannot keep"
-                    )
-        times = batch.column(self.time_column)
-        if times.null_count:
-            raise InvalidInput(f"DoPut to '{name}': column '{self.time_column}' has null timestamps")
-        bounds = pc.min_max(times)
-        lo, hi = _naive(bounds["min"].as_py()), _naive(bounds["max"].as_py())
-        self.first = lo if self.first is None or lo < self.first else self.first
-        self.last = hi if self.last is None or hi > self.last else self.last
-
-
-def _naive(ts: object) -> object:
-    """Timestamps are stored as naive UTC; a tz-aware bound is converted likewise."""
-    if getattr(ts, "tzinfo", None) is not None:
-        from datetime import timezone
-
-        return ts.astimezone(timezone.utc).replace(tzinfo=None)  # type: ignore[attr-defined]
-    return ts
-
-
-def _read_arrow_file(spec: DatasetSpec) -> pa.Table:
-    import pyarrow.feather as feather
-
-    try:
-        return feather.read_table(str(spec.path))
-    except (OSError, pa.ArrowInvalid):
-        with pa.OSFile(str(spec.path)) as source:
-            return pa.ipc.open_stream(source).read_all()
-
-
-class _Deadline:
-    """One watched query: interrupted when it runs past its limit, and the error then says so."""
-
-    def __init__(self, watchdog: QueryWatchdog, cursor: duckdb.DuckDBPyConnection, seconds: float):
-        self.seconds = seconds
-        self.due = time.monotonic() + seconds
-        self.cursor = cursor
-        self.fired = False
-        self._watchdog = watchdog
-
-    def cancel(self) -> None:
-        self._watchdog.release(self)
-
-    def pause(self) -> float:
-        """Stop the clock (while the client, not the query, is slow); returns the time left."""
-        left = self.due - time.monotonic()
-        self.due = math.inf
-        return left
-
-    def resume(self, left: float) -> None:
-        self.due = time.monotonic() + left
-
-    def explain(self, exc: BaseException) -> InvalidInput:
-        if self.fired:
-            return LimitExceeded(
-                f"the query ran longer than {self.seconds:g} s (runtime.limits.query_timeout_seconds) "
-                "and was stopped"
-            )
-        return InvalidInput(str(exc))
-
-
-class QueryWatchdog:
-    """One thread that interrupts queries past their deadline (a Timer per query costs a thread each)."""
-
-    def __init__(self) -> None:
-        self._watched: set[_Deadline] = set()
-        self._wake = threading.Condition()
-        self._thread: threading.Thread | None = None
-
-    def watch(self, cursor: duckdb.DuckDBPyConnection, seconds: float) -> _Deadline:
-        deadline = _Deadline(self, cursor, seconds)
-        with self._wake:
-            self._watched.add(deadline)
-            if self._thread is None:
-                self._thread = threading.Thread(target=self._run, name="query-watchdog", daemon=True)
-                self._thread.start()
-        return deadline
-
-    def release(self, deadline: _Deadline) -> None:
-        with self._wake:
-            self._watched.discard(deadline)
-
-    def _run(self) -> None:
-        with self._wake:
-            while True:
-                now = time.monotonic()
-                for deadline in [d for d in self._watched if d.due <= now]:
-                    deadline.fired = True
-                    try:
-                        deadline.cursor.interrupt()
-                    except duckdb.Error:  # closed meanwhile: nothing left to stop
-                        pass
-                    self._watched.discard(deadline)
-                # Deadlines are seconds long: checking a few times a second is precise enough, and a
-                # new query never has to wake this thread.
-                self._wake.wait(timeout=0.2)
-
-
-class _CursorReader:
-    """Streams a query's batches and closes its DuckDB cursor when the stream ends, fails or is dropped.
-
-    The first batches are read in the caller's thread (small results, window queries among them, need
-    no thread); from the third on, a producer thread reads a few ahead, so DuckDB's scan overlaps
-    sending the previous batch.
-    """
-
-    READ_AHEAD = 4
-    INLINE_BATCHES = 2
-
-    def __init__(self, source: pa.RecordBatchReader, cursor: duckdb.DuckDBPyConnection, deadline: _Deadline):
-        self._source = source
-        self._cursor = cursor
-        self._deadline = deadline
-        self._queue: queue.Queue = queue.Queue(maxsize=self.READ_AHEAD)
-        self._stop = threading.Event()
-        self._gave_up = threading.Event()
-
-    def reader(self) -> pa.RecordBatchReader:
-        return pa.RecordBatchReader.from_batches(self._source.schema, self._batches())
-
-    def _client_error(self, exc: BaseException) -> pa.ArrowInvalid:
-        # A query that fails part-way (a bad cast in a later row group, the time limit) is the
-        # client's error, sent as such after the batches already streamed; never a short result.
-        return pa.ArrowInvalid(self._deadline.explain(exc).message)
-
-    def _release(self) -> None:
-        self._deadline.cancel()
-        self._cursor.close()
-
-    def _batches(self) -> Iterable[pa.RecordBatch]:
-        batches = iter(self._source)
-        producing = False
-        try:
-            for _ in range(self.INLINE_BATCHES):
-                try:
-                    batch = next(batches, _END)
-                except (OSError, pa.ArrowException, duckdb.Error) as exc:
-                    raise self._client_error(exc) from None
-                if batch is _END:
-                    return
-                left = self._deadline.pause()  # the query waits while the client takes this batch
-                yield batch
-                self._deadline.resume(left)
-            threading.Thread(target=self._produce, args=(batches,), name="query-read-ahead", daemon=True).start()
-            producing = True
-            while True:
-                try:
-                    item = self._queue.get(timeout=0.25)
-                except queue.Empty:
-                    if self._gave_up.is_set():
-                        raise pa.ArrowInvalid(
-                            f"the stream was stopped: its reader took nothing for {self._deadline.seconds:g} s "
-                            "(runtime.limits.query_timeout_seconds)"
-                        ) from None
-                    continue
-                if item is _END:
-                    return
-                if isinstance(item, BaseException):
-                    raise item
-                yield item
-        finally:
-            self._stop.set()  # the client went away or the stream ended: the producer stops
-            if not producing:
-                self._release()
-
-    def _put(self, item: object) -> bool:
-        """Hand an item to the consumer; False when it went away or stopped reading.
-
-        Time spent waiting for a slow reader does not count against the query's time limit; a reader
-        that takes nothing for as long as that limit is given up on, and its stream ends in an error.
-        """
-        try:
-            self._queue.put_nowait(item)
-            return True
-        except queue.Full:
-            pass
-        left = self._deadline.pause()
-        try:
-            waited = 0.0
-            while not self._stop.is_set() and waited < self._deadline.seconds:
-                try:
-                    self._queue.put(item, timeout=0.25)
-                    return True
-                except queue.Full:
-                    waited += 0.25
-            self._gave_up.set()
-            return False
-        finally:
-            self._deadline.resume(left)
-
-    def _produce(self, batches: Iterator[pa.RecordBatch]) -> None:
-        try:
-            for batch in batches:
-                if not self._put(batch):
-                    return
-            self._put(_END)
-        except (OSError, pa.ArrowException, duckdb.Error) as exc:
-            self._put(self._client_error(exc))
-        except BaseException as exc:  # noqa: BLE001 - handed to the consumer, which raises it
-            self._put(exc)
-        finally:
-            self._release()
-
-
-_END = object()

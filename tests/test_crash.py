@@ -155,3 +155,129 @@ def test_kill9_loop_keeps_exactly_the_acknowledged_batches(runtime_factory: Runt
     print(f"crash loop: {survived} kill -9 cycles survived, {acked_total} acknowledged DoPuts, "
           f"in-flight DoPuts stored whole {in_flight_kept} / absent {in_flight_dropped}, "
           f"{rows_checked} rows checked ({len(expected) - 1} batches in the store at the end)")
+
+
+# --- overwriting streams (on_duplicate: replace) -----------------------------------------------------------
+
+SLOTS = 5000  # keys: one row per second slot; every DoPut rewrites a random run of them
+SLOT0 = datetime(2001, 1, 1)
+SLOT_POD = """\
+version: v1
+kind: Spicepod
+name: crash_overwrite
+datasets:
+  - from: file:data/slots.csv
+    name: slots
+    mode: read_write
+"""
+
+
+def slot_table(bid: int, start: int, k: int, repeat: bool) -> pa.Table:
+    """Rows for slots start..start+k-1 carrying batch id `bid`; `repeat` sends the first rows twice (same key)."""
+    slots = list(range(start, start + k))
+    if repeat:
+        slots = slots + slots[: max(1, k // 3)]
+    return pa.table({
+        "ts": pa.array([SLOT0 + timedelta(seconds=s) for s in slots], pa.timestamp("us")),
+        "batch": pa.array([bid] * len(slots), pa.int64()),
+        "row": pa.array([s - start for s in slots], pa.int64()),
+        "k": pa.array([k] * len(slots), pa.int64()),
+    }, schema=SCHEMA)
+
+
+class OverwritingWriter(threading.Thread):
+    """Numbered DoPuts that overwrite earlier ones; `acked` keeps (bid, start, k) in commit order."""
+
+    def __init__(self, location: str, first_id: int, rng: random.Random):
+        super().__init__(daemon=True)
+        self.location, self.next_id, self.rng = location, first_id, rng
+        self.acked: list[tuple[int, int, int]] = []
+        self.in_flight: tuple[int, int, int] | None = None
+        self.wrong: list[str] = []
+
+    def run(self) -> None:
+        client = flight.FlightClient(self.location)
+        try:
+            while True:
+                bid, k = self.next_id, self.rng.randint(1, 1500)
+                start = self.rng.randrange(0, SLOTS - k)
+                table = slot_table(bid, start, k, repeat=self.rng.random() < 0.3)
+                chunks = table.to_batches(max_chunksize=max(1, table.num_rows // self.rng.randint(1, 4)))
+                self.in_flight = (bid, start, k)
+                try:
+                    result = do_put(client, "slots", chunks, OPTS, schema=SCHEMA)
+                except (pa.ArrowException, OSError):  # the server died under the call
+                    return
+                if result != {"dataset": "slots", "rows": table.num_rows}:
+                    self.wrong.append(f"batch {bid}: PutResult {result}, expected {table.num_rows} rows")
+                self.acked.append((bid, start, k))
+                self.in_flight = None
+                self.next_id += 1
+        finally:
+            client.close()
+
+
+def apply_puts(owner: dict[int, tuple[int, int]], puts: list[tuple[int, int, int]]) -> dict[int, tuple[int, int]]:
+    """slot -> (batch id, row) after the puts, in order (the last write of a key wins)."""
+    owner = dict(owner)
+    for bid, start, k in puts:
+        for slot in range(start, start + k):
+            owner[slot] = (bid, slot - start)
+    return owner
+
+
+@pytest.mark.timeout(900 if FULL else 120)
+def test_kill9_loop_with_overwriting_streams(runtime_factory: RuntimeFactory) -> None:
+    rng = random.Random(SEED + 1)
+    folder = runtime_factory.new_dir()
+    write_csv_text(folder / "data" / "slots.csv", "ts,batch,row,k\n2001-01-01 00:00:00,-1,0,1\n")
+    pod = write_spicepod(folder, SLOT_POD)
+    store = folder / "store"
+    expected: dict[int, tuple[int, int]] = {0: (-1, 0)}  # slot -> (batch, row) of every acknowledged DoPut
+    next_id, acked_total, kept, dropped = 0, 0, 0, 0
+    print(f"\noverwriting crash loop seed {SEED + 1}, {CYCLES} cycles")
+
+    rt = runtime_factory(spicepod=pod, data_dir=store)
+    for cycle in range(CYCLES):
+        writer = OverwritingWriter(rt.flight_location, next_id, random.Random(rng.randrange(10**9)))
+        writer.start()
+        delay = rng.uniform(0.05, 1.2)
+        time.sleep(delay)
+        rt.kill()
+        writer.join(30)
+        assert not writer.is_alive(), f"cycle {cycle}: the writer hung after the kill"
+        assert not writer.wrong, writer.wrong
+        next_id = writer.next_id + 1
+        acked_total += len(writer.acked)
+
+        rt = runtime_factory(spicepod=pod, data_dir=store)
+        client = rt.flight_client()
+        table = read_all(client, "SELECT ts, batch, row FROM slots ORDER BY ts", OPTS)
+        slots = [round((t - SLOT0).total_seconds()) for t in table.column("ts").to_pylist()]
+        assert len(slots) == len(set(slots)), f"cycle {cycle}: a key is stored twice"
+        stored = {s: (int(b), int(r)) for s, b, r in zip(slots, table.column("batch").to_pylist(),
+                                                          table.column("row").to_pylist(), strict=True)}
+        acked = apply_puts(expected, writer.acked)
+        with_in_flight = apply_puts(acked, [writer.in_flight]) if writer.in_flight else acked
+        context = (f"cycle {cycle} (seed {SEED + 1}, kill after {delay:.3f} s, {len(writer.acked)} acked, "
+                   f"in flight {writer.in_flight})")
+        if stored == acked:
+            dropped += writer.in_flight is not None
+        elif stored == with_in_flight:
+            kept += 1
+        else:
+            lost = sorted(s for s in acked if stored.get(s) not in (acked[s], with_in_flight.get(s)))
+            extra = sorted(set(stored) - set(with_in_flight))
+            pytest.fail(f"{context}: the store is neither the acknowledged DoPuts nor those plus the one in "
+                        f"flight, whole: slots lost or wrong {lost[:10]}, slots never written {extra[:10]}")
+        expected = stored
+        listed = {d["name"]: d for d in rt.get_json("/v1/datasets")}["slots"]["rows"]
+        assert listed == len(stored), f"{context}: /v1/datasets says {listed} rows, the table has {len(stored)}"
+
+    client = rt.flight_client()
+    assert do_put(client, "slots", slot_table(next_id, 0, 10, repeat=True), OPTS)["rows"] == 13
+    assert read_all(client, "SELECT count(*) AS n FROM slots", OPTS).column("n")[0].as_py() == len(
+        apply_puts(expected, [(next_id, 0, 10)]))
+    rt.stop()
+    print(f"overwriting crash loop: {CYCLES} kill -9 cycles, {acked_total} acknowledged DoPuts, in-flight "
+          f"DoPuts stored whole {kept} / absent {dropped}, {len(expected)} keys at the end")

@@ -88,7 +88,8 @@ SUCCESS_KEYS = {"status", "model_name", "model_version", "lookback", "prediction
                 "timestamps"}
 MODEL_KEYS = {"name", "from", "datasets", "model_version", "status", "lookback", "horizon", "frequency",
               "trained_at", "training_rows", "metrics"}
-DATASET_KEYS = {"name", "from", "mode", "time_column", "rows", "columns", "first_timestamp", "last_timestamp"}
+DATASET_KEYS = {"name", "from", "mode", "time_column", "series_column", "on_duplicate", "rows", "columns",
+                "first_timestamp", "last_timestamp"}
 
 
 def start(factory: RuntimeFactory, text: str, files: list[str], **kwargs: Any) -> Runtime:

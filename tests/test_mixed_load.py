@@ -1,12 +1,13 @@
-"""Mixed load: predictions while a writer appends (SPEC sections 3, 5 and 7; issue 5 item 4).
+"""Mixed load: predictions while a writer appends (SPEC sections 3, 5, 7 and 8; issue 5 item 4).
 
 One runtime, one 12-step model on a read_write hourly series. 16 client threads call
-GET /v1/models/{m}/predict over HTTP while one writer thread appends one row at a time with DoPut (the
-next hour each time), for a bounded time (~8 s; ~60 s with FLIGHTCAST_FUZZ=full). Pass: zero errors (every
-response 200 Success with 12 values and 12 hourly timestamps), and every prediction's first timestamp is
-after every row acknowledged before its request was sent (the writer's last acknowledged timestamp is
-read just before each request goes out; the forecast must start after it: SPEC 3, never a prediction
-from older data once a DoPut has returned).
+GET /v1/models/{m}/predict over HTTP while one writer thread DoPuts one new row at a time (the next hour
+each time) together with corrections of the three hours before it, an overwriting stream, for a bounded
+time (~8 s; ~60 s with FLIGHTCAST_FUZZ=full). Pass: zero errors (every response 200 Success with 12
+values and 12 hourly timestamps), every prediction's first timestamp is after every row acknowledged
+before its request was sent (the writer's last acknowledged timestamp is read just before each request
+goes out; the forecast must start after it: SPEC 3, never a prediction from older data once a DoPut has
+returned), and at the end one row per hour holding the last value sent for it.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from datetime import datetime, timedelta, timezone
 import pyarrow as pa
 import pyarrow.flight as flight
 import pytest
-from conftest import do_put, http_request, parse_instant, write_csv_text, write_spicepod
+from conftest import do_put, http_request, parse_instant, read_all, write_csv_text, write_spicepod
 
 pytestmark = pytest.mark.fuzz
 
@@ -32,6 +33,7 @@ MODEL = "load_12h"
 H = timedelta(hours=1)
 T0 = datetime(2024, 1, 1)
 SEED_ROWS = 240
+RESENT = 3  # each DoPut also re-sends the hours before the new one, corrected (on_duplicate: replace)
 
 POD = f"""\
 version: v1
@@ -55,6 +57,10 @@ models:
 
 def value_at(i: int) -> float:
     return round(10 + 3 * math.sin(2 * math.pi * i / 24) + 0.01 * i, 6)
+
+
+def corrected(i: int) -> float:
+    return value_at(i) + 0.25
 
 
 @pytest.fixture
@@ -86,9 +92,11 @@ def test_predictions_while_appending(runtime) -> None:
         try:
             while not stop.is_set():
                 ts = T0 + i * H
-                table = pa.table({"ts": pa.array([ts], pa.timestamp("us")), "value": [value_at(i)]}, schema=schema)
+                hours = list(range(i - RESENT, i + 1))
+                table = pa.table({"ts": pa.array([T0 + j * H for j in hours], pa.timestamp("us")),
+                                  "value": [corrected(j) for j in hours[:-1]] + [value_at(i)]}, schema=schema)
                 result = do_put(client, "load", table, flight.FlightCallOptions(timeout=30))
-                if result != {"dataset": "load", "rows": 1}:
+                if result != {"dataset": "load", "rows": RESENT + 1}:
                     errors.append(f"DoPut of {ts}: PutResult {result}")
                     return
                 with lock:  # acknowledged: the DoPut returned its PutResult
@@ -148,6 +156,13 @@ def test_predictions_while_appending(runtime) -> None:
     assert final.status == 200
     assert parse_instant(final.json()["timestamps"][0]) == acked_last[0] + H
     entry = {d["name"]: d for d in runtime.get_json("/v1/datasets")}["load"]
-    assert entry["rows"] == SEED_ROWS + writes[0]
+    assert entry["rows"] == SEED_ROWS + writes[0]  # one row per hour: the corrections replaced rows
+    client = runtime.flight_client()
+    stored = read_all(client, "SELECT ts, value FROM load ORDER BY ts")
+    last = SEED_ROWS + writes[0] - 1
+    assert stored.column("ts").to_pylist() == [T0 + j * H for j in range(last + 1)]
+    assert stored.column("value").to_pylist() == (
+        [value_at(j) for j in range(SEED_ROWS - RESENT)]
+        + [corrected(j) for j in range(SEED_ROWS - RESENT, last)] + [value_at(last)])
     assert parse_instant(entry["last_timestamp"]) == acked_last[0]
     assert runtime.get("/health").status == 200

@@ -1,0 +1,299 @@
+"""DoPut streams on their way into a table: schema checks, per-batch checks, and the two write paths.
+
+`keep` datasets append each batch as it arrives. `replace` datasets (one row per key) stage the whole
+stream in a connection-local temp table first, so a slow client holds no lock, then merge it under the
+dataset's write lock in one transaction: delete the stored rows whose keys the stream brings, insert
+the stream's rows (the last occurrence of a key wins). Only stored rows timed between the stream's
+first time and the newest stored time can share a key: a stream after the newest stored time (the
+common append) deletes nothing; a re-sent run that covers every stored time of its range deletes that
+range; anything else deletes by a hash semi-join on the keys, bounded to the range so zone maps skip
+the rest of the table. Chosen by measurement on 10M rows against a DuckDB PRIMARY KEY with INSERT OR
+REPLACE and against de-duplicating on read: see bench/bench_flight.py.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from datetime import datetime, timezone
+from typing import Any
+
+import duckdb
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from flight_server.sources import MAX_SERIES_ID_BYTES
+from spicepod import DatasetSpec, InvalidInput, LimitExceeded, Limits, quote_ident
+
+MAX_NOTICE_SERIES = 10_000  # a commit touching more series is announced as touching all (None)
+STAGED = "flightcast_staged"  # a replace stream before its merge (temp, one per cursor)
+RECEIVED = "flightcast_received"  # the stream's batches as DuckDB sees them
+STAGE_IN_MEMORY_BYTES = 512 << 20  # a larger stream is staged in a temp table (spilled under the memory limit)
+
+
+def is_lossless(incoming: pa.DataType, stored: pa.DataType) -> bool:
+    """Whether a DoPut column of type `incoming` may be stored in a column of type `stored`."""
+    if incoming.equals(stored):
+        return True
+    if pa.types.is_timestamp(stored) and pa.types.is_timestamp(incoming):
+        if (incoming.unit, stored.unit) == ("ns", "us"):
+            return True  # each batch is checked to hold whole microseconds (IncomingStream)
+        order = {"s": 0, "ms": 1, "us": 2, "ns": 3}
+        return order[incoming.unit] <= order[stored.unit]
+    if pa.types.is_integer(stored) and pa.types.is_integer(incoming):
+        if pa.types.is_signed_integer(stored):
+            limit = stored.bit_width if pa.types.is_signed_integer(incoming) else stored.bit_width - 1
+            return incoming.bit_width <= limit
+        return pa.types.is_unsigned_integer(incoming) and incoming.bit_width <= stored.bit_width
+    if pa.types.is_floating(stored):
+        mantissa = {16: 11, 32: 24, 64: 53}[stored.bit_width]
+        if pa.types.is_floating(incoming):
+            return incoming.bit_width <= stored.bit_width
+        if pa.types.is_integer(incoming):
+            # int64 into float64 too: it is what pandas hands people, and values are measurements
+            return incoming.bit_width < mantissa or (stored.bit_width == 64 and incoming == pa.int64())
+        return False
+    text = (pa.types.is_string, pa.types.is_large_string, pa.types.is_string_view)
+    if any(t(stored) for t in text):
+        return any(t(incoming) for t in text)
+    return False
+
+
+def is_series_id_type(kind: pa.DataType) -> bool:
+    text = pa.types.is_string(kind) or pa.types.is_large_string(kind) or pa.types.is_string_view(kind)
+    return text or pa.types.is_integer(kind)
+
+
+def check_put_schema(name: str, spec: DatasetSpec, stored: pa.Schema | None, schema: pa.Schema) -> None:
+    """Refuse a DoPut whose columns do not match the dataset's (`stored`; None before its first DoPut)."""
+    if spec.mode != "read_write":
+        raise InvalidInput(f"dataset '{name}' is read-only (mode: read); declare mode: read_write to DoPut")
+    names = schema.names
+    if len(set(names)) != len(names):
+        raise InvalidInput(f"DoPut to '{name}': duplicate column names in {names}")
+    if stored is None:
+        if spec.time_column not in names:
+            raise InvalidInput(f"DoPut to '{name}': missing time column '{spec.time_column}'")
+        if not pa.types.is_timestamp(schema.field(spec.time_column).type):
+            raise InvalidInput(
+                f"DoPut to '{name}': column '{spec.time_column}' must be a timestamp, "
+                f"got {schema.field(spec.time_column).type}"
+            )
+        if spec.series_column is not None:
+            if spec.series_column not in names:
+                raise InvalidInput(f"DoPut to '{name}': missing series column '{spec.series_column}'")
+            kind = schema.field(spec.series_column).type
+            if not is_series_id_type(kind):
+                raise InvalidInput(
+                    f"DoPut to '{name}': series column '{spec.series_column}' must be text or an integer, got {kind}"
+                )
+        return
+    for f in schema:
+        if stored.get_field_index(f.name) < 0:
+            raise InvalidInput(
+                f"DoPut to '{name}': unknown column '{f.name}'; expected columns {', '.join(stored.names)}"
+            )
+        kind = stored.field(f.name).type
+        if not is_lossless(f.type, kind):
+            raise InvalidInput(f"DoPut to '{name}': column '{f.name}' has type {f.type}, expected {kind}")
+    missing = [n for n in stored.names if n not in names]
+    if missing:
+        raise InvalidInput(f"DoPut to '{name}': missing column '{missing[0]}'")
+
+
+class IncomingStream:
+    """The batches of one DoPut, checked on the way in and summed up.
+
+    Checks: limits, sub-microsecond and null times, null or over-long series ids. Sums: rows, time range,
+    the series ids touched (None past MAX_NOTICE_SERIES), and whether the keys are known to be unique
+    (every batch strictly increasing by (series, time) or (time, series), and continuing the previous).
+    """
+
+    def __init__(self, name: str, spec: DatasetSpec, limits: Limits, batches: Iterable[pa.RecordBatch]):
+        self.name = name
+        self.spec = spec
+        self.limits = limits
+        self.rows = 0
+        self.first: Any = None
+        self.last: Any = None
+        self.series: set[str] | None = set() if spec.series_column else None
+        self._orders = [spec.key_columns, spec.key_columns[::-1]] if spec.series_column else [spec.key_columns]
+        self._last_keys: dict[tuple[str, ...], tuple] = {}
+        self._batches = batches
+
+    @property
+    def keys_unique(self) -> bool:
+        """True when no key can repeat inside this stream (False: maybe; then the merge de-duplicates)."""
+        return bool(self._orders)
+
+    def batches(self) -> Iterator[pa.RecordBatch]:
+        for batch in self._batches:
+            if batch.num_rows:
+                self._check(batch)
+                yield batch
+
+    def _check(self, batch: pa.RecordBatch) -> None:
+        name, limits = self.name, self.limits
+        if batch.num_rows > limits.max_batch_rows:
+            raise LimitExceeded(
+                f"DoPut to '{name}': a batch of {batch.num_rows} rows is over the limit of "
+                f"{limits.max_batch_rows} (runtime.limits.max_batch_rows)"
+            )
+        self.rows += batch.num_rows
+        if self.rows > limits.max_put_rows:
+            raise LimitExceeded(
+                f"DoPut to '{name}': more than {limits.max_put_rows} rows in one stream (runtime.limits.max_put_rows)"
+            )
+        for column_type, column in zip(batch.schema, batch.columns, strict=True):
+            if pa.types.is_timestamp(column_type.type) and column_type.type.unit == "ns":
+                nanos = pc.cast(column, pa.int64())
+                if pc.any(pc.not_equal(pc.remainder(nanos, 1000), 0)).as_py():
+                    raise InvalidInput(
+                        f"DoPut to '{name}': column '{column_type.name}' has timestamps finer than a microsecond, "
+                        "which the store cannot keep"
+                    )
+        time_column = self.spec.time_column
+        times = batch.column(time_column)
+        if times.null_count:
+            raise InvalidInput(f"DoPut to '{name}': column '{time_column}' has null timestamps")
+        if self.spec.series_column is not None:
+            self._check_series(batch.column(self.spec.series_column))
+        bounds = pc.min_max(times)
+        lo, hi = naive_utc(bounds["min"].as_py()), naive_utc(bounds["max"].as_py())
+        self.first = lo if self.first is None or lo < self.first else self.first
+        self.last = hi if self.last is None or hi > self.last else self.last
+        if self.spec.on_duplicate == "replace":
+            self._orders = [order for order in self._orders if self._increasing(batch, order)]
+
+    def _check_series(self, ids: pa.Array) -> None:
+        column = self.spec.series_column
+        if ids.null_count:
+            raise InvalidInput(f"DoPut to '{self.name}': column '{column}' has null series ids; nothing was stored")
+        if not pa.types.is_integer(ids.type):
+            longest = pc.max(pc.binary_length(ids)).as_py() or 0
+            if longest > MAX_SERIES_ID_BYTES:
+                raise InvalidInput(
+                    f"DoPut to '{self.name}': a series id in column '{column}' is {longest} bytes long, "
+                    f"over the limit of {MAX_SERIES_ID_BYTES}; nothing was stored"
+                )
+        if self.series is not None:
+            self.series.update(str(v) for v in pc.unique(ids).to_pylist())
+            if len(self.series) > MAX_NOTICE_SERIES:
+                self.series = None
+
+    def _increasing(self, batch: pa.RecordBatch, order: tuple[str, ...]) -> bool:
+        """Whether the batch's keys in `order` are strictly increasing, and above the previous batch's last."""
+        columns = [batch.column(c) for c in order]
+        first = tuple(c[0].as_py() for c in columns)
+        previous = self._last_keys.get(order)
+        self._last_keys[order] = tuple(c[-1].as_py() for c in columns)
+        if previous is not None and not first > previous:
+            return False
+        if batch.num_rows < 2:
+            return True
+        later = [c.slice(1) for c in columns]
+        earlier = [c.slice(0, len(c) - 1) for c in columns]
+        ok = pc.greater(later[-1], earlier[-1])
+        for a, b in zip(reversed(later[:-1]), reversed(earlier[:-1]), strict=True):  # lexicographic
+            ok = pc.or_(pc.greater(a, b), pc.and_(pc.equal(a, b), ok))
+        return bool(pc.all(ok).as_py())
+
+
+def naive_utc(ts: Any) -> Any:
+    """Timestamps are stored as naive UTC; a tz-aware bound is converted likewise."""
+    if isinstance(ts, datetime) and ts.tzinfo is not None:
+        return ts.astimezone(timezone.utc).replace(tzinfo=None)
+    return ts
+
+
+def append_batches(cur: duckdb.DuckDBPyConnection, table: str, stream: IncomingStream) -> int:
+    """`keep`: one INSERT per batch as it arrives, in the caller's transaction. Returns the rows inserted."""
+    insert = f"INSERT INTO {table} BY NAME SELECT * FROM incoming"
+    for batch in stream.batches():
+        cur.register("incoming", batch)
+        cur.execute(insert)
+    cur.unregister("incoming")
+    return stream.rows
+
+
+def stage(cur: duckdb.DuckDBPyConnection, stream: IncomingStream, schema: pa.Schema) -> None:
+    """`replace`: receive the whole stream before the merge, as STAGED (times as naive UTC TIMESTAMP).
+
+    The batches are held as they came (no copy) and merged by one INSERT, which beats a copy per batch;
+    past STAGE_IN_MEMORY_BYTES they go into a temp table, which DuckDB spills to disk under its memory
+    limit. A stream whose keys may repeat is put in a temp table too, whose rowid is the arrival order.
+    Nothing of it is durable; it lives as long as the cursor.
+    """
+    ts = quote_ident(stream.spec.time_column)
+    select = f"SELECT * REPLACE (CAST({ts} AS TIMESTAMP) AS {ts}) FROM {RECEIVED}"
+    held: list[pa.RecordBatch] = []
+    size = 0
+    in_table = False
+    for batch in stream.batches():
+        if in_table:
+            cur.register(RECEIVED, batch)
+            cur.execute(f"INSERT INTO {STAGED} {select}")
+            continue
+        held.append(batch)
+        size += batch.nbytes
+        if size > STAGE_IN_MEMORY_BYTES:
+            cur.register(RECEIVED, pa.Table.from_batches(held))
+            cur.execute(f"CREATE OR REPLACE TEMP TABLE {STAGED} AS {select}")
+            held, in_table = [], True
+    if not in_table:
+        cur.register(RECEIVED, pa.Table.from_batches(held) if held else schema.empty_table())
+        kind = "VIEW" if stream.keys_unique else "TABLE"
+        cur.execute(f"CREATE OR REPLACE TEMP {kind} {STAGED} AS {select}")
+
+
+def merge_staged(cur: duckdb.DuckDBPyConnection, table: str, stream: IncomingStream, stored_last: Any) -> int:
+    """`replace`: the staged rows replace the stored rows of the same keys (in the caller's transaction).
+
+    Returns the change in the table's row count (rows inserted minus rows replaced).
+    """
+    if not stream.rows:
+        return 0
+    spec = stream.spec
+    keys = ", ".join(quote_ident(k) for k in spec.key_columns)
+    deleted = 0
+    if stored_last is not None and stream.first <= stored_last:  # else no stored row can share a key
+        deleted = _delete_replaced(cur, table, spec, stream.first, min(stream.last, stored_last))
+    latest = "" if stream.keys_unique else (
+        f" QUALIFY row_number() OVER (PARTITION BY {keys} ORDER BY rowid DESC) = 1"  # the last occurrence wins
+    )
+    inserted = cur.execute(f"INSERT INTO {table} BY NAME SELECT * FROM {STAGED}{latest}").fetchall()[0][0]
+    return inserted - deleted
+
+
+def _micros(table: pa.Table) -> np.ndarray:
+    return table.column(0).cast(pa.int64()).to_numpy()
+
+
+def _delete_replaced(cur: duckdb.DuckDBPyConnection, table: str, spec: DatasetSpec, lo: Any, hi: Any) -> int:
+    """Delete the stored rows whose keys are staged; only rows timed lo..hi can be among them.
+
+    The hash semi-join is what overwriting costs. A re-sent run of a single series (every stored time in
+    lo..hi sent again, the usual correction) is found with two small reads and deleted by range instead.
+    """
+    ts = quote_ident(spec.time_column)
+    bounds = f"{ts} BETWEEN ? AND ?"
+    if spec.series_column is None:
+        count = f"SELECT count(*) FROM {{}} WHERE {bounds}"
+        stored_rows = cur.execute(count.format(table), [lo, hi]).fetchall()[0][0]
+        if stored_rows == 0:
+            return 0
+        if stored_rows <= cur.execute(count.format(STAGED), [lo, hi]).fetchall()[0][0]:
+            select = f"SELECT {ts} FROM {{}} WHERE {bounds}"
+            stored = _micros(cur.sql(select.format(table), params=[lo, hi]).to_arrow_table())
+            staged = np.sort(_micros(cur.sql(select.format(STAGED), params=[lo, hi]).to_arrow_table()))
+            at = np.minimum(np.searchsorted(staged, stored), len(staged) - 1)
+            if bool(np.all(staged[at] == stored)):  # every stored time in lo..hi is sent again
+                return cur.execute(f"DELETE FROM {table} WHERE {bounds}", [lo, hi]).fetchall()[0][0]
+        key, staged_keys = ts, ts
+    else:
+        staged_keys = ", ".join(quote_ident(k) for k in spec.key_columns)
+        key = f"({staged_keys})"
+    return cur.execute(
+        f"DELETE FROM {table} WHERE {bounds} AND {key} IN (SELECT {staged_keys} FROM {STAGED} WHERE {bounds})",
+        [lo, hi, lo, hi],
+    ).fetchall()[0][0]
