@@ -219,6 +219,10 @@ class GridQuery:
         lasts = table.column("last").to_numpy().astype("datetime64[us]")
         return list(zip(table.column("sid").to_pylist(), table.column("n").to_pylist(), firsts, lasts, strict=True))
 
+    def _filled(self, parts: list[tuple[str | None, np.ndarray, np.ndarray]]) -> list[tuple]:
+        return [(sid, *fill_series(times, values, self.freq, self.fill, self.dataset, sid))
+                for sid, times, values in parts]
+
     def history(self, client: FlightDataClient, max_points: int, ids: list[str] | None = None) -> SeriesSet:
         """The latest `max_points` grid points of each series (or of the named ones), filled."""
         out = SeriesSet()
@@ -242,13 +246,12 @@ class GridQuery:
         lower = None
         if newest is not None:
             lower = self.freq.add(bucket(newest, self.freq, self.origin), -per_series)
-        parts = self._read(client, self._sql(self._where(lower, ids), per_series))
-        if lower is not None and any(v.size < per_series for _, _, v in parts):
-            # Gaps inside the bound: read the latest rows without it, so fill sees a value before the window.
-            parts = self._read(client, self._sql(self._where(None, ids), per_series))
+        parts = self._filled(self._read(client, self._sql(self._where(lower, ids), per_series)))
+        if lower is not None and any(v.size < lookback for _, _, v in parts):
+            # Gaps inside the bound left too few points: read the latest rows without it.
+            parts = self._filled(self._read(client, self._sql(self._where(None, ids), per_series)))
         kept_ids, rows, last, short = [], [], [], {}
-        for sid, times, values in parts:
-            grid_times, grid_values = fill_series(times, values, self.freq, self.fill, self.dataset, sid)
+        for sid, grid_times, grid_values in parts:
             if grid_values.size < lookback:
                 short[sid] = int(grid_values.size)
                 continue
