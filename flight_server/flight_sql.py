@@ -434,61 +434,73 @@ def sql_info_table(ids: Iterable[int]) -> pa.Table:
 # --- XDBC type info ------------------------------------------------------------------------------------------
 
 X = pb.XdbcDataType
-_SEARCHABLE = pb.Searchable.Value("SEARCHABLE_FULL")
+SUBCODE = pb.XdbcDatetimeSubcode
 _BASIC = pb.Searchable.Value("SEARCHABLE_BASIC")
-# (type_name, data_type, column_size, literal prefix/suffix, create_params, case_sensitive, searchable,
-#  unsigned, fixed_prec_scale, min/max scale, sql_data_type, datetime_subcode, num_prec_radix)
+
+
+def _xdbc(name: str, data_type: str, size: int | None = None, prefix: str | None = None,
+          suffix: str | None = None, params: list[str] | None = None, case: bool = False,
+          searchable: int = _BASIC, unsigned: bool | None = None, fixed: bool = False,
+          scale: tuple[int | None, int | None] = (None, None), subcode: str | None = None,
+          radix: int | None = None) -> dict[str, Any]:
+    """One row of CommandGetXdbcTypeInfo's result."""
+    code = X.Value(data_type)
+    return {
+        "type_name": name, "data_type": code, "column_size": size, "literal_prefix": prefix,
+        "literal_suffix": suffix, "create_params": params, "nullable": pb.Nullable.Value("NULLABILITY_NULLABLE"),
+        "case_sensitive": case, "searchable": searchable, "unsigned_attribute": unsigned,
+        "fixed_prec_scale": fixed, "auto_increment": False if unsigned is not None else None,
+        "local_type_name": name, "minimum_scale": scale[0], "maximum_scale": scale[1],
+        # datetime types report the generic DATETIME code here, their kind in datetime_subcode
+        "sql_data_type": X.Value("XDBC_DATETIME") if subcode else code,
+        "datetime_subcode": SUBCODE.Value(subcode) if subcode else None,
+        "num_prec_radix": radix, "interval_precision": None,
+    }
+
+
 _XDBC_TYPES = [
-    ("BOOLEAN", X.Value("XDBC_BIT"), 1, None, None, False, _BASIC, None, False, None, None, None, None),
-    ("TINYINT", X.Value("XDBC_TINYINT"), 3, None, None, False, _BASIC, False, False, 0, 0, None, 10),
-    ("SMALLINT", X.Value("XDBC_SMALLINT"), 5, None, None, False, _BASIC, False, False, 0, 0, None, 10),
-    ("INTEGER", X.Value("XDBC_INTEGER"), 10, None, None, False, _BASIC, False, False, 0, 0, None, 10),
-    ("BIGINT", X.Value("XDBC_BIGINT"), 19, None, None, False, _BASIC, False, False, 0, 0, None, 10),
-    ("FLOAT", X.Value("XDBC_FLOAT"), 24, None, None, False, _BASIC, False, False, None, None, None, 2),
-    ("DOUBLE", X.Value("XDBC_DOUBLE"), 53, None, None, False, _BASIC, False, False, None, None, None, 2),
-    ("DECIMAL", X.Value("XDBC_DECIMAL"), 38, None, ["precision", "scale"], False, _BASIC, False, True, 0, 38,
-     None, 10),
-    ("VARCHAR", X.Value("XDBC_VARCHAR"), None, "'", "'", True, _SEARCHABLE, None, False, None, None, None,
-     None),
-    ("BLOB", X.Value("XDBC_VARBINARY"), None, "'", "'::BLOB", False, _BASIC, None, False, None, None, None,
-     None),
-    ("DATE", X.Value("XDBC_DATE"), 10, "DATE '", "'", False, _BASIC, None, False, None, None,
-     pb.XdbcDatetimeSubcode.Value("XDBC_SUBCODE_DATE"), None),
-    ("TIME", X.Value("XDBC_TIME"), 15, "TIME '", "'", False, _BASIC, None, False, None, None,
-     pb.XdbcDatetimeSubcode.Value("XDBC_SUBCODE_TIME"), None),
-    ("TIMESTAMP", X.Value("XDBC_TIMESTAMP"), 26, "TIMESTAMP '", "'", False, _BASIC, None, False, None, None,
-     pb.XdbcDatetimeSubcode.Value("XDBC_SUBCODE_TIMESTAMP"), None),
-    ("TIMESTAMP WITH TIME ZONE", X.Value("XDBC_TIMESTAMP"), 32, "TIMESTAMPTZ '", "'", False, _BASIC, None,
-     False, None, None, pb.XdbcDatetimeSubcode.Value("XDBC_SUBCODE_TIMESTAMP_WITH_TIMEZONE"), None),
+    _xdbc("BOOLEAN", "XDBC_BIT", 1),
+    _xdbc("TINYINT", "XDBC_TINYINT", 3, unsigned=False, scale=(0, 0), radix=10),
+    _xdbc("SMALLINT", "XDBC_SMALLINT", 5, unsigned=False, scale=(0, 0), radix=10),
+    _xdbc("INTEGER", "XDBC_INTEGER", 10, unsigned=False, scale=(0, 0), radix=10),
+    _xdbc("BIGINT", "XDBC_BIGINT", 19, unsigned=False, scale=(0, 0), radix=10),
+    _xdbc("FLOAT", "XDBC_FLOAT", 24, unsigned=False, radix=2),
+    _xdbc("DOUBLE", "XDBC_DOUBLE", 53, unsigned=False, radix=2),
+    _xdbc("DECIMAL", "XDBC_DECIMAL", 38, params=["precision", "scale"], unsigned=False, fixed=True,
+          scale=(0, 38), radix=10),
+    _xdbc("VARCHAR", "XDBC_VARCHAR", prefix="'", suffix="'", case=True,
+          searchable=pb.Searchable.Value("SEARCHABLE_FULL")),
+    _xdbc("BLOB", "XDBC_VARBINARY", prefix="'", suffix="'::BLOB"),
+    _xdbc("DATE", "XDBC_DATE", 10, prefix="DATE '", suffix="'", subcode="XDBC_SUBCODE_DATE"),
+    _xdbc("TIME", "XDBC_TIME", 15, prefix="TIME '", suffix="'", subcode="XDBC_SUBCODE_TIME"),
+    _xdbc("TIMESTAMP", "XDBC_TIMESTAMP", 26, prefix="TIMESTAMP '", suffix="'", subcode="XDBC_SUBCODE_TIMESTAMP"),
+    _xdbc("TIMESTAMP WITH TIME ZONE", "XDBC_TIMESTAMP", 32, prefix="TIMESTAMPTZ '", suffix="'",
+          subcode="XDBC_SUBCODE_TIMESTAMP_WITH_TIMEZONE"),
 ]
 
 
 def xdbc_type_info_table(data_type: int | None) -> pa.Table:
-    rows = sorted((t for t in _XDBC_TYPES if data_type is None or t[1] == data_type), key=lambda t: (t[1], t[0]))
-    nullable = pb.Nullable.Value("NULLABILITY_NULLABLE")
-    datetime_type = X.Value("XDBC_DATETIME")
-    columns: dict[str, list[Any]] = {f.name: [] for f in XDBC_TYPE_INFO_SCHEMA}
-    for (name, dtype, size, prefix, suffix, params, case, searchable, unsigned, fixed, lo, hi,
-         subcode, radix) in rows:
-        values = {
-            "type_name": name, "data_type": dtype, "column_size": size, "literal_prefix": prefix,
-            "literal_suffix": suffix, "create_params": params, "nullable": nullable, "case_sensitive": case,
-            "searchable": searchable, "unsigned_attribute": unsigned, "fixed_prec_scale": fixed,
-            "auto_increment": False if unsigned is not None else None, "local_type_name": name,
-            "minimum_scale": lo, "maximum_scale": hi,
-            "sql_data_type": datetime_type if subcode is not None else dtype, "datetime_subcode": subcode,
-            "num_prec_radix": radix, "interval_precision": None,
-        }
-        for key, value in values.items():
-            columns[key].append(value)
-    return pa.Table.from_pydict(columns, schema=XDBC_TYPE_INFO_SCHEMA)
+    """The types a query result can have, ordered by data_type then type_name; one data_type if asked."""
+    rows = sorted((t for t in _XDBC_TYPES if data_type is None or t["data_type"] == data_type),
+                  key=lambda t: (t["data_type"], t["type_name"]))
+    return pa.Table.from_pylist(rows, schema=XDBC_TYPE_INFO_SCHEMA)
 
 
 # --- catalog helpers ----------------------------------------------------------------------------------------
 
 def _like(pattern: str) -> re.Pattern[str]:
-    """A Flight SQL filter pattern (% any run of characters, _ any one character) as a regex."""
-    parts = ("." if c == "_" else ".*" if c == "%" else re.escape(c) for c in pattern)
+    """A Flight SQL filter pattern (% any run of characters, _ any one character) as a regex.
+
+    A backslash (SQL_SEARCH_STRING_ESCAPE, which JDBC clients put before a `_` in a name) makes the next
+    character literal.
+    """
+    parts = []
+    chars = iter(pattern)
+    for c in chars:
+        if c == "\\":
+            parts.append(re.escape(next(chars, "\\")))
+        else:
+            parts.append("." if c == "_" else ".*" if c == "%" else re.escape(c))
     return re.compile("".join(parts), re.DOTALL)
 
 
