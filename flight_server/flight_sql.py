@@ -50,11 +50,12 @@ MAX_HANDLES = 4096  # over all connections
 HANDLE_IDLE_S = 600.0  # a handle unused this long is dropped
 MAX_PARAMETER_SETS = 1024  # rows of one parameter batch (each is one execution of the statement)
 
-# ADBC refuses messages over 16 MiB by default: result batches stay well under that (rows per batch from
-# DuckDB, and any batch still over MAX_BATCH_BYTES, wide or with long strings, is sliced).
-BATCH_ROWS = 1 << 17
-TARGET_BATCH_BYTES = 4 << 20
-MAX_BATCH_BYTES = 8 << 20
+# ADBC refuses messages over 16 MiB by default: result batches stay under that. Rows per batch come from the
+# result's row width (batches of ~12 MiB; much smaller ones cost the Go driver up to a third of its
+# throughput), and a batch still over MAX_BATCH_BYTES (long strings) is sliced.
+MAX_BATCH_ROWS = 1 << 19
+TARGET_BATCH_BYTES = 12 << 20
+MAX_BATCH_BYTES = 14 << 20
 
 ACTIONS = {
     "CreatePreparedStatement": "Flight SQL: prepare a read-only query (ActionCreatePreparedStatementRequest); "
@@ -189,6 +190,7 @@ class PreparedStatement:
     parameter_schema: pa.Schema
     dataset_schema: pa.Schema
     parameters: list[list[Any]] = field(default_factory=list)  # bound parameter sets, one per execution
+    bound_types: tuple[pa.DataType, ...] = ()  # the Arrow types of the values dataset_schema was found with
     used: float = 0.0
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -345,6 +347,22 @@ def _arrow_type(sql_type: str) -> pa.DataType:
     if decimal:
         return pa.decimal128(int(decimal[1]), int(decimal[2]))
     return _SIMPLE_TYPES.get(sql_type, pa.null())
+
+
+def _batch_rows(schema: pa.Schema) -> int:
+    """Rows per result batch so that a batch stays near TARGET_BATCH_BYTES."""
+    width = 0.0
+    for f in schema:
+        try:
+            width += f.type.bit_width / 8 + 0.125  # and its validity bit
+        except ValueError:  # variable width: strings, binaries, nested
+            width += 32
+    return int(max(1024, min(MAX_BATCH_ROWS, TARGET_BATCH_BYTES // max(width, 1.0))))
+
+
+def _statement_ticket(sql: str, rows: int) -> bytes:
+    """The ticket of a CommandStatementQuery: the SQL and the batch size its schema calls for."""
+    return _pack(pb.TicketStatementQuery(statement_handle=f"{rows}\n{sql}".encode()))
 
 
 def _bounded(reader: pa.RecordBatchReader) -> pa.RecordBatchReader:
@@ -545,7 +563,7 @@ class FlightSql:
             if command.HasField("transaction_id"):
                 raise _unimplemented("transactions (transaction_id)")
             schema = self.store.query_schema(command.query)
-            return schema, _pack(pb.TicketStatementQuery(statement_handle=command.query.encode("utf-8")))
+            return schema, _statement_ticket(command.query, _batch_rows(schema))
         if name == "CommandPreparedStatementQuery":
             command = _open(message, pb.CommandPreparedStatementQuery)
             statement = self.statements.get(command.prepared_statement_handle)
@@ -573,10 +591,11 @@ class FlightSql:
         if name == "TicketStatementQuery":
             ticket = _open(message, pb.TicketStatementQuery)
             try:
-                sql = ticket.statement_handle.decode("utf-8")
-            except UnicodeDecodeError:
+                rows, _, sql = ticket.statement_handle.decode("utf-8").partition("\n")
+                rows = min(max(int(rows), 1), MAX_BATCH_ROWS)
+            except (UnicodeDecodeError, ValueError):
                 raise InvalidInput("malformed Flight SQL TicketStatementQuery") from None
-            return flight.RecordBatchStream(_bounded(self.store.query(sql, batch_rows=BATCH_ROWS)))
+            return flight.RecordBatchStream(_bounded(self.store.query(sql, batch_rows=rows)))
         if name == "CommandPreparedStatementQuery":
             command = _open(message, pb.CommandPreparedStatementQuery)
             return flight.RecordBatchStream(self._execute(self.statements.get(command.prepared_statement_handle)))
@@ -656,7 +675,7 @@ class FlightSql:
     def _execute(self, statement: PreparedStatement) -> pa.RecordBatchReader:
         with statement.lock:
             sets = list(statement.parameters)
-        rows = BATCH_ROWS
+            rows = _batch_rows(statement.dataset_schema)
         if not statement.parameter_names:
             return _bounded(self.store.query(statement.sql, batch_rows=rows))
         if not sets:
@@ -699,7 +718,9 @@ class FlightSql:
 
     def _bind(self, statement: PreparedStatement, reader: flight.MetadataRecordBatchReader) -> None:
         sets: list[list[Any]] = []
+        types: tuple[pa.DataType, ...] = ()
         for batch in _incoming(reader):
+            types = types or tuple(batch.schema.types)
             if batch.num_columns != len(statement.parameter_names):
                 raise InvalidInput(f"the prepared statement has {len(statement.parameter_names)} parameters; "
                                    f"the bound batch has {batch.num_columns} columns")
@@ -708,11 +729,12 @@ class FlightSql:
             columns = [column.to_pylist() for column in batch.columns]
             sets.extend([list(row) for row in zip(*columns, strict=True)])
         schema = statement.dataset_schema
-        if sets:
+        if sets and types != statement.bound_types:  # the result's schema may depend on the values' types
             schema = self.parameterised.schema(statement.sql, _values(statement.parameter_names, sets[0]))
         with statement.lock:
             statement.parameters = sets
             statement.dataset_schema = schema
+            statement.bound_types = types if sets else statement.bound_types
 
     def _ingest(self, context: flight.ServerCallContext, command: pb.CommandStatementIngest,
                 reader: flight.MetadataRecordBatchReader) -> int:

@@ -140,6 +140,16 @@ def test_query_equals_plain_doget(conn, client, sql: str) -> None:
     assert got.equals(expected)
 
 
+@pytest.mark.parametrize("sql", [
+    "SELECT i, i * 0.5 AS half FROM range(1500000) t(i)",
+    "SELECT i, repeat('x', 2000) AS text FROM range(20000) t(i)",  # 40 MB of strings in few DuckDB batches
+])
+def test_large_results_stay_under_the_drivers_message_limit(conn, client, sql: str) -> None:
+    expected = read_all(client, sql, OPTS)
+    got = fetch(conn, sql)
+    assert got.num_rows == expected.num_rows and got.equals(expected)
+
+
 @pytest.mark.parametrize("sql", QUERIES[:2])
 def test_statement_query_command_equals_plain_doget(client, sql: str) -> None:
     schema, got = fetch_command(client, pb.CommandStatementQuery(query=sql))
