@@ -282,10 +282,13 @@ class ParameterisedQueries:
 
     def parameter_names(self, sql: str) -> list[str]:
         """The statement's parameters in binding order: `?`/`$1` positions, or `$name`s in order of use."""
+        cursor = self.store._cursor()  # parsing only; a cursor of its own, as connections are not thread-safe
         try:
-            statements = duckdb.extract_statements(sql)  # parsing only, on DuckDB's own default connection
+            statements = cursor.extract_statements(sql)
         except duckdb.Error as exc:
             raise InvalidInput(str(exc)) from None
+        finally:
+            cursor.close()
         names = set(statements[0].named_parameters) if len(statements) == 1 else set()
         if all(n.isdigit() for n in names):
             return sorted(names, key=int)
