@@ -345,6 +345,19 @@ _SIMPLE_TYPES = {
 }
 
 
+_SQL_NAMES = {t: name for name, t in _SIMPLE_TYPES.items()} | {pa.timestamp("us", tz="UTC"): "TIMESTAMP WITH TIME ZONE"}
+
+
+def _sql_type_name(arrow_type: pa.DataType) -> str:
+    if pa.types.is_decimal(arrow_type):
+        return f"DECIMAL({arrow_type.precision},{arrow_type.scale})"
+    if pa.types.is_timestamp(arrow_type) and arrow_type.tz is not None:
+        return "TIMESTAMP WITH TIME ZONE"
+    if pa.types.is_large_string(arrow_type) or pa.types.is_string_view(arrow_type):
+        return "VARCHAR"
+    return _SQL_NAMES.get(arrow_type, str(arrow_type).upper())
+
+
 def _arrow_type(sql_type: str) -> pa.DataType:
     decimal = re.fullmatch(r"DECIMAL\((\d+),\s*(\d+)\)", sql_type)
     if decimal:
@@ -533,6 +546,20 @@ def _optional(message: Message, name: str) -> str | None:
     return getattr(message, name) if message.HasField(name) else None
 
 
+def _described(table: str, schema: pa.Schema) -> pa.Schema:
+    """A dataset's schema with the column metadata Flight SQL defines (JDBC getColumns reads it)."""
+    fields = []
+    for f in schema:
+        text = pa.types.is_string(f.type) or pa.types.is_large_string(f.type)
+        fields.append(f.with_metadata({
+            "ARROW:FLIGHT:SQL:CATALOG_NAME": CATALOG, "ARROW:FLIGHT:SQL:DB_SCHEMA_NAME": DB_SCHEMA,
+            "ARROW:FLIGHT:SQL:TABLE_NAME": table, "ARROW:FLIGHT:SQL:TYPE_NAME": _sql_type_name(f.type),
+            "ARROW:FLIGHT:SQL:IS_AUTO_INCREMENT": "0", "ARROW:FLIGHT:SQL:IS_CASE_SENSITIVE": "1" if text else "0",
+            "ARROW:FLIGHT:SQL:IS_READ_ONLY": "1", "ARROW:FLIGHT:SQL:IS_SEARCHABLE": "1",
+        }))
+    return pa.schema(fields, metadata=schema.metadata)
+
+
 def _stream(table: pa.Table) -> flight.RecordBatchStream:
     return flight.RecordBatchStream(table)
 
@@ -638,7 +665,8 @@ class FlightSql:
             "table_name": names, "table_type": [TABLE_TYPE] * len(names),
         }
         if command.include_schema:
-            columns["table_schema"] = [self.store.dataset_schema(n).serialize().to_pybytes() for n in names]
+            columns["table_schema"] = [_described(n, self.store.dataset_schema(n)).serialize().to_pybytes()
+                                       for n in names]
         return pa.table(columns, schema=schema)
 
     # DoAction

@@ -241,6 +241,33 @@ def test_get_objects_lists_every_dataset_with_its_columns(conn, client) -> None:
     columns = tables["metrics"]["table_columns"]
     assert [c["column_name"] for c in columns] == expected.names
     assert [c["ordinal_position"] for c in columns] == [1, 2, 3, 4]
+    assert [c["xdbc_type_name"] for c in columns] == ["TIMESTAMP", "DOUBLE", "BIGINT", "VARCHAR"]
+
+
+def test_concurrent_clients_get_their_own_results(runtime, client) -> None:
+    import threading
+
+    sql = "SELECT ts, value FROM metrics WHERE count = ? ORDER BY ts"
+    expected = {n: read_all(client, f"SELECT ts, value FROM metrics WHERE count = {n} ORDER BY ts", OPTS)
+                for n in range(1, 6)}
+    failures: list[str] = []
+
+    def worker(n: int) -> None:
+        try:
+            with connect(runtime.flight_location) as connection, connection.cursor() as cur:
+                for _ in range(15):
+                    cur.execute(sql, (n,))
+                    if not cur.fetch_arrow_table().equals(expected[n]):
+                        failures.append(f"wrong result for {n}")
+        except Exception as exc:  # noqa: BLE001 - reported below
+            failures.append(repr(exc))
+
+    threads = [threading.Thread(target=worker, args=(n,)) for n in range(1, 6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert not failures, failures
 
 
 def test_get_table_schema_equals_the_dataset_schema(conn, client) -> None:
