@@ -1,8 +1,8 @@
 """Arrow Flight SQL on the Flight port: decode the protocol's commands and call the store plain Flight uses.
 
 A Flight SQL request is a `google.protobuf.Any` holding one of the messages of Arrow's FlightSql.proto, in a
-descriptor command, a ticket or an action body. `is_flight_sql` tells those apart from plain Flight's UTF-8
-SQL; `FlightSql` serves them. A protocol message is never handed to DuckDB as SQL text: only the SQL
+descriptor command, a ticket or an action body. `unpack` tells those apart from plain Flight's UTF-8 SQL;
+`FlightSql` serves them. A protocol message is never handed to DuckDB as SQL text: only the SQL
 string inside a statement is, through the store's read-only query path, with parameters bound as DuckDB
 parameter values.
 """
@@ -139,11 +139,6 @@ def unpack(raw: bytes) -> any_pb2.Any | None:
     return message
 
 
-def is_flight_sql(raw: bytes) -> bool:
-    """Whether a descriptor command or ticket is a protocol message (any protobuf Any), not plain Flight."""
-    return unpack(raw) is not None
-
-
 def _name(message: any_pb2.Any) -> str:
     full = message.type_url[len(TYPE_PREFIX):]
     return full[len(PACKAGE):] if full.startswith(PACKAGE) else full
@@ -221,13 +216,13 @@ class PreparedStatements:
             now = self._clock()
             self._expire(now)
             statement.used = now
-            mine = self._by_peer.setdefault(statement.peer, OrderedDict())
+            mine = self._by_peer.get(statement.peer, {})
             while len(mine) >= self.per_peer:
                 self._drop(next(iter(mine)), "the connection's oldest")
             while len(self._handles) >= self.total:
                 self._drop(next(iter(self._handles)), "the server's oldest")
             self._handles[handle] = statement
-            mine[handle] = None
+            self._by_peer.setdefault(statement.peer, OrderedDict())[handle] = None
         return handle
 
     def get(self, handle: bytes) -> PreparedStatement:
@@ -335,6 +330,7 @@ class ParameterisedQueries:
         return _CursorReader(source, cursor, deadline).reader()
 
 
+# DuckDB's names of the types a parameter or column commonly has, and their Arrow types.
 _SIMPLE_TYPES = {
     "BOOLEAN": pa.bool_(), "TINYINT": pa.int8(), "SMALLINT": pa.int16(), "INTEGER": pa.int32(),
     "BIGINT": pa.int64(), "UTINYINT": pa.uint8(), "USMALLINT": pa.uint16(), "UINTEGER": pa.uint32(),
@@ -343,12 +339,11 @@ _SIMPLE_TYPES = {
     "TIMESTAMP_S": pa.timestamp("s"), "TIMESTAMP_MS": pa.timestamp("ms"), "TIMESTAMP_NS": pa.timestamp("ns"),
     "TIMESTAMP WITH TIME ZONE": pa.timestamp("us", tz="UTC"), "INTERVAL": pa.month_day_nano_interval(),
 }
-
-
-_SQL_NAMES = {t: name for name, t in _SIMPLE_TYPES.items()} | {pa.timestamp("us", tz="UTC"): "TIMESTAMP WITH TIME ZONE"}
+_SQL_NAMES = {t: name for name, t in _SIMPLE_TYPES.items()}
 
 
 def _sql_type_name(arrow_type: pa.DataType) -> str:
+    """The DuckDB name of a column's type, for clients that show it (ARROW:FLIGHT:SQL:TYPE_NAME)."""
     if pa.types.is_decimal(arrow_type):
         return f"DECIMAL({arrow_type.precision},{arrow_type.scale})"
     if pa.types.is_timestamp(arrow_type) and arrow_type.tz is not None:

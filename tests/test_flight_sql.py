@@ -536,6 +536,9 @@ def test_handles_expire_and_are_bounded_in_total() -> None:
     for _ in range(5):
         handles.add(statement("same"))
     assert handles.count("same") == 3
+    single = flight_sql.PreparedStatements(per_peer=1, total=2)
+    kept = [single.add(statement("one")) for _ in range(3)][-1]
+    assert single.count("one") == 1 and len(single) == 1 and single.get(kept).peer == "one"
 
 
 # --- authentication --------------------------------------------------------------------------------------------
