@@ -10,7 +10,9 @@ import sys
 import time
 import traceback
 
-MODULES = ["bench.bench_flight", "bench.bench_predict", "bench.bench_http", "bench.bench_accuracy"]
+MODULES = [
+    "bench.bench_flight", "bench.bench_flight_sql", "bench.bench_predict", "bench.bench_http", "bench.bench_accuracy",
+]
 
 
 def main() -> int:

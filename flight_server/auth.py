@@ -62,7 +62,8 @@ class ApiKeyMiddlewareFactory(flight.ServerMiddlewareFactory):
         scheme = scheme.lower()
         if info.method == flight.FlightMethod.HANDSHAKE and scheme == "basic":
             try:
-                _, _, password = base64.b64decode(credential, validate=True).decode().partition(":")
+                padded = credential.strip() + "=" * (-len(credential.strip()) % 4)  # Go clients send no padding
+                _, _, password = base64.b64decode(padded, validate=True).decode().partition(":")
             except (ValueError, UnicodeDecodeError):
                 raise flight.FlightUnauthenticatedError("malformed basic credentials") from None
             if self._key.matches(password):

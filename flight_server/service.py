@@ -12,6 +12,7 @@ from typing import Any, TypeVar
 import pyarrow as pa
 import pyarrow.flight as flight
 
+from flight_server import flight_sql
 from flight_server.auth import ApiKey, ApiKeyMiddlewareFactory, HandshakeAuthHandler
 from flight_server.store import DatasetStore
 from spicepod import FlightcastError, InvalidInput
@@ -24,6 +25,7 @@ ACTIONS = {
     "list_datasets": "JSON list of every dataset: name, from, mode, time_column, series_column (null when "
     "none), on_duplicate, rows, columns, first_timestamp, last_timestamp, version (bumped by each committed DoPut).",
     "dataset_info": "Body: a dataset name. JSON of that one dataset, as in list_datasets.",
+    **flight_sql.ACTIONS,
 }
 
 
@@ -86,7 +88,10 @@ def _utf8(raw: bytes, what: str) -> str:
 
 
 class FlightService(flight.FlightServerBase):
-    """Datasets by descriptor path, SQL by descriptor command or ticket, DoPut into read_write datasets."""
+    """Datasets by descriptor path, SQL by descriptor command or ticket, DoPut into read_write datasets.
+
+    Flight SQL requests (protobuf messages in commands, tickets and actions) go to flight_sql.FlightSql.
+    """
 
     def __init__(self, store: DatasetStore, location: str, api_key: str | None = None):
         options: dict[str, Any] = {}
@@ -95,6 +100,7 @@ class FlightService(flight.FlightServerBase):
             options["middleware"] = {"auth": ApiKeyMiddlewareFactory(ApiKey(api_key))}
         super().__init__(location, **options)
         self.store = store
+        self.sql = flight_sql.FlightSql(store)
 
     def _info(self, descriptor: flight.FlightDescriptor, schema: pa.Schema, ticket: str, rows: int):
         endpoint = flight.FlightEndpoint(ticket.encode("utf-8"), [])
@@ -112,6 +118,8 @@ class FlightService(flight.FlightServerBase):
     @flight_errors
     def get_flight_info(self, context: flight.ServerCallContext, descriptor: flight.FlightDescriptor):
         if descriptor.descriptor_type == flight.DescriptorType.CMD:
+            if message := flight_sql.unpack(descriptor.command):
+                return self.sql.flight_info(context, descriptor, message)
             sql = _utf8(descriptor.command, "descriptor command")
             return self._info(descriptor, self.store.query_schema(sql), sql, -1)
         return self._dataset_info(_dataset_name(descriptor))
@@ -119,11 +127,15 @@ class FlightService(flight.FlightServerBase):
     @flight_errors
     def get_schema(self, context: flight.ServerCallContext, descriptor: flight.FlightDescriptor):
         if descriptor.descriptor_type == flight.DescriptorType.CMD:
+            if message := flight_sql.unpack(descriptor.command):
+                return flight.SchemaResult(self.sql.schema(context, message))
             return flight.SchemaResult(self.store.query_schema(_utf8(descriptor.command, "descriptor command")))
         return flight.SchemaResult(self.store.dataset_schema(_dataset_name(descriptor)))
 
     @flight_errors
     def do_get(self, context: flight.ServerCallContext, ticket: flight.Ticket) -> flight.FlightDataStream:
+        if message := flight_sql.unpack(ticket.ticket):
+            return self.sql.do_get(context, message)
         return flight.RecordBatchStream(self.store.read(_utf8(ticket.ticket, "ticket")))
 
     @flight_errors
@@ -134,6 +146,8 @@ class FlightService(flight.FlightServerBase):
         reader: flight.MetadataRecordBatchReader,
         writer: flight.FlightMetadataWriter,
     ) -> None:
+        if message := flight_sql.unpack(descriptor.command or b""):
+            return self.sql.do_put(context, message, reader, writer)
         name = _dataset_name(descriptor)
         with _malformed_stream():
             schema = reader.schema
@@ -152,6 +166,8 @@ class FlightService(flight.FlightServerBase):
             payload: Any = self.store.datasets()
         elif action.type == "dataset_info":
             payload = self.store.state(_utf8(body, "action body").strip()).info()
+        elif action.type in flight_sql.ACTIONS or action.type in flight_sql.OTHER_ACTIONS:
+            return iter([flight.Result(r) for r in self.sql.do_action(context, action.type, body)])
         else:
             raise InvalidInput(f"unknown action '{action.type}'; ListActions lists {', '.join(ACTIONS)}")
         return iter([flight.Result(json.dumps(payload).encode())])
