@@ -267,9 +267,8 @@ class PreparedStatements:
 class ParameterisedQueries:
     """Read-only SQL with parameter values bound as DuckDB parameters (never spliced into the text).
 
-    DatasetStore.query and query_schema take no parameter values yet, so this is the one place that
-    reaches past the store's public methods: it takes a cursor, the query watchdog and the streaming
-    reader from the store, exactly as DatasetStore.query does, and adds the values.
+    Queries go through DatasetStore.query/query_schema with their values; only parsing (parameter names
+    and types) takes a cursor of its own.
     """
 
     def __init__(self, store: DatasetStore):
@@ -306,28 +305,10 @@ class ParameterisedQueries:
         return pa.schema([pa.field(n, types.get(n, pa.null())) for n in names])
 
     def schema(self, sql: str, values: list[Any] | dict[str, Any]) -> pa.Schema:
-        self.store.check_read_only(sql)
-        cursor = self.store._cursor()
-        try:
-            return cursor.sql(sql, params=values).limit(0).to_arrow_table().schema
-        except duckdb.Error as exc:
-            raise InvalidInput(str(exc)) from None
-        finally:
-            cursor.close()
+        return self.store.query_schema(sql, params=values)
 
     def query(self, sql: str, values: list[Any] | dict[str, Any], batch_rows: int) -> pa.RecordBatchReader:
-        from flight_server.store import _CursorReader
-
-        self.store.check_read_only(sql)
-        cursor = self.store._cursor()
-        deadline = self.store._watchdog.watch(cursor, self.store.limits.query_timeout_s)
-        try:
-            source = cursor.sql(sql, params=values).to_arrow_reader(batch_rows)
-        except duckdb.Error as exc:
-            deadline.cancel()
-            cursor.close()
-            raise deadline.explain(exc) from None
-        return _CursorReader(source, cursor, deadline).reader()
+        return self.store.query(sql, batch_rows, params=values)
 
 
 # DuckDB's names of the types a parameter or column commonly has, and their Arrow types.

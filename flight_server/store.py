@@ -31,6 +31,8 @@ from spicepod.timestamps import iso_utc
 
 __all__ = ["CommitListener", "DatasetState", "DatasetStore", "is_lossless"]
 
+Params = "list[Any] | dict[str, Any] | None"
+
 log = logging.getLogger("flightcast.store")
 
 STORE_FILE = "store.duckdb"
@@ -238,19 +240,20 @@ class DatasetStore:
         if kind not in READ_STATEMENTS:
             raise InvalidInput(f"only read-only queries are allowed; refused a {kind.name} statement")
 
-    def query_schema(self, sql: str) -> pa.Schema:
-        """The schema of a read-only query's result, without running it."""
+    def query_schema(self, sql: str, params: Params = None) -> pa.Schema:
+        """The schema of a read-only query's result, without running it (`params` bound as values)."""
         self.check_read_only(sql)
         cur = self._cursor()
         try:
-            return cur.sql(sql).limit(0).to_arrow_table().schema
+            return cur.sql(sql, params=params).limit(0).to_arrow_table().schema
         except duckdb.Error as exc:
             raise InvalidInput(client_message(exc, self._states)) from None
         finally:
             cur.close()
 
-    def query(self, sql: str, batch_rows: int = STREAM_BATCH_ROWS) -> pa.RecordBatchReader:
-        """Run a read-only query; batches stream as DuckDB produces them.
+    def query(self, sql: str, batch_rows: int = STREAM_BATCH_ROWS, params: Params = None) -> pa.RecordBatchReader:
+        """Run a read-only query; batches stream as DuckDB produces them. `params` (positional or named
+        values) are bound by DuckDB, never spliced into the text.
 
         The reader owns its cursor: it is closed when the reader is exhausted or dropped. A query still
         running after `limits.query_timeout_s` is interrupted (DuckDB has no statement timeout of its own).
@@ -259,7 +262,7 @@ class DatasetStore:
         cur = self._cursor()
         deadline = self._watchdog.watch(cur, self.limits.query_timeout_s)
         try:
-            source = cur.sql(sql).to_arrow_reader(batch_rows)
+            source = cur.sql(sql, params=params).to_arrow_reader(batch_rows)
         except duckdb.Error as exc:
             deadline.cancel()
             cur.close()
