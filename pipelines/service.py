@@ -334,7 +334,9 @@ class PredictionService:
         if newest is None:
             raise NotReady(f"not enough data: dataset '{dataset}' has no rows")
         if served.panel:
-            windows = served.grid.windows(self.client, lookback, ids=[series])
+            windows = served.grid.windows(self.client, lookback, newest=served.series_last.get(series), ids=[series])
+            if windows.ids:
+                served.series_last[series] = windows.last[0]
         else:
             windows = served.grid.windows(self.client, lookback, newest=newest)
         if not windows.ids:
@@ -407,6 +409,8 @@ class PredictionService:
                 fresh = served.grid.windows(self.client, lookback, ids=sorted(changed))
                 served.windows = _merge(served.windows, fresh, changed)
             served.windows_as_of = version
+            if served.panel:
+                served.series_last.update(zip(served.windows.ids, served.windows.last, strict=True))
             return served.windows
 
     def forecasts(

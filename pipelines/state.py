@@ -28,6 +28,9 @@ class ServedModel:
     windows: Windows | None = None
     windows_as_of: int = -1
     windows_lock: threading.Lock = field(default_factory=threading.Lock)
+    # The newest period of each panel series seen so far: a series only grows, so its next window starts
+    # after this minus the window, and that bound lets DuckDB skip older row groups.
+    series_last: dict[str, np.datetime64] = field(default_factory=dict)
 
 
 class ModelState:
