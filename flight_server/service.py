@@ -12,10 +12,11 @@ from typing import Any, TypeVar
 import pyarrow as pa
 import pyarrow.flight as flight
 
-from flight_server import flight_sql
+from flight_server import flight_sql, notices
 from flight_server.auth import ApiKey, ApiKeyMiddlewareFactory, HandshakeAuthHandler
+from flight_server.notices import NoticeHub
 from flight_server.store import DatasetStore
-from spicepod import FlightcastError, InvalidInput
+from spicepod import FlightcastError, InvalidInput, Unimplemented
 
 log = logging.getLogger("flightcast.flight")
 
@@ -101,6 +102,8 @@ class FlightService(flight.FlightServerBase):
         super().__init__(location, **options)
         self.store = store
         self.sql = flight_sql.FlightSql(store)
+        self.notices = NoticeHub()
+        store.subscribe(self.notices.publish)
 
     def _info(self, descriptor: flight.FlightDescriptor, schema: pa.Schema, ticket: str, rows: int):
         endpoint = flight.FlightEndpoint(ticket.encode("utf-8"), [])
@@ -155,6 +158,18 @@ class FlightService(flight.FlightServerBase):
         rows = self.store.append(name, schema, _batches(reader), abandoned=context.is_cancelled)
         writer.write(pa.py_buffer(json.dumps({"dataset": name, "rows": rows}).encode()))
         log.info("dataset %s: DoPut committed %d rows", name, rows)
+
+    @flight_errors
+    def do_exchange(
+        self,
+        context: flight.ServerCallContext,
+        descriptor: flight.FlightDescriptor,
+        reader: flight.MetadataRecordBatchReader,
+        writer: flight.MetadataRecordBatchWriter,
+    ) -> None:
+        if descriptor.descriptor_type == flight.DescriptorType.CMD and descriptor.command == notices.COMMAND:
+            return self.notices.serve(context, reader, writer)
+        raise Unimplemented("DoExchange serves only the commit notice subscription (command flightcast.notices)")
 
     def list_actions(self, context: flight.ServerCallContext) -> list[tuple[str, str]]:
         return list(ACTIONS.items())

@@ -21,6 +21,7 @@ class FlightDataClient:
         self.location = location
         headers = [(b"authorization", f"Bearer {api_key}".encode())] if api_key else []
         self._options = flight.FlightCallOptions(headers=headers)
+        self.call_options = self._options
         self._local = threading.local()
 
     def _client(self) -> flight.FlightClient:

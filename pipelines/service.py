@@ -29,6 +29,7 @@ from pipelines.live import LiveScorer
 from pipelines.model import FileBoosterModel, TrainedModel
 from pipelines.registry import ModelRegistry, VersionMeta, data_fingerprint, file_digest, spec_hash
 from pipelines.state import DataVersions, ModelState, ServedModel
+from pipelines.subscription import NoticeSubscription
 from pipelines.training import train_model
 from pipelines.upkeep import Upkeep
 from spicepod import DatasetSpec, FlightcastError, InvalidInput, ModelSpec, NotFound, NotReady
@@ -54,8 +55,13 @@ class PredictionService:
         data_dir: Path,
         *,
         max_horizon: int = 1000,
+        remote: bool = False,
     ):
         self.client = client
+        # remote: the data lives on another node; commit notices arrive over a subscription to it.
+        self.remote = remote
+        self._subscription: NoticeSubscription | None = None
+        self._notices_live = not remote
         self.registry = ModelRegistry(Path(data_dir) / "models")
         self.max_horizon = max_horizon
         self._states = {m.name: ModelState(m, datasets[m.dataset]) for m in models}
@@ -78,15 +84,42 @@ class PredictionService:
         self._trainer = threading.Thread(target=self._train_all, name="trainer", daemon=True)
         self._trainer.start()
         self._upkeep.start()
+        if self.remote:
+            self._subscription = NoticeSubscription(
+                self.client.location, self.client.call_options, self.on_data_changed, self._notices_state)
+            self._subscription.start()
 
     def stop(self) -> None:
         """Stop background work and write what live accuracy has not written yet."""
         self._stopping.set()
+        if self._subscription is not None:
+            self._subscription.stop()
         self._upkeep.stop()
 
     def ready(self) -> bool:
-        """Every model has a version or a recorded failure (a retry in progress keeps its failure)."""
-        return all(s.settled for s in self._states.values())
+        """Every model has a version or a recorded failure (a retry in progress keeps its failure), and a
+        serve node hears its data node."""
+        return self._notices_live and all(s.settled for s in self._states.values())
+
+    def _notices_state(self, live: bool) -> None:
+        """The subscription to a data node's notices came up or went down."""
+        if live:
+            # Notices may have been missed, and a restarted data node counts versions afresh: forget every
+            # version and cached forecast, then ask for each dataset's version.
+            self.versions = DataVersions()
+            self._cache.clear()
+            for state in self._states.values():
+                if state.current is not None:
+                    state.current.windows = None
+            self._notices_live = True
+            for dataset in {state.spec.dataset for state in self._states.values()}:
+                try:
+                    self._data(dataset)
+                except FlightcastError:
+                    pass
+        elif self._notices_live:
+            log.warning("lost the data node's commit notices; checking its data version on every prediction")
+            self._notices_live = False
 
     def _train_all(self) -> None:
         for state in self._states.values():
@@ -107,7 +140,7 @@ class PredictionService:
 
     def _data(self, dataset: str) -> tuple[int, np.datetime64 | None]:
         """(version, newest timestamp) of a dataset: from commit notices, or asked of the server once."""
-        known = self.versions.latest(dataset)
+        known = self.versions.latest(dataset) if self._notices_live else None
         if known is None:
             info = self.client.dataset_info(dataset)
             last = info["last_timestamp"]
@@ -317,7 +350,7 @@ class PredictionService:
         """The forecast when it is cached for the current data; None when computing it needs I/O or checks."""
         state = self._states.get(name)
         served = state.current if state is not None else None
-        if served is None or self.versions.latest(state.spec.dataset) is None:
+        if served is None or not self._notices_live or self.versions.latest(state.spec.dataset) is None:
             return None
         steps = state.spec.horizon if horizon is None else horizon
         version = self.versions.of_series(state.spec.dataset, series)

@@ -5,14 +5,19 @@ Before the final fit, `backtest_windows` models are fit on the data before rolli
 are the means over origins, then over series) and, for calibration, from every origin up to the next
 model's: all of them out of sample, so the errors are honest. A panel's backtest runs on a seeded sample
 of its series, enough for the means and for thousands of calibration errors per step.
+
+The algorithm runs on a `SeriesBackend`: series held in chunks, per-chunk work mapped over them, and
+LightGBM fits on the rows the chunks build. `LocalBackend` keeps one chunk in this process; a
+distributed backend keeps chunks on workers (pipelines/engines.py), and this module does not change.
 """
 
 from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import lightgbm as lgb
 import numpy as np
@@ -82,7 +87,8 @@ def _steps(strategy: str, horizon: int) -> range:
     return range(1, 2) if strategy == "recursive" else range(1, horizon + 1)
 
 
-def _stats(series: SeriesSet, season: int) -> SeriesStats:
+def series_stats(series: SeriesSet, season: int) -> SeriesStats:
+    """Level statistics and naive scale of each series."""
     pairs = [level_stats(v) for v in series.values]
     return SeriesStats(
         series.ids,
@@ -93,7 +99,7 @@ def _stats(series: SeriesSet, season: int) -> SeriesStats:
 
 def training_set(
     layout: FeatureLayout, series: SeriesSet, stats: SeriesStats, freq: Frequency, step: int, cap: int
-) -> tuple[np.ndarray, np.ndarray]:
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Feature rows (float32), normalised targets and weights for predicting `step` values ahead: the
     latest `cap` windows of each series."""
     lookback = layout.lookback
@@ -119,25 +125,122 @@ def training_set(
         scale = stats.scale[i] if stats.scale[i] > 0 else stats.std[i]
         w[at:at + n] = sd / scale
         at += n
-    return x, y, w / w.mean() if w.size else w
+    return x, y, w
+
+
+# --- work on one chunk of series (runs where the chunk is: here, or on a worker) ------------------------
+
+
+def chunk_lengths(chunk: SeriesSet, dataset: str) -> list[tuple[str | None, int]]:
+    """(id, periods) of each series; an error naming the first missing value."""
+    for sid, times, values in zip(chunk.ids, chunk.times, chunk.values, strict=True):
+        missing = np.flatnonzero(~np.isfinite(values))
+        if missing.size:
+            shown = ", ".join(iso_utc(t) for t in times[missing[:3]])
+            more = f" and {missing.size - 3} more" if missing.size > 3 else ""
+            where = f" series '{sid}'" if sid is not None else ""
+            raise InvalidInput(f"dataset '{dataset}'{where}: missing or non-finite values at {shown}{more}")
+    return [(sid, v.size) for sid, v in zip(chunk.ids, chunk.values, strict=True)]
+
+
+def _cut(chunk: SeriesSet, cuts: dict) -> SeriesSet:
+    """The chunk's series named in `cuts`, each cut to its first cuts[id] points."""
+    keep = [i for i, sid in enumerate(chunk.ids) if sid in cuts]
+    part = chunk.subset(keep)
+    return part.truncated(np.array([cuts[sid] for sid in part.ids], dtype=np.int64))
+
+
+def chunk_stats(chunk: SeriesSet, cuts: dict, season: int) -> SeriesStats:
+    return series_stats(_cut(chunk, cuts), season)
+
+
+def chunk_rows(
+    chunk: SeriesSet, cuts: dict, layout: FeatureLayout, freq: Frequency, step: int, cap: int,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    part = _cut(chunk, cuts)
+    return training_set(layout, part, series_stats(part, freq.season), freq, step, cap)
+
+
+def chunk_backtest(
+    chunk: SeriesSet, cuts: dict, ends: dict, model: TrainedModel, horizon: int,
+) -> tuple[list[np.ndarray], dict]:
+    """Forecasts of `model` from every origin cuts[id]..ends[id]-1 of each series: normalised absolute
+    errors per step, and (MASE, sMAPE) of the forecast from each series' first origin."""
+    lookback, season = model.lookback, model.freq.season
+    part = chunk.subset([i for i, sid in enumerate(chunk.ids) if sid in cuts])
+    errors: list[np.ndarray] = [np.empty(0)] * horizon
+    scores: dict = {}
+    if not len(part):
+        return errors, scores
+    lengths = part.lengths()
+    cut = np.array([cuts[sid] for sid in part.ids])
+    end = np.array([ends[sid] for sid in part.ids])
+    # The series end to end, so windows and actuals of every origin are gathered without a loop.
+    flat_values, flat_times = np.concatenate(part.values), np.concatenate(part.times)
+    offsets = np.concatenate([[0], np.cumsum(lengths)[:-1]])
+    owner = np.repeat(np.arange(len(part)), end - cut)
+    origin = np.concatenate([np.arange(c, e) for c, e in zip(cut, end, strict=True)])
+    base = offsets[owner] + origin
+    steps = np.arange(horizon)
+    windows = flat_values[base[:, None] + np.arange(-lookback, 0)[None, :]]
+    predicted, spread = model.forecast_windows(windows, flat_times[base - 1], horizon, [part.ids[r] for r in owner])
+    inside = origin[:, None] + steps[None, :] < lengths[owner][:, None]
+    actual = np.where(inside, flat_values[np.where(inside, base[:, None] + steps[None, :], 0)], np.nan)
+    normalised = np.abs(actual - predicted) / spread[:, None]
+    errors = [normalised[inside[:, k], k] for k in range(horizon)]
+    for row in np.flatnonzero(origin == cut[owner]):  # each model is scored from its own origin
+        r, o = owner[row], origin[row]
+        history = part.values[r][:o]
+        scores[part.ids[r]] = (mase(actual[row], predicted[row], history, season), smape(actual[row], predicted[row]))
+    return errors, scores
+
+
+# --- where the chunks are ---------------------------------------------------------------------------------
+
+
+class SeriesBackend(Protocol):
+    def map(self, fn: Callable[..., Any], *args: Any) -> list[Any]:
+        """fn(chunk, *args) for every chunk, results in chunk order."""
+
+    def fit(self, params: dict[str, Any], rounds: int, rows: Callable[..., Any], *args: Any) -> lgb.Booster:
+        """A booster fit on the rows (x, y, w) that rows(chunk, *args) builds from every chunk."""
+
+
+class LocalBackend:
+    """The series in this process, one chunk; fits by lightgbm.train."""
+
+    def __init__(self, series: SeriesSet):
+        self.chunks = [series]
+
+    def map(self, fn: Callable[..., Any], *args: Any) -> list[Any]:
+        return [fn(chunk, *args) for chunk in self.chunks]
+
+    def fit(self, params: dict[str, Any], rounds: int, rows: Callable[..., Any], *args: Any) -> lgb.Booster:
+        parts = self.map(rows, *args)
+        x, y, w = (np.concatenate([p[k] for p in parts]) for k in range(3))
+        data = lgb.Dataset(x, y, weight=w / w.mean() if w.size else w, params=params, free_raw_data=True)
+        return lgb.train(params, data, num_boost_round=rounds)
+
+
+# --- the algorithm -----------------------------------------------------------------------------------------
 
 
 def fit(
-    layout: FeatureLayout, series: SeriesSet, freq: Frequency, horizon: int, strategy: str,
+    backend: SeriesBackend, cuts: dict, layout: FeatureLayout, freq: Frequency, horizon: int, strategy: str,
     user_params: dict[str, Any] | None,
 ) -> TrainedModel:
-    """Boosters for `strategy` on every series of `series` (each capped to its share of the row budget)."""
-    stats = _stats(series, freq.season)
-    cap = max(MIN_WINDOWS_PER_SERIES, TRAINING_ROWS_BUDGET // max(len(series), 1))
+    """Boosters for `strategy` on the series named in `cuts`, each cut to cuts[id] points (capped to its
+    share of the row budget)."""
+    parts = backend.map(chunk_stats, cuts, freq.season)
+    stats = SeriesStats([sid for p in parts for sid in p.ids], np.concatenate([p.mean for p in parts]),
+                        np.concatenate([p.std for p in parts]), np.concatenate([p.scale for p in parts]))
+    cap = max(MIN_WINDOWS_PER_SERIES, TRAINING_ROWS_BUDGET // max(len(cuts), 1))
+    rows = sum(min(max(0, n - layout.lookback), cap) for n in cuts.values())
     boosters = []
-    rows = 0
     for step in _steps(strategy, horizon):
-        x, y, w = training_set(layout, series, stats, freq, step, cap)
-        rows = max(rows, x.shape[0])
-        params, rounds = lightgbm_params(user_params, x.shape[0])
+        params, rounds = lightgbm_params(user_params, rows)
         try:
-            data = lgb.Dataset(x, y, weight=w, params=params, free_raw_data=True)
-            booster = lgb.train(params, data, num_boost_round=rounds)
+            booster = backend.fit(params, rounds, chunk_rows, cuts, layout, freq, step, cap)
         except lgb.basic.LightGBMError as exc:
             raise InvalidInput(f"LightGBM rejected the training parameters: {exc}") from exc
         # Round-trip through the text format so an in-memory model predicts exactly like a loaded one.
@@ -159,55 +262,38 @@ def _cuts(length: int, horizon: int, windows: int, need: int, extend: bool) -> l
 
 
 def backtest(
-    layout: FeatureLayout, series: SeriesSet, freq: Frequency, horizon: int, windows: int, strategy: str,
-    user_params: dict[str, Any] | None, dataset: str,
+    backend: SeriesBackend, lengths: dict, layout: FeatureLayout, freq: Frequency, horizon: int, windows: int,
+    strategy: str, user_params: dict[str, Any] | None, dataset: str,
 ) -> Backtest:
     """Score `strategy` from `windows` rolling origins per series and collect calibration errors."""
-    lookback, season = layout.lookback, freq.season
+    lookback = layout.lookback
     need = lookback + _steps(strategy, horizon)[-1]
     # Few series give few calibration errors: then the earliest origin moves back for more of them.
-    extend = len(series) * windows * horizon < CALIBRATION_ERRORS
-    cuts = {i: c for i in range(len(series))
-            if (c := _cuts(series.values[i].size, horizon, windows, need, extend))}
+    extend = len(lengths) * windows * horizon < CALIBRATION_ERRORS
+    cuts = {sid: c for sid, n in lengths.items() if (c := _cuts(n, horizon, windows, need, extend))}
     if not cuts:
-        shortest = lookback + _steps(strategy, horizon)[-1] + windows * horizon
-        longest = int(series.lengths().max()) if len(series) else 0
+        shortest = need + windows * horizon
+        where = " in its longest series" if len(lengths) > 1 else ""
         raise InvalidInput(
-            f"dataset '{dataset}' has {longest} periods{' in its longest series' if len(series) > 1 else ''}: "
+            f"dataset '{dataset}' has {max(lengths.values())} periods{where}: "
             f"backtest_windows={windows} with lookback {lookback} and horizon {horizon} ({strategy}) needs at "
             f"least {shortest}; lower backtest_windows or lookback"
         )
-    chosen = sorted(cuts)
+    chosen = sorted(cuts, key=lambda sid: (sid is not None, sid))
     if len(chosen) > MAX_BACKTEST_SERIES:
-        chosen = sorted(np.random.default_rng(0).choice(chosen, MAX_BACKTEST_SERIES, replace=False).tolist())
+        picked = np.random.default_rng(0).choice(len(chosen), MAX_BACKTEST_SERIES, replace=False)
+        chosen = [chosen[i] for i in sorted(picked)]
     errors: list[list[np.ndarray]] = [[] for _ in range(horizon)]
-    scores: dict[int, list[tuple[float, float]]] = {i: [] for i in chosen}
-    # All chosen series end to end, so windows and actuals of every origin are gathered without a loop.
-    flat_values = np.concatenate([series.values[i] for i in chosen])
-    flat_times = np.concatenate([series.times[i] for i in chosen])
-    lengths = np.array([series.values[i].size for i in chosen])
-    offsets = np.concatenate([[0], np.cumsum(lengths)[:-1]])
-    steps = np.arange(horizon)
+    scores: dict = {sid: [] for sid in chosen}
     for j in range(windows):
-        cut = np.array([cuts[i][j] for i in chosen])
-        model = fit(layout, series.subset(chosen).truncated(cut), freq, horizon, strategy, user_params)
-        ends = lengths if j == 0 else np.array([cuts[i][j - 1] for i in chosen])
-        owner = np.repeat(np.arange(len(chosen)), ends - cut)
-        origin = np.concatenate([np.arange(c, e) for c, e in zip(cut, ends, strict=True)])
-        base = offsets[owner] + origin
-        win = flat_values[base[:, None] + np.arange(-lookback, 0)[None, :]]
-        predicted, spread = model.forecast_windows(win, flat_times[base - 1], horizon,
-                                                   [series.ids[chosen[r]] for r in owner])
-        inside = origin[:, None] + steps[None, :] < lengths[owner][:, None]
-        actual = np.where(inside, flat_values[np.where(inside, base[:, None] + steps[None, :], 0)], np.nan)
-        normalised = np.abs(actual - predicted) / spread[:, None]
-        for k in range(horizon):
-            errors[k].append(normalised[inside[:, k], k])
-        for row in np.flatnonzero(origin == cut[owner]):  # each model is scored from its own origin
-            r, o = owner[row], origin[row]
-            values = series.values[chosen[r]]
-            scores[chosen[r]].append((mase(actual[row], predicted[row], values[:o], season),
-                                      smape(actual[row], predicted[row])))
+        cut = {sid: cuts[sid][j] for sid in chosen}
+        end = {sid: lengths[sid] if j == 0 else cuts[sid][j - 1] for sid in chosen}
+        model = fit(backend, cut, layout, freq, horizon, strategy, user_params)
+        for part_errors, part_scores in backend.map(chunk_backtest, cut, end, model, horizon):
+            for k in range(horizon):
+                errors[k].append(part_errors[k])
+            for sid, score in part_scores.items():
+                scores[sid].append(score)
     per_series = [(finite_mean([m for m, _ in s]), finite_mean([p for _, p in s])) for s in scores.values()]
     return Backtest(
         strategy=strategy,
@@ -219,31 +305,8 @@ def backtest(
     )
 
 
-def check_series(series: SeriesSet, lookback: int, horizon: int, dataset: str) -> list[int]:
-    """Indices of the series long enough to train on; an error when there are none or values are missing."""
-    for sid, times, values in zip(series.ids, series.times, series.values, strict=True):
-        missing = np.flatnonzero(~np.isfinite(values))
-        if missing.size:
-            shown = ", ".join(iso_utc(t) for t in times[missing[:3]])
-            more = f" and {missing.size - 3} more" if missing.size > 3 else ""
-            where = f" series '{sid}'" if sid is not None else ""
-            raise InvalidInput(f"dataset '{dataset}'{where}: missing or non-finite values at {shown}{more}")
-    eligible = [i for i, v in enumerate(series.values) if v.size >= lookback + horizon]
-    if not eligible:
-        if len(series) == 1:
-            raise InvalidInput(
-                f"dataset '{dataset}' has {series.values[0].size} periods, fewer than lookback + horizon = "
-                f"{lookback} + {horizon} = {lookback + horizon}"
-            )
-        raise InvalidInput(
-            f"dataset '{dataset}': none of its {len(series)} series has lookback + horizon = "
-            f"{lookback + horizon} periods"
-        )
-    return eligible
-
-
 def train_model(
-    series: SeriesSet,
+    series: SeriesSet | None = None,
     *,
     freq: Frequency,
     lookback: int,
@@ -252,21 +315,36 @@ def train_model(
     backtest_windows: int = 3,
     lightgbm_params: dict[str, Any] | None = None,
     dataset: str,
+    backend: SeriesBackend | None = None,
 ) -> TrainedModel:
-    """Backtest, choose the strategy (auto: the lower mean MASE), calibrate, and fit on every point."""
+    """Backtest, choose the strategy (auto: the lower mean MASE), calibrate, and fit on every point.
+
+    The series are `series` (in this process) or those of `backend` (chunks wherever they are).
+    """
     for name, value in (("lookback", lookback), ("horizon", horizon), ("backtest_windows", backtest_windows)):
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
             raise InvalidInput(f"{name} must be a positive integer, got {value!r}")
     if strategy not in (*STRATEGIES, "auto"):
         raise InvalidInput(f"unknown strategy {strategy!r}; expected one of {', '.join(STRATEGIES)}, auto")
-    eligible = check_series(series, lookback, horizon, dataset)
-    trainable = series.subset(eligible)
+    backend = backend or LocalBackend(series)
+    lengths = dict(pair for part in backend.map(chunk_lengths, dataset) for pair in part)
+    eligible = {sid: n for sid, n in lengths.items() if n >= lookback + horizon}
+    if not eligible:
+        if len(lengths) == 1:
+            raise InvalidInput(
+                f"dataset '{dataset}' has {next(iter(lengths.values()))} periods, fewer than lookback + horizon = "
+                f"{lookback} + {horizon} = {lookback + horizon}"
+            )
+        raise InvalidInput(
+            f"dataset '{dataset}': none of its {len(lengths)} series has lookback + horizon = "
+            f"{lookback + horizon} periods"
+        )
     layout = FeatureLayout(lookback, freq.season)
     candidates = list(STRATEGIES) if strategy == "auto" else [strategy]
-    results = [backtest(layout, trainable, freq, horizon, backtest_windows, s, lightgbm_params, dataset)
+    results = [backtest(backend, eligible, layout, freq, horizon, backtest_windows, s, lightgbm_params, dataset)
                for s in candidates]
     best = min(results, key=lambda r: (math.inf if math.isnan(r.mase) else r.mase))
-    model = fit(layout, trainable, freq, horizon, best.strategy, lightgbm_params)
+    model = fit(backend, eligible, layout, freq, horizon, best.strategy, lightgbm_params)
     model.calibration = best.calibration
     model.metrics = {
         "mase": best.mase,

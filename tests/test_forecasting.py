@@ -16,7 +16,7 @@ from pipelines.intervals import Calibration, interval_bounds
 from pipelines.metrics import mase, smape
 from pipelines.model import FileBoosterModel, TrainedModel
 from pipelines.series import SeriesSet
-from pipelines.training import _stats, train_model, training_set
+from pipelines.training import series_stats, train_model, training_set
 from spicepod.errors import InvalidInput
 
 DATA = Path(__file__).resolve().parent.parent / "data"
@@ -283,7 +283,7 @@ def test_training_rows_are_the_rows_the_forecast_computes() -> None:
     freq = Frequency.parse("1q")
     series = SeriesSet.single(ts, values)
     layout = FeatureLayout(12, freq.season)
-    stats = _stats(series, freq.season)
+    stats = series_stats(series, freq.season)
     x, y, _ = training_set(layout, series, stats, freq, 1, cap=10_000)
     assert x.shape == (values.size - 12, layout.width)
     for start in (0, 37, values.size - 13):
