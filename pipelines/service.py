@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from pipelines.engines import make_engine
 from pipelines.flight_client import FlightDataClient
 from pipelines.forecasts import BulkForecast, Forecast, Level
 from pipelines.frequency import Frequency, infer_frequency
@@ -30,9 +31,8 @@ from pipelines.model import FileBoosterModel, TrainedModel
 from pipelines.registry import ModelRegistry, VersionMeta, data_fingerprint, file_digest, spec_hash
 from pipelines.state import DataVersions, ModelState, ServedModel
 from pipelines.subscription import NoticeSubscription
-from pipelines.training import train_model
 from pipelines.upkeep import Upkeep
-from spicepod import DatasetSpec, FlightcastError, InvalidInput, ModelSpec, NotFound, NotReady
+from spicepod import DatasetSpec, FlightcastError, InvalidInput, ModelSpec, NotFound, NotReady, TrainingSpec
 from spicepod.timestamps import iso_utc
 
 log = logging.getLogger("flightcast.pipelines")
@@ -56,6 +56,7 @@ class PredictionService:
         *,
         max_horizon: int = 1000,
         remote: bool = False,
+        training: TrainingSpec | None = None,
     ):
         self.client = client
         # remote: the data lives on another node; commit notices arrive over a subscription to it.
@@ -63,6 +64,7 @@ class PredictionService:
         self._subscription: NoticeSubscription | None = None
         self._notices_live = not remote
         self.registry = ModelRegistry(Path(data_dir) / "models")
+        self.engine = make_engine(training or TrainingSpec(), client)
         self.max_horizon = max_horizon
         self._states = {m.name: ModelState(m, datasets[m.dataset]) for m in models}
         self.live = LiveScorer(Path(data_dir) / "live")
@@ -95,6 +97,7 @@ class PredictionService:
         if self._subscription is not None:
             self._subscription.stop()
         self._upkeep.stop()
+        self.engine.close()
 
     def ready(self) -> bool:
         """Every model has a version or a recorded failure (a retry in progress keeps its failure), and a
@@ -210,17 +213,18 @@ class PredictionService:
         """The model to serve, and whether it was trained (rather than loaded)."""
         spec = state.spec
         grid, info = self._grid(state)
-        series = grid.history(self.client, MAX_TRAINING_POINTS)
-        if not len(series):
-            raise NotReady(f"dataset '{spec.dataset}' has no values yet")
         rows = int(info["rows"])
         if spec.kind == "file":
+            series = grid.history(self.client, MAX_TRAINING_POINTS)
             model = FileBoosterModel.load(spec.path, spec.lookback)
             meta = self._file_meta(spec, grid, series)
             log.info("model %s: loaded LightGBM model file %s (version %s)", spec.name, spec.path, meta.model_version)
             return ServedModel(meta, model, grid, next(_load_ids), rows, state.panel), False
 
-        digest, fingerprint = spec_hash(spec, state.dataset), data_fingerprint(series)
+        series = self.engine.load(grid, MAX_TRAINING_POINTS)
+        if not series.count:
+            raise NotReady(f"dataset '{spec.dataset}' has no values yet")
+        digest, fingerprint = spec_hash(spec, state.dataset), series.fingerprint()
         if not force:
             stored = self.registry.find(spec.name, digest, fingerprint)
             if stored is not None:
@@ -236,8 +240,8 @@ class PredictionService:
                     return ServedModel(meta, model, grid, next(_load_ids), rows, state.panel), False
 
         log.info("model %s: training on %d periods of %d series of %s (frequency %s)",
-                 spec.name, series.rows, len(series), spec.dataset, grid.freq)
-        model = train_model(
+                 spec.name, series.rows, series.count, spec.dataset, grid.freq)
+        model = self.engine.train(
             series, freq=grid.freq, lookback=spec.lookback, horizon=spec.horizon, strategy=spec.strategy,
             backtest_windows=spec.backtest_windows, lightgbm_params=dict(spec.lightgbm), dataset=spec.dataset,
         )

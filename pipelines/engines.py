@@ -1,0 +1,69 @@
+"""Training engines: where a model's fits run. `local` runs in this process; `dask` on a Dask cluster
+(the optional `flightcast[dask]` extra, imported only when configured).
+
+An engine loads a model's series (`load`: in this process, or in chunks on the cluster's workers, each
+read from the data node over Flight), fingerprints them (so an unchanged model is loaded, not
+retrained), and trains on them (`train`): the same algorithm (pipelines/training.py) on a backend that
+holds the chunks where they were loaded.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+from pipelines.flight_client import FlightDataClient
+from pipelines.grid import GridQuery
+from pipelines.model import TrainedModel
+from pipelines.registry import data_fingerprint
+from pipelines.series import SeriesSet
+from pipelines.training import LocalBackend, train_model
+from spicepod import TrainingSpec
+
+
+class LoadedSeries(Protocol):
+    count: int  # series
+    rows: int  # grid periods over all series
+
+    def fingerprint(self) -> str: ...
+
+
+class TrainingEngine(Protocol):
+    def load(self, grid: GridQuery, max_points: int) -> LoadedSeries: ...
+
+    def train(self, loaded: LoadedSeries, **kwargs: Any) -> TrainedModel: ...
+
+    def close(self) -> None: ...
+
+
+class LocalSeries:
+    def __init__(self, series: SeriesSet):
+        self.series = series
+        self.count = len(series)
+        self.rows = series.rows
+
+    def fingerprint(self) -> str:
+        return data_fingerprint(self.series)
+
+
+class LocalEngine:
+    """Fits in this process, on series read through this process's Flight client."""
+
+    def __init__(self, client: FlightDataClient):
+        self.client = client
+
+    def load(self, grid: GridQuery, max_points: int) -> LocalSeries:
+        return LocalSeries(grid.history(self.client, max_points))
+
+    def train(self, loaded: LocalSeries, **kwargs: Any) -> TrainedModel:
+        return train_model(backend=LocalBackend(loaded.series), **kwargs)
+
+    def close(self) -> None:
+        pass
+
+
+def make_engine(spec: TrainingSpec, client: FlightDataClient) -> TrainingEngine:
+    if spec.engine == "dask":
+        from pipelines.dask_engine import DaskEngine  # optional: needs flightcast[dask]
+
+        return DaskEngine(spec.scheduler, client)
+    return LocalEngine(client)
