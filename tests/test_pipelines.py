@@ -66,7 +66,7 @@ def served(module_runtime_factory):
         """\
         - {from: lightgbm, name: weekly_rec, datasets: [weekly], params: {lookback: 14, horizon: 7}}
         - {from: lightgbm, name: weekly_dir, datasets: [weekly],
-           params: {lookback: 14, horizon: 7, strategy: direct, lightgbm: {num_boost_round: 60}}}
+           params: {lookback: 14, horizon: 7, strategy: direct, lightgbm: {num_boost_round: 150}}}
         - {from: lightgbm, name: austres_m, datasets: [austres], params: {lookback: 16, horizon: 8}}
         - {from: lightgbm, name: gdp_m, datasets: [gdp], params: {lookback: 16, horizon: 8}}
         - {from: lightgbm, name: gappy_m, datasets: [gappy], params: {lookback: 3, horizon: 2, fill: none}}
