@@ -13,9 +13,9 @@ from spicepod.errors import (
     error_for_flight_code,
 )
 from spicepod.schema import (
-    IDENTIFIER,
     AGGREGATES,
     FILLS,
+    IDENTIFIER,
     STRATEGIES,
     DatasetSpec,
     Limits,
