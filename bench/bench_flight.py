@@ -5,7 +5,6 @@ Run: .venv/bin/python -m bench.bench_flight
 
 from __future__ import annotations
 
-import os
 import time
 
 import numpy as np
@@ -22,6 +21,7 @@ from bench.common import (
     p99,
     ratio_line,
     series_table,
+    size,
     spawn,
     stop_process,
     table,
@@ -32,11 +32,11 @@ from pipelines.flight_client import FlightDataClient
 from pipelines.frequency import Frequency
 from pipelines.window import WindowQuery
 
-ROWS = int(os.environ.get("BENCH_ROWS", 10_000_000))
-SMALL_ROWS = 10_000
-RUNS = 5  # DoGet runs per server, interleaved
-PUT_RUNS = 3
-WINDOW_RUNS = 200
+ROWS = size(10_000_000, 20_000, env="BENCH_ROWS")
+SMALL_ROWS = size(10_000, 1_000)
+RUNS = size(5, 1)  # DoGet runs per server, interleaved
+PUT_RUNS = size(3, 1)
+WINDOW_RUNS = size(200, 5)
 LOOKBACK = 30
 
 # The baseline: the same in-memory table served by a FlightServerBase that does nothing else.

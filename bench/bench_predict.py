@@ -10,7 +10,6 @@ Run: .venv/bin/python -m bench.bench_predict
 from __future__ import annotations
 
 import csv
-import os
 import time
 from pathlib import Path
 
@@ -18,6 +17,7 @@ import numpy as np
 
 from bench.common import (
     ROOT,
+    TINY,
     Runtime,
     TempDir,
     do_put,
@@ -28,23 +28,28 @@ from bench.common import (
     p99,
     ratio_line,
     series_table,
+    size,
     table,
     time_calls,
     write_parquet,
 )
 from pipelines.flight_client import FlightDataClient
-from pipelines.forecasting import train_model
-from pipelines.frequency import infer_frequency
+from pipelines.forecasting import TrainedModel, train_model
+from pipelines.frequency import Frequency, infer_frequency
+from pipelines.registry import ModelRegistry
 from pipelines.service import PredictionService
+from pipelines.window import WindowQuery
 from spicepod import load_spicepod
 
-ROWS = int(os.environ.get("BENCH_ROWS", 10_000_000))
+ROWS = size(10_000_000, 5_000, env="BENCH_ROWS")
 MODEL = "big_12"
 LOOKBACK, HORIZON = 24, 12
-FLOOR_RUNS = 2000
-WARM_RUNS = 5000
-COLD_RUNS = 150
-TRAIN_RUNS = 3
+FLOOR_RUNS = size(2000, 20)
+WARM_RUNS = size(5000, 20)
+COLD_RUNS = size(150, 5)
+BREAKDOWN_RUNS = size(300, 5)
+TRAIN_RUNS = size(3, 1)
+TRAINED_TIMEOUT_S = 600.0
 
 SPICEPOD = """
 version: v1
@@ -86,11 +91,12 @@ def _latency(runtime: Runtime, data, folder: Path) -> None:
                                 folder / "models")
     started = time.perf_counter()
     service.start()
-    assert service.wait_trained(600), service.models()
+    _wait_trained(service)
     print(f"model {MODEL} (lookback {LOOKBACK}, horizon {HORIZON}, 50 rounds) trained in-process on the latest "
           f"20,000 rows in {time.perf_counter() - started:.2f} s")
-    # The floor uses the very booster the service serves (no public accessor: a benchmark may look inside).
-    model = service._states[MODEL].current.model  # noqa: SLF001
+    # The floor uses the very booster the service serves: the version it stored in its registry.
+    _, version_dir = ModelRegistry(folder / "models").versions(MODEL)[-1]
+    model = TrainedModel.load(version_dir)
 
     # Floor: the series already sorted in memory; slice the latest window, forecast.
     ts_sorted = data.column("ts").to_numpy().astype("datetime64[us]")
@@ -100,13 +106,13 @@ def _latency(runtime: Runtime, data, folder: Path) -> None:
         window = values_sorted[-LOOKBACK:]
         return model.forecast(window, ts_sorted[-1], HORIZON)
 
-    floor_times = time_calls(floor, FLOOR_RUNS, warmup=50)
+    floor_times = time_calls(floor, FLOOR_RUNS, warmup=size(50, 2))
 
     # Sanity: the service forecasts the same values from the same window.
     served = service.predict(MODEL)
     assert np.allclose(served["prediction"], floor()), "service and floor disagree"
 
-    warm_times = time_calls(lambda: service.predict(MODEL), WARM_RUNS, warmup=50)
+    warm_times = time_calls(lambda: service.predict(MODEL), WARM_RUNS, warmup=size(50, 2))
 
     fc = runtime.flight_client()
     last = [ts_sorted[-1]]
@@ -124,7 +130,7 @@ def _latency(runtime: Runtime, data, folder: Path) -> None:
         body = service.predict(MODEL)
         assert body["timestamps"][0] == str(np.datetime64(last[0] + np.timedelta64(60, "s"), "s")) + "Z"
 
-    cold_times = time_calls(cold, COLD_RUNS, warmup=5, before=change_data)
+    cold_times = time_calls(cold, COLD_RUNS, warmup=size(5, 1), before=change_data)
 
     print(f"\nPredictionService.predict('{MODEL}') in this process, data over Flight from the runtime subprocess")
     rows = [
@@ -140,25 +146,37 @@ def _latency(runtime: Runtime, data, folder: Path) -> None:
     warm = ms(median(warm_times))
     print(f"abs    predict warm median {warm:.4f} ms, p99 {ms(p99(warm_times)):.4f} ms"
           f"   target <= 0.1 ms  [{'met' if warm <= 0.1 else 'NOT met'}]")
-    _cold_breakdown(service, client, runtime)
+    _cold_breakdown(model, client)
     service.stop()
 
 
-def _cold_breakdown(service: PredictionService, client: FlightDataClient, runtime: Runtime) -> None:
+def _wait_trained(service: PredictionService, timeout: float = TRAINED_TIMEOUT_S) -> None:
+    """Until every model is ready (its status in the public listing); a failed one stops the benchmark."""
+    deadline = time.monotonic() + timeout
+    while True:
+        models = service.models()
+        if all(m["status"] == "ready" for m in models):
+            return
+        failed = [m for m in models if m["status"] == "failed"]
+        assert not failed, f"training failed: {failed}"
+        assert time.monotonic() < deadline, f"not trained within {timeout:.0f} s: {models}"
+        time.sleep(0.05)
+
+
+def _cold_breakdown(model: TrainedModel, client: FlightDataClient) -> None:
     """Where a cold prediction's time goes: its Flight round trips, each timed alone."""
-    served = service._states[MODEL].current  # noqa: SLF001
     info = client.dataset_info("big")
     last = np.datetime64(info["last_timestamp"].rstrip("Z"), "us")
+    query, freq = WindowQuery("big", "ts", "value"), Frequency.parse("1min")
     parts = {
         "DoAction dataset_info (per cold predict)": lambda: client.dataset_info("big"),
-        "DoGet window (WindowQuery.latest)": lambda: served.query.latest(client, LOOKBACK, served.freq, last),
-        "forecast only (TrainedModel.forecast)": lambda: served.model.forecast(
-            np.full(LOOKBACK, 100.0), last, HORIZON),
+        "DoGet window (WindowQuery.latest)": lambda: query.latest(client, LOOKBACK, freq, last),
+        "forecast only (TrainedModel.forecast)": lambda: model.forecast(np.full(LOOKBACK, 100.0), last, HORIZON),
     }
     print("\ncold predict, its parts timed alone")
     table(["part", "median ms", "p99 ms"],
           [[name, ms(median(s)), ms(p99(s))] for name, fn in parts.items()
-           for s in [time_calls(fn, 300, warmup=10)]])
+           for s in [time_calls(fn, BREAKDOWN_RUNS, warmup=size(10, 1))]])
 
 
 def _read_series(path: Path) -> tuple[np.ndarray, np.ndarray]:
@@ -170,6 +188,8 @@ def _read_series(path: Path) -> tuple[np.ndarray, np.ndarray]:
 
 def _training() -> None:
     ts, values = _read_series(ROOT / "data" / "sunspots_monthly.csv")
+    if TINY:
+        ts, values = ts[-500:], values[-500:]
     freq = infer_frequency(ts, "sunspots")
     for_strategy = {}
     for strategy in ("recursive",):  # direct (12 boosters, ~13 s) is timed by bench_accuracy
