@@ -115,9 +115,6 @@ class RuntimeEndpoints:
     def http_url(self) -> str:
         return f"http://127.0.0.1:{self.http_port}"
 
-    def url(self, path: str) -> str:
-        return self.http_url + path
-
     @property
     def flight_location(self) -> str:
         return f"grpc://127.0.0.1:{self.flight_port}"

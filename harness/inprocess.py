@@ -13,8 +13,12 @@ import logging
 import threading
 from dataclasses import replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from harness.client import START_TIMEOUT_S, STOP_TIMEOUT_S, RuntimeEndpoints, RuntimeFailure, write_spicepod
+from harness.client import START_TIMEOUT_S, STOP_TIMEOUT_S, RuntimeEndpoints, RuntimeFailure
+
+if TYPE_CHECKING:
+    from flightcast.runtime import Runtime
 
 
 class _Lines(logging.Handler):
@@ -46,11 +50,6 @@ class InProcessRuntime(RuntimeEndpoints):
         self._stopping = False
         self._log = _Lines()
 
-    @classmethod
-    def from_text(cls, spicepod_text: str, folder: Path, **kwargs: object) -> InProcessRuntime:
-        """A runtime of spicepod text written into `folder`, its store in `folder/store`."""
-        return cls(write_spicepod(folder, spicepod_text), Path(folder) / "store", **kwargs)  # type: ignore[arg-type]
-
     def start(self, timeout: float = START_TIMEOUT_S) -> InProcessRuntime:
         # Imported here: the product is loaded only by those who run it (the subprocess launcher never does).
         from flightcast.runtime import Runtime
@@ -78,7 +77,7 @@ class InProcessRuntime(RuntimeEndpoints):
             raise self._error
         return self
 
-    def _run(self, runtime: object) -> None:
+    def _run(self, runtime: Runtime) -> None:
         try:
             asyncio.run(self._serve(runtime))
         except BaseException as exc:  # noqa: BLE001 - handed to the thread that called start() or stop()
@@ -86,7 +85,7 @@ class InProcessRuntime(RuntimeEndpoints):
         finally:
             self._started.set()
 
-    async def _serve(self, runtime) -> None:  # noqa: ANN001 - flightcast.runtime.Runtime, imported late
+    async def _serve(self, runtime: Runtime) -> None:
         self._loop = asyncio.get_running_loop()
         self._stop_event = asyncio.Event()
         async with runtime.running():
@@ -128,12 +127,6 @@ class InProcessRuntime(RuntimeEndpoints):
         if self._log in logger.handlers:
             logger.removeHandler(self._log)
             logger.setLevel(self._previous_level)
-
-    def __enter__(self) -> InProcessRuntime:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
     def log_text(self) -> str:
         return "\n".join(self._log.lines) + ("\n" if self._log.lines else "")

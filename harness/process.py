@@ -11,7 +11,7 @@ import time
 from collections.abc import Mapping
 from pathlib import Path
 
-from harness.client import START_TIMEOUT_S, STOP_TIMEOUT_S, RuntimeEndpoints, RuntimeFailure, write_spicepod
+from harness.client import START_TIMEOUT_S, STOP_TIMEOUT_S, RuntimeEndpoints, RuntimeFailure
 
 HTTP_LINE = re.compile(r"flightcast: http listening on (?P<host>[^\s:]+|\[[^\]]+\]):(?P<port>\d+)")
 FLIGHT_LINE = re.compile(r"flightcast: flight listening on grpc://(?P<host>[^\s:]+|\[[^\]]+\]):(?P<port>\d+)")
@@ -43,11 +43,6 @@ class RuntimeProcess(RuntimeEndpoints):
         self.http_port: int | None = None
         self.flight_port: int | None = None
         self.returncode: int | None = None
-
-    @classmethod
-    def from_text(cls, spicepod_text: str, folder: Path, **kwargs: object) -> RuntimeProcess:
-        """A runtime of spicepod text written into `folder`, its store in `folder/store`."""
-        return cls(write_spicepod(folder, spicepod_text), Path(folder) / "store", **kwargs)  # type: ignore[arg-type]
 
     @property
     def command(self) -> list[str]:
