@@ -162,6 +162,7 @@ class BatchPredictHandler(PredictBase):
             items.append((item["model_name"], item.get("horizon")))
         return items
 
+
 class SqlHandler(BaseHandler):
     async def post(self) -> None:
         accept = self.request.headers.get("Accept")
