@@ -43,6 +43,7 @@ WARMUP_SECONDS = size(1.0, 0.0)  # 0: no warm-up run
 REQUEST_CAP = size(200_000, 2_000)
 CONCURRENCY = size((1, 16), (4,))
 BATCH_RUNS = size(30, 3)
+ROUNDS = size(50, 5)  # LightGBM rounds of each model
 MODELS = ["m0", "m1", "m2", "m3"]  # m0 is the model of the GET runs; each on its own 10M-row dataset
 
 HELLO_SERVER = """
@@ -90,7 +91,7 @@ MODEL = """  - from: lightgbm:bench
       lookback: 24
       horizon: 12
       frequency: 1min
-      lightgbm: {{num_boost_round: 50}}
+      lightgbm: {{num_boost_round: {rounds}}}
 """
 
 
@@ -199,7 +200,7 @@ def main() -> None:
     with TempDir("flightcast-bench-http-") as folder:
         path = write_parquet(folder / "big.parquet", data)
         datasets = "".join(DATASET.format(path=path, name=f"d{i}") for i in range(len(MODELS)))
-        models = "".join(MODEL.format(name=m, dataset=f"d{i}") for i, m in enumerate(MODELS))
+        models = "".join(MODEL.format(name=m, dataset=f"d{i}", rounds=ROUNDS) for i, m in enumerate(MODELS))
         pod = SPICEPOD_HEAD.format(datasets=datasets, models=models)
         runtime = Runtime(pod, folder / "runtime")
         hello, hello_port = spawn(HELLO_SERVER)

@@ -49,6 +49,7 @@ WARM_RUNS = size(5000, 20)
 COLD_RUNS = size(150, 5)
 BREAKDOWN_RUNS = size(300, 5)
 TRAIN_RUNS = size(3, 1)
+ROUNDS = size(50, 5)  # LightGBM rounds of the served model
 TRAINED_TIMEOUT_S = 600.0
 
 SPICEPOD = """
@@ -68,7 +69,7 @@ models:
       lookback: {lookback}
       horizon: {horizon}
       frequency: 1min
-      lightgbm: {{num_boost_round: 50}}
+      lightgbm: {{num_boost_round: {rounds}}}
 """
 
 
@@ -77,7 +78,7 @@ def main() -> None:
     data = series_table(ROWS)
     with TempDir("flightcast-bench-predict-") as folder:
         big_path = write_parquet(folder / "big.parquet", data)
-        pod_text = SPICEPOD.format(big=big_path, model=MODEL, lookback=LOOKBACK, horizon=HORIZON)
+        pod_text = SPICEPOD.format(big=big_path, model=MODEL, lookback=LOOKBACK, horizon=HORIZON, rounds=ROUNDS)
         with Runtime(pod_text, folder / "runtime") as runtime:
             runtime.start().wait_ready()
             _latency(runtime, data, folder)
@@ -92,7 +93,7 @@ def _latency(runtime: Runtime, data, folder: Path) -> None:
     started = time.perf_counter()
     service.start()
     _wait_trained(service)
-    print(f"model {MODEL} (lookback {LOOKBACK}, horizon {HORIZON}, 50 rounds) trained in-process on the latest "
+    print(f"model {MODEL} (lookback {LOOKBACK}, horizon {HORIZON}, {ROUNDS} rounds) trained in-process on the latest "
           f"20,000 rows in {time.perf_counter() - started:.2f} s")
     # The floor uses the very booster the service serves: the version it stored in its registry.
     _, version_dir = ModelRegistry(folder / "models").versions(MODEL)[-1]
