@@ -86,8 +86,8 @@ class Runtime:
     def _open_store(self, stack: contextlib.AsyncExitStack) -> DatasetStore:
         runtime = self.pod.runtime
         store = DatasetStore(self.pod.datasets, runtime.data_dir, runtime.limits)
+        stack.callback(self._close_store, store)  # also when open() fails half-way: the file may be attached
         store.open()
-        stack.callback(self._close_store, store)
         return store
 
     def _close_store(self, store: DatasetStore) -> None:

@@ -72,9 +72,10 @@ class InProcessRuntime(RuntimeEndpoints):
         if not self._started.wait(timeout):
             self.stop()
             raise RuntimeFailure(f"flightcast did not start within {timeout:.0f} s; log:\n{self.log_text()}")
-        if self._error is not None:
+        if self._error is not None:  # it stopped on its way up (StartError, a bad spicepod): raise it once
             self._detach_log()
-            raise self._error
+            error, self._error = self._error, None
+            raise error
         return self
 
     def _run(self, runtime: Runtime) -> None:

@@ -55,3 +55,4 @@ def test_a_port_in_use_stops_start_up_with_one_message_and_everything_stopped(tm
     assert "flightcast: flight listening on" in result.stderr  # started, then stopped on the way out
     assert "Traceback" not in result.stderr
     assert time.monotonic() - started < 30
+
