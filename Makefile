@@ -1,29 +1,41 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.installed
+PIP := $(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt --config-settings editable_mode=compat
+RUNTIME_STAMP := $(VENV)/.installed-runtime
+TEST_STAMP := $(VENV)/.installed-test
+# Extra flags for `flightcast run`, e.g. make run RUN_ARGS='--http 127.0.0.1:3100 --flight 127.0.0.1:0'
+RUN_ARGS ?=
 
 .PHONY: run test fuzz bench lint clean
 
-$(STAMP): pyproject.toml constraints.txt
+$(VENV)/bin/python:
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 10), "flightcast needs Python 3.10+"'
-	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt --config-settings editable_mode=compat -e '.[test]'
-	touch $(STAMP)
+	$(PYTHON) -m venv $(VENV)
 
-run: $(STAMP)
-	$(BIN)/flightcast run --spicepod spicepod.yaml
+# The runtime dependencies only: what `make run` and `make bench` need.
+$(RUNTIME_STAMP): pyproject.toml constraints.txt | $(VENV)/bin/python
+	$(PIP) -e .
+	touch $@
 
-test: $(STAMP)
+# The test extras on top (pytest, schemathesis, ruff): what `make test`, `make fuzz` and `make lint` need.
+$(TEST_STAMP): $(RUNTIME_STAMP)
+	$(PIP) -e '.[test]'
+	touch $@
+
+run: $(RUNTIME_STAMP)
+	$(BIN)/flightcast run --spicepod spicepod.yaml $(RUN_ARGS)
+
+test: $(TEST_STAMP)
 	$(BIN)/python -m pytest
 
-fuzz: $(STAMP)
+fuzz: $(TEST_STAMP)
 	FLIGHTCAST_FUZZ=full $(BIN)/python -m pytest -m "fuzz or slow"
 
-bench: $(STAMP)
+bench: $(RUNTIME_STAMP)
 	$(BIN)/python -m bench
 
-lint: $(STAMP)
+lint: $(TEST_STAMP)
 	$(BIN)/ruff check .
 
 clean:

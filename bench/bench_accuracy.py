@@ -10,11 +10,16 @@ import time
 from pathlib import Path
 
 import numpy as np
-
 from pipelines.forecasting import mase, smape, train_model
+
+from bench.common import header as print_header
+from bench.common import ratio_line, size
 from pipelines.frequency import Frequency, infer_frequency
 
 DATA = Path(__file__).resolve().parent.parent / "data"
+# LightGBM's own defaults, or a few trees when tiny (BENCH_TINY=1): the same code path in a second.
+PARAMS: dict = size({}, {"num_boost_round": 5})
+FORECAST_RUNS = size(200, 5)
 # Held-out steps per frequency unit (the usual M-competition horizons).
 HORIZON = {"mo": 12, "q": 8, "y": 6}
 # Lookback in seasons; yearly series have no season, so a fixed window.
@@ -79,12 +84,13 @@ def backtest(
 
 
 def main() -> None:
+    print_header("bench.bench_accuracy", "forecast accuracy against seasonal naive and naive")
     names = ("flightcast", "seasonal_naive", "naive")
     rows = []
     for path in sorted(DATA.glob("*.csv")):
         ts, values = read_series(path)
         freq = infer_frequency(ts, path.stem)
-        scores = evaluate(ts, values, freq, HORIZON[freq.unit], LOOKBACK[freq.unit])
+        scores = evaluate(ts, values, freq, HORIZON[freq.unit], LOOKBACK[freq.unit], params=PARAMS)
         rows.append((path.stem, str(freq), scores))
     header = f"{'series':<18} {'freq':>4} " + " ".join(f"{n + ' MASE':>20} {n + ' sMAPE':>21}" for n in names)
     print(header)
@@ -95,14 +101,18 @@ def main() -> None:
     print(f"{'mean':<18} {'':>4} " + " ".join(f"{means[n][0]:>20.3f} {means[n][1]:>21.2f}" for n in names))
     wins = sum(s["flightcast"][0] < s["seasonal_naive"][0] for *_, s in rows)
     print(f"flightcast beats seasonal naive (MASE) on {wins} of {len(rows)} series")
+    ratio = means["flightcast"][0] / means["seasonal_naive"][0]
+    ratio_line("mean MASE flightcast / seasonal naive (held-out points)", ratio, "< 1x", ratio < 1)
 
     ts, values = read_series(DATA / "sunspots_monthly.csv")
+    keep = size(values.size, 400)
+    ts, values = ts[-keep:], values[-keep:]
     freq = infer_frequency(ts, "sunspots_monthly")
     for strategy in ("recursive", "direct"):
         start = time.perf_counter()
         model = train_model(
             values, ts, freq=freq, lookback=LOOKBACK["mo"], horizon=HORIZON["mo"], strategy=strategy,
-            lightgbm_params={}, dataset="sunspots_monthly",
+            lightgbm_params=PARAMS, dataset="sunspots_monthly",
         )
         elapsed = time.perf_counter() - start
         # train_model fits twice (held-out scoring, then all points).
@@ -110,7 +120,7 @@ def main() -> None:
               f"{values.size} rows, two fits)")
         window = values[-model.lookback:]
         model.forecast(window, ts[-1], 12)
-        runs = 200
+        runs = FORECAST_RUNS
         start = time.perf_counter()
         for _ in range(runs):
             model.forecast(window, ts[-1], 12)

@@ -7,7 +7,6 @@ Run: .venv/bin/python -m bench.bench_flight   (BENCH_ROWS=N for another size; th
 
 from __future__ import annotations
 
-import os
 import time
 
 import numpy as np
@@ -26,6 +25,7 @@ from bench.common import (
     p99,
     ratio_line,
     series_table,
+    size,
     spawn,
     stop_process,
     table,
@@ -36,12 +36,12 @@ from pipelines.flight_client import FlightDataClient
 from pipelines.frequency import Frequency
 from pipelines.grid import GridQuery
 
-ROWS = int(os.environ.get("BENCH_ROWS", 10_000_000))
+ROWS = size(10_000_000, 20_000, env="BENCH_ROWS")
 OVERWRITE_ROWS = max(2, ROWS // 10)  # a DoPut of which half overwrites the newest stored keys, half is new
-SMALL_ROWS = 10_000
-RUNS = 5  # DoGet runs per server, interleaved
-PUT_RUNS = 3
-WINDOW_RUNS = 200
+SMALL_ROWS = size(10_000, 1_000)
+RUNS = size(5, 1)  # DoGet runs per server, interleaved
+PUT_RUNS = size(3, 1)
+WINDOW_RUNS = size(200, 5)
 LOOKBACK = 30
 
 # The baseline: the same in-memory table served by a FlightServerBase that does nothing else.

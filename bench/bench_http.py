@@ -13,7 +13,6 @@ import asyncio
 import http.client
 import json
 import multiprocessing
-import os
 import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -31,17 +30,20 @@ from bench.common import (
     p99,
     ratio_line,
     series_table,
+    size,
     spawn,
     stop_process,
     table,
     write_parquet,
 )
 
-ROWS = int(os.environ.get("BENCH_ROWS", 10_000_000))
-SECONDS = float(os.environ.get("BENCH_HTTP_SECONDS", 10))
-REQUEST_CAP = 200_000
-CONCURRENCY = (1, 16)
-BATCH_RUNS = 30
+ROWS = size(10_000_000, 5_000, env="BENCH_ROWS")
+SECONDS = size(10.0, 0.3, env="BENCH_HTTP_SECONDS")
+WARMUP_SECONDS = size(1.0, 0.0)  # 0: no warm-up run
+REQUEST_CAP = size(200_000, 2_000)
+CONCURRENCY = size((1, 16), (4,))
+BATCH_RUNS = size(30, 3)
+ROUNDS = size(50, 5)  # LightGBM rounds of each model
 MODELS = ["m0", "m1", "m2", "m3"]  # m0 is the model of the GET runs; each on its own 10M-row dataset
 
 HELLO_SERVER = """
@@ -89,7 +91,7 @@ MODEL = """  - from: lightgbm:bench
       lookback: 24
       horizon: 12
       frequency: 1min
-      lightgbm: {{num_boost_round: 50}}
+      lightgbm: {{num_boost_round: {rounds}}}
 """
 
 
@@ -198,7 +200,7 @@ def main() -> None:
     with TempDir("flightcast-bench-http-") as folder:
         path = write_parquet(folder / "big.parquet", data)
         datasets = "".join(DATASET.format(path=path, name=f"d{i}") for i in range(len(MODELS)))
-        models = "".join(MODEL.format(name=m, dataset=f"d{i}") for i, m in enumerate(MODELS))
+        models = "".join(MODEL.format(name=m, dataset=f"d{i}", rounds=ROUNDS) for i, m in enumerate(MODELS))
         pod = SPICEPOD_HEAD.format(datasets=datasets, models=models)
         runtime = Runtime(pod, folder / "runtime")
         hello, hello_port = spawn(HELLO_SERVER)
@@ -221,8 +223,9 @@ def _loads(runtime: Runtime, hello_port: int) -> None:
     ]
     results: dict[tuple[str, int], dict[str, Any]] = {}
     for name, port, path, dataset in cases:
-        run_load(port, path, 1, seconds=1.0, flight_location=runtime.flight_location if dataset else None,
-                 dataset=dataset)  # warm-up: imports, connections, first forecast
+        if WARMUP_SECONDS:  # warm-up: imports, connections, first forecast
+            run_load(port, path, 1, seconds=WARMUP_SECONDS,
+                     flight_location=runtime.flight_location if dataset else None, dataset=dataset)
         for c in CONCURRENCY:
             results[(name, c)] = run_load(port, path, c, flight_location=runtime.flight_location if dataset else None,
                                           dataset=dataset)

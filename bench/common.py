@@ -1,4 +1,5 @@
-"""Shared benchmark helpers: a runtime subprocess on free ports, synthetic series, timing statistics.
+"""Shared benchmark helpers: sizes (full or tiny), a runtime subprocess on free ports, synthetic series,
+timing statistics and the output format.
 
 Every figure a benchmark prints is compared with a baseline measured in the same run: the machine is
 shared and noisy, so only ratios mean something.
@@ -8,16 +9,12 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import shutil
 import signal
 import subprocess
 import sys
 import tempfile
-import textwrap
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -28,10 +25,22 @@ import pyarrow as pa
 import pyarrow.flight as flight
 import pyarrow.parquet as pq
 
+from harness import RuntimeProcess, write_spicepod
+
 ROOT = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
-HTTP_LINE = re.compile(r"flightcast: http listening on (\S+):(\d+)")
-FLIGHT_LINE = re.compile(r"flightcast: flight listening on (grpc://\S+:\d+)")
+# BENCH_TINY=1 (`python -m bench --tiny`, and tests/test_bench_smoke.py): every benchmark runs its whole
+# code path on tiny inputs in seconds; its figures then mean nothing, only that it still runs.
+TINY = os.environ.get("BENCH_TINY") == "1"
+
+
+def size(full: Any, tiny: Any, env: str | None = None) -> Any:
+    """`full`, or `tiny` under BENCH_TINY=1; a number in the environment variable `env`, when set, wins."""
+    if env and os.environ.get(env):
+        return type(full)(os.environ[env])
+    return tiny if TINY else full
+
+
 START = datetime(2000, 1, 1)
 STEP = timedelta(minutes=1)
 
@@ -147,89 +156,16 @@ def ratio_line(label: str, value: float, target: str, met: bool | None) -> None:
 # ------------------------------------------------------------------------------------------ runtime
 
 
-class Runtime:
-    """`python -m flightcast run` on free ports with a spicepod in a temp dir; always stopped."""
+class Runtime(RuntimeProcess):
+    """The runtime subprocess (harness.RuntimeProcess) of spicepod text written into `folder`.
+
+    Large datasets take long to load: start() and wait_ready() wait up to 10 minutes.
+    """
+
+    start_timeout = 600.0
 
     def __init__(self, spicepod: str, folder: Path, api_key: str | None = None):
-        self.folder = Path(folder)
-        self.folder.mkdir(parents=True, exist_ok=True)
-        self.spicepod = self.folder / "spicepod.yaml"
-        self.spicepod.write_text(textwrap.dedent(spicepod))
-        self.data_dir = self.folder / "data"
-        self.log_path = self.folder / "runtime.log"
-        self.api_key = api_key
-        self.proc: subprocess.Popen | None = None
-        self.http_port = 0
-        self.flight_location = ""
-
-    def start(self, timeout: float = 600.0) -> Runtime:
-        args = [PYTHON, "-m", "flightcast", "run", "--spicepod", str(self.spicepod),
-                "--http", "127.0.0.1:0", "--flight", "127.0.0.1:0", "--data-dir", str(self.data_dir)]
-        if self.api_key:
-            args += ["--api-key", self.api_key]
-        self._log = self.log_path.open("wb")
-        self.proc = subprocess.Popen(args, cwd=ROOT, stdout=self._log, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            text = self.log_text()
-            http, fl = HTTP_LINE.search(text), FLIGHT_LINE.search(text)
-            if http and fl:
-                self.http_port, self.flight_location = int(http.group(2)), fl.group(1)
-                return self
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"flightcast exited with {self.proc.returncode}; log:\n{text}")
-            time.sleep(0.05)
-        self.stop()
-        raise RuntimeError(f"flightcast did not start in {timeout:.0f} s; log:\n{self.log_text()}")
-
-    def wait_ready(self, timeout: float = 600.0) -> Runtime:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            try:
-                with urllib.request.urlopen(self.url("/v1/ready"), timeout=5) as resp:
-                    if resp.status == 200:
-                        return self
-            except urllib.error.HTTPError:
-                pass
-            except OSError:
-                pass
-            if self.proc is None or self.proc.poll() is not None:
-                raise RuntimeError(f"flightcast died; log:\n{self.log_text()}")
-            time.sleep(0.1)
-        raise RuntimeError(f"flightcast not ready in {timeout:.0f} s; log:\n{self.log_text()}")
-
-    def url(self, path: str) -> str:
-        return f"http://127.0.0.1:{self.http_port}{path}"
-
-    def log_text(self) -> str:
-        try:
-            return self.log_path.read_text(errors="replace")
-        except OSError:
-            return ""
-
-    def flight_client(self) -> flight.FlightClient:
-        return flight.FlightClient(self.flight_location)
-
-    def get_json(self, path: str) -> Any:
-        with urllib.request.urlopen(self.url(path), timeout=60) as resp:
-            return json.loads(resp.read())
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        if getattr(self, "_log", None):
-            self._log.close()
-
-    def __enter__(self) -> Runtime:
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.stop()
+        super().__init__(write_spicepod(folder, spicepod), Path(folder) / "data", api_key=api_key)
 
 
 class TempDir:

@@ -1,4 +1,5 @@
-"""`flightcast run [--spicepod PATH] [--http HOST:PORT] [--flight HOST:PORT] [--data-dir DIR] [--api-key KEY]`."""
+"""`flightcast run [--spicepod PATH] [--http HOST:PORT] [--flight HOST:PORT] [--data-dir DIR] [--api-key KEY]`
+and `flightcast run --help-spicepod` (every spicepod key with its default and help)."""
 
 from __future__ import annotations
 
@@ -9,8 +10,8 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
-from spicepod import SpicepodError, load_spicepod
-from spicepod.schema import HOST_PORT
+from spicepod import SpicepodError, describe_keys, load_spicepod
+from spicepod.addresses import parse_host_port
 
 
 class _LineFormatter(logging.Formatter):
@@ -25,9 +26,23 @@ class _LineFormatter(logging.Formatter):
 
 
 def _host_port(value: str) -> str:
-    if not HOST_PORT.match(value) or int(value.rsplit(":", 1)[1]) > 65535:
-        raise argparse.ArgumentTypeError(f"expected HOST:PORT, got {value!r}")
+    try:
+        parse_host_port(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
     return value
+
+
+class _HelpSpicepod(argparse.Action):
+    """Like --help: print every spicepod key with its default and help, then exit 0."""
+
+    def __init__(self, option_strings: list[str], dest: str, **kwargs: object):
+        super().__init__(option_strings, dest=argparse.SUPPRESS, default=argparse.SUPPRESS, nargs=0,
+                         help="print every spicepod.yaml key with its default and help, and exit")
+
+    def __call__(self, parser: argparse.ArgumentParser, *args: object) -> None:
+        sys.stdout.write(describe_keys())
+        parser.exit(0)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -39,6 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--flight", type=_host_port, help="Flight listen address (default 127.0.0.1:50051)")
     run.add_argument("--data-dir", help="where stored datasets and models live (default .flightcast/)")
     run.add_argument("--api-key", help="require this API key on HTTP /v1/* and on Flight")
+    run.add_argument("--help-spicepod", action=_HelpSpicepod)
     return parser
 
 

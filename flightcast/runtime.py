@@ -1,12 +1,19 @@
-"""Runtime: wires the store, the Flight server, the pipelines and the HTTP server from one spicepod."""
+"""Runtime: wires the store, the Flight server, the pipelines and the HTTP server from one spicepod.
+
+`Runtime.running()` starts them in order, one small step each; every step that starts something pushes
+the matching stop onto one AsyncExitStack, so on every way out (a signal, a start-up failure, an error)
+each started thing is stopped exactly once, in reverse order.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import signal
 import threading
 import time
+from collections.abc import AsyncIterator
 
 import pyarrow as pa
 import tornado.httpserver
@@ -17,6 +24,7 @@ from http_api.app import AppContext, make_app
 from pipelines.flight_client import FlightDataClient
 from pipelines.service import PredictionService
 from spicepod import Spicepod
+from spicepod.addresses import join_host_port, parse_host_port
 
 log = logging.getLogger("flightcast")
 
@@ -27,50 +35,99 @@ class StartError(Exception):
     """The runtime cannot start (a port in use, say); the message says which and why."""
 
 
-def _split(address: str) -> tuple[str, int]:
-    host, _, port = address.rpartition(":")
-    return host.strip("[]"), int(port)
-
-
-def _hostport(host: str, port: int) -> str:
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-
-
 def _client_host(host: str) -> str:
     """Where this process reaches its own server: loopback when bound to every interface."""
     return {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(host, host)
 
 
 class Runtime:
-    def __init__(self, pod: Spicepod):
+    """One spicepod served: `run()` until SIGINT/SIGTERM, or `async with runtime.running():` to embed it."""
+
+    def __init__(self, pod: Spicepod, grace_s: float = SHUTDOWN_GRACE_S):
         self.pod = pod
+        self.grace_s = grace_s
+        self.http_port: int | None = None  # the bound ports, once running
+        self.flight_port: int | None = None
+        self._flight_open = False
 
     def run(self) -> int:
         return asyncio.run(self._serve())
 
     async def _serve(self) -> int:
-        pod, runtime = self.pod, self.pod.runtime
-        started = time.perf_counter()
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):  # a signal during start-up stops right after it
             loop.add_signal_handler(sig, stop.set)
-        store = DatasetStore(pod.datasets, runtime.data_dir, runtime.limits)
+        async with self.running():
+            await stop.wait()
+            log.info("shutting down")
+        if not self._flight_open:
+            log.info("stopped")
+        return 0
+
+    @contextlib.asynccontextmanager
+    async def running(self) -> AsyncIterator[Runtime]:
+        """Everything started and answering inside; everything that was started is stopped on the way out."""
+        pod = self.pod
+        started = time.perf_counter()
+        async with contextlib.AsyncExitStack() as stack:
+            store = self._open_store(stack)
+            client = self._start_flight(stack, store)
+            context = self._start_pipelines(stack, store, client)
+            self._start_http(stack, context)
+            log.info(
+                "spicepod %s: %d datasets, %d models, started in %.0f ms",
+                pod.name, len(pod.datasets), len(pod.models), (time.perf_counter() - started) * 1000,
+            )
+            yield self
+
+    # --- start steps, each pushing its stop -----------------------------------------------------------
+
+    def _open_store(self, stack: contextlib.AsyncExitStack) -> DatasetStore:
+        runtime = self.pod.runtime
+        store = DatasetStore(self.pod.datasets, runtime.data_dir, runtime.limits)
+        stack.callback(self._close_store, store)  # also when open() fails half-way: the file may be attached
         store.open()
+        return store
 
-        flight_host, flight_port = _split(runtime.flight)
+    def _close_store(self, store: DatasetStore) -> None:
+        if self._flight_open:
+            # A Flight call that outlived the grace period may still use the store. Leaving it open is
+            # what a crash would do, and that loses nothing: every acknowledged DoPut is in the
+            # write-ahead log, and the open stream was never committed.
+            return
+        store.close()
+
+    def _start_flight(self, stack: contextlib.AsyncExitStack, store: DatasetStore) -> FlightDataClient:
+        runtime = self.pod.runtime
+        host, port = parse_host_port(runtime.flight)
         try:
-            flight_server = FlightService(store, f"grpc://{_hostport(flight_host, flight_port)}", runtime.api_key)
+            server = FlightService(store, f"grpc://{join_host_port(host, port)}", runtime.api_key)
         except (OSError, pa.ArrowException) as exc:
-            store.close()
             raise StartError(f"cannot serve Flight on {runtime.flight}: {exc}") from None
+        self._flight_open = True
+        stack.callback(self._stop_flight, server)
         # The server answers from here on. Its serve() only waits, and would install signal handlers
-        # of its own over the ones above, so it is not called.
-        log.info("flight listening on grpc://%s", _hostport(flight_host, flight_server.port))
+        # of its own over the runtime's, so it is not called.
+        self.flight_port = server.port
+        log.info("flight listening on grpc://%s", join_host_port(host, server.port))
+        return FlightDataClient(f"grpc://{join_host_port(_client_host(host), server.port)}", runtime.api_key)
 
-        client = FlightDataClient(
-            f"grpc://{_hostport(_client_host(flight_host), flight_server.port)}", runtime.api_key
-        )
+    def _stop_flight(self, server: FlightService) -> None:
+        # Calls in flight finish (a DoPut commits or rolls back); a client that stalls mid-stream does
+        # not hold the exit for longer than the grace period.
+        closer = threading.Thread(target=server.shutdown, name="flight-shutdown", daemon=True)
+        closer.start()
+        closer.join(self.grace_s)
+        if closer.is_alive():
+            log.warning("flight calls still open after %.0f s; exiting without them", self.grace_s)
+            return
+        self._flight_open = False
+
+    def _start_pipelines(
+        self, stack: contextlib.AsyncExitStack, store: DatasetStore, client: FlightDataClient
+    ) -> AppContext:
+        pod, runtime = self.pod, self.pod.runtime
         predictions = PredictionService(
             pod.models,
             {d.name: d for d in pod.datasets},
@@ -80,44 +137,29 @@ class Runtime:
         )
         store.subscribe(predictions.on_data_changed)  # commit notices, in-process
         context = AppContext(predictions, client, runtime.api_key)
+        stack.callback(context.close)
         predictions.on_training = context.metrics.training
         predictions.start()
-        app = make_app(context, runtime.limits.max_request_bytes)
-        http_host, http_port = _split(runtime.http)
-        http_server = tornado.httpserver.HTTPServer(app, max_body_size=runtime.limits.max_request_bytes)
+        stack.callback(predictions.stop)
+        return context
+
+    def _start_http(self, stack: contextlib.AsyncExitStack, context: AppContext) -> None:
+        runtime = self.pod.runtime
+        host, port = parse_host_port(runtime.http)
+        limit = runtime.limits.max_request_bytes
+        server = tornado.httpserver.HTTPServer(make_app(context, limit), max_body_size=limit)
         try:
-            sockets = tornado.netutil.bind_sockets(http_port, address=http_host)
+            sockets = tornado.netutil.bind_sockets(port, address=host)
         except OSError as exc:
-            flight_server.shutdown()
-            store.close()
             raise StartError(f"cannot serve HTTP on {runtime.http}: {exc.strerror or exc}") from None
-        http_server.add_sockets(sockets)
-        log.info("http listening on %s", _hostport(http_host, sockets[0].getsockname()[1]))
-        log.info(
-            "spicepod %s: %d datasets, %d models, started in %.0f ms",
-            pod.name, len(pod.datasets), len(pod.models), (time.perf_counter() - started) * 1000,
-        )
+        server.add_sockets(sockets)
+        stack.push_async_callback(self._stop_http, server)
+        self.http_port = sockets[0].getsockname()[1]
+        log.info("http listening on %s", join_host_port(host, self.http_port))
 
-        await stop.wait()
-
-        log.info("shutting down")
-        http_server.stop()  # no new connections
+    async def _stop_http(self, server: tornado.httpserver.HTTPServer) -> None:
+        server.stop()  # no new connections
         try:
-            await asyncio.wait_for(http_server.close_all_connections(), timeout=SHUTDOWN_GRACE_S)
+            await asyncio.wait_for(server.close_all_connections(), timeout=self.grace_s)
         except asyncio.TimeoutError:
-            log.warning("http connections still open after %.0f s; closing anyway", SHUTDOWN_GRACE_S)
-        predictions.stop()
-        context.close()
-        # Calls in flight finish (a DoPut commits or rolls back); a client that stalls mid-stream does
-        # not hold the exit for longer than the grace period.
-        closer = threading.Thread(target=flight_server.shutdown, name="flight-shutdown", daemon=True)
-        closer.start()
-        closer.join(SHUTDOWN_GRACE_S)
-        if closer.is_alive():
-            # Exiting now is what a crash would do, and that loses nothing: every acknowledged DoPut is
-            # in the write-ahead log, and the open stream was never committed.
-            log.warning("flight calls still open after %.0f s; exiting without them", SHUTDOWN_GRACE_S)
-            return 0
-        store.close()
-        log.info("stopped")
-        return 0
+            log.warning("http connections still open after %.0f s; closing anyway", self.grace_s)

@@ -6,11 +6,9 @@ import hmac
 import inspect
 import json
 import logging
-import math
 import time
-from datetime import date, datetime, timezone
-from datetime import time as dt_time
-from typing import Any
+from collections.abc import Mapping
+from typing import Any, ClassVar
 
 import tornado.web
 
@@ -18,7 +16,15 @@ from spicepod import FlightcastError, InvalidInput, LimitExceeded, Unauthenticat
 
 log = logging.getLogger("flightcast.http")
 
-HTTP_ERROR_NAMES = {401: "Unauthorized", 404: "NotFound", 405: "MethodNotAllowed", 413: "PayloadTooLarge"}
+HTTP_ERROR_NAMES = {401: "Unauthorized", 404: "NotFound", 405: "MethodNotAllowed", 406: "NotAcceptable",
+                    413: "PayloadTooLarge"}
+
+# Paths that answer without the API key: probes of load balancers and orchestrators.
+OPEN_PATHS = frozenset({"/health", "/v1/ready"})
+
+# How often a query parameter may be given.
+ONE = "one"
+MANY = "many"
 
 UNMATCHED_ROUTE = "(unmatched)"
 
@@ -69,7 +75,9 @@ class BaseHandler(tornado.web.RequestHandler):
     of the body is read: a too-large body gets a JSON 413 instead of a dropped connection.
     """
 
-    open_paths = ("/health",)
+    # The query parameters this route takes: name -> ONE (at most once) or MANY (repeatable). Any other
+    # parameter, or a ONE given twice, is a 400 that names it, checked before the route runs.
+    query_params: ClassVar[Mapping[str, str]] = {}
 
     def initialize(self, context: Any, route: str = UNMATCHED_ROUTE) -> None:
         self.ctx = context
@@ -80,7 +88,7 @@ class BaseHandler(tornado.web.RequestHandler):
 
     def requires_key(self) -> bool:
         path = self.request.path
-        return path not in self.open_paths and (path.startswith("/v1/") or path in ("/v1", "/metrics"))
+        return path not in OPEN_PATHS and (path.startswith("/v1/") or path in ("/v1", "/metrics"))
 
     def given_key(self) -> str:
         return self.request.headers.get("X-API-Key", "")
@@ -94,6 +102,24 @@ class BaseHandler(tornado.web.RequestHandler):
         length = self.request.headers.get("Content-Length")
         if limit and length and length.isdigit() and int(length) > limit:
             raise BodyTooLarge(f"request body of {int(length)} bytes is larger than the limit of {limit} bytes")
+        self.check_query()
+
+    def check_query(self) -> None:
+        """Refuse unknown query parameters and single-valued ones given twice, naming them."""
+        arguments = self.request.query_arguments
+        if not arguments:
+            return
+        method = self.request.method.lower() if self.request.method else ""
+        if getattr(type(self), method, None) is getattr(tornado.web.RequestHandler, method, None):
+            return  # not a method of this route: the 405 says more than a parameter check would
+        for name, values in arguments.items():
+            kind = self.query_params.get(name)
+            if kind is None:
+                takes = (f"expected one of {', '.join(sorted(self.query_params))}" if self.query_params
+                         else f"{self.route} takes none")
+                raise InvalidInput(f"unknown query parameter {_shown(name)}; {takes}")
+            if kind == ONE and len(values) > 1:
+                raise InvalidInput(f"query parameter {_shown(name)} given {len(values)} times; it takes one value")
 
     def data_received(self, chunk: bytes) -> None:
         self._chunks.append(chunk)
@@ -168,6 +194,12 @@ class BaseHandler(tornado.web.RequestHandler):
         self.ctx.metrics.request(self.route, method, self.get_status(), time.perf_counter() - self.started)
 
 
+def _shown(name: str) -> str:
+    """A client's parameter name for a message: tornado reads names as Latin-1; shown as UTF-8, bounded."""
+    text = name.encode("latin-1", "replace").decode("utf-8", "replace")
+    return repr(text[:40] + ("..." if len(text) > 40 else ""))
+
+
 def _is_internal(exc: BaseException) -> bool:
     if isinstance(exc, tornado.web.HTTPError):
         return exc.status_code >= 500
@@ -179,31 +211,6 @@ def internal_message(exc: BaseException) -> str:
     if isinstance(exc, FlightcastError):
         return exc.message
     return f"internal error: {type(exc).__name__}"
-
-
-def jsonable(values: list[Any]) -> list[Any]:
-    """Column values for JSON/CSV: timestamps as ISO 8601 UTC (naive ones are UTC), NaN/inf as null."""
-    return [_jsonable(value) for value in values]
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, (str, int, bool, type(None))):
-        return value
-    if isinstance(value, datetime):
-        if value.tzinfo is not None:
-            value = value.astimezone(timezone.utc).replace(tzinfo=None)
-        return value.isoformat() + "Z"
-    if isinstance(value, (date, dt_time)):
-        return value.isoformat()
-    if isinstance(value, (bytes, bytearray)):
-        return value.hex()
-    if isinstance(value, (list, tuple)):  # nested values (lists, structs, maps) follow the same rules
-        return [_jsonable(item) for item in value]
-    if isinstance(value, dict):
-        return {str(key): _jsonable(item) for key, item in value.items()}
-    return str(value)
 
 
 class NotFoundHandler(BaseHandler):

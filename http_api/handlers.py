@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import csv
-import io
-import json
-from typing import Any
-
 import pyarrow as pa
+import tornado.web
 
-from http_api.base import BaseHandler, jsonable
+from http_api.base import BaseHandler
+from http_api.formats import TABLE_ENCODINGS, negotiate
 from pipelines.flight_client import typed_errors
 from spicepod import InvalidInput, LimitExceeded
 
@@ -70,11 +67,14 @@ class TrainHandler(BaseHandler):
         self.write_json(await self.ctx.run(self.ctx.predictions.train, name, pool="training"))
 
 
-ARROW_STREAM = "application/vnd.apache.arrow.stream"
-
-
 class SqlHandler(BaseHandler):
     async def post(self) -> None:
+        accept = self.request.headers.get("Accept")
+        media = negotiate(accept, list(TABLE_ENCODINGS))
+        if media is None:  # refused before the query runs
+            raise tornado.web.HTTPError(
+                406, f"cannot answer Accept: {accept[:200]}; this route serves {', '.join(TABLE_ENCODINGS)}"
+            )
         try:
             sql = self.body.decode("utf-8")
         except UnicodeDecodeError:
@@ -82,16 +82,9 @@ class SqlHandler(BaseHandler):
         if not sql.strip():
             raise InvalidInput("the body must be one SQL query")
         table = await self.ctx.run(self._query, sql)
-        accept = self.request.headers.get("Accept", "")
-        if ARROW_STREAM in accept:
-            self.set_header("Content-Type", ARROW_STREAM)
-            self.finish(await self.ctx.run(_arrow_stream, table))
-        elif "text/csv" in accept:
-            self.set_header("Content-Type", "text/csv; charset=UTF-8")
-            self.finish(await self.ctx.run(_csv, table))
-        else:
-            self.set_header("Content-Type", "application/json; charset=UTF-8")
-            self.finish(await self.ctx.run(_json_rows, table))
+        content_type, encode = TABLE_ENCODINGS[media]
+        self.set_header("Content-Type", content_type)
+        self.finish(await self.ctx.run(encode, table))
 
     def _query(self, sql: str) -> pa.Table:
         """Read the result batch by batch, refusing it past MAX_SQL_ROWS or MAX_SQL_BYTES instead of filling memory."""
@@ -114,30 +107,3 @@ class SqlHandler(BaseHandler):
         finally:
             reader.cancel()
         return pa.Table.from_batches(batches, schema=schema)
-
-
-def _arrow_stream(table: pa.Table) -> bytes:
-    sink = io.BytesIO()
-    with pa.ipc.new_stream(sink, table.schema) as writer:
-        writer.write_table(table)
-    return sink.getvalue()
-
-
-def _csv(table: pa.Table) -> str:
-    out = io.StringIO()
-    rows = csv.writer(out, lineterminator="\n")
-    rows.writerow(table.column_names)
-    columns = [[_csv_cell(v) for v in jsonable(c.to_pylist())] for c in table.columns]
-    rows.writerows(zip(*columns, strict=True))
-    return out.getvalue()
-
-
-def _csv_cell(value: Any) -> Any:
-    """Nested values (lists, structs, maps) as JSON text in one cell."""
-    return json.dumps(value) if isinstance(value, (list, dict)) else value
-
-
-def _json_rows(table: pa.Table) -> str:
-    columns = [jsonable(c.to_pylist()) for c in table.columns]
-    names = table.column_names
-    return json.dumps([dict(zip(names, values, strict=True)) for values in zip(*columns, strict=True)], default=str)

@@ -8,11 +8,8 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-JSON = "application/json"
-TEXT = "text/plain"
-CSV = "text/csv"
-ARROW_STREAM = "application/vnd.apache.arrow.stream"
-PROMETHEUS = "text/plain; version=0.0.4"
+from http_api.base import OPEN_PATHS
+from http_api.formats import ARROW_STREAM, CSV, JSON, PARQUET, PARQUET_LEGACY, PROMETHEUS, TABLE_ENCODINGS, TEXT
 
 
 def _ref(name: str) -> dict[str, str]:
@@ -42,8 +39,8 @@ SCHEMAS: dict[str, Any] = {
         "properties": {
             "status": {
                 "type": "string",
-                "enum": ["BadRequest", "InternalError", "NotFound", "MethodNotAllowed", "Unauthorized",
-                         "PayloadTooLarge"],
+                "enum": ["BadRequest", "InternalError", "NotFound", "MethodNotAllowed", "NotAcceptable",
+                         "Unauthorized", "PayloadTooLarge"],
             },
             "error_message": {"type": "string"},
             "duration_ms": {"type": "number"},
@@ -269,7 +266,8 @@ PATHS: dict[str, dict[str, dict[str, Any]]] = {
             "responses": {
                 "200": _json(_ref("PredictSuccess"), "the forecast"),
                 "400": _json(_ref("PredictError"),
-                             "unknown model, model not trained or failed, not enough data, bad horizon"),
+                             "unknown model, model not trained or failed, not enough data, bad horizon, an "
+                             "unknown query parameter or horizon given twice"),
                 "500": _json(_ref("PredictError"), "unexpected failure (details in the server log)"),
             },
         },
@@ -344,7 +342,8 @@ PATHS: dict[str, dict[str, dict[str, Any]]] = {
             "requestBody": {"required": True, "content": {JSON: {"schema": _ref("BatchPredictRequest")}}},
             "responses": {
                 "200": _json(_ref("BatchPredictResponse"), "one result per item, each with its own status"),
-                "400": _error("body not JSON, no 'predictions' list, or an item without a string 'model_name'"),
+                "400": _error("body not JSON, no 'predictions' list, an item without a string 'model_name', or a "
+                              "query parameter"),
                 "413": _error("body larger than the runtime's max_request_bytes"),
             },
         },
@@ -358,9 +357,11 @@ PATHS: dict[str, dict[str, dict[str, Any]]] = {
                 "example": "SELECT * FROM nile LIMIT 3"}}},
             "parameters": [
                 {"name": "Accept", "in": "header", "required": False,
-                 "schema": {"type": "string", "examples": [JSON, CSV, ARROW_STREAM]},
-                 "description": f"the result format: {CSV} or {ARROW_STREAM} when the header names it, "
-                                "otherwise JSON rows"},
+                 "schema": {"type": "string", "examples": list(TABLE_ENCODINGS)},
+                 "description": f"the result format, negotiated as HTTP says (q values, wildcards): JSON rows "
+                                f"(the default, also without the header), {CSV}, {ARROW_STREAM} or Parquet "
+                                f"({PARQUET} or {PARQUET_LEGACY}); timestamps are UTC (Arrow and Parquet: "
+                                "timestamp[us, tz=UTC]). A header that accepts none of them gets 406"},
             ],
             "responses": {
                 "200": {
@@ -369,17 +370,18 @@ PATHS: dict[str, dict[str, dict[str, Any]]] = {
                         JSON: {"schema": _ref("SqlRows")},
                         CSV: {"schema": {"type": "string"}},
                         ARROW_STREAM: {"schema": {"type": "string", "contentEncoding": "binary"}},
+                        PARQUET: {"schema": {"type": "string", "contentEncoding": "binary"}},
+                        PARQUET_LEGACY: {"schema": {"type": "string", "contentEncoding": "binary"}},
                     },
                 },
-                "400": _error("empty body, bad SQL, a write statement, or a result over the row or size limit"),
+                "406": _error("the Accept header accepts none of the formats this route serves"),
+                "400": _error("empty body, bad SQL, a write statement, a result over the row or size limit, or a "
+                              "query parameter"),
                 "413": _error("body larger than the runtime's max_request_bytes"),
             },
         },
     },
 }
-
-OPEN_PATHS = frozenset({"/health"})
-
 
 def build_openapi(*, api_key: bool, version: str = "0.1.0") -> dict[str, Any]:
     """The document; with `api_key`, protected operations declare the X-API-Key scheme and a 401."""
@@ -387,6 +389,7 @@ def build_openapi(*, api_key: bool, version: str = "0.1.0") -> dict[str, Any]:
     for path, operations in paths.items():
         for operation in operations.values():
             responses = operation["responses"]
+            responses.setdefault("400", _error("an unknown query parameter, or a single-valued one given twice"))
             responses.setdefault("404", _error("no route for this path"))
             responses.setdefault("405", _error("method not allowed on this path"))
             responses.setdefault("500", _error("unexpected failure (details in the server log)"))

@@ -13,8 +13,8 @@ import numpy as np
 import pyarrow as pa
 import tornado.web
 
-from http_api.base import BaseHandler, internal_message
-from http_api.handlers import ARROW_STREAM, _arrow_stream, _csv, _json_rows
+from http_api.base import MANY, ONE, BaseHandler, BodyTooLarge, internal_message
+from http_api.formats import TABLE_ENCODINGS, negotiate
 from pipelines.forecasts import BulkForecast, Forecast, Level
 from spicepod import FlightcastError, InvalidInput
 
@@ -107,11 +107,29 @@ def bulk_table(bulk: BulkForecast) -> pa.Table:
     return pa.table(columns)
 
 
+def query_values(handler: BaseHandler, name: str) -> list[str]:
+    try:
+        return handler.get_query_arguments(name)
+    except tornado.web.HTTPError:  # not UTF-8
+        raise InvalidInput(f"{name} must be UTF-8 text") from None
+
+
+def query_value(handler: BaseHandler, name: str) -> str | None:
+    values = query_values(handler, name)  # declared ONE: the base handler refused it given twice
+    return values[0] if values else None
+
+
 # --- handlers ----------------------------------------------------------------------------------------
 
 
 class PredictBase(BaseHandler):
     """Predict bodies follow the Spice envelope: every error is BadRequest or InternalError."""
+
+    def error_envelope(self, exc: BaseException) -> tuple[int, dict[str, Any]]:
+        """A refused query parameter gets the predict envelope, like a bad horizon."""
+        if isinstance(exc, InvalidInput) and not isinstance(exc, BodyTooLarge) and self.path_args:
+            return 400, self.prediction_error(exc, self.path_args[0])
+        return super().error_envelope(exc)
 
     def prediction_error(self, exc: BaseException, name: str | None) -> dict[str, Any]:
         internal = not isinstance(exc, FlightcastError) or exc.internal
@@ -147,19 +165,16 @@ class PredictBase(BaseHandler):
         self.ctx.metrics.prediction(name, body["status"], seconds)
         return ok, body
 
-    def _query(self, name: str, multi: bool = False) -> list[str]:
-        try:
-            return self.get_query_arguments(name)
-        except tornado.web.HTTPError:  # not UTF-8
-            raise InvalidInput(f"{name} must be UTF-8 text") from None
 
 
 class PredictHandler(PredictBase):
+    query_params = {"horizon": ONE, "series": ONE, "level": MANY}
+
     async def get(self, name: str) -> None:
         try:
-            horizon = parse_horizon(self._single("horizon"), self.ctx.predictions.max_horizon)
-            series = parse_series(self._single("series"))
-            levels = parse_levels(self._query("level"))
+            horizon = parse_horizon(query_value(self, "horizon"), self.ctx.predictions.max_horizon)
+            series = parse_series(query_value(self, "series"))
+            levels = parse_levels(query_values(self, "level"))
         except InvalidInput as exc:
             body = self.prediction_error(exc, name)
             body["duration_ms"] = self.elapsed_ms()
@@ -170,11 +185,6 @@ class PredictHandler(PredictBase):
         body["duration_ms"] = self.elapsed_ms()
         self.write_json(body, status=status)
 
-    def _single(self, name: str) -> str | None:
-        values = self._query(name)
-        if len(values) > 1:
-            raise InvalidInput(f"query parameter '{name}' given {len(values)} times; it takes one value")
-        return values[0] if values else None
 
 
 class BatchPredictHandler(PredictBase):
@@ -219,41 +229,40 @@ class BatchPredictHandler(PredictBase):
         return items
 
 
-class ForecastsHandler(PredictBase):
+class ForecastsHandler(BaseHandler):
     """The bulk path: forecasts of every (or each named) ready series in long form, JSON, CSV or Arrow."""
 
+    query_params = {"horizon": ONE, "series": MANY, "level": MANY}
+
     async def get(self, name: str) -> None:
-        horizon = parse_horizon(self._single("horizon"), self.ctx.predictions.max_horizon)
-        series = [parse_series(s) for s in self._query("series")]
-        levels = parse_levels(self._query("level"))
+        accept = self.request.headers.get("Accept")
+        media = negotiate(accept, list(TABLE_ENCODINGS))
+        if media is None:
+            raise tornado.web.HTTPError(
+                406, f"cannot answer Accept: {accept[:200]}; this route serves {', '.join(TABLE_ENCODINGS)}")
+        horizon = parse_horizon(query_value(self, "horizon"), self.ctx.predictions.max_horizon)
+        series = [parse_series(s) for s in query_values(self, "series")]
+        levels = parse_levels(query_values(self, "level"))
         bulk = await self.ctx.run(self.ctx.predictions.forecasts, name, horizon, series, levels)
         table = await self.ctx.run(bulk_table, bulk)
-        await self.write_table(table)
-
-    _single = PredictHandler._single
-
-    async def write_table(self, table: pa.Table) -> None:
-        accept = self.request.headers.get("Accept", "")
-        if ARROW_STREAM in accept:
-            self.set_header("Content-Type", ARROW_STREAM)
-            self.finish(await self.ctx.run(_arrow_stream, table))
-        elif "text/csv" in accept:
-            self.set_header("Content-Type", "text/csv; charset=UTF-8")
-            self.finish(await self.ctx.run(_csv, table))
-        else:
-            self.set_header("Content-Type", "application/json; charset=UTF-8")
-            self.finish(await self.ctx.run(_json_rows, table))
+        content_type, encode = TABLE_ENCODINGS[media]
+        self.set_header("Content-Type", content_type)
+        self.finish(await self.ctx.run(encode, table))
 
 
 class SeriesHandler(BaseHandler):
+    query_params: dict[str, str] = {}
+
     async def get(self, name: str) -> None:
         self.write_json(await self.ctx.run(self.ctx.predictions.series, name))
 
 
-class HistoryHandler(PredictBase):
+class HistoryHandler(BaseHandler):
+    query_params = {"series": ONE, "limit": ONE}
+
     async def get(self, name: str) -> None:
-        series = parse_series(self._single("series"))
-        raw = self._single("limit")
+        series = parse_series(query_value(self, "series"))
+        raw = query_value(self, "limit")
         limit = DEFAULT_HISTORY
         if raw is not None:
             if not re.fullmatch(r"[0-9]{1,7}", raw) or not 1 <= int(raw) <= MAX_HISTORY:
@@ -261,4 +270,4 @@ class HistoryHandler(PredictBase):
             limit = int(raw)
         self.write_json(await self.ctx.run(self.ctx.predictions.history, name, series, limit))
 
-    _single = PredictHandler._single
+

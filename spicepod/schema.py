@@ -17,11 +17,11 @@ from typing import Any
 
 import yaml
 
+from spicepod.addresses import parse_host_port
 from spicepod.errors import SpicepodError
 
 IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 FREQUENCY = re.compile(r"^(\d*)(s|min|h|d|w|mo|q|y)$")
-HOST_PORT = re.compile(r"^(?P<host>[A-Za-z0-9_.\-]+|\[[0-9A-Fa-f:]+\]):(?P<port>\d{1,5})$")
 ENV_REF = re.compile(r"\$\{env:([A-Za-z_][A-Za-z0-9_]*)\}")
 SIZE = re.compile(r"^\d+(\.\d+)?\s*(B|KB|MB|GB|TB|KiB|MiB|GiB|TiB)$", re.IGNORECASE)
 
@@ -203,8 +203,12 @@ def _time_format(value: Any, key: str) -> str:
 
 def _scheduler(value: Any, key: str) -> str:
     value = _string(value, key)
-    if not value.startswith("tcp://") or not HOST_PORT.match(value[len("tcp://"):]):
-        raise _Invalid(f"'{key}' must be tcp://HOST:PORT, got {value!r}")
+    try:
+        if not value.startswith("tcp://"):
+            raise ValueError(value)
+        parse_host_port(value[len("tcp://"):])
+    except ValueError:
+        raise _Invalid(f"'{key}' must be tcp://HOST:PORT, got {value!r}") from None
     return value
 
 
@@ -216,9 +220,10 @@ def _positive_number(value: Any, key: str) -> float:
 
 def _host_port(value: Any, key: str) -> str:
     value = _string(value, key)
-    match = HOST_PORT.match(value)
-    if not match or int(match["port"]) > 65535:
-        raise _Invalid(f"'{key}' must be HOST:PORT with a port from 0 to 65535, got {value!r}")
+    try:
+        parse_host_port(value)
+    except ValueError:
+        raise _Invalid(f"'{key}' must be HOST:PORT with a port from 0 to 65535, got {value!r}") from None
     return value
 
 

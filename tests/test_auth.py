@@ -151,7 +151,7 @@ def test_flight_basic_auth_handshake_wrong_password(runtime) -> None:
 
 # --- HTTP -----------------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("path", ["/v1/ready", "/v1/datasets", "/v1/does-not-exist"])
+@pytest.mark.parametrize("path", ["/v1/models", "/v1/datasets", "/v1/does-not-exist"])
 @pytest.mark.parametrize("headers", [{}, {"X-API-Key": WRONG}, {"X-API-Key": ""}, {"X-API-Key": KEY + "x"},
                                      {"Authorization": f"Bearer {KEY}"}],
                          ids=["none", "wrong", "empty", "longer", "bearer_instead"])
@@ -175,9 +175,10 @@ def test_http_datasets_with_key(runtime) -> None:
     assert names == ["metrics", "rw"]
 
 
-def test_http_health_open(runtime) -> None:
-    response = runtime.get("/health", auth=False)
-    assert (response.status, response.text) == (200, "ok")
+@pytest.mark.parametrize(("path", "text"), [("/health", "ok"), ("/v1/ready", "ready")])
+def test_http_probes_open(runtime, path: str, text: str) -> None:
+    response = runtime.get(path, auth=False)
+    assert (response.status, response.text) == (200, text)
 
 
 # --- the key never appears in the log ---------------------------------------------------------------------
@@ -203,7 +204,7 @@ def test_key_from_spicepod_env(runtime_factory) -> None:
     text = POD.replace("name: auth\n", "name: auth_env\nruntime:\n  auth:\n    api_key: ${env:FC_TEST_AUTH_KEY}\n")
     pod = make_pod(runtime_factory.new_dir(), text)
     rt = runtime_factory(spicepod=pod, env={"FC_TEST_AUTH_KEY": ENV_KEY}, ready=False)
-    assert rt.get("/v1/ready", auth=False).status == 401
+    assert rt.get("/v1/datasets", auth=False).status == 401
     assert rt.get("/health", auth=False).status == 200
     rt.api_key = ENV_KEY  # the helpers send it from now on
     rt.wait_ready()
@@ -221,8 +222,8 @@ def test_cli_key_overrides_spicepod_key(runtime_factory) -> None:
     text = POD.replace("name: auth\n", "name: auth_both\nruntime:\n  auth:\n    api_key: spicepod-key-1234\n")
     pod = make_pod(runtime_factory.new_dir(), text)
     rt = runtime_factory(spicepod=pod, api_key=KEY)
-    assert rt.get("/v1/ready", headers={"X-API-Key": KEY}, auth=False).status == 200
-    assert rt.get("/v1/ready", headers={"X-API-Key": "spicepod-key-1234"}, auth=False).status == 401
+    assert rt.get("/v1/datasets", headers={"X-API-Key": KEY}, auth=False).status == 200
+    assert rt.get("/v1/datasets", headers={"X-API-Key": "spicepod-key-1234"}, auth=False).status == 401
     client = rt.flight_client()
     with pytest.raises(UNAUTH):
         list(client.list_flights(options=bearer_options("spicepod-key-1234")))

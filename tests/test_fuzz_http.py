@@ -38,6 +38,8 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
+from http_api.base import OPEN_PATHS
+
 pytestmark = pytest.mark.fuzz
 
 FULL = os.environ.get("FLIGHTCAST_FUZZ") == "full"
@@ -291,7 +293,7 @@ def probe(target: Target, tally: Tally) -> None:
         for method in METHODS:
             if method.lower() not in operations:
                 attempts.append((method, url_path, None, key, {405}))
-                if keyless and path != "/health":
+                if keyless and path not in OPEN_PATHS:
                     attempts.append((method, url_path, None, {}, {401}))
     for path in UNKNOWN_PATHS:
         attempts.append(("GET", path, None, key, {404}))

@@ -1,4 +1,8 @@
-"""The HTTP API through a real `flightcast run` on free ports: contract, errors, auth, SQL, metrics, concurrency."""
+"""The HTTP API of a real runtime on free ports: contract, errors, auth, SQL, metrics, concurrency.
+
+The runtimes run in the test process (harness.InProcessRuntime: the same composition root as
+`flightcast run`); signals, crashes and the CLI are tested through subprocesses elsewhere.
+"""
 
 from __future__ import annotations
 
@@ -79,7 +83,7 @@ models:
   - from: lightgbm
     name: sun_big
     datasets: [sunspots]
-    params: {{lookback: 36, horizon: 6, lightgbm: {{num_boost_round: 500, num_leaves: 63}}}}
+    params: {{lookback: 36, horizon: 6, backtest_windows: 1, lightgbm: {{num_boost_round: 500, num_leaves: 63}}}}
 """
 FILES = ["austres.csv", "woolyrnq.csv", "nile.csv", "us_realgdp.csv", "sunspots_monthly.csv"]
 QUICK_MODELS = ["austres_m", "wool_m", "nile_m"]
@@ -100,8 +104,8 @@ def start(factory: RuntimeFactory, text: str, files: list[str], **kwargs: Any) -
 
 
 @pytest.fixture(scope="module")
-def rt(module_runtime_factory: RuntimeFactory) -> Runtime:
-    return start(module_runtime_factory, SPICEPOD, FILES)
+def rt(module_inprocess_factory: RuntimeFactory) -> Runtime:
+    return start(module_inprocess_factory, SPICEPOD, FILES)
 
 
 # --- body checks ----------------------------------------------------------------------------------------
@@ -420,7 +424,7 @@ def test_sql_arrow_ipc(rt: Runtime) -> None:
     assert response.status == 200 and response.content_type == "application/vnd.apache.arrow.stream"
     table = pa.ipc.open_stream(response.body).read_all()
     expected = pa.table({
-        "ts": pa.array([datetime(1971, 4, 1), datetime(1971, 7, 1)], pa.timestamp("us")),
+        "ts": pa.array([datetime(1971, 4, 1), datetime(1971, 7, 1)], pa.timestamp("us", tz="UTC")),
         "value": pa.array([13067.3, 13130.5], pa.float64()),
     })
     assert table.equals(expected)
@@ -553,17 +557,17 @@ models:
 KEY = "s3cret-key-for-tests"
 
 
-def test_auth_on_every_v1_route(runtime_factory: RuntimeFactory) -> None:
-    rt = start(runtime_factory, SMALL, ["nile.csv", "austres.csv"], api_key=KEY)
+def test_auth_on_every_v1_route(inprocess_factory: RuntimeFactory) -> None:
+    rt = start(inprocess_factory, SMALL, ["nile.csv", "austres.csv"], api_key=KEY)
     requests = [
-        ("GET", "/metrics", None), ("GET", "/v1/openapi.json", None), ("GET", "/v1/ready", None),
-        ("GET", "/v1/datasets", None), ("GET", "/v1/models", None), ("GET", "/v1/models/nile_m/predict", None),
+        ("GET", "/metrics", None), ("GET", "/v1/openapi.json", None), ("GET", "/v1/datasets", None),
+        ("GET", "/v1/models", None), ("GET", "/v1/models/nile_m/predict", None),
         ("POST", "/v1/models/nile_m/train", b""), ("POST", "/v1/predict", {"predictions": [{"model_name": "nile_m"}]}),
         ("POST", "/v1/sql", b"SELECT 1 AS x"), ("GET", "/v1/no_such_route", None),
         ("DELETE", "/v1/models", None),
     ]
     templates = {_template_of(path) for _, path, _ in requests}
-    assert {route_template(p, h) for p, h in ROUTES} - templates == {"/health"}
+    assert {route_template(p, h) for p, h in ROUTES} - templates == {"/health", "/v1/ready"}
     for method, path, body in requests:
         for headers in ({}, {"X-API-Key": "wrong"}, {"X-API-Key": KEY + "x"}, {"Authorization": f"Bearer {KEY}x"}):
             response = http_request(rt.http_url + path, method, body, headers)
@@ -574,6 +578,7 @@ def test_auth_on_every_v1_route(runtime_factory: RuntimeFactory) -> None:
         expected = {"/v1/no_such_route": 404}.get(path, 405 if method == "DELETE" else 200)
         assert response.status == expected, (method, path, response.status, response.body[:300])
     assert rt.get("/health", auth=False).text == "ok"
+    assert rt.get("/v1/ready", auth=False).text == "ready"  # probes need no key
     check_error(rt.get("/elsewhere", auth=False), 404, "NotFound")  # only /v1/* and /metrics need the key
     assert rt.get("/metrics", auth=False, headers={"Authorization": f"Bearer {KEY}"}).status == 200
     doc = rt.get_json("/v1/openapi.json")
@@ -582,8 +587,8 @@ def test_auth_on_every_v1_route(runtime_factory: RuntimeFactory) -> None:
     assert KEY not in rt.log_text()
 
 
-def test_internal_error_from_a_corrupted_model_file(runtime_factory: RuntimeFactory) -> None:
-    rt = start(runtime_factory, SMALL, ["nile.csv", "austres.csv"])
+def test_internal_error_from_a_corrupted_model_file(inprocess_factory: RuntimeFactory) -> None:
+    rt = start(inprocess_factory, SMALL, ["nile.csv", "austres.csv"])
     check_success(rt.get_json("/v1/models/nile_m/predict"), "nile_m", 3)
     rt.stop()
     # Corrupt the stored version: it now claims one booster per step ('direct') but has a single one.
@@ -593,7 +598,7 @@ def test_internal_error_from_a_corrupted_model_file(runtime_factory: RuntimeFact
     meta["strategy"] = "direct"
     model_json.write_text(json.dumps(meta))
 
-    rt = runtime_factory(spicepod=rt.spicepod, data_dir=rt.data_dir)
+    rt = inprocess_factory(spicepod=rt.spicepod, data_dir=rt.data_dir)
     response = rt.get("/v1/models/nile_m/predict")
     body = check_predict_error(response, 500, "InternalError", "nile_m", 8)
     assert body["error_message"].startswith("internal error")

@@ -9,6 +9,7 @@ import pytest
 import tornado.web
 
 from http_api.app import ROUTES
+from http_api.handlers import PredictHandler
 from http_api.openapi import build_openapi
 
 HTTP_METHODS = ("get", "post", "put", "patch", "delete", "head", "options")
@@ -87,7 +88,7 @@ def test_document_shape(api_key: bool) -> None:
             responses = op["responses"]
             assert any(code.startswith("2") for code in responses), (path, method)
             assert "500" in responses and "404" in responses and "405" in responses
-            protected = path != "/health"
+            protected = path not in ("/health", "/v1/ready")  # probes are open
             assert ("401" in responses) == (api_key and protected), (path, method)
             assert ("security" in op) == (api_key and protected), (path, method)
     error = schemas["Error"]
@@ -102,9 +103,13 @@ def test_predict_and_batch_documented_as_spec() -> None:
     doc = build_openapi(api_key=False)
     get = doc["paths"]["/v1/models/{name}/predict"]["get"]
     assert {p["name"] for p in get["parameters"]} == {"name", "horizon"}
+    documented = {p["name"] for p in get["parameters"] if p["in"] == "query"}
+    assert documented <= set(PredictHandler.query_params), "a documented query parameter the route refuses"
     assert {"200", "400", "500"} <= set(get["responses"])
     post = doc["paths"]["/v1/predict"]["post"]
     assert post["requestBody"]["content"]["application/json"]["schema"]["$ref"].endswith("BatchPredictRequest")
     assert "400" in post["responses"]
     sql = doc["paths"]["/v1/sql"]["post"]["responses"]["200"]["content"]
-    assert set(sql) == {"application/json", "text/csv", "application/vnd.apache.arrow.stream"}
+    assert set(sql) == {"application/json", "text/csv", "application/vnd.apache.arrow.stream",
+                        "application/vnd.apache.parquet", "application/x-parquet"}
+    assert "406" in doc["paths"]["/v1/sql"]["post"]["responses"]

@@ -30,7 +30,15 @@ def pod(*, ds_from: str = f"file:{AUSTRES}", ds_name: str = "co2", ds_extra: str
     )
 
 
-PARAM_KEYS = "frequency, horizon, lightgbm, lookback, strategy, value_column"
+PARAM_KEYS = ("aggregate, backtest_windows, fill, frequency, horizon, lightgbm, lookback, retrain_after_rows, "
+              "strategy, value_column")
+
+
+def named(entries) -> dict:
+    """Datasets or models of a parsed spicepod by name."""
+    return {entry.name: entry for entry in entries}
+
+
 SQL_ID = "must be an SQL identifier ([A-Za-z_][A-Za-z0-9_]*)"
 FREQ = ("must be a step like 15min, 1h, 1d, 1w, 1mo, 1q or 1y (units s, min, h, d, w, mo, q, y)")
 
@@ -39,15 +47,15 @@ INVALID = [
     ("unknown_top_key", HEAD + "foo: 1\n",
      "unknown key 'foo'; expected one of datasets, kind, models, name, runtime, version"),
     ("unknown_runtime_key", HEAD + "runtime:\n  htp: 127.0.0.1:1\n",
-     "runtime: unknown key 'htp'; expected one of auth, data_dir, flight, http, limits"),
+     "runtime: unknown key 'htp'; expected one of auth, data_dir, flight, http, limits, training"),
     ("unknown_auth_key", HEAD + "runtime:\n  auth:\n    key: x\n",
      "runtime: unknown key 'key'; expected one of api_key"),
     ("unknown_limits_key", HEAD + "runtime:\n  limits:\n    timeout: 1\n",
      "runtime: unknown key 'timeout'; expected one of max_batch_rows, max_horizon, max_put_rows, max_request_bytes, "
      "memory_limit, query_timeout_seconds"),
     ("unknown_dataset_key", pod(ds_extra="    time_colum: t\n"),
-     "datasets[0] (co2): unknown key 'time_colum'; expected one of description, from, mode, name, "
-     "time_column, time_format"),
+     "datasets[0] (co2): unknown key 'time_colum'; expected one of description, from, mode, name, on_duplicate, "
+     "series_column, time_column, time_format"),
     ("unknown_model_key", pod(model_extra="    param: {}\n"),
      "models[0] (co2_a): unknown key 'param'; expected one of datasets, description, from, name, params"),
     ("unknown_params_key", pod(params="      lookbak: 24\n"),
@@ -71,7 +79,7 @@ INVALID = [
      "datasets[0] (co2): 'mode' must be one of read, read_write, got 'write'"),
     ("bad_time_format", pod(ds_extra="    time_format: epoch\n"),
      "datasets[0] (co2): 'time_format' must be one of timestamp, timestamptz, unix_seconds, unix_millis, "
-     "ISO8601, got 'epoch'"),
+     "ISO8601 or a strptime pattern with a % (e.g. '%Y', '%d/%m/%Y %H:%M'), got 'epoch'"),
     ("bad_time_column", pod(ds_extra="    time_column: 1ts\n"),
      f"datasets[0] (co2): 'time_column' {SQL_ID}, got '1ts'"),
     ("lookback_zero", pod(params="      lookback: 0\n"),
@@ -87,7 +95,7 @@ INVALID = [
     ("horizon_zero", pod().replace("      horizon: 3\n", "      horizon: 0\n"),
      "models[1] (co2_b): 'horizon' must be a positive integer, got 0"),
     ("bad_strategy", pod(params="      strategy: both\n"),
-     "models[1] (co2_b): 'strategy' must be one of recursive, direct, got 'both'"),
+     "models[1] (co2_b): 'strategy' must be one of recursive, direct, auto, got 'both'"),
     ("bad_frequency_unit", pod(params="      frequency: 5x\n"),
      f"models[1] (co2_b): 'frequency' {FREQ}, got '5x'"),
     ("zero_frequency", pod(params="      frequency: 0h\n"),
@@ -255,12 +263,12 @@ def test_full_spicepod_values(tmp_path: Path) -> None:
     assert spec.version == "v1beta1"
     assert (spec.runtime.http, spec.runtime.flight, spec.runtime.data_dir) == (
         "0.0.0.0:8080", "127.0.0.1:0", Path("/var/tmp/fc"))
-    model = spec.model("m")
+    model = named(spec.models)["m"]
     assert (model.tag, model.datasets, model.value_column, model.lookback, model.horizon) == (
         "1.0", ("sink",), "v", 24, 12)
     assert (model.frequency, model.strategy) == ("1mo", "direct")
     assert dict(model.lightgbm) == {"num_leaves": 31, "learning_rate": 0.05, "num_boost_round": 200}
-    sink = spec.dataset("sink")
+    sink = named(spec.datasets)["sink"]
     assert (sink.time_column, sink.time_format) == ("at", "unix_millis")
 
 
@@ -290,11 +298,12 @@ models:
     monkeypatch.chdir(elsewhere)
     spec = load_spicepod(path, env={})
     assert spec.runtime.data_dir == (pod_dir / "store" / "here").resolve()
-    assert spec.dataset("x").path == (pod_dir / "data" / "x.csv").resolve()
-    assert spec.dataset("y").path == (pod_dir / "data" / "y.parquet").resolve()
-    assert spec.dataset("y").format == "parquet"
-    assert spec.dataset("z").path == AUSTRES.resolve()
-    assert spec.model("m").kind == "file" and spec.model("m").path == (pod_dir / "model.txt").resolve()
+    datasets, model = named(spec.datasets), named(spec.models)["m"]
+    assert datasets["x"].path == (pod_dir / "data" / "x.csv").resolve()
+    assert datasets["y"].path == (pod_dir / "data" / "y.parquet").resolve()
+    assert datasets["y"].format == "parquet"
+    assert datasets["z"].path == AUSTRES.resolve()
+    assert model.kind == "file" and model.path == (pod_dir / "model.txt").resolve()
 
 
 @pytest.mark.parametrize(("suffix", "fmt"), [(".csv", "csv"), (".parquet", "parquet"), (".arrow", "arrow"),
@@ -303,7 +312,7 @@ def test_file_formats_by_suffix(tmp_path: Path, suffix: str, fmt: str) -> None:
     (tmp_path / f"d{suffix}").write_bytes(b"")
     text = HEAD + f"datasets:\n  - from: file:d{suffix}\n    name: d\n"
     spec = parse_spicepod(text, tmp_path / "s.yaml", env={})
-    assert spec.dataset("d").format == fmt
+    assert named(spec.datasets)["d"].format == fmt
 
 
 def test_env_substitution() -> None:
@@ -311,7 +320,7 @@ def test_env_substitution() -> None:
         "datasets:\n  - from: flight\n    name: sink\n    description: pre-${env:FC_WORD}-post\n"
     spec = parse_spicepod(text, "spicepod.yaml", env={"FC_KEY": "s3cret-key", "FC_WORD": "mid"})
     assert spec.runtime.api_key == "s3cret-key"
-    assert spec.dataset("sink").description == "pre-mid-post"
+    assert named(spec.datasets)["sink"].description == "pre-mid-post"
 
 
 def test_env_substitution_reads_the_process_environment(monkeypatch) -> None:
@@ -326,14 +335,15 @@ def test_flight_dataset_is_read_write() -> None:
         "    mode: read_write\n"
     spec = parse_spicepod(text, "spicepod.yaml", env={})
     for name in ("sink", "sink2"):
-        dataset = spec.dataset(name)
+        dataset = named(spec.datasets)[name]
         assert (dataset.kind, dataset.mode) == ("flight", "read_write")
         assert (dataset.path, dataset.format) == (None, None)
 
 
 def test_read_write_dataset_seeded_from_file() -> None:
     spec = parse_spicepod(pod(ds_extra="    mode: read_write\n"), "spicepod.yaml", env={})
-    assert spec.dataset("co2").mode == "read_write" and spec.dataset("co2").kind == "file"
+    co2 = named(spec.datasets)["co2"]
+    assert co2.mode == "read_write" and co2.kind == "file"
 
 
 # --- the CLI on an invalid spicepod --------------------------------------------------------------------
