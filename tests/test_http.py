@@ -564,7 +564,8 @@ def test_auth_on_every_v1_route(inprocess_factory: RuntimeFactory) -> None:
         ("GET", "/v1/models", None), ("GET", "/v1/models/nile_m/predict", None),
         ("POST", "/v1/models/nile_m/train", b""), ("POST", "/v1/predict", {"predictions": [{"model_name": "nile_m"}]}),
         ("POST", "/v1/sql", b"SELECT 1 AS x"), ("GET", "/v1/no_such_route", None),
-        ("DELETE", "/v1/models", None),
+        ("DELETE", "/v1/models", None), ("GET", "/v1/models/nile_m/series", None),
+        ("GET", "/v1/models/nile_m/forecasts", None), ("GET", "/v1/models/nile_m/history", None),
     ]
     templates = {_template_of(path) for _, path, _ in requests}
     assert {route_template(p, h) for p, h in ROUTES} - templates == {"/health", "/v1/ready"}

@@ -9,8 +9,8 @@ import pytest
 import tornado.web
 
 from http_api.app import ROUTES
-from http_api.handlers import PredictHandler
 from http_api.openapi import build_openapi
+from http_api.predict import PredictHandler
 
 HTTP_METHODS = ("get", "post", "put", "patch", "delete", "head", "options")
 
@@ -102,7 +102,7 @@ def test_document_shape(api_key: bool) -> None:
 def test_predict_and_batch_documented_as_spec() -> None:
     doc = build_openapi(api_key=False)
     get = doc["paths"]["/v1/models/{name}/predict"]["get"]
-    assert {p["name"] for p in get["parameters"]} == {"name", "horizon"}
+    assert {p["name"] for p in get["parameters"]} == {"name", "horizon", "series", "level"}
     documented = {p["name"] for p in get["parameters"] if p["in"] == "query"}
     assert documented <= set(PredictHandler.query_params), "a documented query parameter the route refuses"
     assert {"200", "400", "500"} <= set(get["responses"])
