@@ -61,6 +61,13 @@ class NoticeHub:
                             subscriber.peer, ACK_TIMEOUT_S)
                 self._drop(subscriber)
 
+    def close(self) -> None:
+        """End every subscription (at shutdown: a subscription is a call that never ends by itself)."""
+        with self._lock:
+            subscribers = list(self._subscribers)
+        for subscriber in subscribers:
+            self._drop(subscriber)
+
     def _drop(self, subscriber: _Subscriber) -> None:
         subscriber.alive = False
         with self._lock:

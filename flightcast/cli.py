@@ -1,5 +1,6 @@
-"""`flightcast run [--spicepod PATH] [--http HOST:PORT] [--flight HOST:PORT] [--data-dir DIR] [--api-key KEY]`
-and `flightcast run --help-spicepod` (every spicepod key with its default and help)."""
+"""`flightcast run [--spicepod PATH] [--http HOST:PORT] [--flight HOST:PORT] [--data-dir DIR] [--api-key KEY]
+[--role all|data|serve] [--data grpc://HOST:PORT]` and `flightcast run --help-spicepod` (every spicepod key
+with its default and help)."""
 
 from __future__ import annotations
 
@@ -33,6 +34,13 @@ def _host_port(value: str) -> str:
     return value
 
 
+def _grpc_location(value: str) -> str:
+    if not value.startswith("grpc://"):
+        raise argparse.ArgumentTypeError(f"expected grpc://HOST:PORT, got {value!r}")
+    _host_port(value[len("grpc://"):])
+    return value
+
+
 class _HelpSpicepod(argparse.Action):
     """Like --help: print every spicepod key with its default and help, then exit 0."""
 
@@ -54,6 +62,11 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--flight", type=_host_port, help="Flight listen address (default 127.0.0.1:50051)")
     run.add_argument("--data-dir", help="where stored datasets and models live (default .flightcast/)")
     run.add_argument("--api-key", help="require this API key on HTTP /v1/* and on Flight")
+    run.add_argument("--role", choices=("all", "data", "serve"), default="all",
+                     help="all (default): one process; data: the Flight server alone; serve: pipelines and HTTP "
+                          "against the data node named by --data")
+    run.add_argument("--data", type=_grpc_location, metavar="grpc://HOST:PORT",
+                     help="the data node a serve node reads from (its key is --api-key)")
     run.add_argument("--help-spicepod", action=_HelpSpicepod)
     return parser
 
@@ -69,7 +82,10 @@ def configure_logging() -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if (args.role == "serve") != (args.data is not None):
+        parser.error("--data grpc://HOST:PORT goes with --role serve, and --role serve needs it")
     configure_logging()
     try:
         pod = load_spicepod(args.spicepod)
@@ -90,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
     from flightcast.runtime import Runtime, StartError  # heavy imports once the spicepod is known valid
 
     try:
-        code = Runtime(pod).run()
+        code = Runtime(pod, role=args.role, data_location=args.data).run()
     except SpicepodError as exc:  # data that does not fit its declaration stops start-up the same way
         print(f"{args.spicepod}: {exc.message}", file=sys.stderr)
         return 2

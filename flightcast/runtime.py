@@ -40,12 +40,28 @@ def _client_host(host: str) -> str:
     return {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(host, host)
 
 
-class Runtime:
-    """One spicepod served: `run()` until SIGINT/SIGTERM, or `async with runtime.running():` to embed it."""
+ROLES = ("all", "data", "serve")
 
-    def __init__(self, pod: Spicepod, grace_s: float = SHUTDOWN_GRACE_S):
+
+class Runtime:
+    """One spicepod served: `run()` until SIGINT/SIGTERM, or `async with runtime.running():` to embed it.
+
+    Roles: `all` (one process: store, Flight, pipelines, HTTP), `data` (the store and its Flight server
+    alone), `serve` (pipelines and HTTP against the data node at `data_location`, whose commit notices
+    they subscribe to).
+    """
+
+    def __init__(
+        self, pod: Spicepod, grace_s: float = SHUTDOWN_GRACE_S, role: str = "all", data_location: str | None = None,
+    ):
+        if role not in ROLES:
+            raise ValueError(f"role must be one of {', '.join(ROLES)}, got {role!r}")
+        if (role == "serve") != (data_location is not None):
+            raise ValueError("a serve node needs the data node's location (--data grpc://HOST:PORT), and only it")
         self.pod = pod
         self.grace_s = grace_s
+        self.role = role
+        self.data_location = data_location
         self.http_port: int | None = None  # the bound ports, once running
         self.flight_port: int | None = None
         self._flight_open = False
@@ -71,13 +87,18 @@ class Runtime:
         pod = self.pod
         started = time.perf_counter()
         async with contextlib.AsyncExitStack() as stack:
-            store = self._open_store(stack)
-            client = self._start_flight(stack, store)
-            context = self._start_pipelines(stack, store, client)
-            self._start_http(stack, context)
+            if self.role == "serve":
+                client = FlightDataClient(self.data_location, pod.runtime.api_key)
+                store = None
+            else:
+                store = self._open_store(stack)
+                client = self._start_flight(stack, store)
+            if self.role != "data":
+                context = self._start_pipelines(stack, store, client)
+                self._start_http(stack, context)
             log.info(
-                "spicepod %s: %d datasets, %d models, started in %.0f ms",
-                pod.name, len(pod.datasets), len(pod.models), (time.perf_counter() - started) * 1000,
+                "spicepod %s (role %s): %d datasets, %d models, started in %.0f ms",
+                pod.name, self.role, len(pod.datasets), len(pod.models), (time.perf_counter() - started) * 1000,
             )
             yield self
 
@@ -115,7 +136,9 @@ class Runtime:
 
     def _stop_flight(self, server: FlightService) -> None:
         # Calls in flight finish (a DoPut commits or rolls back); a client that stalls mid-stream does
-        # not hold the exit for longer than the grace period.
+        # not hold the exit for longer than the grace period. Notice subscriptions never finish by
+        # themselves: they are ended first.
+        server.notices.close()
         closer = threading.Thread(target=server.shutdown, name="flight-shutdown", daemon=True)
         closer.start()
         closer.join(self.grace_s)
@@ -125,7 +148,7 @@ class Runtime:
         self._flight_open = False
 
     def _start_pipelines(
-        self, stack: contextlib.AsyncExitStack, store: DatasetStore, client: FlightDataClient
+        self, stack: contextlib.AsyncExitStack, store: DatasetStore | None, client: FlightDataClient
     ) -> AppContext:
         pod, runtime = self.pod, self.pod.runtime
         predictions = PredictionService(
@@ -134,8 +157,11 @@ class Runtime:
             client,
             runtime.data_dir,
             max_horizon=runtime.limits.max_horizon,
+            remote=store is None,
+            training=runtime.training,
         )
-        store.subscribe(predictions.on_data_changed)  # commit notices, in-process
+        if store is not None:
+            store.subscribe(predictions.on_data_changed)  # commit notices, in-process
         context = AppContext(predictions, client, runtime.api_key)
         stack.callback(context.close)
         predictions.on_training = context.metrics.training

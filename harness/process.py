@@ -55,7 +55,7 @@ class RuntimeProcess(RuntimeEndpoints):
         return cmd + self.extra_args
 
     def start(self, timeout: float | None = None) -> RuntimeProcess:
-        """Start and wait until both ports are logged (not until models are trained: see wait_ready)."""
+        """Start and wait until its ports are logged (not until models are trained: see wait_ready)."""
         timeout = self.start_timeout if timeout is None else timeout
         env = {name: value for name, value in os.environ.items() if not name.startswith("FLIGHTCAST_")}
         env["PYTHONUNBUFFERED"] = "1"
@@ -67,12 +67,14 @@ class RuntimeProcess(RuntimeEndpoints):
             )
         LIVE.append(self)
         deadline = time.monotonic() + timeout
+        role = self.extra_args[self.extra_args.index("--role") + 1] if "--role" in self.extra_args else "all"
         while True:
             text = self.log_text()
             http_match, flight_match = HTTP_LINE.search(text), FLIGHT_LINE.search(text)
-            if http_match and flight_match:
-                self.http_port = int(http_match["port"])
-                self.flight_port = int(flight_match["port"])
+            # A data node serves Flight only, a serve node HTTP only.
+            if (http_match or role == "data") and (flight_match or role == "serve"):
+                self.http_port = int(http_match["port"]) if http_match else None
+                self.flight_port = int(flight_match["port"]) if flight_match else None
                 return self
             code = self.proc.poll()
             if code is not None:

@@ -73,7 +73,9 @@ def typed_errors() -> Iterator[None]:
     except (pa.ArrowException, flight.FlightError) as exc:
         code = next((code for cls, code in _FLIGHT_CODES if isinstance(exc, cls)), "internal")
         message = _message(exc)
-        if code in ("internal", "unavailable"):
+        if code == "unavailable":
+            message = f"the data node (Flight server) is unavailable: {message}"
+        elif code == "internal":
             message = f"flight server: {message}"
         raise error_for_flight_code(code)(message) from None
 
