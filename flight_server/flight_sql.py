@@ -17,12 +17,10 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from importlib import metadata
 from typing import Any
 
-import duckdb
 import numpy as np
 import pyarrow as pa
 import pyarrow.flight as flight
@@ -30,6 +28,7 @@ from google.protobuf import any_pb2
 from google.protobuf.message import DecodeError, Message
 
 from flight_server import flightsql_pb2 as pb
+from flight_server.ingest import incoming_batches, malformed_stream
 from flight_server.store import DatasetStore
 from spicepod import InvalidInput, LimitExceeded, Unimplemented
 
@@ -276,13 +275,7 @@ class ParameterisedQueries:
 
     def parameter_names(self, sql: str) -> list[str]:
         """The statement's parameters in binding order: `?`/`$1` positions, or `$name`s in order of use."""
-        cursor = self.store._cursor()  # parsing only; a cursor of its own, as connections are not thread-safe
-        try:
-            statements = cursor.extract_statements(sql)
-        except duckdb.Error as exc:
-            raise InvalidInput(str(exc)) from None
-        finally:
-            cursor.close()
+        statements = self.store.statements(sql)
         names = set(statements[0].named_parameters) if len(statements) == 1 else set()
         if all(n.isdigit() for n in names):
             return sorted(names, key=int)
@@ -726,7 +719,7 @@ class FlightSql:
     def _bind(self, statement: PreparedStatement, reader: flight.MetadataRecordBatchReader) -> None:
         sets: list[list[Any]] = []
         types: tuple[pa.DataType, ...] = ()
-        for batch in _incoming(reader):
+        for batch in incoming_batches(reader):
             types = types or tuple(batch.schema.types)
             if batch.num_columns != len(statement.parameter_names):
                 raise InvalidInput(f"the prepared statement has {len(statement.parameter_names)} parameters; "
@@ -763,10 +756,10 @@ class FlightSql:
             if given not in (None, "", expected):
                 raise InvalidInput(f"ingest refused: unknown {key} '{given}' (datasets are in {CATALOG}.{DB_SCHEMA})")
         name = command.table
-        with _malformed_stream():
+        with malformed_stream():
             schema = reader.schema
         self.store.check_put_schema(name, schema)  # refuse before reading a single batch
-        rows = self.store.append(name, schema, _incoming(reader), abandoned=context.is_cancelled)
+        rows = self.store.append(name, schema, incoming_batches(reader), abandoned=context.is_cancelled)
         log.info("dataset %s: Flight SQL ingest committed %d rows", name, rows)
         return rows
 
@@ -777,24 +770,3 @@ def _values(names: list[str], values: list[Any]) -> list[Any] | dict[str, Any]:
         return list(values)
     return dict(zip(names, values, strict=True))
 
-
-@contextmanager
-def _malformed_stream() -> Iterator[None]:
-    """A DoPut stream that cannot be read (bad IPC, a batch of another schema) is the client's error."""
-    try:
-        yield
-    except (OSError, pa.ArrowException) as exc:
-        if isinstance(exc, flight.FlightError):
-            raise
-        raise InvalidInput(f"DoPut stream cannot be read: {exc}") from None
-
-
-def _incoming(reader: flight.MetadataRecordBatchReader) -> Iterator[pa.RecordBatch]:
-    while True:
-        with _malformed_stream():
-            try:
-                chunk = reader.read_chunk()
-            except StopIteration:
-                return
-        if chunk.data is not None:
-            yield chunk.data

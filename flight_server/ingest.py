@@ -14,6 +14,7 @@ REPLACE and against de-duplicating on read: see bench/bench_flight.py.
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from datetime import datetime, timezone
 from typing import Any
 
@@ -21,6 +22,7 @@ import duckdb
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.flight as flight
 
 from flight_server.sources import MAX_SERIES_ID_BYTES
 from spicepod import DatasetSpec, InvalidInput, LimitExceeded, Limits, quote_ident
@@ -297,3 +299,26 @@ def _delete_replaced(cur: duckdb.DuckDBPyConnection, table: str, spec: DatasetSp
         f"DELETE FROM {table} WHERE {bounds} AND {key} IN (SELECT {staged_keys} FROM {STAGED} WHERE {bounds})",
         [lo, hi, lo, hi],
     ).fetchall()[0][0]
+
+
+@contextmanager
+def malformed_stream() -> Iterator[None]:
+    """A DoPut stream that cannot be read (bad IPC, a batch of another schema) is the client's error."""
+    try:
+        yield
+    except (OSError, pa.ArrowException) as exc:
+        if isinstance(exc, flight.FlightError):
+            raise
+        raise InvalidInput(f"DoPut stream cannot be read: {exc}") from None
+
+
+def incoming_batches(reader: flight.MetadataRecordBatchReader) -> Iterator[pa.RecordBatch]:
+    """The record batches of a DoPut stream as they arrive (metadata-only messages skipped)."""
+    while True:
+        with malformed_stream():
+            try:
+                chunk = reader.read_chunk()
+            except StopIteration:
+                return
+        if chunk.data is not None:
+            yield chunk.data

@@ -6,7 +6,6 @@ import functools
 import json
 import logging
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from typing import Any, TypeVar
 
 import pyarrow as pa
@@ -14,6 +13,7 @@ import pyarrow.flight as flight
 
 from flight_server import flight_sql, notices
 from flight_server.auth import ApiKey, ApiKeyMiddlewareFactory, HandshakeAuthHandler
+from flight_server.ingest import incoming_batches, malformed_stream
 from flight_server.notices import NoticeHub
 from flight_server.store import DatasetStore
 from spicepod import FlightcastError, InvalidInput, Unimplemented
@@ -152,10 +152,10 @@ class FlightService(flight.FlightServerBase):
         if message := flight_sql.unpack(descriptor.command or b""):
             return self.sql.do_put(context, message, reader, writer)
         name = _dataset_name(descriptor)
-        with _malformed_stream():
+        with malformed_stream():
             schema = reader.schema
         self.store.check_put_schema(name, schema)  # refuse before reading a single batch
-        rows = self.store.append(name, schema, _batches(reader), abandoned=context.is_cancelled)
+        rows = self.store.append(name, schema, incoming_batches(reader), abandoned=context.is_cancelled)
         writer.write(pa.py_buffer(json.dumps({"dataset": name, "rows": rows}).encode()))
         log.info("dataset %s: DoPut committed %d rows", name, rows)
 
@@ -186,25 +186,3 @@ class FlightService(flight.FlightServerBase):
         else:
             raise InvalidInput(f"unknown action '{action.type}'; ListActions lists {', '.join(ACTIONS)}")
         return iter([flight.Result(json.dumps(payload).encode())])
-
-
-@contextmanager
-def _malformed_stream() -> Iterator[None]:
-    """A DoPut stream that cannot be read (bad IPC, a batch of another schema) is the client's error."""
-    try:
-        yield
-    except (OSError, pa.ArrowException) as exc:
-        if isinstance(exc, flight.FlightError):
-            raise
-        raise InvalidInput(f"DoPut stream cannot be read: {exc}") from None
-
-
-def _batches(reader: flight.MetadataRecordBatchReader) -> Iterator[pa.RecordBatch]:
-    while True:
-        with _malformed_stream():
-            try:
-                chunk = reader.read_chunk()
-            except StopIteration:
-                return
-        if chunk.data is not None:
-            yield chunk.data

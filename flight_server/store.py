@@ -225,15 +225,19 @@ class DatasetStore:
             return pa.RecordBatchReader.from_batches(pa.schema([]), [])
         return self.query(f"SELECT * FROM {quote_ident(text)}")
 
-    def check_read_only(self, sql: str) -> None:
-        """Refuse anything but exactly one read-only query (DuckDB decides what the statement is)."""
+    def statements(self, sql: str) -> list[duckdb.Statement]:
+        """The SQL parsed into statements by DuckDB (nothing runs); a parse error is the client's."""
         cur = self._cursor()
         try:
-            statements = cur.extract_statements(sql)
+            return cur.extract_statements(sql)
         except duckdb.Error as exc:
             raise InvalidInput(str(exc)) from None
         finally:
             cur.close()
+
+    def check_read_only(self, sql: str) -> None:
+        """Refuse anything but exactly one read-only query (DuckDB decides what the statement is)."""
+        statements = self.statements(sql)
         if len(statements) != 1:
             raise InvalidInput(f"expected exactly one SQL statement, got {len(statements)}")
         kind = statements[0].type
