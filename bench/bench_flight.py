@@ -286,7 +286,7 @@ class _DuckFloor:
         self.db.close()
 
 
-DAILY_LOOKBACK = 5  # days: a window of 7,200 minute rows, which the 10K-row dataset also holds
+DAILY_LOOKBACK = size(5, 1)  # days: a window of 7,200 minute rows, which the 10K-row dataset also holds
 
 
 def _windows(runtime: Runtime) -> None:
