@@ -7,9 +7,15 @@ Kept apart from bench/common.py (the runtime launcher) so these benchmarks run i
 from __future__ import annotations
 
 import csv
+import json
 import os
+import re
 import resource
+import signal
+import subprocess
 import sys
+import time
+import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -187,3 +193,92 @@ def peak_rss_mb() -> float:
 
 def flush() -> None:
     sys.stdout.flush()
+
+
+# ------------------------------------------------------------------------------------------ runtime
+
+
+class Runtime:
+    """`python -m flightcast run` on free ports (parses its `listening on` lines); always stopped."""
+
+    HTTP_LINE = re.compile(r"flightcast: http listening on (\S+):(\d+)")
+    FLIGHT_LINE = re.compile(r"flightcast: flight listening on (grpc://\S+:\d+)")
+
+    def __init__(self, spicepod: str, folder: Path):
+        self.folder = Path(folder)
+        self.spicepod = self.folder / "spicepod.yaml"
+        self.spicepod.write_text(spicepod)
+        self.log_path = self.folder / "runtime.log"
+        self.proc: subprocess.Popen | None = None
+        self.http = ""
+        self.flight = ""
+
+    def __enter__(self) -> Runtime:
+        args = [sys.executable, "-m", "flightcast", "run", "--spicepod", str(self.spicepod),
+                "--http", "127.0.0.1:0", "--flight", "127.0.0.1:0", "--data-dir", str(self.folder / "store")]
+        self._log = self.log_path.open("wb")
+        self.proc = subprocess.Popen(args, cwd=ROOT, stdout=self._log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline:
+            text = self.log()
+            http, fl = self.HTTP_LINE.search(text), self.FLIGHT_LINE.search(text)
+            if http and fl:
+                self.http, self.flight = f"http://127.0.0.1:{http.group(2)}", fl.group(1)
+                return self
+            if self.proc.poll() is not None:
+                break
+            time.sleep(0.05)
+        self.__exit__()
+        raise RuntimeError(f"flightcast did not start; log:\n{self.log()[-4000:]}")
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self._log.close()
+
+    def log(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")
+        except OSError:
+            return ""
+
+    def wait_ready(self, timeout: float) -> float:
+        """Seconds until /v1/ready answers 200 (models trained)."""
+        start = time.monotonic()
+        while time.monotonic() - start < timeout:
+            try:
+                with urllib.request.urlopen(self.http + "/v1/ready", timeout=5) as resp:
+                    if resp.status == 200:
+                        return time.monotonic() - start
+            except OSError:
+                pass
+            if self.proc is None or self.proc.poll() is not None:
+                raise RuntimeError(f"flightcast died; log:\n{self.log()[-4000:]}")
+            time.sleep(0.2)
+        raise RuntimeError(f"flightcast not ready in {timeout:.0f} s; log:\n{self.log()[-4000:]}")
+
+    def get(self, path: str, accept: str = "application/json") -> bytes:
+        request = urllib.request.Request(self.http + path, headers={"Accept": accept})
+        with urllib.request.urlopen(request, timeout=300) as resp:
+            return resp.read()
+
+    def get_json(self, path: str) -> Any:
+        return json.loads(self.get(path))
+
+    def do_put(self, dataset: str, table: Any) -> None:
+        import pyarrow.flight as flight
+
+        client = flight.FlightClient(self.flight)
+        try:
+            writer, meta = client.do_put(flight.FlightDescriptor.for_path(dataset), table.schema)
+            writer.write_table(table)
+            writer.done_writing()
+            meta.read()
+            writer.close()
+        finally:
+            client.close()
