@@ -10,7 +10,10 @@ import sys
 import time
 import traceback
 
-MODULES = ["bench.bench_flight", "bench.bench_predict", "bench.bench_http", "bench.bench_accuracy"]
+MODULES = [
+    "bench.bench_flight", "bench.bench_predict", "bench.bench_http", "bench.bench_accuracy", "bench.bench_panel",
+    "bench.bench_intervals",
+]
 
 
 def main() -> int:
@@ -18,10 +21,6 @@ def main() -> int:
     failed = []
     for name in MODULES:
         t0 = time.perf_counter()
-        if name == "bench.bench_accuracy":  # prints its own table, without our header
-            print("\n" + "=" * 100)
-            print(f"$ .venv/bin/python -m {name}    # forecast accuracy against seasonal naive and naive")
-            print("=" * 100, flush=True)
         try:
             importlib.import_module(name).main()
         except Exception:  # noqa: BLE001 - one failing benchmark must not hide the others' figures

@@ -42,9 +42,10 @@ def forecast_holdout(model, ts: np.ndarray, history: np.ndarray, horizon: int) -
     return predicted[0]
 
 
-def main(tiny: bool | None = None) -> None:
-    tiny = tiny_mode(tiny)
-    header("bench.bench_accuracy", "forecast accuracy against seasonal naive and naive (held-out last H points)")
+def fit_samples(tiny: bool) -> tuple[dict, dict, dict]:
+    """Every lookback candidate trained on every sample series' training part, and the lookback chosen per
+    frequency by the mean backtest MASE: (series -> (ts, values, freq, horizon), series -> lookback ->
+    (model, seconds), unit -> lookback). Prints the choice."""
     lookbacks = TINY_LOOKBACKS if tiny else LOOKBACKS
     params = TINY_LIGHTGBM if tiny else LIGHTGBM
     paths = [p for p in sample_paths() if not tiny or p.stem in TINY_SERIES]
@@ -77,7 +78,13 @@ def main(tiny: bool | None = None) -> None:
         chosen[unit] = min(scores, key=lambda lb: math.inf if math.isnan(scores[lb]) else scores[lb])
         cells = ", ".join(f"lookback {lb}: {m:.3f}" for lb, m in scores.items())
         print(f"  {unit:>2} ({', '.join(members)}): {cells} -> {chosen[unit]}")
+    return info, trained, chosen
 
+
+def main(tiny: bool | None = None) -> None:
+    tiny = tiny_mode(tiny)
+    header("bench.bench_accuracy", "forecast accuracy against seasonal naive and naive (held-out last H points)")
+    info, trained, chosen = fit_samples(tiny)
     rows = []
     for stem, (ts, values, freq, horizon) in info.items():
         lookback = chosen[freq.unit]

@@ -73,17 +73,17 @@ PREDICT_RUNS = 15
 READY_TIMEOUT = 1800.0
 
 TINY = {
-    "panel_series": 40, "lookbacks": (8,), "objectives": ("regression",), "series": 40, "points": 60, "lookback": 14, "horizon": 7,
-    "rounds": 20, "bulk_runs": 2, "predict_runs": 3,
+    "panel_series": 40, "lookbacks": (8,), "objectives": ("regression",), "series": 40, "points": 60,
+    "lookback": 14, "horizon": 7, "rounds": 20, "bulk_runs": 2, "predict_runs": 3,
 }
 
 
 def settings(tiny: bool) -> dict:
     if tiny:
         return dict(TINY)
-    return {"panel_series": None, "lookbacks": LOOKBACKS, "objectives": OBJECTIVES, "series": SERIES, "points": POINTS,
-            "lookback": SYNTH_LOOKBACK, "horizon": SYNTH_HORIZON, "rounds": ROUNDS, "bulk_runs": BULK_RUNS,
-            "predict_runs": PREDICT_RUNS}
+    return {"panel_series": None, "lookbacks": LOOKBACKS, "objectives": OBJECTIVES, "series": SERIES,
+            "points": POINTS, "lookback": SYNTH_LOOKBACK, "horizon": SYNTH_HORIZON, "rounds": ROUNDS,
+            "bulk_runs": BULK_RUNS, "predict_runs": PREDICT_RUNS}
 
 
 # ------------------------------------------------------------------------------------------ (a) accuracy
@@ -95,26 +95,9 @@ def accuracy(cfg: dict, have_peers: bool) -> None:
     train, held = split_panel(panel, HOLDOUT)
     actual = np.stack(held)
     scales = naive_scales(train.values, SEASON)
-    params = {"num_boost_round": cfg["rounds"]} if cfg["rounds"] != ROUNDS else {}
     print(f"{len(train)} series, training parts of {train.lengths().min()}-{train.lengths().max()} quarters, "
           f"{train.rows} training points")
-
-    candidates = {}
-    for objective in cfg["objectives"]:
-        for lookback in cfg["lookbacks"]:
-            start = time.perf_counter()
-            model = train_model(train, freq=Frequency("q"), lookback=lookback, horizon=HOLDOUT, strategy=STRATEGY,
-                                lightgbm_params={**params, "objective": objective}, dataset="tourism_quarterly")
-            seconds = time.perf_counter() - start
-            candidates[(lookback, objective)] = (model, seconds)
-            print(f"  lookback {lookback:>2}, objective {objective:<10}: backtest MASE {model.metrics['mase']:.3f} "
-                  f"over {model.metrics['backtest_series']} series x {model.metrics['backtest_windows']} origins, "
-                  f"{len(model.stats.ids)} series trained on, train_model {seconds:.1f} s", flush=True)
-    best = min(candidates, key=lambda c: _or_inf(candidates[c][0].metrics["mase"]))
-    model, seconds = candidates[best]
-    chosen = best[0]
-    print(f"  chosen: lookback {best[0]}, objective {best[1]} (the lowest backtest MASE on the training parts; "
-          "held-out points unused)")
+    model, seconds, chosen = choose_model(train, cfg)
 
     forecasts: dict[str, np.ndarray] = {}
     timings: dict[str, float] = {"flightcast": seconds}
@@ -147,6 +130,28 @@ def accuracy(cfg: dict, have_peers: bool) -> None:
               scores["flightcast"] / scores["AutoETS"], "< 1 (below 1.599)", scores["flightcast"] < scores["AutoETS"])
     ratio(f"tourism mean MASE flightcast / best of this run ({best_peer[1]})", scores["flightcast"] / best_peer[0],
           "< 1", scores["flightcast"] < best_peer[0])
+
+
+def choose_model(train: SeriesSet, cfg: dict):
+    """One global model per candidate setting on the tourism training parts; the one with the lowest backtest
+    MASE (model.metrics['mase']), its train_model seconds and its lookback. Prints every candidate."""
+    params = {"num_boost_round": cfg["rounds"]} if cfg["rounds"] != ROUNDS else {}
+    candidates = {}
+    for objective in cfg["objectives"]:
+        for lookback in cfg["lookbacks"]:
+            start = time.perf_counter()
+            model = train_model(train, freq=Frequency("q"), lookback=lookback, horizon=HOLDOUT, strategy=STRATEGY,
+                                lightgbm_params={**params, "objective": objective}, dataset="tourism_quarterly")
+            seconds = time.perf_counter() - start
+            candidates[(lookback, objective)] = (model, seconds)
+            print(f"  lookback {lookback:>2}, objective {objective:<10}: backtest MASE {model.metrics['mase']:.3f} "
+                  f"over {model.metrics['backtest_series']} series x {model.metrics['backtest_windows']} origins, "
+                  f"{len(model.stats.ids)} series trained on, train_model {seconds:.1f} s", flush=True)
+    best = min(candidates, key=lambda c: _or_inf(candidates[c][0].metrics["mase"]))
+    model, seconds = candidates[best]
+    print(f"  chosen: lookback {best[0]}, objective {best[1]} (the lowest backtest MASE on the training parts; "
+          "held-out points unused)")
+    return model, seconds, best[0]
 
 
 def _or_inf(value: float) -> float:
@@ -249,21 +254,21 @@ def run_child(task: str, cfg: dict) -> dict:
 
 
 def scale(cfg: dict, have_peers: bool) -> tuple[dict, dict | None]:
-    n, points, horizon = cfg["series"], cfg["points"], cfg["horizon"]
+    n, points = cfg["series"], cfg["points"]
     print(f"\n(b) synthetic panel: {n} series x {points} daily points (weekly season, trend, noise, seed {SEED}); "
           f"lookback/lags {cfg['lookback']}, {cfg['rounds']} rounds; each fit in its own process")
     ours = run_child("flightcast", cfg)
     theirs = run_child("mlforecast", cfg) if have_peers else None
     print(f"  {'':<30} {'fit s':>8} {'peak RSS MB':>12} {'RSS with data MB':>17} {'in-process predict s':>21}")
-    print(f"  {'flightcast train_model':<30} {ours['fit_s']:>8.2f} {ours['peak_mb']:>12.0f} {ours['rss_data_mb']:>17.0f} "
-          f"{ours['predict_s']:>21.3f}")
+    print(f"  {'flightcast train_model':<30} {ours['fit_s']:>8.2f} {ours['peak_mb']:>12.0f} "
+          f"{ours['rss_data_mb']:>17.0f} {ours['predict_s']:>21.3f}")
     if theirs:
         print(f"  {'mlforecast fit (diff+scale)':<30} {theirs['fit_s']:>8.2f} {theirs['peak_mb']:>12.0f} "
               f"{theirs['rss_data_mb']:>17.0f} {theirs['predict_s']:>21.3f}")
     print(f"  issue's mlforecast figures: {ISSUE_SCALE['fit_s']} s fit, {ISSUE_SCALE['predict_s']} s predict(14), "
           "1.5 GB peak RSS")
-    print(f"  flightcast: {ours['training_rows']} feature rows in the final fit, backtest MASE {ours['backtest_mase']:.3f};"
-          " its time includes 3 backtest fits and calibration, mlforecast's one fit")
+    print(f"  flightcast: {ours['training_rows']} feature rows in the final fit, backtest MASE "
+          f"{ours['backtest_mase']:.3f}; its time includes 3 backtest fits and calibration, mlforecast's one fit")
     if theirs:
         ratio("training time flightcast / mlforecast", ours["fit_s"] / theirs["fit_s"], "<= 1",
               ours["fit_s"] <= theirs["fit_s"])
