@@ -94,17 +94,19 @@ def print_figures(title: str, methods: dict[str, Pooled], points: int) -> dict[s
     return figures
 
 
-def compare(where: str, figures: dict, strict: bool) -> None:
+def compare(where: str, figures: dict, strict: bool, coverage_of: dict | None = None) -> None:
+    """Coverage ratio lines (from `coverage_of` when given: every series) and width ratio lines against AutoETS
+    (from `figures`: the points every method forecast)."""
     ours = figures["flightcast"]
     for lv in LEVELS:
-        cov = ours[lv][0]
+        cov = (coverage_of or ours)[lv][0]
         ratio(f"{where}: flightcast {lv}% coverage / nominal ({cov:.1f}%)", cov / lv,
               f"within {COVERAGE_TOLERANCE:.0f} points ({(lv - COVERAGE_TOLERANCE) / lv:.3f}-"
               f"{min(100.0, lv + COVERAGE_TOLERANCE) / lv:.3f})",
               abs(cov - lv) <= COVERAGE_TOLERANCE if strict else None)
         if "AutoETS" in figures:
             theirs = figures["AutoETS"][lv]
-            both_cover = abs(cov - lv) <= COVERAGE_TOLERANCE and abs(theirs[0] - lv) <= COVERAGE_TOLERANCE
+            both_cover = abs(ours[lv][0] - lv) <= COVERAGE_TOLERANCE and abs(theirs[0] - lv) <= COVERAGE_TOLERANCE
             ratio(f"{where}: {lv}% scaled width flightcast / AutoETS", ours[lv][1] / theirs[1],
                   "< 1 where both cover" + ("" if both_cover else " (they do not both cover here)"),
                   ours[lv][1] < theirs[1] if both_cover else None)
@@ -168,19 +170,29 @@ def panel(tiny: bool, have_peers: bool) -> None:
     model, _, lookback = choose_model(train, cfg)
     windows, last, ids = latest_windows(train, lookback)
     predicted, spread = model.forecast_windows(windows, last, HOLDOUT, ids)
-    methods = {"flightcast": Pooled()}
-    methods["flightcast"].add(actual, interval_bounds(predicted, spread, model.calibration, LEVELS), scales)
+    ours = interval_bounds(predicted, spread, model.calibration, LEVELS)
     print(f"  flightcast calibration: {model.calibration.count} errors per step at the least "
           f"(backtest over {model.metrics['backtest_series']} series)")
+    every = {"flightcast": Pooled()}
+    every["flightcast"].add(actual, ours, scales)
+    everywhere = print_figures(f"tourism panel, all {len(train)} series, pooled", every, actual.size)["flightcast"]
+    # mlforecast's conformal intervals need n_windows * h + 1 points in every series: compare on those.
+    keep = np.flatnonzero(train.lengths() >= CONFORMAL_WINDOWS * HOLDOUT + 1)
+    print(f"\n  the comparison below keeps the {keep.size} series with at least {CONFORMAL_WINDOWS * HOLDOUT + 1} "
+          f"training points (mlforecast's conformal intervals need them); {len(train) - keep.size} left out")
+    methods = {"flightcast": Pooled()}
+    methods["flightcast"].add(actual[keep], {lv: (lo[keep], hi[keep]) for lv, (lo, hi) in ours.items()},
+                              scales[keep])
     if have_peers:
-        frame = long_frame(train)
+        subset = train.subset(keep)
+        frame = long_frame(subset)
         methods["AutoETS"] = Pooled()
-        methods["AutoETS"].add(actual, autoets_forecast(frame, train.ids, HOLDOUT, LEVELS)[1], scales)
+        methods["AutoETS"].add(actual[keep], autoets_forecast(frame, subset.ids, HOLDOUT, LEVELS)[1], scales[keep])
         methods["mlforecast conformal"] = Pooled()
         methods["mlforecast conformal"].add(
-            actual, mlforecast_conformal(frame, train.ids, HOLDOUT, 8, "QS"), scales)
-    figures = print_figures("tourism panel, pooled", methods, actual.size)
-    compare("tourism", figures, strict=not tiny)
+            actual[keep], mlforecast_conformal(frame, subset.ids, HOLDOUT, 8, "QS"), scales[keep])
+    figures = print_figures("tourism panel, same series for every method, pooled", methods, actual[keep].size)
+    compare("tourism", figures, strict=not tiny, coverage_of=everywhere)
 
 
 # ------------------------------------------------------------------------------------------ (c) training time
