@@ -1,131 +1,137 @@
 """Forecast accuracy on the sample series: flightcast against seasonal naive and naive on held-out points.
 
-Run: .venv/bin/python -m bench.bench_accuracy
+Each series' last H points are held out (H: 12 monthly, 8 quarterly, 6 yearly). The lookback of each
+frequency is chosen among candidates by the rolling backtest on the training parts only (the mean over the
+series of that frequency of model.metrics['mase']); the held-out points are never used to choose.
+
+Run: .venv/bin/python -m bench.bench_accuracy      (FLIGHTCAST_BENCH_TINY=1: two short series, few trees)
 """
 
 from __future__ import annotations
 
-import csv
+import math
 import time
-from pathlib import Path
 
 import numpy as np
-from pipelines.forecasting import mase, smape, train_model
 
-from bench.common import header as print_header
-from bench.common import ratio_line, size
-from pipelines.frequency import Frequency, infer_frequency
+from bench.forecast_common import HORIZON, header, read_series, sample_paths, seasonal_naive, tiny_mode
+from pipelines.frequency import infer_frequency
+from pipelines.metrics import mase, smape
+from pipelines.series import SeriesSet
+from pipelines.training import train_model
 
-DATA = Path(__file__).resolve().parent.parent / "data"
-# LightGBM's own defaults, or a few trees when tiny (BENCH_TINY=1): the same code path in a second.
-PARAMS: dict = size({}, {"num_boost_round": 5})
-FORECAST_RUNS = size(200, 5)
-# Held-out steps per frequency unit (the usual M-competition horizons).
-HORIZON = {"mo": 12, "q": 8, "y": 6}
-# Lookback in seasons; yearly series have no season, so a fixed window.
-# Chosen with `backtest` below over several origins inside each training part, not on the held-out points.
-LOOKBACK = {"mo": 36, "q": 16, "y": 12}
+# Lookback candidates per frequency unit (yearly series have no season, so fixed windows).
+LOOKBACKS = {"mo": (24, 36), "q": (8, 12, 16), "y": (6, 12)}
+STRATEGY = "recursive"
+BACKTEST_WINDOWS = 3
+LIGHTGBM: dict = {}  # the runtime's defaults
+# The figures of the previous forecasting core on this protocol (single held-out block, fixed lookbacks).
+PREVIOUS = {"flightcast": 1.183, "seasonal_naive": 1.481}
 
+TINY_SERIES = ("nile", "woolyrnq")
+TINY_LOOKBACKS = {"mo": (24,), "q": (8,), "y": (6,)}
+TINY_LIGHTGBM = {"num_boost_round": 20}
 
-def read_series(path: Path) -> tuple[np.ndarray, np.ndarray]:
-    """(timestamps as datetime64[us], values as float64) of a ts,value CSV."""
-    with path.open(newline="") as f:
-        rows = list(csv.DictReader(f))
-    ts = np.array([r["ts"] for r in rows], dtype="datetime64[us]")
-    values = np.array([float(r["value"]) for r in rows], dtype=np.float64)
-    return ts, values
+NAMES = ("flightcast", "seasonal_naive", "naive")
 
 
-def seasonal_naive(history: np.ndarray, horizon: int, season: int) -> np.ndarray:
-    """Repeat the last season (the last value when season is 1)."""
-    last = history[-season:]
-    return np.resize(last, horizon) if season > 1 else np.full(horizon, history[-1])
+def forecast_holdout(model, ts: np.ndarray, history: np.ndarray, horizon: int) -> np.ndarray:
+    """The model's forecast of the `horizon` points after `history` (the training part)."""
+    window = history[-model.lookback:][None, :]
+    predicted, _ = model.forecast_windows(window, ts[-horizon - 1:-horizon], horizon, [None])
+    return predicted[0]
 
 
-def evaluate(
-    ts: np.ndarray,
-    values: np.ndarray,
-    freq: Frequency,
-    horizon: int,
-    lookback: int,
-    strategy: str = "recursive",
-    params: dict | None = None,
-) -> dict[str, tuple[float, float]]:
-    """MASE and sMAPE of flightcast, seasonal naive and naive on the last `horizon` points."""
-    history, actual = values[:-horizon], values[-horizon:]
-    model = train_model(
-        history, ts[:-horizon], freq=freq, lookback=lookback, horizon=horizon, strategy=strategy,
-        lightgbm_params=params or {}, dataset="bench",
-    )
-    season = freq.season
-    forecasts = {
-        "flightcast": model.forecast(history[-lookback:], ts[-horizon - 1], horizon),
-        "seasonal_naive": seasonal_naive(history, horizon, season),
-        "naive": seasonal_naive(history, horizon, 1),
-    }
-    return {name: (mase(actual, f, history, season), smape(actual, f)) for name, f in forecasts.items()}
+def fit_samples(tiny: bool) -> tuple[dict, dict, dict]:
+    """Every lookback candidate trained on every sample series' training part, and the lookback chosen per
+    frequency by the mean backtest MASE: (series -> (ts, values, freq, horizon), series -> lookback ->
+    (model, seconds), unit -> lookback). Prints the choice."""
+    lookbacks = TINY_LOOKBACKS if tiny else LOOKBACKS
+    params = TINY_LIGHTGBM if tiny else LIGHTGBM
+    paths = [p for p in sample_paths() if not tiny or p.stem in TINY_SERIES]
 
-
-def backtest(
-    ts: np.ndarray, values: np.ndarray, freq: Frequency, horizon: int, lookback: int, origins: int = 4,
-    strategy: str = "recursive", params: dict | None = None,
-) -> tuple[float, float]:
-    """Mean flightcast MASE and seasonal-naive MASE over `origins` forecast origins, each `horizon` apart,
-    all inside `values` (pass the training part only)."""
-    ours, base = [], []
-    for k in range(origins, 0, -1):
-        end = values.size - (k - 1) * horizon
-        if end - horizon < lookback + 2 * horizon:
-            continue
-        scores = evaluate(ts[:end], values[:end], freq, horizon, lookback, strategy, params)
-        ours.append(scores["flightcast"][0])
-        base.append(scores["seasonal_naive"][0])
-    return float(np.mean(ours)), float(np.mean(base))
-
-
-def main() -> None:
-    print_header("bench.bench_accuracy", "forecast accuracy against seasonal naive and naive")
-    names = ("flightcast", "seasonal_naive", "naive")
-    rows = []
-    for path in sorted(DATA.glob("*.csv")):
+    # Train every candidate on every training part; keep the backtest MASE (training part only).
+    trained: dict[str, dict[int, tuple[object, float]]] = {}
+    info = {}
+    for path in paths:
         ts, values = read_series(path)
         freq = infer_frequency(ts, path.stem)
-        scores = evaluate(ts, values, freq, HORIZON[freq.unit], LOOKBACK[freq.unit], params=PARAMS)
-        rows.append((path.stem, str(freq), scores))
-    header = f"{'series':<18} {'freq':>4} " + " ".join(f"{n + ' MASE':>20} {n + ' sMAPE':>21}" for n in names)
-    print(header)
-    for name, freq, scores in rows:
-        cells = " ".join(f"{scores[n][0]:>20.3f} {scores[n][1]:>21.2f}" for n in names)
-        print(f"{name:<18} {freq:>4} {cells}")
-    means = {n: (np.mean([s[n][0] for *_, s in rows]), np.mean([s[n][1] for *_, s in rows])) for n in names}
-    print(f"{'mean':<18} {'':>4} " + " ".join(f"{means[n][0]:>20.3f} {means[n][1]:>21.2f}" for n in names))
+        horizon = HORIZON[freq.unit]
+        info[path.stem] = (ts, values, freq, horizon)
+        trained[path.stem] = {}
+        for lookback in lookbacks[freq.unit]:
+            start = time.perf_counter()
+            model = train_model(
+                SeriesSet.single(ts[:-horizon], values[:-horizon]), freq=freq, lookback=lookback, horizon=horizon,
+                strategy=STRATEGY, backtest_windows=BACKTEST_WINDOWS, lightgbm_params=dict(params),
+                dataset=path.stem,
+            )
+            trained[path.stem][lookback] = (model, time.perf_counter() - start)
+
+    print(f"lookback per frequency, chosen by the mean backtest MASE ({BACKTEST_WINDOWS} rolling origins inside "
+          "each training part; held-out points unused):")
+    chosen = {}
+    for unit in sorted({info[s][2].unit for s in info}):
+        members = [s for s in info if info[s][2].unit == unit]
+        scores = {lb: float(np.nanmean([trained[s][lb][0].metrics["mase"] for s in members]))
+                  for lb in lookbacks[unit]}
+        chosen[unit] = min(scores, key=lambda lb: math.inf if math.isnan(scores[lb]) else scores[lb])
+        cells = ", ".join(f"lookback {lb}: {m:.3f}" for lb, m in scores.items())
+        print(f"  {unit:>2} ({', '.join(members)}): {cells} -> {chosen[unit]}")
+    return info, trained, chosen
+
+
+def main(tiny: bool | None = None) -> None:
+    tiny = tiny_mode(tiny)
+    header("bench.bench_accuracy", "forecast accuracy against seasonal naive and naive (held-out last H points)")
+    info, trained, chosen = fit_samples(tiny)
+    rows = []
+    for stem, (ts, values, freq, horizon) in info.items():
+        lookback = chosen[freq.unit]
+        model, seconds = trained[stem][lookback]
+        history, actual = values[:-horizon], values[-horizon:]
+        forecasts = {
+            "flightcast": forecast_holdout(model, ts, history, horizon),
+            "seasonal_naive": seasonal_naive(history, horizon, freq.season),
+            "naive": seasonal_naive(history, horizon, 1),
+        }
+        scores = {n: (mase(actual, f, history, freq.season), smape(actual, f)) for n, f in forecasts.items()}
+        rows.append((stem, str(freq), lookback, model.metrics["mase"], seconds, scores))
+
+    print()
+    print(f"{'series':<18} {'freq':>4} {'lookback':>8} {'backtest':>9} {'train s':>8} "
+          + " ".join(f"{n + ' MASE':>20} {n + ' sMAPE':>21}" for n in NAMES))
+    for stem, freq, lookback, bt, seconds, scores in rows:
+        cells = " ".join(f"{scores[n][0]:>20.3f} {scores[n][1]:>21.2f}" for n in NAMES)
+        print(f"{stem:<18} {freq:>4} {lookback:>8} {bt:>9.3f} {seconds:>8.2f} {cells}")
+    means = {n: (float(np.mean([s[n][0] for *_, s in rows])), float(np.mean([s[n][1] for *_, s in rows])))
+             for n in NAMES}
+    mean_seconds = float(np.mean([r[4] for r in rows]))
+    print(f"{'mean':<18} {'':>4} {'':>8} {'':>9} {mean_seconds:>8.2f} "
+          + " ".join(f"{means[n][0]:>20.3f} {means[n][1]:>21.2f}" for n in NAMES))
     wins = sum(s["flightcast"][0] < s["seasonal_naive"][0] for *_, s in rows)
     print(f"flightcast beats seasonal naive (MASE) on {wins} of {len(rows)} series")
-    ratio = means["flightcast"][0] / means["seasonal_naive"][0]
-    ratio_line("mean MASE flightcast / seasonal naive (held-out points)", ratio, "< 1x", ratio < 1)
+    print(f"previous forecasting core, same protocol: mean MASE {PREVIOUS['flightcast']:.3f} "
+          f"(seasonal naive {PREVIOUS['seasonal_naive']:.3f})")
+    ours, naive = means["flightcast"][0], means["seasonal_naive"][0]
+    print(f"ratio  {'mean MASE flightcast / seasonal naive':<66} {ours / naive:8.3f}x   target < 1")
+    if not tiny:
+        print(f"ratio  {'mean MASE flightcast / previous core (1.183)':<66} {ours / PREVIOUS['flightcast']:8.3f}x"
+              "   target <= 0.85 (15% below)")
+    print("train s: train_model on the training part (3 rolling backtest fits + calibration + the final fit)")
 
-    ts, values = read_series(DATA / "sunspots_monthly.csv")
-    keep = size(values.size, 400)
-    ts, values = ts[-keep:], values[-keep:]
-    freq = infer_frequency(ts, "sunspots_monthly")
-    for strategy in ("recursive", "direct"):
-        start = time.perf_counter()
-        model = train_model(
-            values, ts, freq=freq, lookback=LOOKBACK["mo"], horizon=HORIZON["mo"], strategy=strategy,
-            lightgbm_params=PARAMS, dataset="sunspots_monthly",
-        )
-        elapsed = time.perf_counter() - start
-        # train_model fits twice (held-out scoring, then all points).
-        print(f"sunspots_monthly {strategy}: train_model {elapsed:.2f} s ({len(model.boosters)} booster(s), "
-              f"{values.size} rows, two fits)")
-        window = values[-model.lookback:]
-        model.forecast(window, ts[-1], 12)
-        runs = FORECAST_RUNS
-        start = time.perf_counter()
-        for _ in range(runs):
-            model.forecast(window, ts[-1], 12)
-        per_forecast_ms = 1000 * (time.perf_counter() - start) / runs
-        print(f"sunspots_monthly {strategy}: forecast of 12 steps {per_forecast_ms:.3f} ms")
+    # Forecast latency of the chosen model on the longest series (in-process, numpy loop).
+    stem = max(info, key=lambda s: info[s][1].size)
+    ts, values, freq, horizon = info[stem]
+    model = trained[stem][chosen[freq.unit]][0]
+    window, last = values[-model.lookback:][None, :], ts[-1:]
+    model.forecast_windows(window, last, horizon, [None])
+    runs = 20 if tiny else 200
+    start = time.perf_counter()
+    for _ in range(runs):
+        model.forecast_windows(window, last, horizon, [None])
+    print(f"{stem} {STRATEGY}: forecast of {horizon} steps {1000 * (time.perf_counter() - start) / runs:.3f} ms "
+          "(in-process forecast_windows, one window)", flush=True)
 
 
 if __name__ == "__main__":

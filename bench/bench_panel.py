@@ -1,0 +1,420 @@
+"""Panels (issue 10): one global model over many series, against mlforecast and statsforecast.
+
+(a) Accuracy on data/tourism_quarterly.csv (427 quarterly series, the last 8 quarters of each held out):
+    mean MASE over series (scale: in-sample seasonal naive, season 4, on each training part) of one global
+    flightcast model against seasonal naive, statsforecast AutoETS and mlforecast's global LightGBM. The
+    lookback is chosen among candidates by the rolling backtest on the training parts (model.metrics['mase']).
+(b) A synthetic panel (10,000 series x 200 daily points, weekly season, trend, noise, fixed seed): training
+    time and peak RSS of flightcast's train_model against mlforecast's fit, each in its own subprocess; the
+    bulk forecast of every series x 14 steps through a real runtime's GET /forecasts (Arrow IPC) against
+    mlforecast's in-process predict(14).
+(c) Single-series GET predict on the panel model against a single-series model, warm (the same request again)
+    and cold (right after a DoPut to the dataset), median ms.
+
+Run: .venv/bin/python -m bench.bench_panel      (FLIGHTCAST_BENCH_TINY=1: tiny inputs, a few seconds)
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from bench.forecast_common import (
+    ROOT,
+    Runtime,
+    frame_to_matrix,
+    header,
+    latest_windows,
+    long_frame,
+    mase_rows,
+    naive_scales,
+    peak_rss_mb,
+    peers,
+    ratio,
+    read_panel,
+    report_peers,
+    seasonal_naive,
+    split_panel,
+    tiny_mode,
+)
+from pipelines.frequency import Frequency
+from pipelines.series import SeriesSet
+from pipelines.training import train_model
+
+# (a) the tourism panel
+HOLDOUT = 8
+SEASON = 4
+LOOKBACKS = (8, 12, 16)
+# LightGBM objectives tried with each lookback (a spicepod `lightgbm:` setting); MASE is an absolute error.
+OBJECTIVES = ("regression", "l1")
+STRATEGY = "recursive"
+MLFORECAST_LAGS = 8
+ISSUE_ACCURACY = {"seasonal naive": 1.699, "AutoETS": 1.599, "mlforecast (levels)": 2.165,
+                  "mlforecast (diff+scale)": 1.657}
+# (b) the synthetic panel
+SERIES = 10_000
+POINTS = 200
+SYNTH_LOOKBACK = 28
+SYNTH_HORIZON = 14
+SEED = 0
+ROUNDS = 200  # boosting rounds of both flightcast and mlforecast
+ISSUE_SCALE = {"fit_s": 10.4, "predict_s": 0.41, "peak_mb": 1.5 * 1024}
+BULK_RUNS = 5
+# (c) single-series predict
+PREDICT_RUNS = 15
+READY_TIMEOUT = 1800.0
+
+TINY = {
+    "panel_series": 40, "lookbacks": (8,), "objectives": ("regression",), "series": 40, "points": 60,
+    "lookback": 14, "horizon": 7, "rounds": 20, "bulk_runs": 2, "predict_runs": 3,
+}
+
+
+def settings(tiny: bool) -> dict:
+    if tiny:
+        return dict(TINY)
+    return {"panel_series": None, "lookbacks": LOOKBACKS, "objectives": OBJECTIVES, "series": SERIES,
+            "points": POINTS, "lookback": SYNTH_LOOKBACK, "horizon": SYNTH_HORIZON, "rounds": ROUNDS,
+            "bulk_runs": BULK_RUNS, "predict_runs": PREDICT_RUNS}
+
+
+# ------------------------------------------------------------------------------------------ (a) accuracy
+
+
+def accuracy(cfg: dict, have_peers: bool) -> None:
+    print("\n(a) accuracy on tourism_quarterly.csv: one global model, last 8 quarters of each series held out")
+    panel = read_panel(limit=cfg["panel_series"])
+    train, held = split_panel(panel, HOLDOUT)
+    actual = np.stack(held)
+    scales = naive_scales(train.values, SEASON)
+    print(f"{len(train)} series, training parts of {train.lengths().min()}-{train.lengths().max()} quarters, "
+          f"{train.rows} training points")
+    model, seconds, chosen = choose_model(train, cfg)
+
+    forecasts: dict[str, np.ndarray] = {}
+    timings: dict[str, float] = {"flightcast": seconds}
+    windows, last, ids = latest_windows(train, chosen)
+    forecasts["flightcast"], _ = model.forecast_windows(windows, last, HOLDOUT, ids)
+    forecasts["seasonal naive"] = np.stack([seasonal_naive(v, HOLDOUT, SEASON) for v in train.values])
+    if have_peers:
+        frame = long_frame(train)
+        start = time.perf_counter()
+        forecasts["AutoETS"] = autoets(frame, train.ids, HOLDOUT, levels=())[0]
+        timings["AutoETS"] = time.perf_counter() - start
+        for label, transforms in (("mlforecast (levels)", False), ("mlforecast (diff+scale)", True)):
+            start = time.perf_counter()
+            forecasts[label] = mlforecast_panel(frame, train.ids, HOLDOUT, transforms, cfg["rounds"])
+            timings[label] = time.perf_counter() - start
+
+    scores = {name: float(np.nanmean(mase_rows(actual, f, scales))) for name, f in forecasts.items()}
+    print(f"\n  {'method':<26} {'mean MASE':>10} {'issue':>7} {'fit+forecast s':>15}")
+    for name, score in scores.items():
+        ref = ISSUE_ACCURACY.get(name)
+        t = timings.get(name)
+        print(f"  {name:<26} {score:>10.3f} {'' if ref is None else f'{ref:.3f}':>7} "
+              f"{'' if t is None else f'{t:.1f}':>15}")
+    print("  (flightcast's time is train_model: 3 rolling backtest fits, calibration and the final fit)")
+    best_peer = min((s, n) for n, s in scores.items() if n != "flightcast")
+    ratio("tourism mean MASE flightcast / seasonal naive", scores["flightcast"] / scores["seasonal naive"],
+          "< 1", scores["flightcast"] < scores["seasonal naive"])
+    if "AutoETS" in scores:
+        ratio("tourism mean MASE flightcast / AutoETS (best peer in the issue)",
+              scores["flightcast"] / scores["AutoETS"], "< 1 (below 1.599)", scores["flightcast"] < scores["AutoETS"])
+    ratio(f"tourism mean MASE flightcast / best of this run ({best_peer[1]})", scores["flightcast"] / best_peer[0],
+          "< 1", scores["flightcast"] < best_peer[0])
+
+
+def choose_model(train: SeriesSet, cfg: dict):
+    """One global model per candidate setting on the tourism training parts; the one with the lowest backtest
+    MASE (model.metrics['mase']), its train_model seconds and its lookback. Prints every candidate."""
+    params = {"num_boost_round": cfg["rounds"]} if cfg["rounds"] != ROUNDS else {}
+    candidates = {}
+    for objective in cfg["objectives"]:
+        for lookback in cfg["lookbacks"]:
+            start = time.perf_counter()
+            model = train_model(train, freq=Frequency("q"), lookback=lookback, horizon=HOLDOUT, strategy=STRATEGY,
+                                lightgbm_params={**params, "objective": objective}, dataset="tourism_quarterly")
+            seconds = time.perf_counter() - start
+            candidates[(lookback, objective)] = (model, seconds)
+            print(f"  lookback {lookback:>2}, objective {objective:<10}: backtest MASE {model.metrics['mase']:.3f} "
+                  f"over {model.metrics['backtest_series']} series x {model.metrics['backtest_windows']} origins, "
+                  f"{len(model.stats.ids)} series trained on, train_model {seconds:.1f} s", flush=True)
+    best = min(candidates, key=lambda c: _or_inf(candidates[c][0].metrics["mase"]))
+    model, seconds = candidates[best]
+    print(f"  chosen: lookback {best[0]}, objective {best[1]} (the lowest backtest MASE on the training parts; "
+          "held-out points unused)")
+    return model, seconds, best[0]
+
+
+def _or_inf(value: float) -> float:
+    return math.inf if value is None or math.isnan(value) else value
+
+
+def autoets(frame, ids, horizon: int, levels=(80, 95), season: int = SEASON, freq: str = "QS"):
+    """statsforecast AutoETS forecasts (n, h) and, per level, (lower, upper) in `ids` order."""
+    from statsforecast import StatsForecast
+    from statsforecast.models import AutoETS
+
+    sf = StatsForecast(models=[AutoETS(season_length=season)], freq=freq, n_jobs=1)
+    out = sf.forecast(df=frame, h=horizon, level=list(levels)) if levels else sf.forecast(df=frame, h=horizon)
+    point = frame_to_matrix(out, ids, "AutoETS", horizon)
+    bounds = {lv: (frame_to_matrix(out, ids, f"AutoETS-lo-{lv}", horizon),
+                   frame_to_matrix(out, ids, f"AutoETS-hi-{lv}", horizon)) for lv in levels}
+    return point, bounds
+
+
+def mlforecast_model(lags: int, transforms: bool, rounds: int, freq: str, date_features=()):
+    import lightgbm as lgb
+    from mlforecast import MLForecast
+    from mlforecast.target_transforms import Differences, LocalStandardScaler
+
+    return MLForecast(
+        models={"lgb": lgb.LGBMRegressor(n_estimators=rounds, learning_rate=0.05, verbosity=-1)},
+        freq=freq, lags=list(range(1, lags + 1)), date_features=list(date_features),
+        target_transforms=[Differences([1]), LocalStandardScaler()] if transforms else None,
+    )
+
+
+def mlforecast_panel(frame, ids, horizon: int, transforms: bool, rounds: int) -> np.ndarray:
+    mlf = mlforecast_model(MLFORECAST_LAGS, transforms, rounds, "QS")
+    mlf.fit(frame)
+    return frame_to_matrix(mlf.predict(horizon), ids, "lgb", horizon)
+
+
+# ------------------------------------------------------------------------------------------ (b) scale
+
+
+def synthetic_panel(series: int, points: int, seed: int = SEED) -> SeriesSet:
+    """Daily series with their own level, weekly shape, trend and noise (a fixed seed)."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(points, dtype=np.float64)
+    level = rng.uniform(10.0, 1000.0, series)
+    amplitude = rng.uniform(0.05, 0.3, series) * level
+    trend = rng.normal(0.0, 0.002, series) * level
+    phase = rng.integers(0, 7, series)
+    weekly = np.sin(2 * np.pi * (t[None, :] + phase[:, None]) / 7.0)
+    noise = rng.normal(0.0, 1.0, (series, points)) * (rng.uniform(0.02, 0.1, series) * level)[:, None]
+    values = level[:, None] + trend[:, None] * t[None, :] + amplitude[:, None] * weekly + noise
+    times = np.datetime64("2024-01-01", "us") + np.arange(points) * np.timedelta64(1, "D").astype("m8[us]")
+    return SeriesSet([f"s{i:05d}" for i in range(series)], [times] * series, list(values))
+
+
+def child(task: str, series: int, points: int, lookback: int, horizon: int, rounds: int) -> None:
+    """One measurement in its own process; prints one JSON line."""
+    panel = synthetic_panel(series, points)
+    out: dict = {}
+    if task == "flightcast":
+        params = {"num_boost_round": rounds} if rounds != ROUNDS else {}
+        out["rss_data_mb"] = peak_rss_mb()
+        start = time.perf_counter()
+        model = train_model(panel, freq=Frequency("d"), lookback=lookback, horizon=horizon, lightgbm_params=params,
+                            dataset="synthetic")
+        out["fit_s"] = time.perf_counter() - start
+        out["training_rows"] = model.training_rows
+        out["backtest_mase"] = model.metrics["mase"]
+        windows, last, ids = latest_windows(panel, lookback)
+        out["predict_s"] = _median_time(lambda: model.forecast_windows(windows, last, horizon, ids), 3)
+    else:
+        frame = long_frame(panel)
+        del panel
+        out["rss_data_mb"] = peak_rss_mb()
+        mlf = mlforecast_model(lookback, True, rounds, "D", date_features=["dayofweek"])
+        start = time.perf_counter()
+        mlf.fit(frame)
+        out["fit_s"] = time.perf_counter() - start
+        out["predict_s"] = _median_time(lambda: mlf.predict(horizon), 3)
+    out["peak_mb"] = peak_rss_mb()
+    print(json.dumps(out), flush=True)
+
+
+def _median_time(fn, runs: int) -> float:
+    samples = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        fn()
+        samples.append(time.perf_counter() - start)
+    return statistics.median(samples)
+
+
+def run_child(task: str, cfg: dict) -> dict:
+    args = [sys.executable, "-m", "bench.bench_panel", "child", task, str(cfg["series"]), str(cfg["points"]),
+            str(cfg["lookback"]), str(cfg["horizon"]), str(cfg["rounds"])]
+    proc = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=3600)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{task} measurement failed:\n{proc.stderr[-4000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def scale(cfg: dict, have_peers: bool) -> tuple[dict, dict | None]:
+    n, points = cfg["series"], cfg["points"]
+    print(f"\n(b) synthetic panel: {n} series x {points} daily points (weekly season, trend, noise, seed {SEED}); "
+          f"lookback/lags {cfg['lookback']}, {cfg['rounds']} rounds; each fit in its own process")
+    ours = run_child("flightcast", cfg)
+    theirs = run_child("mlforecast", cfg) if have_peers else None
+    print(f"  {'':<30} {'fit s':>8} {'peak RSS MB':>12} {'RSS with data MB':>17} {'in-process predict s':>21}")
+    print(f"  {'flightcast train_model':<30} {ours['fit_s']:>8.2f} {ours['peak_mb']:>12.0f} "
+          f"{ours['rss_data_mb']:>17.0f} {ours['predict_s']:>21.3f}")
+    if theirs:
+        print(f"  {'mlforecast fit (diff+scale)':<30} {theirs['fit_s']:>8.2f} {theirs['peak_mb']:>12.0f} "
+              f"{theirs['rss_data_mb']:>17.0f} {theirs['predict_s']:>21.3f}")
+    print(f"  issue's mlforecast figures: {ISSUE_SCALE['fit_s']} s fit, {ISSUE_SCALE['predict_s']} s predict(14), "
+          "1.5 GB peak RSS")
+    print(f"  flightcast: {ours['training_rows']} feature rows in the final fit, backtest MASE "
+          f"{ours['backtest_mase']:.3f}; its time includes 3 backtest fits and calibration, mlforecast's one fit")
+    if theirs:
+        ratio("training time flightcast / mlforecast", ours["fit_s"] / theirs["fit_s"], "<= 1",
+              ours["fit_s"] <= theirs["fit_s"])
+        ratio("training peak RSS flightcast / mlforecast", ours["peak_mb"] / theirs["peak_mb"], "<= 0.5",
+              ours["peak_mb"] <= 0.5 * theirs["peak_mb"])
+    return ours, theirs
+
+
+# ------------------------------------------------------------------------------------------ runtime
+
+
+SPICEPOD = """\
+version: v1
+kind: Spicepod
+name: bench-panel
+datasets:
+  - from: file:panel.parquet
+    name: panel
+    mode: read_write
+    series_column: series
+  - from: file:single.parquet
+    name: single
+    mode: read_write
+models:
+  - from: lightgbm
+    name: panel_m
+    datasets: [panel]
+    params: {{lookback: {lookback}, horizon: {horizon}, frequency: 1d{lgb}}}
+  - from: lightgbm
+    name: single_m
+    datasets: [single]
+    params: {{lookback: {lookback}, horizon: {horizon}, frequency: 1d{lgb}}}
+"""
+
+
+def write_files(folder: Path, panel: SeriesSet) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    lengths = panel.lengths()
+    table = pa.table({
+        "series": pa.array(np.repeat(np.asarray(panel.ids, dtype=object), lengths), pa.string()),
+        "ts": pa.array(np.concatenate(panel.times), pa.timestamp("us")),
+        "value": np.concatenate(panel.values),
+    })
+    pq.write_table(table, folder / "panel.parquet")
+    pq.write_table(pa.table({"ts": pa.array(panel.times[0], pa.timestamp("us")), "value": panel.values[0]}),
+                   folder / "single.parquet")
+
+
+def served(cfg: dict, theirs: dict | None) -> None:
+    import pyarrow as pa
+
+    n, horizon, lookback = cfg["series"], cfg["horizon"], cfg["lookback"]
+    panel = synthetic_panel(n, cfg["points"])
+    lgb = f", lightgbm: {{num_boost_round: {cfg['rounds']}}}" if cfg["rounds"] != ROUNDS else ""
+    with tempfile.TemporaryDirectory(prefix="bench-panel-") as tmp:
+        folder = Path(tmp)
+        write_files(folder, panel)
+        with Runtime(SPICEPOD.format(lookback=lookback, horizon=horizon, lgb=lgb), folder) as rt:
+            ready = rt.wait_ready(READY_TIMEOUT)
+            print(f"\n(b) bulk forecast of {n} series x {horizon} steps: GET /v1/models/panel_m/forecasts (Arrow IPC) "
+                  f"on a runtime (ready after {ready:.1f} s: load + training of both models)")
+            path = f"/v1/models/panel_m/forecasts?horizon={horizon}"
+            arrow = "application/vnd.apache.arrow.stream"
+            start = time.perf_counter()
+            body = rt.get(path, arrow)
+            first = time.perf_counter() - start
+            table = pa.ipc.open_stream(body).read_all()
+            if table.num_rows != n * horizon:
+                raise RuntimeError(f"/forecasts returned {table.num_rows} rows, expected {n * horizon}")
+            warm = _median_time(lambda: rt.get(path, arrow), cfg["bulk_runs"])
+            print(f"  flightcast first call {first:.3f} s (reads every window through Flight), then median "
+                  f"{warm:.3f} s over {cfg['bulk_runs']} calls; {table.num_rows} rows, {len(body) / 1e6:.1f} MB")
+            if theirs:
+                print(f"  mlforecast in-process predict({horizon}): median {theirs['predict_s']:.3f} s")
+                ratio("bulk forecast flightcast GET /forecasts (warm) / mlforecast predict", warm / theirs["predict_s"],
+                      "<= 1", warm <= theirs["predict_s"])
+                ratio("bulk forecast flightcast GET /forecasts (first) / mlforecast predict",
+                      first / theirs["predict_s"], "<= 1", first <= theirs["predict_s"])
+            single_predict(rt, panel, cfg)
+
+
+def single_predict(rt: Runtime, panel: SeriesSet, cfg: dict) -> None:
+    import pyarrow as pa
+
+    runs = cfg["predict_runs"]
+    print(f"\n(c) single-series GET predict (level=80), median ms over {runs} requests: panel model "
+          f"({len(panel)} series) against a single-series model (same lookback, horizon, data of one series)")
+    day = np.timedelta64(1, "D").astype("m8[us]")
+    last = panel.times[0][-1]
+    results = {}
+    for label, model in (("panel", "panel_m"), ("single", "single_m")):
+        warm, cold = [], []
+        for i in range(runs):
+            sid = panel.ids[(i * 7919) % len(panel)]
+            path = f"/v1/models/{model}/predict?level=80" + (f"&series={sid}" if label == "panel" else "")
+            rt.get_json(path)
+            start = time.perf_counter()
+            answer = rt.get_json(path)
+            warm.append(time.perf_counter() - start)
+            if answer.get("status") != "Success":
+                raise RuntimeError(f"{path}: {answer}")
+            if label == "panel":
+                row = {"series": pa.array([sid]), "ts": pa.array([last + day * (i + 1)], pa.timestamp("us")),
+                       "value": pa.array([float(panel.values[0][-1])])}
+                rt.do_put("panel", pa.table(row))
+            else:
+                row = {"ts": pa.array([last + day * (i + 1)], pa.timestamp("us")),
+                       "value": pa.array([float(panel.values[0][-1])])}
+                rt.do_put("single", pa.table(row))
+            start = time.perf_counter()
+            answer = rt.get_json(path)
+            cold.append(time.perf_counter() - start)
+            if answer.get("status") != "Success":
+                raise RuntimeError(f"{path}: {answer}")
+        results[label] = (1000 * statistics.median(warm), 1000 * statistics.median(cold))
+    print(f"  {'model':<8} {'warm ms':>9} {'cold ms (after a DoPut)':>24}")
+    for label, (w, c) in results.items():
+        print(f"  {label:<8} {w:>9.2f} {c:>24.2f}")
+    ratio("GET predict warm: panel / single-series model", results["panel"][0] / results["single"][0], "<= 1.2",
+          results["panel"][0] <= 1.2 * results["single"][0])
+    ratio("GET predict cold: panel / single-series model", results["panel"][1] / results["single"][1], "<= 1.2",
+          results["panel"][1] <= 1.2 * results["single"][1])
+
+
+# ------------------------------------------------------------------------------------------ main
+
+
+def main(tiny: bool | None = None) -> None:
+    tiny = tiny_mode(tiny)
+    header("bench.bench_panel", "panels: tourism accuracy, 10,000-series training and bulk forecasts, predict")
+    cfg = settings(tiny)
+    if tiny:
+        print("tiny mode: peers skipped; " + ", ".join(f"{k}={v}" for k, v in cfg.items()))
+        have_peers = False
+    else:
+        have_peers = report_peers(peers(), ("pandas", "mlforecast", "statsforecast"))
+    accuracy(cfg, have_peers)
+    _, theirs = scale(cfg, have_peers)
+    served(cfg, theirs)
+
+
+if __name__ == "__main__":
+    if len(sys.argv) > 1 and sys.argv[1] == "child":
+        task, *numbers = sys.argv[2:]
+        child(task, *(int(v) for v in numbers))
+    else:
+        main()
