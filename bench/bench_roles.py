@@ -42,8 +42,8 @@ name: bench-roles
 datasets:
   - {{from: file:{path}, name: big, mode: read_write}}
 models:
-  - {{from: lightgbm, name: {model}, datasets: [big], params: {{value_column: value, lookback: 30, horizon: 12, frequency: 1min,
-      backtest_windows: 1, lightgbm: {{num_boost_round: {rounds}}}}}}}
+  - {{from: lightgbm, name: {model}, datasets: [big], params: {{value_column: value, lookback: 30, horizon: 12,
+      frequency: 1min, backtest_windows: 1, lightgbm: {{num_boost_round: {rounds}}}}}}}
 """
 
 

@@ -84,8 +84,11 @@ class TrainedModel:
         calibration: Calibration | None = None,
         metrics: dict[str, Any] | None = None,
         training_rows: int = 0,
+        differencing: int = 0,
     ):
         self.layout = layout
+        # Seasonal differencing: the boosters model v[t] - v[t - differencing]; 0 models the values.
+        self.differencing = differencing
         self.freq = freq
         self.horizon = horizon
         self.strategy = strategy
@@ -100,16 +103,34 @@ class TrainedModel:
     def lookback(self) -> int:
         return self.layout.lookback
 
+    @property
+    def window_length(self) -> int:
+        """Values a forecast reads: the lookback, and one season more when differencing."""
+        return self.layout.lookback + self.differencing
+
     def forecast_windows(
         self, windows: np.ndarray, last_times: np.ndarray, horizon: int, ids: Sequence[str | None]
     ) -> tuple[np.ndarray, np.ndarray]:
-        """Forecasts (n, horizon) after each window (n, lookback), and each window's spread (n,).
+        """Forecasts (n, horizon) after each window (n, window_length), and each window's spread (n,).
 
         `last_times` (n,) is each window's newest timestamp; `ids` its series.
         """
+        windows = np.asarray(windows, dtype=np.float64)
+        lag = self.differencing
+        if not lag:
+            return self._forecast(windows, last_times, horizon, ids)
+        changes, spread = self._forecast(windows[:, lag:] - windows[:, :-lag], last_times, horizon, ids)
+        # Undo the differencing: each value is its change plus the value one season before it.
+        values = np.concatenate([windows[:, -lag:], np.empty_like(changes)], axis=1)
+        for k in range(horizon):
+            values[:, lag + k] = changes[:, k] + values[:, k]
+        return values[:, lag:], spread
+
+    def _forecast(
+        self, windows: np.ndarray, last_times: np.ndarray, horizon: int, ids: Sequence[str | None]
+    ) -> tuple[np.ndarray, np.ndarray]:
         layout = self.layout
         lookback = layout.lookback
-        windows = np.asarray(windows, dtype=np.float64)
         n = windows.shape[0]
         series_mean, series_std = self.stats.lookup(ids, windows)
         positions = self._positions(last_times, horizon)
@@ -162,6 +183,7 @@ class TrainedModel:
             "boosters": files,
             "metrics": _json_safe(self.metrics),
             "training_rows": self.training_rows,
+            "differencing": self.differencing,
         }
         (directory / "model.json").write_text(json.dumps(meta, indent=2) + "\n")
 
@@ -185,6 +207,7 @@ class TrainedModel:
         return cls(
             layout, Frequency.parse(meta["frequency"]), int(meta["horizon"]), meta["strategy"], boosters, stats,
             calibration=calibration, metrics=meta["metrics"], training_rows=int(meta["training_rows"]),
+            differencing=int(meta.get("differencing", 0)),
         )
 
 
@@ -209,6 +232,7 @@ class FileBoosterModel:
     def __init__(self, booster: lgb.Booster, lookback: int):
         self.booster = booster
         self.lookback = lookback
+        self.window_length = lookback
 
     @classmethod
     def load(cls, path: Path, lookback: int) -> FileBoosterModel:

@@ -21,7 +21,7 @@ from pipelines.series import SeriesSet
 from spicepod import DatasetSpec, ModelSpec
 
 # Bump when the feature design changes, so stored versions are retrained rather than misread.
-FEATURES_VERSION = 4
+FEATURES_VERSION = 5
 KEEP_RUNS = 10  # stored runs kept per model; older ones are removed when a new one is written
 
 

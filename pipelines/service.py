@@ -366,7 +366,7 @@ class PredictionService:
     def _compute(
         self, served: ServedModel, state: ModelState, series: str | None, steps: int, newest: np.datetime64 | None,
     ) -> tuple[np.ndarray, np.ndarray, list[str]]:
-        lookback = served.model.lookback
+        lookback = served.model.window_length  # the lookback, and a season more when the model differences
         dataset = state.spec.dataset
         if newest is None:
             raise NotReady(f"not enough data: dataset '{dataset}' has no rows")
@@ -434,7 +434,7 @@ class PredictionService:
         dataset = state.spec.dataset
         with served.windows_lock:
             version, newest = self._data(dataset)
-            lookback = served.model.lookback
+            lookback = served.model.window_length
             if served.windows is None:
                 changed = None
             else:

@@ -91,14 +91,19 @@ def _steps(strategy: str, horizon: int) -> range:
     return range(1, 2) if strategy == "recursive" else range(1, horizon + 1)
 
 
-def series_stats(series: SeriesSet, season: int) -> SeriesStats:
-    """Level statistics and naive scale of each series."""
-    pairs = [level_stats(v) for v in series.values]
+def series_stats(series: SeriesSet, season: int, lag: int = 0) -> SeriesStats:
+    """Level statistics of what the model sees (the changes over `lag` steps, or the values) and the
+    naive scale of the values, of each series."""
+    pairs = [level_stats(differenced(v, lag)) for v in series.values]
     return SeriesStats(
         series.ids,
         np.array([p[0] for p in pairs]), np.array([p[1] for p in pairs]),
         np.array([naive_scale(v, season) for v in series.values]),
     )
+
+
+def differenced(values: np.ndarray, lag: int) -> np.ndarray:
+    return values[lag:] - values[:-lag] if lag else values
 
 
 def training_set(
@@ -154,15 +159,18 @@ def _cut(chunk: SeriesSet, cuts: dict) -> SeriesSet:
     return part.truncated(np.array([cuts[sid] for sid in part.ids], dtype=np.int64))
 
 
-def chunk_stats(chunk: SeriesSet, cuts: dict, season: int) -> SeriesStats:
-    return series_stats(_cut(chunk, cuts), season)
+def chunk_stats(chunk: SeriesSet, cuts: dict, season: int, lag: int) -> SeriesStats:
+    return series_stats(_cut(chunk, cuts), season, lag)
 
 
 def chunk_rows(
-    chunk: SeriesSet, cuts: dict, layout: FeatureLayout, freq: Frequency, step: int, cap: int,
+    chunk: SeriesSet, cuts: dict, layout: FeatureLayout, freq: Frequency, step: int, cap: int, lag: int,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     part = _cut(chunk, cuts)
-    return training_set(layout, part, series_stats(part, freq.season), freq, step, cap)
+    stats = series_stats(part, freq.season, lag)
+    if lag:
+        part = SeriesSet(part.ids, [t[lag:] for t in part.times], [differenced(v, lag) for v in part.values])
+    return training_set(layout, part, stats, freq, step, cap)
 
 
 def chunk_backtest(
@@ -170,7 +178,7 @@ def chunk_backtest(
 ) -> tuple[list[np.ndarray], dict]:
     """Forecasts of `model` from every origin cuts[id]..ends[id]-1 of each series: normalised absolute
     errors per step, and (MASE, sMAPE) of the forecast from each series' first origin."""
-    lookback, season = model.lookback, model.freq.season
+    length, season = model.window_length, model.freq.season
     part = chunk.subset([i for i, sid in enumerate(chunk.ids) if sid in cuts])
     errors: list[np.ndarray] = [np.empty(0)] * horizon
     scores: dict = {}
@@ -186,7 +194,7 @@ def chunk_backtest(
     origin = np.concatenate([np.arange(c, e) for c, e in zip(cut, end, strict=True)])
     base = offsets[owner] + origin
     steps = np.arange(horizon)
-    windows = flat_values[base[:, None] + np.arange(-lookback, 0)[None, :]]
+    windows = flat_values[base[:, None] + np.arange(-length, 0)[None, :]]
     predicted, spread = model.forecast_windows(windows, flat_times[base - 1], horizon, [part.ids[r] for r in owner])
     inside = origin[:, None] + steps[None, :] < lengths[owner][:, None]
     actual = np.where(inside, flat_values[np.where(inside, base[:, None] + steps[None, :], 0)], np.nan)
@@ -231,25 +239,25 @@ class LocalBackend:
 
 def fit(
     backend: SeriesBackend, cuts: dict, layout: FeatureLayout, freq: Frequency, horizon: int, strategy: str,
-    user_params: dict[str, Any] | None,
+    user_params: dict[str, Any] | None, lag: int = 0,
 ) -> TrainedModel:
     """Boosters for `strategy` on the series named in `cuts`, each cut to cuts[id] points (capped to its
-    share of the row budget)."""
-    parts = backend.map(chunk_stats, cuts, freq.season)
+    share of the row budget); with `lag`, on their changes over `lag` steps."""
+    parts = backend.map(chunk_stats, cuts, freq.season, lag)
     stats = SeriesStats([sid for p in parts for sid in p.ids], np.concatenate([p.mean for p in parts]),
                         np.concatenate([p.std for p in parts]), np.concatenate([p.scale for p in parts]))
     cap = max(MIN_WINDOWS_PER_SERIES, TRAINING_ROWS_BUDGET // max(len(cuts), 1))
-    rows = sum(min(max(0, n - layout.lookback), cap) for n in cuts.values())
+    rows = sum(min(max(0, n - lag - layout.lookback), cap) for n in cuts.values())
     boosters = []
     for step in _steps(strategy, horizon):
         params, rounds = lightgbm_params(user_params, rows)
         try:
-            booster = backend.fit(params, rounds, chunk_rows, cuts, layout, freq, step, cap)
+            booster = backend.fit(params, rounds, chunk_rows, cuts, layout, freq, step, cap, lag)
         except lgb.basic.LightGBMError as exc:
             raise InvalidInput(f"LightGBM rejected the training parameters: {exc}") from exc
         # Round-trip through the text format so an in-memory model predicts exactly like a loaded one.
         boosters.append(lgb.Booster(model_str=booster.model_to_string()))
-    return TrainedModel(layout, freq, horizon, strategy, boosters, stats, training_rows=rows)
+    return TrainedModel(layout, freq, horizon, strategy, boosters, stats, training_rows=rows, differencing=lag)
 
 
 def _cuts(length: int, horizon: int, windows: int, need: int, extend: bool) -> list[int] | None:
@@ -267,11 +275,11 @@ def _cuts(length: int, horizon: int, windows: int, need: int, extend: bool) -> l
 
 def backtest(
     backend: SeriesBackend, lengths: dict, layout: FeatureLayout, freq: Frequency, horizon: int, windows: int,
-    strategy: str, user_params: dict[str, Any] | None, dataset: str,
+    strategy: str, user_params: dict[str, Any] | None, dataset: str, lag: int = 0,
 ) -> Backtest:
     """Score `strategy` from `windows` rolling origins per series and collect calibration errors."""
     lookback = layout.lookback
-    need = lookback + _steps(strategy, horizon)[-1]
+    need = lookback + _steps(strategy, horizon)[-1] + lag
     # Few series give few calibration errors: then the earliest origin moves back for more of them.
     extend = len(lengths) * windows * horizon < CALIBRATION_ERRORS
     cuts = {sid: c for sid, n in lengths.items() if (c := _cuts(n, horizon, windows, need, extend))}
@@ -292,7 +300,7 @@ def backtest(
     for j in range(windows):
         cut = {sid: cuts[sid][j] for sid in chosen}
         end = {sid: lengths[sid] if j == 0 else cuts[sid][j - 1] for sid in chosen}
-        model = fit(backend, cut, layout, freq, horizon, strategy, user_params)
+        model = fit(backend, cut, layout, freq, horizon, strategy, user_params, lag)
         for part_errors, part_scores in backend.map(chunk_backtest, cut, end, model, horizon):
             for k in range(horizon):
                 errors[k].append(part_errors[k])
@@ -307,6 +315,17 @@ def backtest(
         series=len(chosen),
         calibration=Calibration.from_errors(errors),
     )
+
+
+def differencing_lag(series: int, freq: Frequency) -> int:
+    """Panels of seasonal series model the change over one season; single series model the values.
+
+    Chosen by rolling backtests on training data: over the 427 tourism series (3 origins) mean MASE 2.15
+    on values and 2.00 on seasonal changes (held out: 1.65 and 1.51). On the six sample series (8
+    origins) changes scored 0.79 against 0.84 on the mean, but the choice flipped from series to series
+    and held-out points got worse (1.40 against 1.15), so a single series keeps its values.
+    """
+    return freq.season if series > 1 and freq.season > 1 else 0
 
 
 def train_model(
@@ -332,7 +351,8 @@ def train_model(
         raise InvalidInput(f"unknown strategy {strategy!r}; expected one of {', '.join(STRATEGIES)}, auto")
     backend = backend or LocalBackend(series)
     lengths = dict(pair for part in backend.map(chunk_lengths, dataset) for pair in part)
-    eligible = {sid: n for sid, n in lengths.items() if n >= lookback + horizon}
+    lag = differencing_lag(len(lengths), freq)
+    eligible = {sid: n for sid, n in lengths.items() if n >= lookback + horizon + lag}
     if not eligible:
         if len(lengths) == 1:
             raise InvalidInput(
@@ -345,10 +365,10 @@ def train_model(
         )
     layout = FeatureLayout(lookback, freq.season)
     candidates = list(STRATEGIES) if strategy == "auto" else [strategy]
-    results = [backtest(backend, eligible, layout, freq, horizon, backtest_windows, s, lightgbm_params, dataset)
+    results = [backtest(backend, eligible, layout, freq, horizon, backtest_windows, s, lightgbm_params, dataset, lag)
                for s in candidates]
     best = min(results, key=lambda r: (math.inf if math.isnan(r.mase) else r.mase))
-    model = fit(backend, eligible, layout, freq, horizon, best.strategy, lightgbm_params)
+    model = fit(backend, eligible, layout, freq, horizon, best.strategy, lightgbm_params, lag)
     model.calibration = best.calibration
     model.metrics = {
         "mase": best.mase,
@@ -356,6 +376,7 @@ def train_model(
         "backtest_windows": best.windows,
         "backtest_series": best.series,
         "calibration_errors": best.calibration.count,
+        "differencing": lag,
     }
     if strategy == "auto":
         model.metrics["strategy_mase"] = {r.strategy: r.mase for r in results}

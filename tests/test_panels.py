@@ -107,7 +107,7 @@ def test_panel_errors(rt):
     status, body = predict(rt, f"panel_m/predict?series={'x' * 257}")
     assert status == 400 and "256 bytes" in body["error_message"]
     status, body = predict(rt, "panel_m/predict?series=tiny")
-    assert status == 400 and "has 10 periods, the window needs 14" in body["error_message"]
+    assert status == 400 and "has 10 periods, the window needs 21" in body["error_message"]  # 14 + a week
     status, body = predict(rt, "single_m/predict?series=x")
     assert status == 400 and "single series" in body["error_message"]
     status, body = predict(rt, "panel_m/predict?series=store_a&series=store_b")
