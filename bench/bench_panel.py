@@ -141,9 +141,9 @@ def choose_model(train: SeriesSet, cfg: dict):
     for objective in cfg["objectives"]:
         for lookback in cfg["lookbacks"]:
             start = time.perf_counter()
+            chosen = params if objective == "default" else {**params, "objective": objective}
             model = train_model(train, freq=Frequency("q"), lookback=lookback, horizon=HOLDOUT, strategy=STRATEGY,
-                                lightgbm_params=params if objective == "default" else {**params, "objective": objective},
-                                dataset="tourism_quarterly")
+                                lightgbm_params=chosen, dataset="tourism_quarterly")
             seconds = time.perf_counter() - start
             candidates[(lookback, objective)] = (model, seconds)
             print(f"  lookback {lookback:>2}, objective {objective:<10}: backtest MASE {model.metrics['mase']:.3f} "
