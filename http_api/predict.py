@@ -23,6 +23,7 @@ MAX_LEVELS = 5
 MAX_SERIES_ID_BYTES = 256
 MAX_HISTORY = 100_000
 DEFAULT_HISTORY = 200
+MAX_SERIES_LIST = 1_000_000
 
 
 # --- parsing at the edge: checked once here, trusted after ---------------------------------------------
@@ -245,9 +246,28 @@ class ForecastsHandler(PredictBase):
             self.finish(await self.ctx.run(_json_rows, table))
 
 
-class SeriesHandler(BaseHandler):
+class SeriesHandler(PredictBase):
+    """The series of a model, by id; `q` keeps the ids that contain it (any case), `limit` the first N.
+
+    The header X-Total-Count tells how many matched before the limit, so a search box can say "50 of 812".
+    """
+
     async def get(self, name: str) -> None:
-        self.write_json(await self.ctx.run(self.ctx.predictions.series, name))
+        text = self._single("q")
+        raw = self._single("limit")
+        limit = None
+        if raw is not None:
+            if not re.fullmatch(r"[0-9]{1,7}", raw) or not 1 <= int(raw) <= MAX_SERIES_LIST:
+                raise InvalidInput(f"limit must be an integer from 1 to {MAX_SERIES_LIST}, got {raw[:40]!r}")
+            limit = int(raw)
+        entries = await self.ctx.run(self.ctx.predictions.series, name)
+        if text:
+            needle = text.casefold()
+            entries = [e for e in entries if e["series"] is not None and needle in e["series"].casefold()]
+        self.set_header("X-Total-Count", str(len(entries)))
+        self.write_json(entries if limit is None else entries[:limit])
+
+    _single = PredictHandler._single
 
 
 class HistoryHandler(PredictBase):
