@@ -260,12 +260,9 @@ class SeriesHandler(PredictBase):
             if not re.fullmatch(r"[0-9]{1,7}", raw) or not 1 <= int(raw) <= MAX_SERIES_LIST:
                 raise InvalidInput(f"limit must be an integer from 1 to {MAX_SERIES_LIST}, got {raw[:40]!r}")
             limit = int(raw)
-        entries = await self.ctx.run(self.ctx.predictions.series, name)
-        if text:
-            needle = text.casefold()
-            entries = [e for e in entries if e["series"] is not None and needle in e["series"].casefold()]
-        self.set_header("X-Total-Count", str(len(entries)))
-        self.write_json(entries if limit is None else entries[:limit])
+        total, entries = await self.ctx.run(self.ctx.predictions.series_matching, name, text, limit)
+        self.set_header("X-Total-Count", str(total))
+        self.write_json(entries)
 
     _single = PredictHandler._single
 

@@ -501,6 +501,34 @@ class PredictionService:
             entry["error_message"] = state.error
         return entry
 
+    def series_matching(
+        self, name: str, text: str | None = None, limit: int | None = None,
+    ) -> tuple[int, list[dict[str, Any]]]:
+        """(how many ids contain `text`, any case; the first `limit` of those entries, as series() gives them).
+
+        Only the entries returned are built, and the per-series stats are kept until the model's data or
+        version changes, so a search box over 10,000 series stays quick.
+        """
+        state = self._state(name)
+        served = state.served()
+        grid, spec = served.grid, state.spec
+        key = (served.meta.model_version, self._data(grid.dataset)[0])
+        kept = self.__dict__.setdefault("_series_stats", {}).get(name)
+        if kept is None or kept[0] != key:
+            kept = self._series_stats[name] = (key, grid.series_stats(self.client))
+        stats = kept[1]
+        if text:
+            needle = text.casefold()
+            stats = [row for row in stats if row[0] is not None and needle in row[0].casefold()]
+        need = spec.lookback + spec.horizon
+        entries = []
+        for sid, rows, first, last in stats if limit is None else stats[:limit]:
+            periods = int(grid.freq.steps_between(bucket(first, grid.freq, grid.origin),
+                                                  np.asarray([bucket(last, grid.freq, grid.origin)]))[0]) + 1
+            entries.append({"series": sid, "rows": rows, "first_timestamp": iso_utc(first),
+                            "last_timestamp": iso_utc(last), "status": "ready" if periods >= need else "too_short"})
+        return len(stats), entries
+
 
 def _merge(old: Windows, fresh: Windows, changed: set[str]) -> Windows:
     """`old` with the changed series replaced by their `fresh` windows (new series appended)."""

@@ -203,6 +203,7 @@ def test_post_mixes_panel_and_single_series_models(rt):
 
 def test_a_doput_to_one_series_moves_only_that_series(rt):
     before = {sid: rt.get_json(f"/v1/models/panel_m/predict?series={sid}")["prediction"] for sid in LEVELS}
+    listed = rt.get_json("/v1/models/panel_m/series?q=store_a")[0]
     new = pa.table({"store": ["store_a"], "ts": pa.array([START + timedelta(days=DAYS)], pa.timestamp("us")),
                     "value": [40.0]})
     with rt.flight_client() as client:
@@ -210,6 +211,9 @@ def test_a_doput_to_one_series_moves_only_that_series(rt):
     after = {sid: rt.get_json(f"/v1/models/panel_m/predict?series={sid}") for sid in LEVELS}
     assert after["store_a"]["timestamps"][0] == (START + timedelta(days=DAYS + 1)).strftime("%Y-%m-%dT00:00:00Z")
     assert after["store_a"]["prediction"] != before["store_a"]
+    # the series search keeps its stats only while the data is unchanged
+    relisted = rt.get_json("/v1/models/panel_m/series?q=store_a")[0]
+    assert relisted["rows"] == listed["rows"] + 1 and relisted["last_timestamp"] > listed["last_timestamp"]
     for sid in LEVELS:
         if sid != "store_a":
             assert after[sid]["prediction"] == before[sid]
