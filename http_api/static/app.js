@@ -11,13 +11,19 @@
   const LEVELS = ["80", "95"];
 
   const $ = (id) => document.getElementById(id);
+  // app.js runs before uPlot is evaluated (both deferred, in that order), so the API calls start
+  // while the chart library is still being compiled; drawing waits for it.
+  const chartLibrary = new Promise((resolve) => {
+    if (window.uPlot) resolve();
+    else document.addEventListener("DOMContentLoaded", () => resolve(), { once: true });
+  });
 
   const state = {
     models: [], datasets: [], model: null, series: null, points: "auto",
     loading: false, needKey: false, drawSeq: 0, searchSeq: 0, searchTimer: 0,
   };
   // What the page drew last, for people poking at it in the console and for the browser tests.
-  const page = (window.flightcast = { state, chart: null, drawn: null, draws: 0 });
+  const page = (window.flightcast = { state, chart: null, drawn: null, draws: 0, drawnAt: null });
 
   // --- small helpers -------------------------------------------------------------------------------
 
@@ -386,6 +392,7 @@
       api(modelPath(model.name, "history", params.concat([["limit", historyPoints(model)]]))),
       api(modelPath(model.name, "predict", params.concat(LEVELS.map((l) => ["level", l])))),
     ]);
+    await chartLibrary;
     if (token !== state.drawSeq) return;
     setChartMessage("");
     render({ model: model.name, series, history: history.body, forecast: forecast.body }, model);
@@ -528,6 +535,7 @@
       forecastStart: forecast.timestamps[0] || null,
     };
     page.draws += 1;
+    page.drawnAt = performance.now(); // ms since the navigation started
     show($("chart-options"), true);
     $("chart").dataset.state = "drawn";
     const facts = [];
