@@ -436,6 +436,8 @@
     return daily ? iso.slice(0, 10) : iso.slice(0, 16).replace("T", " ");
   }
 
+  const MONTHS = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
+
   // Axis ticks in UTC, 24-hour, ISO-like; the date (or year) is added where it changes.
   function timeTicks(u, splits, axisIdx, space, incr) {
     const DAY = 86400;
@@ -447,7 +449,11 @@
       const day = iso.slice(0, 10);
       let label;
       if (incr >= 365 * DAY - 1) label = year;
-      else if (incr >= 28 * DAY) label = previous === null || previous.slice(0, 4) !== year ? iso.slice(0, 7) : iso.slice(5, 7);
+      else if (incr >= 28 * DAY) {
+        const month = MONTHS[Number(iso.slice(5, 7)) - 1];
+        if (month === "Jan") label = year;
+        else label = previous === null || previous.slice(0, 4) !== year ? month + "\n" + year : month;
+      }
       else if (incr >= DAY) label = previous === null || previous.slice(0, 4) !== year ? iso.slice(5, 10) + "\n" + year : iso.slice(5, 10);
       else label = previous === null || previous.slice(0, 10) !== day ? iso.slice(11, 16) + "\n" + iso.slice(5, 10) : iso.slice(11, 16);
       previous = iso;
