@@ -53,8 +53,8 @@ class PageHeaders(tornado.web.RequestHandler):
         exc = kwargs.get("exc_info", (None, None, None))[1]
         names = {404: "NotFound", 405: "MethodNotAllowed"}
         message = getattr(exc, "log_message", None) or self._reason
-        if status_code == 404:
-            message = f"no such file: {self.request.path}"
+        if status_code in (403, 404):  # 403: a path outside the static folder; it is just not there
+            status_code, message = 404, f"no such file: {self.request.path}"
         elif status_code == 405:
             message = f"method {self.request.method} is not allowed on {self.request.path}"
         body = {

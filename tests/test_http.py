@@ -271,6 +271,7 @@ def contract_cases() -> list[tuple[str, str, Any, dict, int, Callable[[HttpRespo
         ("POST", "/", b"", {}, 405, error(405, "MethodNotAllowed")),
         ("GET", "/static/style.css", None, {}, 200, lambda r: r.content_type.startswith("text/css")),
         ("GET", "/static/no_such_file.js", None, {}, 404, error(404, "NotFound")),
+        ("GET", "/static/%2e%2e/page.py", None, {}, 404, error(404, "NotFound")),  # nothing outside static/
         ("GET", "/no/such/path", None, {}, 404, error(404, "NotFound")),
         ("GET", "/v1/no_such_route", None, {}, 404, error(404, "NotFound")),
     ]
