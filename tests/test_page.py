@@ -234,6 +234,7 @@ def test_a_doput_then_refresh_shows_the_new_last_point(rt: Runtime, browser: Any
     after = wait_for(browser, "window.flightcast.drawn && window.flightcast.drawn.lastHistory.timestamp === "
                               f"{json.dumps(new_ts.isoformat() + 'Z')} && window.flightcast.drawn.lastHistory")
     assert after["value"] == new_value
+    assert new_value in browser.execute_script("return window.flightcast.chart.data[1]")  # uPlot has it too
     rows_after = browser.execute_script(rows_cell)
     assert int(rows_after.replace(",", "")) == int(rows_before.replace(",", "")) + 1
     forecast_start = browser.execute_script("return window.flightcast.drawn.forecastStart")

@@ -461,10 +461,11 @@
     });
   }
 
-  function forecastStartMarker(origin, c) {
+  function forecastStartMarker(marker, c) {
     return {
       hooks: {
         draw: (u) => {
+          const origin = marker.origin;
           if (origin === null) return;
           const x = Math.round(u.valToPos(origin, "x", true));
           const { top, height } = u.bbox;
@@ -500,6 +501,21 @@
     const n = history.timestamps.length;
     const origin = n ? data[0][n - 1] : (data[0].length ? data[0][0] : null);
     const daily = data[0].every((ts) => ts % 86400 === 0);
+    const dark = window.matchMedia("(prefers-color-scheme: dark)").matches;
+    const key = JSON.stringify([drawn.model, drawn.series, daily, dark]);
+    if (page.chart && page.chartKey === key) {
+      // the same chart with newer data (a refresh): keep it, and the reader's hover, in place
+      page.marker.origin = origin;
+      page.chart.setData(data);
+    } else {
+      page.marker = { origin };
+      page.chartKey = key;
+      build(data, daily);
+    }
+    describe(drawn, model, data);
+  }
+
+  function build(data, daily) {
     const c = colors();
     const value = (u, v) => sig(v);
     const bound = (label, stroke) => ({
@@ -529,11 +545,16 @@
         { stroke: c.muted, grid: { stroke: c.grid }, ticks: { stroke: c.grid }, size: 64,
           values: (u, splits) => splits.map((v) => sig(v)) },
       ],
-      plugins: [forecastStartMarker(origin, c)],
+      plugins: [forecastStartMarker(page.marker, c)],
     };
     if (page.chart) page.chart.destroy();
     $("chart").replaceChildren();
     page.chart = new uPlot(options, data, $("chart"));
+  }
+
+  function describe(drawn, model, data) {
+    const { history, forecast } = drawn;
+    const n = history.timestamps.length;
     page.drawn = {
       model: drawn.model, series: drawn.series, x: data[0], history: data[1], forecast: data[2],
       lower95: data[3], upper95: data[4], lower80: data[5], upper80: data[6],
