@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from bench.common import Runtime, TempDir, header, median, ms, table, write_parquet
+from bench.common import Runtime, TempDir, header, median, ms, ratio_line, table, write_parquet
 
 TINY = os.environ.get("FLIGHTCAST_BENCH_TINY", "") not in ("", "0")
 HISTORY_POINTS = 300 if TINY else 10_000  # points of the single series, all drawn (choices of the page)
@@ -113,6 +113,19 @@ def time_to_chart(driver: Any, url: str, model: str, points: int) -> list[tuple[
     return out
 
 
+def baseline(driver: Any, url: str) -> list[float]:
+    """ms from navigation start to the load event of a plain text file from the same runtime: what this
+    machine's browser needs for any navigation at all, however busy the machine is."""
+    out = []
+    for run in range(RUNS + 1):
+        driver.get("about:blank")
+        driver.get(url)
+        loaded = wait(driver, "performance.getEntriesByType('navigation')[0].loadEventEnd")
+        if run:
+            out.append(float(loaded))
+    return out
+
+
 def search_in_page(driver: Any) -> list[float]:
     """ms from typing into the search box to the results shown, in the page (includes its 120 ms debounce)."""
     out = []
@@ -153,6 +166,7 @@ def main() -> None:
             driver = browser()
             try:
                 base = rt.url("/")
+                plain = baseline(driver, rt.url("/static/vendor/uPlot.LICENSE"))
                 big = time_to_chart(driver, base + f"#model=single_m&points={HISTORY_POINTS}", "single_m",
                                     HISTORY_POINTS)
                 auto_points = min(500, max(60, 8 * 12, 2 * 24))
@@ -168,6 +182,7 @@ def main() -> None:
     rows = [
         (f"navigation -> chart, single series, {HISTORY_POINTS:,} points drawn", *phases(big)),
         (f"navigation -> chart, panel of {PANEL_SERIES:,} series (search + first series)", *phases(many)),
+        ("baseline: navigation -> a plain text file loaded", median(plain), max(plain), "", ""),
         ("series search, GET series?q=..&limit=50 (API)", median(api), max(api), "", ""),
         ("series search typed in the page (incl. 120 ms debounce)", median(in_page), max(in_page), "", ""),
     ]
@@ -177,6 +192,8 @@ def main() -> None:
     for label, value, *_ in rows[:2]:
         print(f"info   {label:<72} {value:8.1f} ms   goal < {GOAL_MS:.0f} ms  "
               f"[{'met' if value < GOAL_MS else 'NOT met'}]", flush=True)
+    for label, value, *_ in rows[:2]:
+        ratio_line(label.split(", ", 1)[1][:40] + " / plain navigation", value / median(plain), "info", None)
 
 
 if __name__ == "__main__":

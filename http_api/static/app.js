@@ -11,8 +11,8 @@
   const LEVELS = ["80", "95"];
 
   const $ = (id) => document.getElementById(id);
-  // app.js runs before uPlot is evaluated (both deferred, in that order), so the API calls start
-  // while the chart library is still being compiled; drawing waits for it.
+  // app.js runs before the document is parsed and uPlot (deferred) is evaluated, so the first API calls
+  // start at once; drawing waits for the chart library.
   const chartLibrary = new Promise((resolve) => {
     if (window.uPlot) resolve();
     else document.addEventListener("DOMContentLoaded", () => resolve(), { once: true });
@@ -20,7 +20,7 @@
 
   const state = {
     models: [], datasets: [], model: null, series: null, points: "auto",
-    loading: false, needKey: false, drawSeq: 0, searchSeq: 0, searchTimer: 0,
+    loading: false, needKey: false, drawSeq: 0, searchSeq: 0, searchTimer: 0, early: null,
   };
   // What the page drew last, for people poking at it in the console and for the browser tests.
   const page = (window.flightcast = { state, chart: null, drawn: null, draws: 0, drawnAt: null });
@@ -127,20 +127,6 @@
     show($("key-panel"), false);
     show($("forget-key"), Boolean(sessionStorage.getItem(KEY_STORAGE)));
   }
-
-  $("key-form").addEventListener("submit", (event) => {
-    event.preventDefault();
-    const key = $("key-input").value.trim();
-    if (!key) return;
-    sessionStorage.setItem(KEY_STORAGE, key);
-    $("key-input").value = "";
-    refresh();
-  });
-
-  $("forget-key").addEventListener("click", () => {
-    sessionStorage.removeItem(KEY_STORAGE);
-    location.reload();
-  });
 
   // --- errors --------------------------------------------------------------------------------------
 
@@ -340,20 +326,6 @@
     if (next && next.querySelector("button")) next.querySelector("button").focus();
     else if (!next && event.key === "ArrowUp") $("series-search").focus();
   }
-
-  $("series-search").addEventListener("input", () => {
-    clearTimeout(state.searchTimer);
-    state.searchTimer = setTimeout(() => searchSeries(false).catch(chartFailed), SEARCH_DELAY_MS);
-  });
-  $("series-search").addEventListener("keydown", (event) => {
-    if (event.key === "ArrowDown") {
-      const first = $("series-results").querySelector("button");
-      if (first) {
-        event.preventDefault();
-        first.focus();
-      }
-    }
-  });
 
   // --- the chart -----------------------------------------------------------------------------------
 
@@ -578,15 +550,6 @@
     $("chart-facts").textContent = facts.join(" · ");
   }
 
-  new ResizeObserver(() => {
-    if (page.chart) page.chart.setSize(chartSize());
-  }).observe($("chart"));
-
-  window.matchMedia("(prefers-color-scheme: dark)").addEventListener("change", () => {
-    const model = currentModel();
-    if (page.chart && model) showSelection(false).catch(chartFailed);
-  });
-
   // --- refresh -------------------------------------------------------------------------------------
 
   async function refresh() {
@@ -595,7 +558,9 @@
     $("refresh").disabled = true;
     document.body.classList.add("busy");
     try {
-      const [models, datasets] = await Promise.all([api("/v1/models"), api("/v1/datasets")]);
+      const pending = state.early || Promise.all([api("/v1/models"), api("/v1/datasets")]);
+      state.early = null;
+      const [models, datasets] = await pending;
       keyAccepted();
       showError("");
       state.models = models.body;
@@ -617,21 +582,70 @@
     }
   }
 
-  $("refresh").addEventListener("click", () => refresh());
-  setInterval(() => {
-    if ($("auto-refresh").checked && !document.hidden && !state.needKey) refresh();
-  }, REFRESH_MS);
+  // --- start ---------------------------------------------------------------------------------------
 
-  $("points").addEventListener("change", () => {
-    state.points = $("points").value;
-    writeHash();
-    showSelection(false).catch(chartFailed);
-  });
+  // The first data is asked for at once, while the document is still being parsed; the page's elements
+  // are wired up when it is.
+  state.early = Promise.all([api("/v1/models"), api("/v1/datasets")]);
+  state.early.catch(() => {}); // refresh() reports its failure
 
-  const fromHash = readHash();
-  state.model = fromHash.model;
-  state.series = fromHash.series;
-  state.points = fromHash.points;
-  $("points").value = state.points;
-  refresh();
+  function wire() {
+    $("key-form").addEventListener("submit", (event) => {
+      event.preventDefault();
+      const key = $("key-input").value.trim();
+      if (!key) return;
+      sessionStorage.setItem(KEY_STORAGE, key);
+      $("key-input").value = "";
+      refresh();
+    });
+
+    $("forget-key").addEventListener("click", () => {
+      sessionStorage.removeItem(KEY_STORAGE);
+      location.reload();
+    });
+
+    $("series-search").addEventListener("input", () => {
+      clearTimeout(state.searchTimer);
+      state.searchTimer = setTimeout(() => searchSeries(false).catch(chartFailed), SEARCH_DELAY_MS);
+    });
+    $("series-search").addEventListener("keydown", (event) => {
+      if (event.key === "ArrowDown") {
+        const first = $("series-results").querySelector("button");
+        if (first) {
+          event.preventDefault();
+          first.focus();
+        }
+      }
+    });
+
+    new ResizeObserver(() => {
+      if (page.chart) page.chart.setSize(chartSize());
+    }).observe($("chart"));
+
+    window.matchMedia("(prefers-color-scheme: dark)").addEventListener("change", () => {
+      const model = currentModel();
+      if (page.chart && model) showSelection(false).catch(chartFailed);
+    });
+
+    $("refresh").addEventListener("click", () => refresh());
+    setInterval(() => {
+      if ($("auto-refresh").checked && !document.hidden && !state.needKey) refresh();
+    }, REFRESH_MS);
+
+    $("points").addEventListener("change", () => {
+      state.points = $("points").value;
+      writeHash();
+      showSelection(false).catch(chartFailed);
+    });
+
+    const fromHash = readHash();
+    state.model = fromHash.model;
+    state.series = fromHash.series;
+    state.points = fromHash.points;
+    $("points").value = state.points;
+    refresh();
+  }
+
+  if (document.readyState === "loading") document.addEventListener("DOMContentLoaded", wire, { once: true });
+  else wire();
 })();
