@@ -284,11 +284,24 @@ PATHS: dict[str, dict[str, dict[str, Any]]] = {
     },
     "/v1/models/{name}/series": {
         "get": {
-            "operationId": "listSeries", "summary": "The series of a model's dataset, by id",
-            "parameters": [MODEL_NAME],
+            "operationId": "listSeries", "summary": "The series of a model's dataset, by id (searchable)",
+            "parameters": [
+                MODEL_NAME,
+                {"name": "q", "in": "query", "required": False, "schema": {"type": "string"},
+                 "description": "keep the series whose id contains this text, ignoring case"},
+                {"name": "limit", "in": "query", "required": False,
+                 "schema": {"type": "integer", "minimum": 1, "maximum": 1000000},
+                 "description": "at most this many entries, the first by id (default: all)"},
+            ],
             "responses": {
-                "200": _json({"type": "array", "items": _ref("Series")}, "one entry per series"),
-                "400": _error("the model is not trained yet or failed"),
+                "200": {
+                    **_json({"type": "array", "items": _ref("Series")}, "one entry per (matching) series, by id"),
+                    "headers": {"X-Total-Count": {
+                        "schema": {"type": "integer"},
+                        "description": "how many series matched q, before limit",
+                    }},
+                },
+                "400": _error("the model is not trained yet or failed, bad limit"),
             },
         },
     },

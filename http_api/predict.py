@@ -23,6 +23,7 @@ MAX_LEVELS = 5
 MAX_SERIES_ID_BYTES = 256
 MAX_HISTORY = 100_000
 DEFAULT_HISTORY = 200
+MAX_SERIES_LIST = 1_000_000
 
 
 # --- parsing at the edge: checked once here, trusted after ---------------------------------------------
@@ -251,10 +252,24 @@ class ForecastsHandler(BaseHandler):
 
 
 class SeriesHandler(BaseHandler):
-    query_params: dict[str, str] = {}
+    """The series of a model, by id; `q` keeps the ids that contain it (any case), `limit` the first N.
+
+    The header X-Total-Count tells how many matched before the limit, so a search box can say "50 of 812".
+    """
+
+    query_params = {"q": ONE, "limit": ONE}
 
     async def get(self, name: str) -> None:
-        self.write_json(await self.ctx.run(self.ctx.predictions.series, name))
+        text = query_value(self, "q")
+        raw = query_value(self, "limit")
+        limit = None
+        if raw is not None:
+            if not re.fullmatch(r"[0-9]{1,7}", raw) or not 1 <= int(raw) <= MAX_SERIES_LIST:
+                raise InvalidInput(f"limit must be an integer from 1 to {MAX_SERIES_LIST}, got {raw[:40]!r}")
+            limit = int(raw)
+        total, entries = await self.ctx.run(self.ctx.predictions.series_matching, name, text, limit)
+        self.set_header("X-Total-Count", str(total))
+        self.write_json(entries)
 
 
 class HistoryHandler(BaseHandler):

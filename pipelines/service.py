@@ -72,6 +72,7 @@ class PredictionService:
         self._upkeep = Upkeep(self._states.values(), client, self.live, self._retrain)
         self.versions = DataVersions()
         self._cache: dict[tuple, tuple[np.ndarray, np.ndarray, list[str]]] = {}
+        self._series_stats: dict[str, tuple[tuple, list]] = {}  # model -> ((load, data version), stats)
         self._trainer: threading.Thread | None = None
         self._stopping = threading.Event()
         # Called as (model, "success" | "failed", seconds) after each real training run.
@@ -480,19 +481,34 @@ class PredictionService:
         return BulkForecast(served.meta.model_name, served.meta.model_version, steps, ids,
                             timestamps.reshape(len(ids), steps), predicted, intervals)
 
-    def series(self, name: str) -> list[dict[str, Any]]:
-        """Every series of a model's dataset: rows, time range, and whether it is long enough to forecast."""
+    def series_matching(
+        self, name: str, text: str | None = None, limit: int | None = None,
+    ) -> tuple[int, list[dict[str, Any]]]:
+        """(how many ids contain `text`, any case; the first `limit` of those entries): each with its rows,
+        time range and whether it is long enough to forecast (`ready` | `too_short`), by id.
+
+        Only the entries returned are built, and the per-series stats are kept until the model's data or
+        version changes, so a search box over 10,000 series stays quick.
+        """
         state = self._state(name)
         served = state.served()
         grid, spec = served.grid, state.spec
+        key = (served.cache_id, self._data(grid.dataset)[0])
+        kept = self._series_stats.get(name)
+        if kept is None or kept[0] != key:
+            kept = self._series_stats[name] = (key, grid.series_stats(self.client))
+        stats = kept[1]
+        if text:
+            needle = text.casefold()
+            stats = [row for row in stats if row[0] is not None and needle in row[0].casefold()]
         need = spec.lookback + spec.horizon
         entries = []
-        for sid, rows, first, last in grid.series_stats(self.client):
+        for sid, rows, first, last in stats if limit is None else stats[:limit]:
             periods = int(grid.freq.steps_between(bucket(first, grid.freq, grid.origin),
                                                   np.asarray([bucket(last, grid.freq, grid.origin)]))[0]) + 1
             entries.append({"series": sid, "rows": rows, "first_timestamp": iso_utc(first),
                             "last_timestamp": iso_utc(last), "status": "ready" if periods >= need else "too_short"})
-        return entries
+        return len(stats), entries
 
     def history(self, name: str, series: str | None = None, limit: int = 200) -> dict[str, Any]:
         """The latest `limit` points of a series exactly as the model sees it (on its grid, filled)."""

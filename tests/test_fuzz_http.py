@@ -275,7 +275,7 @@ def fuzz_schema(target: Target, tally: Tally) -> None:
 
 
 METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
-UNKNOWN_PATHS = ["/", "/v1", "/v1/", "/v1/nope", "/v1//models", "/v1/models/x", "/v1/models/nile_m/predict/x",
+UNKNOWN_PATHS = ["/index.html", "/v1", "/v1/", "/v1/nope", "/v1//models", "/v1/models/x", "/v1/models/nile_m/predict/x",
                  "/health/", "/metrics/x", "/v2/models", "/%2e%2e/%2e%2e/etc/passwd", "/v1/sql%00"]
 # horizon spellings that int() would take but are not an integer in a URL
 ODD_HORIZONS = ["1_0", "%2B2", "%E0%A5%A8", "%EF%BC%92", "0x10", "1e2", "9" * 400]

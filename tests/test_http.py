@@ -237,6 +237,10 @@ def contract_cases() -> list[tuple[str, str, Any, dict, int, Callable[[HttpRespo
                                                "1995-04-01T00:00:00Z", "1995-07-01T00:00:00Z"]
         assert all(row["series"] is None and is_number(row["value"]) for row in body)
 
+    def page(r: HttpResponse) -> None:
+        assert r.content_type.startswith("text/html") and "<title>" in r.text
+        assert "default-src 'self'" in r.headers["Content-Security-Policy"]
+
     def error(code: int, status: str) -> Callable[[HttpResponse], None]:
         return lambda r: check_error(r, code, status)
 
@@ -267,6 +271,11 @@ def contract_cases() -> list[tuple[str, str, Any, dict, int, Callable[[HttpRespo
         ("POST", "/v1/predict", b"{", {}, 400, error(400, "BadRequest")),
         ("POST", "/v1/sql", b"SELECT count(*) AS n FROM austres", {}, 200, json_check(sql)),
         ("POST", "/v1/sql", b"SELECT * FROM no_such_table", {}, 400, error(400, "BadRequest")),
+        ("GET", "/", None, {}, 200, page),
+        ("POST", "/", b"", {}, 405, error(405, "MethodNotAllowed")),
+        ("GET", "/static/style.css", None, {}, 200, lambda r: r.content_type.startswith("text/css")),
+        ("GET", "/static/no_such_file.js", None, {}, 404, error(404, "NotFound")),
+        ("GET", "/static/%2e%2e/page.py", None, {}, 404, error(404, "NotFound")),  # nothing outside static/
         ("GET", "/no/such/path", None, {}, 404, error(404, "NotFound")),
         ("GET", "/v1/no_such_route", None, {}, 404, error(404, "NotFound")),
     ]
@@ -568,7 +577,7 @@ def test_auth_on_every_v1_route(inprocess_factory: RuntimeFactory) -> None:
         ("GET", "/v1/models/nile_m/forecasts", None), ("GET", "/v1/models/nile_m/history", None),
     ]
     templates = {_template_of(path) for _, path, _ in requests}
-    assert {route_template(p, h) for p, h in ROUTES} - templates == {"/health", "/v1/ready"}
+    assert {route_template(p, h) for p, h in ROUTES} - templates == {"/health", "/v1/ready", "/", "/static/{path}"}
     for method, path, body in requests:
         for headers in ({}, {"X-API-Key": "wrong"}, {"X-API-Key": KEY + "x"}, {"Authorization": f"Bearer {KEY}x"}):
             response = http_request(rt.http_url + path, method, body, headers)
@@ -580,6 +589,8 @@ def test_auth_on_every_v1_route(inprocess_factory: RuntimeFactory) -> None:
         assert response.status == expected, (method, path, response.status, response.body[:300])
     assert rt.get("/health", auth=False).text == "ok"
     assert rt.get("/v1/ready", auth=False).text == "ready"  # probes need no key
+    assert rt.get("/", auth=False).status == 200  # the page is open; it asks for the key itself
+    assert rt.get("/static/app.js", auth=False).status == 200
     check_error(rt.get("/elsewhere", auth=False), 404, "NotFound")  # only /v1/* and /metrics need the key
     assert rt.get("/metrics", auth=False, headers={"Authorization": f"Bearer {KEY}"}).status == 200
     doc = rt.get_json("/v1/openapi.json")

@@ -10,6 +10,7 @@ import tornado.web
 
 from http_api.app import ROUTES
 from http_api.openapi import build_openapi
+from http_api.page import is_page_route
 from http_api.predict import PredictHandler
 
 HTTP_METHODS = ("get", "post", "put", "patch", "delete", "head", "options")
@@ -32,7 +33,8 @@ def as_openapi_path(pattern: str, handler: type[tornado.web.RequestHandler]) -> 
 
 
 def route_table() -> set[tuple[str, str]]:
-    return {(as_openapi_path(p, h), m) for p, h in ROUTES for m in handler_methods(h)}
+    """The JSON API's operations; the page's routes (files for people) are not part of the document."""
+    return {(as_openapi_path(p, h), m) for p, h in ROUTES if not is_page_route(h) for m in handler_methods(h)}
 
 
 def document_table(doc: dict[str, Any]) -> set[tuple[str, str]]:
@@ -52,6 +54,7 @@ def test_route_table_is_not_trivially_empty() -> None:
     assert ("/v1/predict", "post") in routes
     assert ("/v1/openapi.json", "get") in routes
     assert ("/metrics", "get") in routes
+    assert ("/", "get") not in routes and {p for p, _ in ROUTES} >= {"/", "/static/(.+)"}
 
 
 def test_path_parameters_match_the_template() -> None:

@@ -97,6 +97,24 @@ def test_panel_listing_and_series(rt):
     assert series[0]["first_timestamp"] == "2024-01-01T00:00:00Z"
 
 
+def test_series_search_and_limit(rt):
+    def search(query: str) -> tuple[list, str]:
+        response = rt.get(f"/v1/models/panel_m/series?{query}")
+        assert response.status == 200, response.body[:300]
+        return [s["series"] for s in response.json()], response.headers["X-Total-Count"]
+
+    assert search("q=STORE_") == (["store_a", "store_b", "store_c", "store_d", "store_e"], "5")  # any case
+    assert search("q=ore_c") == (["store_c"], "1")  # anywhere in the id
+    assert search("q=store&limit=2") == (["store_a", "store_b"], "5")  # the first by id; the total before it
+    assert search("limit=1") == (["store_a"], "6")
+    assert search("q=nothing") == ([], "0")
+    assert search("q=") == (["store_a", "store_b", "store_c", "store_d", "store_e", "tiny"], "6")
+    assert rt.get("/v1/models/single_m/series?q=x").json() == []  # a single series has no id to match
+    for bad in ("limit=0", "limit=-1", "limit=x", "limit=1&limit=2", "q=a&q=b"):
+        response = rt.get(f"/v1/models/panel_m/series?{bad}")
+        assert response.status == 400 and response.json()["status"] == "BadRequest", bad
+
+
 def test_panel_errors(rt):
     status, body = predict(rt, "panel_m/predict")
     assert status == 400 and body["error_message"] == "model 'panel_m' has 5 series; pass series=ID"
@@ -185,6 +203,7 @@ def test_post_mixes_panel_and_single_series_models(rt):
 
 def test_a_doput_to_one_series_moves_only_that_series(rt):
     before = {sid: rt.get_json(f"/v1/models/panel_m/predict?series={sid}")["prediction"] for sid in LEVELS}
+    listed = rt.get_json("/v1/models/panel_m/series?q=store_a")[0]
     new = pa.table({"store": ["store_a"], "ts": pa.array([START + timedelta(days=DAYS)], pa.timestamp("us")),
                     "value": [40.0]})
     with rt.flight_client() as client:
@@ -192,6 +211,9 @@ def test_a_doput_to_one_series_moves_only_that_series(rt):
     after = {sid: rt.get_json(f"/v1/models/panel_m/predict?series={sid}") for sid in LEVELS}
     assert after["store_a"]["timestamps"][0] == (START + timedelta(days=DAYS + 1)).strftime("%Y-%m-%dT00:00:00Z")
     assert after["store_a"]["prediction"] != before["store_a"]
+    # the series search keeps its stats only while the data is unchanged
+    relisted = rt.get_json("/v1/models/panel_m/series?q=store_a")[0]
+    assert relisted["rows"] == listed["rows"] + 1 and relisted["last_timestamp"] > listed["last_timestamp"]
     for sid in LEVELS:
         if sid != "store_a":
             assert after[sid]["prediction"] == before[sid]
