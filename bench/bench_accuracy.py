@@ -37,7 +37,7 @@ NAMES = ("flightcast", "seasonal_naive", "naive")
 
 def forecast_holdout(model, ts: np.ndarray, history: np.ndarray, horizon: int) -> np.ndarray:
     """The model's forecast of the `horizon` points after `history` (the training part)."""
-    window = history[-model.lookback:][None, :]
+    window = history[-model.window_length:][None, :]
     predicted, _ = model.forecast_windows(window, ts[-horizon - 1:-horizon], horizon, [None])
     return predicted[0]
 
@@ -124,7 +124,7 @@ def main(tiny: bool | None = None) -> None:
     stem = max(info, key=lambda s: info[s][1].size)
     ts, values, freq, horizon = info[stem]
     model = trained[stem][chosen[freq.unit]][0]
-    window, last = values[-model.lookback:][None, :], ts[-1:]
+    window, last = values[-model.window_length:][None, :], ts[-1:]
     model.forecast_windows(window, last, horizon, [None])
     runs = 20 if tiny else 200
     start = time.perf_counter()

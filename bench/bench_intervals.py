@@ -127,7 +127,7 @@ def samples(tiny: bool, have_peers: bool) -> dict:
         model, _ = trained[stem][chosen[freq.unit]]
         history, actual = values[:-horizon], values[-horizon:]
         scale = naive_scales([history], freq.season)
-        window = history[-model.lookback:][None, :]
+        window = history[-model.window_length:][None, :]
         predicted, spread = model.forecast_windows(window, ts[-horizon - 1:-horizon], horizon, [None])
         assert np.allclose(predicted[0], forecast_holdout(model, ts, history, horizon))
         methods["flightcast"].add(actual, interval_bounds(predicted, spread, model.calibration, LEVELS), scale)
@@ -168,7 +168,7 @@ def panel(tiny: bool, have_peers: bool) -> None:
     actual = np.stack(held)
     scales = naive_scales(train.values, SEASON)
     model, _, lookback = choose_model(train, cfg)
-    windows, last, ids = latest_windows(train, lookback)
+    windows, last, ids = latest_windows(train, model.window_length)
     predicted, spread = model.forecast_windows(windows, last, HOLDOUT, ids)
     ours = interval_bounds(predicted, spread, model.calibration, LEVELS)
     print(f"  flightcast calibration: {model.calibration.count} errors per step at the least "

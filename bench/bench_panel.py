@@ -102,7 +102,7 @@ def accuracy(cfg: dict, have_peers: bool) -> None:
 
     forecasts: dict[str, np.ndarray] = {}
     timings: dict[str, float] = {"flightcast": seconds}
-    windows, last, ids = latest_windows(train, chosen)
+    windows, last, ids = latest_windows(train, model.window_length)
     forecasts["flightcast"], _ = model.forecast_windows(windows, last, HOLDOUT, ids)
     forecasts["seasonal naive"] = np.stack([seasonal_naive(v, HOLDOUT, SEASON) for v in train.values])
     if have_peers:
@@ -222,7 +222,7 @@ def child(task: str, series: int, points: int, lookback: int, horizon: int, roun
         out["fit_s"] = time.perf_counter() - start
         out["training_rows"] = model.training_rows
         out["backtest_mase"] = model.metrics["mase"]
-        windows, last, ids = latest_windows(panel, lookback)
+        windows, last, ids = latest_windows(panel, model.window_length)
         out["predict_s"] = _median_time(lambda: model.forecast_windows(windows, last, horizon, ids), 3)
     else:
         frame = long_frame(panel)

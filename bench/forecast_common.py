@@ -90,7 +90,7 @@ def seasonal_naive(history: np.ndarray, horizon: int, season: int) -> np.ndarray
 
 
 def latest_windows(series: SeriesSet, lookback: int) -> tuple[np.ndarray, np.ndarray, list[str | None]]:
-    """Each series' latest `lookback` values (n, lookback), newest timestamps (n,) and ids."""
+    """Each series' latest `lookback` values (a model's window_length), newest timestamps (n,) and ids."""
     windows = np.stack([v[-lookback:] for v in series.values])
     last = np.array([t[-1] for t in series.times], dtype="datetime64[us]")
     return windows, last, list(series.ids)
