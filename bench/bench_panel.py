@@ -331,18 +331,18 @@ def served(cfg: dict, theirs: dict | None) -> None:
         folder = Path(tmp)
         write_files(folder, panel)
         with Runtime(SPICEPOD.format(lookback=lookback, horizon=horizon, lgb=lgb), folder) as rt:
-            ready = rt.wait_ready(READY_TIMEOUT)
+            ready = rt.ready_after(READY_TIMEOUT)
             print(f"\n(b) bulk forecast of {n} series x {horizon} steps: GET /v1/models/panel_m/forecasts (Arrow IPC) "
                   f"on a runtime (ready after {ready:.1f} s: load + training of both models)")
             path = f"/v1/models/panel_m/forecasts?horizon={horizon}"
             arrow = "application/vnd.apache.arrow.stream"
             start = time.perf_counter()
-            body = rt.get(path, arrow)
+            body = rt.body(path, arrow)
             first = time.perf_counter() - start
             table = pa.ipc.open_stream(body).read_all()
             if table.num_rows != n * horizon:
                 raise RuntimeError(f"/forecasts returned {table.num_rows} rows, expected {n * horizon}")
-            warm = _median_time(lambda: rt.get(path, arrow), cfg["bulk_runs"])
+            warm = _median_time(lambda: rt.body(path, arrow), cfg["bulk_runs"])
             print(f"  flightcast first call {first:.3f} s (reads every window through Flight), then median "
                   f"{warm:.3f} s over {cfg['bulk_runs']} calls; {table.num_rows} rows, {len(body) / 1e6:.1f} MB")
             if theirs:
@@ -377,11 +377,11 @@ def single_predict(rt: Runtime, panel: SeriesSet, cfg: dict) -> None:
             if label == "panel":
                 row = {"series": pa.array([sid]), "ts": pa.array([last + day * (i + 1)], pa.timestamp("us")),
                        "value": pa.array([float(panel.values[0][-1])])}
-                rt.do_put("panel", pa.table(row))
+                rt.put("panel", pa.table(row))
             else:
                 row = {"ts": pa.array([last + day * (i + 1)], pa.timestamp("us")),
                        "value": pa.array([float(panel.values[0][-1])])}
-                rt.do_put("single", pa.table(row))
+                rt.put("single", pa.table(row))
             start = time.perf_counter()
             answer = rt.get_json(path)
             cold.append(time.perf_counter() - start)

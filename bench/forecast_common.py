@@ -1,27 +1,24 @@
 """Helpers of the forecasting benchmarks (accuracy, panel, intervals): data, baselines, peers, output.
 
-Kept apart from bench/common.py (the runtime launcher) so these benchmarks run in-process without it.
+The runtime they start is harness.RuntimeProcess, the launcher tests and the other benchmarks use.
 `FLIGHTCAST_BENCH_TINY=1` makes every forecasting benchmark run once on tiny inputs (what `make test` does).
 """
 
 from __future__ import annotations
 
 import csv
-import json
 import os
-import re
 import resource
-import signal
-import subprocess
 import sys
 import time
-import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from bench.common import do_put
+from harness import RuntimeProcess, write_spicepod
 from pipelines.series import SeriesSet
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -198,87 +195,33 @@ def flush() -> None:
 # ------------------------------------------------------------------------------------------ runtime
 
 
-class Runtime:
-    """`python -m flightcast run` on free ports (parses its `listening on` lines); always stopped."""
+class Runtime(RuntimeProcess):
+    """The runtime subprocess (harness.RuntimeProcess, the one launcher) of spicepod text written into
+    `folder`, as a context manager; always stopped."""
 
-    HTTP_LINE = re.compile(r"flightcast: http listening on (\S+):(\d+)")
-    FLIGHT_LINE = re.compile(r"flightcast: flight listening on (grpc://\S+:\d+)")
+    start_timeout = 300.0
 
     def __init__(self, spicepod: str, folder: Path):
-        self.folder = Path(folder)
-        self.spicepod = self.folder / "spicepod.yaml"
-        self.spicepod.write_text(spicepod)
-        self.log_path = self.folder / "runtime.log"
-        self.proc: subprocess.Popen | None = None
-        self.http = ""
-        self.flight = ""
+        super().__init__(write_spicepod(Path(folder), spicepod), Path(folder) / "store")
 
     def __enter__(self) -> Runtime:
-        args = [sys.executable, "-m", "flightcast", "run", "--spicepod", str(self.spicepod),
-                "--http", "127.0.0.1:0", "--flight", "127.0.0.1:0", "--data-dir", str(self.folder / "store")]
-        self._log = self.log_path.open("wb")
-        self.proc = subprocess.Popen(args, cwd=ROOT, stdout=self._log, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 300
-        while time.monotonic() < deadline:
-            text = self.log()
-            http, fl = self.HTTP_LINE.search(text), self.FLIGHT_LINE.search(text)
-            if http and fl:
-                self.http, self.flight = f"http://127.0.0.1:{http.group(2)}", fl.group(1)
-                return self
-            if self.proc.poll() is not None:
-                break
-            time.sleep(0.05)
-        self.__exit__()
-        raise RuntimeError(f"flightcast did not start; log:\n{self.log()[-4000:]}")
+        self.start()
+        return self
 
     def __exit__(self, *exc: Any) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self._log.close()
+        self.cleanup()
 
-    def log(self) -> str:
-        try:
-            return self.log_path.read_text(errors="replace")
-        except OSError:
-            return ""
-
-    def wait_ready(self, timeout: float) -> float:
+    def ready_after(self, timeout: float) -> float:
         """Seconds until /v1/ready answers 200 (models trained)."""
         start = time.monotonic()
-        while time.monotonic() - start < timeout:
-            try:
-                with urllib.request.urlopen(self.http + "/v1/ready", timeout=5) as resp:
-                    if resp.status == 200:
-                        return time.monotonic() - start
-            except OSError:
-                pass
-            if self.proc is None or self.proc.poll() is not None:
-                raise RuntimeError(f"flightcast died; log:\n{self.log()[-4000:]}")
-            time.sleep(0.2)
-        raise RuntimeError(f"flightcast not ready in {timeout:.0f} s; log:\n{self.log()[-4000:]}")
+        self.wait_ready(timeout)
+        return time.monotonic() - start
 
-    def get(self, path: str, accept: str = "application/json") -> bytes:
-        request = urllib.request.Request(self.http + path, headers={"Accept": accept})
-        with urllib.request.urlopen(request, timeout=300) as resp:
-            return resp.read()
+    def body(self, path: str, accept: str = "application/json") -> bytes:
+        response = self.get(path, headers={"Accept": accept}, timeout=300)
+        assert response.status == 200, (path, response.status, response.body[:300])
+        return response.body
 
-    def get_json(self, path: str) -> Any:
-        return json.loads(self.get(path))
-
-    def do_put(self, dataset: str, table: Any) -> None:
-        import pyarrow.flight as flight
-
-        client = flight.FlightClient(self.flight)
-        try:
-            writer, meta = client.do_put(flight.FlightDescriptor.for_path(dataset), table.schema)
-            writer.write_table(table)
-            writer.done_writing()
-            meta.read()
-            writer.close()
-        finally:
-            client.close()
+    def put(self, dataset: str, table: Any) -> None:
+        with self.flight_client() as client:
+            do_put(client, dataset, table)

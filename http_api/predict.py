@@ -74,6 +74,15 @@ def parse_series(raw: Any) -> str | None:
     return raw
 
 
+def parse_limit(raw: str | None, maximum: int, default: int | None) -> int | None:
+    """`limit`: ASCII digits from 1 to `maximum`; `default` when absent."""
+    if raw is None:
+        return default
+    if not re.fullmatch(r"[0-9]{1,7}", raw) or not 1 <= int(raw) <= maximum:
+        raise InvalidInput(f"limit must be an integer from 1 to {maximum}, got {raw[:40]!r}")
+    return int(raw)
+
+
 def forecast_body(forecast: Forecast) -> dict[str, Any]:
     """The Spice predict body, plus horizon, timestamps, series and intervals."""
     body: dict[str, Any] = {
@@ -261,12 +270,7 @@ class SeriesHandler(BaseHandler):
 
     async def get(self, name: str) -> None:
         text = query_value(self, "q")
-        raw = query_value(self, "limit")
-        limit = None
-        if raw is not None:
-            if not re.fullmatch(r"[0-9]{1,7}", raw) or not 1 <= int(raw) <= MAX_SERIES_LIST:
-                raise InvalidInput(f"limit must be an integer from 1 to {MAX_SERIES_LIST}, got {raw[:40]!r}")
-            limit = int(raw)
+        limit = parse_limit(query_value(self, "limit"), MAX_SERIES_LIST, None)
         total, entries = await self.ctx.run(self.ctx.predictions.series_matching, name, text, limit)
         self.set_header("X-Total-Count", str(total))
         self.write_json(entries)
@@ -277,12 +281,7 @@ class HistoryHandler(BaseHandler):
 
     async def get(self, name: str) -> None:
         series = parse_series(query_value(self, "series"))
-        raw = query_value(self, "limit")
-        limit = DEFAULT_HISTORY
-        if raw is not None:
-            if not re.fullmatch(r"[0-9]{1,7}", raw) or not 1 <= int(raw) <= MAX_HISTORY:
-                raise InvalidInput(f"limit must be an integer from 1 to {MAX_HISTORY}, got {raw[:40]!r}")
-            limit = int(raw)
+        limit = parse_limit(query_value(self, "limit"), MAX_HISTORY, DEFAULT_HISTORY)
         self.write_json(await self.ctx.run(self.ctx.predictions.history, name, series, limit))
 
 
