@@ -77,6 +77,7 @@ class Runtime:
             client,
             runtime.data_dir,
             max_horizon=runtime.limits.max_horizon,
+            training=runtime.training,
         )
         store.subscribe(predictions.on_data_changed)  # commit notices, in-process
         context = AppContext(predictions, client, runtime.api_key)
