@@ -12,6 +12,7 @@ import traceback
 
 MODULES = [
     "bench.bench_flight", "bench.bench_flight_sql", "bench.bench_predict", "bench.bench_http", "bench.bench_accuracy",
+    "bench.bench_scaleout",
 ]
 
 

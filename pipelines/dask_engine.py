@@ -18,6 +18,7 @@ import math
 import operator
 import threading
 import time
+import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -43,7 +44,9 @@ POLL_S = 2.0
 # --- what runs on the workers ------------------------------------------------------------------------------
 
 
-def read_chunk(grid: GridQuery, location: str, api_key: str | None, max_points: int, ids: list[str] | None) -> SeriesSet:
+def read_chunk(
+    grid: GridQuery, location: str, api_key: str | None, max_points: int, ids: list[str] | None,
+) -> SeriesSet:
     """The chunk's series on their grid, read by this worker from the data node over Flight."""
     return grid.history(FlightDataClient(location, api_key), max_points, ids=ids)
 
@@ -246,11 +249,18 @@ class DaskBackend:
         self.engine = engine
         self.client = engine._client()
         self.chunks = chunks
+        with engine.guard():
+            held = self.client.who_has(chunks)
+        # The worker holding each chunk: its work is placed there (elsewhere only if that worker is gone).
+        self.homes = [sorted(held.get(chunk.key, ())) or None for chunk in chunks]
+
+    def _at(self, i: int, fn: Callable[..., Any], *args: Any) -> Any:
+        return self.client.submit(fn, *args, workers=self.homes[i], allow_other_workers=True, pure=False)
 
     def _submit_each(self, fn: Callable[..., Any], args: tuple) -> list[Any]:
-        # The arguments (cuts, a backtest model) go to the cluster once, not once per chunk.
-        [packed] = self.client.scatter([args], hash=False) if args else [()]
-        return [self.client.submit(_call, fn, chunk, packed, pure=False) for chunk in self.chunks]
+        # The arguments (cuts, a backtest model) go to every worker once, not once per chunk.
+        [packed] = self.client.scatter([args], broadcast=True, hash=False) if args else [()]
+        return [self._at(i, _call, fn, chunk, packed) for i, chunk in enumerate(self.chunks)]
 
     def map(self, fn: Callable[..., Any], *args: Any) -> list[Any]:
         with self.engine.guard():
@@ -259,37 +269,37 @@ class DaskBackend:
     def fit(self, params: dict[str, Any], rounds: int, rows: Callable[..., Any], *args: Any) -> lgb.Booster:
         with self.engine.guard():
             parts = self._submit_each(rows, args)
-            sizes = self.engine.gather([self.client.submit(_row_summary, p, pure=False) for p in parts])
-            kept = [(part, size) for part, size in zip(parts, sizes, strict=True) if size[0]]
+            sizes = self.engine.gather([self._at(i, _row_summary, p) for i, p in enumerate(parts)])
+            kept = [i for i, size in enumerate(sizes) if size[0]]
             if len(kept) <= 1:
-                # One partition: distributed LightGBM is pointless, so one task on its worker.
-                part = kept[0][0] if kept else parts[0]
-                [model] = self.engine.gather([self.client.submit(fit_one, params, rounds, part, pure=False)])
+                # One partition: distributed LightGBM is pointless, so one lightgbm.train task on its worker.
+                i = kept[0] if kept else 0
+                [model] = self.engine.gather([self._at(i, fit_one, params, rounds, parts[i])])
                 return lgb.Booster(model_str=model)
-            return self._fit_parallel(params, rounds, kept)
+            return self._fit_parallel(params, rounds, [(i, parts[i], sizes[i]) for i in kept])
 
-    def _fit_parallel(self, params: dict[str, Any], rounds: int, kept: list[tuple[Any, tuple]]) -> lgb.Booster:
+    def _fit_parallel(self, params: dict[str, Any], rounds: int, kept: list[tuple[int, Any, tuple]]) -> lgb.Booster:
         """Data-parallel LightGBM over the chunks' rows where they were built (lightgbm.dask)."""
         import dask.array as da
         from lightgbm.dask import DaskLGBMRegressor
 
-        total = sum(size[0] for _, size in kept)
-        mean = sum(size[2] for _, size in kept) / total  # weights over their mean over all rows, as locally
-        width = kept[0][1][1]
+        total = sum(size[0] for _, _, size in kept)
+        mean = sum(size[2] for _, _, size in kept) / total  # weights over their mean over all rows, as locally
+        width = kept[0][2][1]
         xs, ys, ws = [], [], []
-        for part, (n, _, _) in kept:
-            weighted = self.client.submit(_weighted, part, mean, pure=False)
-            xs.append(da.from_delayed(self.client.submit(operator.getitem, weighted, 0, pure=False), (n, width),
-                                      dtype=np.float32))
-            ys.append(da.from_delayed(self.client.submit(operator.getitem, weighted, 1, pure=False), (n,),
-                                      dtype=np.float32))
-            ws.append(da.from_delayed(self.client.submit(operator.getitem, weighted, 2, pure=False), (n,),
-                                      dtype=np.float32))
+        for i, part, (n, _, _) in kept:
+            weighted = self._at(i, _weighted, part, mean)
+            xs.append(da.from_delayed(self._at(i, operator.getitem, weighted, 0), (n, width), dtype=np.float32))
+            ys.append(da.from_delayed(self._at(i, operator.getitem, weighted, 1), (n,), dtype=np.float32))
+            ws.append(da.from_delayed(self._at(i, operator.getitem, weighted, 2), (n,), dtype=np.float32))
         # lightgbm.dask sets each worker's num_threads to its Dask threads, and the machines list itself.
         dropped = {"num_threads", "num_thread", "nthread", "nthreads", "n_jobs", "num_machines", "machines",
                    "local_listen_port", "tree_learner"}
         options = {k: v for k, v in params.items() if k not in dropped}
         estimator = DaskLGBMRegressor(client=self.client, n_estimators=rounds, tree_learner="data", **options)
-        with self.client.as_current():  # lightgbm.dask waits on its parts through the current client
+        with self.client.as_current(), warnings.catch_warnings():
+            # lightgbm.dask waits on its parts through the current client, and warns that it replaces the
+            # estimator's n_jobs (always there, None) with the workers' threads.
+            warnings.filterwarnings("ignore", message="Parameter n_jobs will be ignored")
             estimator.fit(da.concatenate(xs), da.concatenate(ys), sample_weight=da.concatenate(ws))
         return estimator.booster_

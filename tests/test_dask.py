@@ -63,7 +63,8 @@ def pod(data: Path, training: str = "") -> str:
           - {{from: file:{data / 'panel.parquet'}, name: sales, series_column: store}}
           - {{from: file:{data / 'single.parquet'}, name: single}}
         models:
-          - {{from: lightgbm, name: panel_m, datasets: [sales], params: {{lookback: {LOOKBACK}, horizon: {HORIZON}}}}}
+          - {{from: lightgbm, name: panel_m, datasets: [sales], params: {{lookback: {LOOKBACK}, horizon: {HORIZON},
+              backtest_windows: 2}}}}
           - {{from: lightgbm, name: single_m, datasets: [single], params: {{lookback: {LOOKBACK}, horizon: {HORIZON}}}}}
         """) + training
 
@@ -131,10 +132,11 @@ def test_both_models_train_on_the_cluster(runtimes, cluster):
     names = task_names(cluster[1], began)
     # Each chunk read on a worker over Flight: one for the single series, one per worker for the panel.
     assert names.count("read_chunk") == 3, sorted(set(names))
-    # The single series fits as one task (1 backtest origin per window + the final fit); the panel's fits
-    # run data-parallel through lightgbm.dask, one _train_part task per worker per fit.
-    assert names.count("fit_one") >= 4, sorted(set(names))
-    assert names.count("_train_part") >= 8, sorted(set(names))
+    # The single series fits as one task each (3 backtest origins + the final fit); the panel's fits (2
+    # backtest origins + the final fit) run data-parallel through lightgbm.dask, a _train_part task on each
+    # worker holding a chunk.
+    assert names.count("fit_one") == 4, sorted(set(names))
+    assert names.count("_train_part") == 6, sorted(set(names))
     # Both workers took part.
     workers = {record["worker"] for record in cluster[1].get_task_stream(start=began)}
     assert len(workers) == 2
