@@ -132,11 +132,11 @@ class DaskEngine:
             try:
                 from distributed import Client
                 from lightgbm.compat import PANDAS_INSTALLED, SKLEARN_INSTALLED
+                installed = PANDAS_INSTALLED and SKLEARN_INSTALLED  # what lightgbm.dask needs
             except ImportError:
-                PANDAS_INSTALLED = False  # noqa: N806
-            if not PANDAS_INSTALLED or not SKLEARN_INSTALLED:  # what lightgbm.dask needs
-                raise InvalidInput(
-                    "training engine dask needs the dask extra: pip install 'flightcast[dask]'") from None
+                installed = False
+            if not installed:
+                raise InvalidInput("training engine dask needs the dask extra: pip install 'flightcast[dask]'")
             try:
                 self._dask = Client(self.scheduler, timeout=CONNECT_TIMEOUT_S, set_as_default=False)
             except (OSError, TimeoutError, asyncio.TimeoutError) as exc:
@@ -217,6 +217,8 @@ class DaskEngine:
                 raise Unavailable(f"Dask cluster at {self.scheduler} has no workers")
             if grid.series_column:
                 ids = [sid for sid, *_ in grid.series_stats(self.flight) if sid is not None]
+                if not ids:
+                    return DaskSeries([], 0, 0, b"")
                 slots = sum(max(1, int(info.get("nthreads", 1))) for _, info in workers)
                 n = min(len(ids), max(slots, math.ceil(len(ids) / CHUNK_SERIES)))
                 # Contiguous runs of the sorted ids: chunk order is the order a local read gives.
