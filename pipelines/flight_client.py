@@ -19,6 +19,7 @@ class FlightDataClient:
 
     def __init__(self, location: str, api_key: str | None = None):
         self.location = location
+        self.api_key = api_key  # for processes that open their own client to the same node (Dask workers)
         headers = [(b"authorization", f"Bearer {api_key}".encode())] if api_key else []
         self._options = flight.FlightCallOptions(headers=headers)
         self.call_options = self._options
