@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -32,10 +32,19 @@ class FlightDataClient:
             client = self._local.client = flight.FlightClient(self.location)
         return client
 
+    def _call(self, fn: Callable[[flight.FlightClient], Any]) -> Any:
+        """fn(client); once more on a new connection when the node was unavailable (a restarted data node:
+        the old channel may sit in gRPC's reconnect backoff). Calls here only read, so a retry is safe."""
+        with typed_errors():
+            try:
+                return fn(self._client())
+            except flight.FlightUnavailableError:
+                self._local.client = None
+                return fn(self._client())
+
     def reader(self, sql: str) -> flight.FlightStreamReader:
         """Stream the result of a read-only SQL query (or a bare dataset name)."""
-        with typed_errors():
-            return self._client().do_get(flight.Ticket(sql.encode("utf-8")), self._options)
+        return self._call(lambda client: client.do_get(flight.Ticket(sql.encode("utf-8")), self._options))
 
     def query(self, sql: str) -> pa.Table:
         """Run a read-only SQL query and collect its result."""
@@ -45,8 +54,7 @@ class FlightDataClient:
 
     def action(self, name: str, body: bytes = b"") -> Any:
         """Run a Flight action whose single result is JSON."""
-        with typed_errors():
-            results = list(self._client().do_action(flight.Action(name, body), self._options))
+        results = self._call(lambda client: list(client.do_action(flight.Action(name, body), self._options)))
         return json.loads(results[0].body.to_pybytes())
 
     def datasets(self) -> list[dict]:
