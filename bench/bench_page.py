@@ -165,8 +165,8 @@ def main() -> None:
             print(f"runtime ready (training included) in {time.perf_counter() - t0:.1f} s", flush=True)
             driver = browser()
             try:
-                base = rt.url("/")
-                plain = baseline(driver, rt.url("/static/vendor/uPlot.LICENSE"))
+                base = rt.http_url + "/"
+                plain = baseline(driver, rt.http_url + "/static/vendor/uPlot.LICENSE")
                 big = time_to_chart(driver, base + f"#model=single_m&points={HISTORY_POINTS}", "single_m",
                                     HISTORY_POINTS)
                 auto_points = min(500, max(60, 8 * 12, 2 * 24))
