@@ -41,6 +41,7 @@ from bench.forecast_common import (
     ratio,
     read_panel,
     report_peers,
+    reset_peak_rss,
     seasonal_naive,
     split_panel,
     tiny_mode,
@@ -211,6 +212,7 @@ def synthetic_panel(series: int, points: int, seed: int = SEED) -> SeriesSet:
 
 def child(task: str, series: int, points: int, lookback: int, horizon: int, rounds: int) -> None:
     """One measurement in its own process; prints one JSON line."""
+    reset_peak_rss()
     panel = synthetic_panel(series, points)
     out: dict = {}
     if task == "flightcast":

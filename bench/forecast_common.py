@@ -183,8 +183,25 @@ def ratio(label: str, value: float, target: str, met: bool | None) -> None:
     print(f"ratio  {label:<66} {value:8.3f}x   target {target}{verdict}", flush=True)
 
 
+def reset_peak_rss() -> None:
+    """Start this process's peak resident set size afresh (Linux): a child forked from a large parent
+    otherwise reports the parent's size, which ru_maxrss keeps across exec."""
+    try:
+        with open("/proc/self/clear_refs", "w") as handle:
+            handle.write("5")
+    except OSError:
+        pass
+
+
 def peak_rss_mb() -> float:
-    """This process's peak resident set size in MB (Linux reports ru_maxrss in KiB)."""
+    """This process's peak resident set size in MB since reset_peak_rss (VmHWM; ru_maxrss elsewhere)."""
+    try:
+        with open("/proc/self/status") as handle:
+            for line in handle:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024.0
+    except OSError:
+        pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
