@@ -9,6 +9,7 @@ in the data dir: written atomically a few seconds after a change, and at shutdow
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import math
@@ -69,8 +70,10 @@ class LiveScorer:
                     key = (sid, int(stamps[i, k]))
                     pending.pop(key, None)  # re-inserted last: insertion order is recency
                     pending[key] = (float(predictions[i, k]), float(lower[i, k]), float(upper[i, k]), scale)
-            while len(pending) > self.max_pending:
-                pending.pop(next(iter(pending)))
+            overflow = len(pending) - self.max_pending
+            if overflow > 0:  # the oldest first; one pass (popping the front one by one rescans the dict)
+                for key in list(itertools.islice(pending, overflow)):
+                    del pending[key]
             self._dirty.add(model)
 
     def waiting(self, model: str) -> dict[str | None, int]:

@@ -73,6 +73,9 @@ class PredictionService:
         self.versions = DataVersions()
         self._cache: dict[tuple, tuple[np.ndarray, np.ndarray, list[str]]] = {}
         self._series_stats: dict[str, tuple[tuple, list]] = {}  # model -> ((load, data version), stats)
+        # The last bulk forecast of each model, on (model load, data version, horizon): a bulk call for
+        # unchanged data is answered from it, and recorded for live accuracy only once.
+        self._bulk: dict[str, tuple[tuple, Any]] = {}
         self._trainer: threading.Thread | None = None
         self._stopping = threading.Event()
         # Called as (model, "success" | "failed", seconds) after each real training run.
@@ -462,24 +465,34 @@ class PredictionService:
         if series and not state.panel:
             raise InvalidInput(f"model '{state.name}' forecasts a single series; 'series' is only for panel models")
         windows = self._all_windows(served, state)
-        rows = np.arange(len(windows.ids))
+        key = (served.cache_id, served.windows_as_of, steps)
+        kept = self._bulk.get(name)
+        if kept is None or kept[0] != key:
+            kept = self._bulk[name] = (key, self._forecast_all(served, windows, steps))
+        ids_all, predicted_all, spread_all, timestamps_all = kept[1]
+        rows = np.arange(len(ids_all))
         if series:
-            index = {sid: i for i, sid in enumerate(windows.ids)}
+            index = {sid: i for i, sid in enumerate(ids_all)}
             missing = [s for s in series if s not in index]
             if missing:
                 raise InvalidInput(f"series '{missing[0]}' not found in model '{state.name}'")
             rows = np.array([index[s] for s in series], dtype=np.int64)
-        ids = [windows.ids[i] for i in rows]
-        predicted, spread = served.model.forecast_windows(windows.values[rows], windows.last[rows], steps, ids)
-        freq = served.grid.freq
-        timestamps = np.asarray(freq.add(windows.last[rows][:, None], np.arange(1, steps + 1)[None, :]))
+        ids = [ids_all[i] for i in rows]
+        predicted, spread, timestamps = predicted_all[rows], spread_all[rows], timestamps_all[rows]
         intervals = {}
         if levels:
             bounds = interval_bounds(predicted, spread, served.model.calibration, [v for _, v in levels])
             intervals = {label: bounds[level] for label, level in levels}
-        self._remember(served, ids, predicted, spread, timestamps.reshape(len(ids), steps))
-        return BulkForecast(served.meta.model_name, served.meta.model_version, steps, ids,
-                            timestamps.reshape(len(ids), steps), predicted, intervals)
+        return BulkForecast(served.meta.model_name, served.meta.model_version, steps, ids, timestamps, predicted,
+                            intervals)
+
+    def _forecast_all(self, served: ServedModel, windows: Windows, steps: int) -> tuple:
+        """Every series' forecast in one batch (remembered once for live accuracy)."""
+        predicted, spread = served.model.forecast_windows(windows.values, windows.last, steps, windows.ids)
+        timestamps = np.asarray(served.grid.freq.add(windows.last[:, None], np.arange(1, steps + 1)[None, :]))
+        timestamps = timestamps.reshape(len(windows.ids), steps)
+        self._remember(served, list(windows.ids), predicted, spread, timestamps)
+        return list(windows.ids), predicted, spread, timestamps
 
     def series_matching(
         self, name: str, text: str | None = None, limit: int | None = None,
