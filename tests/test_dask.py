@@ -100,9 +100,9 @@ def data(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def runtimes(module_runtime_factory, cluster, data):
     """(local engine, dask engine) runtimes on the same spicepod and data, and the seconds the dask one began."""
-    local = module_runtime_factory(pod(data), timeout=120)
+    local = module_runtime_factory(pod(data), timeout=300)
     began = time.time()
-    remote = module_runtime_factory(pod(data, dask_runtime(cluster[0].scheduler_address)), timeout=120)
+    remote = module_runtime_factory(pod(data, dask_runtime(cluster[0].scheduler_address)), timeout=300)
     return local, remote, began
 
 
