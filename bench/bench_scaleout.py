@@ -127,7 +127,7 @@ def main() -> None:
             results["local"] = train_in_subprocess(node.flight_location, None)
             for n in WORKERS:
                 cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True, host="127.0.0.1",
-                                       dashboard_address=None)
+                                       dashboard_address=":0")
                 try:
                     # A long-lived cluster's workers have imported the pipelines already: warm these up too.
                     with Client(cluster.scheduler_address, set_as_default=False) as client:

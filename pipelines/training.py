@@ -352,6 +352,8 @@ def train_model(
     backend = backend or LocalBackend(series)
     lengths = dict(pair for part in backend.map(chunk_lengths, dataset) for pair in part)
     lag = differencing_lag(len(lengths), freq)
+    if lag and not any(n - backtest_windows * horizon >= lookback + horizon + lag for n in lengths.values()):
+        lag = 0  # too short to backtest the changes over a season: model the values, as a single series does
     eligible = {sid: n for sid, n in lengths.items() if n >= lookback + horizon + lag}
     if not eligible:
         if len(lengths) == 1:

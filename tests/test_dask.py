@@ -77,7 +77,7 @@ def dask_runtime(address: str) -> str:
 def cluster():
     """Two worker processes of one thread each, on loopback; closed however the module ends."""
     local = distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
-                                     dashboard_address=None)
+                                     dashboard_address=":0")
     client = None
     try:
         client = distributed.Client(local.scheduler_address, set_as_default=False)

@@ -393,3 +393,17 @@ def test_half_widths_follow_conformal_ranks() -> None:
     widths = calibration.half_widths(80.0, 4)
     assert widths[2] == pytest.approx(17.0 * math.sqrt(3 / 2)) and widths[3] == pytest.approx(17.0 * math.sqrt(2))
     assert calibration.count == 19
+
+
+def test_a_panel_differences_seasonal_series_unless_too_short_to_backtest_it() -> None:
+    ts, values = read_series("woolyrnq")
+    freq = Frequency.parse("1q")
+    panel = SeriesSet(["a", "b"], [ts, ts], [values, values * 2.0])
+    model = train_model(panel, freq=freq, lookback=8, horizon=4, lightgbm_params=FAST, dataset="wool")
+    assert model.differencing == 4 and model.window_length == 12
+    short = SeriesSet(["a", "b"], [ts[:25], ts[:25]], [values[:25], values[:25] * 2.0])
+    model = train_model(short, freq=freq, lookback=8, horizon=4, lightgbm_params=FAST, dataset="wool")
+    assert model.differencing == 0 and model.window_length == 8  # 25 - 3 x 4 < 8 + 4 + 4
+    single = train_model(SeriesSet.single(ts, values), freq=freq, lookback=8, horizon=4, lightgbm_params=FAST,
+                         dataset="wool")
+    assert single.differencing == 0
