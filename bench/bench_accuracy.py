@@ -4,7 +4,7 @@ Each series' last H points are held out (H: 12 monthly, 8 quarterly, 6 yearly). 
 frequency is chosen among candidates by the rolling backtest on the training parts only (the mean over the
 series of that frequency of model.metrics['mase']); the held-out points are never used to choose.
 
-Run: .venv/bin/python -m bench.bench_accuracy      (FLIGHTCAST_BENCH_TINY=1: two short series, few trees)
+Run: .venv/bin/python -m bench.bench_accuracy      (BENCH_TINY=1: two short series, few trees)
 """
 
 from __future__ import annotations

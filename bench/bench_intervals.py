@@ -9,7 +9,7 @@
 (c) Training time of train_model (rolling backtests + calibration) per sample series, and on sunspots with
     lookback 48, horizon 12, recursive, against the previous single-holdout core's figure on this machine.
 
-Run: .venv/bin/python -m bench.bench_intervals      (FLIGHTCAST_BENCH_TINY=1: tiny inputs, no peers)
+Run: .venv/bin/python -m bench.bench_intervals      (BENCH_TINY=1: tiny inputs, no peers)
 """
 
 from __future__ import annotations

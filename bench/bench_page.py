@@ -5,7 +5,7 @@ first searches the series (the API filters, the page shows the first matches) an
 The figure is the page's own clock: performance.now() when the chart is drawn, i.e. ms since the
 navigation started. Information only; the goal is under 300 ms on this machine.
 
-Run: .venv/bin/python -m bench.bench_page    (FLIGHTCAST_BENCH_TINY=1: every case once on tiny inputs)
+Run: .venv/bin/python -m bench.bench_page    (BENCH_TINY=1: every case once on tiny inputs)
 Needs chromium and chromium-driver (Debian packages) and selenium (the test extra).
 """
 
@@ -22,9 +22,8 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from bench.common import Runtime, TempDir, header, median, ms, ratio_line, table, write_parquet
+from bench.common import TINY, Runtime, TempDir, header, median, ms, ratio_line, table, write_parquet
 
-TINY = os.environ.get("FLIGHTCAST_BENCH_TINY", "") not in ("", "0")
 HISTORY_POINTS = 300 if TINY else 10_000  # points of the single series, all drawn (choices of the page)
 PANEL_SERIES = 50 if TINY else 10_000  # series of the panel model
 PANEL_POINTS = 60  # hourly points per panel series

@@ -11,7 +11,7 @@
 (c) Single-series GET predict on the panel model against a single-series model, warm (the same request again)
     and cold (right after a DoPut to the dataset), median ms.
 
-Run: .venv/bin/python -m bench.bench_panel      (FLIGHTCAST_BENCH_TINY=1: tiny inputs, a few seconds)
+Run: .venv/bin/python -m bench.bench_panel      (BENCH_TINY=1: tiny inputs, a few seconds)
 """
 
 from __future__ import annotations

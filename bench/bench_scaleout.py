@@ -7,14 +7,13 @@ imported the pipelines); its peak RSS during load + train is read from /proc (Vm
 and connecting, so it is the training's own peak). With Dask the serve node must not hold the training
 rows: the workers read their series from the data node themselves.
 
-Run: .venv/bin/python -m bench.bench_scaleout   (FLIGHTCAST_BENCH_TINY=1: a small panel, quick)
+Run: .venv/bin/python -m bench.bench_scaleout   (BENCH_TINY=1: a small panel, quick)
 """
 
 from __future__ import annotations
 
 import importlib
 import json
-import os
 import subprocess
 import textwrap
 from datetime import datetime
@@ -22,9 +21,8 @@ from datetime import datetime
 import numpy as np
 import pyarrow as pa
 
-from bench.common import PYTHON, ROOT, Runtime, TempDir, header, ratio_line, table, write_parquet
+from bench.common import PYTHON, ROOT, TINY, Runtime, TempDir, header, ratio_line, table, write_parquet
 
-TINY = os.environ.get("FLIGHTCAST_BENCH_TINY", "") not in ("", "0")
 SERIES = 100 if TINY else 2000
 POINTS = 120 if TINY else 200  # daily points per series
 LOOKBACK, HORIZON = 14, 7

@@ -1,13 +1,12 @@
 """Helpers of the forecasting benchmarks (accuracy, panel, intervals): data, baselines, peers, output.
 
 The runtime they start is harness.RuntimeProcess, the launcher tests and the other benchmarks use.
-`FLIGHTCAST_BENCH_TINY=1` makes every forecasting benchmark run once on tiny inputs (what `make test` does).
+`BENCH_TINY=1` (bench.common.TINY) makes every forecasting benchmark run once on tiny inputs (what `make test` does).
 """
 
 from __future__ import annotations
 
 import csv
-import os
 import resource
 import sys
 import time
@@ -17,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from bench.common import do_put
+from bench.common import TINY, do_put
 from harness import RuntimeProcess, write_spicepod
 from pipelines.series import SeriesSet
 
@@ -26,14 +25,11 @@ DATA = ROOT / "data"
 PANEL = DATA / "tourism_quarterly.csv"
 # Held-out steps per frequency unit (the usual M-competition horizons).
 HORIZON = {"mo": 12, "q": 8, "y": 6}
-TINY_ENV = "FLIGHTCAST_BENCH_TINY"
 
 
 def tiny_mode(tiny: bool | None = None) -> bool:
-    """True when asked for, or when FLIGHTCAST_BENCH_TINY=1 is set."""
-    if tiny is not None:
-        return tiny
-    return os.environ.get(TINY_ENV, "").strip().lower() in ("1", "true", "yes")
+    """True when asked for, or in the benchmarks' tiny mode (BENCH_TINY=1, bench.common.TINY)."""
+    return TINY if tiny is None else tiny
 
 
 # ------------------------------------------------------------------------------------------ data

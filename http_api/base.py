@@ -10,8 +10,10 @@ import time
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
+import pyarrow as pa
 import tornado.web
 
+from http_api.formats import TABLE_ENCODINGS, negotiate
 from spicepod import FlightcastError, InvalidInput, LimitExceeded, Unauthenticated
 
 log = logging.getLogger("flightcast.http")
@@ -146,6 +148,21 @@ class BaseHandler(tornado.web.RequestHandler):
         self.set_status(status)
         self.set_header("Content-Type", "application/json; charset=UTF-8")
         self.finish(json.dumps(payload, default=str))
+
+    def table_media(self) -> str:
+        """The table format the request's `Accept` prefers; 406 (before any work) when it accepts none."""
+        accept = self.request.headers.get("Accept")
+        media = negotiate(accept, list(TABLE_ENCODINGS))
+        if media is None:
+            raise tornado.web.HTTPError(
+                406, f"cannot answer Accept: {accept[:200]}; this route serves {', '.join(TABLE_ENCODINGS)}")
+        return media
+
+    async def write_table(self, table: pa.Table, media: str) -> None:
+        """The table encoded as `media` (from table_media), off the IOLoop."""
+        content_type, encode = TABLE_ENCODINGS[media]
+        self.set_header("Content-Type", content_type)
+        self.finish(await self.ctx.run(encode, table))
 
     def write_text(self, text: str, status: int = 200) -> None:
         self.set_status(status)

@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import pyarrow as pa
-import tornado.web
 
 from http_api.base import BaseHandler
-from http_api.formats import TABLE_ENCODINGS, negotiate
 from pipelines.flight_client import typed_errors
 from spicepod import InvalidInput, LimitExceeded
 
@@ -69,22 +67,14 @@ class TrainHandler(BaseHandler):
 
 class SqlHandler(BaseHandler):
     async def post(self) -> None:
-        accept = self.request.headers.get("Accept")
-        media = negotiate(accept, list(TABLE_ENCODINGS))
-        if media is None:  # refused before the query runs
-            raise tornado.web.HTTPError(
-                406, f"cannot answer Accept: {accept[:200]}; this route serves {', '.join(TABLE_ENCODINGS)}"
-            )
+        media = self.table_media()  # refused before the query runs
         try:
             sql = self.body.decode("utf-8")
         except UnicodeDecodeError:
             raise InvalidInput("the body must be one SQL query in UTF-8") from None
         if not sql.strip():
             raise InvalidInput("the body must be one SQL query")
-        table = await self.ctx.run(self._query, sql)
-        content_type, encode = TABLE_ENCODINGS[media]
-        self.set_header("Content-Type", content_type)
-        self.finish(await self.ctx.run(encode, table))
+        await self.write_table(await self.ctx.run(self._query, sql), media)
 
     def _query(self, sql: str) -> pa.Table:
         """Read the result batch by batch, refusing it past MAX_SQL_ROWS or MAX_SQL_BYTES instead of filling memory."""

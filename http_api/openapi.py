@@ -28,6 +28,16 @@ def _error(description: str) -> dict[str, Any]:
     return _json(_ref("Error"), description)
 
 
+BINARY = {"schema": {"type": "string", "contentEncoding": "binary"}}
+# A table answer (SQL results, bulk forecasts) in each format http_api.formats.TABLE_ENCODINGS serves.
+TABLE_CONTENT = {
+    JSON: {"schema": _ref("SqlRows")},
+    CSV: {"schema": {"type": "string"}},
+    ARROW_STREAM: BINARY,
+    PARQUET: BINARY,
+    PARQUET_LEGACY: BINARY,
+}
+
 NUMBER_OR_NULL = {"type": ["number", "null"]}
 STRING_OR_NULL = {"type": ["string", "null"]}
 
@@ -323,13 +333,7 @@ PATHS: dict[str, dict[str, dict[str, Any]]] = {
             "responses": {
                 "200": {
                     "description": "one row per series and step",
-                    "content": {
-                        JSON: {"schema": _ref("SqlRows")},
-                        CSV: {"schema": {"type": "string"}},
-                        ARROW_STREAM: {"schema": {"type": "string", "contentEncoding": "binary"}},
-                        PARQUET: {"schema": {"type": "string", "contentEncoding": "binary"}},
-                        PARQUET_LEGACY: {"schema": {"type": "string", "contentEncoding": "binary"}},
-                    },
+                    "content": TABLE_CONTENT,
                 },
                 "400": _error("unknown series, model not ready, bad horizon or level"),
                 "404": _error("unknown model"),
@@ -383,13 +387,7 @@ PATHS: dict[str, dict[str, dict[str, Any]]] = {
             "responses": {
                 "200": {
                     "description": "the result",
-                    "content": {
-                        JSON: {"schema": _ref("SqlRows")},
-                        CSV: {"schema": {"type": "string"}},
-                        ARROW_STREAM: {"schema": {"type": "string", "contentEncoding": "binary"}},
-                        PARQUET: {"schema": {"type": "string", "contentEncoding": "binary"}},
-                        PARQUET_LEGACY: {"schema": {"type": "string", "contentEncoding": "binary"}},
-                    },
+                    "content": TABLE_CONTENT,
                 },
                 "406": _error("the Accept header accepts none of the formats this route serves"),
                 "400": _error("empty body, bad SQL, a write statement, a result over the row or size limit, or a "

@@ -14,7 +14,6 @@ import pyarrow as pa
 import tornado.web
 
 from http_api.base import MANY, ONE, BaseHandler, BodyTooLarge, internal_message
-from http_api.formats import TABLE_ENCODINGS, negotiate
 from pipelines.forecasts import BulkForecast, Forecast, Level
 from spicepod import FlightcastError, InvalidInput
 
@@ -245,19 +244,12 @@ class ForecastsHandler(BaseHandler):
     query_params = {"horizon": ONE, "series": MANY, "level": MANY}
 
     async def get(self, name: str) -> None:
-        accept = self.request.headers.get("Accept")
-        media = negotiate(accept, list(TABLE_ENCODINGS))
-        if media is None:
-            raise tornado.web.HTTPError(
-                406, f"cannot answer Accept: {accept[:200]}; this route serves {', '.join(TABLE_ENCODINGS)}")
+        media = self.table_media()
         horizon = parse_horizon(query_value(self, "horizon"), self.ctx.predictions.max_horizon)
         series = [parse_series(s) for s in query_values(self, "series")]
         levels = parse_levels(query_values(self, "level"))
         bulk = await self.ctx.run(self.ctx.predictions.forecasts, name, horizon, series, levels)
-        table = await self.ctx.run(bulk_table, bulk)
-        content_type, encode = TABLE_ENCODINGS[media]
-        self.set_header("Content-Type", content_type)
-        self.finish(await self.ctx.run(encode, table))
+        await self.write_table(await self.ctx.run(bulk_table, bulk), media)
 
 
 class SeriesHandler(BaseHandler):

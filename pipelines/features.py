@@ -74,7 +74,7 @@ class FeatureLayout:
         """
         lookback = self.lookback
         mu = windows.mean(axis=1)
-        sd = np.maximum(windows.std(axis=1), SD_FLOOR_SHARE * series_std)
+        sd = window_spread(windows, series_std)
         x = np.empty((windows.shape[0], self.width), dtype=dtype)
         np.divide(windows - mu[:, None], sd[:, None], out=x[:, :lookback], casting="unsafe")
         x[:, lookback] = (mu - series_mean) / series_std
@@ -86,6 +86,12 @@ class FeatureLayout:
         if self.use_season_lag:
             x[:, col] = x[:, self.season_lag_index(step)]
         return x, mu, sd
+
+
+def window_spread(windows: np.ndarray, series_std: np.ndarray) -> np.ndarray:
+    """Each window's spread, floored at a share of its series' spread: what features, targets and interval
+    widths are normalised by."""
+    return np.maximum(windows.std(axis=1), SD_FLOOR_SHARE * series_std)
 
 
 def level_stats(values: np.ndarray) -> tuple[float, float]:

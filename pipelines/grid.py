@@ -209,8 +209,8 @@ class GridQuery:
         bounds = np.flatnonzero(np.diff(codes.indices.to_numpy(zero_copy_only=False))) + 1
         starts = np.concatenate([[0], bounds])
         ends = np.concatenate([bounds, [len(sids)]])
-        names = sids.to_pylist()
-        return [(names[s], times[s:e], values[s:e]) for s, e in zip(starts, ends, strict=True)]
+        names = sids.take(pa.array(starts)).to_pylist()  # one id per series, not one per row
+        return [(name, times[s:e], values[s:e]) for name, s, e in zip(names, starts, ends, strict=True)]
 
     def series_stats(self, client: FlightDataClient) -> list[tuple[str | None, int, object, object]]:
         """(series id, rows, first timestamp, last timestamp) of every series, by id."""
@@ -226,8 +226,8 @@ class GridQuery:
     def history(self, client: FlightDataClient, max_points: int, ids: list[str] | None = None) -> SeriesSet:
         """The latest `max_points` grid points of each series (or of the named ones), filled."""
         out = SeriesSet()
-        for sid, times, values in self._read(client, self._sql(self._where(None, ids), max_points)):
-            grid_times, grid_values = fill_series(times, values, self.freq, self.fill, self.dataset, sid)
+        for sid, grid_times, grid_values in self._filled(self._read(client, self._sql(self._where(None, ids),
+                                                                                       max_points))):
             out.ids.append(sid)
             out.times.append(grid_times[-max_points:])
             out.values.append(grid_values[-max_points:])

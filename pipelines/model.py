@@ -16,7 +16,7 @@ from typing import Any
 import lightgbm as lgb
 import numpy as np
 
-from pipelines.features import SD_FLOOR_SHARE, FeatureLayout
+from pipelines.features import FeatureLayout, window_spread
 from pipelines.frequency import Frequency
 from pipelines.intervals import Calibration
 from spicepod import InvalidInput
@@ -135,7 +135,7 @@ class TrainedModel:
         series_mean, series_std = self.stats.lookup(ids, windows)
         positions = self._positions(last_times, horizon)
         threads = predict_threads(n)
-        spread = np.maximum(windows.std(axis=1), SD_FLOOR_SHARE * series_std)
+        spread = window_spread(windows, series_std)
         if self.strategy == "direct":
             out = np.empty((n, horizon), dtype=np.float64)
             for k in range(horizon):

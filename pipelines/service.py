@@ -28,7 +28,7 @@ from pipelines.grid import GridQuery, Windows, bucket, phase_origin, raw_timesta
 from pipelines.intervals import interval_bounds
 from pipelines.live import LiveScorer
 from pipelines.model import FileBoosterModel, TrainedModel
-from pipelines.registry import ModelRegistry, VersionMeta, data_fingerprint, file_digest, spec_hash
+from pipelines.registry import ModelRegistry, VersionMeta, file_digest, spec_hash
 from pipelines.state import DataVersions, ModelState, ServedModel
 from pipelines.subscription import NoticeSubscription
 from pipelines.upkeep import Upkeep
@@ -219,9 +219,9 @@ class PredictionService:
         grid, info = self._grid(state)
         rows = int(info["rows"])
         if spec.kind == "file":
-            series = grid.history(self.client, MAX_TRAINING_POINTS)
             model = FileBoosterModel.load(spec.path, spec.lookback)
-            meta = self._file_meta(spec, grid, series)
+            count = len(grid.series_stats(self.client)) if state.panel else 1
+            meta = self._file_meta(spec, grid, count)
             log.info("model %s: loaded LightGBM model file %s (version %s)", spec.name, spec.path, meta.model_version)
             return ServedModel(meta, model, grid, next(_load_ids), rows, state.panel), False
 
@@ -277,20 +277,21 @@ class PredictionService:
         )
         return ServedModel(meta, model, grid, next(_load_ids), rows, state.panel), True
 
-    def _file_meta(self, spec: ModelSpec, grid: GridQuery, series: Any) -> VersionMeta:
+    def _file_meta(self, spec: ModelSpec, grid: GridQuery, series_count: int) -> VersionMeta:
+        """A `file:` model's version is its file's digest; it is never stored, so nothing fingerprints its data."""
         return VersionMeta(
             model_name=spec.name,
             model_version=file_digest(spec.path)[:12],
             run=0,
             spec_hash=spec_hash(spec, None),
-            data_fingerprint=data_fingerprint(series),
+            data_fingerprint="",
             metrics={"mase": None, "smape": None},
             trained_at=iso_utc(datetime.fromtimestamp(spec.path.stat().st_mtime, timezone.utc)),
             training_rows=0,
             frequency=str(grid.freq),
             value_column=grid.value_column,
             training_seconds=0.0,
-            series_count=len(series),
+            series_count=series_count,
         )
 
     # --- predicting --------------------------------------------------------------------------------
@@ -325,8 +326,7 @@ class PredictionService:
             raise InvalidInput(f"model '{state.name}' has {count} series; pass series=ID")
 
     def _check_levels(self, state: ModelState, served: ServedModel, levels: Sequence[Level]) -> None:
-        calibration = getattr(served.model, "calibration", None)
-        if levels and (calibration is None or not calibration.usable()):
+        if levels and not _calibrated(served.model):
             raise InvalidInput(f"model '{state.name}' has no calibrated intervals (a `file:` model has no backtest)")
 
     def predict(
@@ -345,7 +345,6 @@ class PredictionService:
         entry = self._cache.get(key)
         if entry is None:
             entry = self._compute(served, state, series, steps, newest)
-            self._remember(served, [series], entry[0][None, :], entry[1], entry[2])
             if steps <= max(state.spec.horizon, CACHED_HORIZON):  # long odd horizons would crowd the cache
                 if len(self._cache) >= CACHE_ENTRIES:
                     self._cache.clear()
@@ -363,7 +362,7 @@ class PredictionService:
         steps = state.spec.horizon if horizon is None else horizon
         version = self.versions.of_series(state.spec.dataset, series)
         entry = self._cache.get((served.cache_id, series, steps, version))
-        if entry is None or (levels and served.model.calibration is None):
+        if entry is None or (levels and not _calibrated(served.model)):
             return None
         return self._forecast(served, series, steps, entry, levels)
 
@@ -390,24 +389,23 @@ class PredictionService:
             )
         predicted, spread = served.model.forecast_windows(windows.values, windows.last, steps, windows.ids)
         future = served.grid.freq.future(windows.last[0], steps)
+        self._remember(served, [series], predicted, spread, future[None, :])
         return predicted[0], spread, [iso_utc(t) for t in future]
 
     def _remember(
         self, served: ServedModel, ids: list[str | None], predicted: np.ndarray, spread: np.ndarray,
-        timestamps: np.ndarray | list[str],
+        timestamps: np.ndarray,
     ) -> None:
-        """Served forecasts wait, with their 80% interval, to be scored against the actuals (live accuracy)."""
+        """Served forecasts (n, steps) at `timestamps` (n, steps) wait, with their 80% interval, to be scored
+        against the actuals (live accuracy)."""
         model = served.model
         if not isinstance(model, TrainedModel):
             return
-        stamps = np.asarray([np.datetime64(t.rstrip("Z"), "us") for t in timestamps]) if isinstance(
-            timestamps, list) else timestamps
-        stamps = np.broadcast_to(stamps, predicted.shape)
         lower = upper = None
-        if model.calibration is not None and model.calibration.usable():
+        if _calibrated(model):
             lower, upper = interval_bounds(predicted, spread, model.calibration, [80.0])[80.0]
         scales = np.array([model.stats.scale_of(sid) for sid in ids])
-        self.live.record(served.meta.model_name, ids, stamps, predicted, lower, upper, scales)
+        self.live.record(served.meta.model_name, ids, timestamps, predicted, lower, upper, scales)
 
     def _forecast(
         self, served: ServedModel, series: str | None, steps: int,
@@ -581,6 +579,11 @@ def _merge(old: Windows, fresh: Windows, changed: set[str]) -> Windows:
     short = {k: v for k, v in old.short.items() if k not in changed} | fresh.short
     order = sorted(range(len(ids)), key=lambda i: ids[i])
     return Windows([ids[i] for i in order], values[order], last[order], short)
+
+
+def _calibrated(model: TrainedModel | FileBoosterModel) -> bool:
+    """Whether the model has backtest errors for every step (what intervals need)."""
+    return model.calibration is not None and model.calibration.usable()
 
 
 def _finite_or_none(value: Any) -> float | None:

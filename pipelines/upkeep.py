@@ -61,25 +61,32 @@ class Upkeep:
                     return
                 due, self._due = self._due, set()
             for dataset in due:
-                for state in self._states:
-                    if state.spec.dataset == dataset and state.current is not None:
-                        self._guarded(self._score, state)
-                        self._guarded(self._maybe_retrain, state)
+                models = [s for s in self._states if s.spec.dataset == dataset and s.current is not None]
+                if not models:
+                    continue
+                try:
+                    info = self._client.dataset_info(dataset)  # once for every model on the dataset
+                except Exception as exc:  # noqa: BLE001 - upkeep must go on for the other datasets
+                    log.warning("dataset %s: upkeep cannot read its info: %s: %s", dataset, type(exc).__name__, exc)
+                    continue
+                for state in models:
+                    self._guarded(self._score, state, info)
+                    self._guarded(self._maybe_retrain, state, info)
             self._live.flush()
 
-    def _guarded(self, work: Callable[[ModelState], None], state: ModelState) -> None:
+    def _guarded(self, work: Callable[[ModelState, dict], None], state: ModelState, info: dict) -> None:
         try:
-            work(state)
+            work(state, info)
         except Exception as exc:  # noqa: BLE001 - upkeep must go on for the other models
             log.warning("model %s: %s failed: %s: %s", state.name, work.__name__.strip("_"), type(exc).__name__, exc)
 
-    def _score(self, state: ModelState) -> None:
+    def _score(self, state: ModelState, info: dict) -> None:
         """Score pending forecasts whose periods now have values on the grid (one query for all series)."""
         served = state.current
         waiting = self._live.waiting(state.name)
         if served is None or not waiting:
             return
-        last = self._client.dataset_info(state.spec.dataset)["last_timestamp"]
+        last = info["last_timestamp"]
         if last is None:
             return
         grid = served.grid
@@ -99,12 +106,12 @@ class Upkeep:
         if scored:
             log.info("model %s: scored %d served forecast points against new data", state.name, scored)
 
-    def _maybe_retrain(self, state: ModelState) -> None:
+    def _maybe_retrain(self, state: ModelState, info: dict) -> None:
         every = state.spec.retrain_after_rows
         served = state.current
         if not every or served is None or state.name in self._retraining:
             return
-        rows = int(self._client.dataset_info(state.spec.dataset)["rows"])
+        rows = int(info["rows"])
         if rows - served.dataset_rows < every:
             return
         log.info("model %s: %d new rows since version %s; retraining in the background",

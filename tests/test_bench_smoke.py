@@ -27,7 +27,7 @@ class TinyRun:
     def __init__(self, module: str, folder: Path):
         self.module = module
         env = {name: value for name, value in os.environ.items() if not name.startswith(("BENCH_", "FLIGHTCAST_"))}
-        env["BENCH_TINY"] = env["FLIGHTCAST_BENCH_TINY"] = "1"
+        env["BENCH_TINY"] = "1"
         self.out, self.err = folder / f"{module}.stdout", folder / f"{module}.stderr"
         with self.out.open("wb") as out, self.err.open("wb") as err:
             self.proc = subprocess.Popen([sys.executable, "-m", module], cwd=REPO, env=env, stdout=out, stderr=err,

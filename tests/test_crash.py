@@ -97,6 +97,17 @@ def stored_batches(client) -> tuple[dict[int, tuple[int, int, int, int]], int]:
     return stored, total
 
 
+def kill_while_writing(runtime_factory: RuntimeFactory, rt, writer: threading.Thread, delay: float, cycle: int):
+    """kill -9 the runtime `delay` seconds into the writer's DoPuts; the runtime restarted on the same store."""
+    writer.start()
+    time.sleep(delay)
+    rt.kill()
+    writer.join(30)
+    assert not writer.is_alive(), f"cycle {cycle}: the writer hung after the kill"
+    assert not writer.wrong, writer.wrong
+    return runtime_factory(spicepod=rt.spicepod, data_dir=rt.data_dir)
+
+
 @pytest.mark.timeout(900 if FULL else 120)
 def test_kill9_loop_keeps_exactly_the_acknowledged_batches(runtime_factory: RuntimeFactory) -> None:
     rng = random.Random(SEED)
@@ -111,17 +122,10 @@ def test_kill9_loop_keeps_exactly_the_acknowledged_batches(runtime_factory: Runt
     rt = runtime_factory(spicepod=pod, data_dir=store)
     for cycle in range(CYCLES):
         writer = Writer(rt.flight_location, next_id, random.Random(rng.randrange(10**9)))
-        writer.start()
         delay = rng.uniform(0.02, 1.2)
-        time.sleep(delay)
-        rt.kill()
-        writer.join(30)
-        assert not writer.is_alive(), f"cycle {cycle}: the writer hung after the kill"
-        assert not writer.wrong, writer.wrong
+        rt = kill_while_writing(runtime_factory, rt, writer, delay, cycle)
         next_id = writer.next_id + 1
         acked_total += len(writer.acked)
-
-        rt = runtime_factory(spicepod=pod, data_dir=store)
         client = rt.flight_client()
         stored, total = stored_batches(client)
         context = (f"cycle {cycle} (seed {SEED}, kill after {delay:.3f} s, {len(writer.acked)} acked this cycle, "
@@ -240,17 +244,10 @@ def test_kill9_loop_with_overwriting_streams(runtime_factory: RuntimeFactory) ->
     rt = runtime_factory(spicepod=pod, data_dir=store)
     for cycle in range(CYCLES):
         writer = OverwritingWriter(rt.flight_location, next_id, random.Random(rng.randrange(10**9)))
-        writer.start()
         delay = rng.uniform(0.05, 1.2)
-        time.sleep(delay)
-        rt.kill()
-        writer.join(30)
-        assert not writer.is_alive(), f"cycle {cycle}: the writer hung after the kill"
-        assert not writer.wrong, writer.wrong
+        rt = kill_while_writing(runtime_factory, rt, writer, delay, cycle)
         next_id = writer.next_id + 1
         acked_total += len(writer.acked)
-
-        rt = runtime_factory(spicepod=pod, data_dir=store)
         client = rt.flight_client()
         table = read_all(client, "SELECT ts, batch, row FROM slots ORDER BY ts", OPTS)
         slots = [round((t - SLOT0).total_seconds()) for t in table.column("ts").to_pylist()]
