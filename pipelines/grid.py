@@ -61,13 +61,41 @@ def sql_string(value: str) -> str:
     return "'" + value.replace("'", "''") + "'"
 
 
-def phase_origin(timestamps: np.ndarray, freq: Frequency) -> np.datetime64:
-    """The grid origin of a fixed step: the most common phase of the timestamps (the epoch if none)."""
+MONDAY = np.datetime64("1970-01-05T00:00:00", "us")  # ISO weeks start on Mondays
+WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
+
+
+def phase_origin(timestamps: np.ndarray, freq: Frequency, week_start: str | None = None) -> np.datetime64:
+    """The grid origin of a fixed step: the most common phase of the timestamps (the epoch if none).
+
+    Weeks of finer data (daily rows summed into weeks) start on `week_start`, Monday unless set: the
+    data's own phase would start them on whatever weekday the data happens to favour. Weekly data
+    keeps its own phase (weekly rows on Sundays stay on Sundays) unless `week_start` is set.
+    """
     if freq.is_calendar or timestamps.size == 0:
         return np.datetime64(0, "us")
-    phases = timestamps.astype("datetime64[us]").astype(np.int64) % freq.step_us
+    ts = timestamps.astype("datetime64[us]")
+    if freq.unit == "w" and freq.count == 1:
+        finer = ts.size > 1 and int(np.median(np.diff(ts.astype(np.int64)))) < freq.step_us
+        if week_start is not None or finer:
+            return MONDAY + np.timedelta64(WEEKDAYS.index(week_start or "monday"), "D")
+    phases = ts.astype(np.int64) % freq.step_us
     values, counts = np.unique(phases, return_counts=True)
     return np.datetime64(int(values[np.argmax(counts)]), "us")
+
+
+def complete_periods(times: np.ndarray, values: np.ndarray, counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Without a partial period at either end: when periods hold several rows, an end period with fewer
+    rows than the typical (median) one is not yet (or no longer) covered by the data, and would pass a
+    partial sum or mean for a whole period's. The one being filled now is forecast instead."""
+    if counts.size < 3:
+        return times, values
+    typical = float(np.median(counts[1:-1]))
+    if typical <= 1:
+        return times, values
+    first = 1 if counts[0] < typical else 0
+    last = counts.size - 1 if counts[-1] < typical else counts.size
+    return times[first:last], values[first:last]
 
 
 def bucket(timestamps: np.ndarray | np.datetime64, freq: Frequency, origin: np.datetime64) -> np.ndarray:
@@ -177,7 +205,8 @@ class GridQuery:
             f"SELECT CAST({sc} AS VARCHAR) AS sid, count(*) AS n, min({ts}) AS first, max({ts}) AS last "
             f"FROM {quote_ident(dataset)} GROUP BY ALL ORDER BY sid"
         )
-        self._select = f"SELECT {'sid, ' if series_column else ''}bucket, {AGGREGATE_SQL[aggregate]} AS value"
+        self._select = (f"SELECT {'sid, ' if series_column else ''}bucket, {AGGREGATE_SQL[aggregate]} AS value, "
+                        "count(raw_ts) AS n")
         self._partition = "PARTITION BY sid " if series_column else ""
 
     def _sql(self, where: list[str], per_series: int | None) -> str:
@@ -197,11 +226,13 @@ class GridQuery:
         return where
 
     def _read(self, client: FlightDataClient, sql: str) -> list[tuple[str | None, np.ndarray, np.ndarray]]:
+        """(series, period starts, values) of each series, without partial periods at either end."""
         table = client.query(sql)
         times = table.column("bucket").to_numpy().astype("datetime64[us]")
         values = table.column("value").cast(pa.float64()).to_numpy(zero_copy_only=False)
+        counts = table.column("n").to_numpy()
         if not self.series_column:
-            return [(None, times, values)]
+            return [(None, *complete_periods(times, values, counts))]
         sids = table.column("sid")
         if not len(sids):
             return []
@@ -210,7 +241,8 @@ class GridQuery:
         starts = np.concatenate([[0], bounds])
         ends = np.concatenate([bounds, [len(sids)]])
         names = sids.take(pa.array(starts)).to_pylist()  # one id per series, not one per row
-        return [(name, times[s:e], values[s:e]) for name, s, e in zip(names, starts, ends, strict=True)]
+        return [(name, *complete_periods(times[s:e], values[s:e], counts[s:e]))
+                for name, s, e in zip(names, starts, ends, strict=True)]
 
     def series_stats(self, client: FlightDataClient) -> list[tuple[str | None, int, object, object]]:
         """(series id, rows, first timestamp, last timestamp) of every series, by id."""
@@ -235,9 +267,10 @@ class GridQuery:
 
     def windows(
         self, client: FlightDataClient, lookback: int, newest: np.datetime64 | None = None,
-        ids: list[str] | None = None,
+        ids: list[str] | None = None, min_points: int | None = None,
     ) -> Windows:
-        """The latest `lookback` grid points of each series (or of the named ones).
+        """The latest `lookback` grid points of each series (or of the named ones); a series with fewer
+        points but at least `min_points` (default: all `lookback`) is left-padded with NaN.
 
         With `newest` (the newest timestamp of the data), a lower time bound lets DuckDB skip every row
         group before the window (zone maps), so the cost does not grow with the table.
@@ -247,16 +280,20 @@ class GridQuery:
         if newest is not None:
             lower = self.freq.add(bucket(newest, self.freq, self.origin), -per_series)
         parts = self._filled(self._read(client, self._sql(self._where(lower, ids), per_series)))
+        needed = lookback if min_points is None else min(min_points, lookback)
         if lower is not None and any(v.size < lookback for _, _, v in parts):
             # Gaps inside the bound left too few points: read the latest rows without it.
             parts = self._filled(self._read(client, self._sql(self._where(None, ids), per_series)))
         kept_ids, rows, last, short = [], [], [], {}
         for sid, grid_times, grid_values in parts:
-            if grid_values.size < lookback:
+            if grid_values.size < needed:
                 short[sid] = int(grid_values.size)
                 continue
             kept_ids.append(sid)
-            rows.append(grid_values[-lookback:])
+            row = grid_values[-lookback:]
+            if row.size < lookback:
+                row = np.concatenate([np.full(lookback - row.size, np.nan), row])
+            rows.append(row)
             last.append(grid_times[-1])
         values = np.stack(rows) if rows else np.empty((0, lookback))
         return Windows(kept_ids, values, np.array(last, dtype="datetime64[us]"), short)

@@ -181,7 +181,7 @@ class TrainedModel:
             "frequency": str(self.freq),
             "features": self.layout.to_json(),
             "boosters": files,
-            "metrics": _json_safe(self.metrics),
+            "metrics": json_safe(self.metrics),
             "training_rows": self.training_rows,
             "differencing": self.differencing,
         }
@@ -211,14 +211,14 @@ class TrainedModel:
         )
 
 
-def _json_safe(value: Any) -> Any:
+def json_safe(value: Any) -> Any:
     """NaN and infinities as null (JSON has none), through nested dicts."""
     if isinstance(value, dict):
-        return {k: _json_safe(v) for k, v in value.items()}
+        return {k: json_safe(v) for k, v in value.items()}
     if isinstance(value, float) and not math.isfinite(value):
         return None
     if isinstance(value, (np.floating, np.integer)):
-        return _json_safe(value.item())
+        return json_safe(value.item())
     return value
 
 

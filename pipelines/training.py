@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import lightgbm as lgb
@@ -51,6 +51,8 @@ class Backtest:
     windows: int
     series: int
     calibration: Calibration
+    # Every backtest forecast: (series ids, origins, forecasts (rows, horizon)) of each chunk and origin.
+    pairs: list = field(default_factory=list)
 
 
 def lightgbm_params(user: dict[str, Any] | None, windows: int) -> tuple[dict[str, Any], int]:
@@ -175,15 +177,16 @@ def chunk_rows(
 
 def chunk_backtest(
     chunk: SeriesSet, cuts: dict, ends: dict, model: TrainedModel, horizon: int,
-) -> tuple[list[np.ndarray], dict]:
+) -> tuple[list[np.ndarray], dict, tuple]:
     """Forecasts of `model` from every origin cuts[id]..ends[id]-1 of each series: normalised absolute
-    errors per step, and (MASE, sMAPE) of the forecast from each series' first origin."""
+    errors per step, (MASE, sMAPE) of the forecast from each series' first origin, and the forecasts
+    themselves as (series ids, origins, forecasts)."""
     length, season = model.window_length, model.freq.season
     part = chunk.subset([i for i, sid in enumerate(chunk.ids) if sid in cuts])
     errors: list[np.ndarray] = [np.empty(0)] * horizon
     scores: dict = {}
     if not len(part):
-        return errors, scores
+        return errors, scores, ([], np.empty(0, dtype=np.int64), np.empty((0, horizon)))
     lengths = part.lengths()
     cut = np.array([cuts[sid] for sid in part.ids])
     end = np.array([ends[sid] for sid in part.ids])
@@ -204,7 +207,7 @@ def chunk_backtest(
         r, o = owner[row], origin[row]
         history = part.values[r][:o]
         scores[part.ids[r]] = (mase(actual[row], predicted[row], history, season), smape(actual[row], predicted[row]))
-    return errors, scores
+    return errors, scores, ([part.ids[r] for r in owner], origin, predicted)
 
 
 # --- where the chunks are ---------------------------------------------------------------------------------
@@ -297,11 +300,13 @@ def backtest(
         chosen = [chosen[i] for i in sorted(picked)]
     errors: list[list[np.ndarray]] = [[] for _ in range(horizon)]
     scores: dict = {sid: [] for sid in chosen}
+    pairs = []
     for j in range(windows):
         cut = {sid: cuts[sid][j] for sid in chosen}
         end = {sid: lengths[sid] if j == 0 else cuts[sid][j - 1] for sid in chosen}
         model = fit(backend, cut, layout, freq, horizon, strategy, user_params, lag)
-        for part_errors, part_scores in backend.map(chunk_backtest, cut, end, model, horizon):
+        for part_errors, part_scores, part_pairs in backend.map(chunk_backtest, cut, end, model, horizon):
+            pairs.append(part_pairs)
             for k in range(horizon):
                 errors[k].append(part_errors[k])
             for sid, score in part_scores.items():
@@ -314,6 +319,7 @@ def backtest(
         windows=windows,
         series=len(chosen),
         calibration=Calibration.from_errors(errors),
+        pairs=pairs,
     )
 
 
@@ -328,8 +334,45 @@ def differencing_lag(series: int, freq: Frequency) -> int:
     return freq.season if series > 1 and freq.season > 1 else 0
 
 
+def check_sizes(lookback: int, horizon: int, backtest_windows: int) -> None:
+    for name, value in (("lookback", lookback), ("horizon", horizon), ("backtest_windows", backtest_windows)):
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+            raise InvalidInput(f"{name} must be a positive integer, got {value!r}")
+
+
 def train_model(
     series: SeriesSet | None = None,
+    *,
+    method: str = "lightgbm",
+    bounds: Any = "none",
+    backend: SeriesBackend | None = None,
+    **kwargs: Any,
+) -> Any:
+    """A model for `method`: `lightgbm` trains the global LightGBM model alone (`train_lightgbm`); any other
+    method trains a portfolio that forecasts each series by what its backtest chose (pipelines/portfolio.py).
+
+    The series are `series` (in this process) or those of `backend` (chunks wherever they are).
+    """
+    backend = backend or LocalBackend(series)
+    if method == "lightgbm":
+        return train_lightgbm(backend, **kwargs)[0]
+    from pipelines.portfolio_training import train_portfolio  # the portfolio builds on this module
+
+    return train_portfolio(backend, method=method, bounds=bounds, **kwargs)
+
+
+def lightgbm_plan(
+    backend: SeriesBackend, lengths: dict, *, freq: Frequency, lookback: int, horizon: int, backtest_windows: int,
+) -> tuple[int, dict]:
+    """The differencing lag of a LightGBM model of these series, and the series long enough for its window."""
+    lag = differencing_lag(len(lengths), freq)
+    if lag and not any(n - backtest_windows * horizon >= lookback + horizon + lag for n in lengths.values()):
+        lag = 0  # too short to backtest the changes over a season: model the values, as a single series does
+    return lag, {sid: n for sid, n in lengths.items() if n >= lookback + horizon + lag}
+
+
+def train_lightgbm(
+    backend: SeriesBackend,
     *,
     freq: Frequency,
     lookback: int,
@@ -338,23 +381,17 @@ def train_model(
     backtest_windows: int = 3,
     lightgbm_params: dict[str, Any] | None = None,
     dataset: str,
-    backend: SeriesBackend | None = None,
-) -> TrainedModel:
-    """Backtest, choose the strategy (auto: the lower mean MASE), calibrate, and fit on every point.
-
-    The series are `series` (in this process) or those of `backend` (chunks wherever they are).
-    """
-    for name, value in (("lookback", lookback), ("horizon", horizon), ("backtest_windows", backtest_windows)):
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-            raise InvalidInput(f"{name} must be a positive integer, got {value!r}")
+    lengths: dict | None = None,
+) -> tuple[TrainedModel, Backtest]:
+    """Backtest, choose the strategy (auto: the lower mean MASE), calibrate, and fit on every point; the
+    model and the backtest it was chosen by."""
+    check_sizes(lookback, horizon, backtest_windows)
     if strategy not in (*STRATEGIES, "auto"):
         raise InvalidInput(f"unknown strategy {strategy!r}; expected one of {', '.join(STRATEGIES)}, auto")
-    backend = backend or LocalBackend(series)
-    lengths = dict(pair for part in backend.map(chunk_lengths, dataset) for pair in part)
-    lag = differencing_lag(len(lengths), freq)
-    if lag and not any(n - backtest_windows * horizon >= lookback + horizon + lag for n in lengths.values()):
-        lag = 0  # too short to backtest the changes over a season: model the values, as a single series does
-    eligible = {sid: n for sid, n in lengths.items() if n >= lookback + horizon + lag}
+    if lengths is None:
+        lengths = dict(pair for part in backend.map(chunk_lengths, dataset) for pair in part)
+    lag, eligible = lightgbm_plan(backend, lengths, freq=freq, lookback=lookback, horizon=horizon,
+                                  backtest_windows=backtest_windows)
     if not eligible:
         if len(lengths) == 1:
             raise InvalidInput(
@@ -382,4 +419,4 @@ def train_model(
     }
     if strategy == "auto":
         model.metrics["strategy_mase"] = {r.strategy: r.mase for r in results}
-    return model
+    return model, best

@@ -1,0 +1,243 @@
+"""PortfolioModel: each series forecast by the method (or average of methods) its backtest chose.
+
+It forecasts like a `TrainedModel` (`forecast_windows` over a batch of windows), so the prediction service
+serves both alike. Windows are left-padded with NaN for series shorter than the window: a series too
+short for the LightGBM window is forecast by the local methods that fit it. LightGBM rows go through the
+booster(s) in one batch; local methods fit each series' recent history, except when it is exactly the
+history a forecast was already made from (the final forecasts of training seed that memo).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pipelines.features import window_spread
+from pipelines.frequency import Frequency
+from pipelines.intervals import Calibration
+from pipelines.methods import fallback_forecast, finite_tail, history_length, local_forecast, seasonal_naive
+from pipelines.model import MAX_RECURSIVE_HORIZON, SeriesStats, TrainedModel, json_safe
+from pipelines.selection import Plan, history_digest, plan_name
+from spicepod import InvalidInput
+
+PORTFOLIO_FORMAT = 1
+MEMO_ENTRIES = 100_000  # remembered local forecasts (series x method x horizon)
+
+
+class PortfolioModel:
+    """The chosen plan of every series, the LightGBM model (when any plan uses it), value-level series
+    statistics (for interval spreads and live scales), the served calibration and optional bounds."""
+
+    def __init__(
+        self, *, freq: Frequency, horizon: int, lookback: int, lightgbm: TrainedModel | None, plans: dict,
+        default: Plan, stats: SeriesStats, calibration: Calibration | None, bounds: tuple | None,
+        metrics: dict[str, Any] | None = None, seeds: dict | None = None,
+    ):
+        self.freq = freq
+        self.horizon = horizon
+        self._lookback = lookback
+        self.lightgbm = lightgbm
+        self.plans = plans
+        self.default = default
+        self.stats = stats
+        self.calibration = calibration
+        self.bounds = bounds
+        self.metrics = metrics or {}
+        self.training_rows = lightgbm.training_rows if lightgbm is not None else 0
+        self.strategy = lightgbm.strategy if lightgbm is not None else "recursive"
+        self.max_horizon = lightgbm.max_horizon if lightgbm is not None else MAX_RECURSIVE_HORIZON
+        self._memo: dict = {}
+        self._memo_lock = threading.Lock()
+        for sid, (digest, forecasts) in (seeds or {}).items():
+            for method, values in forecasts.items():
+                self._memo[(sid, method, values.size)] = (digest, np.asarray(values, dtype=np.float64))
+
+    @property
+    def lookback(self) -> int:
+        return self._lookback
+
+    @property
+    def window_length(self) -> int:
+        """Values a forecast reads: the LightGBM window, or the history local methods fit on if longer."""
+        local = history_length(self.freq.season) if self.uses_local() else 0
+        lgbm = self.lightgbm.window_length if self.lightgbm is not None else self._lookback
+        return max(lgbm, local)
+
+    def uses_local(self) -> bool:
+        return any(m != "lightgbm" for plan in (*self.plans.values(), self.default) for m in plan)
+
+    def plan_of(self, sid: str | None) -> Plan:
+        return self.plans.get(sid, self.default)
+
+    def methods_of(self, ids: Sequence[str | None], windows: np.ndarray | None = None) -> list[str]:
+        """The method name each series is served by (the names of a combination joined by '+')."""
+        return [plan_name(self._usable(self.plan_of(sid), None if windows is None else windows[i]))
+                for i, sid in enumerate(ids)]
+
+    def _usable(self, plan: Plan, row: np.ndarray | None) -> Plan:
+        """The plan, without LightGBM when the series is shorter than its window (then the fallback)."""
+        if "lightgbm" not in plan or row is None:
+            return plan
+        lgbm = self.lightgbm
+        if lgbm is not None and int(np.isfinite(row).sum()) >= lgbm.window_length:
+            return plan
+        rest = tuple(m for m in plan if m != "lightgbm")
+        if rest:
+            return rest
+        season = self.freq.season
+        return (fallback_forecast(finite_tail(row), 1, season)[0],)
+
+    def forecast_windows(
+        self, windows: np.ndarray, last_times: np.ndarray, horizon: int, ids: Sequence[str | None]
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Forecasts (n, horizon) after each window (n, window_length; NaN before a series starts) and each
+        window's spread (n,)."""
+        windows = np.asarray(windows, dtype=np.float64)
+        n = windows.shape[0]
+        plans = [self._usable(self.plan_of(sid), windows[i]) for i, sid in enumerate(ids)]
+        total = np.zeros((n, horizon))
+        lgbm_rows = np.array([i for i, plan in enumerate(plans) if "lightgbm" in plan], dtype=np.int64)
+        if lgbm_rows.size:
+            length = self.lightgbm.window_length
+            predicted, _ = self.lightgbm.forecast_windows(
+                windows[lgbm_rows, -length:], np.asarray(last_times)[lgbm_rows], horizon, [ids[i] for i in lgbm_rows])
+            total[lgbm_rows] += predicted
+        season, keep = self.freq.season, history_length(self.freq.season)
+        for i, plan in enumerate(plans):
+            local = [m for m in plan if m != "lightgbm"]
+            if not local:
+                continue
+            history = finite_tail(windows[i])[-keep:]
+            for method in local:
+                total[i] += self._local(ids[i], method, history, horizon, season)
+        predicted = total / np.array([len(p) for p in plans], dtype=np.float64)[:, None]
+        return self.bounded(predicted), self._spreads(windows, ids)
+
+    def _local(self, sid: str | None, method: str, history: np.ndarray, horizon: int, season: int) -> np.ndarray:
+        if method == "seasonal_naive":
+            return seasonal_naive(history, horizon, season)
+        if method == "naive":
+            return np.full(horizon, history[-1])
+        digest = history_digest(history)
+        key = (sid, method, horizon)
+        kept = self._memo.get(key)
+        if kept is not None and kept[0] == digest:
+            return kept[1]
+        out = local_forecast(method, history, horizon, season)
+        if out is None:
+            out = fallback_forecast(history, horizon, season)[1]
+        with self._memo_lock:
+            if len(self._memo) >= MEMO_ENTRIES:
+                self._memo.clear()
+            self._memo[key] = (digest, out)
+        return out
+
+    def _spreads(self, windows: np.ndarray, ids: Sequence[str | None]) -> np.ndarray:
+        """The spread of each window's latest `lookback` values, as the calibration errors were scaled."""
+        recent = windows[:, -self._lookback:]
+        _, series_std = self.stats.lookup(ids, np.nan_to_num(recent))
+        if np.isfinite(recent).all():
+            return window_spread(recent, series_std)
+        out = np.empty(len(ids))
+        for i in range(len(ids)):
+            tail = finite_tail(recent[i])
+            out[i] = window_spread(tail[None, :], series_std[i:i + 1])[0] if tail.size else series_std[i]
+        return out
+
+    def bounded(self, values: np.ndarray) -> np.ndarray:
+        if self.bounds is None:
+            return values
+        low, high = self.bounds
+        return np.clip(values, -np.inf if low is None else low, np.inf if high is None else high)
+
+    # --- persistence ------------------------------------------------------------------------------
+
+    def save(self, directory: Path) -> None:
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        if self.lightgbm is not None:
+            self.lightgbm.save(directory / "lightgbm")
+        np.savez(directory / "series.npz", **self.stats.to_arrays())
+        if self.calibration is not None:
+            np.savez(directory / "calibration.npz", **self.calibration.to_arrays())
+        plan_list = sorted({*self.plans.values(), self.default})
+        index = {plan: i for i, plan in enumerate(plan_list)}
+        ids = [sid for sid in self.plans]
+        seeds = {k: v for k, v in self._memo.items() if k[2] == self.horizon}
+        np.savez(
+            directory / "plans.npz",
+            ids=np.asarray(["" if s is None else s for s in ids], dtype=np.str_),
+            plan=np.asarray([index[self.plans[s]] for s in ids], dtype=np.int64),
+            seed_ids=np.asarray(["" if k[0] is None else k[0] for k in seeds], dtype=np.str_),
+            seed_methods=np.asarray([k[1] for k in seeds], dtype=np.str_),
+            seed_digests=np.asarray([v[0] for v in seeds.values()], dtype=np.str_),
+            seed_values=np.asarray([v[1] for v in seeds.values()]).reshape(len(seeds), self.horizon),
+        )
+        meta = {
+            "format": PORTFOLIO_FORMAT,
+            "kind": "portfolio",
+            "frequency": str(self.freq),
+            "horizon": self.horizon,
+            "lookback": self._lookback,
+            "plans": [list(p) for p in plan_list],
+            "default": index[self.default],
+            "single": self.stats.ids == [None],
+            "bounds": None if self.bounds is None else list(self.bounds),
+            "metrics": json_safe(self.metrics),
+        }
+        (directory / "model.json").write_text(json.dumps(meta, indent=2) + "\n")
+
+    @classmethod
+    def load(cls, directory: Path) -> PortfolioModel:
+        directory = Path(directory)
+        meta = json.loads((directory / "model.json").read_text())
+        if meta.get("format") != PORTFOLIO_FORMAT:
+            raise InvalidInput(f"{directory / 'model.json'}: unsupported portfolio format {meta.get('format')!r}")
+        lightgbm = TrainedModel.load(directory / "lightgbm") if (directory / "lightgbm").is_dir() else None
+        with np.load(directory / "series.npz", allow_pickle=False) as arrays:
+            stats = SeriesStats.from_arrays(dict(arrays))
+        calibration = None
+        if (directory / "calibration.npz").is_file():
+            with np.load(directory / "calibration.npz", allow_pickle=False) as arrays:
+                calibration = Calibration.from_arrays(dict(arrays))
+        plan_list = [tuple(p) for p in meta["plans"]]
+        single = bool(meta["single"])
+
+        def sid_of(text: str) -> str | None:
+            return None if single else str(text)
+
+        with np.load(directory / "plans.npz", allow_pickle=False) as arrays:
+            plans = {sid_of(s): plan_list[int(p)] for s, p in zip(arrays["ids"], arrays["plan"], strict=True)}
+            seeds: dict = {}
+            for sid, method, digest, values in zip(arrays["seed_ids"], arrays["seed_methods"], arrays["seed_digests"],
+                                                   arrays["seed_values"], strict=True):
+                seeds.setdefault(sid_of(sid), (str(digest), {}))[1][str(method)] = values
+        bounds = tuple(meta["bounds"]) if meta["bounds"] is not None else None
+        return cls(freq=Frequency.parse(meta["frequency"]), horizon=int(meta["horizon"]), lookback=int(meta["lookback"]),
+                   lightgbm=lightgbm, plans=plans, default=plan_list[int(meta["default"])], stats=stats,
+                   calibration=calibration, bounds=bounds, metrics=meta["metrics"], seeds=seeds)
+
+
+def load_model(directory: Path) -> TrainedModel | PortfolioModel:
+    """A stored model of either kind, by its model.json."""
+    try:
+        kind = json.loads((Path(directory) / "model.json").read_text()).get("kind")
+    except (OSError, ValueError) as exc:
+        raise InvalidInput(f"cannot read {Path(directory) / 'model.json'}: {exc}") from exc
+    return PortfolioModel.load(directory) if kind == "portfolio" else TrainedModel.load(directory)
+
+
+def bounds_for(setting: Any, minimum: float) -> tuple | None:
+    """`bounds: auto` bounds non-negative data below by zero; `[low, high]` as given; `none` nothing."""
+    if setting in (None, "none"):
+        return None
+    if setting == "auto":
+        return (0.0, None) if math.isfinite(minimum) and minimum >= 0 else None
+    low, high = setting
+    return (low, high)
