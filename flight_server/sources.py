@@ -12,9 +12,9 @@ import duckdb
 import pyarrow as pa
 
 from spicepod import DatasetSpec, SpicepodError, quote_ident
-from spicepod.schema import TIME_FORMATS
+from spicepod.checks import TIME_FORMATS
+from spicepod.constants import MAX_SERIES_ID_BYTES
 
-MAX_SERIES_ID_BYTES = 256
 _ROW = "__flightcast_row"  # the source row number (1-based), while a file is loaded
 
 
