@@ -38,7 +38,7 @@ class Frequency:
     @classmethod
     def parse(cls, text: str) -> Frequency:
         """Parse "15min", "1h", "h", "1mo", "1q", "1y", "30s", ...; the count defaults to 1."""
-        match = FREQUENCY.match(text.lower()) if isinstance(text, str) else None
+        match = FREQUENCY.match(text) if isinstance(text, str) else None
         if match is None or (match.group(1) and int(match.group(1)) < 1):
             raise InvalidInput(
                 f"invalid frequency {text!r}; expected a positive count and a unit "
