@@ -112,7 +112,7 @@ def _numbered(spec: DatasetSpec, time_as_text: bool) -> str:
 
 
 def _raise_bad_time(cur: duckdb.DuckDBPyConnection, spec: DatasetSpec) -> None:
-    """After a failed load: when a time value is what the named time_format cannot read, say which one.
+    """After a failed load: name the first time value the dataset's time_format cannot read, if any.
 
     Looked for only after a failure, so that a good file is read once. The time column is read as text
     here, so that neither CSV type sniffing nor a column type the format cannot cast from fails first.

@@ -24,7 +24,7 @@ class Key:
     help: str
     name: str | None = None  # the key as written, when it differs from the field's name
     required: bool = False
-    section: str | None = None  # written inside this nested mapping, e.g. `params`
+    section: str | None = None  # written inside this nested mapping (`params`); its help is in the class SECTIONS
     spec: type | None = None  # a mapping read into this dataclass
     many: bool = False  # a list of such mappings
     apart: bool = False  # read by the loader, which names it in messages (runtime, datasets, models)
