@@ -17,9 +17,12 @@ import threading
 import pyarrow as pa
 import pyarrow.flight as flight
 
+from spicepod.constants import NOTICES_COMMAND
+
 log = logging.getLogger("flightcast.notices")
 
-COMMAND = b"flightcast.notices"
+COMMAND = NOTICES_COMMAND  # the DoExchange command the Flight service routes here
+
 ACK_TIMEOUT_S = 2.0
 IDLE_CHECK_S = 0.5  # how often an idle subscription looks whether its call was cancelled
 

@@ -12,10 +12,19 @@ import duckdb
 import pyarrow as pa
 
 from spicepod import DatasetSpec, SpicepodError, quote_ident
-from spicepod.schema import TIME_FORMATS
+from spicepod.checks import TIME_FORMATS
+from spicepod.constants import MAX_SERIES_ID_BYTES
 
-MAX_SERIES_ID_BYTES = 256
 _ROW = "__flightcast_row"  # the source row number (1-based), while a file is loaded
+# What each named time_format reads, for the message about a value it cannot read.
+_EXPECTED = {
+    "timestamp": "a date or date-time like 2024-01-31 or 2024-01-31 12:00:00",
+    "timestamptz": "a date-time with a UTC offset like 2024-01-31 12:00:00+01:00",
+    "ISO8601": "ISO 8601 text like 2024-01-31T12:00:00Z",
+    "unix_seconds": "a number of seconds since 1970-01-01 within the range of a timestamp",
+    "unix_millis": "a number of milliseconds since 1970-01-01 within the range of a timestamp",
+}
+_OPTIONS = f"{', '.join(TIME_FORMATS)}, or a strptime pattern like '%d/%m/%Y %H:%M'"
 
 
 def time_expression(spec: DatasetSpec, column: str) -> str:
@@ -70,8 +79,7 @@ def load_source(cur: duckdb.DuckDBPyConnection, spec: DatasetSpec, table: str) -
                     f"dataset '{spec.name}': {role} column '{column}' not found in {spec.path} "
                     f"(columns: {', '.join(columns)})"
                 )
-        time_as_text = not spec.time_format.startswith("unix")
-        numbered = (f"SELECT *, row_number() OVER () AS {_ROW} FROM {_relation(spec, time_as_text)}")
+        numbered = _numbered(spec, time_as_text=not spec.time_format.startswith("unix"))
         if spec.time_format not in TIME_FORMATS:
             _check_pattern(cur, spec, numbered)
         if spec.series_column is not None:
@@ -92,7 +100,42 @@ def load_source(cur: duckdb.DuckDBPyConnection, spec: DatasetSpec, table: str) -
                 f"ORDER BY {ts}"
             )
     except duckdb.Error as exc:
-        raise SpicepodError(f"dataset '{spec.name}': cannot load {spec.path}: {exc}") from None
+        _raise_bad_time(cur, spec)
+        # DuckDB's first paragraph says what is wrong; the rest quotes our SQL, which means nothing to a user.
+        problem = str(exc).split("\n\n")[0]
+        raise SpicepodError(f"dataset '{spec.name}': cannot load {spec.path}: {problem}") from None
+
+
+def _numbered(spec: DatasetSpec, time_as_text: bool) -> str:
+    """The source's rows with their row number in the file (1-based, the header not counted)."""
+    return f"SELECT *, row_number() OVER () AS {_ROW} FROM {_relation(spec, time_as_text)}"
+
+
+def _raise_bad_time(cur: duckdb.DuckDBPyConnection, spec: DatasetSpec) -> None:
+    """After a failed load: name the first time value the dataset's time_format cannot read, if any.
+
+    Looked for only after a failure, so that a good file is read once. The time column is read as text
+    here, so that neither CSV type sniffing nor a column type the format cannot cast from fails first.
+    """
+    if spec.time_format not in TIME_FORMATS:
+        return  # a strptime pattern: _check_pattern has looked already
+    col = quote_ident(spec.time_column)
+    try:
+        bad = cur.execute(
+            f"SELECT {_ROW}, {col} FROM (SELECT * REPLACE (CAST({col} AS VARCHAR) AS {col}) "
+            f"FROM ({_numbered(spec, time_as_text=True)})) "
+            f"WHERE {col} IS NOT NULL AND try({time_expression(spec, spec.time_column)}) IS NULL "
+            f"ORDER BY {_ROW} LIMIT 1"
+        ).fetchall()
+    except duckdb.Error:
+        return  # the failure was elsewhere: the caller reports it
+    if bad:
+        row, value = bad[0]
+        raise SpicepodError(
+            f"dataset '{spec.name}': row {row} of {spec.path}: time value {value!r} in column "
+            f"'{spec.time_column}' is not {_EXPECTED[spec.time_format]} (time_format '{spec.time_format}'); "
+            f"set time_format to how the file writes its times: {_OPTIONS}"
+        )
 
 
 def _is_integer(duckdb_type: str) -> bool:

@@ -10,6 +10,7 @@ from typing import Any
 
 from http_api.base import OPEN_PATHS
 from http_api.formats import ARROW_STREAM, CSV, JSON, PARQUET, PARQUET_LEGACY, PROMETHEUS, TABLE_ENCODINGS, TEXT
+from spicepod.constants import MAX_SERIES_ID_BYTES
 
 
 def _ref(name: str) -> dict[str, str]:
@@ -222,7 +223,7 @@ HORIZON = {"name": "horizon", "in": "query", "required": False, "schema": {"type
                           "limits.max_horizon (default 1000), and at most the model's horizon for the "
                           "direct strategy: a larger one gets 400"}
 SERIES = {"name": "series", "in": "query", "required": False,
-          "schema": {"type": "string", "minLength": 1, "maxLength": 256},
+          "schema": {"type": "string", "minLength": 1, "maxLength": MAX_SERIES_ID_BYTES},
           "description": "the series of a panel model (required for panel models, refused for others)"}
 LEVELS = {"name": "level", "in": "query", "required": False, "style": "form", "explode": True,
           "schema": {"type": "array", "maxItems": 5,
@@ -323,7 +324,8 @@ PATHS: dict[str, dict[str, dict[str, Any]]] = {
             "parameters": [
                 MODEL_NAME, HORIZON,
                 {"name": "series", "in": "query", "required": False, "style": "form", "explode": True,
-                 "schema": {"type": "array", "items": {"type": "string", "minLength": 1, "maxLength": 256}},
+                 "schema": {"type": "array",
+                            "items": {"type": "string", "minLength": 1, "maxLength": MAX_SERIES_ID_BYTES}},
                  "description": "series to forecast, repeatable (default: every ready series)"},
                 LEVELS,
                 {"name": "Accept", "in": "header", "required": False,

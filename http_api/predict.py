@@ -16,10 +16,10 @@ import tornado.web
 from http_api.base import MANY, ONE, BaseHandler, BodyTooLarge, internal_message
 from pipelines.forecasts import BulkForecast, Forecast, Level
 from spicepod import FlightcastError, InvalidInput
+from spicepod.constants import MAX_SERIES_ID_BYTES
 
 MAX_BATCH_ITEMS = 1000  # models in one POST /v1/predict
 MAX_LEVELS = 5
-MAX_SERIES_ID_BYTES = 256
 MAX_HISTORY = 100_000
 DEFAULT_HISTORY = 200
 MAX_SERIES_LIST = 1_000_000

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 
 import numpy as np
 
+from spicepod.constants import FREQUENCY
+from spicepod.constants import FREQUENCY_UNITS as UNITS
 from spicepod.errors import InvalidInput
 
 _US = np.timedelta64(1, "us")
@@ -15,8 +16,6 @@ _DAY_US = 86_400_000_000
 _FIXED_US = {"s": 1_000_000, "min": 60_000_000, "h": 3_600_000_000, "d": _DAY_US, "w": 7 * _DAY_US}
 # Months per step of the calendar units.
 _MONTHS = {"mo": 1, "q": 3, "y": 12}
-UNITS = ("s", "min", "h", "d", "w", "mo", "q", "y")
-_PARSE = re.compile(r"^\s*(\d*)\s*(s|min|h|d|w|mo|q|y)\s*$")
 
 
 def _as_us(ts: np.ndarray | np.datetime64) -> np.ndarray:
@@ -39,7 +38,7 @@ class Frequency:
     @classmethod
     def parse(cls, text: str) -> Frequency:
         """Parse "15min", "1h", "h", "1mo", "1q", "1y", "30s", ...; the count defaults to 1."""
-        match = _PARSE.match(text.lower()) if isinstance(text, str) else None
+        match = FREQUENCY.match(text) if isinstance(text, str) else None
         if match is None or (match.group(1) and int(match.group(1)) < 1):
             raise InvalidInput(
                 f"invalid frequency {text!r}; expected a positive count and a unit "

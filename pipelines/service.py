@@ -33,7 +33,7 @@ from pipelines.state import DataVersions, ModelState, ServedModel
 from pipelines.subscription import NoticeSubscription
 from pipelines.upkeep import Upkeep
 from spicepod import DatasetSpec, FlightcastError, InvalidInput, ModelSpec, NotFound, NotReady, TrainingSpec
-from spicepod.timestamps import iso_utc
+from spicepod.timestamps import iso_utc, parse_iso
 
 log = logging.getLogger("flightcast.pipelines")
 
@@ -140,7 +140,7 @@ class PredictionService:
         self, dataset: str, version: int, last_timestamp: str | None = None, series: frozenset[str] | None = None,
     ) -> None:
         """A commit notice: forecasts of these series computed before it are stale from now on."""
-        last = np.datetime64(last_timestamp.rstrip("Z"), "us") if last_timestamp else None
+        last = parse_iso(last_timestamp) if last_timestamp else None
         if self.versions.record(dataset, version, last, series):
             self._retry_failed(dataset)
             self._upkeep.notify(dataset)
@@ -152,7 +152,7 @@ class PredictionService:
             info = self.client.dataset_info(dataset)
             last = info["last_timestamp"]
             self.versions.record(dataset, int(info["version"]),
-                                 np.datetime64(last.rstrip("Z"), "us") if last else None, None)
+                                 parse_iso(last), None)
             known = self.versions.latest(dataset)
         return known
 

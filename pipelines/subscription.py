@@ -16,9 +16,10 @@ from collections.abc import Callable
 import pyarrow as pa
 import pyarrow.flight as flight
 
+from spicepod.constants import NOTICES_COMMAND as COMMAND
+
 log = logging.getLogger("flightcast.subscription")
 
-COMMAND = b"flightcast.notices"
 RETRY_S = (0.2, 0.5, 1.0, 2.0)
 
 

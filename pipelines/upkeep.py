@@ -14,6 +14,7 @@ from pipelines.flight_client import FlightDataClient
 from pipelines.grid import bucket
 from pipelines.live import LiveScorer
 from pipelines.state import ModelState
+from spicepod.timestamps import parse_iso
 
 log = logging.getLogger("flightcast.upkeep")
 
@@ -90,7 +91,7 @@ class Upkeep:
         if last is None:
             return
         grid = served.grid
-        newest = bucket(np.datetime64(last.rstrip("Z"), "us"), grid.freq, grid.origin)
+        newest = bucket(parse_iso(last), grid.freq, grid.origin)
         oldest = np.datetime64(min(waiting.values()), "us")
         if oldest > newest:
             return

@@ -1,5 +1,6 @@
 """The spicepod schema and loader, and the error vocabulary shared by all layers."""
 
+from spicepod.checks import IDENTIFIER, TIME_FORMATS
 from spicepod.errors import (
     FlightcastError,
     InvalidInput,
@@ -12,10 +13,10 @@ from spicepod.errors import (
     Unimplemented,
     error_for_flight_code,
 )
-from spicepod.schema import (
+from spicepod.schema import describe_keys, load_spicepod, parse_spicepod, quote_ident
+from spicepod.specs import (
     AGGREGATES,
     FILLS,
-    IDENTIFIER,
     STRATEGIES,
     DatasetSpec,
     Limits,
@@ -23,10 +24,6 @@ from spicepod.schema import (
     RuntimeSpec,
     Spicepod,
     TrainingSpec,
-    describe_keys,
-    load_spicepod,
-    parse_spicepod,
-    quote_ident,
 )
 
 __all__ = [
@@ -34,6 +31,7 @@ __all__ = [
     "FILLS",
     "IDENTIFIER",
     "STRATEGIES",
+    "TIME_FORMATS",
     "TrainingSpec",
     "Unavailable",
     "Unimplemented",

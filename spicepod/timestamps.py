@@ -1,4 +1,4 @@
-"""The one way an instant is written for people and JSON: ISO 8601 in UTC with a `Z`."""
+"""The one way an instant is written for people and JSON (ISO 8601 in UTC with a `Z`), and read back."""
 
 from __future__ import annotations
 
@@ -27,3 +27,16 @@ def iso_utc(value: Any) -> str | None:
     if text.endswith(".000000"):
         text = text[: -len(".000000")]
     return text + "Z"
+
+
+def parse_iso(text: str | None) -> np.datetime64 | None:
+    """The inverse of iso_utc: ISO 8601 text as a UTC datetime64[us]; None stays None.
+
+    Reads a `Z` or a UTC offset (converted to UTC); text without one is taken as UTC. ValueError otherwise.
+    """
+    if text is None:
+        return None
+    stamp = datetime.fromisoformat(text)
+    if stamp.tzinfo is not None:
+        stamp = stamp.astimezone(timezone.utc).replace(tzinfo=None)
+    return np.datetime64(stamp, "us")

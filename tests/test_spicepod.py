@@ -5,10 +5,24 @@ from __future__ import annotations
 import textwrap
 from pathlib import Path
 
+import numpy as np
+import pyarrow as pa
 import pytest
-from conftest import DATA, run_cli, write_spicepod
+from conftest import DATA, run_cli, write_csv_text, write_spicepod, write_table
 
-from spicepod import SpicepodError, load_spicepod, parse_spicepod
+from flight_server.store import DatasetStore
+from pipelines.frequency import Frequency
+from spicepod import (
+    InvalidInput,
+    Limits,
+    RuntimeSpec,
+    SpicepodError,
+    TrainingSpec,
+    describe_keys,
+    load_spicepod,
+    parse_spicepod,
+)
+from spicepod.timestamps import iso_utc, parse_iso
 
 AUSTRES = DATA / "austres.csv"
 HEAD = "version: v1\nkind: Spicepod\nname: t\n"
@@ -382,3 +396,137 @@ def test_a_misplaced_key_is_never_echoed(text: str, env: dict) -> None:
         parse_spicepod(text, "spicepod.yaml", env=env)
     assert "sup3r-s3cret" not in str(info.value)
     assert str(info.value).startswith("spicepod.yaml: ")
+
+
+# --- keys declared once ------------------------------------------------------------------------------------
+
+def test_help_lists_every_section_and_key_in_order() -> None:
+    sections: dict[str, list[str]] = {}
+    keys: list[str] = []
+    for line in describe_keys().splitlines():
+        if line.startswith("  "):
+            keys.append(line.split(":")[0].split(" (")[0].strip())
+        else:
+            keys = sections.setdefault(line.rstrip(":"), [])
+    assert sections == {
+        "top level": ["version", "kind", "name", "runtime", "datasets", "models"],
+        "runtime": ["http", "flight", "data_dir", "auth", "limits", "training"],
+        "runtime.auth": ["api_key"],
+        "runtime.limits": ["query_timeout_seconds", "memory_limit", "max_request_bytes", "max_horizon",
+                           "max_put_rows", "max_batch_rows"],
+        "runtime.training": ["engine", "scheduler"],
+        "datasets[]": ["from", "name", "mode", "time_column", "time_format", "series_column", "on_duplicate",
+                       "description"],
+        "models[]": ["from", "name", "datasets", "params", "description"],
+        "models[].params": ["value_column", "lookback", "horizon", "frequency", "strategy", "fill", "aggregate",
+                            "backtest_windows", "retrain_after_rows", "lightgbm"],
+    }
+    lines = describe_keys().splitlines()
+    for line in ("  version (required): spicepod format version",
+                 "  data_dir (default .flightcast): where stored datasets and models live",
+                 "  query_timeout_seconds (default 30.0): longest a client SQL may run",
+                 "  max_request_bytes (default 16777216): largest HTTP request body",
+                 "  auth: authentication",
+                 "  params: forecasting parameters",
+                 "  lightgbm: parameters handed to LightGBM (num_boost_round included)",
+                 "  backtest_windows (default 3): rolling forecast origins scored before the final fit"):
+        assert line in lines
+
+
+def test_the_defaults_a_spicepod_gets_are_the_dataclass_defaults() -> None:
+    spec = parse_spicepod(pod(), "/somewhere/spicepod.yaml", env={})
+    assert spec.runtime == RuntimeSpec(data_dir=Path("/somewhere/.flightcast"))
+    assert spec.runtime.limits == Limits() and spec.runtime.training == TrainingSpec()
+    a = named(spec.models)["co2_a"]
+    assert (a.lookback, a.horizon, a.strategy, a.fill, a.aggregate, a.backtest_windows, a.retrain_after_rows,
+            a.frequency, a.value_column, dict(a.lightgbm)) == (30, 1, "recursive", "linear", "mean", 3, 0, None,
+                                                               None, {})
+
+
+@pytest.mark.parametrize("text", ["15min", "1h", "h", "1mo", "2q", "1y", "30s", "1w", "0h", "1H", " 1h", "1 h",
+                                  "1month", "1.5h", "-1d", "m"])
+def test_the_spicepod_and_the_forecaster_read_one_frequency_grammar(text: str) -> None:
+    def forecaster_reads() -> bool:
+        try:
+            Frequency.parse(text)
+        except InvalidInput:
+            return False
+        return True
+
+    try:
+        parse_spicepod(pod(params=f"      frequency: '{text}'\n"), env={})
+        spicepod_reads = True
+    except SpicepodError as exc:
+        assert "'frequency' must be a step like" in str(exc)
+        spicepod_reads = False
+    assert spicepod_reads == forecaster_reads()
+
+
+def test_iso_text_reads_back_to_the_instant_it_was_written_from() -> None:
+    stamp = np.datetime64("2024-02-29T13:45:07.250000", "us")
+    assert parse_iso(iso_utc(stamp)) == stamp
+    assert parse_iso("2024-02-29T13:45:07Z") == np.datetime64("2024-02-29T13:45:07", "us")
+    assert parse_iso("2024-02-29T14:45:07+01:00") == np.datetime64("2024-02-29T13:45:07", "us")
+    assert parse_iso("2024-02-29") == np.datetime64("2024-02-29T00:00:00", "us")
+    assert parse_iso(None) is None
+    with pytest.raises(ValueError):
+        parse_iso("29/02/2024")
+
+
+# --- time values a dataset's time_format cannot read (a real DatasetStore opening real files) ----------------
+
+OPTIONS = ("set time_format to how the file writes its times: timestamp, timestamptz, unix_seconds, unix_millis, "
+           "ISO8601, or a strptime pattern like '%d/%m/%Y %H:%M'")
+
+
+def _open_store(tmp_path: Path, file: str, time_format: str | None) -> str:
+    """The message of opening a store over one dataset `d` read from data/`file`."""
+    extra = f"    time_format: {time_format}\n" if time_format else ""
+    text = HEAD + f"datasets:\n  - from: file:data/{file}\n    name: d\n{extra}"
+    spec = parse_spicepod(text, tmp_path / "spicepod.yaml", env={})
+    store = DatasetStore(list(spec.datasets), tmp_path / "store", Limits())
+    try:
+        with pytest.raises(SpicepodError) as failure:
+            store.open()
+    finally:
+        store.close()
+    return str(failure.value)
+
+
+@pytest.mark.parametrize(("csv", "time_format", "row", "value", "expected"), [
+    ("ts,value\n2020-01-01,1\n2020-01-02,2\n31/12/2020,3\n", None, 3, "31/12/2020",
+     "a date or date-time like 2024-01-31 or 2024-01-31 12:00:00 (time_format 'timestamp')"),
+    ("ts,value\n2020-01-01T00:00:00Z,1\n31/12/2020 10:00,2\n", "ISO8601", 2, "31/12/2020 10:00",
+     "ISO 8601 text like 2024-01-31T12:00:00Z (time_format 'ISO8601')"),
+    ("ts,value\n2020-01-01 00:00:00+01:00,1\nyesterday,2\n", "timestamptz", 2, "yesterday",
+     "a date-time with a UTC offset like 2024-01-31 12:00:00+01:00 (time_format 'timestamptz')"),
+    ("ts,value\n1577836800,1\n1577836860s,2\n", "unix_seconds", 2, "1577836860s",
+     "a number of seconds since 1970-01-01 within the range of a timestamp (time_format 'unix_seconds')"),
+    ("ts,value\n1577836800000,1\n1e30,2\n", "unix_millis", 2, "1e30",
+     "a number of milliseconds since 1970-01-01 within the range of a timestamp (time_format 'unix_millis')"),
+], ids=["timestamp_default", "iso8601", "timestamptz", "unix_seconds", "unix_millis_out_of_range"])
+def test_a_time_value_the_format_cannot_read_names_dataset_row_value_and_options(
+    tmp_path: Path, csv: str, time_format: str | None, row: int, value: str, expected: str,
+) -> None:
+    write_csv_text(tmp_path / "data" / "d.csv", csv)
+    message = _open_store(tmp_path, "d.csv", time_format)
+    path = (tmp_path / "data" / "d.csv").resolve()
+    assert message == (f"dataset 'd': row {row} of {path}: time value '{value}' in column 'ts' is not {expected}; "
+                       f"{OPTIONS}")
+
+
+def test_a_typed_time_column_the_format_cannot_read_names_the_value(tmp_path: Path) -> None:
+    write_table(tmp_path / "data" / "years.parquet", pa.table({"ts": [1990, 1991], "value": [1.0, 2.0]}))
+    message = _open_store(tmp_path, "years.parquet", None)
+    path = (tmp_path / "data" / "years.parquet").resolve()
+    assert message == (f"dataset 'd': row 1 of {path}: time value '1990' in column 'ts' is not a date or date-time "
+                       f"like 2024-01-31 or 2024-01-31 12:00:00 (time_format 'timestamp'); {OPTIONS}")
+
+
+def test_a_file_duckdb_cannot_read_is_reported_without_sql(tmp_path: Path) -> None:
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "broken.parquet").write_bytes(b"not parquet at all")
+    message = _open_store(tmp_path, "broken.parquet", None)
+    assert message.startswith(f"dataset 'd': cannot load {(tmp_path / 'data' / 'broken.parquet').resolve()}: ")
+    assert "LINE 1" not in message and "SELECT" not in message and "__flightcast" not in message
+    assert "\n\n" not in message
