@@ -29,8 +29,8 @@ ACTIONS = {
     **flightsql.ACTIONS,
 }
 
-# pyarrow names no method it has no Python hook for: in pyarrow 26 that is PollFlightInfo alone, which ADBC
-# sends for incremental execution (the statement option adbc.statement.exec.incremental).
+# An RPC pyarrow has no Python hook for reaches middleware as method INVALID, and pyarrow would answer it with
+# a bare "NYI". In pyarrow 26 that RPC is PollFlightInfo alone, which ADBC sends for incremental execution.
 UNNAMED_METHOD_REFUSAL = (
     "PollFlightInfo (incremental execution, as ADBC's adbc.statement.exec.incremental option asks) is not "
     "implemented by flightcast: run the query without incremental execution"

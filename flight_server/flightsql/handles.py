@@ -24,6 +24,8 @@ HANDLE_IDLE_S = 600.0  # a handle unused this long is dropped
 
 @dataclass
 class PreparedStatement:
+    """A prepared read-only query, its parameters and the parameter sets bound to it."""
+
     sql: str
     peer: str
     parameter_names: list[str]
