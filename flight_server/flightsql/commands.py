@@ -47,6 +47,8 @@ Put = Callable[["FlightSql", Context, Any, Reader], bytes]
 
 @dataclass(frozen=True)
 class Command:
+    """One protocol message and what each RPC does with it; an RPC left None refuses it, named."""
+
     message: type[Message]
     plan: Plan | None = None  # GetFlightInfo, GetSchema: (result schema, ticket)
     stream: Stream | None = None  # DoGet of the ticket
@@ -130,7 +132,7 @@ def ingest(server: FlightSql, context: Context, command: pb.CommandStatementInge
 
 COMMANDS: dict[str, Command] = {c.name: c for c in [
     Command(pb.CommandStatementQuery, plan=plan_statement),
-    Command(pb.TicketStatementQuery, stream=stream_statement),
+    Command(pb.TicketStatementQuery, stream=stream_statement),  # the ticket plan_statement returns
     Command(pb.CommandPreparedStatementQuery, plan=plan_prepared, stream=stream_prepared, put=bind_parameters),
     Command(pb.CommandGetCatalogs, plan=fixed(CATALOGS_SCHEMA), stream=lambda server, _: catalog.catalogs()),
     Command(pb.CommandGetDbSchemas, plan=fixed(DB_SCHEMAS_SCHEMA),
