@@ -2,8 +2,11 @@
 
 Modules: `store` (DatasetStore: life cycle, reads, the one append path), `sources` (loading files: time
 formats, column checks, one row per key at load), `ingest` (DoPut schema checks, per-batch checks, the
-keep and replace write paths), `queries` (client query time limit and streaming reader), `service` (the
-thin Flight RPC methods) and `auth`.
+keep and replace write paths, and `receive`, the one DoPut of plain Flight and Flight SQL), `queries`
+(client query time limit and streaming reader), `service` (the thin Flight RPC methods), `flightsql/`
+(Arrow Flight SQL on the same port: one command table over the same store methods; `flightsql_pb2` is
+generated from proto/FlightSql.proto), `notices` (commit notices for serve nodes, over DoExchange) and
+`auth` (the API key: bearer header or basic-auth handshake; any handshake passes without a key).
 """
 
 from flight_server.service import ACTIONS, FlightService

@@ -1,5 +1,9 @@
 """API-key authentication for Flight: a bearer header, or a basic-auth handshake that returns a token.
 
+Without a key every call passes and a handshake with any credentials succeeds: clients that always
+authenticate (ADBC with a username and password, pyarrow's `authenticate_basic_token`) work unchanged
+against an open runtime.
+
 Tokens are stateless: `nonce.hmac(key, nonce)`, so any number of clients can hold one and a restart
 with the same key keeps them valid. Keys and tokens are compared in constant time and never logged.
 """
@@ -78,8 +82,24 @@ class ApiKeyMiddlewareFactory(flight.ServerMiddlewareFactory):
         raise flight.FlightUnauthenticatedError("invalid API key")
 
 
+class OpenMiddlewareFactory(flight.ServerMiddlewareFactory):
+    """No key: every call passes; a handshake gets a bearer token, which is never checked."""
+
+    def start_call(self, info: flight.CallInfo, headers: dict) -> flight.ServerMiddleware | None:
+        # The clients read the token from the handshake's response headers and fail without one.
+        if info.method == flight.FlightMethod.HANDSHAKE:
+            return _IssueToken(secrets.token_hex(16))
+        return None
+
+
+def access_middleware(api_key: str | None) -> flight.ServerMiddlewareFactory:
+    """The middleware that decides who may call: the key's, or the open one when there is no key."""
+    return ApiKeyMiddlewareFactory(ApiKey(api_key)) if api_key else OpenMiddlewareFactory()
+
+
 class HandshakeAuthHandler(flight.ServerAuthHandler):
-    """Lets the Handshake RPC through; the middleware above does the authentication."""
+    """Lets the Handshake RPC through (without an auth handler pyarrow answers it UNIMPLEMENTED); the
+    middleware above does the authentication."""
 
     def authenticate(self, outgoing: flight.ServerAuthSender, incoming: flight.ServerAuthReader) -> None:
         return None

@@ -13,10 +13,11 @@ REPLACE and against de-duplicating on read: see bench/bench_flight.py.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from datetime import datetime, timezone
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import duckdb
 import numpy as np
@@ -26,6 +27,11 @@ import pyarrow.flight as flight
 
 from flight_server.sources import MAX_SERIES_ID_BYTES
 from spicepod import DatasetSpec, InvalidInput, LimitExceeded, Limits, quote_ident
+
+if TYPE_CHECKING:  # the store calls this module's write paths; receive() calls the store
+    from flight_server.store import DatasetStore
+
+log = logging.getLogger("flightcast.flight")
 
 MAX_NOTICE_SERIES = 10_000  # a commit touching more series is announced as touching all (None)
 STAGED = "flightcast_staged"  # a replace stream before its merge (temp, one per cursor)
@@ -322,3 +328,18 @@ def incoming_batches(reader: flight.MetadataRecordBatchReader) -> Iterator[pa.Re
                 return
         if chunk.data is not None:
             yield chunk.data
+
+
+def receive(store: DatasetStore, name: str, context: flight.ServerCallContext,
+            reader: flight.MetadataRecordBatchReader, protocol: str = "DoPut") -> int:
+    """The one DoPut, of plain Flight and Flight SQL ingest alike: returns the rows committed.
+
+    The stream's columns are checked before a single batch is read; the rows are stored as one durable
+    transaction, rolled back if the client breaks the stream off.
+    """
+    with malformed_stream():
+        schema = reader.schema
+    store.check_put_schema(name, schema)
+    rows = store.append(name, schema, incoming_batches(reader), abandoned=context.is_cancelled)
+    log.info("dataset %s: %s committed %d rows", name, protocol, rows)
+    return rows

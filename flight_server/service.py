@@ -11,9 +11,9 @@ from typing import Any, TypeVar
 import pyarrow as pa
 import pyarrow.flight as flight
 
-from flight_server import flight_sql, notices
-from flight_server.auth import ApiKey, ApiKeyMiddlewareFactory, HandshakeAuthHandler
-from flight_server.ingest import incoming_batches, malformed_stream
+from flight_server import flightsql, notices
+from flight_server.auth import HandshakeAuthHandler, access_middleware
+from flight_server.ingest import receive
 from flight_server.notices import NoticeHub
 from flight_server.store import DatasetStore
 from spicepod import FlightcastError, InvalidInput, Unimplemented
@@ -26,8 +26,15 @@ ACTIONS = {
     "list_datasets": "JSON list of every dataset: name, from, mode, time_column, series_column (null when "
     "none), on_duplicate, rows, columns, first_timestamp, last_timestamp, version (bumped by each committed DoPut).",
     "dataset_info": "Body: a dataset name. JSON of that one dataset, as in list_datasets.",
-    **flight_sql.ACTIONS,
+    **flightsql.ACTIONS,
 }
+
+# An RPC pyarrow has no Python hook for reaches middleware as method INVALID, and pyarrow would answer it with
+# a bare "NYI". In pyarrow 26 that RPC is PollFlightInfo alone, which ADBC sends for incremental execution.
+UNNAMED_METHOD_REFUSAL = (
+    "PollFlightInfo (incremental execution, as ADBC's adbc.statement.exec.incremental option asks) is not "
+    "implemented by flightcast: run the query without incremental execution"
+)
 
 
 # The pyarrow exception each Flight status code of the error vocabulary (spicepod.errors) is raised as.
@@ -88,20 +95,25 @@ def _utf8(raw: bytes, what: str) -> str:
         raise InvalidInput(f"{what} is not UTF-8") from None
 
 
+class NamedRefusals(flight.ServerMiddlewareFactory):
+    """Refuses the RPCs pyarrow would answer with a bare "NYI", naming what was asked."""
+
+    def start_call(self, info: flight.CallInfo, headers: dict) -> None:
+        if info.method == flight.FlightMethod.INVALID:
+            raise pa.ArrowNotImplementedError(UNNAMED_METHOD_REFUSAL)
+
+
 class FlightService(flight.FlightServerBase):
     """Datasets by descriptor path, SQL by descriptor command or ticket, DoPut into read_write datasets.
 
-    Flight SQL requests (protobuf messages in commands, tickets and actions) go to flight_sql.FlightSql.
+    Flight SQL requests (protobuf messages in commands, tickets and actions) go to flightsql.FlightSql.
     """
 
     def __init__(self, store: DatasetStore, location: str, api_key: str | None = None):
-        options: dict[str, Any] = {}
-        if api_key:
-            options["auth_handler"] = HandshakeAuthHandler()
-            options["middleware"] = {"auth": ApiKeyMiddlewareFactory(ApiKey(api_key))}
-        super().__init__(location, **options)
+        super().__init__(location, auth_handler=HandshakeAuthHandler(),
+                         middleware={"auth": access_middleware(api_key), "methods": NamedRefusals()})
         self.store = store
-        self.sql = flight_sql.FlightSql(store)
+        self.sql = flightsql.FlightSql(store)
         self.notices = NoticeHub()
         store.subscribe(self.notices.publish)
 
@@ -121,7 +133,7 @@ class FlightService(flight.FlightServerBase):
     @flight_errors
     def get_flight_info(self, context: flight.ServerCallContext, descriptor: flight.FlightDescriptor):
         if descriptor.descriptor_type == flight.DescriptorType.CMD:
-            if message := flight_sql.unpack(descriptor.command):
+            if message := flightsql.unpack(descriptor.command):
                 return self.sql.flight_info(context, descriptor, message)
             sql = _utf8(descriptor.command, "descriptor command")
             return self._info(descriptor, self.store.query_schema(sql), sql, -1)
@@ -130,14 +142,14 @@ class FlightService(flight.FlightServerBase):
     @flight_errors
     def get_schema(self, context: flight.ServerCallContext, descriptor: flight.FlightDescriptor):
         if descriptor.descriptor_type == flight.DescriptorType.CMD:
-            if message := flight_sql.unpack(descriptor.command):
+            if message := flightsql.unpack(descriptor.command):
                 return flight.SchemaResult(self.sql.schema(context, message))
             return flight.SchemaResult(self.store.query_schema(_utf8(descriptor.command, "descriptor command")))
         return flight.SchemaResult(self.store.dataset_schema(_dataset_name(descriptor)))
 
     @flight_errors
     def do_get(self, context: flight.ServerCallContext, ticket: flight.Ticket) -> flight.FlightDataStream:
-        if message := flight_sql.unpack(ticket.ticket):
+        if message := flightsql.unpack(ticket.ticket):
             return self.sql.do_get(context, message)
         return flight.RecordBatchStream(self.store.read(_utf8(ticket.ticket, "ticket")))
 
@@ -149,15 +161,11 @@ class FlightService(flight.FlightServerBase):
         reader: flight.MetadataRecordBatchReader,
         writer: flight.FlightMetadataWriter,
     ) -> None:
-        if message := flight_sql.unpack(descriptor.command or b""):
+        if message := flightsql.unpack(descriptor.command or b""):
             return self.sql.do_put(context, message, reader, writer)
         name = _dataset_name(descriptor)
-        with malformed_stream():
-            schema = reader.schema
-        self.store.check_put_schema(name, schema)  # refuse before reading a single batch
-        rows = self.store.append(name, schema, incoming_batches(reader), abandoned=context.is_cancelled)
+        rows = receive(self.store, name, context, reader)
         writer.write(pa.py_buffer(json.dumps({"dataset": name, "rows": rows}).encode()))
-        log.info("dataset %s: DoPut committed %d rows", name, rows)
 
     @flight_errors
     def do_exchange(
@@ -181,7 +189,7 @@ class FlightService(flight.FlightServerBase):
             payload: Any = self.store.datasets()
         elif action.type == "dataset_info":
             payload = self.store.state(_utf8(body, "action body").strip()).info()
-        elif action.type in flight_sql.ACTIONS or action.type in flight_sql.OTHER_ACTIONS:
+        elif action.type in flightsql.ACTIONS or action.type in flightsql.OTHER_ACTIONS:
             return iter([flight.Result(r) for r in self.sql.do_action(context, action.type, body)])
         else:
             raise InvalidInput(f"unknown action '{action.type}'; ListActions lists {', '.join(ACTIONS)}")

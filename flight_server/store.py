@@ -19,19 +19,20 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import ExitStack, closing, contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import duckdb
 import pyarrow as pa
 
-from flight_server.ingest import IncomingStream, append_batches, check_put_schema, is_lossless, merge_staged, stage
+from flight_server.ingest import IncomingStream, append_batches, check_put_schema, merge_staged, stage
 from flight_server.queries import CursorReader, QueryWatchdog, client_message
 from flight_server.sources import load_source
 from spicepod import DatasetSpec, InvalidInput, Limits, NotFound, SpicepodError, quote_ident
 from spicepod.timestamps import iso_utc
 
-__all__ = ["CommitListener", "DatasetState", "DatasetStore", "is_lossless"]
+__all__ = ["CommitListener", "DatasetState", "DatasetStore"]
 
-Params = "list[Any] | dict[str, Any] | None"
+Params = list[Any] | dict[str, Any] | None  # query parameter values: positional or by name
 
 log = logging.getLogger("flightcast.store")
 
@@ -125,7 +126,9 @@ class DatasetStore:
         spill = self.data_dir / SPILL_DIR
         shutil.rmtree(spill, ignore_errors=True)  # what a crash left; only this process uses the data dir
         db = duckdb.connect(":memory:", config={"memory_limit": self.limits.memory_limit})
-        db.execute("SET TimeZone = 'UTC'")
+        # GLOBAL: each cursor is a connection of its own, and would otherwise show TIMESTAMPTZ values in the
+        # host's zone (`Etc/UTC` on many Linux machines, or a local zone), not as UTC
+        db.execute("SET GLOBAL TimeZone = 'UTC'")
         db.execute(f"SET temp_directory = '{str(spill).replace(chr(39), chr(39) * 2)}'")
         store_path = str(self.data_dir / STORE_FILE).replace("'", "''")
         db.execute(f"ATTACH '{store_path}' AS store")

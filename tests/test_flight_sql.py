@@ -29,7 +29,7 @@ from conftest import (
 )
 from google.protobuf import any_pb2
 
-from flight_server import flight_sql
+from flight_server import flightsql as flight_sql
 from flight_server import flightsql_pb2 as pb
 
 OPTS = flight.FlightCallOptions(timeout=30)
