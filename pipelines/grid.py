@@ -16,7 +16,7 @@ import pyarrow as pa
 from pipelines.flight_client import FlightDataClient
 from pipelines.frequency import Frequency
 from pipelines.series import SeriesSet
-from spicepod import InvalidInput, NotReady, quote_ident
+from spicepod import WEEKDAYS, InvalidInput, NotReady, quote_ident
 from spicepod.timestamps import iso_utc
 
 _US = np.timedelta64(1, "us")
@@ -62,7 +62,6 @@ def sql_string(value: str) -> str:
 
 
 MONDAY = np.datetime64("1970-01-05T00:00:00", "us")  # ISO weeks start on Mondays
-WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
 
 
 def phase_origin(timestamps: np.ndarray, freq: Frequency, week_start: str | None = None) -> np.datetime64:

@@ -23,6 +23,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from spicepod import LOCAL_METHODS
+
 log = logging.getLogger("flightcast.methods")
 
 ETS_MAX_SEASON = 24  # AutoETS refuses longer seasons; mstl forecasts those
@@ -103,7 +105,7 @@ def _intermittent(y: np.ndarray) -> bool:
     return y.size >= 4 and bool(np.all(y >= 0)) and float(np.mean(y == 0)) >= INTERMITTENT_ZEROS
 
 
-METHODS: dict[str, LocalMethod] = {
+METHODS: dict[str, LocalMethod] = {  # in spicepod's LOCAL_METHODS order
     m.name: m
     for m in (
         LocalMethod("naive", lambda y, s: y.size >= 1, _naive),
@@ -115,7 +117,7 @@ METHODS: dict[str, LocalMethod] = {
         LocalMethod("croston", lambda y, s: _intermittent(y), _library(_croston)),
     )
 }
-LOCAL_METHODS = tuple(METHODS)
+assert tuple(METHODS) == LOCAL_METHODS, "every local method the spicepod names has an implementation"
 
 
 def local_forecast(name: str, history: np.ndarray, h: int, season: int) -> np.ndarray | None:

@@ -219,9 +219,10 @@ class PortfolioModel:
                                                    arrays["seed_values"], strict=True):
                 seeds.setdefault(sid_of(sid), (str(digest), {}))[1][str(method)] = values
         bounds = tuple(meta["bounds"]) if meta["bounds"] is not None else None
-        return cls(freq=Frequency.parse(meta["frequency"]), horizon=int(meta["horizon"]), lookback=int(meta["lookback"]),
-                   lightgbm=lightgbm, plans=plans, default=plan_list[int(meta["default"])], stats=stats,
-                   calibration=calibration, bounds=bounds, metrics=meta["metrics"], seeds=seeds)
+        return cls(freq=Frequency.parse(meta["frequency"]), horizon=int(meta["horizon"]),
+                   lookback=int(meta["lookback"]), lightgbm=lightgbm, plans=plans,
+                   default=plan_list[int(meta["default"])], stats=stats, calibration=calibration, bounds=bounds,
+                   metrics=meta["metrics"], seeds=seeds)
 
 
 def load_model(directory: Path) -> TrainedModel | PortfolioModel:

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from pipelines.frequency import Frequency
-from pipelines.methods import LOCAL_METHODS, METHODS
+from pipelines.methods import ETS_MAX_SEASON
 from pipelines.model import SeriesStats
 from pipelines.portfolio import PortfolioModel, bounds_for
 from pipelines.selection import PairTable, choose, chunk_pairs, chunk_seeds
@@ -25,24 +25,24 @@ from pipelines.training import (
     CALIBRATION_ERRORS,
     MAX_BACKTEST_SERIES,
     SeriesBackend,
+    check_sizes,
     chunk_lengths,
     chunk_stats,
     lightgbm_plan,
-    check_sizes,
     train_lightgbm,
 )
-from spicepod import InvalidInput
+from spicepod import LOCAL_METHODS, METHODS, InvalidInput
 
 log = logging.getLogger("flightcast.training")
 
-METHOD_CHOICES = ("auto", "ensemble", "lightgbm", *LOCAL_METHODS)
 MIN_BACKTEST_HISTORY = 2  # values before an origin for a local method to forecast from it
 
 
 def candidates_for(method: str, season: int, with_lightgbm: bool) -> list[str]:
     if method not in ("auto", "ensemble"):
         return [method]
-    local = [m for m in LOCAL_METHODS if not (m == "seasonal_naive" and season <= 1) and not (m == "mstl" and season <= 24)]
+    local = [m for m in LOCAL_METHODS
+             if not (m == "seasonal_naive" and season <= 1) and not (m == "mstl" and season <= ETS_MAX_SEASON)]
     return (["lightgbm"] if with_lightgbm else []) + local
 
 
@@ -57,8 +57,8 @@ def train_portfolio(
     dataset: str,
 ) -> PortfolioModel:
     check_sizes(lookback, horizon, backtest_windows)
-    if method not in METHOD_CHOICES:
-        raise InvalidInput(f"unknown method {method!r}; expected one of {', '.join(METHOD_CHOICES)}")
+    if method not in METHODS:
+        raise InvalidInput(f"unknown method {method!r}; expected one of {', '.join(METHODS)}")
     lengths = dict(pair for part in backend.map(chunk_lengths, dataset) for pair in part)
     lengths = {sid: n for sid, n in lengths.items() if n >= 2}
     if not lengths:
@@ -145,7 +145,3 @@ def _join(table: PairTable, lgbm_rows: dict, horizon: int) -> np.ndarray:
         if row is not None:
             out[i] = row
     return out
-
-
-def method_help() -> str:
-    return ", ".join(METHOD_CHOICES) + f" (local: {', '.join(METHODS)})"

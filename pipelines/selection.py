@@ -90,9 +90,9 @@ def chunk_pairs(
                     local[name] = local_forecast(name, history, horizon, season)
             rows.append((sid, origin, scoring, actual, spread, naive_scale(values[:origin], season), local))
     table = PairTable(
-        [r[0] for r in rows], np.array([r[1] for r in rows], dtype=np.int64), np.array([r[2] for r in rows], dtype=bool),
-        np.array([r[3] for r in rows]).reshape(len(rows), horizon), np.array([r[4] for r in rows], dtype=np.float64),
-        np.array([r[5] for r in rows], dtype=np.float64),
+        [r[0] for r in rows], np.array([r[1] for r in rows], dtype=np.int64),
+        np.array([r[2] for r in rows], dtype=bool), np.array([r[3] for r in rows]).reshape(len(rows), horizon),
+        np.array([r[4] for r in rows], dtype=np.float64), np.array([r[5] for r in rows], dtype=np.float64),
     )
     for name in methods:
         out = np.full((len(rows), horizon), np.nan)
@@ -142,6 +142,8 @@ class Choice:
     served_smape: float
     calibration: Calibration
     series_scored: int
+    # series id -> (backtest MASE of what it is served, of its seasonal naive forecast (naive without a season))
+    series_mase: dict = field(default_factory=dict)
 
 
 def plan_name(plan: Plan) -> str:
@@ -165,6 +167,7 @@ def choose(table: PairTable, candidates: Sequence[str], mode: str, horizon: int,
     plans: dict = {}
     per_method: dict[str, list[float]] = {m: [] for m in candidates}
     served_scores, served_smapes = [], []
+    series_mase = {}
     for sid, index in by_series.items():
         index = np.array(index)
         scoring = index[table.scoring[index]]
@@ -178,6 +181,7 @@ def choose(table: PairTable, candidates: Sequence[str], mode: str, horizon: int,
         plans[sid] = plan
         score = _scores(table, scoring, served_forecast(table, plan))
         served_scores.append(score)
+        series_mase[sid] = (score, scores.get(simple, math.nan))
         if scoring.size:
             f = served_forecast(table, plan, scoring)
             a = table.actual[scoring]
@@ -186,7 +190,7 @@ def choose(table: PairTable, candidates: Sequence[str], mode: str, horizon: int,
     method_mase = {m: (float(np.mean(v)) if v else None) for m, v in per_method.items()}
     default = _default_plan(method_mase, candidates, mode)
     return Choice(plans, default, method_mase, _mean(served_scores), _mean(served_smapes),
-                  _calibrate(table, plans, horizon), len(plans))
+                  _calibrate(table, plans, horizon), len(plans), series_mase)
 
 
 def _plan(scores: dict, mode: str, table: PairTable, rows: np.ndarray, simple: str) -> Plan | None:

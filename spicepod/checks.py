@@ -149,3 +149,16 @@ def scalar_mapping(value: Any, key: str) -> dict[str, Any]:
 def anything(value: Any, key: str) -> Any:
     """No check here: the loader reads the value on its own (runtime, datasets, models)."""
     return value
+
+
+def bounds(value: Any, key: str) -> str | tuple[float | None, float | None]:
+    """auto, none, or [low, high] with either side null (and low below high)."""
+    if value in ("auto", "none"):
+        return value
+    numbers = (int, float)
+    if (isinstance(value, list) and len(value) == 2
+            and all(v is None or (isinstance(v, numbers) and not isinstance(v, bool)) for v in value)):
+        low, high = value
+        if low is None or high is None or low < high:
+            return (None if low is None else float(low), None if high is None else float(high))
+    raise Invalid(f"'{key}' must be auto, none or [low, high] (either may be null, low below high), got {value!r}")

@@ -22,6 +22,9 @@ ON_DUPLICATE = ("replace", "keep")
 STRATEGIES = ("recursive", "direct")  # what a trained model is
 STRATEGY_CHOICES = (*STRATEGIES, "auto")  # what a spicepod may ask for: auto picks by backtest
 FILLS = ("linear", "previous", "zero", "none")
+LOCAL_METHODS = ("naive", "seasonal_naive", "ets", "theta", "mstl", "croston")  # fit per series
+METHODS = ("auto", "ensemble", "lightgbm", *LOCAL_METHODS)
+WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
 AGGREGATES = ("mean", "sum", "last", "min", "max")
 TRAINING_ENGINES = ("local", "dask")
 MAX_BACKTEST_WINDOWS = 20
@@ -115,6 +118,19 @@ class ModelSpec:
     strategy: str = key(
         checks.one_of(*STRATEGY_CHOICES), "recursive",
         "recursive or direct multi-step forecasting; auto keeps the better one in the backtest", section="params",
+    )
+    method: str = key(
+        checks.one_of(*METHODS), "auto",
+        "auto: each series by its best method or combination in the backtest; ensemble: always a combination; "
+        "or one method for every series", section="params",
+    )
+    bounds: Any = key(
+        checks.bounds, "auto", "auto (non-negative data gives non-negative forecasts), none, or [low, high]",
+        section="params",
+    )
+    week_start: str | None = key(
+        checks.one_of(*WEEKDAYS), help="the weekday weekly periods start on (default: Monday for finer data, "
+        "the data's own weekday for weekly data)", section="params",
     )
     fill: str = key(
         checks.one_of(*FILLS), "linear", "missing periods and null values: linear, previous, zero or none",
