@@ -52,6 +52,8 @@ class PortfolioModel:
         self.training_rows = lightgbm.training_rows if lightgbm is not None else 0
         self.strategy = lightgbm.strategy if lightgbm is not None else "recursive"
         self.max_horizon = lightgbm.max_horizon if lightgbm is not None else MAX_RECURSIVE_HORIZON
+        # series id -> (backtest MASE of what it is served, of its seasonal naive): set by training, not stored
+        self.series_mase: dict = {}
         self._memo: dict = {}
         self._memo_lock = threading.Lock()
         for sid, (digest, forecasts) in (seeds or {}).items():

@@ -103,9 +103,11 @@ def train_portfolio(
     if lightgbm is not None and "strategy_mase" in lightgbm.metrics:
         metrics["strategy_mase"] = lightgbm.metrics["strategy_mase"]
     log.info("%s: methods %s", dataset, {m: v for m, v in served.items()})
-    return PortfolioModel(
+    model = PortfolioModel(
         freq=freq, horizon=horizon, lookback=lookback, lightgbm=lightgbm, plans=choice.plans, default=choice.default,
         stats=stats, calibration=choice.calibration, bounds=bounds_for(bounds, minimum), metrics=metrics, seeds=seeds)
+    model.series_mase = choice.series_mase
+    return model
 
 
 def _origins(lengths: dict, backtest: Any, horizon: int, windows: int, extend: bool) -> tuple[dict, dict]:

@@ -1,0 +1,164 @@
+"""The method portfolio (in process, on real series): per-series choice never worse than seasonal naive on
+the backtest, short series forecast by local methods, bounds, intervals of what is served, persistence."""
+
+from __future__ import annotations
+
+import csv
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from pipelines.frequency import Frequency
+from pipelines.methods import METHODS, local_forecast, seasonal_naive
+from pipelines.portfolio import PortfolioModel, bounds_for, load_model
+from pipelines.selection import BATCH_METHODS
+from pipelines.series import SeriesSet
+from pipelines.training import train_model
+from spicepod import LOCAL_METHODS
+from spicepod.errors import InvalidInput
+
+DATA = Path(__file__).resolve().parent.parent / "data"
+FAST = {"num_boost_round": 40}
+QUARTERLY = Frequency.parse("1q")
+
+
+def read_series(name: str) -> tuple[np.ndarray, np.ndarray]:
+    with (DATA / f"{name}.csv").open(newline="") as f:
+        rows = list(csv.DictReader(f))
+    return np.array([r["ts"] for r in rows], dtype="datetime64[us]"), np.array([float(r["value"]) for r in rows])
+
+
+def tourism(count: int) -> SeriesSet:
+    """The first `count` tourism series (Q1, Q10, ... by id)."""
+    by_id: dict[str, list[tuple[str, float]]] = {}
+    with (DATA / "tourism_quarterly.csv").open(newline="") as f:
+        for row in csv.DictReader(f):
+            by_id.setdefault(row["series"], []).append((row["ts"], float(row["value"])))
+    out = SeriesSet()
+    for sid in sorted(by_id)[:count]:
+        rows = by_id[sid]
+        out.ids.append(sid)
+        out.times.append(np.array([t for t, _ in rows], dtype="datetime64[us]"))
+        out.values.append(np.array([v for _, v in rows]))
+    return out
+
+
+@pytest.fixture(scope="module")
+def panel() -> SeriesSet:
+    return tourism(24)
+
+
+@pytest.fixture(scope="module")
+def panel_model(panel: SeriesSet) -> PortfolioModel:
+    return train_model(panel, method="auto", bounds="auto", freq=QUARTERLY, lookback=8, horizon=4,
+                       lightgbm_params=FAST, dataset="tourism")
+
+
+def test_every_local_method_the_spicepod_names_exists():
+    assert tuple(METHODS) == LOCAL_METHODS
+
+
+def test_each_series_served_never_backtests_worse_than_its_seasonal_naive(panel_model, panel):
+    model = panel_model
+    assert set(model.plans) == set(panel.ids)
+    assert set(model.series_mase) == set(panel.ids)
+    for sid, (served, simple) in model.series_mase.items():
+        assert served <= simple + 1e-12, sid
+    # The portfolio uses more than one method over these series, and reports each one's backtest.
+    methods = model.metrics["methods"]
+    assert sum(1 for m in methods.values() if m["series"]) >= 2
+    assert methods["seasonal_naive"]["mase"] > 0
+    assert model.metrics["mase"] == pytest.approx(np.mean([s for s, _ in model.series_mase.values()]))
+
+
+def test_forecast_is_the_average_of_the_chosen_methods(panel_model, panel):
+    model = panel_model
+    for i, sid in enumerate(panel.ids[:6]):
+        values = panel.values[i]
+        window = values[-model.window_length:]
+        predicted, spread = model.forecast_windows(window[None, :], panel.times[i][-1:], 4, [sid])
+        plan = model.plan_of(sid)
+        history = values[-len(window):]
+        expected = []
+        for method in plan:
+            if method == "lightgbm":
+                lgbm = model.lightgbm
+                expected.append(lgbm.forecast_windows(values[-lgbm.window_length:][None, :], panel.times[i][-1:], 4,
+                                                      [sid])[0][0])
+            else:
+                expected.append(local_forecast(method, history, 4, 4))
+        np.testing.assert_allclose(predicted[0], np.maximum(np.mean(expected, axis=0), 0.0), rtol=1e-9)
+        assert spread[0] > 0
+        assert model.methods_of([sid])[0] == "+".join(plan)
+
+
+def test_a_series_too_short_for_the_lightgbm_window_is_forecast_by_a_local_method(panel):
+    short = SeriesSet(list(panel.ids[:8]) + ["tiny", "one"], list(panel.times[:8]) + [panel.times[0][:6],
+                      panel.times[0][:1]], list(panel.values[:8]) + [panel.values[0][:6], panel.values[0][:1]])
+    model = train_model(short, method="auto", freq=QUARTERLY, lookback=8, horizon=4, lightgbm_params=FAST,
+                        dataset="tourism")
+    assert "one" not in model.plans and "one" not in model.stats.ids  # one period: too short for anything
+    assert "tiny" in model.plans
+    window = np.full(model.window_length, np.nan)
+    window[-6:] = panel.values[0][:6]
+    predicted, spread = model.forecast_windows(window[None, :], panel.times[0][5:6], 4, ["tiny"])
+    method = model.methods_of(["tiny"], window[None, :])[0]
+    assert "lightgbm" not in method
+    assert np.all(np.isfinite(predicted)) and np.isfinite(spread[0])
+    if method == "seasonal_naive":
+        np.testing.assert_allclose(predicted[0], seasonal_naive(panel.values[0][:6], 4, 4))
+
+
+def test_intervals_are_calibrated_on_what_is_served(panel_model):
+    model = panel_model
+    assert model.calibration is not None and model.calibration.usable()
+    assert model.calibration.steps == 4
+    assert model.metrics["calibration_errors"] == model.calibration.count > 0
+
+
+def test_saved_portfolio_forecasts_exactly_as_trained(panel_model, panel, tmp_path):
+    model = panel_model
+    model.save(tmp_path / "m")
+    loaded = load_model(tmp_path / "m")
+    assert isinstance(loaded, PortfolioModel)
+    windows = np.stack([v[-model.window_length:] for v in panel.values])
+    last = np.array([t[-1] for t in panel.times])
+    a, sa = model.forecast_windows(windows, last, 4, panel.ids)
+    b, sb = loaded.forecast_windows(windows, last, 4, panel.ids)
+    np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(sa, sb)
+    assert loaded.plans == model.plans and loaded.default == model.default
+    assert loaded.default[0] in BATCH_METHODS
+
+
+def test_bounds_auto_keeps_forecasts_of_non_negative_data_non_negative():
+    ts, values = read_series("pbs_scripts")
+    model = train_model(SeriesSet.single(ts, values), method="auto", bounds="auto", freq=Frequency.parse("1mo"),
+                        lookback=24, horizon=12, lightgbm_params=FAST, dataset="pbs")
+    assert model.bounds == (0.0, None)
+    predicted, _ = model.forecast_windows(values[-model.window_length:][None, :], ts[-1:], 12, [None])
+    assert np.all(predicted >= 0)
+    assert bounds_for("auto", -1.0) is None
+    assert bounds_for("none", 0.0) is None
+    assert bounds_for((None, 10.0), 0.0) == (None, 10.0)
+
+
+def test_a_single_method_serves_every_series(panel):
+    model = train_model(panel, method="theta", freq=QUARTERLY, lookback=8, horizon=4, dataset="tourism")
+    assert model.lightgbm is None
+    assert set(model.methods_of(panel.ids)) <= {"theta", "seasonal_naive", "naive"}
+    assert model.metrics["methods"]["theta"]["series"] == len(panel)
+
+
+def test_unknown_method_is_refused(panel):
+    with pytest.raises(InvalidInput, match="unknown method 'prophet'"):
+        train_model(panel, method="prophet", freq=QUARTERLY, lookback=8, horizon=4, dataset="tourism")
+
+
+def test_local_method_that_cannot_fit_does_not_compete():
+    flat = np.zeros(3)
+    assert local_forecast("ets", flat, 4, 4) is None  # too short for a seasonal fit
+    assert local_forecast("croston", np.array([0.0, 1, 0, 0, 2, 0, 0, 0, 1, 0]), 3, 1) is not None
+    assert math.isclose(float(local_forecast("naive", np.array([1.0, 5.0]), 2, 1)[1]), 5.0)
