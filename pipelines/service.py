@@ -43,14 +43,14 @@ class PredictionService:
         # remote: the data lives on another node; commit notices arrive over a subscription to it.
         self.remote = remote
         self._subscription: NoticeSubscription | None = None
-        self._states = {m.name: ModelState(m, datasets[m.dataset]) for m in models}
+        self.states = {m.name: ModelState(m, datasets[m.dataset]) for m in models}  # by name; read, never replaced
         self.live = LiveScorer(Path(data_dir) / "live")
-        self.live.load(list(self._states))
+        self.live.load(list(self.states))
         self.cache = ForecastCache(client, notices_live=not remote)
-        self.trainer = Trainer(self._states, client, data_dir, training or TrainingSpec())
-        self.forecaster = Forecaster(self._states, client, self.cache, self.live, max_horizon)
-        self.browser = SeriesBrowser(self._states, client, self.cache)
-        self._upkeep = Upkeep(self._states.values(), client, self.live, self.trainer.retrain)
+        self.trainer = Trainer(self.states, client, data_dir, training or TrainingSpec())
+        self.forecaster = Forecaster(self.states, client, self.cache, self.live, max_horizon)
+        self.browser = SeriesBrowser(self.states, client, self.cache)
+        self._upkeep = Upkeep(self.states.values(), client, self.live, self.trainer.retrain)
         # The routes, by the names the HTTP layer calls.
         self.predict = self.forecaster.predict
         self.cached = self.forecaster.cached
@@ -93,13 +93,13 @@ class PredictionService:
     def ready(self) -> bool:
         """Every model has a version or a recorded failure (a retry in progress keeps its failure), and a
         serve node hears its data node."""
-        return self.cache.notices_live and all(s.settled for s in self._states.values())
+        return self.cache.notices_live and all(s.settled for s in self.states.values())
 
     def _notices_state(self, live: bool) -> None:
         """The subscription to a data node's notices came up or went down."""
         if live:
             self.cache.reset()
-            for dataset in {state.spec.dataset for state in self._states.values()}:
+            for dataset in {state.spec.dataset for state in self.states.values()}:
                 try:
                     self.cache.data(dataset)
                 except FlightcastError:
@@ -119,11 +119,11 @@ class PredictionService:
     # --- models ------------------------------------------------------------------------------------
 
     def spec(self, name: str) -> ModelSpec | None:
-        state = self._states.get(name)
+        state = self.states.get(name)
         return state.spec if state else None
 
     def models(self) -> list[ModelInfo]:
-        return [state.info(self.live.metrics(state.name)) for state in self._states.values()]
+        return [state.info(self.live.metrics(state.name)) for state in self.states.values()]
 
     def train(self, name: str) -> ModelInfo:
         """Train a model again on the current data (blocking); returns its listing entry."""
