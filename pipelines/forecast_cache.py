@@ -16,7 +16,6 @@ of a model's windows are serialised by a lock of their own per model.
 from __future__ import annotations
 
 import threading
-from collections.abc import Hashable
 from dataclasses import dataclass
 from typing import Any
 
@@ -182,7 +181,7 @@ class ForecastCache:
                         self._last_of(served).update(zip(windows.ids, windows.last, strict=True))
             return windows, (generation, version)
 
-    def bulk(self, served: ServedModel, key: Hashable) -> Any:
+    def bulk(self, served: ServedModel, key: tuple) -> Any:
         """The batch kept for `key` (a stamp from `windows` and the horizon), or None."""
         with self._lock:
             kept = self._bulk.get(served.meta.model_name)
