@@ -157,9 +157,9 @@ def _wait_trained(service: PredictionService, timeout: float = TRAINED_TIMEOUT_S
     deadline = time.monotonic() + timeout
     while True:
         models = service.models()
-        if all(m["status"] == "ready" for m in models):
+        if all(m.status == "ready" for m in models):
             return
-        failed = [m for m in models if m["status"] == "failed"]
+        failed = [m for m in models if m.status == "failed"]
         assert not failed, f"training failed: {failed}"
         assert time.monotonic() < deadline, f"not trained within {timeout:.0f} s: {models}"
         time.sleep(0.05)

@@ -31,7 +31,7 @@ class AppContext:
         self.api_key = api_key
         self.max_body_bytes: int | None = None  # set by make_app
         self.metrics = Metrics()
-        self.metrics.known_models(m["name"] for m in predictions.models())
+        self.metrics.known_models(m.name for m in predictions.models())
         try:  # row counts now, so rows added before the first scrape count as ingested
             self.metrics.observe_datasets(data.datasets())
         except Exception as exc:  # noqa: BLE001 - metrics must never stop the runtime

@@ -2,14 +2,43 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pyarrow as pa
 
 from http_api.base import BaseHandler
 from pipelines.flight_client import typed_errors
+from pipelines.forecasts import ModelInfo
 from spicepod import InvalidInput, LimitExceeded
 
 MAX_SQL_ROWS = 1_000_000  # rows one POST /v1/sql may return; use Flight DoGet for more
 MAX_SQL_BYTES = 256 * 1024 * 1024  # Arrow bytes of that result: a few huge strings must not fill memory either
+
+
+def model_json(info: ModelInfo) -> dict[str, Any]:
+    """A model's entry in GET /v1/models (and the answer of a training)."""
+    entry: dict[str, Any] = {
+        "name": info.name,
+        "from": info.source,
+        "datasets": info.datasets,
+        "model_version": info.model_version,
+        "status": info.status,
+        "lookback": info.lookback,
+        "horizon": info.horizon,
+        "strategy": info.strategy,
+        "frequency": info.frequency,
+        "trained_at": info.trained_at,
+        "training_rows": info.training_rows,
+        "series_count": info.series_count,
+        "metrics": {"mase": info.mase, "smape": info.smape, "backtest_windows": info.backtest_windows},
+        "intervals": {"calibration_errors": info.calibration_errors},
+        "live_metrics": info.live_metrics,
+    }
+    if info.strategy_chosen:
+        entry["strategy_mase"] = info.strategy_mase
+    if info.error_message:
+        entry["error_message"] = info.error_message
+    return entry
 
 
 class HealthHandler(BaseHandler):
@@ -45,7 +74,7 @@ class MetricsHandler(BaseHandler):
     async def get(self) -> None:
         datasets = await self.ctx.run(self.ctx.data.datasets)
         self.ctx.metrics.observe_datasets(datasets)
-        self.ctx.metrics.observe_models(self.ctx.predictions.models())
+        self.ctx.metrics.observe_models([model_json(info) for info in self.ctx.predictions.models()])
         self.set_header("Content-Type", self.ctx.metrics.content_type)
         self.finish(self.ctx.metrics.exposition())
 
@@ -57,12 +86,12 @@ class OpenApiHandler(BaseHandler):
 
 class ModelsHandler(BaseHandler):
     def get(self) -> None:
-        self.write_json(self.ctx.predictions.models())
+        self.write_json([model_json(info) for info in self.ctx.predictions.models()])
 
 
 class TrainHandler(BaseHandler):
     async def post(self, name: str) -> None:
-        self.write_json(await self.ctx.run(self.ctx.predictions.train, name, pool="training"))
+        self.write_json(model_json(await self.ctx.run(self.ctx.predictions.train, name, pool="training")))
 
 
 class SqlHandler(BaseHandler):

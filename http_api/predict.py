@@ -14,7 +14,7 @@ import pyarrow as pa
 import tornado.web
 
 from http_api.base import MANY, ONE, BaseHandler, BodyTooLarge, internal_message
-from pipelines.forecasts import BulkForecast, Forecast, Level
+from pipelines.forecasts import BulkForecast, Forecast, History, Level, SeriesEntry
 from spicepod import FlightcastError, InvalidInput
 from spicepod.constants import MAX_SERIES_ID_BYTES
 
@@ -114,6 +114,15 @@ def bulk_table(bulk: BulkForecast) -> pa.Table:
         columns[f"lower_{label}"] = pa.array(lower.reshape(-1), pa.float64())
         columns[f"upper_{label}"] = pa.array(upper.reshape(-1), pa.float64())
     return pa.table(columns)
+
+
+def series_json(entry: SeriesEntry) -> dict[str, Any]:
+    return {"series": entry.series, "rows": entry.rows, "first_timestamp": entry.first_timestamp,
+            "last_timestamp": entry.last_timestamp, "status": entry.status}
+
+
+def history_json(history: History) -> dict[str, Any]:
+    return {"series": history.series, "timestamps": history.timestamps, "values": history.values}
 
 
 def query_values(handler: BaseHandler, name: str) -> list[str]:
@@ -265,7 +274,7 @@ class SeriesHandler(BaseHandler):
         limit = parse_limit(query_value(self, "limit"), MAX_SERIES_LIST, None)
         total, entries = await self.ctx.run(self.ctx.predictions.series_matching, name, text, limit)
         self.set_header("X-Total-Count", str(total))
-        self.write_json(entries)
+        self.write_json([series_json(entry) for entry in entries])
 
 
 class HistoryHandler(BaseHandler):
@@ -274,6 +283,6 @@ class HistoryHandler(BaseHandler):
     async def get(self, name: str) -> None:
         series = parse_series(query_value(self, "series"))
         limit = parse_limit(query_value(self, "limit"), MAX_HISTORY, DEFAULT_HISTORY)
-        self.write_json(await self.ctx.run(self.ctx.predictions.history, name, series, limit))
+        self.write_json(history_json(await self.ctx.run(self.ctx.predictions.history, name, series, limit)))
 
 

@@ -12,7 +12,6 @@ Needs the optional `flightcast[dask]` extra; dask is imported only when the engi
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
 import math
 import operator
@@ -29,8 +28,9 @@ import numpy as np
 from pipelines.flight_client import FlightDataClient
 from pipelines.grid import GridQuery
 from pipelines.model import TrainedModel
+from pipelines.registry import fingerprint_of, series_digests
 from pipelines.series import SeriesSet
-from pipelines.training import train_model
+from pipelines.training import fit_rows, train_model
 from spicepod import FlightcastError, InvalidInput, Unavailable
 
 log = logging.getLogger("flightcast.dask")
@@ -52,15 +52,8 @@ def read_chunk(
 
 
 def chunk_summary(chunk: SeriesSet) -> tuple[int, int, bytes]:
-    """(series, grid periods, a 16-byte digest per series): what the serve node keeps of a chunk."""
-    digests = []
-    for sid, times, values in zip(chunk.ids, chunk.times, chunk.values, strict=True):
-        digest = hashlib.blake2b(digest_size=16)
-        digest.update(b"\x00" if sid is None else sid.encode("utf-8") + b"\x01")
-        digest.update(np.ascontiguousarray(times.astype("datetime64[us]")).tobytes())
-        digest.update(np.ascontiguousarray(values.astype(np.float64)).tobytes())
-        digests.append(digest.digest())
-    return len(chunk), chunk.rows, b"".join(digests)
+    """(series, grid periods, a digest per series): what the serve node keeps of a chunk."""
+    return len(chunk), chunk.rows, series_digests(chunk)
 
 
 def _call(fn: Callable[..., Any], chunk: SeriesSet, args: tuple) -> Any:
@@ -84,13 +77,12 @@ def _worker_threads() -> int:
 
 
 def fit_one(params: dict[str, Any], rounds: int, rows: tuple[np.ndarray, np.ndarray, np.ndarray]) -> str:
-    """A plain lightgbm.train on one chunk's rows (exactly what LocalBackend does), on its worker."""
+    """One chunk's rows fit on its worker, exactly as LocalBackend fits (training.fit_rows)."""
     x, y, w = rows
     params = dict(params)
     if not params.get("num_threads"):
         params["num_threads"] = _worker_threads()  # 0 would mean every core of the worker's machine
-    data = lgb.Dataset(x, y, weight=w / w.mean() if w.size else w, params=params, free_raw_data=True)
-    return lgb.train(params, data, num_boost_round=rounds).model_to_string()
+    return fit_rows(params, rounds, x, y, w).model_to_string()
 
 
 # --- the serve node's side -----------------------------------------------------------------------------------
@@ -107,7 +99,7 @@ class DaskSeries:
 
     def fingerprint(self) -> str:
         # Per-series digests in id order: the same for the same data however the series were chunked.
-        return hashlib.sha256(self._digests).hexdigest()
+        return fingerprint_of(self._digests)
 
 
 class DaskEngine:

@@ -1,9 +1,10 @@
-"""What a prediction is, as a value: the service returns these and the HTTP layer writes them."""
+"""What the prediction service answers, as values: the service returns these and the HTTP layer writes them."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -36,3 +37,50 @@ class BulkForecast:
     timestamps: np.ndarray  # (n, horizon) datetime64[us]
     values: np.ndarray  # (n, horizon)
     intervals: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """A model's listing entry: its spec, its served version (None fields before one) and its status."""
+
+    name: str
+    source: str  # the spec's `from`
+    datasets: list[str]
+    status: str  # training | ready | failed
+    lookback: int
+    horizon: int
+    strategy: str
+    frequency: str | None
+    model_version: str | None = None
+    trained_at: str | None = None
+    training_rows: int | None = None
+    series_count: int | None = None
+    mase: float | None = None
+    smape: float | None = None
+    backtest_windows: int | None = None
+    calibration_errors: int | None = None
+    live_metrics: dict[str, Any] | None = None  # from live accuracy: mase, smape, coverage_80, points
+    # A version whose strategy was chosen by backtest (`strategy: auto`) carries each candidate's MASE.
+    strategy_chosen: bool = False
+    strategy_mase: dict[str, Any] | None = None
+    error_message: str | None = None
+
+
+@dataclass(frozen=True)
+class SeriesEntry:
+    """One series of a panel model: its rows, time range, and whether it is long enough to forecast."""
+
+    series: str | None
+    rows: int
+    first_timestamp: str  # ISO 8601 UTC
+    last_timestamp: str
+    status: str  # ready | too_short
+
+
+@dataclass(frozen=True)
+class History:
+    """The latest points of a series on the model's grid; `series` None and no points when there are none."""
+
+    series: str | None
+    timestamps: list[str]  # ISO 8601 UTC
+    values: list[float]

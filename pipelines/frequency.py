@@ -137,7 +137,8 @@ def _mode(values: np.ndarray) -> tuple[int, int]:
 
 def infer_frequency(timestamps: np.ndarray, dataset: str) -> Frequency:
     """The series' step: calendar months/quarters/years when the timestamps keep their place in the month,
-    else the most common fixed step. Use `check_regular` to verify that every step matches."""
+    else the most common fixed step. It does not check that every step matches: the grid query puts
+    each row in its period (aggregating or filling), so an irregular step is never an error."""
     ts = _as_us(timestamps)
     if ts.ndim != 1 or ts.size < 2:
         raise InvalidInput(f"dataset {dataset!r}: need at least 2 timestamps to infer a frequency")

@@ -67,14 +67,26 @@ def spec_hash(spec: ModelSpec, dataset: DatasetSpec | None) -> str:
     return hashlib.sha256(json.dumps(doc, sort_keys=True, default=str).encode()).hexdigest()
 
 
-def data_fingerprint(series: SeriesSet) -> str:
-    """A hash of the series a model trains on: ids, grid timestamps and values."""
-    digest = hashlib.sha256()
+def series_digests(series: SeriesSet) -> bytes:
+    """A 16-byte digest of each series (id, grid timestamps, values), concatenated in the set's order."""
+    digests = []
     for sid, times, values in zip(series.ids, series.times, series.values, strict=True):
+        digest = hashlib.blake2b(digest_size=16)
         digest.update(b"\x00" if sid is None else sid.encode("utf-8") + b"\x01")
         digest.update(np.ascontiguousarray(times.astype("datetime64[us]")).tobytes())
         digest.update(np.ascontiguousarray(values.astype(np.float64)).tobytes())
-    return digest.hexdigest()
+        digests.append(digest.digest())
+    return b"".join(digests)
+
+
+def fingerprint_of(digests: bytes) -> str:
+    """The data fingerprint from per-series digests in id order: the same however the series were chunked."""
+    return hashlib.sha256(digests).hexdigest()
+
+
+def data_fingerprint(series: SeriesSet) -> str:
+    """A hash of the series a model trains on: ids, grid timestamps and values."""
+    return fingerprint_of(series_digests(series))
 
 
 def file_digest(path: Path) -> str:

@@ -4,19 +4,23 @@ versions from commit notices."""
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
-from pipelines.grid import GridQuery, Windows
+from pipelines.forecasts import ModelInfo
+from pipelines.grid import GridQuery
 from pipelines.model import FileBoosterModel, TrainedModel
 from pipelines.registry import VersionMeta
-from spicepod import DatasetSpec, ModelSpec, NotReady
+from spicepod import DatasetSpec, InvalidInput, ModelSpec, NotFound, NotReady
 
 
-@dataclass
+@dataclass(frozen=True)
 class ServedModel:
-    """One loaded version of a model, with everything the hot path needs prepared."""
+    """One loaded version of a model, with everything the hot path needs prepared; never changed once served
+    (what is learnt while serving it, windows and forecasts, is kept by the ForecastCache under cache_id)."""
 
     meta: VersionMeta
     model: TrainedModel | FileBoosterModel
@@ -24,13 +28,6 @@ class ServedModel:
     cache_id: int  # unique per load, so a retrained version never hits an older forecast
     dataset_rows: int  # rows of the dataset when this version's data was read (retrain_after_rows)
     panel: bool
-    # The latest windows of every series, and the dataset version they were read at (panels).
-    windows: Windows | None = None
-    windows_as_of: int = -1
-    windows_lock: threading.Lock = field(default_factory=threading.Lock)
-    # The newest period of each panel series seen so far: a series only grows, so its next window starts
-    # after this minus the window, and that bound lets DuckDB skip older row groups.
-    series_last: dict[str, np.datetime64] = field(default_factory=dict)
 
 
 class ModelState:
@@ -113,6 +110,41 @@ class ModelState:
     def changed_during_training(self) -> bool:
         with self._guard:
             return self.current is None and self._data_changed_while_training
+
+    def info(self, live_metrics: dict[str, Any] | None) -> ModelInfo:
+        """The listing entry: the spec, and the served version's facts when there is one."""
+        spec, served = self.spec, self.current
+        status, error = self.status, self.error
+        if served is None:
+            return ModelInfo(spec.name, spec.source, list(spec.datasets), status, spec.lookback, spec.horizon,
+                             spec.strategy, spec.frequency, live_metrics=live_metrics, error_message=error)
+        meta = served.meta
+        return ModelInfo(
+            spec.name, spec.source, list(spec.datasets), status, spec.lookback, spec.horizon,
+            meta.strategy, meta.frequency, model_version=meta.model_version, trained_at=meta.trained_at,
+            training_rows=meta.training_rows, series_count=meta.series_count, mase=meta.metrics.get("mase"),
+            smape=meta.metrics.get("smape"), backtest_windows=meta.backtest_windows,
+            calibration_errors=meta.calibration_errors, live_metrics=live_metrics,
+            strategy_chosen=spec.strategy == "auto", strategy_mase=meta.strategy_mase, error_message=error,
+        )
+
+
+def find_model(states: Mapping[str, ModelState], name: str) -> ModelState:
+    state = states.get(name)
+    if state is None:
+        raise NotFound(f"model '{name}' not found")
+    return state
+
+
+def check_series(state: ModelState, served: ServedModel, series: str | None) -> None:
+    """A panel model needs a series id; a single-series model takes none."""
+    if not state.panel:
+        if series is not None:
+            raise InvalidInput(f"model '{state.name}' forecasts a single series; 'series' is only for panel models")
+        return
+    if series is None:
+        count = served.meta.series_count
+        raise InvalidInput(f"model '{state.name}' has {count} series; pass series=ID")
 
 
 class DataVersions:

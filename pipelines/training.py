@@ -8,7 +8,7 @@ of its series, enough for the means and for thousands of calibration errors per 
 
 The algorithm runs on a `SeriesBackend`: series held in chunks, per-chunk work mapped over them, and
 LightGBM fits on the rows the chunks build. `LocalBackend` keeps one chunk in this process; a
-distributed backend keeps chunks on workers (pipelines/engines.py), and this module does not change.
+distributed backend keeps chunks on workers (pipelines/dask_engine.py), and this module does not change.
 """
 
 from __future__ import annotations
@@ -233,8 +233,13 @@ class LocalBackend:
     def fit(self, params: dict[str, Any], rounds: int, rows: Callable[..., Any], *args: Any) -> lgb.Booster:
         parts = self.map(rows, *args)
         x, y, w = (np.concatenate([p[k] for p in parts]) for k in range(3))
-        data = lgb.Dataset(x, y, weight=w / w.mean() if w.size else w, params=params, free_raw_data=True)
-        return lgb.train(params, data, num_boost_round=rounds)
+        return fit_rows(params, rounds, x, y, w)
+
+
+def fit_rows(params: dict[str, Any], rounds: int, x: np.ndarray, y: np.ndarray, w: np.ndarray) -> lgb.Booster:
+    """lightgbm.train on rows held in one place, weights over their mean (how every backend fits one part)."""
+    data = lgb.Dataset(x, y, weight=w / w.mean() if w.size else w, params=params, free_raw_data=True)
+    return lgb.train(params, data, num_boost_round=rounds)
 
 
 # --- the algorithm -----------------------------------------------------------------------------------------

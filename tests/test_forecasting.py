@@ -16,7 +16,7 @@ from pipelines.intervals import Calibration, interval_bounds
 from pipelines.metrics import mase, smape
 from pipelines.model import FileBoosterModel, TrainedModel
 from pipelines.series import SeriesSet
-from pipelines.training import series_stats, train_model, training_set
+from pipelines.training import LocalBackend, chunk_rows, fit, series_stats, train_model, training_set
 from spicepod.errors import InvalidInput
 
 DATA = Path(__file__).resolve().parent.parent / "data"
@@ -293,6 +293,36 @@ def test_training_rows_are_the_rows_the_forecast_computes() -> None:
         row, base, sd = layout.rows(window[None, :], stats.mean[:1], stats.std[:1], position, 1)
         assert np.array_equal(row[0].astype(np.float32), x[start])
         assert np.float32((values[target] - base[0]) / sd[0]) == y[start]
+
+
+def test_differenced_panel_forecasts_from_its_training_rows() -> None:
+    """Parity with seasonal differencing on a panel: the row a forecast computes from a window of values is
+    that window's training row (built from the changes), and the forecast is the booster's answer to that
+    row mapped back to a value."""
+    ts, values = read_series("woolyrnq")
+    freq, lookback, lag = Frequency.parse("1q"), 12, 4
+    panel = SeriesSet(["a", "b"], [ts, ts], [values, values * 2.0 + 100.0])
+    cuts = {"a": values.size, "b": values.size}
+    layout = FeatureLayout(lookback, freq.season)
+    model = fit(LocalBackend(panel), cuts, layout, freq, 1, "direct", {"num_boost_round": 20}, lag=lag)
+    assert model.differencing == lag and model.window_length == lookback + lag
+    x, y, _ = chunk_rows(panel, cuts, layout, freq, 1, 10_000, lag)
+    per_series = values.size - lag - lookback
+    assert x.shape == (2 * per_series, layout.width)
+    for i, sid in enumerate(panel.ids):
+        series = panel.values[i]
+        for start in (0, 41, per_series - 1):
+            window = series[start:start + lookback + lag]  # what forecast_windows reads
+            target = start + lookback + lag
+            changes = window[lag:] - window[:-lag]
+            mean, std = model.stats.lookup([sid], changes[None, :])
+            position = freq.position(freq.future(ts[target - 1], 1))
+            row, base, sd = layout.rows(changes[None, :], mean, std, position, 1)
+            assert np.array_equal(row[0].astype(np.float32), x[i * per_series + start])
+            assert np.float32((series[target] - series[target - lag] - base[0]) / sd[0]) == y[i * per_series + start]
+            predicted, _ = model.forecast_windows(window[None, :], np.array([ts[target - 1]]), 1, [sid])
+            expected = model.boosters[0].predict(row, num_threads=1) * sd + base + window[-lag]
+            assert np.array_equal(predicted[0], expected)
 
 
 @pytest.mark.parametrize("strategy", ["recursive", "direct"])

@@ -12,8 +12,13 @@ import numpy as np
 import pyarrow as pa
 import pytest
 from conftest import DATA, copy_data, do_put, write_csv_text
+from inprocess_flight import flight_store
 
+from pipelines.flight_client import FlightDataClient
+from pipelines.forecasts import History, SeriesEntry
 from pipelines.metrics import mase
+from pipelines.service import PredictionService
+from spicepod import load_spicepod
 
 WEEKLY_SHAPE = [0.0, 1.0, 4.0, 9.0, 3.0, 7.0, 2.0]
 WEEKLY_DAYS = 7 * 30 + 3  # not a whole number of weeks: a window of the oldest rows would be out of phase
@@ -304,3 +309,78 @@ def test_a_flight_dataset_trains_after_its_first_rows_arrive(runtime_factory):
     status, body = predict(runtime, "live_m")
     assert status == 200
     assert body["timestamps"] == ["2024-01-03T00:00:00Z", "2024-01-03T01:00:00Z"]
+
+
+# --- the prediction service in this process, over an in-process Flight server ---------------------------
+
+
+@pytest.fixture
+def in_process_service(tmp_path):
+    """A PredictionService with one trained weekly model, hearing the commit notices of its data."""
+    weekly_csv(tmp_path / "weekly.csv")
+    text = pod("- {from: file:weekly.csv, name: weekly, mode: read_write}",
+               "- {from: lightgbm, name: weekly_rec, datasets: [weekly],\n"
+               "   params: {lookback: 14, horizon: 7, lightgbm: {num_boost_round: 30}}}")
+    with flight_store(tmp_path, text) as data:
+        spicepod = load_spicepod(tmp_path / "spicepod.yaml")
+        service = PredictionService(spicepod.models, {d.name: d for d in spicepod.datasets},
+                                    FlightDataClient(data.location), tmp_path / "service")
+        data.store.subscribe(service.on_data_changed)
+        service.start()
+        try:
+            deadline = time.monotonic() + 60
+            while not service.ready():
+                assert time.monotonic() < deadline, [info.status for info in service.models()]
+                time.sleep(0.02)
+            assert service.models()[0].status == "ready", service.models()[0].error_message
+            yield service, data
+        finally:
+            service.stop()
+
+
+def test_a_notices_reset_forgets_forecasts_and_drops_those_computed_before_it(in_process_service):
+    service, _ = in_process_service
+    forecast = service.predict("weekly_rec")
+    assert service.cached("weekly_rec") == forecast
+    served = service.states["weekly_rec"].current
+    key = service.cache.forecast_key(served, "weekly", None, 7)
+    entry = service.cache.forecast(key)
+    assert entry is not None
+    service.cache.reset()  # the data node's notices came (back) up: versions are counted afresh
+    assert service.cached("weekly_rec") is None
+    service.cache.keep_forecast(key, entry)  # a request that began before the reset stores its forecast after it
+    assert service.cache.forecast(key) is None
+    assert service.predict("weekly_rec") == forecast  # asks the data version again, computes the same
+    assert service.cached("weekly_rec") == forecast
+
+
+def test_bulk_forecasts_follow_a_commit_and_a_reset(in_process_service):
+    service, data = in_process_service
+    single = service.predict("weekly_rec")
+    bulk = service.forecasts("weekly_rec")
+    assert (bulk.model_name, bulk.horizon, list(bulk.ids)) == ("weekly_rec", 7, [None])
+    assert bulk.values[0].tolist() == single.values
+    newest = np.datetime64("2024-01-01", "us") + np.timedelta64(WEEKLY_DAYS - 1, "D")
+    assert bulk.timestamps[0, 0] == newest + np.timedelta64(1, "D")
+    added = newest + np.timedelta64(1, "D")
+    rows = pa.table({"ts": pa.array([added], pa.timestamp("us")), "value": [10 + 5 * WEEKLY_SHAPE[WEEKLY_DAYS % 7]]})
+    do_put(data.client, "weekly", rows)
+    after = service.forecasts("weekly_rec")
+    assert after.timestamps[0, 0] == added + np.timedelta64(1, "D")
+    assert after.values[0].tolist() == service.predict("weekly_rec").values
+    service.cache.reset()
+    again = service.forecasts("weekly_rec")
+    assert again.values.tolist() == after.values.tolist() and again.timestamps.tolist() == after.timestamps.tolist()
+
+
+def test_series_and_history_are_values(in_process_service):
+    service, _ = in_process_service
+    days = [np.datetime64("2024-01-01") + np.timedelta64(i, "D") for i in range(WEEKLY_DAYS - 3, WEEKLY_DAYS)]
+    assert service.history("weekly_rec", limit=3) == History(
+        None, [f"{d}T00:00:00Z" for d in days],
+        [10 + 5 * WEEKLY_SHAPE[i % 7] for i in range(WEEKLY_DAYS - 3, WEEKLY_DAYS)])
+    total, entries = service.series_matching("weekly_rec")
+    assert (total, entries) == (1, [SeriesEntry(None, WEEKLY_DAYS, "2024-01-01T00:00:00Z",
+                                                f"{days[-1]}T00:00:00Z", "ready")])
+    info = service.train("weekly_rec")
+    assert (info.name, info.status, info.lookback, info.horizon, info.frequency) == ("weekly_rec", "ready", 14, 7, "1d")

@@ -1,0 +1,220 @@
+"""ForecastCache: everything the forecasting path remembers between requests, and the data versions it is
+valid for, under one lock.
+
+A forecast depends only on the model load and the data, so it is kept on (model load, series, horizon, data
+version of that series). Data versions come from the Flight server's commit notices (`notice`), which name
+the series a commit touched; a notice naming none changes every series of its dataset.
+
+When a serve node's subscription to its data node comes (back) up, notices may have been missed and a
+restarted data node counts versions afresh, so `reset` forgets every version and everything kept. Request
+threads read and insert concurrently with it: every key carries the generation it was taken in, `reset`
+starts a new one, and an insert from an older generation is dropped, so a version number counted by the old
+data node can never answer for the new one's data. The lock is never held over I/O or a model call; reads
+of a model's windows are serialised by a lock of their own per model.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from pipelines.flight_client import FlightDataClient
+from pipelines.grid import Windows
+from pipelines.state import DataVersions, ServedModel
+
+CACHE_ENTRIES = 4096  # single forecasts kept; past that the cache starts again empty
+
+# A single forecast as computed: values (horizon,), the window's spread (1,), ISO timestamps.
+Entry = tuple[np.ndarray, np.ndarray, list[str]]
+
+
+@dataclass(frozen=True)
+class _Kept:
+    """A value kept for a model, valid while its `key` (the model load's cache_id, with the generation and data
+    version it was computed at where those matter) still holds."""
+
+    key: Any
+    value: Any
+
+
+class ForecastCache:
+    """Single forecasts, bulk batches, the all-series windows, each panel series' newest period and the
+    per-series stats of a search, with the data versions they were computed at. Thread-safe."""
+
+    def __init__(self, client: FlightDataClient, notices_live: bool):
+        self._client = client
+        self._lock = threading.Lock()  # every field below
+        self._generation = 0
+        self._versions = DataVersions()
+        self._notices_live = notices_live
+        self._forecasts: dict[tuple, Entry] = {}
+        # Per model, each for one load (its cache_id in the key): a retrained version replaces them on first use,
+        # so the values of a version no longer served are not kept.
+        self._bulk: dict[str, _Kept] = {}
+        self._windows: dict[str, _Kept] = {}
+        self._series_stats: dict[str, _Kept] = {}
+        # The newest period of each panel series seen so far: a series only grows, so its next window starts
+        # after this minus the window, and that bound lets DuckDB skip older row groups.
+        self._series_last: dict[str, _Kept] = {}
+        self._window_reads: dict[str, threading.Lock] = {}  # one read of a model's windows at a time
+
+    # --- data versions -----------------------------------------------------------------------------
+
+    @property
+    def notices_live(self) -> bool:
+        return self._notices_live
+
+    def notice(self, dataset: str, version: int, last: np.datetime64 | None, series: frozenset[str] | None) -> bool:
+        """A commit notice; False when it is not newer than the version known."""
+        with self._lock:
+            return self._versions.record(dataset, version, last, series)
+
+    def reset(self) -> None:
+        """Notices (re)started: forget every data version and everything computed from them."""
+        with self._lock:
+            self._generation += 1
+            self._versions = DataVersions()
+            self._forecasts.clear()
+            self._bulk.clear()
+            self._windows.clear()
+            self._series_stats.clear()
+            self._series_last.clear()
+            self._notices_live = True
+
+    def notices_lost(self) -> bool:
+        """Notices stopped: data versions are asked of the server from now on. True when they were live."""
+        with self._lock:
+            was, self._notices_live = self._notices_live, False
+            return was
+
+    def data(self, dataset: str) -> tuple[int, np.datetime64 | None]:
+        """(version, newest timestamp) of a dataset: from commit notices, or asked of the server."""
+        while True:
+            with self._lock:
+                known = self._versions.latest(dataset) if self._notices_live else None
+                generation = self._generation
+            if known is not None:
+                return known
+            info = self._client.dataset_info(dataset)
+            last = info["last_timestamp"]
+            with self._lock:
+                if generation != self._generation:
+                    continue  # asked of the data node before a reset: ask again
+                self._versions.record(dataset, int(info["version"]),
+                                      parse_iso(last) if last else None, None)
+                return self._versions.latest(dataset)
+
+    # --- single forecasts --------------------------------------------------------------------------
+
+    def forecast_key(self, served: ServedModel, dataset: str, series: str | None, steps: int) -> tuple:
+        with self._lock:
+            return (self._generation, served.cache_id, series, steps, self._versions.of_series(dataset, series))
+
+    def forecast(self, key: tuple) -> Entry | None:
+        with self._lock:
+            return self._forecasts.get(key)
+
+    def current_forecast(self, served: ServedModel, dataset: str, series: str | None, steps: int) -> Entry | None:
+        """The forecast kept for the current data, when notices say what current is (no I/O)."""
+        with self._lock:
+            if not self._notices_live or self._versions.latest(dataset) is None:
+                return None
+            key = (self._generation, served.cache_id, series, steps, self._versions.of_series(dataset, series))
+            return self._forecasts.get(key)
+
+    def keep_forecast(self, key: tuple, entry: Entry) -> None:
+        with self._lock:
+            if key[0] != self._generation:
+                return
+            if len(self._forecasts) >= CACHE_ENTRIES:
+                self._forecasts.clear()
+            self._forecasts[key] = entry
+
+    # --- panels: newest periods, all-series windows, bulk batches, search stats --------------------------
+
+    def series_last(self, served: ServedModel, series: str | None) -> np.datetime64 | None:
+        with self._lock:
+            kept = self._series_last.get(served.meta.model_name)
+            return kept.value.get(series) if kept is not None and kept.key == served.cache_id else None
+
+    def saw_series(self, served: ServedModel, ids: list[str], last: np.ndarray) -> None:
+        """The newest period of each of these series, as just read."""
+        with self._lock:
+            self._last_of(served).update(zip(ids, last, strict=True))
+
+    def _last_of(self, served: ServedModel) -> dict[str, np.datetime64]:
+        kept = self._series_last.get(served.meta.model_name)
+        if kept is None or kept.key != served.cache_id:
+            kept = self._series_last[served.meta.model_name] = _Kept(served.cache_id, {})
+        return kept.value
+
+    def windows(self, served: ServedModel, dataset: str) -> tuple[Windows, tuple]:
+        """The latest windows of every series of a model, re-read only for the series changed since they were
+        last read, and a stamp (generation, data version) for what is computed from them."""
+        name = served.meta.model_name
+        with self._lock:
+            reading = self._window_reads.setdefault(name, threading.Lock())
+        with reading:
+            with self._lock:
+                generation = self._generation
+            version, newest = self.data(dataset)
+            with self._lock:
+                kept = self._windows.get(name)
+                changed = None
+                if kept is not None and kept.key[:2] == (generation, served.cache_id):
+                    changed = self._versions.changed_since(dataset, kept.key[2])
+            lookback = served.model.window_length
+            if changed is None:
+                windows = served.grid.windows(self._client, lookback, newest=None if served.panel else newest)
+            elif changed:
+                fresh = served.grid.windows(self._client, lookback, ids=sorted(changed))
+                windows = _merge(kept.value, fresh, changed)
+            else:
+                windows = kept.value
+            with self._lock:
+                if generation == self._generation:
+                    self._windows[name] = _Kept((generation, served.cache_id, version), windows)
+                    if served.panel:
+                        self._last_of(served).update(zip(windows.ids, windows.last, strict=True))
+            return windows, (generation, version)
+
+    def bulk(self, served: ServedModel, key: tuple) -> Any:
+        """The batch kept for `key` (a stamp from `windows` and the horizon), or None."""
+        with self._lock:
+            kept = self._bulk.get(served.meta.model_name)
+            return kept.value if kept is not None and kept.key == (served.cache_id, key) else None
+
+    def keep_bulk(self, served: ServedModel, key: tuple, batch: Any) -> None:
+        with self._lock:
+            if key[0][0] == self._generation:
+                self._bulk[served.meta.model_name] = _Kept((served.cache_id, key), batch)
+
+    def series_stats(self, served: ServedModel) -> list:
+        """Rows and time range of every series of a model (grid.series_stats), kept until its data changes."""
+        with self._lock:
+            generation = self._generation
+        key = (generation, served.cache_id, self.data(served.grid.dataset)[0])
+        name = served.meta.model_name
+        with self._lock:
+            kept = self._series_stats.get(name)
+        if kept is not None and kept.key == key:
+            return kept.value
+        stats = served.grid.series_stats(self._client)
+        with self._lock:
+            if generation == self._generation:
+                self._series_stats[name] = _Kept(key, stats)
+        return stats
+
+
+def _merge(old: Windows, fresh: Windows, changed: set[str]) -> Windows:
+    """`old` with the changed series replaced by their `fresh` windows (new series appended)."""
+    keep = [i for i, sid in enumerate(old.ids) if sid not in changed]
+    ids = [old.ids[i] for i in keep] + list(fresh.ids)
+    values = np.concatenate([old.values[keep], fresh.values]) if fresh.ids else old.values[keep]
+    last = np.concatenate([old.last[keep], fresh.last]) if fresh.ids else old.last[keep]
+    short = {k: v for k, v in old.short.items() if k not in changed} | fresh.short
+    order = sorted(range(len(ids)), key=lambda i: ids[i])
+    return Windows([ids[i] for i in order], values[order], last[order], short)

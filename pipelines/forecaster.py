@@ -1,0 +1,197 @@
+"""Forecaster: forecasts of one series or of many from the served models, kept in the ForecastCache, and
+every forecast served waiting for its actuals (live accuracy)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+
+from pipelines.flight_client import FlightDataClient
+from pipelines.forecast_cache import Entry, ForecastCache
+from pipelines.forecasts import BulkForecast, Forecast, Level
+from pipelines.grid import Windows
+from pipelines.intervals import interval_bounds
+from pipelines.live import LiveScorer
+from pipelines.model import FileBoosterModel, TrainedModel
+from pipelines.state import ModelState, ServedModel, check_series, find_model
+from spicepod import InvalidInput, NotReady
+from spicepod.timestamps import iso_utc
+
+CACHED_HORIZON = 100  # forecasts up to this many steps (or the model's own horizon) are cached
+
+
+class Forecaster:
+    """predict (one series), forecasts (many in one batch), and `cached` for the IOLoop. Thread-safe."""
+
+    def __init__(
+        self, states: Mapping[str, ModelState], client: FlightDataClient, cache: ForecastCache, live: LiveScorer,
+        max_horizon: int,
+    ):
+        self._states = states
+        self._client = client
+        self._cache = cache
+        self._live = live
+        self.max_horizon = max_horizon
+
+    def predict(
+        self, name: str, horizon: int | None = None, series: str | None = None, levels: Sequence[Level] = (),
+    ) -> Forecast:
+        """The forecast of one series (the model's only one, or `series` of a panel)."""
+        state = find_model(self._states, name)
+        served = state.served()
+        steps = self._steps(state, served, horizon)
+        check_series(state, served, series)
+        self._check_levels(state, served, levels)
+        dataset = state.spec.dataset
+        _, newest = self._cache.data(dataset)
+        key = self._cache.forecast_key(served, dataset, series, steps)
+        entry = self._cache.forecast(key)
+        if entry is None:
+            entry = self._compute(served, state, series, steps, newest)
+            if steps <= max(state.spec.horizon, CACHED_HORIZON):  # long odd horizons would crowd the cache
+                self._cache.keep_forecast(key, entry)
+        return self._forecast(served, series, steps, entry, levels)
+
+    def cached(
+        self, name: str, horizon: int | None = None, series: str | None = None, levels: Sequence[Level] = (),
+    ) -> Forecast | None:
+        """The forecast when it is cached for the current data; None when computing it needs I/O or checks."""
+        state = self._states.get(name)
+        served = state.current if state is not None else None
+        if served is None:
+            return None
+        steps = state.spec.horizon if horizon is None else horizon
+        entry = self._cache.current_forecast(served, state.spec.dataset, series, steps)
+        if entry is None or (levels and not calibrated(served.model)):
+            return None
+        return self._forecast(served, series, steps, entry, levels)
+
+    def forecasts(
+        self, name: str, horizon: int | None = None, series: Sequence[str] = (), levels: Sequence[Level] = (),
+    ) -> BulkForecast:
+        """Forecasts of every ready series of a model (or of the named ones), computed in one batch."""
+        state = find_model(self._states, name)
+        served = state.served()
+        steps = self._steps(state, served, horizon)
+        self._check_levels(state, served, levels)
+        if series and not state.panel:
+            raise InvalidInput(f"model '{state.name}' forecasts a single series; 'series' is only for panel models")
+        windows, stamp = self._cache.windows(served, state.spec.dataset)
+        # One batch per (model load, data version, horizon): a bulk call for unchanged data is answered from
+        # it, and recorded for live accuracy only once.
+        key = (stamp, steps)
+        batch = self._cache.bulk(served, key)
+        if batch is None:
+            batch = self._forecast_all(served, windows, steps)
+            self._cache.keep_bulk(served, key, batch)
+        ids_all, predicted_all, spread_all, timestamps_all = batch
+        rows = np.arange(len(ids_all))
+        if series:
+            index = {sid: i for i, sid in enumerate(ids_all)}
+            missing = [s for s in series if s not in index]
+            if missing:
+                raise InvalidInput(f"series '{missing[0]}' not found in model '{state.name}'")
+            rows = np.array([index[s] for s in series], dtype=np.int64)
+        ids = [ids_all[i] for i in rows]
+        predicted, spread, timestamps = predicted_all[rows], spread_all[rows], timestamps_all[rows]
+        intervals = {}
+        if levels:
+            bounds = interval_bounds(predicted, spread, served.model.calibration, [v for _, v in levels])
+            intervals = {label: bounds[level] for label, level in levels}
+        return BulkForecast(served.meta.model_name, served.meta.model_version, steps, ids, timestamps, predicted,
+                            intervals)
+
+    # --- checks ------------------------------------------------------------------------------------
+
+    def _steps(self, state: ModelState, served: ServedModel, horizon: int | None) -> int:
+        if horizon is None:
+            return state.spec.horizon
+        cap = min(self.max_horizon, served.model.max_horizon)
+        if horizon > cap:
+            why = " (a direct model forecasts only the horizon it was trained for)" if cap < self.max_horizon else ""
+            raise InvalidInput(
+                f"horizon must be an integer from 1 to {cap} for model '{state.name}', got {horizon}{why}")
+        return horizon
+
+    def _check_levels(self, state: ModelState, served: ServedModel, levels: Sequence[Level]) -> None:
+        if levels and not calibrated(served.model):
+            raise InvalidInput(f"model '{state.name}' has no calibrated intervals (a `file:` model has no backtest)")
+
+    # --- computing ---------------------------------------------------------------------------------
+
+    def _compute(
+        self, served: ServedModel, state: ModelState, series: str | None, steps: int, newest: np.datetime64 | None,
+    ) -> Entry:
+        lookback = served.model.window_length  # the lookback, and a season more when the model differences
+        dataset = state.spec.dataset
+        if newest is None:
+            raise NotReady(f"not enough data: dataset '{dataset}' has no rows")
+        if served.panel:
+            windows = served.grid.windows(self._client, lookback, newest=self._cache.series_last(served, series),
+                                          ids=[series])
+            if windows.ids:
+                self._cache.saw_series(served, windows.ids, windows.last)
+        else:
+            windows = served.grid.windows(self._client, lookback, newest=newest)
+        if not windows.ids:
+            have = windows.short.get(series)
+            if have is None and served.panel:
+                raise InvalidInput(f"series '{series}' not found in model '{state.name}'")
+            raise NotReady(
+                f"not enough data: {'series ' + repr(series) + ' of ' if served.panel else ''}dataset '{dataset}' "
+                f"has {have or 0} periods, the window needs {lookback}"
+            )
+        predicted, spread = served.model.forecast_windows(windows.values, windows.last, steps, windows.ids)
+        future = served.grid.freq.future(windows.last[0], steps)
+        self._remember(served, [series], predicted, spread, future[None, :])
+        return predicted[0], spread, [iso_utc(t) for t in future]
+
+    def _forecast_all(self, served: ServedModel, windows: Windows, steps: int) -> tuple:
+        """Every series' forecast in one batch (remembered once for live accuracy)."""
+        predicted, spread = served.model.forecast_windows(windows.values, windows.last, steps, windows.ids)
+        timestamps = np.asarray(served.grid.freq.add(windows.last[:, None], np.arange(1, steps + 1)[None, :]))
+        timestamps = timestamps.reshape(len(windows.ids), steps)
+        self._remember(served, list(windows.ids), predicted, spread, timestamps)
+        return list(windows.ids), predicted, spread, timestamps
+
+    def _remember(
+        self, served: ServedModel, ids: list[str | None], predicted: np.ndarray, spread: np.ndarray,
+        timestamps: np.ndarray,
+    ) -> None:
+        """Served forecasts (n, steps) at `timestamps` (n, steps) wait, with their 80% interval, to be scored
+        against the actuals (live accuracy)."""
+        model = served.model
+        if not isinstance(model, TrainedModel):
+            return
+        lower = upper = None
+        if calibrated(model):
+            lower, upper = interval_bounds(predicted, spread, model.calibration, [80.0])[80.0]
+        scales = np.array([model.stats.scale_of(sid) for sid in ids])
+        self._live.record(served.meta.model_name, ids, timestamps, predicted, lower, upper, scales)
+
+    def _forecast(
+        self, served: ServedModel, series: str | None, steps: int, entry: Entry, levels: Sequence[Level],
+    ) -> Forecast:
+        values, spread, timestamps = entry
+        intervals = {}
+        if levels:
+            bounds = interval_bounds(values[None, :], spread, served.model.calibration, [v for _, v in levels])
+            for label, level in levels:
+                lower, upper = bounds[level]
+                intervals[label] = (lower[0].tolist(), upper[0].tolist())
+        return Forecast(
+            model_name=served.meta.model_name,
+            model_version=served.meta.model_version,
+            lookback=served.model.lookback,
+            horizon=steps,
+            series=series,
+            timestamps=timestamps,
+            values=values.tolist(),
+            intervals=intervals,
+        )
+
+
+def calibrated(model: TrainedModel | FileBoosterModel) -> bool:
+    """Whether the model has backtest errors for every step (what intervals need)."""
+    return model.calibration is not None and model.calibration.usable()
