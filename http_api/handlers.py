@@ -36,6 +36,8 @@ def model_json(info: ModelInfo) -> dict[str, Any]:
     }
     if info.strategy_chosen:
         entry["strategy_mase"] = info.strategy_mase
+    if info.methods is not None:
+        entry["methods"] = info.methods
     if info.error_message:
         entry["error_message"] = info.error_message
     return entry

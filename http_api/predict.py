@@ -95,6 +95,8 @@ def forecast_body(forecast: Forecast) -> dict[str, Any]:
     }
     if forecast.series is not None:
         body["series"] = forecast.series
+    if forecast.method is not None:
+        body["method"] = forecast.method
     if forecast.intervals:
         body["intervals"] = {label: {"lower": lower, "upper": upper}
                              for label, (lower, upper) in forecast.intervals.items()}
@@ -113,6 +115,8 @@ def bulk_table(bulk: BulkForecast) -> pa.Table:
     for label, (lower, upper) in bulk.intervals.items():
         columns[f"lower_{label}"] = pa.array(lower.reshape(-1), pa.float64())
         columns[f"upper_{label}"] = pa.array(upper.reshape(-1), pa.float64())
+    if bulk.methods is not None:
+        columns["method"] = pa.array(bulk.methods, pa.string()).take(pa.array(np.repeat(np.arange(n), steps)))
     return pa.table(columns)
 
 

@@ -24,11 +24,12 @@ import numpy as np
 from pipelines.flight_client import FlightDataClient
 from pipelines.grid import Windows
 from pipelines.state import DataVersions, ServedModel
+from spicepod.timestamps import parse_iso
 
 CACHE_ENTRIES = 4096  # single forecasts kept; past that the cache starts again empty
 
 # A single forecast as computed: values (horizon,), the window's spread (1,), ISO timestamps.
-Entry = tuple[np.ndarray, np.ndarray, list[str]]
+Entry = tuple[np.ndarray, np.ndarray, list[str], str | None]  # values, spread, timestamps, method
 
 
 @dataclass(frozen=True)

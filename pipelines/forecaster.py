@@ -14,11 +14,13 @@ from pipelines.grid import Windows
 from pipelines.intervals import interval_bounds
 from pipelines.live import LiveScorer
 from pipelines.model import FileBoosterModel, TrainedModel
+from pipelines.portfolio import PortfolioModel
 from pipelines.state import ModelState, ServedModel, check_series, find_model
 from spicepod import InvalidInput, NotReady
 from spicepod.timestamps import iso_utc
 
 CACHED_HORIZON = 100  # forecasts up to this many steps (or the model's own horizon) are cached
+MIN_PERIODS = 2  # a portfolio forecasts any series with at least this many periods
 
 
 class Forecaster:
@@ -85,7 +87,7 @@ class Forecaster:
         if batch is None:
             batch = self._forecast_all(served, windows, steps)
             self._cache.keep_bulk(served, key, batch)
-        ids_all, predicted_all, spread_all, timestamps_all = batch
+        ids_all, predicted_all, spread_all, timestamps_all, methods_all = batch
         rows = np.arange(len(ids_all))
         if series:
             index = {sid: i for i, sid in enumerate(ids_all)}
@@ -98,9 +100,10 @@ class Forecaster:
         intervals = {}
         if levels:
             bounds = interval_bounds(predicted, spread, served.model.calibration, [v for _, v in levels])
-            intervals = {label: bounds[level] for label, level in levels}
+            intervals = {label: bounded(served.model, bounds[level]) for label, level in levels}
+        methods = [methods_all[i] for i in rows] if methods_all is not None else None
         return BulkForecast(served.meta.model_name, served.meta.model_version, steps, ids, timestamps, predicted,
-                            intervals)
+                            intervals, methods)
 
     # --- checks ------------------------------------------------------------------------------------
 
@@ -124,28 +127,29 @@ class Forecaster:
         self, served: ServedModel, state: ModelState, series: str | None, steps: int, newest: np.datetime64 | None,
     ) -> Entry:
         lookback = served.model.window_length  # the lookback, and a season more when the model differences
+        shortest = MIN_PERIODS if isinstance(served.model, PortfolioModel) else None
         dataset = state.spec.dataset
         if newest is None:
             raise NotReady(f"not enough data: dataset '{dataset}' has no rows")
         if served.panel:
             windows = served.grid.windows(self._client, lookback, newest=self._cache.series_last(served, series),
-                                          ids=[series])
+                                          ids=[series], min_points=shortest)
             if windows.ids:
                 self._cache.saw_series(served, windows.ids, windows.last)
         else:
-            windows = served.grid.windows(self._client, lookback, newest=newest)
+            windows = served.grid.windows(self._client, lookback, newest=newest, min_points=shortest)
         if not windows.ids:
             have = windows.short.get(series)
             if have is None and served.panel:
                 raise InvalidInput(f"series '{series}' not found in model '{state.name}'")
             raise NotReady(
                 f"not enough data: {'series ' + repr(series) + ' of ' if served.panel else ''}dataset '{dataset}' "
-                f"has {have or 0} periods, the window needs {lookback}"
+                f"has {have or 0} periods, the window needs {shortest or lookback}"
             )
         predicted, spread = served.model.forecast_windows(windows.values, windows.last, steps, windows.ids)
         future = served.grid.freq.future(windows.last[0], steps)
         self._remember(served, [series], predicted, spread, future[None, :])
-        return predicted[0], spread, [iso_utc(t) for t in future]
+        return predicted[0], spread, [iso_utc(t) for t in future], _methods(served.model, windows)[0]
 
     def _forecast_all(self, served: ServedModel, windows: Windows, steps: int) -> tuple:
         """Every series' forecast in one batch (remembered once for live accuracy)."""
@@ -153,7 +157,7 @@ class Forecaster:
         timestamps = np.asarray(served.grid.freq.add(windows.last[:, None], np.arange(1, steps + 1)[None, :]))
         timestamps = timestamps.reshape(len(windows.ids), steps)
         self._remember(served, list(windows.ids), predicted, spread, timestamps)
-        return list(windows.ids), predicted, spread, timestamps
+        return list(windows.ids), predicted, spread, timestamps, _methods(served.model, windows)
 
     def _remember(
         self, served: ServedModel, ids: list[str | None], predicted: np.ndarray, spread: np.ndarray,
@@ -162,23 +166,23 @@ class Forecaster:
         """Served forecasts (n, steps) at `timestamps` (n, steps) wait, with their 80% interval, to be scored
         against the actuals (live accuracy)."""
         model = served.model
-        if not isinstance(model, TrainedModel):
+        if not isinstance(model, (TrainedModel, PortfolioModel)):
             return
         lower = upper = None
         if calibrated(model):
-            lower, upper = interval_bounds(predicted, spread, model.calibration, [80.0])[80.0]
+            lower, upper = bounded(model, interval_bounds(predicted, spread, model.calibration, [80.0])[80.0])
         scales = np.array([model.stats.scale_of(sid) for sid in ids])
         self._live.record(served.meta.model_name, ids, timestamps, predicted, lower, upper, scales)
 
     def _forecast(
         self, served: ServedModel, series: str | None, steps: int, entry: Entry, levels: Sequence[Level],
     ) -> Forecast:
-        values, spread, timestamps = entry
+        values, spread, timestamps, method = entry
         intervals = {}
         if levels:
             bounds = interval_bounds(values[None, :], spread, served.model.calibration, [v for _, v in levels])
             for label, level in levels:
-                lower, upper = bounds[level]
+                lower, upper = bounded(served.model, bounds[level])
                 intervals[label] = (lower[0].tolist(), upper[0].tolist())
         return Forecast(
             model_name=served.meta.model_name,
@@ -189,9 +193,24 @@ class Forecaster:
             timestamps=timestamps,
             values=values.tolist(),
             intervals=intervals,
+            method=method,
         )
 
 
-def calibrated(model: TrainedModel | FileBoosterModel) -> bool:
+def bounded(model: object, interval: tuple[np.ndarray, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """An interval inside the model's bounds (a portfolio's `bounds`), like its forecasts."""
+    if not isinstance(model, PortfolioModel):
+        return interval
+    return model.bounded(interval[0]), model.bounded(interval[1])
+
+
+def _methods(model: object, windows: Windows) -> list[str | None]:
+    """The method each window's series is forecast by (None for a model of one method)."""
+    if isinstance(model, PortfolioModel):
+        return model.methods_of(windows.ids, windows.values)
+    return [None] * len(windows.ids)
+
+
+def calibrated(model: TrainedModel | FileBoosterModel | PortfolioModel) -> bool:
     """Whether the model has backtest errors for every step (what intervals need)."""
     return model.calibration is not None and model.calibration.usable()

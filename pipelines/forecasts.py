@@ -24,6 +24,7 @@ class Forecast:
     timestamps: list[str]  # ISO 8601 UTC
     values: list[float]
     intervals: dict[str, tuple[list[float], list[float]]] = field(default_factory=dict)  # label -> bounds
+    method: str | None = None  # the method (or '+'-joined combination) the series is forecast by
 
 
 @dataclass(frozen=True)
@@ -37,6 +38,7 @@ class BulkForecast:
     timestamps: np.ndarray  # (n, horizon) datetime64[us]
     values: np.ndarray  # (n, horizon)
     intervals: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
+    methods: Sequence[str] | None = None  # per series, as Forecast.method
 
 
 @dataclass(frozen=True)
@@ -63,6 +65,8 @@ class ModelInfo:
     # A version whose strategy was chosen by backtest (`strategy: auto`) carries each candidate's MASE.
     strategy_chosen: bool = False
     strategy_mase: dict[str, Any] | None = None
+    # A portfolio's candidates: each one's backtest MASE and the number of series it serves.
+    methods: dict[str, Any] | None = None
     error_message: str | None = None
 
 

@@ -45,6 +45,8 @@ class VersionMeta:
     backtest_windows: int = 0
     calibration_errors: int = 0
     strategy_mase: dict[str, float | None] | None = None  # strategy auto: each candidate's backtest MASE
+    # each candidate method's backtest MASE and the number of series it serves (a portfolio's)
+    methods: dict[str, dict[str, Any]] | None = None
 
 
 def spec_hash(spec: ModelSpec, dataset: DatasetSpec | None) -> str:
@@ -63,6 +65,9 @@ def spec_hash(spec: ModelSpec, dataset: DatasetSpec | None) -> str:
         "frequency": spec.frequency,
         "strategy": spec.strategy,
         "lightgbm": dict(sorted(spec.lightgbm.items())),
+        "method": spec.method,
+        "bounds": spec.bounds,
+        "week_start": spec.week_start,
     }
     return hashlib.sha256(json.dumps(doc, sort_keys=True, default=str).encode()).hexdigest()
 

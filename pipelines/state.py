@@ -125,7 +125,8 @@ class ModelState:
             training_rows=meta.training_rows, series_count=meta.series_count, mase=meta.metrics.get("mase"),
             smape=meta.metrics.get("smape"), backtest_windows=meta.backtest_windows,
             calibration_errors=meta.calibration_errors, live_metrics=live_metrics,
-            strategy_chosen=spec.strategy == "auto", strategy_mase=meta.strategy_mase, error_message=error,
+            strategy_chosen=spec.strategy == "auto", strategy_mase=meta.strategy_mase, methods=meta.methods,
+            error_message=error,
         )
 
 

@@ -18,7 +18,8 @@ from pipelines.engines import make_engine
 from pipelines.flight_client import FlightDataClient
 from pipelines.frequency import Frequency, infer_frequency
 from pipelines.grid import GridQuery, phase_origin, raw_timestamps, value_column
-from pipelines.model import FileBoosterModel, TrainedModel
+from pipelines.model import FileBoosterModel
+from pipelines.portfolio import load_model
 from pipelines.registry import ModelRegistry, VersionMeta, file_digest, spec_hash
 from pipelines.state import ModelState, ServedModel, find_model
 from spicepod import FlightcastError, ModelSpec, NotReady, TrainingSpec
@@ -116,7 +117,7 @@ class Trainer:
         raw = raw_timestamps(self.client, spec.dataset, dataset.time_column, dataset.series_column)
         freq = Frequency.parse(spec.frequency) if spec.frequency else infer_frequency(raw, spec.dataset)
         grid = GridQuery(spec.dataset, dataset.time_column, column, dataset.series_column, freq,
-                         phase_origin(raw, freq), spec.aggregate, spec.fill)
+                         phase_origin(raw, freq, spec.week_start), spec.aggregate, spec.fill)
         return grid, info
 
     def _build(self, state: ModelState, force: bool, started: float) -> tuple[ServedModel, bool]:
@@ -140,7 +141,7 @@ class Trainer:
             if stored is not None:
                 meta, path = stored
                 try:
-                    model = TrainedModel.load(path)
+                    model = load_model(path)
                 except Exception as exc:  # noqa: BLE001 - an unreadable version is trained again
                     log.warning("model %s: stored version %s is unreadable (%s: %s); training again",
                                 spec.name, meta.model_version, type(exc).__name__, exc)
@@ -154,6 +155,7 @@ class Trainer:
         model = self.engine.train(
             series, freq=grid.freq, lookback=spec.lookback, horizon=spec.horizon, strategy=spec.strategy,
             backtest_windows=spec.backtest_windows, lightgbm_params=dict(spec.lightgbm), dataset=spec.dataset,
+            method=spec.method, bounds=spec.bounds,
         )
         elapsed = time.perf_counter() - started
         meta, _ = self.registry.store(
@@ -173,6 +175,7 @@ class Trainer:
                 "backtest_windows": int(model.metrics.get("backtest_windows", 0)),
                 "calibration_errors": int(model.metrics.get("calibration_errors", 0)),
                 "strategy_mase": model.metrics.get("strategy_mase"),
+                "methods": model.metrics.get("methods"),
             },
             model.save,
         )
