@@ -44,14 +44,14 @@ class LocalMethod:
 
     name: str
     applies: Callable[[np.ndarray, int], bool]
-    forecast: Callable[[np.ndarray, int, int], np.ndarray]  # (history, h, season) -> (h,)
+    forecast: Callable[[np.ndarray, int, int, bool], np.ndarray]  # (history, h, season, quick) -> (h,)
 
 
-def _naive(y: np.ndarray, h: int, season: int) -> np.ndarray:
+def _naive(y: np.ndarray, h: int, season: int, quick: bool = False) -> np.ndarray:
     return np.full(h, y[-1], dtype=np.float64)
 
 
-def seasonal_naive(y: np.ndarray, h: int, season: int) -> np.ndarray:
+def seasonal_naive(y: np.ndarray, h: int, season: int, quick: bool = False) -> np.ndarray:
     """Each step repeats the value one season before it (the last value when the history is shorter)."""
     if season <= 1 or y.size < season:
         return _naive(y, h, season)
@@ -74,9 +74,9 @@ def _models():
     return _statsforecast
 
 
-def _library(build: Callable[[object, int], object]) -> Callable[[np.ndarray, int, int], np.ndarray]:
-    def forecast(y: np.ndarray, h: int, season: int) -> np.ndarray:
-        model = build(_models(), season)
+def _library(build: Callable[..., object]) -> Callable[[np.ndarray, int, int, bool], np.ndarray]:
+    def forecast(y: np.ndarray, h: int, season: int, quick: bool = False) -> np.ndarray:
+        model = build(_models(), season, quick)
         with warnings.catch_warnings(), np.errstate(all="ignore"):
             warnings.simplefilter("ignore")
             out = model.forecast(y=np.asarray(y, dtype=np.float64), h=h)["mean"]
@@ -85,19 +85,22 @@ def _library(build: Callable[[object, int], object]) -> Callable[[np.ndarray, in
     return forecast
 
 
-def _ets(models, season: int):
-    return models.AutoETS(season_length=season if 1 < season <= ETS_MAX_SEASON else 1)
+def _ets(models, season: int, quick: bool):
+    # Quick (many series): no trend component, which costs most of AutoETS's search (a fifth of the time);
+    # trends are left to theta's drift and to LightGBM.
+    return models.AutoETS(season_length=season if 1 < season <= ETS_MAX_SEASON else 1,
+                          model="ZNZ" if quick else "ZZZ")
 
 
-def _theta(models, season: int):
+def _theta(models, season: int, quick: bool):
     return models.Theta(season_length=max(season, 1))
 
 
-def _mstl(models, season: int):
+def _mstl(models, season: int, quick: bool):
     return models.MSTL(season_length=season, trend_forecaster=models.AutoETS(model="ZZN"))
 
 
-def _croston(models, season: int):
+def _croston(models, season: int, quick: bool):
     return models.CrostonOptimized()
 
 
@@ -120,13 +123,14 @@ METHODS: dict[str, LocalMethod] = {  # in spicepod's LOCAL_METHODS order
 assert tuple(METHODS) == LOCAL_METHODS, "every local method the spicepod names has an implementation"
 
 
-def local_forecast(name: str, history: np.ndarray, h: int, season: int) -> np.ndarray | None:
-    """`name`'s forecast after `history` (finite values, oldest first); None where it does not apply or fails."""
+def local_forecast(name: str, history: np.ndarray, h: int, season: int, quick: bool = False) -> np.ndarray | None:
+    """`name`'s forecast after `history` (finite values, oldest first); None where it does not apply or fails.
+    `quick` trades a little accuracy for speed where a method can (models of many series)."""
     method = METHODS[name]
     if not method.applies(history, season):
         return None
     try:
-        out = method.forecast(history, h, season)
+        out = method.forecast(history, h, season, quick)
     except Exception as exc:  # a method that cannot fit a series just does not compete there
         log.debug("method %s failed on a series of %d values: %s: %s", name, history.size, type(exc).__name__, exc)
         return None

@@ -37,7 +37,7 @@ class PortfolioModel:
     def __init__(
         self, *, freq: Frequency, horizon: int, lookback: int, lightgbm: TrainedModel | None, plans: dict,
         default: Plan, stats: SeriesStats, calibration: Calibration | None, bounds: tuple | None,
-        metrics: dict[str, Any] | None = None, seeds: dict | None = None,
+        metrics: dict[str, Any] | None = None, seeds: dict | None = None, quick: bool = False,
     ):
         self.freq = freq
         self.horizon = horizon
@@ -48,6 +48,7 @@ class PortfolioModel:
         self.stats = stats
         self.calibration = calibration
         self.bounds = bounds
+        self.quick = quick  # local methods fit their quick variants (as in the backtest)
         self.metrics = metrics or {}
         self.training_rows = lightgbm.training_rows if lightgbm is not None else 0
         self.strategy = lightgbm.strategy if lightgbm is not None else "recursive"
@@ -131,7 +132,7 @@ class PortfolioModel:
         kept = self._memo.get(key)
         if kept is not None and kept[0] == digest:
             return kept[1]
-        out = local_forecast(method, history, horizon, season)
+        out = local_forecast(method, history, horizon, season, self.quick)
         if out is None:
             out = fallback_forecast(history, horizon, season)[1]
         with self._memo_lock:
@@ -191,6 +192,7 @@ class PortfolioModel:
             "default": index[self.default],
             "single": self.stats.ids == [None],
             "bounds": None if self.bounds is None else list(self.bounds),
+            "quick": self.quick,
             "metrics": json_safe(self.metrics),
         }
         (directory / "model.json").write_text(json.dumps(meta, indent=2) + "\n")
@@ -224,7 +226,7 @@ class PortfolioModel:
         return cls(freq=Frequency.parse(meta["frequency"]), horizon=int(meta["horizon"]),
                    lookback=int(meta["lookback"]), lightgbm=lightgbm, plans=plans,
                    default=plan_list[int(meta["default"])], stats=stats, calibration=calibration, bounds=bounds,
-                   metrics=meta["metrics"], seeds=seeds)
+                   metrics=meta["metrics"], seeds=seeds, quick=bool(meta["quick"]))
 
 
 def load_model(directory: Path) -> TrainedModel | PortfolioModel:

@@ -36,6 +36,7 @@ from spicepod import LOCAL_METHODS, METHODS, InvalidInput
 log = logging.getLogger("flightcast.training")
 
 MIN_BACKTEST_HISTORY = 2  # values before an origin for a local method to forecast from it
+QUICK_SERIES = 50  # models of more series than this fit the quick variants of local methods
 
 
 def candidates_for(method: str, season: int, with_lightgbm: bool) -> list[str]:
@@ -76,12 +77,13 @@ def train_portfolio(
     local = [m for m in candidates if m != "lightgbm"]
     extend = len(lengths) * backtest_windows * horizon < CALIBRATION_ERRORS
     origins, lgbm_rows = _origins(lengths, backtest, horizon, backtest_windows, extend)
-    parts = backend.map(chunk_pairs, origins, local, horizon, season, lookback)
+    quick = len(lengths) > QUICK_SERIES
+    parts = backend.map(chunk_pairs, origins, local, horizon, season, lookback, quick)
     table = PairTable.concat(parts, local, horizon)
     table.forecasts["lightgbm"] = _join(table, lgbm_rows, horizon)
     choice = choose(table, candidates, method, horizon, season)
     seeds: dict = {}
-    for part in backend.map(chunk_seeds, choice.plans, horizon, season):
+    for part in backend.map(chunk_seeds, choice.plans, horizon, season, quick):
         seeds.update(part)
     stats_parts = backend.map(chunk_stats, lengths, season, 0)
     stats = SeriesStats([sid for p in stats_parts for sid in p.ids], np.concatenate([p.mean for p in stats_parts]),
@@ -105,7 +107,8 @@ def train_portfolio(
     log.info("%s: methods %s", dataset, {m: v for m, v in served.items()})
     model = PortfolioModel(
         freq=freq, horizon=horizon, lookback=lookback, lightgbm=lightgbm, plans=choice.plans, default=choice.default,
-        stats=stats, calibration=choice.calibration, bounds=bounds_for(bounds, minimum), metrics=metrics, seeds=seeds)
+        stats=stats, calibration=choice.calibration, bounds=bounds_for(bounds, minimum), metrics=metrics, seeds=seeds,
+        quick=quick)
     model.series_mase = choice.series_mase
     return model
 

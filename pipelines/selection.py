@@ -68,7 +68,7 @@ def history_digest(values: np.ndarray) -> str:
 
 
 def chunk_pairs(
-    chunk: SeriesSet, origins: dict, methods: Sequence[str], horizon: int, season: int, lookback: int,
+    chunk: SeriesSet, origins: dict, methods: Sequence[str], horizon: int, season: int, lookback: int, quick: bool,
 ) -> PairTable:
     """The pair rows of this chunk's series: origins[id] is a list of (origin, scoring, with_local); local
     methods forecast where with_local is set (LightGBM's forecasts are joined in afterwards)."""
@@ -87,7 +87,7 @@ def chunk_pairs(
             local = {}
             for name in methods:
                 if with_local:
-                    local[name] = local_forecast(name, history, horizon, season)
+                    local[name] = local_forecast(name, history, horizon, season, quick)
             rows.append((sid, origin, scoring, actual, spread, naive_scale(values[:origin], season), local))
     table = PairTable(
         [r[0] for r in rows], np.array([r[1] for r in rows], dtype=np.int64),
@@ -103,7 +103,7 @@ def chunk_pairs(
     return table
 
 
-def chunk_seeds(chunk: SeriesSet, plans: dict, horizon: int, season: int) -> dict:
+def chunk_seeds(chunk: SeriesSet, plans: dict, horizon: int, season: int, quick: bool) -> dict:
     """The final forecasts of each series' local methods after its whole history, with the digest of the
     values they were fit on: a forecast of unchanged data is then not fit again."""
     keep = history_length(season)
@@ -113,7 +113,7 @@ def chunk_seeds(chunk: SeriesSet, plans: dict, horizon: int, season: int) -> dic
         if not members:
             continue
         history = values[-keep:]
-        forecasts = {m: f for m in members if (f := local_forecast(m, history, horizon, season)) is not None}
+        forecasts = {m: f for m in members if (f := local_forecast(m, history, horizon, season, quick)) is not None}
         out[sid] = (history_digest(history), forecasts)
     return out
 
