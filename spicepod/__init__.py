@@ -10,7 +10,7 @@ from spicepod.errors import (
     Unauthenticated,
     Unavailable,
     Unimplemented,
-    error_for_flight_code,
+    error_from_flight,
 )
 from spicepod.schema import (
     AGGREGATES,
@@ -38,7 +38,7 @@ __all__ = [
     "Unavailable",
     "Unimplemented",
     "describe_keys",
-    "error_for_flight_code",
+    "error_from_flight",
     "DatasetSpec",
     "FlightcastError",
     "InvalidInput",
