@@ -1,6 +1,7 @@
 """The OpenAPI 3.1 document of the HTTP API (served at GET /v1/openapi.json).
 
-Written by hand, route by route; tests/test_openapi.py keeps it equal to the app's route table.
+Written by hand, route by route; tests/test_openapi.py keeps it equal to the app's route table, and
+keeps each operation's statuses equal to those its route answers.
 """
 
 from __future__ import annotations
@@ -8,7 +9,7 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from http_api.base import OPEN_PATHS
+from http_api.base import HTTP_STATUS_NAMES, OPEN_PATHS, status_name
 from http_api.formats import ARROW_STREAM, CSV, JSON, PARQUET, PARQUET_LEGACY, PROMETHEUS, TABLE_ENCODINGS, TEXT
 
 
@@ -26,6 +27,9 @@ def _text(description: str, example: str) -> dict[str, Any]:
 
 def _error(description: str) -> dict[str, Any]:
     return _json(_ref("Error"), description)
+
+
+DATA_NODE_DOWN = _error("the data node (Flight server) cannot be reached")
 
 
 BINARY = {"schema": {"type": "string", "contentEncoding": "binary"}}
@@ -49,8 +53,7 @@ SCHEMAS: dict[str, Any] = {
         "properties": {
             "status": {
                 "type": "string",
-                "enum": ["BadRequest", "InternalError", "NotFound", "MethodNotAllowed", "NotAcceptable",
-                         "Unauthorized", "PayloadTooLarge"],
+                "enum": sorted(set(HTTP_STATUS_NAMES.values())),
             },
             "error_message": {"type": "string"},
             "duration_ms": {"type": "number"},
@@ -88,7 +91,7 @@ SCHEMAS: dict[str, Any] = {
         "type": "object",
         "required": ["status", "error_message", "model_name", "duration_ms"],
         "properties": {
-            "status": {"enum": ["BadRequest", "InternalError"]},
+            "status": {"enum": [status_name(400), status_name(500)]},
             "error_message": {"type": "string"},
             "model_name": {"type": "string"},
             "lookback": {"type": "integer", "description": "present when the model is known"},
@@ -229,7 +232,8 @@ LEVELS = {"name": "level", "in": "query", "required": False, "style": "form", "e
                      "items": {"type": "number", "exclusiveMinimum": 0, "exclusiveMaximum": 100}},
           "description": "prediction interval levels in percent, repeatable: ?level=80&level=95"}
 
-# path -> method -> operation. Every operation also gets the error responses added by build_openapi.
+# path -> method -> operation: the statuses particular to the route. build_openapi adds those every route
+# may answer (COMMON_RESPONSES).
 PATHS: dict[str, dict[str, dict[str, Any]]] = {
     "/health": {
         "get": {
@@ -241,7 +245,8 @@ PATHS: dict[str, dict[str, dict[str, Any]]] = {
         "get": {
             "operationId": "metrics", "summary": "Prometheus metrics in the text exposition format",
             "responses": {"200": {"description": "metrics",
-                                  "content": {PROMETHEUS: {"schema": {"type": "string"}}}}},
+                                  "content": {PROMETHEUS: {"schema": {"type": "string"}}}},
+                          "503": DATA_NODE_DOWN},
         },
     },
     "/v1/openapi.json": {
@@ -260,7 +265,8 @@ PATHS: dict[str, dict[str, dict[str, Any]]] = {
     "/v1/datasets": {
         "get": {
             "operationId": "listDatasets", "summary": "The datasets with their schema, row count and time range",
-            "responses": {"200": _json({"type": "array", "items": _ref("Dataset")}, "the datasets")},
+            "responses": {"200": _json({"type": "array", "items": _ref("Dataset")}, "the datasets"),
+                          "503": DATA_NODE_DOWN},
         },
     },
     "/v1/models": {
@@ -288,7 +294,9 @@ PATHS: dict[str, dict[str, dict[str, Any]]] = {
             "parameters": [MODEL_NAME],
             "responses": {
                 "200": _json(_ref("Model"), "the model's entry after training"),
+                "400": _error("the model's dataset has no values yet, or a query parameter"),
                 "404": _error("unknown model"),
+                "503": _error("the data node or the training cluster cannot be reached"),
             },
         },
     },
@@ -311,7 +319,9 @@ PATHS: dict[str, dict[str, dict[str, Any]]] = {
                         "description": "how many series matched q, before limit",
                     }},
                 },
-                "400": _error("the model is not trained yet or failed, bad limit"),
+                "400": _error("the model is not trained yet or failed, bad limit, or a query parameter"),
+                "404": _error("unknown model"),
+                "503": DATA_NODE_DOWN,
             },
         },
     },
@@ -335,9 +345,10 @@ PATHS: dict[str, dict[str, dict[str, Any]]] = {
                     "description": "one row per series and step",
                     "content": TABLE_CONTENT,
                 },
-                "400": _error("unknown series, model not ready, bad horizon or level"),
+                "400": _error("unknown series, model not ready, bad horizon or level, or a query parameter"),
                 "404": _error("unknown model"),
                 "406": _error("the Accept header accepts none of the formats this route serves"),
+                "503": DATA_NODE_DOWN,
             },
         },
     },
@@ -353,7 +364,9 @@ PATHS: dict[str, dict[str, dict[str, Any]]] = {
             ],
             "responses": {
                 "200": _json(_ref("History"), "the series' latest points"),
-                "400": _error("unknown model or series, model not ready, bad limit"),
+                "400": _error("unknown series, model not ready, bad limit, or a query parameter"),
+                "404": _error("unknown model"),
+                "503": DATA_NODE_DOWN,
             },
         },
     },
@@ -365,7 +378,6 @@ PATHS: dict[str, dict[str, dict[str, Any]]] = {
                 "200": _json(_ref("BatchPredictResponse"), "one result per item, each with its own status"),
                 "400": _error("body not JSON, no 'predictions' list, an item without a string 'model_name', or a "
                               "query parameter"),
-                "413": _error("body larger than the runtime's max_request_bytes"),
             },
         },
     },
@@ -392,11 +404,22 @@ PATHS: dict[str, dict[str, dict[str, Any]]] = {
                 "406": _error("the Accept header accepts none of the formats this route serves"),
                 "400": _error("empty body, bad SQL, a write statement, a result over the row or size limit, or a "
                               "query parameter"),
-                "413": _error("body larger than the runtime's max_request_bytes"),
+                "503": DATA_NODE_DOWN,
             },
         },
     },
 }
+
+
+# What any route may answer: the checks of BaseHandler.prepare (query parameters, the size of a body, of any
+# method) and tornado's method check; and a failure nobody expected.
+COMMON_RESPONSES: dict[str, dict[str, Any]] = {
+    "400": _error("an unknown query parameter, or a single-valued one given twice"),
+    "405": _error("method not allowed on this path"),
+    "413": _error("body larger than the runtime's max_request_bytes"),
+    "500": _error("unexpected failure (details in the server log)"),
+}
+
 
 def build_openapi(*, api_key: bool, version: str = "0.1.0") -> dict[str, Any]:
     """The document; with `api_key`, protected operations declare the X-API-Key scheme and a 401."""
@@ -404,10 +427,8 @@ def build_openapi(*, api_key: bool, version: str = "0.1.0") -> dict[str, Any]:
     for path, operations in paths.items():
         for operation in operations.values():
             responses = operation["responses"]
-            responses.setdefault("400", _error("an unknown query parameter, or a single-valued one given twice"))
-            responses.setdefault("404", _error("no route for this path"))
-            responses.setdefault("405", _error("method not allowed on this path"))
-            responses.setdefault("500", _error("unexpected failure (details in the server log)"))
+            for status, response in COMMON_RESPONSES.items():
+                responses.setdefault(status, copy.deepcopy(response))
             if api_key and path not in OPEN_PATHS:
                 # /metrics also takes the key as a bearer token, the way Prometheus scrapers send it.
                 operation["security"] = [{"ApiKey": []}, {"Bearer": []}] if path == "/metrics" else [{"ApiKey": []}]
