@@ -9,12 +9,9 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from http_api.base import HTTP_STATUS_NAMES, OPEN_PATHS, status_name
+from http_api.base import OPEN_PATHS
 from http_api.formats import ARROW_STREAM, CSV, JSON, PARQUET, PARQUET_LEGACY, PROMETHEUS, TABLE_ENCODINGS, TEXT
-
-
-def _ref(name: str) -> dict[str, str]:
-    return {"$ref": f"#/components/schemas/{name}"}
+from http_api.openapi_schemas import SCHEMAS, ref
 
 
 def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
@@ -26,196 +23,19 @@ def _text(description: str, example: str) -> dict[str, Any]:
 
 
 def _error(description: str) -> dict[str, Any]:
-    return _json(_ref("Error"), description)
+    return _json(ref("Error"), description)
 
 
 DATA_NODE_DOWN = _error("the data node (Flight server) cannot be reached")
 
-
 BINARY = {"schema": {"type": "string", "contentEncoding": "binary"}}
 # A table answer (SQL results, bulk forecasts) in each format http_api.formats.TABLE_ENCODINGS serves.
 TABLE_CONTENT = {
-    JSON: {"schema": _ref("SqlRows")},
+    JSON: {"schema": ref("SqlRows")},
     CSV: {"schema": {"type": "string"}},
     ARROW_STREAM: BINARY,
     PARQUET: BINARY,
     PARQUET_LEGACY: BINARY,
-}
-
-NUMBER_OR_NULL = {"type": ["number", "null"]}
-STRING_OR_NULL = {"type": ["string", "null"]}
-
-SCHEMAS: dict[str, Any] = {
-    "Error": {
-        "type": "object",
-        "description": "Every error body. Predict routes add model_name and lookback when known.",
-        "required": ["status", "error_message", "duration_ms"],
-        "properties": {
-            "status": {
-                "type": "string",
-                "enum": sorted(set(HTTP_STATUS_NAMES.values())),
-            },
-            "error_message": {"type": "string"},
-            "duration_ms": {"type": "number"},
-            "model_name": {"type": "string"},
-            "lookback": {"type": "integer"},
-        },
-    },
-    "PredictSuccess": {
-        "type": "object",
-        "required": ["status", "model_name", "model_version", "lookback", "prediction", "duration_ms",
-                     "horizon", "timestamps"],
-        "properties": {
-            "status": {"const": "Success"},
-            "model_name": {"type": "string"},
-            "model_version": {"type": "string"},
-            "lookback": {"type": "integer"},
-            "prediction": {"type": "array", "items": {"type": "number"}},
-            "duration_ms": {"type": "number"},
-            "horizon": {"type": "integer"},
-            "timestamps": {"type": "array", "items": {"type": "string", "format": "date-time"}},
-            "series": {"type": "string", "description": "the series forecast (panel models)"},
-            "intervals": {
-                "type": "object",
-                "description": "per requested level, keyed as given (\"80\", \"97.5\"): conformal bounds, "
-                               "each horizon long, lower <= prediction <= upper",
-                "additionalProperties": {
-                    "type": "object", "required": ["lower", "upper"],
-                    "properties": {"lower": {"type": "array", "items": {"type": "number"}},
-                                   "upper": {"type": "array", "items": {"type": "number"}}},
-                },
-            },
-        },
-    },
-    "PredictError": {
-        "type": "object",
-        "required": ["status", "error_message", "model_name", "duration_ms"],
-        "properties": {
-            "status": {"enum": [status_name(400), status_name(500)]},
-            "error_message": {"type": "string"},
-            "model_name": {"type": "string"},
-            "lookback": {"type": "integer", "description": "present when the model is known"},
-            "duration_ms": {"type": "number"},
-        },
-    },
-    "PredictResult": {"oneOf": [_ref("PredictSuccess"), _ref("PredictError")]},
-    "BatchPredictRequest": {
-        "type": "object",
-        "required": ["predictions"],
-        "properties": {
-            "predictions": {
-                "type": "array",
-                "items": {
-                    "type": "object",
-                    "required": ["model_name"],
-                    "properties": {
-                        "model_name": {"type": "string"},
-                        "horizon": {"type": "integer", "minimum": 1,
-                                    "description": "steps to predict (default: the model's horizon)"},
-                        "series": {"type": "string", "description": "the series of a panel model"},
-                        "level": {"type": "array", "maxItems": 5,
-                                  "items": {"type": "number", "exclusiveMinimum": 0, "exclusiveMaximum": 100},
-                                  "description": "prediction interval levels in percent"},
-                    },
-                },
-                "description": "an item that is not an object with a string model_name fails the whole request "
-                               "with 400; any other bad item (unknown model, bad horizon) gets its own "
-                               "BadRequest result and the batch still answers 200",
-            },
-        },
-    },
-    "BatchPredictResponse": {
-        "type": "object",
-        "required": ["duration_ms", "predictions"],
-        "properties": {
-            "duration_ms": {"type": "number"},
-            "predictions": {
-                "type": "array", "items": _ref("PredictResult"),
-                "description": "one body per requested item, in request order",
-            },
-        },
-    },
-    "Dataset": {
-        "type": "object",
-        "required": ["name", "from", "mode", "time_column", "rows", "columns", "first_timestamp",
-                     "last_timestamp"],
-        "properties": {
-            "name": {"type": "string"},
-            "from": {"type": "string"},
-            "mode": {"enum": ["read", "read_write"]},
-            "time_column": {"type": "string"},
-            "rows": {"type": "integer"},
-            "columns": {
-                "type": "array",
-                "items": {
-                    "type": "object", "required": ["name", "type"],
-                    "properties": {"name": {"type": "string"}, "type": {"type": "string"}},
-                },
-            },
-            "first_timestamp": STRING_OR_NULL,
-            "last_timestamp": STRING_OR_NULL,
-        },
-    },
-    "Model": {
-        "type": "object",
-        "required": ["name", "from", "datasets", "model_version", "status", "lookback", "horizon", "frequency",
-                     "trained_at", "training_rows", "metrics"],
-        "properties": {
-            "name": {"type": "string"},
-            "from": {"type": "string"},
-            "datasets": {"type": "array", "items": {"type": "string"}},
-            "model_version": STRING_OR_NULL,
-            "status": {"enum": ["ready", "training", "failed"]},
-            "error_message": {"type": "string", "description": "why the last training failed"},
-            "lookback": {"type": "integer"},
-            "horizon": {"type": "integer"},
-            "strategy": {"enum": ["recursive", "direct", "auto"],
-                         "description": "the strategy trained (auto before a version exists)"},
-            "strategy_mase": {"type": ["object", "null"],
-                              "description": "strategy auto: each candidate's backtest MASE"},
-            "frequency": STRING_OR_NULL,
-            "trained_at": STRING_OR_NULL,
-            "training_rows": {"type": ["integer", "null"], "description": "grid periods trained on"},
-            "series_count": {"type": ["integer", "null"], "description": "series the model was trained on"},
-            "metrics": {
-                "type": "object", "required": ["mase", "smape"],
-                "description": "backtest means over rolling origins (and over series for panels)",
-                "properties": {"mase": NUMBER_OR_NULL, "smape": NUMBER_OR_NULL,
-                               "backtest_windows": {"type": ["integer", "null"]}},
-            },
-            "intervals": {
-                "type": "object",
-                "properties": {"calibration_errors": {
-                    "type": ["integer", "null"],
-                    "description": "backtest errors behind the intervals (the fewest of any horizon step)"}},
-            },
-        },
-    },
-    "Series": {
-        "type": "object",
-        "required": ["series", "rows", "first_timestamp", "last_timestamp", "status"],
-        "properties": {
-            "series": STRING_OR_NULL,
-            "rows": {"type": "integer"},
-            "first_timestamp": STRING_OR_NULL,
-            "last_timestamp": STRING_OR_NULL,
-            "status": {"enum": ["ready", "too_short"]},
-        },
-    },
-    "History": {
-        "type": "object",
-        "required": ["series", "timestamps", "values"],
-        "properties": {
-            "series": STRING_OR_NULL,
-            "timestamps": {"type": "array", "items": {"type": "string", "format": "date-time"}},
-            "values": {"type": "array", "items": {"type": "number"}},
-        },
-    },
-    "SqlRows": {
-        "type": "array",
-        "description": "one object per row, column name to value; timestamps as ISO 8601 text",
-        "items": {"type": "object"},
-    },
 }
 
 MODEL_NAME = {"name": "name", "in": "path", "required": True, "schema": {"type": "string"},
@@ -265,14 +85,14 @@ PATHS: dict[str, dict[str, dict[str, Any]]] = {
     "/v1/datasets": {
         "get": {
             "operationId": "listDatasets", "summary": "The datasets with their schema, row count and time range",
-            "responses": {"200": _json({"type": "array", "items": _ref("Dataset")}, "the datasets"),
+            "responses": {"200": _json({"type": "array", "items": ref("Dataset")}, "the datasets"),
                           "503": DATA_NODE_DOWN},
         },
     },
     "/v1/models": {
         "get": {
             "operationId": "listModels", "summary": "The models with their version, status and scores",
-            "responses": {"200": _json({"type": "array", "items": _ref("Model")}, "the models")},
+            "responses": {"200": _json({"type": "array", "items": ref("Model")}, "the models")},
         },
     },
     "/v1/models/{name}/predict": {
@@ -280,11 +100,11 @@ PATHS: dict[str, dict[str, dict[str, Any]]] = {
             "operationId": "predict", "summary": "Forecast the steps after the newest timestamp of the model's data",
             "parameters": [MODEL_NAME, HORIZON, SERIES, LEVELS],
             "responses": {
-                "200": _json(_ref("PredictSuccess"), "the forecast"),
-                "400": _json(_ref("PredictError"),
+                "200": _json(ref("PredictSuccess"), "the forecast"),
+                "400": _json(ref("PredictError"),
                              "unknown model, model not trained or failed, not enough data, bad horizon, an "
                              "unknown query parameter or horizon given twice"),
-                "500": _json(_ref("PredictError"), "unexpected failure (details in the server log)"),
+                "500": _json(ref("PredictError"), "unexpected failure (details in the server log)"),
             },
         },
     },
@@ -293,7 +113,7 @@ PATHS: dict[str, dict[str, dict[str, Any]]] = {
             "operationId": "train", "summary": "Train the model again on the current data and wait for it",
             "parameters": [MODEL_NAME],
             "responses": {
-                "200": _json(_ref("Model"), "the model's entry after training"),
+                "200": _json(ref("Model"), "the model's entry after training"),
                 "400": _error("the model's dataset has no values yet, or a query parameter"),
                 "404": _error("unknown model"),
                 "503": _error("the data node or the training cluster cannot be reached"),
@@ -313,7 +133,7 @@ PATHS: dict[str, dict[str, dict[str, Any]]] = {
             ],
             "responses": {
                 "200": {
-                    **_json({"type": "array", "items": _ref("Series")}, "one entry per (matching) series, by id"),
+                    **_json({"type": "array", "items": ref("Series")}, "one entry per (matching) series, by id"),
                     "headers": {"X-Total-Count": {
                         "schema": {"type": "integer"},
                         "description": "how many series matched q, before limit",
@@ -363,7 +183,7 @@ PATHS: dict[str, dict[str, dict[str, Any]]] = {
                  "description": "points (default 200)"},
             ],
             "responses": {
-                "200": _json(_ref("History"), "the series' latest points"),
+                "200": _json(ref("History"), "the series' latest points"),
                 "400": _error("unknown series, model not ready, bad limit, or a query parameter"),
                 "404": _error("unknown model"),
                 "503": DATA_NODE_DOWN,
@@ -373,9 +193,9 @@ PATHS: dict[str, dict[str, dict[str, Any]]] = {
     "/v1/predict": {
         "post": {
             "operationId": "batchPredict", "summary": "Forecast several models at once, concurrently",
-            "requestBody": {"required": True, "content": {JSON: {"schema": _ref("BatchPredictRequest")}}},
+            "requestBody": {"required": True, "content": {JSON: {"schema": ref("BatchPredictRequest")}}},
             "responses": {
-                "200": _json(_ref("BatchPredictResponse"), "one result per item, each with its own status"),
+                "200": _json(ref("BatchPredictResponse"), "one result per item, each with its own status"),
                 "400": _error("body not JSON, no 'predictions' list, an item without a string 'model_name', or a "
                               "query parameter"),
             },
