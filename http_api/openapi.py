@@ -27,6 +27,7 @@ def _error(description: str) -> dict[str, Any]:
 
 
 DATA_NODE_DOWN = _error("the data node (Flight server) cannot be reached")
+UNKNOWN_MODEL = _error("unknown model, or an empty name (no route for the path)")
 
 BINARY = {"schema": {"type": "string", "contentEncoding": "binary"}}
 # A table answer (SQL results, bulk forecasts) in each format http_api.formats.TABLE_ENCODINGS serves.
@@ -104,6 +105,7 @@ PATHS: dict[str, dict[str, dict[str, Any]]] = {
                 "400": _json(ref("PredictError"),
                              "unknown model, model not trained or failed, not enough data, bad horizon, an "
                              "unknown query parameter or horizon given twice"),
+                "404": _error("an empty model name: no route for the path (an unknown model is a 400)"),
                 "500": _json(ref("PredictError"), "unexpected failure (details in the server log)"),
             },
         },
@@ -115,7 +117,7 @@ PATHS: dict[str, dict[str, dict[str, Any]]] = {
             "responses": {
                 "200": _json(ref("Model"), "the model's entry after training"),
                 "400": _error("the model's dataset has no values yet, or a query parameter"),
-                "404": _error("unknown model"),
+                "404": UNKNOWN_MODEL,
                 "503": _error("the data node or the training cluster cannot be reached"),
             },
         },
@@ -140,7 +142,7 @@ PATHS: dict[str, dict[str, dict[str, Any]]] = {
                     }},
                 },
                 "400": _error("the model is not trained yet or failed, bad limit, or a query parameter"),
-                "404": _error("unknown model"),
+                "404": UNKNOWN_MODEL,
                 "503": DATA_NODE_DOWN,
             },
         },
@@ -166,7 +168,7 @@ PATHS: dict[str, dict[str, dict[str, Any]]] = {
                     "content": TABLE_CONTENT,
                 },
                 "400": _error("unknown series, model not ready, bad horizon or level, or a query parameter"),
-                "404": _error("unknown model"),
+                "404": UNKNOWN_MODEL,
                 "406": _error("the Accept header accepts none of the formats this route serves"),
                 "503": DATA_NODE_DOWN,
             },
@@ -185,7 +187,7 @@ PATHS: dict[str, dict[str, dict[str, Any]]] = {
             "responses": {
                 "200": _json(ref("History"), "the series' latest points"),
                 "400": _error("unknown series, model not ready, bad limit, or a query parameter"),
-                "404": _error("unknown model"),
+                "404": UNKNOWN_MODEL,
                 "503": DATA_NODE_DOWN,
             },
         },

@@ -142,7 +142,7 @@ models:
 """
 
 # (method, path, body, headers): the error cases of each route beyond those every route has (a query
-# parameter, a wrong method, a body over the limit, no key), which error_cases adds.
+# parameter, a wrong method, a body over the limit, no key, an empty model name), which error_cases adds.
 ROUTE_ERRORS: list[tuple[str, str, str, dict[str, str]]] = [
     ("GET", "/v1/models/nope/predict", "", {}),
     ("GET", "/v1/models/nile_m/predict?horizon=0", "", {}),
@@ -185,6 +185,8 @@ def error_cases() -> list[tuple[str, str, str, str, str, dict[str, str], bool]]:
                   (template, method, method.upper(), path, "", over, False)]
         if path not in ("/health", "/v1/ready"):
             cases.append((template, method, method.upper(), path, "", {}, True))
+        if "{name}" in template:  # an empty name matches no route
+            cases.append((template, method, method.upper(), template.replace("{name}", ""), "", {}, False))
     for method, path, body, headers in ROUTE_ERRORS:
         template = next(as_openapi_path(p, h) for p, h in ROUTES if re.fullmatch(p, path.split("?")[0]))
         cases.append((template, method.lower(), method, path, body, headers, False))
