@@ -80,9 +80,9 @@ def status_name(status: int) -> str:
     return HTTP_STATUS_NAMES.get(status) or ("InternalError" if status >= 500 else "BadRequest")
 
 
-def error_body(status: int, message: str, **fields: Any) -> dict[str, Any]:
-    """The JSON error envelope: `status`, `error_message`, then any route-specific fields."""
-    return {"status": status_name(status), "error_message": message, **fields}
+def error_body(status: int, message: str) -> dict[str, Any]:
+    """The JSON error envelope: `status` (named by HTTP_STATUS_NAMES) and `error_message`."""
+    return {"status": status_name(status), "error_message": message}
 
 
 def write_error_json(
