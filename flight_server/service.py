@@ -17,7 +17,7 @@ from flight_server.ingest import incoming_batches, malformed_stream
 from flight_server.notices import NoticeHub
 from flight_server.store import DatasetStore
 from spicepod import FlightcastError, InvalidInput, Unimplemented
-from spicepod.errors import flight_error_for, flight_exception
+from spicepod.errors import flight_exception, flight_kind
 
 log = logging.getLogger("flightcast.flight")
 
@@ -42,7 +42,7 @@ def flight_errors(method: F) -> F:
         except flight.FlightError:
             raise
         except FlightcastError as exc:
-            if flight_error_for(exc).code == "INTERNAL":
+            if flight_kind(exc).code == "INTERNAL":
                 log.exception("flight %s failed", method.__name__)
             raise flight_exception(exc, _bounded(exc.message)) from None
         except Exception as exc:

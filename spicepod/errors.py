@@ -104,17 +104,17 @@ FLIGHT_ERRORS: tuple[FlightKind, ...] = (
 _BY_CLASS = {row.error: row for row in FLIGHT_ERRORS}
 
 
-def flight_error_for(exc: FlightcastError) -> FlightKind:
+def flight_kind(exc: FlightcastError) -> FlightKind:
     """The row of the nearest class of `exc` in the table (a subclass travels as its parent)."""
     for cls in type(exc).__mro__:
         if cls in _BY_CLASS:
-            return _BY_CLASS[cls]  # type: ignore[index]
+            return _BY_CLASS[cls]
     raise TypeError(f"{type(exc).__name__} is not a FlightcastError")
 
 
 def flight_exception(exc: FlightcastError, message: str | None = None) -> Exception:
     """The pyarrow exception a Flight server raises for `exc` (`message` replaces its text, e.g. bounded)."""
-    row = flight_error_for(exc)
+    row = flight_kind(exc)
     text = exc.message if message is None else message
     return row.exception(f"{row.error.__name__}: {text}" if row.tagged else text)
 

@@ -16,7 +16,7 @@ from flight_server.store import append_error
 from http_api.base import BodyTooLarge
 from pipelines.flight_client import FlightDataClient
 from spicepod import FlightcastError, InvalidInput, LimitExceeded, NotReady, Unavailable, errors
-from spicepod.errors import FLIGHT_ERRORS, flight_error_for
+from spicepod.errors import FLIGHT_ERRORS, flight_kind
 
 # Every class of the vocabulary, and the HTTP-only one, which travels as its parent (LimitExceeded).
 VOCABULARY = [cls for _, cls in inspect.getmembers(errors, inspect.isclass) if issubclass(cls, FlightcastError)]
@@ -61,7 +61,7 @@ def test_the_table_has_one_row_per_class_of_the_vocabulary() -> None:
 @pytest.mark.parametrize("cls", EVERY_CLASS, ids=lambda cls: cls.__name__)
 def test_every_class_comes_back_as_itself_with_its_message(client: FlightDataClient, cls: type) -> None:
     error = raised(lambda: client.action("raise", cls.__name__.encode()))
-    expected = flight_error_for(cls("x")).error  # itself, or for BodyTooLarge its parent in the table
+    expected = flight_kind(cls("x")).error  # itself, or for BodyTooLarge its parent in the table
     assert type(error) is expected
     message = f"what went wrong with {cls.__name__}"
     if expected is Unavailable:
@@ -135,7 +135,7 @@ def test_what_the_clients_rows_cause_is_invalid_argument(case: str) -> None:
     error = append_error("readings", exc)
     assert type(error) is InvalidInput
     assert error.message == f"DoPut to 'readings': {exc}"
-    assert flight_error_for(error).code == "INVALID_ARGUMENT"
+    assert flight_kind(error).code == "INVALID_ARGUMENT"
 
 
 @pytest.mark.parametrize("case", SERVER_ERRORS, ids=str)
@@ -146,13 +146,13 @@ def test_what_fails_in_the_server_is_internal(case: str) -> None:
     error = append_error("readings", exc)
     assert type(error) is FlightcastError
     assert error.message == f"DoPut to 'readings' failed on the server ({kind}); the server log says why"
-    assert flight_error_for(error).code == "INTERNAL"
+    assert flight_kind(error).code == "INTERNAL"
 
 
 def test_an_internal_duckdb_error_is_internal() -> None:
     # DuckDB raises InternalException only on its own bugs: there is no statement that raises it on purpose.
     error = append_error("readings", duckdb.InternalException("INTERNAL Error: an assertion failed"))
-    assert (type(error), flight_error_for(error).code) == (FlightcastError, "INTERNAL")
+    assert (type(error), flight_kind(error).code) == (FlightcastError, "INTERNAL")
 
 
 def test_limits_keep_their_class_over_flight(client: FlightDataClient) -> None:
