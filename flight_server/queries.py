@@ -19,6 +19,7 @@ import duckdb
 import pyarrow as pa
 
 from spicepod import InvalidInput, LimitExceeded
+from spicepod.errors import flight_exception
 
 # DuckDB's hint after a catalog error, naming the closest entry of its whole catalog.
 _SUGGESTION = re.compile(r'\s*Did you mean "[^"]*"\??', re.IGNORECASE)
@@ -130,10 +131,10 @@ class CursorReader:
     def reader(self) -> pa.RecordBatchReader:
         return pa.RecordBatchReader.from_batches(self._source.schema, self._batches())
 
-    def _client_error(self, exc: BaseException) -> pa.ArrowInvalid:
+    def _client_error(self, exc: BaseException) -> Exception:
         # A query that fails part-way (a bad cast in a later row group, the time limit) is the
         # client's error, sent as such after the batches already streamed; never a short result.
-        return pa.ArrowInvalid(self._deadline.explain(exc).message)
+        return flight_exception(self._deadline.explain(exc))
 
     def _release(self) -> None:
         self._deadline.cancel()

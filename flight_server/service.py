@@ -17,6 +17,7 @@ from flight_server.ingest import receive
 from flight_server.notices import NoticeHub
 from flight_server.store import DatasetStore
 from spicepod import FlightcastError, InvalidInput, Unimplemented
+from spicepod.errors import flight_exception, flight_kind
 
 log = logging.getLogger("flightcast.flight")
 
@@ -37,19 +38,9 @@ UNNAMED_METHOD_REFUSAL = (
 )
 
 
-# The pyarrow exception each Flight status code of the error vocabulary (spicepod.errors) is raised as.
-FLIGHT_ERRORS: dict[str, type[Exception]] = {
-    "invalid_argument": pa.ArrowInvalid,
-    "not_found": pa.ArrowKeyError,
-    "unauthenticated": flight.FlightUnauthenticatedError,
-    "unavailable": flight.FlightUnavailableError,
-    "unimplemented": pa.ArrowNotImplementedError,
-    "internal": flight.FlightInternalError,
-}
-
-
 def flight_errors(method: F) -> F:
-    """Turn typed errors into the Flight error of their kind; anything else is an internal error."""
+    """Raise typed errors as the Flight error of their class (spicepod.errors.FLIGHT_ERRORS); anything else
+    is an internal error."""
 
     @functools.wraps(method)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -58,9 +49,9 @@ def flight_errors(method: F) -> F:
         except flight.FlightError:
             raise
         except FlightcastError as exc:
-            if exc.flight_code == "internal":
+            if flight_kind(exc).code == "INTERNAL":
                 log.exception("flight %s failed", method.__name__)
-            raise FLIGHT_ERRORS[exc.flight_code](_bounded(exc.message)) from None
+            raise flight_exception(exc, _bounded(exc.message)) from None
         except Exception as exc:
             log.exception("flight %s failed", method.__name__)
             raise flight.FlightInternalError(f"internal error in {method.__name__}: {type(exc).__name__}") from None

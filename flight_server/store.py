@@ -27,7 +27,7 @@ import pyarrow as pa
 from flight_server.ingest import IncomingStream, append_batches, check_put_schema, merge_staged, stage
 from flight_server.queries import CursorReader, QueryWatchdog, client_message
 from flight_server.sources import load_source
-from spicepod import DatasetSpec, InvalidInput, Limits, NotFound, SpicepodError, quote_ident
+from spicepod import DatasetSpec, FlightcastError, InvalidInput, Limits, NotFound, SpicepodError, quote_ident
 from spicepod.timestamps import iso_utc
 
 __all__ = ["CommitListener", "DatasetState", "DatasetStore"]
@@ -96,13 +96,25 @@ def _transaction(cur: duckdb.DuckDBPyConnection) -> Iterator[None]:
         raise
 
 
+# DuckDB errors a DoPut's own rows cause: a value that does not convert or fit, a broken constraint.
+# Anything else while storing (an IO error, a full disk at commit, an internal error) is the server's.
+CLIENT_DUCKDB_ERRORS: tuple[type[duckdb.Error], ...] = (duckdb.DataError, duckdb.IntegrityError)
+
+
+def append_error(name: str, exc: duckdb.Error) -> FlightcastError:
+    """A DuckDB error while storing a DoPut: the client's INVALID_ARGUMENT, or the server's internal error."""
+    if isinstance(exc, CLIENT_DUCKDB_ERRORS):
+        return InvalidInput(f"DoPut to '{name}': {exc}")
+    return FlightcastError(f"DoPut to '{name}' failed on the server ({type(exc).__name__}); the server log says why")
+
+
 @contextmanager
 def _client_errors(name: str) -> Iterator[None]:
-    """A DuckDB error while storing a DoPut is the client's (a value that does not fit, a conflict)."""
+    """DuckDB errors while storing a DoPut, as the client's or the server's (append_error)."""
     try:
         yield
     except duckdb.Error as exc:
-        raise InvalidInput(f"DoPut to '{name}': {exc}") from None
+        raise append_error(name, exc) from exc  # the DuckDB error stays in the server log's traceback
 
 
 class DatasetStore:

@@ -18,8 +18,18 @@ from spicepod import FlightcastError, InvalidInput, LimitExceeded, Unauthenticat
 
 log = logging.getLogger("flightcast.http")
 
-HTTP_ERROR_NAMES = {401: "Unauthorized", 404: "NotFound", 405: "MethodNotAllowed", 406: "NotAcceptable",
-                    413: "PayloadTooLarge"}
+# The one table of the HTTP statuses the API answers errors with, and the `status` of their JSON envelope.
+HTTP_STATUS_NAMES = {
+    400: "BadRequest",
+    401: "Unauthorized",
+    404: "NotFound",
+    405: "MethodNotAllowed",
+    406: "NotAcceptable",
+    413: "PayloadTooLarge",
+    500: "InternalError",
+    501: "NotImplemented",
+    503: "Unavailable",
+}
 
 # Paths that answer without the API key: probes of load balancers and orchestrators.
 OPEN_PATHS = frozenset({"/health", "/v1/ready"})
@@ -65,8 +75,38 @@ def route_template(pattern: str, handler: type[tornado.web.RequestHandler]) -> s
     return "".join(out)
 
 
+def status_name(status: int) -> str:
+    """The envelope's `status` for an HTTP status (one the table lacks: BadRequest or InternalError)."""
+    return HTTP_STATUS_NAMES.get(status) or ("InternalError" if status >= 500 else "BadRequest")
+
+
+def error_body(status: int, message: str) -> dict[str, Any]:
+    """The JSON error envelope: `status` (named by HTTP_STATUS_NAMES) and `error_message`."""
+    return {"status": status_name(status), "error_message": message}
+
+
+def write_error_json(
+    handler: tornado.web.RequestHandler, status: int, body: dict[str, Any], duration_ms: float,
+    headers: Mapping[str, str] | None = None,
+) -> None:
+    """The one writer of an error response, for every route: the envelope with `duration_ms`, as JSON."""
+    handler.clear()  # drops what the route had set, then sets the handler's default headers again
+    for name, value in (headers or {}).items():
+        handler.set_header(name, value)
+    handler.set_status(status)
+    handler.set_header("Content-Type", "application/json; charset=UTF-8")
+    handler.finish(json.dumps({**body, "duration_ms": duration_ms}, default=str))
+
+
+def not_allowed_message(request: Any, allowed: list[str]) -> str:
+    message = f"method {request.method} is not allowed on {request.path}"
+    return f"{message}; allowed: {', '.join(allowed)}" if allowed else message
+
+
 class BodyTooLarge(LimitExceeded):
-    """The request body is over runtime.limits.max_request_bytes (HTTP 413)."""
+    """The request body is over runtime.limits.max_request_bytes."""
+
+    http_status = 413
 
 
 @tornado.web.stream_request_body
@@ -169,40 +209,24 @@ class BaseHandler(tornado.web.RequestHandler):
         self.set_header("Content-Type", "text/plain; charset=UTF-8")
         self.finish(text)
 
-    def error_envelope(self, exc: BaseException) -> tuple[int, dict[str, Any]]:
-        """The status and body for an error; overridden by the predict routes."""
-        if isinstance(exc, BodyTooLarge):
-            return 413, {"status": "PayloadTooLarge", "error_message": exc.message}
-        if isinstance(exc, FlightcastError):  # the error vocabulary carries its own status (spicepod.errors)
-            return exc.http_status, {"status": exc.status_name, "error_message": exc.message}
-        return 500, {"status": "InternalError", "error_message": internal_message(exc)}
+    def error_response(self, exc: BaseException | None, status_code: int) -> tuple[int, dict[str, Any]]:
+        """The status and envelope for what ended the request (the predict routes re-map them)."""
+        status, message = status_code, self._reason
+        if exc is not None:
+            status, message = error_status(exc)
+        if status == 405:
+            message = not_allowed_message(self.request, implemented_methods(type(self)))
+        return status, error_body(status, message)
 
     def write_error(self, status_code: int, **kwargs: Any) -> None:
         exc = kwargs.get("exc_info", (None, None, None))[1]
-        if isinstance(exc, tornado.web.HTTPError):
-            reason = exc.log_message or self._reason
-            if status_code == 405:
-                allowed = implemented_methods(type(self))
-                reason = f"method {self.request.method} is not allowed on {self.request.path}"
-                if allowed:
-                    reason += f"; allowed: {', '.join(allowed)}"
-                    self._allow = ", ".join(allowed)
-            name = HTTP_ERROR_NAMES.get(status_code, "InternalError" if status_code >= 500 else "BadRequest")
-            body: dict[str, Any] = {"status": name, "error_message": reason}
-        elif exc is not None:
-            status_code, body = self.error_envelope(exc)
-        else:
-            body = {"status": "InternalError" if status_code >= 500 else "BadRequest", "error_message": self._reason}
-        body.setdefault("duration_ms", self.elapsed_ms())
-        self.clear()
-        if getattr(self, "_allow", None):
-            self.set_header("Allow", self._allow)
-        self.set_status(status_code)
-        self.set_header("Content-Type", "application/json; charset=UTF-8")
-        self.finish(json.dumps(body, default=str))
+        status, body = self.error_response(exc, status_code)
+        allowed = implemented_methods(type(self)) if status == 405 else []
+        headers = {"Allow": ", ".join(allowed)} if allowed else None
+        write_error_json(self, status, body, self.elapsed_ms(), headers)
 
     def log_exception(self, typ: Any, value: Any, tb: Any) -> None:
-        if isinstance(value, (FlightcastError, tornado.web.HTTPError)) and not _is_internal(value):
+        if not is_internal(value):
             return  # expected errors are answered, not logged with a traceback
         log.error("%s %s failed", self.request.method, self.request.path, exc_info=(typ, value, tb))
 
@@ -217,10 +241,20 @@ def _shown(name: str) -> str:
     return repr(text[:40] + ("..." if len(text) > 40 else ""))
 
 
-def _is_internal(exc: BaseException) -> bool:
+def error_status(exc: BaseException) -> tuple[int, str]:
+    """The HTTP status and message of an exception: its own (the error vocabulary, tornado's), else 500."""
+    if isinstance(exc, tornado.web.HTTPError):
+        return exc.status_code, exc.log_message or exc.reason or status_name(exc.status_code)
+    if isinstance(exc, FlightcastError):
+        return exc.http_status, exc.message
+    return 500, internal_message(exc)
+
+
+def is_internal(exc: BaseException) -> bool:
+    """A failure of the server (HTTP 5xx) rather than of the request; anything unexpected is one."""
     if isinstance(exc, tornado.web.HTTPError):
         return exc.status_code >= 500
-    return isinstance(exc, FlightcastError) and exc.internal
+    return not isinstance(exc, FlightcastError) or exc.internal
 
 
 def internal_message(exc: BaseException) -> str:

@@ -1,6 +1,7 @@
 """The OpenAPI 3.1 document of the HTTP API (served at GET /v1/openapi.json).
 
-Written by hand, route by route; tests/test_openapi.py keeps it equal to the app's route table.
+Written by hand, route by route; tests/test_openapi.py keeps it equal to the app's route table, and
+keeps each operation's statuses equal to those its route answers.
 """
 
 from __future__ import annotations
@@ -10,11 +11,8 @@ from typing import Any
 
 from http_api.base import OPEN_PATHS
 from http_api.formats import ARROW_STREAM, CSV, JSON, PARQUET, PARQUET_LEGACY, PROMETHEUS, TABLE_ENCODINGS, TEXT
+from http_api.openapi_schemas import SCHEMAS, ref
 from spicepod.constants import MAX_SERIES_ID_BYTES
-
-
-def _ref(name: str) -> dict[str, str]:
-    return {"$ref": f"#/components/schemas/{name}"}
 
 
 def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
@@ -26,194 +24,20 @@ def _text(description: str, example: str) -> dict[str, Any]:
 
 
 def _error(description: str) -> dict[str, Any]:
-    return _json(_ref("Error"), description)
+    return _json(ref("Error"), description)
 
+
+DATA_NODE_DOWN = _error("the data node (Flight server) cannot be reached")
+UNKNOWN_MODEL = _error("unknown model, or an empty name (no route for the path)")
 
 BINARY = {"schema": {"type": "string", "contentEncoding": "binary"}}
 # A table answer (SQL results, bulk forecasts) in each format http_api.formats.TABLE_ENCODINGS serves.
 TABLE_CONTENT = {
-    JSON: {"schema": _ref("SqlRows")},
+    JSON: {"schema": ref("SqlRows")},
     CSV: {"schema": {"type": "string"}},
     ARROW_STREAM: BINARY,
     PARQUET: BINARY,
     PARQUET_LEGACY: BINARY,
-}
-
-NUMBER_OR_NULL = {"type": ["number", "null"]}
-STRING_OR_NULL = {"type": ["string", "null"]}
-
-SCHEMAS: dict[str, Any] = {
-    "Error": {
-        "type": "object",
-        "description": "Every error body. Predict routes add model_name and lookback when known.",
-        "required": ["status", "error_message", "duration_ms"],
-        "properties": {
-            "status": {
-                "type": "string",
-                "enum": ["BadRequest", "InternalError", "NotFound", "MethodNotAllowed", "NotAcceptable",
-                         "Unauthorized", "PayloadTooLarge"],
-            },
-            "error_message": {"type": "string"},
-            "duration_ms": {"type": "number"},
-            "model_name": {"type": "string"},
-            "lookback": {"type": "integer"},
-        },
-    },
-    "PredictSuccess": {
-        "type": "object",
-        "required": ["status", "model_name", "model_version", "lookback", "prediction", "duration_ms",
-                     "horizon", "timestamps"],
-        "properties": {
-            "status": {"const": "Success"},
-            "model_name": {"type": "string"},
-            "model_version": {"type": "string"},
-            "lookback": {"type": "integer"},
-            "prediction": {"type": "array", "items": {"type": "number"}},
-            "duration_ms": {"type": "number"},
-            "horizon": {"type": "integer"},
-            "timestamps": {"type": "array", "items": {"type": "string", "format": "date-time"}},
-            "series": {"type": "string", "description": "the series forecast (panel models)"},
-            "intervals": {
-                "type": "object",
-                "description": "per requested level, keyed as given (\"80\", \"97.5\"): conformal bounds, "
-                               "each horizon long, lower <= prediction <= upper",
-                "additionalProperties": {
-                    "type": "object", "required": ["lower", "upper"],
-                    "properties": {"lower": {"type": "array", "items": {"type": "number"}},
-                                   "upper": {"type": "array", "items": {"type": "number"}}},
-                },
-            },
-        },
-    },
-    "PredictError": {
-        "type": "object",
-        "required": ["status", "error_message", "model_name", "duration_ms"],
-        "properties": {
-            "status": {"enum": ["BadRequest", "InternalError"]},
-            "error_message": {"type": "string"},
-            "model_name": {"type": "string"},
-            "lookback": {"type": "integer", "description": "present when the model is known"},
-            "duration_ms": {"type": "number"},
-        },
-    },
-    "PredictResult": {"oneOf": [_ref("PredictSuccess"), _ref("PredictError")]},
-    "BatchPredictRequest": {
-        "type": "object",
-        "required": ["predictions"],
-        "properties": {
-            "predictions": {
-                "type": "array",
-                "items": {
-                    "type": "object",
-                    "required": ["model_name"],
-                    "properties": {
-                        "model_name": {"type": "string"},
-                        "horizon": {"type": "integer", "minimum": 1,
-                                    "description": "steps to predict (default: the model's horizon)"},
-                        "series": {"type": "string", "description": "the series of a panel model"},
-                        "level": {"type": "array", "maxItems": 5,
-                                  "items": {"type": "number", "exclusiveMinimum": 0, "exclusiveMaximum": 100},
-                                  "description": "prediction interval levels in percent"},
-                    },
-                },
-                "description": "an item that is not an object with a string model_name fails the whole request "
-                               "with 400; any other bad item (unknown model, bad horizon) gets its own "
-                               "BadRequest result and the batch still answers 200",
-            },
-        },
-    },
-    "BatchPredictResponse": {
-        "type": "object",
-        "required": ["duration_ms", "predictions"],
-        "properties": {
-            "duration_ms": {"type": "number"},
-            "predictions": {
-                "type": "array", "items": _ref("PredictResult"),
-                "description": "one body per requested item, in request order",
-            },
-        },
-    },
-    "Dataset": {
-        "type": "object",
-        "required": ["name", "from", "mode", "time_column", "rows", "columns", "first_timestamp",
-                     "last_timestamp"],
-        "properties": {
-            "name": {"type": "string"},
-            "from": {"type": "string"},
-            "mode": {"enum": ["read", "read_write"]},
-            "time_column": {"type": "string"},
-            "rows": {"type": "integer"},
-            "columns": {
-                "type": "array",
-                "items": {
-                    "type": "object", "required": ["name", "type"],
-                    "properties": {"name": {"type": "string"}, "type": {"type": "string"}},
-                },
-            },
-            "first_timestamp": STRING_OR_NULL,
-            "last_timestamp": STRING_OR_NULL,
-        },
-    },
-    "Model": {
-        "type": "object",
-        "required": ["name", "from", "datasets", "model_version", "status", "lookback", "horizon", "frequency",
-                     "trained_at", "training_rows", "metrics"],
-        "properties": {
-            "name": {"type": "string"},
-            "from": {"type": "string"},
-            "datasets": {"type": "array", "items": {"type": "string"}},
-            "model_version": STRING_OR_NULL,
-            "status": {"enum": ["ready", "training", "failed"]},
-            "error_message": {"type": "string", "description": "why the last training failed"},
-            "lookback": {"type": "integer"},
-            "horizon": {"type": "integer"},
-            "strategy": {"enum": ["recursive", "direct", "auto"],
-                         "description": "the strategy trained (auto before a version exists)"},
-            "strategy_mase": {"type": ["object", "null"],
-                              "description": "strategy auto: each candidate's backtest MASE"},
-            "frequency": STRING_OR_NULL,
-            "trained_at": STRING_OR_NULL,
-            "training_rows": {"type": ["integer", "null"], "description": "grid periods trained on"},
-            "series_count": {"type": ["integer", "null"], "description": "series the model was trained on"},
-            "metrics": {
-                "type": "object", "required": ["mase", "smape"],
-                "description": "backtest means over rolling origins (and over series for panels)",
-                "properties": {"mase": NUMBER_OR_NULL, "smape": NUMBER_OR_NULL,
-                               "backtest_windows": {"type": ["integer", "null"]}},
-            },
-            "intervals": {
-                "type": "object",
-                "properties": {"calibration_errors": {
-                    "type": ["integer", "null"],
-                    "description": "backtest errors behind the intervals (the fewest of any horizon step)"}},
-            },
-        },
-    },
-    "Series": {
-        "type": "object",
-        "required": ["series", "rows", "first_timestamp", "last_timestamp", "status"],
-        "properties": {
-            "series": STRING_OR_NULL,
-            "rows": {"type": "integer"},
-            "first_timestamp": STRING_OR_NULL,
-            "last_timestamp": STRING_OR_NULL,
-            "status": {"enum": ["ready", "too_short"]},
-        },
-    },
-    "History": {
-        "type": "object",
-        "required": ["series", "timestamps", "values"],
-        "properties": {
-            "series": STRING_OR_NULL,
-            "timestamps": {"type": "array", "items": {"type": "string", "format": "date-time"}},
-            "values": {"type": "array", "items": {"type": "number"}},
-        },
-    },
-    "SqlRows": {
-        "type": "array",
-        "description": "one object per row, column name to value; timestamps as ISO 8601 text",
-        "items": {"type": "object"},
-    },
 }
 
 MODEL_NAME = {"name": "name", "in": "path", "required": True, "schema": {"type": "string"},
@@ -230,7 +54,8 @@ LEVELS = {"name": "level", "in": "query", "required": False, "style": "form", "e
                      "items": {"type": "number", "exclusiveMinimum": 0, "exclusiveMaximum": 100}},
           "description": "prediction interval levels in percent, repeatable: ?level=80&level=95"}
 
-# path -> method -> operation. Every operation also gets the error responses added by build_openapi.
+# path -> method -> operation: the statuses particular to the route. build_openapi adds those every route
+# may answer (COMMON_RESPONSES).
 PATHS: dict[str, dict[str, dict[str, Any]]] = {
     "/health": {
         "get": {
@@ -242,7 +67,8 @@ PATHS: dict[str, dict[str, dict[str, Any]]] = {
         "get": {
             "operationId": "metrics", "summary": "Prometheus metrics in the text exposition format",
             "responses": {"200": {"description": "metrics",
-                                  "content": {PROMETHEUS: {"schema": {"type": "string"}}}}},
+                                  "content": {PROMETHEUS: {"schema": {"type": "string"}}}},
+                          "503": DATA_NODE_DOWN},
         },
     },
     "/v1/openapi.json": {
@@ -261,13 +87,14 @@ PATHS: dict[str, dict[str, dict[str, Any]]] = {
     "/v1/datasets": {
         "get": {
             "operationId": "listDatasets", "summary": "The datasets with their schema, row count and time range",
-            "responses": {"200": _json({"type": "array", "items": _ref("Dataset")}, "the datasets")},
+            "responses": {"200": _json({"type": "array", "items": ref("Dataset")}, "the datasets"),
+                          "503": DATA_NODE_DOWN},
         },
     },
     "/v1/models": {
         "get": {
             "operationId": "listModels", "summary": "The models with their version, status and scores",
-            "responses": {"200": _json({"type": "array", "items": _ref("Model")}, "the models")},
+            "responses": {"200": _json({"type": "array", "items": ref("Model")}, "the models")},
         },
     },
     "/v1/models/{name}/predict": {
@@ -275,11 +102,12 @@ PATHS: dict[str, dict[str, dict[str, Any]]] = {
             "operationId": "predict", "summary": "Forecast the steps after the newest timestamp of the model's data",
             "parameters": [MODEL_NAME, HORIZON, SERIES, LEVELS],
             "responses": {
-                "200": _json(_ref("PredictSuccess"), "the forecast"),
-                "400": _json(_ref("PredictError"),
+                "200": _json(ref("PredictSuccess"), "the forecast"),
+                "400": _json(ref("PredictError"),
                              "unknown model, model not trained or failed, not enough data, bad horizon, an "
                              "unknown query parameter or horizon given twice"),
-                "500": _json(_ref("PredictError"), "unexpected failure (details in the server log)"),
+                "404": _error("an empty model name: no route for the path (an unknown model is a 400)"),
+                "500": _json(ref("PredictError"), "unexpected failure (details in the server log)"),
             },
         },
     },
@@ -288,8 +116,10 @@ PATHS: dict[str, dict[str, dict[str, Any]]] = {
             "operationId": "train", "summary": "Train the model again on the current data and wait for it",
             "parameters": [MODEL_NAME],
             "responses": {
-                "200": _json(_ref("Model"), "the model's entry after training"),
-                "404": _error("unknown model"),
+                "200": _json(ref("Model"), "the model's entry after training"),
+                "400": _error("the model's dataset has no values yet, or a query parameter"),
+                "404": UNKNOWN_MODEL,
+                "503": _error("the data node or the training cluster cannot be reached"),
             },
         },
     },
@@ -306,13 +136,15 @@ PATHS: dict[str, dict[str, dict[str, Any]]] = {
             ],
             "responses": {
                 "200": {
-                    **_json({"type": "array", "items": _ref("Series")}, "one entry per (matching) series, by id"),
+                    **_json({"type": "array", "items": ref("Series")}, "one entry per (matching) series, by id"),
                     "headers": {"X-Total-Count": {
                         "schema": {"type": "integer"},
                         "description": "how many series matched q, before limit",
                     }},
                 },
-                "400": _error("the model is not trained yet or failed, bad limit"),
+                "400": _error("the model is not trained yet or failed, bad limit, or a query parameter"),
+                "404": UNKNOWN_MODEL,
+                "503": DATA_NODE_DOWN,
             },
         },
     },
@@ -337,9 +169,10 @@ PATHS: dict[str, dict[str, dict[str, Any]]] = {
                     "description": "one row per series and step",
                     "content": TABLE_CONTENT,
                 },
-                "400": _error("unknown series, model not ready, bad horizon or level"),
-                "404": _error("unknown model"),
+                "400": _error("unknown series, model not ready, bad horizon or level, or a query parameter"),
+                "404": UNKNOWN_MODEL,
                 "406": _error("the Accept header accepts none of the formats this route serves"),
+                "503": DATA_NODE_DOWN,
             },
         },
     },
@@ -354,20 +187,21 @@ PATHS: dict[str, dict[str, dict[str, Any]]] = {
                  "description": "points (default 200)"},
             ],
             "responses": {
-                "200": _json(_ref("History"), "the series' latest points"),
-                "400": _error("unknown model or series, model not ready, bad limit"),
+                "200": _json(ref("History"), "the series' latest points"),
+                "400": _error("unknown series, model not ready, bad limit, or a query parameter"),
+                "404": UNKNOWN_MODEL,
+                "503": DATA_NODE_DOWN,
             },
         },
     },
     "/v1/predict": {
         "post": {
             "operationId": "batchPredict", "summary": "Forecast several models at once, concurrently",
-            "requestBody": {"required": True, "content": {JSON: {"schema": _ref("BatchPredictRequest")}}},
+            "requestBody": {"required": True, "content": {JSON: {"schema": ref("BatchPredictRequest")}}},
             "responses": {
-                "200": _json(_ref("BatchPredictResponse"), "one result per item, each with its own status"),
+                "200": _json(ref("BatchPredictResponse"), "one result per item, each with its own status"),
                 "400": _error("body not JSON, no 'predictions' list, an item without a string 'model_name', or a "
                               "query parameter"),
-                "413": _error("body larger than the runtime's max_request_bytes"),
             },
         },
     },
@@ -394,11 +228,22 @@ PATHS: dict[str, dict[str, dict[str, Any]]] = {
                 "406": _error("the Accept header accepts none of the formats this route serves"),
                 "400": _error("empty body, bad SQL, a write statement, a result over the row or size limit, or a "
                               "query parameter"),
-                "413": _error("body larger than the runtime's max_request_bytes"),
+                "503": DATA_NODE_DOWN,
             },
         },
     },
 }
+
+
+# What any route may answer: the checks of BaseHandler.prepare (query parameters, the size of a body, of any
+# method) and tornado's method check; and a failure nobody expected.
+COMMON_RESPONSES: dict[str, dict[str, Any]] = {
+    "400": _error("an unknown query parameter, or a single-valued one given twice"),
+    "405": _error("method not allowed on this path"),
+    "413": _error("body larger than the runtime's max_request_bytes"),
+    "500": _error("unexpected failure (details in the server log)"),
+}
+
 
 def build_openapi(*, api_key: bool, version: str = "0.1.0") -> dict[str, Any]:
     """The document; with `api_key`, protected operations declare the X-API-Key scheme and a 401."""
@@ -406,10 +251,8 @@ def build_openapi(*, api_key: bool, version: str = "0.1.0") -> dict[str, Any]:
     for path, operations in paths.items():
         for operation in operations.values():
             responses = operation["responses"]
-            responses.setdefault("400", _error("an unknown query parameter, or a single-valued one given twice"))
-            responses.setdefault("404", _error("no route for this path"))
-            responses.setdefault("405", _error("method not allowed on this path"))
-            responses.setdefault("500", _error("unexpected failure (details in the server log)"))
+            for status, response in COMMON_RESPONSES.items():
+                responses.setdefault(status, copy.deepcopy(response))
             if api_key and path not in OPEN_PATHS:
                 # /metrics also takes the key as a bearer token, the way Prometheus scrapers send it.
                 operation["security"] = [{"ApiKey": []}, {"Bearer": []}] if path == "/metrics" else [{"ApiKey": []}]

@@ -6,13 +6,14 @@ API as every other client. These routes serve files, not JSON, so they are not i
 
 from __future__ import annotations
 
-import json
 import re
 import time
 from pathlib import Path
 from typing import Any
 
 import tornado.web
+
+from http_api.base import error_body, not_allowed_message, write_error_json
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 STATIC_PREFIX = "/static/"
@@ -51,22 +52,13 @@ class PageHeaders(tornado.web.RequestHandler):
     def write_error(self, status_code: int, **kwargs: Any) -> None:
         """Errors in the API's JSON envelope (404 for a missing file, 405 for a wrong method)."""
         exc = kwargs.get("exc_info", (None, None, None))[1]
-        names = {404: "NotFound", 405: "MethodNotAllowed"}
         message = getattr(exc, "log_message", None) or self._reason
         if status_code in (403, 404):  # 403: a path outside the static folder; it is just not there
             status_code, message = 404, f"no such file: {self.request.path}"
         elif status_code == 405:
-            message = f"method {self.request.method} is not allowed on {self.request.path}"
-        body = {
-            "status": names.get(status_code, "InternalError" if status_code >= 500 else "BadRequest"),
-            "error_message": message,
-            "duration_ms": round((time.perf_counter() - self.started) * 1000, 3),
-        }
-        self.clear()
-        self.set_page_headers()
-        self.set_status(status_code)
-        self.set_header("Content-Type", "application/json; charset=UTF-8")
-        self.finish(json.dumps(body))
+            message = not_allowed_message(self.request, [])
+        duration_ms = round((time.perf_counter() - self.started) * 1000, 3)
+        write_error_json(self, status_code, error_body(status_code, message), duration_ms)
 
     def on_finish(self) -> None:
         method = self.request.method

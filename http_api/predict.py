@@ -13,9 +13,9 @@ import numpy as np
 import pyarrow as pa
 import tornado.web
 
-from http_api.base import MANY, ONE, BaseHandler, BodyTooLarge, internal_message
+from http_api.base import MANY, ONE, BaseHandler, error_body, error_status, write_error_json
 from pipelines.forecasts import BulkForecast, Forecast, History, Level, SeriesEntry
-from spicepod import FlightcastError, InvalidInput
+from spicepod import InvalidInput
 from spicepod.constants import MAX_SERIES_ID_BYTES
 
 MAX_BATCH_ITEMS = 1000  # models in one POST /v1/predict
@@ -23,6 +23,10 @@ MAX_LEVELS = 5
 MAX_HISTORY = 100_000
 DEFAULT_HISTORY = 200
 MAX_SERIES_LIST = 1_000_000
+
+# Statuses that refuse the HTTP request itself (no key, wrong method, body too large): the predict routes
+# answer them like every route, not in the Spice envelope.
+HTTP_REFUSALS = frozenset({401, 405, 413})
 
 
 # --- parsing at the edge: checked once here, trusted after ---------------------------------------------
@@ -145,31 +149,31 @@ def query_value(handler: BaseHandler, name: str) -> str | None:
 
 
 class PredictBase(BaseHandler):
-    """Predict bodies follow the Spice envelope: every error is BadRequest or InternalError."""
+    """The predict routes answer errors in the Spice envelope, as 400 BadRequest or 500 InternalError."""
 
-    def error_envelope(self, exc: BaseException) -> tuple[int, dict[str, Any]]:
-        """A refused query parameter gets the predict envelope, like a bad horizon."""
-        if isinstance(exc, InvalidInput) and not isinstance(exc, BodyTooLarge) and self.path_args:
-            return 400, self.prediction_error(exc, self.path_args[0])
-        return super().error_envelope(exc)
-
-    def prediction_error(self, exc: BaseException, name: str | None) -> dict[str, Any]:
-        internal = not isinstance(exc, FlightcastError) or exc.internal
-        body: dict[str, Any] = {
-            "status": "InternalError" if internal else "BadRequest",
-            "error_message": internal_message(exc),
-        }
+    def spice_error(self, status: int, message: str, name: str | None) -> tuple[int, dict[str, Any]]:
+        """The Spice re-mapping of an error: a server failure is 500 InternalError, any other problem (an
+        unknown or unready model, a bad parameter) 400 BadRequest; the body names the model and its lookback."""
+        status = 500 if status >= 500 else 400
+        body = error_body(status, message)
         if name is not None:
             body["model_name"] = name
             spec = self.ctx.predictions.spec(name)
             if spec is not None:
                 body["lookback"] = spec.lookback
-        return body
+        return status, body
+
+    def error_response(self, exc: BaseException | None, status_code: int) -> tuple[int, dict[str, Any]]:
+        """A route naming a model answers as Spice does, except where the HTTP request itself is refused."""
+        status, body = super().error_response(exc, status_code)
+        if self.path_args and status not in HTTP_REFUSALS:
+            return self.spice_error(status, body["error_message"], self.path_args[0])
+        return status, body
 
     async def predict_one(
         self, name: str, horizon: int | None, series: str | None, levels: list[Level],
-    ) -> tuple[bool, dict[str, Any]]:
-        """(ok, body) for one model; errors become bodies, never exceptions."""
+    ) -> tuple[int, dict[str, Any]]:
+        """(HTTP status, body) for one model; errors become bodies, never exceptions."""
         started = self.ctx.clock()
         predictions = self.ctx.predictions
         try:
@@ -177,36 +181,30 @@ class PredictBase(BaseHandler):
             forecast = predictions.cached(name, horizon, series, levels)
             if forecast is None:
                 forecast = await self.ctx.run(predictions.predict, name, horizon, series, levels)
-            body, ok = forecast_body(forecast), True
+            status, body = 200, forecast_body(forecast)
         except Exception as exc:  # noqa: BLE001 - each item carries its own status
-            body, ok = self.prediction_error(exc, name), False
-            if body["status"] == "InternalError":
+            status, body = self.spice_error(*error_status(exc), name)
+            if status == 500:
                 self.log_exception(type(exc), exc, exc.__traceback__)
         seconds = self.ctx.clock() - started
         body["duration_ms"] = round(seconds * 1000, 3)
         self.ctx.metrics.prediction(name, body["status"], seconds)
-        return ok, body
-
+        return status, body
 
 
 class PredictHandler(PredictBase):
     query_params = {"horizon": ONE, "series": ONE, "level": MANY}
 
     async def get(self, name: str) -> None:
-        try:
-            horizon = parse_horizon(query_value(self, "horizon"), self.ctx.predictions.max_horizon)
-            series = parse_series(query_value(self, "series"))
-            levels = parse_levels(query_values(self, "level"))
-        except InvalidInput as exc:
-            body = self.prediction_error(exc, name)
+        horizon = parse_horizon(query_value(self, "horizon"), self.ctx.predictions.max_horizon)
+        series = parse_series(query_value(self, "series"))
+        levels = parse_levels(query_values(self, "level"))
+        status, body = await self.predict_one(name, horizon, series, levels)
+        if status == 200:
             body["duration_ms"] = self.elapsed_ms()
-            self.write_json(body, status=400)
-            return
-        ok, body = await self.predict_one(name, horizon, series, levels)
-        status = 200 if ok else (500 if body["status"] == "InternalError" else 400)
-        body["duration_ms"] = self.elapsed_ms()
-        self.write_json(body, status=status)
-
+            self.write_json(body)
+        else:
+            write_error_json(self, status, body, self.elapsed_ms())
 
 
 class BatchPredictHandler(PredictBase):
@@ -221,9 +219,9 @@ class BatchPredictHandler(PredictBase):
         done = await asyncio.gather(*results)
         self.write_json({"duration_ms": self.elapsed_ms(), "predictions": [body for _, body in done]})
 
-    async def _error_item(self, body: dict[str, Any]) -> tuple[bool, dict[str, Any]]:
+    async def _error_item(self, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
         body["duration_ms"] = 0.0
-        return False, body
+        return 400, body
 
     def _items(self, body: Any) -> list[Any]:
         if not isinstance(body, dict) or not isinstance(body.get("predictions"), list):
@@ -247,7 +245,7 @@ class BatchPredictHandler(PredictBase):
                 horizon = parse_horizon(item.get("horizon"), cap, text=False)
                 items.append((name, horizon, parse_series(item.get("series")), parse_levels(levels)))
             except InvalidInput as exc:
-                items.append(self.prediction_error(exc, name))
+                items.append(self.spice_error(exc.http_status, exc.message, name)[1])
         return items
 
 

@@ -11,7 +11,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.flight as flight
 
-from spicepod import error_for_flight_code
+from spicepod import FlightcastError, Unavailable, error_from_flight
 
 
 class FlightDataClient:
@@ -38,7 +38,9 @@ class FlightDataClient:
         with typed_errors():
             try:
                 return fn(self._client())
-            except flight.FlightUnavailableError:
+            except flight.FlightUnavailableError as exc:
+                if type(error_from_flight(exc, _message(exc))) is not Unavailable:
+                    raise  # the node answered: what it serves is not ready yet
                 self._local.client = None
                 return fn(self._client())
 
@@ -64,29 +66,18 @@ class FlightDataClient:
         return self.action("dataset_info", name.encode("utf-8"))
 
 
-# The Flight status code behind each exception pyarrow raises on the client side.
-_FLIGHT_CODES: tuple[tuple[type[Exception], str], ...] = (
-    (pa.ArrowKeyError, "not_found"),
-    (pa.ArrowInvalid, "invalid_argument"),
-    (pa.ArrowNotImplementedError, "unimplemented"),
-    (flight.FlightUnauthenticatedError, "unauthenticated"),
-    (flight.FlightUnavailableError, "unavailable"),
-)
-
-
 @contextmanager
 def typed_errors() -> Iterator[None]:
-    """Flight errors as the error vocabulary, by status code (spicepod.errors.error_for_flight_code)."""
+    """Flight errors as the error vocabulary, by the one table of spicepod.errors (FLIGHT_ERRORS)."""
     try:
         yield
     except (pa.ArrowException, flight.FlightError) as exc:
-        code = next((code for cls, code in _FLIGHT_CODES if isinstance(exc, cls)), "internal")
-        message = _message(exc)
-        if code == "unavailable":
-            message = f"the data node (Flight server) is unavailable: {message}"
-        elif code == "internal":
-            message = f"flight server: {message}"
-        raise error_for_flight_code(code)(message) from None
+        error = error_from_flight(exc, _message(exc))
+        if type(error) is Unavailable:
+            error.message = f"the data node (Flight server) is unavailable: {error.message}"
+        elif type(error) is FlightcastError:
+            error.message = f"flight server: {error.message}"
+        raise error from None
 
 
 def _message(exc: Exception) -> str:

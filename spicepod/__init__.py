@@ -11,7 +11,7 @@ from spicepod.errors import (
     Unauthenticated,
     Unavailable,
     Unimplemented,
-    error_for_flight_code,
+    error_from_flight,
 )
 from spicepod.schema import describe_keys, load_spicepod, parse_spicepod, quote_ident
 from spicepod.specs import (
@@ -42,7 +42,7 @@ __all__ = [
     "Unavailable",
     "Unimplemented",
     "describe_keys",
-    "error_for_flight_code",
+    "error_from_flight",
     "DatasetSpec",
     "FlightcastError",
     "InvalidInput",

@@ -1,20 +1,23 @@
-"""The error vocabulary shared by every layer, and the one table that maps it to the transports.
+"""The error vocabulary shared by every layer, and the one table that maps it to Arrow Flight.
 
-Errors are raised where the problem is found and turned into a response in one place. Each class
-carries its HTTP status, the `status` name of the JSON envelope, and the Flight status code it travels
-as (`flight_code`); `http_api` and `flight_server` read these attributes and nothing else, and a Flight
-client turns a status code back into the class with `error_for_flight_code`.
+Errors are raised where the problem is found and turned into a response in one place. Each class carries
+its HTTP status (http_api names it from its one status table); `FLIGHT_ERRORS` says how each class travels
+over Flight: the gRPC status, the pyarrow exception the server raises for it, which the client receives
+and turns back into the same class with `error_from_flight`.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pyarrow as pa
+import pyarrow.flight as flight
 
 
 class FlightcastError(Exception):
     """Base of all expected errors; an unexpected failure of a known kind (HTTP 500, Flight INTERNAL)."""
 
     http_status = 500
-    status_name = "InternalError"
-    flight_code = "internal"
 
     def __init__(self, message: str):
         super().__init__(message)
@@ -33,32 +36,24 @@ class InvalidInput(FlightcastError):
     """The caller sent something malformed or not allowed (HTTP 400, Flight INVALID_ARGUMENT)."""
 
     http_status = 400
-    status_name = "BadRequest"
-    flight_code = "invalid_argument"
 
 
 class NotFound(FlightcastError):
     """A named dataset or model does not exist (HTTP 404, Flight NOT_FOUND)."""
 
     http_status = 404
-    status_name = "NotFound"
-    flight_code = "not_found"
 
 
 class NotReady(FlightcastError):
     """The thing exists but cannot serve yet: training, failed to train, too little data (HTTP 400, UNAVAILABLE)."""
 
     http_status = 400
-    status_name = "BadRequest"
-    flight_code = "unavailable"
 
 
 class Unauthenticated(FlightcastError):
     """Missing or wrong API key (HTTP 401, Flight UNAUTHENTICATED)."""
 
     http_status = 401
-    status_name = "Unauthorized"
-    flight_code = "unauthenticated"
 
 
 class LimitExceeded(InvalidInput):
@@ -69,37 +64,71 @@ class Unavailable(FlightcastError):
     """A service this one depends on (the data node, a training cluster) cannot be reached (HTTP 503)."""
 
     http_status = 503
-    status_name = "Unavailable"
-    flight_code = "unavailable"
 
 
 class Unimplemented(FlightcastError):
     """A protocol command or action this server does not serve (HTTP 501, Flight UNIMPLEMENTED)."""
 
     http_status = 501
-    status_name = "NotImplemented"
-    flight_code = "unimplemented"
 
 
 class SpicepodError(FlightcastError):
     """The spicepod is invalid; the message names the file, the entry and the key (exit code 2)."""
 
     http_status = 400
-    status_name = "BadRequest"
-    flight_code = "invalid_argument"
 
 
-# The class a Flight status code turns back into on the client side.
-_BY_FLIGHT_CODE: dict[str, type[FlightcastError]] = {
-    "invalid_argument": InvalidInput,
-    "not_found": NotFound,
-    "unauthenticated": Unauthenticated,
-    "unimplemented": Unimplemented,
-    "unavailable": Unavailable,
-    "internal": FlightcastError,
-}
+@dataclass(frozen=True)
+class FlightKind:
+    """How one error class travels over Flight."""
+
+    error: type[FlightcastError]
+    code: str  # the gRPC status other Flight clients (ADBC, Java, Go) see
+    exception: type[Exception]  # what the server raises; a pyarrow client receives the same class
+    tagged: bool = False  # shares its exception with another class: its message starts with "<class name>: "
 
 
-def error_for_flight_code(code: str) -> type[FlightcastError]:
-    """The error class a Flight status code stands for (unknown codes are internal errors)."""
-    return _BY_FLIGHT_CODE.get(code, FlightcastError)
+# Every class of the vocabulary, once. A gRPC status has one plain class; the others that travel as it are
+# told apart by the class name that starts their message ("NotReady: model 'm' is not trained yet").
+FLIGHT_ERRORS: tuple[FlightKind, ...] = (
+    FlightKind(FlightcastError, "INTERNAL", flight.FlightInternalError),
+    FlightKind(InvalidInput, "INVALID_ARGUMENT", pa.ArrowInvalid),
+    FlightKind(LimitExceeded, "INVALID_ARGUMENT", pa.ArrowInvalid, tagged=True),
+    FlightKind(SpicepodError, "INVALID_ARGUMENT", pa.ArrowInvalid, tagged=True),
+    FlightKind(NotFound, "NOT_FOUND", pa.ArrowKeyError),
+    FlightKind(Unauthenticated, "UNAUTHENTICATED", flight.FlightUnauthenticatedError),
+    FlightKind(Unavailable, "UNAVAILABLE", flight.FlightUnavailableError),
+    FlightKind(NotReady, "UNAVAILABLE", flight.FlightUnavailableError, tagged=True),
+    FlightKind(Unimplemented, "UNIMPLEMENTED", pa.ArrowNotImplementedError),
+)
+_BY_CLASS = {row.error: row for row in FLIGHT_ERRORS}
+
+
+def flight_kind(exc: FlightcastError) -> FlightKind:
+    """The row of the nearest class of `exc` in the table (a subclass travels as its parent)."""
+    for cls in type(exc).__mro__:
+        if cls in _BY_CLASS:
+            return _BY_CLASS[cls]
+    raise TypeError(f"{type(exc).__name__} is not a FlightcastError")
+
+
+def flight_exception(exc: FlightcastError, message: str | None = None) -> Exception:
+    """The pyarrow exception a Flight server raises for `exc` (`message` replaces its text, e.g. bounded)."""
+    row = flight_kind(exc)
+    text = exc.message if message is None else message
+    return row.exception(f"{row.error.__name__}: {text}" if row.tagged else text)
+
+
+def error_from_flight(exc: Exception, message: str) -> FlightcastError:
+    """The error a pyarrow Flight exception stands for, given its message without pyarrow's detail.
+
+    A message tagged with the name of a class of the same exception is that class, the tag removed; an
+    exception the table does not name is an internal error.
+    """
+    rows = [row for row in FLIGHT_ERRORS if isinstance(exc, row.exception)]
+    for row in rows:
+        tag = f"{row.error.__name__}: "
+        if row.tagged and message.startswith(tag):
+            return row.error(message[len(tag):])
+    plain = next((row.error for row in rows if not row.tagged), FlightcastError)
+    return plain(message)

@@ -6,6 +6,7 @@ In-process runtimes (harness.InProcessRuntime) on free ports; `negotiate` is als
 
 from __future__ import annotations
 
+import http.client
 import io
 import re
 from datetime import datetime, timezone
@@ -15,9 +16,11 @@ import pyarrow.parquet as pq
 import pytest
 from conftest import RuntimeFactory, copy_data, parse_instant, write_spicepod
 
+from harness.client import HttpResponse
 from http_api.app import ROUTES
 from http_api.base import route_template
 from http_api.formats import ARROW_STREAM, CSV, JSON, PARQUET, PARQUET_LEGACY, negotiate
+from spicepod import Limits
 
 KEY = "requests-test-key-5a7b"
 SPICEPOD = """
@@ -130,6 +133,33 @@ def test_the_wrong_method_is_still_405_and_no_key_still_401(rt, keyed) -> None:
     response = keyed.get("/v1/models?bogus=1", auth=False)
     assert (response.status, response.json()["status"]) == (401, "Unauthorized")
     assert rt.get("/no/such/route?bogus=1").status == 404
+
+
+def test_predict_refusals_of_the_request_keep_the_general_envelope(rt, keyed) -> None:
+    # Only 400 and 500 take the Spice envelope (model_name, lookback); no key, a wrong method and a body
+    # over the limit refuse the HTTP request itself, as on every route.
+    refusals = [
+        (keyed.get("/v1/models/nile_m/predict", auth=False), 401, "Unauthorized"),
+        (rt.post("/v1/models/nile_m/predict", b""), 405, "MethodNotAllowed"),
+        (_oversized(rt, "GET", "/v1/models/nile_m/predict"), 413, "PayloadTooLarge"),
+    ]
+    for response, status, name in refusals:
+        body = response.json()
+        assert (response.status, body["status"]) == (status, name), body
+        assert set(body) == {"status", "error_message", "duration_ms"}, body
+
+
+def _oversized(rt, method: str, path: str):
+    """A request whose Content-Length is over the default limit; the server answers from the headers."""
+    conn = http.client.HTTPConnection("127.0.0.1", rt.http_port, timeout=30)
+    try:
+        conn.putrequest(method, path)
+        conn.putheader("Content-Length", str(Limits.max_request_bytes + 1))
+        conn.endheaders()
+        response = conn.getresponse()
+        return HttpResponse(response.status, dict(response.getheaders()), response.read())
+    finally:
+        conn.close()
 
 
 # --- open probes ---------------------------------------------------------------------------------------
