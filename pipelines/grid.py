@@ -254,11 +254,18 @@ class GridQuery:
         return [(sid, *fill_series(times, values, self.freq, self.fill, self.dataset, sid))
                 for sid, times, values in parts]
 
-    def history(self, client: FlightDataClient, max_points: int, ids: list[str] | None = None) -> SeriesSet:
-        """The latest `max_points` grid points of each series (or of the named ones), filled."""
+    def history(
+        self, client: FlightDataClient, max_points: int, ids: list[str] | None = None, observed: bool = False,
+    ) -> SeriesSet:
+        """The latest `max_points` grid points of each series (or of the named ones), filled; with `observed`,
+        only the periods the data has a value for (nothing `fill` made up)."""
         out = SeriesSet()
-        for sid, grid_times, grid_values in self._filled(self._read(client, self._sql(self._where(None, ids),
-                                                                                       max_points))):
+        parts = self._read(client, self._sql(self._where(None, ids), max_points))
+        if observed:
+            parts = [(sid, times[np.isfinite(values)], values[np.isfinite(values)]) for sid, times, values in parts]
+        else:
+            parts = self._filled(parts)
+        for sid, grid_times, grid_values in parts:
             out.ids.append(sid)
             out.times.append(grid_times[-max_points:])
             out.values.append(grid_values[-max_points:])

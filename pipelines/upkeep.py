@@ -99,7 +99,7 @@ class Upkeep:
         ids = None
         if served.panel and len(waiting) <= MAX_NAMED_SERIES:
             ids = sorted(sid for sid in waiting if sid is not None)
-        found = grid.history(self._client, points, ids=ids)
+        found = grid.history(self._client, points, ids=ids, observed=True)  # values `fill` made up never score
         scored = 0
         for sid, times, values in zip(found.ids, found.times, found.values, strict=True):
             if sid in waiting:

@@ -9,8 +9,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from inprocess_flight import flight_store
 
+from pipelines.flight_client import FlightDataClient
 from pipelines.frequency import Frequency
+from pipelines.grid import GridQuery, phase_origin, raw_timestamps
 from pipelines.methods import METHODS, local_forecast, seasonal_naive
 from pipelines.portfolio import PortfolioModel, bounds_for, load_model
 from pipelines.selection import BATCH_METHODS
@@ -162,3 +165,54 @@ def test_local_method_that_cannot_fit_does_not_compete():
     assert local_forecast("ets", flat, 4, 4) is None  # too short for a seasonal fit
     assert local_forecast("croston", np.array([0.0, 1, 0, 0, 2, 0, 0, 0, 1, 0]), 3, 1) is not None
     assert math.isclose(float(local_forecast("naive", np.array([1.0, 5.0]), 2, 1)[1]), 5.0)
+
+
+# --- the grid: partial periods, week starts, observed periods (real store over in-process Flight) ---------
+
+
+def _daily_store(tmp_path, first: str, days: int, skip: tuple[int, ...] = ()):
+    start = np.datetime64(first, "D")
+    lines = ["ts,value"] + [f"{start + np.timedelta64(i, 'D')},1.0" for i in range(days) if i not in skip]
+    (tmp_path / "daily.csv").write_text("\n".join(lines) + "\n")
+    text = ("version: v1\nkind: Spicepod\nname: t\ndatasets:\n  - {from: file:daily.csv, name: daily}\n")
+    return flight_store(tmp_path, text)
+
+
+def _grid(data, freq: str, aggregate: str, week_start: str | None = None) -> GridQuery:
+    client = FlightDataClient(data.location)
+    raw = raw_timestamps(client, "daily", "ts", None)
+    frequency = Frequency.parse(freq)
+    return GridQuery("daily", "ts", "value", None, frequency, phase_origin(raw, frequency, week_start),
+                     aggregate, "linear"), client
+
+
+def test_partial_weeks_at_either_end_are_dropped_and_weeks_start_on_mondays(tmp_path):
+    # Thursday 2024-01-04 to Tuesday 2024-03-05: a 4-day first week and a 2-day last week.
+    with _daily_store(tmp_path, "2024-01-04", 62) as data:
+        grid, client = _grid(data, "1w", "sum")
+        found = grid.history(client, 100)
+        weeks = found.times[0]
+        assert str(weeks[0]) == "2024-01-08T00:00:00.000000" and str(weeks[-1]) == "2024-02-26T00:00:00.000000"
+        assert np.all((weeks - weeks[0]) % np.timedelta64(7, "D") == np.timedelta64(0, "D"))
+        assert found.values[0].tolist() == [7.0] * weeks.size  # whole weeks only
+        windows = grid.windows(client, 4, newest=np.datetime64("2024-03-05", "us"))
+        assert windows.values.tolist() == [[7.0] * 4] and str(windows.last[0]).startswith("2024-02-26")
+
+
+def test_week_start_moves_weekly_periods(tmp_path):
+    with _daily_store(tmp_path, "2024-01-04", 62) as data:
+        grid, client = _grid(data, "1w", "sum", week_start="sunday")
+        found = grid.history(client, 100)
+        assert str(found.times[0][0]) == "2024-01-07T00:00:00.000000"  # a Sunday
+        assert found.values[0].tolist() == [7.0] * found.times[0].size
+
+
+def test_observed_history_leaves_out_what_fill_made_up(tmp_path):
+    with _daily_store(tmp_path, "2024-01-01", 20, skip=(10, 11)) as data:
+        grid, client = _grid(data, "1d", "mean")
+        filled = grid.history(client, 100)
+        observed = grid.history(client, 100, observed=True)
+        assert filled.times[0].size == 20 and observed.times[0].size == 18
+        gap = {str(np.datetime64("2024-01-11", "us")), str(np.datetime64("2024-01-12", "us"))}
+        assert gap <= {str(t) for t in filled.times[0]}
+        assert not gap & {str(t) for t in observed.times[0]}
