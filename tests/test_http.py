@@ -89,7 +89,7 @@ FILES = ["austres.csv", "woolyrnq.csv", "nile.csv", "us_realgdp.csv", "sunspots_
 QUICK_MODELS = ["austres_m", "wool_m", "nile_m"]
 
 SUCCESS_KEYS = {"status", "model_name", "model_version", "lookback", "prediction", "duration_ms", "horizon",
-                "timestamps"}
+                "timestamps", "method"}  # method: what the series is forecast by (SPEC 14)
 MODEL_KEYS = {"name", "from", "datasets", "model_version", "status", "lookback", "horizon", "frequency",
               "trained_at", "training_rows", "metrics"}
 DATASET_KEYS = {"name", "from", "mode", "time_column", "series_column", "on_duplicate", "rows", "columns",
