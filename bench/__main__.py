@@ -43,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
         t0 = time.perf_counter()
         try:
             importlib.import_module(name).main()
-        except Exception:  # noqa: BLE001 - one failing benchmark must not hide the others' figures
+        except Exception:  # one failing benchmark must not hide the others' figures
             traceback.print_exc()
             failed.append(name)
         print(f"({name}: {time.perf_counter() - t0:.1f} s)", flush=True)

@@ -291,7 +291,7 @@ class ParameterisedQueries:
 
             for name, sql_type in _seam.bind(cursor, sql).parameters:
                 types[str(name)] = _arrow_type(str(sql_type))
-        except Exception:  # noqa: BLE001 - types are a hint to clients; without them every parameter is null-typed
+        except Exception:  # types are a hint to clients; without them every parameter is null-typed
             pass
         finally:
             cursor.close()

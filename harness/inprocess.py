@@ -81,7 +81,7 @@ class InProcessRuntime(RuntimeEndpoints):
     def _run(self, runtime: Runtime) -> None:
         try:
             asyncio.run(self._serve(runtime))
-        except BaseException as exc:  # noqa: BLE001 - handed to the thread that called start() or stop()
+        except BaseException as exc:  # handed to the thread that called start() or stop()
             self._error = exc
         finally:
             self._started.set()

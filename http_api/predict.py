@@ -165,7 +165,7 @@ class PredictBase(BaseHandler):
             if forecast is None:
                 forecast = await self.ctx.run(predictions.predict, name, horizon, series, levels)
             body, ok = forecast_body(forecast), True
-        except Exception as exc:  # noqa: BLE001 - each item carries its own status
+        except Exception as exc:  # each item carries its own status
             body, ok = self.prediction_error(exc, name), False
             if body["status"] == "InternalError":
                 self.log_exception(type(exc), exc, exc.__traceback__)

@@ -137,7 +137,7 @@ class RuntimeFactory:
         for runtime in self.runtimes:
             try:
                 runtime.cleanup()
-            except Exception as exc:  # noqa: BLE001 - stop the others first
+            except Exception as exc:  # stop the others first
                 failures.append(exc)
         if failures:
             raise failures[0]

@@ -283,7 +283,7 @@ def test_concurrent_do_gets(runtime, client) -> None:
                     assert_metrics(read_all(c, "SELECT * FROM metrics", OPTS))
             finally:
                 c.close()
-        except BaseException as exc:  # noqa: BLE001 - collected and re-raised in the test thread
+        except BaseException as exc:  # collected and re-raised in the test thread
             errors.append(exc)
 
     threads = [threading.Thread(target=worker) for _ in range(8)]
@@ -558,7 +558,7 @@ def test_concurrent_do_puts_all_land(runtime) -> None:
                                pa.timestamp("us")),
                 "value": pa.array([float(k)] * 500)}, schema=schema)
             results.append(do_put(c, "sink_concurrent", table.to_batches(max_chunksize=100), OPTS))
-        except BaseException as exc:  # noqa: BLE001 - collected and re-raised in the test thread
+        except BaseException as exc:  # collected and re-raised in the test thread
             errors.append(exc)
         finally:
             c.close()

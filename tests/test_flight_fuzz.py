@@ -850,7 +850,7 @@ def test_concurrent_do_puts_to_one_dataset(runtime) -> None:
                         acked[(w, seq)] = k
                     else:
                         errors.append(f"writer {w} put {seq} (bad={bad}): {kind} {short(message)!r}")
-        except BaseException as exc:  # noqa: BLE001 - reported by the test thread
+        except BaseException as exc:  # reported by the test thread
             errors.append(f"writer {w}: {exc!r}")
         finally:
             c.close()
@@ -875,7 +875,7 @@ def test_concurrent_do_puts_to_one_dataset(runtime) -> None:
                     errors.append(f"a reader saw partial or duplicated DoPuts: {partial.to_pydict()}")
                     return
                 time.sleep(0.005)
-        except BaseException as exc:  # noqa: BLE001 - reported by the test thread
+        except BaseException as exc:  # reported by the test thread
             errors.append(f"reader: {exc!r}")
         finally:
             c.close()

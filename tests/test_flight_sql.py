@@ -260,7 +260,7 @@ def test_concurrent_clients_get_their_own_results(runtime, client) -> None:
                     cur.execute(sql, (n,))
                     if not cur.fetch_arrow_table().equals(expected[n]):
                         failures.append(f"wrong result for {n}")
-        except Exception as exc:  # noqa: BLE001 - reported below
+        except Exception as exc:  # reported below
             failures.append(repr(exc))
 
     threads = [threading.Thread(target=worker, args=(n,)) for n in range(1, 6)]

@@ -181,7 +181,7 @@ def test_concurrent_overwriting_streams_leave_one_row_per_key(panel_flight) -> N
         try:
             for _ in range(5):
                 do_put(client, "sales", panel([(s, t, value) for s, t in keys]).to_batches(max_chunksize=150), OPTS)
-        except BaseException as exc:  # noqa: BLE001 - re-raised in the test thread
+        except BaseException as exc:  # re-raised in the test thread
             errors.append(exc)
         finally:
             client.close()
