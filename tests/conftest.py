@@ -34,6 +34,7 @@ from harness import (  # noqa: F401 - re-exported for the test modules
     http_request,
     write_spicepod,
 )
+from harness.browser import BrowserMissing, browser_paths
 from harness.client import START_TIMEOUT_S
 
 REPO = Path(__file__).resolve().parent.parent
@@ -193,6 +194,19 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
                 log = "...\n" + log[-20000:]
             report.sections.append((f"flightcast log ({runtime.log_path.name})", log))
     return report
+
+
+# --- the browser -------------------------------------------------------------------------------------
+
+def require_browser() -> None:
+    """Skip the calling test without headless Chromium (install hint in the reason); fail instead under CI=true,
+    which installs the browser (.ci/run), so a missing browser never passes as green there."""
+    try:
+        browser_paths()
+    except BrowserMissing as missing:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"CI=true and {missing}")
+        pytest.skip(str(missing))
 
 
 # --- CLI ----------------------------------------------------------------------------------------------
