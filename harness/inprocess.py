@@ -123,6 +123,12 @@ class InProcessRuntime(RuntimeEndpoints):
         """Fixture teardown: the same as stop(); a runtime that does not stop cleanly fails the teardown."""
         self.stop()
 
+    def __enter__(self) -> InProcessRuntime:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
     def _detach_log(self) -> None:
         logger = logging.getLogger("flightcast")
         if self._log in logger.handlers:

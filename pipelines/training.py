@@ -17,9 +17,8 @@ import logging
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
-import lightgbm as lgb
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
@@ -31,6 +30,9 @@ from pipelines.model import SeriesStats, TrainedModel
 from pipelines.series import SeriesSet
 from spicepod import STRATEGIES, InvalidInput
 from spicepod.timestamps import iso_utc
+
+if TYPE_CHECKING:
+    import lightgbm as lgb
 
 log = logging.getLogger("flightcast.training")
 
@@ -228,6 +230,8 @@ class LocalBackend:
         return [fn(chunk, *args) for chunk in self.chunks]
 
     def fit(self, params: dict[str, Any], rounds: int, rows: Callable[..., Any], *args: Any) -> lgb.Booster:
+        import lightgbm as lgb  # on first use: a runtime without models (a data node) never loads it
+
         parts = self.map(rows, *args)
         x, y, w = (np.concatenate([p[k] for p in parts]) for k in range(3))
         data = lgb.Dataset(x, y, weight=w / w.mean() if w.size else w, params=params, free_raw_data=True)
@@ -248,6 +252,8 @@ def fit(
                         np.concatenate([p.std for p in parts]), np.concatenate([p.scale for p in parts]))
     cap = max(MIN_WINDOWS_PER_SERIES, TRAINING_ROWS_BUDGET // max(len(cuts), 1))
     rows = sum(min(max(0, n - lag - layout.lookback), cap) for n in cuts.values())
+    import lightgbm as lgb  # on first use: a runtime without models (a data node) never loads it
+
     boosters = []
     for step in _steps(strategy, horizon):
         params, rounds = lightgbm_params(user_params, rows)

@@ -3,7 +3,8 @@
 Flight status codes as pyarrow 26 clients see them (checked against a bare pyarrow server):
 INVALID_ARGUMENT -> pa.ArrowInvalid, NOT_FOUND -> pa.ArrowKeyError, UNAUTHENTICATED ->
 flight.FlightUnauthenticatedError; an unmapped server exception arrives as flight.FlightServerError.
-One runtime serves the whole module; each test that writes uses a dataset of its own.
+One runtime, in this process (harness.InProcessRuntime), serves the whole module; each test that writes uses a
+dataset of its own.
 """
 
 from __future__ import annotations
@@ -145,10 +146,11 @@ ALL_DATASETS = set(READ_COUNTS) | {"rw", "rw_bad", "rw_empty", "rw_widen", "sink
 
 
 @pytest.fixture(scope="module")
-def runtime(module_runtime_factory):
-    folder = module_runtime_factory.new_dir()
+def runtime(module_inprocess_factory):
+    """The whole runtime in this process: the Flight data plane needs no process of its own."""
+    folder = module_inprocess_factory.new_dir()
     path = write_spicepod(folder, build_pod(folder))
-    return module_runtime_factory(spicepod=path)
+    return module_inprocess_factory(spicepod=path)
 
 
 @pytest.fixture(scope="module")
