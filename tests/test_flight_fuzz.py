@@ -12,9 +12,10 @@ changes schema mid-way (or carries a broken IPC message) is sent by `RawGrpc` be
 client over plaintext HTTP/2 that posts hand-built FlightData messages (Arrow IPC metadata and bodies
 cut out of streams written by pyarrow, i.e. "two writers" spliced together).
 
-Counts scale with FLIGHTCAST_FUZZ: unset = a bounded few hundred cases for `make test`; `full` =
-thousands (`make fuzz`). The seed is FLIGHTCAST_FUZZ_SEED when set, else fixed (bounded) or drawn from
-the clock (full); it is printed and named in every failure.
+The runtime is a subprocess of its own: what is fuzzed is the process (it must not die, and a crash
+must not take the test run with it). Counts scale with FLIGHTCAST_FUZZ: unset = a bounded few hundred
+cases for `make test`; `full` = thousands (`make fuzz`). The seed is FLIGHTCAST_FUZZ_SEED when set, else
+fixed (bounded) or drawn from the clock (full); it is printed and named in every failure.
 """
 
 from __future__ import annotations
@@ -36,7 +37,15 @@ from urllib.parse import unquote
 import pyarrow as pa
 import pyarrow.flight as flight
 import pytest
-from conftest import do_put, read_all, write_csv_text, write_spicepod
+from conftest import (
+    do_put,
+    open_server_connections,
+    read_all,
+    server_read_everything,
+    wait_until,
+    write_csv_text,
+    write_spicepod,
+)
 
 pytestmark = pytest.mark.fuzz
 
@@ -588,11 +597,12 @@ class RawGrpc:
         return (int(status) if status.isdigit() else None,
                 unquote(fields.get(b"grpc-message", b"").decode("latin-1")), replies)
 
-    def abandon(self, messages: list[bytes], cut: int | None = None, linger: float = 0.2) -> None:
-        """Send (part of) a stream without ending it, then drop the connection with a TCP reset."""
+    def abandon(self, messages: list[bytes], cut: int | None = None) -> None:
+        """Send (part of) a stream without ending it, then, once the server has read it all, drop the
+        connection with a TCP reset."""
         with socket.create_connection(("127.0.0.1", self.port), timeout=self.timeout) as sock:
             sock.sendall(self._request(messages, False, cut))
-            time.sleep(linger)
+            wait_until(lambda: server_read_everything(self.port), "the server read the abandoned stream")
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
 
 
@@ -711,8 +721,10 @@ def test_raw_do_put_connection_reset_leaves_nothing(runtime, client, cut: str) -
     stream = [flight_data(msgs[0][0], path=[b"raw"])] + [flight_data(h, b) for h, b in msgs[1:]]
     before = table_rows(client, "raw")
     size = sum(5 + len(m) for m in stream)
+    connections = open_server_connections(runtime.flight_port)
     RawGrpc(runtime.flight_port).abandon(stream, cut=size - 37 if cut == "mid_message" else None)
-    time.sleep(0.5)
+    wait_until(lambda: not open_server_connections(runtime.flight_port) - connections,
+               "the server dropped the reset connection")
     assert table_rows(client, "raw") == before
     assert_serving(runtime, client)
 
@@ -772,6 +784,8 @@ def test_client_killed_mid_do_put(runtime, client) -> None:
     acked: dict[int, int] = {}
     durable_maybe: dict[int, int] = {}
     next_id, cycles, rows = 0, scale(4, 25), 0
+    port = int(runtime.flight_location.rsplit(":", 1)[1])
+    before = open_server_connections(port)
     for cycle in range(cycles):
         proc = subprocess.Popen([sys.executable, "-c", WRITER, runtime.flight_location, "dropped", str(next_id),
                                  str(rng.randrange(10**9))], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
@@ -793,13 +807,12 @@ def test_client_killed_mid_do_put(runtime, client) -> None:
         in_flight = {b: k for b, k in started.items() if b not in acked}
         assert len(in_flight) <= 1, in_flight
         next_id = max(started, default=next_id - 1) + 1
-        time.sleep(0.3)  # let the server see the broken stream
+        wait_until(lambda: not open_server_connections(port) - before, f"the server dropped killed writer {cycle}")
         present = check_batches(client, "dropped", acked, {**durable_maybe, **in_flight}, f"cycle {cycle}")
         durable_maybe.update({b: k for b, k in in_flight.items() if b in present})
         rows += sum(acked.values()) + sum(durable_maybe.values())
         assert_serving(runtime, client, f"after killed writer {cycle}")
-    # a batch that was absent right after the kill must not turn up later
-    time.sleep(0.5)
+    # a batch that was absent right after its writer's kill must not have turned up since
     assert check_batches(client, "dropped", acked, durable_maybe, "end") == set(acked) | set(durable_maybe)
     print(f"killed writers: {cycles} cycles, {len(acked)} acknowledged DoPuts, "
           f"{len(durable_maybe)} in-flight ones stored whole, {rows} rows checked")
