@@ -39,7 +39,7 @@ POINTS = 120 if TINY else 200  # daily points per series
 LOOKBACK, HORIZON = 14, 7
 ROUNDS = 10 if TINY else 50
 BACKTEST_WINDOWS = 1  # one backtest fit and the final fit: two global fits per training
-WORKERS = (1, 2)
+WORKERS = (1,) if TINY else (1, 2)  # the tiny run: one cluster, the whole code path
 START = datetime(2020, 1, 1)
 
 SPICEPOD = """
