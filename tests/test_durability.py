@@ -159,7 +159,7 @@ def test_sigterm_with_an_open_do_put_stream(runtime_factory, pod) -> None:
     writer, _ = client.do_put(flight.FlightDescriptor.for_path("rw"), pending.schema)
     try:
         writer.write_table(pending)
-        time.sleep(0.5)
+        wait_until(lambda: server_read_everything(rt.flight_port), "the server read the open stream")
         rt.proc.send_signal(signal.SIGTERM)
         try:
             code = rt.proc.wait(timeout=20)
