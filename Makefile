@@ -13,7 +13,7 @@ $(VENV)/bin/python:
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 10), "flightcast needs Python 3.10+"'
 	$(PYTHON) -m venv $(VENV)
 
-# The runtime dependencies only: what `make run` and `make bench` need.
+# The runtime dependencies only: what `make run` needs.
 $(RUNTIME_STAMP): pyproject.toml constraints.txt | $(VENV)/bin/python
 	$(PIP) -e .
 	touch $@
@@ -32,7 +32,8 @@ test: $(TEST_STAMP)
 fuzz: $(TEST_STAMP)
 	FLIGHTCAST_FUZZ=full $(BIN)/python -m pytest -m "fuzz or slow"
 
-# The benchmarks compare against peer libraries (the bench extra); they are never needed otherwise.
+# Every benchmark's requirements (the bench extra: peers, ADBC, selenium, Dask); a missing one fails its module.
+# The page benchmark also needs the system's chromium and chromium-driver (see .ci/run).
 BENCH_STAMP := $(VENV)/.installed-bench
 $(BENCH_STAMP): $(RUNTIME_STAMP)
 	$(PIP) -e '.[bench]'

@@ -12,8 +12,10 @@ A benchmark module is `bench/bench_<what>.py` with:
   whole code path runs in a few seconds.
 - a `__main__` block calling `main()`.
 Nothing else: it is found by its file name, run here, and run once tiny by tests/test_bench_smoke.py
-inside `make test`, which checks that it exits 0 and prints at least one `ratio` line. To add a benchmark
-to an existing module, call it from that module's `main()`.
+inside `make test`, which checks that it exits 0 and prints at least one `ratio` line. A benchmark never
+skips: a missing requirement (a peer, ADBC, Dask, selenium, the browser) raises with its install hint,
+and `make bench` reports the module as FAILED. The kit is bench/common.py; BENCH_TINY=1 the one tiny
+switch. To add a benchmark to an existing module, call it from that module's `main()`.
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     if "--tiny" in args:
         args.remove("--tiny")
-        os.environ["BENCH_TINY"] = "1"  # read by bench.common at import, below
+        os.environ["BENCH_TINY"] = "1"  # the same switch: read by bench.common at import, below
     chosen = modules() if not args else [name if name.startswith("bench.") else f"bench.{name}" for name in args]
     started = time.perf_counter()
     failed = []
@@ -43,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
         t0 = time.perf_counter()
         try:
             importlib.import_module(name).main()
-        except Exception:  # noqa: BLE001 - one failing benchmark must not hide the others' figures
+        except Exception:  # one failing benchmark must not hide the others' figures
             traceback.print_exc()
             failed.append(name)
         print(f"({name}: {time.perf_counter() - t0:.1f} s)", flush=True)

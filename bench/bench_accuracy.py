@@ -14,7 +14,7 @@ import time
 
 import numpy as np
 
-from bench.forecast_common import HORIZON, header, read_series, sample_paths, seasonal_naive, tiny_mode
+from bench.common import HORIZON, TINY, header, ratio_line, read_series, sample_paths, seasonal_naive
 from pipelines.frequency import infer_frequency
 from pipelines.metrics import mase, smape
 from pipelines.series import SeriesSet
@@ -81,8 +81,8 @@ def fit_samples(tiny: bool) -> tuple[dict, dict, dict]:
     return info, trained, chosen
 
 
-def main(tiny: bool | None = None) -> None:
-    tiny = tiny_mode(tiny)
+def main() -> None:
+    tiny = TINY
     header("bench.bench_accuracy", "forecast accuracy against seasonal naive and naive (held-out last H points)")
     info, trained, chosen = fit_samples(tiny)
     rows = []
@@ -114,10 +114,10 @@ def main(tiny: bool | None = None) -> None:
     print(f"previous forecasting core, same protocol: mean MASE {PREVIOUS['flightcast']:.3f} "
           f"(seasonal naive {PREVIOUS['seasonal_naive']:.3f})")
     ours, naive = means["flightcast"][0], means["seasonal_naive"][0]
-    print(f"ratio  {'mean MASE flightcast / seasonal naive':<66} {ours / naive:8.3f}x   target < 1")
+    ratio_line("mean MASE flightcast / seasonal naive", ours / naive, "< 1", None)
     if not tiny:
-        print(f"ratio  {'mean MASE flightcast / previous core (1.183)':<66} {ours / PREVIOUS['flightcast']:8.3f}x"
-              "   target <= 0.85 (15% below)")
+        ratio_line("mean MASE flightcast / previous core (1.183)", ours / PREVIOUS["flightcast"],
+                   "<= 0.85 (15% below)", None)
     print("train s: train_model on the training part (3 rolling backtest fits + calibration + the final fit)")
 
     # Forecast latency of the chosen model on the longest series (in-process, numpy loop).

@@ -372,7 +372,7 @@ def _designs(data: pa.Table, folder) -> None:
             results.append([label, ROWS / empty / 1e6, OVERWRITE_ROWS / overwrite / 1e6,
                             ms(window(f"SELECT ts, value FROM {name} WHERE ts >= ? ORDER BY ts", last))])
         # keep every row, de-duplicate on read: the writes above, the reads through a view
-        reads = store._db.cursor()  # noqa: SLF001 - a diagnostic view the product never has
+        reads = store._db.cursor()  # a diagnostic view the product never has
         reads.execute("CREATE VIEW dedupe_t AS SELECT * FROM store.main.keep_t "
                       "QUALIFY row_number() OVER (PARTITION BY ts ORDER BY rowid DESC) = 1")
         last = store.state("keep_t").last_ts

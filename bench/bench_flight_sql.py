@@ -1,13 +1,11 @@
 """Flight SQL through the ADBC driver against plain Flight on the same runtime: SELECT *, tiny queries, ingest.
 
 Run: .venv/bin/python -m bench.bench_flight_sql          (BENCH_ROWS=N for another size)
-     .venv/bin/python -m bench.bench_flight_sql --tiny   (or BENCH_TINY=1: every case once on tiny inputs)
+     BENCH_TINY=1 .venv/bin/python -m bench.bench_flight_sql   (every case once on tiny inputs)
 """
 
 from __future__ import annotations
 
-import os
-import sys
 import time
 
 import adbc_driver_flightsql.dbapi as dbapi
@@ -15,17 +13,29 @@ import pyarrow as pa
 import pyarrow.flight as flight
 from google.protobuf import any_pb2
 
-from bench.common import Runtime, TempDir, do_put, header, median, ms, ratio_line, series_table, table, write_parquet
+from bench.common import (
+    TINY,
+    Runtime,
+    TempDir,
+    do_put,
+    header,
+    median,
+    ms,
+    ratio_line,
+    series_table,
+    size,
+    table,
+    write_parquet,
+)
 from flight_server import flightsql_pb2
 
 # Every size in one place; the tiny mode runs each case once on small inputs, so the module cannot break
 # unnoticed.
-TINY = "--tiny" in sys.argv or os.environ.get("BENCH_TINY", "") not in ("", "0")
-ROWS = 5_000 if TINY else int(os.environ.get("BENCH_ROWS", 10_000_000))
-SMALL_ROWS = 1_000 if TINY else 10_000
-RUNS = 1 if TINY else 5  # whole-dataset reads per client, interleaved
-TINY_QUERY_RUNS = 5 if TINY else 300
-PUT_RUNS = 1 if TINY else 3
+ROWS = size(10_000_000, 5_000, env="BENCH_ROWS")
+SMALL_ROWS = size(10_000, 1_000)
+RUNS = size(5, 1)  # whole-dataset reads per client, interleaved
+TINY_QUERY_RUNS = size(300, 5)
+PUT_RUNS = size(3, 1)
 PUT_CHUNK = 1 << 19  # rows per batch sent, the same for DoPut and ADBC ingest
 
 SPICEPOD = """

@@ -22,22 +22,21 @@ from bench.bench_accuracy import fit_samples, forecast_holdout
 from bench.bench_panel import HOLDOUT, SEASON, choose_model, mlforecast_model
 from bench.bench_panel import autoets as autoets_forecast
 from bench.bench_panel import settings as panel_settings
-from bench.forecast_common import (
+from bench.common import (
     DATA,
+    TINY,
     coverage,
     frame_to_matrix,
     header,
     latest_windows,
     long_frame,
     naive_scales,
-    peers,
-    ratio,
+    ratio_line,
     read_panel,
     read_series,
-    report_peers,
     scaled_width,
     split_panel,
-    tiny_mode,
+    use_peers,
 )
 from pipelines.frequency import infer_frequency
 from pipelines.intervals import interval_bounds
@@ -100,16 +99,16 @@ def compare(where: str, figures: dict, strict: bool, coverage_of: dict | None = 
     ours = figures["flightcast"]
     for lv in LEVELS:
         cov = (coverage_of or ours)[lv][0]
-        ratio(f"{where}: flightcast {lv}% coverage / nominal ({cov:.1f}%)", cov / lv,
-              f"within {COVERAGE_TOLERANCE:.0f} points ({(lv - COVERAGE_TOLERANCE) / lv:.3f}-"
-              f"{min(100.0, lv + COVERAGE_TOLERANCE) / lv:.3f})",
-              abs(cov - lv) <= COVERAGE_TOLERANCE if strict else None)
+        ratio_line(f"{where}: flightcast {lv}% coverage / nominal ({cov:.1f}%)", cov / lv,
+                   f"within {COVERAGE_TOLERANCE:.0f} points ({(lv - COVERAGE_TOLERANCE) / lv:.3f}-"
+                   f"{min(100.0, lv + COVERAGE_TOLERANCE) / lv:.3f})",
+                   abs(cov - lv) <= COVERAGE_TOLERANCE if strict else None)
         if "AutoETS" in figures:
             theirs = figures["AutoETS"][lv]
             both_cover = abs(ours[lv][0] - lv) <= COVERAGE_TOLERANCE and abs(theirs[0] - lv) <= COVERAGE_TOLERANCE
-            ratio(f"{where}: {lv}% scaled width flightcast / AutoETS", ours[lv][1] / theirs[1],
-                  "< 1 where both cover" + ("" if both_cover else " (they do not both cover here)"),
-                  ours[lv][1] < theirs[1] if both_cover else None)
+            ratio_line(f"{where}: {lv}% scaled width flightcast / AutoETS", ours[lv][1] / theirs[1],
+                       "< 1 where both cover" + ("" if both_cover else " (they do not both cover here)"),
+                       ours[lv][1] < theirs[1] if both_cover else None)
 
 
 # ------------------------------------------------------------------------------------------ (a) samples
@@ -212,18 +211,16 @@ def training_time(tiny: bool, trained: dict) -> None:
     seconds = time.perf_counter() - start
     print(f"  sunspots_monthly, all {values.size} points, lookback 48, horizon 12, recursive: {seconds:.2f} s "
           f"(previous single-holdout core: about {PREVIOUS_SUNSPOTS_SECONDS:.1f} s on this machine)")
-    ratio("sunspots 48/12 recursive training time / previous core (3.0 s)", seconds / PREVIOUS_SUNSPOTS_SECONDS,
-          "<= 2", seconds <= 2 * PREVIOUS_SUNSPOTS_SECONDS)
+    ratio_line("sunspots 48/12 recursive training time / previous core (3.0 s)", seconds / PREVIOUS_SUNSPOTS_SECONDS,
+               "<= 2", seconds <= 2 * PREVIOUS_SUNSPOTS_SECONDS)
 
 
-def main(tiny: bool | None = None) -> None:
-    tiny = tiny_mode(tiny)
+def main() -> None:
+    tiny = TINY
     header("bench.bench_intervals", "coverage and width of 80%/95% intervals against AutoETS and mlforecast")
+    have_peers = use_peers()
     if tiny:
-        print("tiny mode: peers skipped, a few series, few trees")
-        have_peers = False
-    else:
-        have_peers = report_peers(peers(), ("pandas", "mlforecast", "statsforecast"))
+        print("tiny mode: a few series, few trees")
     trained = samples(tiny, have_peers)
     panel(tiny, have_peers)
     training_time(tiny, trained)

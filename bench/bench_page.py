@@ -6,13 +6,12 @@ The figure is the page's own clock: performance.now() when the chart is drawn, i
 navigation started. Information only; the goal is under 300 ms on this machine.
 
 Run: .venv/bin/python -m bench.bench_page    (BENCH_TINY=1: every case once on tiny inputs)
-Needs chromium and chromium-driver (Debian packages) and selenium (the test extra).
+Needs chromium and chromium-driver (Debian packages) and selenium (the bench extra); without them it fails.
 """
 
 from __future__ import annotations
 
 import os
-import shutil
 import time
 import urllib.request
 from datetime import datetime
@@ -23,6 +22,7 @@ import numpy as np
 import pyarrow as pa
 
 from bench.common import TINY, Runtime, TempDir, header, median, ms, ratio_line, table, write_parquet
+from harness.browser import headless_chromium
 
 HISTORY_POINTS = 300 if TINY else 10_000  # points of the single series, all drawn (choices of the page)
 PANEL_SERIES = 50 if TINY else 10_000  # series of the panel model
@@ -65,18 +65,8 @@ def panel_table(series: int, points: int) -> pa.Table:
 
 
 def browser() -> Any:
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    chromium = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
-    driver = shutil.which("chromedriver")
-    if not chromium or not driver:
-        raise RuntimeError("bench_page needs headless Chromium: apt-get install chromium chromium-driver")
-    options = webdriver.ChromeOptions()
-    options.binary_location = chromium
-    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--window-size=1280,900"):
-        options.add_argument(arg)
-    return webdriver.Chrome(options=options, service=Service(driver))
+    """Headless Chromium; without one (or selenium) this benchmark fails with the install hint (BrowserMissing)."""
+    return headless_chromium()
 
 
 def wait(driver: Any, script: str, timeout: float = 60.0) -> Any:

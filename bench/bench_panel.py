@@ -27,8 +27,9 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.forecast_common import (
+from bench.common import (
     ROOT,
+    TINY,
     Runtime,
     frame_to_matrix,
     header,
@@ -37,14 +38,12 @@ from bench.forecast_common import (
     mase_rows,
     naive_scales,
     peak_rss_mb,
-    peers,
-    ratio,
+    ratio_line,
     read_panel,
-    report_peers,
     reset_peak_rss,
     seasonal_naive,
     split_panel,
-    tiny_mode,
+    use_peers,
 )
 from pipelines.frequency import Frequency
 from pipelines.series import SeriesSet
@@ -74,7 +73,7 @@ BULK_RUNS = 5
 PREDICT_RUNS = 15
 READY_TIMEOUT = 1800.0
 
-TINY = {
+TINY_SETTINGS = {
     "panel_series": 40, "lookbacks": (8,), "objectives": ("default",), "series": 40, "points": 60,
     "lookback": 14, "horizon": 7, "rounds": 20, "bulk_runs": 2, "predict_runs": 3,
 }
@@ -82,7 +81,7 @@ TINY = {
 
 def settings(tiny: bool) -> dict:
     if tiny:
-        return dict(TINY)
+        return dict(TINY_SETTINGS)
     return {"panel_series": None, "lookbacks": LOOKBACKS, "objectives": OBJECTIVES, "series": SERIES,
             "points": POINTS, "lookback": SYNTH_LOOKBACK, "horizon": SYNTH_HORIZON, "rounds": ROUNDS,
             "bulk_runs": BULK_RUNS, "predict_runs": PREDICT_RUNS}
@@ -125,13 +124,14 @@ def accuracy(cfg: dict, have_peers: bool) -> None:
               f"{'' if t is None else f'{t:.1f}':>15}")
     print("  (flightcast's time is train_model: 3 rolling backtest fits, calibration and the final fit)")
     best_peer = min((s, n) for n, s in scores.items() if n != "flightcast")
-    ratio("tourism mean MASE flightcast / seasonal naive", scores["flightcast"] / scores["seasonal naive"],
-          "< 1", scores["flightcast"] < scores["seasonal naive"])
+    ratio_line("tourism mean MASE flightcast / seasonal naive", scores["flightcast"] / scores["seasonal naive"],
+               "< 1", scores["flightcast"] < scores["seasonal naive"])
     if "AutoETS" in scores:
-        ratio("tourism mean MASE flightcast / AutoETS (best peer in the issue)",
-              scores["flightcast"] / scores["AutoETS"], "< 1 (below 1.599)", scores["flightcast"] < scores["AutoETS"])
-    ratio(f"tourism mean MASE flightcast / best of this run ({best_peer[1]})", scores["flightcast"] / best_peer[0],
-          "< 1", scores["flightcast"] < best_peer[0])
+        ratio_line("tourism mean MASE flightcast / AutoETS (best peer in the issue)",
+                   scores["flightcast"] / scores["AutoETS"], "< 1 (below 1.599)",
+                   scores["flightcast"] < scores["AutoETS"])
+    ratio_line(f"tourism mean MASE flightcast / best of this run ({best_peer[1]})", scores["flightcast"] / best_peer[0],
+               "< 1", scores["flightcast"] < best_peer[0])
 
 
 def choose_model(train: SeriesSet, cfg: dict):
@@ -274,10 +274,10 @@ def scale(cfg: dict, have_peers: bool) -> tuple[dict, dict | None]:
     print(f"  flightcast: {ours['training_rows']} feature rows in the final fit, backtest MASE "
           f"{ours['backtest_mase']:.3f}; its time includes 3 backtest fits and calibration, mlforecast's one fit")
     if theirs:
-        ratio("training time flightcast / mlforecast", ours["fit_s"] / theirs["fit_s"], "<= 1",
-              ours["fit_s"] <= theirs["fit_s"])
-        ratio("training peak RSS flightcast / mlforecast", ours["peak_mb"] / theirs["peak_mb"], "<= 0.5",
-              ours["peak_mb"] <= 0.5 * theirs["peak_mb"])
+        ratio_line("training time flightcast / mlforecast", ours["fit_s"] / theirs["fit_s"], "<= 1",
+                   ours["fit_s"] <= theirs["fit_s"])
+        ratio_line("training peak RSS flightcast / mlforecast", ours["peak_mb"] / theirs["peak_mb"], "<= 0.5",
+                   ours["peak_mb"] <= 0.5 * theirs["peak_mb"])
     return ours, theirs
 
 
@@ -333,6 +333,7 @@ def served(cfg: dict, theirs: dict | None) -> None:
         folder = Path(tmp)
         write_files(folder, panel)
         with Runtime(SPICEPOD.format(lookback=lookback, horizon=horizon, lgb=lgb), folder) as rt:
+            rt.start()
             ready = rt.ready_after(READY_TIMEOUT)
             print(f"\n(b) bulk forecast of {n} series x {horizon} steps: GET /v1/models/panel_m/forecasts (Arrow IPC) "
                   f"on a runtime (ready after {ready:.1f} s: load + training of both models)")
@@ -349,10 +350,10 @@ def served(cfg: dict, theirs: dict | None) -> None:
                   f"{warm:.3f} s over {cfg['bulk_runs']} calls; {table.num_rows} rows, {len(body) / 1e6:.1f} MB")
             if theirs:
                 print(f"  mlforecast in-process predict({horizon}): median {theirs['predict_s']:.3f} s")
-                ratio("bulk forecast flightcast GET /forecasts (warm) / mlforecast predict", warm / theirs["predict_s"],
-                      "<= 1", warm <= theirs["predict_s"])
-                ratio("bulk forecast flightcast GET /forecasts (first) / mlforecast predict",
-                      first / theirs["predict_s"], "<= 1", first <= theirs["predict_s"])
+                ratio_line("bulk forecast flightcast GET /forecasts (warm) / mlforecast predict",
+                           warm / theirs["predict_s"], "<= 1", warm <= theirs["predict_s"])
+                ratio_line("bulk forecast flightcast GET /forecasts (first) / mlforecast predict",
+                           first / theirs["predict_s"], "<= 1", first <= theirs["predict_s"])
             single_predict(rt, panel, cfg)
 
 
@@ -393,24 +394,21 @@ def single_predict(rt: Runtime, panel: SeriesSet, cfg: dict) -> None:
     print(f"  {'model':<8} {'warm ms':>9} {'cold ms (after a DoPut)':>24}")
     for label, (w, c) in results.items():
         print(f"  {label:<8} {w:>9.2f} {c:>24.2f}")
-    ratio("GET predict warm: panel / single-series model", results["panel"][0] / results["single"][0], "<= 1.2",
-          results["panel"][0] <= 1.2 * results["single"][0])
-    ratio("GET predict cold: panel / single-series model", results["panel"][1] / results["single"][1], "<= 1.2",
-          results["panel"][1] <= 1.2 * results["single"][1])
+    ratio_line("GET predict warm: panel / single-series model", results["panel"][0] / results["single"][0], "<= 1.2",
+               results["panel"][0] <= 1.2 * results["single"][0])
+    ratio_line("GET predict cold: panel / single-series model", results["panel"][1] / results["single"][1], "<= 1.2",
+               results["panel"][1] <= 1.2 * results["single"][1])
 
 
 # ------------------------------------------------------------------------------------------ main
 
 
-def main(tiny: bool | None = None) -> None:
-    tiny = tiny_mode(tiny)
+def main() -> None:
     header("bench.bench_panel", "panels: tourism accuracy, 10,000-series training and bulk forecasts, predict")
-    cfg = settings(tiny)
-    if tiny:
-        print("tiny mode: peers skipped; " + ", ".join(f"{k}={v}" for k, v in cfg.items()))
-        have_peers = False
-    else:
-        have_peers = report_peers(peers(), ("pandas", "mlforecast", "statsforecast"))
+    cfg = settings(TINY)
+    have_peers = use_peers()
+    if TINY:
+        print("tiny mode: " + ", ".join(f"{k}={v}" for k, v in cfg.items()))
     accuracy(cfg, have_peers)
     _, theirs = scale(cfg, have_peers)
     served(cfg, theirs)

@@ -13,6 +13,7 @@ import json
 import numpy as np
 
 from bench.common import (
+    Runtime,
     TempDir,
     do_put,
     header,
@@ -27,7 +28,6 @@ from bench.common import (
     time_calls,
     write_parquet,
 )
-from harness import RuntimeProcess, write_spicepod
 
 ROWS = size(200_000, 2_000, env="BENCH_ROWS")
 WARM_RUNS = size(2000, 20)
@@ -61,7 +61,7 @@ class Http:
         return body
 
 
-def _measure(name: str, node: RuntimeProcess, writer: RuntimeProcess) -> dict[str, list[float]]:
+def _measure(name: str, node: Runtime, writer: Runtime) -> dict[str, list[float]]:
     client = Http(node.http_port)
     flight = writer.flight_client()
     last = [np.datetime64(client.predict()["timestamps"][0].rstrip("Z"), "us") - np.timedelta64(60, "s")]
@@ -93,22 +93,18 @@ def main() -> None:
         path = write_parquet(folder / "big.parquet", series_table(ROWS))
         text = SPICEPOD.format(path=path, model=MODEL, rounds=size(50, 5))
         results = {}
-        single = RuntimeProcess(write_spicepod(folder / "all", text), folder / "all" / "data")
-        single.start_timeout = 600
+        single = Runtime(text, folder / "all")
         try:
             single.start().wait_ready()
             results["all"] = _measure("all", single, single)
         finally:
             single.cleanup()
-        pod = write_spicepod(folder / "split", text)
-        data = RuntimeProcess(pod, folder / "split" / "data", extra_args=["--role", "data"])
+        data = Runtime(text, folder / "split", data_dir=folder / "split" / "data", extra_args=["--role", "data"])
         serve = None
         try:
-            data.start_timeout = 600
             data.start()
-            serve = RuntimeProcess(pod, folder / "split" / "serve",
-                                   extra_args=["--role", "serve", "--data", f"grpc://127.0.0.1:{data.flight_port}"])
-            serve.start_timeout = 600
+            serve = Runtime(text, folder / "split", data_dir=folder / "split" / "serve",
+                            extra_args=["--role", "serve", "--data", f"grpc://127.0.0.1:{data.flight_port}"])
             serve.start().wait_ready()
             results["serve"] = _measure("serve", serve, data)
         finally:

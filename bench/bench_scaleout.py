@@ -21,14 +21,25 @@ from datetime import datetime
 import numpy as np
 import pyarrow as pa
 
-from bench.common import PYTHON, ROOT, TINY, Runtime, TempDir, header, ratio_line, table, write_parquet
+from bench.common import (
+    BENCH_EXTRA_HINT,
+    PYTHON,
+    ROOT,
+    TINY,
+    Runtime,
+    TempDir,
+    header,
+    ratio_line,
+    table,
+    write_parquet,
+)
 
 SERIES = 100 if TINY else 2000
 POINTS = 120 if TINY else 200  # daily points per series
 LOOKBACK, HORIZON = 14, 7
 ROUNDS = 10 if TINY else 50
 BACKTEST_WINDOWS = 1  # one backtest fit and the final fit: two global fits per training
-WORKERS = (1, 2)
+WORKERS = (1,) if TINY else (1, 2)  # the tiny run: one cluster, the whole code path
 START = datetime(2020, 1, 1)
 
 SPICEPOD = """
@@ -115,8 +126,7 @@ def main() -> None:
     try:
         from distributed import Client, LocalCluster
     except ImportError:
-        print("skipped: dask is not installed (pip install -e '.[dask]')")
-        return
+        raise RuntimeError(f"dask is not installed; {BENCH_EXTRA_HINT}") from None
     results: dict[str, dict] = {}
     with TempDir("flightcast-bench-scaleout-") as folder:
         path = write_parquet(folder / "panel.parquet", panel_table())

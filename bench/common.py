@@ -1,5 +1,6 @@
-"""Shared benchmark helpers: sizes (full or tiny), a runtime subprocess on free ports, synthetic series,
-timing statistics and the output format.
+"""The benchmarks' one kit: sizes (full or tiny), the runtime subprocess (harness.RuntimeProcess, the launcher
+the tests use too), synthetic and sample data, forecasting baselines and scores, peers, timing statistics
+and the output format.
 
 Every figure a benchmark prints is compared with a baseline measured in the same run: the machine is
 shared and noisy, so only ratios mean something.
@@ -7,8 +8,10 @@ shared and noisy, so only ratios mean something.
 
 from __future__ import annotations
 
+import csv
 import json
 import os
+import resource
 import shutil
 import signal
 import subprocess
@@ -26,12 +29,18 @@ import pyarrow.flight as flight
 import pyarrow.parquet as pq
 
 from harness import RuntimeProcess, write_spicepod
+from pipelines.series import SeriesSet
 
 ROOT = Path(__file__).resolve().parent.parent
+DATA = ROOT / "data"
+PANEL = DATA / "tourism_quarterly.csv"
+# Held-out steps per frequency unit (the usual M-competition horizons).
+HORIZON = {"mo": 12, "q": 8, "y": 6}
 PYTHON = sys.executable
 # BENCH_TINY=1 (`python -m bench --tiny`, and tests/test_bench_smoke.py): every benchmark runs its whole
-# code path on tiny inputs in seconds; its figures then mean nothing, only that it still runs.
+# code path on tiny inputs in seconds; its figures then mean nothing, only that it still runs. The one switch.
 TINY = os.environ.get("BENCH_TINY") == "1"
+BENCH_EXTRA_HINT = "install the bench extra: .venv/bin/pip install -c constraints.txt -e '.[bench]' (make bench does)"
 
 
 def size(full: Any, tiny: Any, env: str | None = None) -> Any:
@@ -153,19 +162,193 @@ def ratio_line(label: str, value: float, target: str, met: bool | None) -> None:
     print(f"ratio  {label:<66} {value:8.3f}x   target {target}{verdict}", flush=True)
 
 
+
+# ------------------------------------------------------------------------------------------ sample data
+
+
+def read_series(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """(timestamps as datetime64[us], values as float64) of a ts,value CSV."""
+    with path.open(newline="") as f:
+        rows = list(csv.DictReader(f))
+    ts = np.array([r["ts"] for r in rows], dtype="datetime64[us]")
+    values = np.array([float(r["value"]) for r in rows], dtype=np.float64)
+    return ts, values
+
+
+def sample_paths() -> list[Path]:
+    """The single-series sample files (data/*.csv without the panel)."""
+    return [p for p in sorted(DATA.glob("*.csv")) if p != PANEL]
+
+
+def read_panel(path: Path = PANEL, limit: int | None = None) -> SeriesSet:
+    """A series,ts,value CSV as a SeriesSet (series in file order of first appearance, each sorted by time)."""
+    grouped: dict[str, list[tuple[str, float]]] = {}
+    with path.open(newline="") as f:
+        for row in csv.DictReader(f):
+            grouped.setdefault(row["series"], []).append((row["ts"], float(row["value"])))
+    out = SeriesSet()
+    for sid, rows in grouped.items():
+        if limit is not None and len(out) >= limit:
+            break
+        rows.sort()
+        out.ids.append(sid)
+        out.times.append(np.array([t for t, _ in rows], dtype="datetime64[us]"))
+        out.values.append(np.array([v for _, v in rows], dtype=np.float64))
+    return out
+
+
+def split_panel(panel: SeriesSet, holdout: int) -> tuple[SeriesSet, list[np.ndarray]]:
+    """The training part of every series (all but the last `holdout` points) and the held-out values."""
+    train = SeriesSet(list(panel.ids), [t[:-holdout] for t in panel.times], [v[:-holdout] for v in panel.values])
+    return train, [v[-holdout:] for v in panel.values]
+
+
+# ------------------------------------------------------------------------------------------ baselines
+
+
+def seasonal_naive(history: np.ndarray, horizon: int, season: int) -> np.ndarray:
+    """Repeat the last season (the last value when season is 1)."""
+    if season > 1 and history.size >= season:
+        return np.resize(history[-season:], horizon)
+    return np.full(horizon, history[-1])
+
+
+def latest_windows(series: SeriesSet, lookback: int) -> tuple[np.ndarray, np.ndarray, list[str | None]]:
+    """Each series' latest `lookback` values (a model's window_length), newest timestamps (n,) and ids."""
+    windows = np.stack([v[-lookback:] for v in series.values])
+    last = np.array([t[-1] for t in series.times], dtype="datetime64[us]")
+    return windows, last, list(series.ids)
+
+
+# ------------------------------------------------------------------------------------------ peers
+
+
+PEERS = ("pandas", "mlforecast", "statsforecast")
+
+
+def use_peers(needed: Sequence[str] = PEERS) -> bool:
+    """Whether to run the peer libraries' columns: never in tiny mode; otherwise they must all be installed.
+
+    A full run without them would print a benchmark with its comparison missing, so that is a failure.
+    """
+    if TINY:
+        print("tiny mode: peers skipped")
+        return False
+    versions, missing = [], []
+    for name in needed:
+        try:
+            versions.append(f"{name} {getattr(__import__(name), '__version__', '?')}")
+        except ImportError:
+            missing.append(name)
+    if missing:
+        raise RuntimeError(f"peers not installed: {', '.join(missing)}; {BENCH_EXTRA_HINT}")
+    print("peers: " + ", ".join(versions))
+    return True
+
+
+def long_frame(series: SeriesSet) -> Any:
+    """A pandas frame in the Nixtla layout (unique_id, ds, y) of every series."""
+    import pandas as pd
+
+    lengths = series.lengths()
+    return pd.DataFrame({
+        "unique_id": np.repeat(np.asarray([str(s) for s in series.ids], dtype=object), lengths),
+        "ds": pd.to_datetime(np.concatenate(series.times)),
+        "y": np.concatenate(series.values),
+    })
+
+
+def frame_to_matrix(frame: Any, ids: Sequence[Any], column: str, horizon: int) -> np.ndarray:
+    """A peer's long forecast frame (unique_id, ds, column) as an array (len(ids), horizon) in `ids` order."""
+    frame = frame.sort_values(["unique_id", "ds"])
+    by_id = {uid: g[column].to_numpy(dtype=np.float64) for uid, g in frame.groupby("unique_id", sort=False)}
+    return np.stack([by_id[str(s)][:horizon] for s in ids])
+
+
+# ------------------------------------------------------------------------------------------ scoring
+
+
+def naive_scales(histories: Sequence[np.ndarray], season: int) -> np.ndarray:
+    """In-sample seasonal naive MAE of each history (the MASE and scaled-width denominator)."""
+    from pipelines.metrics import naive_scale
+
+    return np.array([naive_scale(h, season) for h in histories])
+
+
+def mase_rows(actual: np.ndarray, forecast: np.ndarray, scales: np.ndarray) -> np.ndarray:
+    """MASE of each row (n, h) with its scale; NaN where the scale is zero or undefined."""
+    mae = np.mean(np.abs(actual - forecast), axis=1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(scales > 0, mae / scales, np.nan)
+
+
+def coverage(actual: np.ndarray, lower: np.ndarray, upper: np.ndarray) -> float:
+    """Share of actual values inside [lower, upper], in percent."""
+    return float(100.0 * np.mean((actual >= lower) & (actual <= upper)))
+
+
+def scaled_width(lower: np.ndarray, upper: np.ndarray, scales: np.ndarray) -> float:
+    """Mean interval width in units of each series' in-sample seasonal naive MAE (series with a zero scale
+    are left out)."""
+    ok = scales > 0
+    return float(np.mean((upper[ok] - lower[ok]) / scales[ok, None]))
+
+
+def reset_peak_rss() -> None:
+    """Start this process's peak resident set size afresh (Linux): a child forked from a large parent
+    otherwise reports the parent's size, which ru_maxrss keeps across exec."""
+    try:
+        with open("/proc/self/clear_refs", "w") as handle:
+            handle.write("5")
+    except OSError:
+        pass
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident set size in MB since reset_peak_rss (VmHWM; ru_maxrss elsewhere)."""
+    try:
+        with open("/proc/self/status") as handle:
+            for line in handle:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024.0
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+
+
 # ------------------------------------------------------------------------------------------ runtime
 
 
 class Runtime(RuntimeProcess):
-    """The runtime subprocess (harness.RuntimeProcess) of spicepod text written into `folder`.
+    """The runtime subprocess (harness.RuntimeProcess) of spicepod text written into `folder`; its store in
+    `folder/store` unless `data_dir` is given. Large datasets take long to load: it waits up to 10 minutes.
 
-    Large datasets take long to load: start() and wait_ready() wait up to 10 minutes.
+    As a context manager it is always stopped (it is started with `start()`).
     """
 
     start_timeout = 600.0
 
-    def __init__(self, spicepod: str, folder: Path, api_key: str | None = None):
-        super().__init__(write_spicepod(folder, spicepod), Path(folder) / "data", api_key=api_key)
+    def __init__(self, spicepod: str, folder: Path, api_key: str | None = None, *, data_dir: Path | None = None,
+                 extra_args: list[str] | None = None):
+        super().__init__(write_spicepod(Path(folder), spicepod), data_dir or Path(folder) / "store", api_key=api_key,
+                         extra_args=extra_args)
+
+    def ready_after(self, timeout: float) -> float:
+        """Seconds until /v1/ready answers 200 (models trained)."""
+        start = time.monotonic()
+        self.wait_ready(timeout)
+        return time.monotonic() - start
+
+    def body(self, path: str, accept: str = "application/json") -> bytes:
+        response = self.get(path, headers={"Accept": accept}, timeout=300)
+        assert response.status == 200, (path, response.status, response.body[:300])
+        return response.body
+
+    def put(self, dataset: str, table: pa.Table) -> None:
+        with self.flight_client() as client:
+            do_put(client, dataset, table)
 
 
 class TempDir:
@@ -182,7 +365,7 @@ class TempDir:
 
 
 def spawn(code: str, timeout: float = 120.0) -> tuple[subprocess.Popen, str]:
-    """Run `python -c code` from the repo root; returns the process and its first stdout line."""
+    """Run `python -c code` from the repo root (a baseline server); returns the process and its first stdout line."""
     import selectors
 
     proc = subprocess.Popen([PYTHON, "-c", code], cwd=ROOT, stdout=subprocess.PIPE, text=True)

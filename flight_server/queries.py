@@ -209,7 +209,7 @@ class CursorReader:
             self._put(_END)
         except (OSError, pa.ArrowException, duckdb.Error) as exc:
             self._put(self._client_error(exc))
-        except BaseException as exc:  # noqa: BLE001 - handed to the consumer, which raises it
+        except BaseException as exc:  # handed to the consumer, which raises it
             self._put(exc)
         finally:
             self._release()

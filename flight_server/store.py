@@ -349,7 +349,7 @@ class DatasetStore:
         for listener in self._listeners:
             try:
                 listener(*notice)
-            except Exception:  # noqa: BLE001 - the rows are stored; a listener's failure is only logged
+            except Exception:  # the rows are stored; a listener's failure is only logged
                 log.exception("dataset %s: commit listener failed", name)
         return stream.rows
 

@@ -109,12 +109,14 @@ def main(argv: list[str] | None = None) -> int:
         code = Runtime(pod, role=args.role, data_location=args.data).run()
     except SpicepodError as exc:  # data that does not fit its declaration stops start-up the same way
         print(f"{args.spicepod}: {exc.message}", file=sys.stderr)
-        return 2
+        code = 2
     except StartError as exc:
         print(f"flightcast: {exc}", file=sys.stderr)
-        return 1
+        code = 1
     # The store is closed and every acknowledged write is on disk. A Flight call a client left open can
-    # keep a server thread alive that interpreter shutdown would wait for: leave without waiting.
+    # keep a server thread alive that interpreter shutdown would wait for, and after a failed start a
+    # training thread may still be loading LightGBM, which interpreter shutdown can crash: leave at once.
     logging.shutdown()
+    sys.stdout.flush()
     sys.stderr.flush()
     os._exit(code)

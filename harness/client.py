@@ -136,7 +136,7 @@ class RuntimeEndpoints:
         for client in self._clients:
             try:
                 client.close()
-            except Exception:  # noqa: BLE001 - closing a client of a dead server may fail; irrelevant
+            except Exception:  # closing a client of a dead server may fail; irrelevant
                 pass
         self._clients.clear()
 

@@ -81,7 +81,7 @@ class InProcessRuntime(RuntimeEndpoints):
     def _run(self, runtime: Runtime) -> None:
         try:
             asyncio.run(self._serve(runtime))
-        except BaseException as exc:  # noqa: BLE001 - handed to the thread that called start() or stop()
+        except BaseException as exc:  # handed to the thread that called start() or stop()
             self._error = exc
         finally:
             self._started.set()
@@ -121,6 +121,12 @@ class InProcessRuntime(RuntimeEndpoints):
 
     def cleanup(self) -> None:
         """Fixture teardown: the same as stop(); a runtime that does not stop cleanly fails the teardown."""
+        self.stop()
+
+    def __enter__(self) -> InProcessRuntime:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
         self.stop()
 
     def _detach_log(self) -> None:

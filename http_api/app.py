@@ -34,7 +34,7 @@ class AppContext:
         self.metrics.known_models(m.name for m in predictions.models())
         try:  # row counts now, so rows added before the first scrape count as ingested
             self.metrics.observe_datasets(data.datasets())
-        except Exception as exc:  # noqa: BLE001 - metrics must never stop the runtime
+        except Exception as exc:  # metrics must never stop the runtime
             log.warning("metrics: could not list datasets at start: %s", exc)
         self.openapi = build_openapi(api_key=bool(api_key))
         self.clock = time.perf_counter

@@ -182,7 +182,7 @@ class PredictBase(BaseHandler):
             if forecast is None:
                 forecast = await self.ctx.run(predictions.predict, name, horizon, series, levels)
             status, body = 200, forecast_body(forecast)
-        except Exception as exc:  # noqa: BLE001 - each item carries its own status
+        except Exception as exc:  # each item carries its own status
             status, body = self.spice_error(*error_status(exc), name)
             if status == 500:
                 self.log_exception(type(exc), exc, exc.__traceback__)

@@ -144,7 +144,7 @@ class DaskEngine:
     def _close(self) -> None:
         try:
             self._dask.close(timeout=CONNECT_TIMEOUT_S)
-        except Exception:  # noqa: BLE001 - closing a client of a dead cluster may fail; it is dropped anyway
+        except Exception:  # closing a client of a dead cluster may fail; it is dropped anyway
             pass
         self._dask = None
 

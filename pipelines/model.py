@@ -11,15 +11,17 @@ import json
 import math
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import lightgbm as lgb
 import numpy as np
 
 from pipelines.features import FeatureLayout, window_spread
 from pipelines.frequency import Frequency
 from pipelines.intervals import Calibration
 from spicepod import InvalidInput
+
+if TYPE_CHECKING:
+    import lightgbm as lgb
 
 MODEL_FORMAT = 2
 # A recursive forecast feeds on itself; beyond this many steps it is noise.
@@ -197,6 +199,8 @@ class TrainedModel:
         if meta.get("format") != MODEL_FORMAT:
             raise InvalidInput(f"{directory / 'model.json'}: unsupported model format {meta.get('format')!r}")
         layout = FeatureLayout.from_json(meta["features"])
+        import lightgbm as lgb  # on first use: a runtime without models (a data node) never loads it
+
         boosters = [lgb.Booster(model_file=str(directory / name)) for name in meta["boosters"]]
         with np.load(directory / "series.npz", allow_pickle=False) as arrays:
             stats = SeriesStats.from_arrays(dict(arrays))
@@ -236,6 +240,8 @@ class FileBoosterModel:
 
     @classmethod
     def load(cls, path: Path, lookback: int) -> FileBoosterModel:
+        import lightgbm as lgb  # on first use: a runtime without models (a data node) never loads it
+
         try:
             booster = lgb.Booster(model_file=str(path))
         except lgb.basic.LightGBMError as exc:

@@ -35,6 +35,7 @@ class NoticeSubscription:
         self._on_state = on_state
         self._stopping = threading.Event()
         self._client: flight.FlightClient | None = None
+        self._reader: flight.FlightStreamReader | None = None
         self._thread = threading.Thread(target=self._run, name="notices", daemon=True)
 
     def start(self) -> None:
@@ -42,6 +43,10 @@ class NoticeSubscription:
 
     def stop(self) -> None:
         self._stopping.set()
+        # Closing the client does not end a read blocked on the notice stream; cancelling the call does.
+        reader = self._reader
+        if reader is not None:
+            reader.cancel()
         client = self._client
         if client is not None:
             client.close()
@@ -64,6 +69,7 @@ class NoticeSubscription:
         self._client = client = flight.FlightClient(self.location)
         try:
             writer, reader = client.do_exchange(flight.FlightDescriptor.for_command(COMMAND), self._options)
+            self._reader = reader
             writer.write_metadata(pa.py_buffer(b"subscribe"))
             first = reader.read_chunk()
             if first.app_metadata is None or first.app_metadata.to_pybytes() != b"subscribed":
@@ -78,5 +84,5 @@ class NoticeSubscription:
                                 frozenset(series) if series is not None else None)
                 writer.write_metadata(pa.py_buffer(b"ack"))
         finally:
-            self._client = None
+            self._client = self._reader = None
             client.close()

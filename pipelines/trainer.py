@@ -102,7 +102,7 @@ class Trainer:
             except FlightcastError as exc:
                 state.fail(exc.message)
                 log.warning("model %s: training failed: %s", state.name, exc.message)
-            except Exception as exc:  # noqa: BLE001 - a failed model must not take the runtime down
+            except Exception as exc:  # a failed model must not take the runtime down
                 state.fail(f"internal error while training: {type(exc).__name__}: {exc}")
                 log.exception("model %s: training failed", state.name)
             if self.on_training is not None and outcome != "loaded":
@@ -142,7 +142,7 @@ class Trainer:
                 meta, path = stored
                 try:
                     model = load_model(path)
-                except Exception as exc:  # noqa: BLE001 - an unreadable version is trained again
+                except Exception as exc:  # an unreadable version is trained again
                     log.warning("model %s: stored version %s is unreadable (%s: %s); training again",
                                 spec.name, meta.model_version, type(exc).__name__, exc)
                 else:

@@ -17,9 +17,8 @@ import logging
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
-import lightgbm as lgb
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
@@ -31,6 +30,9 @@ from pipelines.model import SeriesStats, TrainedModel
 from pipelines.series import SeriesSet
 from spicepod import STRATEGIES, InvalidInput
 from spicepod.timestamps import iso_utc
+
+if TYPE_CHECKING:
+    import lightgbm as lgb
 
 log = logging.getLogger("flightcast.training")
 
@@ -238,6 +240,8 @@ class LocalBackend:
 
 def fit_rows(params: dict[str, Any], rounds: int, x: np.ndarray, y: np.ndarray, w: np.ndarray) -> lgb.Booster:
     """lightgbm.train on rows held in one place, weights over their mean (how every backend fits one part)."""
+    import lightgbm as lgb  # on first use: a runtime without models (a data node) never loads it
+
     data = lgb.Dataset(x, y, weight=w / w.mean() if w.size else w, params=params, free_raw_data=True)
     return lgb.train(params, data, num_boost_round=rounds)
 
@@ -256,6 +260,8 @@ def fit(
                         np.concatenate([p.std for p in parts]), np.concatenate([p.scale for p in parts]))
     cap = max(MIN_WINDOWS_PER_SERIES, TRAINING_ROWS_BUDGET // max(len(cuts), 1))
     rows = sum(min(max(0, n - lag - layout.lookback), cap) for n in cuts.values())
+    import lightgbm as lgb  # on first use: a runtime without models (a data node) never loads it
+
     boosters = []
     for step in _steps(strategy, horizon):
         params, rounds = lightgbm_params(user_params, rows)

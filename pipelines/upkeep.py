@@ -67,7 +67,7 @@ class Upkeep:
                     continue
                 try:
                     info = self._client.dataset_info(dataset)  # once for every model on the dataset
-                except Exception as exc:  # noqa: BLE001 - upkeep must go on for the other datasets
+                except Exception as exc:  # upkeep must go on for the other datasets
                     log.warning("dataset %s: upkeep cannot read its info: %s: %s", dataset, type(exc).__name__, exc)
                     continue
                 for state in models:
@@ -78,7 +78,7 @@ class Upkeep:
     def _guarded(self, work: Callable[[ModelState, dict], None], state: ModelState, info: dict) -> None:
         try:
             work(state, info)
-        except Exception as exc:  # noqa: BLE001 - upkeep must go on for the other models
+        except Exception as exc:  # upkeep must go on for the other models
             log.warning("model %s: %s failed: %s: %s", state.name, work.__name__.strip("_"), type(exc).__name__, exc)
 
     def _score(self, state: ModelState, info: dict) -> None:

@@ -14,7 +14,9 @@ import os
 import subprocess
 import sys
 import textwrap
-from collections.abc import Iterator, Mapping
+import time
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -34,6 +36,7 @@ from harness import (  # noqa: F401 - re-exported for the test modules
     http_request,
     write_spicepod,
 )
+from harness.browser import BrowserMissing, browser_paths
 from harness.client import START_TIMEOUT_S
 
 REPO = Path(__file__).resolve().parent.parent
@@ -137,7 +140,7 @@ class RuntimeFactory:
         for runtime in self.runtimes:
             try:
                 runtime.cleanup()
-            except Exception as exc:  # noqa: BLE001 - stop the others first
+            except Exception as exc:  # stop the others first
                 failures.append(exc)
         if failures:
             raise failures[0]
@@ -193,6 +196,65 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
                 log = "...\n" + log[-20000:]
             report.sections.append((f"flightcast log ({runtime.log_path.name})", log))
     return report
+
+
+# --- waiting on observable state -------------------------------------------------------------------------
+
+def wait_until(predicate: Callable[[], Any], what: str, timeout: float = 30.0) -> Any:
+    """Poll `predicate` until it returns something truthy (returned); fail naming `what` after `timeout` s."""
+    deadline = time.monotonic() + timeout
+    while not (value := predicate()):
+        if time.monotonic() > deadline:
+            pytest.fail(f"not within {timeout:.0f} s: {what}")
+        time.sleep(0.01)
+    return value
+
+
+@dataclass(frozen=True)
+class TcpSocket:
+    local_port: int
+    remote_port: int
+    state: str  # the kernel's hex code: 01 established, 08 close-wait (the peer closed, this side has not)
+    tx_queue: int  # bytes sent but not yet acknowledged by the peer
+    rx_queue: int  # bytes received but not yet read by the process that owns the socket
+
+
+def tcp_sockets(port: int) -> list[TcpSocket]:
+    """The IPv4 TCP connections of this machine to or from `port` (Linux /proc/net/tcp): what a server
+    process has read from its clients, and which connections it still holds, as the kernel sees them."""
+    sockets = []
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        local, remote, state, queues = int(fields[1].split(":")[1], 16), int(fields[2].split(":")[1], 16), \
+            fields[3], fields[4].split(":")
+        if port in (local, remote) and state != "0A":  # 0A: a listening socket, no connection
+            sockets.append(TcpSocket(local, remote, state, int(queues[0], 16), int(queues[1], 16)))
+    return sockets
+
+
+def server_read_everything(port: int) -> bool:
+    """Every byte clients sent to the server on `port` has been read by the server process."""
+    return all(s.rx_queue == 0 for s in tcp_sockets(port) if s.local_port == port) and \
+        all(s.tx_queue == 0 for s in tcp_sockets(port) if s.remote_port == port)
+
+
+def open_server_connections(port: int) -> set[int]:
+    """Client ports of the connections the server on `port` still holds (established, or closed by the client
+    and not yet by the server)."""
+    return {s.remote_port for s in tcp_sockets(port) if s.local_port == port and s.state in ("01", "08")}
+
+
+# --- the browser -------------------------------------------------------------------------------------
+
+def require_browser() -> None:
+    """Skip the calling test without headless Chromium (install hint in the reason); fail instead under CI=true,
+    which installs the browser (.ci/run), so a missing browser never passes as green there."""
+    try:
+        browser_paths()
+    except BrowserMissing as missing:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"CI=true and {missing}")
+        pytest.skip(str(missing))
 
 
 # --- CLI ----------------------------------------------------------------------------------------------

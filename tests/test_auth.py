@@ -35,9 +35,10 @@ def make_pod(folder, text: str = POD):
 
 
 @pytest.fixture(scope="module")
-def runtime(module_runtime_factory):
-    pod = make_pod(module_runtime_factory.new_dir())
-    return module_runtime_factory(spicepod=pod, api_key=KEY)
+def runtime(module_inprocess_factory):
+    """The runtime in this process: checking keys needs no process of its own (its log does, below)."""
+    pod = make_pod(module_inprocess_factory.new_dir())
+    return module_inprocess_factory(spicepod=pod, api_key=KEY)
 
 
 @pytest.fixture(scope="module")
@@ -183,7 +184,10 @@ def test_http_probes_open(runtime, path: str, text: str) -> None:
 
 # --- the key never appears in the log ---------------------------------------------------------------------
 
-def test_keys_never_logged(runtime, client) -> None:
+def test_keys_never_logged(runtime_factory) -> None:
+    # a runtime subprocess: everything the process writes (every logger, stdout and stderr) is read
+    runtime = runtime_factory(spicepod=make_pod(runtime_factory.new_dir()), api_key=KEY)
+    client = runtime.flight_client()
     # make sure failed attempts with both keys happened before reading the log
     with pytest.raises(UNAUTH):
         list(client.list_flights(options=bearer_options(WRONG)))

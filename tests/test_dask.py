@@ -100,10 +100,10 @@ def data(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def runtimes(module_runtime_factory, cluster, data):
     """(local engine, dask engine) runtimes on the same spicepod and data, and the seconds the dask one began."""
-    local = module_runtime_factory(pod(data), timeout=300)
+    local = module_runtime_factory(pod(data), ready=False, timeout=300)
     began = time.time()
-    remote = module_runtime_factory(pod(data, dask_runtime(cluster[0].scheduler_address)), timeout=300)
-    return local, remote, began
+    remote = module_runtime_factory(pod(data, dask_runtime(cluster[0].scheduler_address)), ready=False, timeout=300)
+    return local.wait_ready(300), remote.wait_ready(300), began  # both train at once
 
 
 def models(rt) -> dict[str, dict]:

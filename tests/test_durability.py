@@ -12,7 +12,16 @@ from datetime import datetime, timedelta
 import pyarrow as pa
 import pyarrow.flight as flight
 import pytest
-from conftest import RuntimeFactory, do_put, read_all, write_csv_text, write_spicepod
+from conftest import (
+    RuntimeFactory,
+    do_put,
+    open_server_connections,
+    read_all,
+    server_read_everything,
+    wait_until,
+    write_csv_text,
+    write_spicepod,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -109,7 +118,7 @@ def test_kill9_during_do_put_stream_leaves_nothing(runtime_factory, pod) -> None
             rw_writer.write_batch(batch)
         for batch in sink_more.to_batches(max_chunksize=5_000):
             sink_writer.write_batch(batch)
-        time.sleep(1.0)  # let the server take in the batches
+        wait_until(lambda: server_read_everything(rt.flight_port), "the server read both open streams")
         rt.kill()
     finally:
         _abandon(rw_writer)
@@ -150,7 +159,7 @@ def test_sigterm_with_an_open_do_put_stream(runtime_factory, pod) -> None:
     writer, _ = client.do_put(flight.FlightDescriptor.for_path("rw"), pending.schema)
     try:
         writer.write_table(pending)
-        time.sleep(0.5)
+        wait_until(lambda: server_read_everything(rt.flight_port), "the server read the open stream")
         rt.proc.send_signal(signal.SIGTERM)
         try:
             code = rt.proc.wait(timeout=20)
@@ -186,11 +195,12 @@ os._exit(1)
 
 def test_client_dying_mid_stream_leaves_nothing(runtime_factory, pod) -> None:
     rt = start(runtime_factory, pod)
+    before = open_server_connections(rt.flight_port)
     result = subprocess.run([sys.executable, "-c", CLIENT_DIES, rt.flight_location], capture_output=True,
                             text=True, timeout=60)
     assert result.stdout.strip() == "wrote", result.stderr
+    wait_until(lambda: not open_server_connections(rt.flight_port) - before, "the server dropped the dead client")
     client = rt.flight_client()
-    time.sleep(1.0)  # give the server time to see the broken stream
     assert rw_rows(read_all(client, "rw", OPTS)) == SEED_ROWS
     rt.kill()
     rt2 = start(runtime_factory, pod)
@@ -199,17 +209,23 @@ def test_client_dying_mid_stream_leaves_nothing(runtime_factory, pod) -> None:
 
 def test_client_deadline_mid_stream_leaves_nothing(runtime_factory, pod) -> None:
     rt = start(runtime_factory, pod)
+    before = open_server_connections(rt.flight_port)
     client = rt.flight_client()
     pending = rw_new(client, list(range(50)), base=datetime(2080, 1, 1))
-    writer, _ = client.do_put(flight.FlightDescriptor.for_path("rw"), pending.schema,
-                              options=flight.FlightCallOptions(timeout=1.0))
+    writer, reader = client.do_put(flight.FlightDescriptor.for_path("rw"), pending.schema,
+                                   options=flight.FlightCallOptions(timeout=1.0))
     try:
         writer.write_table(pending)
-        time.sleep(2.5)  # the call's deadline passes before the stream is finished
+        started = time.monotonic()
+        assert reader.read() is None  # no answer: it returns when the call ends, at its deadline
+        assert time.monotonic() - started > 0.5
+        with pytest.raises(flight.FlightTimedOutError):  # the stream was never finished
+            writer.close()
     finally:
         _abandon(writer)
-    time.sleep(0.5)
-    assert rw_rows(read_all(client, "rw", OPTS)) == SEED_ROWS
+    client.close()  # and the server, which saw the call end, sees its client go
+    wait_until(lambda: not open_server_connections(rt.flight_port) - before, "the server dropped the client")
+    assert rw_rows(read_all(rt.flight_client(), "rw", OPTS)) == SEED_ROWS
 
 
 def test_read_reloads_from_file_read_write_store_wins(runtime_factory, pod) -> None:

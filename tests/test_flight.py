@@ -3,7 +3,8 @@
 Flight status codes as pyarrow 26 clients see them (checked against a bare pyarrow server):
 INVALID_ARGUMENT -> pa.ArrowInvalid, NOT_FOUND -> pa.ArrowKeyError, UNAUTHENTICATED ->
 flight.FlightUnauthenticatedError; an unmapped server exception arrives as flight.FlightServerError.
-One runtime serves the whole module; each test that writes uses a dataset of its own.
+One runtime, in this process (harness.InProcessRuntime), serves the whole module; each test that writes uses a
+dataset of its own.
 """
 
 from __future__ import annotations
@@ -145,10 +146,11 @@ ALL_DATASETS = set(READ_COUNTS) | {"rw", "rw_bad", "rw_empty", "rw_widen", "sink
 
 
 @pytest.fixture(scope="module")
-def runtime(module_runtime_factory):
-    folder = module_runtime_factory.new_dir()
+def runtime(module_inprocess_factory):
+    """The whole runtime in this process: the Flight data plane needs no process of its own."""
+    folder = module_inprocess_factory.new_dir()
     path = write_spicepod(folder, build_pod(folder))
-    return module_runtime_factory(spicepod=path)
+    return module_inprocess_factory(spicepod=path)
 
 
 @pytest.fixture(scope="module")
@@ -283,7 +285,7 @@ def test_concurrent_do_gets(runtime, client) -> None:
                     assert_metrics(read_all(c, "SELECT * FROM metrics", OPTS))
             finally:
                 c.close()
-        except BaseException as exc:  # noqa: BLE001 - collected and re-raised in the test thread
+        except BaseException as exc:  # collected and re-raised in the test thread
             errors.append(exc)
 
     threads = [threading.Thread(target=worker) for _ in range(8)]
@@ -558,7 +560,7 @@ def test_concurrent_do_puts_all_land(runtime) -> None:
                                pa.timestamp("us")),
                 "value": pa.array([float(k)] * 500)}, schema=schema)
             results.append(do_put(c, "sink_concurrent", table.to_batches(max_chunksize=100), OPTS))
-        except BaseException as exc:  # noqa: BLE001 - collected and re-raised in the test thread
+        except BaseException as exc:  # collected and re-raised in the test thread
             errors.append(exc)
         finally:
             c.close()

@@ -2,14 +2,15 @@
 
 ADBC (`adbc_driver_flightsql.dbapi`, the Go driver) raises its DB-API errors with the gRPC status in the
 message (`INVALID_ARGUMENT: [FlightSQL] ...`); a pyarrow.flight client gets INVALID_ARGUMENT as
-pa.ArrowInvalid and UNIMPLEMENTED as pa.ArrowNotImplementedError. One runtime serves most of the module;
-tests that write use datasets of their own.
+pa.ArrowInvalid and UNIMPLEMENTED as pa.ArrowNotImplementedError. One in-process Flight server
+(harness.flight_server) serves most of the module; tests that write use datasets of their own.
 """
 
 from __future__ import annotations
 
 import base64
 import re
+from collections.abc import Iterator
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -31,6 +32,7 @@ from google.protobuf import any_pb2
 
 from flight_server import flightsql as flight_sql
 from flight_server import flightsql_pb2 as pb
+from harness.flight import ServedFlight, flight_server
 
 OPTS = flight.FlightCallOptions(timeout=30)
 KEY = "fc-sql-key-5d4c3b2a19"
@@ -59,8 +61,12 @@ def build_pod(folder: Path) -> Path:
 
 
 @pytest.fixture(scope="module")
-def runtime(module_runtime_factory):
-    return module_runtime_factory(spicepod=build_pod(module_runtime_factory.new_dir()))
+def runtime(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServedFlight]:
+    """The Flight data plane in this process (harness.flight_server); Flight SQL needs no process of its own."""
+    folder = tmp_path_factory.mktemp("flight_sql")
+    build_pod(folder)
+    with flight_server(folder) as served:
+        yield served
 
 
 @pytest.fixture(scope="module")
@@ -260,7 +266,7 @@ def test_concurrent_clients_get_their_own_results(runtime, client) -> None:
                     cur.execute(sql, (n,))
                     if not cur.fetch_arrow_table().equals(expected[n]):
                         failures.append(f"wrong result for {n}")
-        except Exception as exc:  # noqa: BLE001 - reported below
+        except Exception as exc:  # reported below
             failures.append(repr(exc))
 
     threads = [threading.Thread(target=worker, args=(n,)) for n in range(1, 6)]
@@ -545,8 +551,11 @@ def test_handles_expire_and_are_bounded_in_total() -> None:
 # --- authentication --------------------------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
-def keyed(module_runtime_factory):
-    return module_runtime_factory(spicepod=build_pod(module_runtime_factory.new_dir()), api_key=KEY)
+def keyed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServedFlight]:
+    folder = tmp_path_factory.mktemp("flight_sql_keyed")
+    build_pod(folder)
+    with flight_server(folder, api_key=KEY) as served:
+        yield served
 
 
 def test_auth_bearer_option(keyed) -> None:

@@ -41,9 +41,10 @@ models:
 
 
 @pytest.fixture(scope="module")
-def runtime(module_runtime_factory):
-    folder = module_runtime_factory.new_dir()
-    return module_runtime_factory(spicepod=write_spicepod(folder, limits_pod(folder)))
+def runtime(module_inprocess_factory):
+    """The runtime in this process: limits are the store's and the servers', not the process's."""
+    folder = module_inprocess_factory.new_dir()
+    return module_inprocess_factory(spicepod=write_spicepod(folder, limits_pod(folder)))
 
 
 @pytest.fixture(scope="module")

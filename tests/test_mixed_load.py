@@ -103,7 +103,7 @@ def test_predictions_while_appending(runtime) -> None:
                     acked_last[0] = ts.replace(tzinfo=timezone.utc)
                     writes[0] += 1
                 i += 1
-        except BaseException as exc:  # noqa: BLE001 - reported by the test thread
+        except BaseException as exc:  # reported by the test thread
             errors.append(f"writer: {exc!r}")
         finally:
             client.close()
@@ -133,7 +133,7 @@ def test_predictions_while_appending(runtime) -> None:
                     errors.append(f"client {n}: stale prediction: starts {stamps[0].isoformat()} but row "
                                   f"{before.isoformat()} was acknowledged before the request was sent "
                                   f"(model_version {body.get('model_version')}, {elapsed * 1000:.0f} ms)")
-        except BaseException as exc:  # noqa: BLE001 - reported by the test thread
+        except BaseException as exc:  # reported by the test thread
             errors.append(f"client {n}: {exc!r}")
 
     threads = [threading.Thread(target=writer, daemon=True)]

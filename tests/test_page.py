@@ -8,8 +8,6 @@ to install one; under CI (CI=true) they fail instead, so a missing browser can n
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import time
 from collections.abc import Iterator
 from datetime import timedelta
@@ -20,37 +18,24 @@ import numpy as np
 import pyarrow as pa
 import pytest
 import yaml
-from conftest import REPO, Runtime, RuntimeFactory, bearer_options, do_put, parse_instant, write_table
+from conftest import REPO, Runtime, RuntimeFactory, bearer_options, do_put, parse_instant, require_browser, write_table
+
+from harness.browser import headless_chromium
 
 pytestmark = pytest.mark.slow
 
 KEY = "page-test-key-4f9c"
 HOSTILE = "<img src=x onerror=alert(1)>"
 PANEL_IDS = [HOSTILE] + [f"shop_{i:02d}" for i in range(12)]
-INSTALL_HINT = ("the browser tests need headless Chromium and its driver: `apt-get install chromium "
-                "chromium-driver` (Debian/Ubuntu, as root), and selenium from the test extra "
-                "(`pip install -c constraints.txt -e '.[test]'`)")
 WAIT_S = 30.0
-
-
-def _missing(message: str) -> None:
-    if os.environ.get("CI") == "true":
-        pytest.fail(f"CI=true and {message}: {INSTALL_HINT}")
-    pytest.skip(f"{message}: {INSTALL_HINT}")
-
-
-def _browser_paths() -> tuple[str, str]:
-    chromium = next((p for p in map(shutil.which, ("chromium", "chromium-browser", "google-chrome")) if p), None)
-    driver = shutil.which("chromedriver")
-    if not chromium or not driver:
-        _missing("no " + " and no ".join(n for n, p in (("chromium", chromium), ("chromedriver", driver)) if not p))
-    return chromium, driver
 
 
 def _spicepod(folder: Path) -> str:
     """The default spicepod's datasets and models (paths made absolute), plus a small panel."""
     pod = yaml.safe_load((REPO / "spicepod.yaml").read_text(encoding="utf-8"))
     pod.pop("runtime", None)
+    for model in pod["models"]:  # the page is tested, not the forecasts' accuracy: few trees train fast
+        model.setdefault("params", {}).setdefault("lightgbm", {"num_boost_round": 20})
     for dataset in pod["datasets"]:
         if str(dataset["from"]).startswith("file:"):
             dataset["from"] = "file:" + str(REPO / dataset["from"][len("file:"):])
@@ -72,7 +57,7 @@ def _spicepod(folder: Path) -> str:
 
 @pytest.fixture(scope="module")
 def rt(module_runtime_factory: RuntimeFactory) -> Runtime:
-    _browser_paths()  # no runtime to start when there is no browser to point at it
+    require_browser()  # no runtime to start when there is no browser to point at it
     folder = module_runtime_factory.new_dir()
     (folder / "spicepod.yaml").write_text(_spicepod(folder), encoding="utf-8")
     return module_runtime_factory(spicepod=folder / "spicepod.yaml", api_key=KEY, timeout=120)
@@ -80,20 +65,10 @@ def rt(module_runtime_factory: RuntimeFactory) -> Runtime:
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
-    chromium, driver_path = _browser_paths()
-    try:
-        from selenium import webdriver
-        from selenium.webdriver.chrome.service import Service
-    except ImportError:
-        _missing("selenium is not installed")
-    options = webdriver.ChromeOptions()
-    options.binary_location = chromium
-    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                "--window-size=1280,900", "--no-first-run", "--disable-extensions"):
-        options.add_argument(arg)
-    options.set_capability("goog:loggingPrefs", {"browser": "ALL", "performance": "ALL"})
-    options.add_experimental_option("perfLoggingPrefs", {"enableNetwork": True, "enablePage": False})
-    driver = webdriver.Chrome(options=options, service=Service(driver_path))
+    require_browser()
+    driver = headless_chromium(
+        capabilities={"goog:loggingPrefs": {"browser": "ALL", "performance": "ALL"}},
+        experimental=[("perfLoggingPrefs", {"enableNetwork": True, "enablePage": False})])
     driver.set_page_load_timeout(WAIT_S)
     try:
         yield driver

@@ -12,8 +12,8 @@ import numpy as np
 import pyarrow as pa
 import pytest
 from conftest import DATA, copy_data, do_put, write_csv_text
-from inprocess_flight import flight_store
 
+from harness.flight import flight_server
 from pipelines.flight_client import FlightDataClient
 from pipelines.forecasts import History, SeriesEntry
 from pipelines.metrics import mase
@@ -321,7 +321,7 @@ def in_process_service(tmp_path):
     text = pod("- {from: file:weekly.csv, name: weekly, mode: read_write}",
                "- {from: lightgbm, name: weekly_rec, datasets: [weekly],\n"
                "   params: {lookback: 14, horizon: 7, lightgbm: {num_boost_round: 30}}}")
-    with flight_store(tmp_path, text) as data:
+    with flight_server(tmp_path, text) as data:
         spicepod = load_spicepod(tmp_path / "spicepod.yaml")
         service = PredictionService(spicepod.models, {d.name: d for d in spicepod.datasets},
                                     FlightDataClient(data.location), tmp_path / "service")

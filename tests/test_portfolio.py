@@ -9,8 +9,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from inprocess_flight import flight_store
 
+from harness.flight import flight_server
 from pipelines.flight_client import FlightDataClient
 from pipelines.frequency import Frequency
 from pipelines.grid import GridQuery, phase_origin, raw_timestamps
@@ -175,7 +175,7 @@ def _daily_store(tmp_path, first: str, days: int, skip: tuple[int, ...] = ()):
     lines = ["ts,value"] + [f"{start + np.timedelta64(i, 'D')},1.0" for i in range(days) if i not in skip]
     (tmp_path / "daily.csv").write_text("\n".join(lines) + "\n")
     text = ("version: v1\nkind: Spicepod\nname: t\ndatasets:\n  - {from: file:daily.csv, name: daily}\n")
-    return flight_store(tmp_path, text)
+    return flight_server(tmp_path, text)
 
 
 def _grid(data, freq: str, aggregate: str, week_start: str | None = None) -> GridQuery:

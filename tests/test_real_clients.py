@@ -16,7 +16,8 @@ import pyarrow as pa
 import pyarrow.flight as flight
 import pytest
 from conftest import write_csv_text
-from inprocess_flight import InProcessFlight, flight_store
+
+from harness.flight import ServedFlight, flight_server
 
 OPTS = flight.FlightCallOptions(timeout=30)
 UTC = pa.timestamp("us", tz="UTC")
@@ -32,22 +33,22 @@ CSV = "ts,value\n2024-01-01 00:00:00,1.5\n2024-01-01 01:00:00,2.5\n"
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[InProcessFlight]:
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServedFlight]:
     """A runtime's Flight port without an API key."""
     folder = tmp_path_factory.mktemp("real_clients")
     write_csv_text(folder / "data" / "metrics.csv", CSV)
     write_csv_text(folder / "data" / "gdp.csv", CSV)
-    with flight_store(folder, POD) as running:
+    with flight_server(folder, POD) as running:
         yield running
 
 
-def adbc(server: InProcessFlight, **db_kwargs: str) -> dbapi.Connection:
+def adbc(server: ServedFlight, **db_kwargs: str) -> dbapi.Connection:
     return dbapi.connect(server.location, db_kwargs=db_kwargs or None, autocommit=True)
 
 
 # --- a runtime without a key accepts any handshake -------------------------------------------------------
 
-def test_pyarrow_basic_token_handshake_without_a_key(server: InProcessFlight) -> None:
+def test_pyarrow_basic_token_handshake_without_a_key(server: ServedFlight) -> None:
     client = flight.FlightClient(server.location)
     name, value = client.authenticate_basic_token("anyone", "anything", OPTS)
     assert name == b"authorization" and value.startswith(b"Bearer ") and len(value) > len(b"Bearer ")
@@ -57,7 +58,7 @@ def test_pyarrow_basic_token_handshake_without_a_key(server: InProcessFlight) ->
 
 
 @pytest.mark.parametrize("username", ["analyst", ""])
-def test_adbc_username_password_without_a_key(server: InProcessFlight, username: str) -> None:
+def test_adbc_username_password_without_a_key(server: ServedFlight, username: str) -> None:
     with adbc(server, username=username, password="not-a-key") as conn, conn.cursor() as cur:
         cur.execute("SELECT count(*) AS n FROM metrics")
         assert cur.fetch_arrow_table().to_pydict() == {"n": [2]}
@@ -69,7 +70,7 @@ TZ_SQL = "SELECT ts::TIMESTAMPTZ AS at, value FROM metrics ORDER BY ts"
 TZ_VALUES = [datetime(2024, 1, 1, 0, tzinfo=timezone.utc), datetime(2024, 1, 1, 1, tzinfo=timezone.utc)]
 
 
-def test_timestamptz_is_utc_through_adbc(server: InProcessFlight) -> None:
+def test_timestamptz_is_utc_through_adbc(server: ServedFlight) -> None:
     with adbc(server) as conn, conn.cursor() as cur:
         assert cur.adbc_execute_schema(TZ_SQL).field("at").type == UTC  # GetSchema of the statement
         cur.execute(TZ_SQL)  # GetFlightInfo, then DoGet of its ticket
@@ -82,7 +83,7 @@ def test_timestamptz_is_utc_through_adbc(server: InProcessFlight) -> None:
     assert bound.schema.field("at").type == UTC and bound.column("at").to_pylist() == TZ_VALUES[1:]
 
 
-def test_timestamptz_is_utc_through_plain_flight(server: InProcessFlight) -> None:
+def test_timestamptz_is_utc_through_plain_flight(server: ServedFlight) -> None:
     client = server.client
     descriptor = flight.FlightDescriptor.for_command(TZ_SQL)
     assert client.get_flight_info(descriptor, OPTS).schema.field("at").type == UTC
@@ -94,7 +95,7 @@ def test_timestamptz_is_utc_through_plain_flight(server: InProcessFlight) -> Non
 
 # --- refusals name what was asked ------------------------------------------------------------------------------
 
-def test_incremental_execution_refused_by_name(server: InProcessFlight) -> None:
+def test_incremental_execution_refused_by_name(server: ServedFlight) -> None:
     with adbc(server) as conn, conn.cursor() as cur:
         cur.adbc_statement.set_options(**{"adbc.statement.exec.incremental": "true"})
         cur.adbc_statement.set_sql_query("SELECT * FROM metrics")
@@ -125,7 +126,7 @@ def new_rows(value: pa.Array) -> pa.Table:
     return pa.table({"ts": pa.array([datetime(2024, 1, 2)], pa.timestamp("us")), "value": value})
 
 
-def test_readme_do_put_pattern_appends(server: InProcessFlight) -> None:
+def test_readme_do_put_pattern_appends(server: ServedFlight) -> None:
     assert readme_do_put(server.client, "gdp", new_rows(pa.array([3.5]))) == {"dataset": "gdp", "rows": 1}
 
 
@@ -133,7 +134,7 @@ def test_readme_do_put_pattern_appends(server: InProcessFlight) -> None:
     ("metrics", pa.array([3.5]), "dataset 'metrics' is read-only (mode: read); declare mode: read_write to DoPut"),
     ("gdp", pa.array(["text"]), "DoPut to 'gdp': column 'value' has type string, expected double"),
 ])
-def test_readme_do_put_pattern_raises_the_refusal(server: InProcessFlight, dataset: str, value: pa.Array,
+def test_readme_do_put_pattern_raises_the_refusal(server: ServedFlight, dataset: str, value: pa.Array,
                                                   message: str) -> None:
     with pytest.raises(pa.ArrowInvalid) as refused:
         readme_do_put(server.client, dataset, new_rows(value))

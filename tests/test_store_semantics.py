@@ -15,8 +15,8 @@ import pyarrow as pa
 import pyarrow.flight as flight
 import pytest
 from conftest import copy_data, do_put, read_all, write_csv_text
-from inprocess_flight import flight_store
 
+from harness.flight import flight_server
 from spicepod import SpicepodError
 
 OPTS = flight.FlightCallOptions(timeout=30)
@@ -63,7 +63,7 @@ def panel_flight(tmp_path: Path):
         dataset("ticks", "flight", series_column="sensor"),
         dataset("solo", "flight"),
     )
-    with flight_store(tmp_path, text) as fs:
+    with flight_server(tmp_path, text) as fs:
         yield fs
 
 
@@ -71,7 +71,7 @@ def panel_flight(tmp_path: Path):
 
 def test_readme_do_put_example_twice_stores_one_row(tmp_path: Path) -> None:
     copy_data("us_realgdp.csv", tmp_path / "data")
-    with flight_store(tmp_path, pod(dataset("us_realgdp", "file:data/us_realgdp.csv", mode="read_write"))) as fs:
+    with flight_server(tmp_path, pod(dataset("us_realgdp", "file:data/us_realgdp.csv", mode="read_write"))) as fs:
         before = info(fs.client, "us_realgdp")["rows"]
         for _ in range(2):  # the README's example, as written, run twice
             rows = pa.table({
@@ -139,7 +139,7 @@ def test_the_first_do_put_of_a_flight_dataset_is_deduplicated_too(panel_flight) 
 ], ids=["covering", "same_count_other_keys", "gaps", "new_unsorted"])
 def test_overwrites_keep_every_stored_row_they_do_not_send(tmp_path: Path, sent: list[int], expected: dict) -> None:
     write_csv_text(tmp_path / "data" / "days.csv", "ts,value\n2024-01-02,1\n2024-01-03,2\n2024-01-05,4\n")
-    with flight_store(tmp_path, pod(dataset("days", "file:data/days.csv", mode="read_write"))) as fs:
+    with flight_server(tmp_path, pod(dataset("days", "file:data/days.csv", mode="read_write"))) as fs:
         put = pa.table({"ts": pa.array([T0 + d * D for d in sent], pa.timestamp("us")),
                         "value": [d * 10.0 for d in sent]})
         assert do_put(fs.client, "days", put, OPTS) == {"dataset": "days", "rows": len(sent)}
@@ -181,7 +181,7 @@ def test_concurrent_overwriting_streams_leave_one_row_per_key(panel_flight) -> N
         try:
             for _ in range(5):
                 do_put(client, "sales", panel([(s, t, value) for s, t in keys]).to_batches(max_chunksize=150), OPTS)
-        except BaseException as exc:  # noqa: BLE001 - re-raised in the test thread
+        except BaseException as exc:  # re-raised in the test thread
             errors.append(exc)
         finally:
             client.close()
@@ -205,7 +205,7 @@ def test_a_file_with_duplicate_keys_loads_deduplicated(tmp_path: Path) -> None:
     text = pod(dataset("dup", "file:data/dup.csv"), dataset("dup_rw", "file:data/dup.csv", mode="read_write"),
                dataset("dup_keep", "file:data/dup.csv", on_duplicate="keep"),
                dataset("dup_panel", "file:data/dup_panel.csv", series_column="store"))
-    with flight_store(tmp_path, text) as fs:
+    with flight_server(tmp_path, text) as fs:
         expected = [(T0, 1.5), (T0 + D, 2.5), (T0 + 2 * D, 3.0)]
         assert rows_of(fs.client, "dup") == expected
         assert rows_of(fs.client, "dup_rw") == expected
@@ -224,7 +224,7 @@ def test_yearly_and_day_first_time_formats(tmp_path: Path) -> None:
     text = pod(dataset("yearly", "file:data/yearly.csv", time_column="year", time_format="'%Y'"),
                dataset("dayfirst", "file:data/dayfirst.csv", time_format="'%d/%m/%Y'"),
                dataset("minutes", "file:data/minutes.csv", time_format="'%d/%m/%Y %H:%M'"))
-    with flight_store(tmp_path, text) as fs:
+    with flight_server(tmp_path, text) as fs:
         yearly = read_all(fs.client, "SELECT * FROM yearly ORDER BY year")
         assert yearly.schema.field("year").type == pa.timestamp("us")
         assert yearly.schema.field("value").type == pa.float64()  # integer values are read as float64
@@ -238,7 +238,7 @@ def test_yearly_and_day_first_time_formats(tmp_path: Path) -> None:
 
 
 def _open_fails(tmp_path: Path, text: str) -> str:
-    with pytest.raises(SpicepodError) as failure, flight_store(tmp_path, text):
+    with pytest.raises(SpicepodError) as failure, flight_server(tmp_path, text):
         pass
     return str(failure.value)
 
