@@ -91,6 +91,7 @@ MODEL = """  - from: lightgbm:bench
       lookback: 24
       horizon: 12
       frequency: 1min
+      method: lightgbm
       lightgbm: {{num_boost_round: {rounds}}}
 """
 

@@ -41,9 +41,10 @@ datasets:
   - {{from: file:{panel}, name: panel, series_column: store}}
 models:
   - {{from: lightgbm, name: single_m, datasets: [single],
-      params: {{lookback: 48, horizon: 24, lightgbm: {{num_boost_round: 30}}}}}}
+      params: {{lookback: 48, horizon: 24, method: lightgbm, lightgbm: {{num_boost_round: 30}}}}}}
   - {{from: lightgbm, name: panel_m, datasets: [panel],
-      params: {{lookback: 24, horizon: 12, backtest_windows: 1, lightgbm: {{num_boost_round: 20}}}}}}
+      params: {{lookback: 24, horizon: 12, backtest_windows: 1, method: lightgbm,
+                lightgbm: {{num_boost_round: 20}}}}}}
 """
 
 

@@ -300,11 +300,11 @@ models:
   - from: lightgbm
     name: panel_m
     datasets: [panel]
-    params: {{lookback: {lookback}, horizon: {horizon}, frequency: 1d{lgb}}}
+    params: {{lookback: {lookback}, horizon: {horizon}, frequency: 1d, method: lightgbm{lgb}}}
   - from: lightgbm
     name: single_m
     datasets: [single]
-    params: {{lookback: {lookback}, horizon: {horizon}, frequency: 1d{lgb}}}
+    params: {{lookback: {lookback}, horizon: {horizon}, frequency: 1d, method: lightgbm{lgb}}}
 """
 
 

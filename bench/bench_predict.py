@@ -37,6 +37,7 @@ from pipelines.flight_client import FlightDataClient
 from pipelines.frequency import Frequency, infer_frequency
 from pipelines.grid import GridQuery
 from pipelines.model import TrainedModel
+from pipelines.portfolio import load_model
 from pipelines.registry import ModelRegistry
 from pipelines.series import SeriesSet
 from pipelines.service import PredictionService
@@ -71,6 +72,7 @@ models:
       lookback: {lookback}
       horizon: {horizon}
       frequency: 1min
+      method: lightgbm
       lightgbm: {{num_boost_round: {rounds}}}
 """
 
@@ -98,7 +100,7 @@ def _latency(runtime: Runtime, data, folder: Path) -> None:
           f"20,000 rows in {time.perf_counter() - started:.2f} s")
     # The floor uses the very booster the service serves: the version it stored in its registry.
     _, version_dir = ModelRegistry(folder / "service" / "models").versions(MODEL)[-1]
-    model = TrainedModel.load(version_dir)
+    model = load_model(version_dir)
 
     # Floor: the series already sorted in memory; slice the latest window, forecast.
     ts_sorted = data.column("ts").to_numpy().astype("datetime64[us]")

@@ -43,7 +43,7 @@ datasets:
   - {{from: file:{path}, name: big, mode: read_write}}
 models:
   - {{from: lightgbm, name: {model}, datasets: [big], params: {{value_column: value, lookback: 30, horizon: 12,
-      frequency: 1min, backtest_windows: 1, lightgbm: {{num_boost_round: {rounds}}}}}}}
+      frequency: 1min, backtest_windows: 1, method: lightgbm, lightgbm: {{num_boost_round: {rounds}}}}}}}
 """
 
 

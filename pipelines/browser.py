@@ -10,7 +10,7 @@ from pipelines.flight_client import FlightDataClient
 from pipelines.forecast_cache import ForecastCache
 from pipelines.forecasts import History, SeriesEntry
 from pipelines.grid import bucket
-from pipelines.portfolio import PortfolioModel
+from pipelines.portfolio import MIN_PERIODS, PortfolioModel
 from pipelines.state import ModelState, check_series, find_model
 from spicepod import InvalidInput
 from spicepod.timestamps import iso_utc
@@ -38,7 +38,7 @@ class SeriesBrowser:
             needle = text.casefold()
             stats = [row for row in stats if row[0] is not None and needle in row[0].casefold()]
         # A portfolio forecasts any series of two periods; LightGBM alone needs its window and horizon.
-        need = 2 if isinstance(served.model, PortfolioModel) else spec.lookback + spec.horizon
+        need = MIN_PERIODS if isinstance(served.model, PortfolioModel) else spec.lookback + spec.horizon
         entries = []
         for sid, rows, first, last in stats if limit is None else stats[:limit]:
             periods = int(grid.freq.steps_between(bucket(first, grid.freq, grid.origin),

@@ -169,9 +169,11 @@ class ForecastCache:
                     changed = self._versions.changed_since(dataset, kept.key[2])
             lookback = served.model.window_length
             if changed is None:
-                windows = served.grid.windows(self._client, lookback, newest=None if served.panel else newest)
+                windows = served.grid.windows(self._client, lookback, newest=None if served.panel else newest,
+                                              min_points=served.model.min_periods)
             elif changed:
-                fresh = served.grid.windows(self._client, lookback, ids=sorted(changed))
+                fresh = served.grid.windows(self._client, lookback, ids=sorted(changed),
+                                            min_points=served.model.min_periods)
                 windows = _merge(kept.value, fresh, changed)
             else:
                 windows = kept.value

@@ -20,7 +20,6 @@ from spicepod import InvalidInput, NotReady
 from spicepod.timestamps import iso_utc
 
 CACHED_HORIZON = 100  # forecasts up to this many steps (or the model's own horizon) are cached
-MIN_PERIODS = 2  # a portfolio forecasts any series with at least this many periods
 
 
 class Forecaster:
@@ -127,7 +126,7 @@ class Forecaster:
         self, served: ServedModel, state: ModelState, series: str | None, steps: int, newest: np.datetime64 | None,
     ) -> Entry:
         lookback = served.model.window_length  # the lookback, and a season more when the model differences
-        shortest = MIN_PERIODS if isinstance(served.model, PortfolioModel) else None
+        shortest = served.model.min_periods
         dataset = state.spec.dataset
         if newest is None:
             raise NotReady(f"not enough data: dataset '{dataset}' has no rows")

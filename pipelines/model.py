@@ -110,6 +110,11 @@ class TrainedModel:
         """Values a forecast reads: the lookback, and one season more when differencing."""
         return self.layout.lookback + self.differencing
 
+    @property
+    def min_periods(self) -> int:
+        """The fewest periods a series needs for a forecast: a whole window."""
+        return self.window_length
+
     def forecast_windows(
         self, windows: np.ndarray, last_times: np.ndarray, horizon: int, ids: Sequence[str | None]
     ) -> tuple[np.ndarray, np.ndarray]:
@@ -236,7 +241,7 @@ class FileBoosterModel:
     def __init__(self, booster: lgb.Booster, lookback: int):
         self.booster = booster
         self.lookback = lookback
-        self.window_length = lookback
+        self.window_length = self.min_periods = lookback
 
     @classmethod
     def load(cls, path: Path, lookback: int) -> FileBoosterModel:

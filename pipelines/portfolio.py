@@ -27,6 +27,7 @@ from pipelines.selection import Plan, history_digest, plan_name
 from spicepod import InvalidInput
 
 PORTFOLIO_FORMAT = 1
+MIN_PERIODS = 2
 MEMO_ENTRIES = 100_000  # remembered local forecasts (series x method x horizon)
 
 
@@ -71,6 +72,11 @@ class PortfolioModel:
         local = history_length(self.freq.season) if self.uses_local() else 0
         lgbm = self.lightgbm.window_length if self.lightgbm is not None else self._lookback
         return max(lgbm, local)
+
+    @property
+    def min_periods(self) -> int:
+        """Any series of two periods gets a forecast (from the methods that fit so short a history)."""
+        return MIN_PERIODS
 
     def uses_local(self) -> bool:
         return any(m != "lightgbm" for plan in (*self.plans.values(), self.default) for m in plan)

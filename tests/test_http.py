@@ -604,7 +604,7 @@ def test_internal_error_from_a_corrupted_model_file(inprocess_factory: RuntimeFa
     check_success(rt.get_json("/v1/models/nile_m/predict"), "nile_m", 3)
     rt.stop()
     # Corrupt the stored version: it now claims one booster per step ('direct') but has a single one.
-    model_json = Path(rt.data_dir) / "models" / "nile_m" / "runs" / "1" / "model.json"
+    model_json = Path(rt.data_dir) / "models" / "nile_m" / "runs" / "1" / "lightgbm" / "model.json"
     meta = json.loads(model_json.read_text())
     assert meta["strategy"] == "recursive" and meta["boosters"] == ["booster.txt"]
     meta["strategy"] = "direct"

@@ -78,7 +78,7 @@ def served(module_runtime_factory):
         - {from: lightgbm, name: holes_m, datasets: [holes], params: {lookback: 3, horizon: 2, fill: none}}
         - {from: lightgbm, name: gappy_lin, datasets: [gappy], params: {lookback: 3, horizon: 2}}
         - {from: lightgbm, name: holes_prev, datasets: [holes], params: {lookback: 3, horizon: 2, fill: previous}}
-        - {from: lightgbm, name: short_m, datasets: [short], params: {lookback: 3, horizon: 2}}
+        - {from: lightgbm, name: short_m, datasets: [short], params: {lookback: 3, horizon: 2, method: lightgbm}}
         """,
     )
     (folder / "spicepod.yaml").write_text(text)

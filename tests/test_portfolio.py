@@ -216,3 +216,62 @@ def test_observed_history_leaves_out_what_fill_made_up(tmp_path):
         gap = {str(np.datetime64("2024-01-11", "us")), str(np.datetime64("2024-01-12", "us"))}
         assert gap <= {str(t) for t in filled.times[0]}
         assert not gap & {str(t) for t in observed.times[0]}
+
+
+# --- served over HTTP (an in-process runtime on a real panel) ---------------------------------------------
+
+
+SERVED_POD = """
+version: v1
+kind: Spicepod
+name: portfolio
+datasets:
+  - {from: file:panel.csv, name: panel, series_column: series, mode: read_write}
+models:
+  - {from: lightgbm, name: auto_m, datasets: [panel],
+     params: {lookback: 8, horizon: 4, lightgbm: {num_boost_round: 30}}}
+  - {from: lightgbm, name: lgbm_m, datasets: [panel],
+     params: {lookback: 8, horizon: 4, method: lightgbm, lightgbm: {num_boost_round: 30}}}
+"""
+
+
+@pytest.fixture(scope="module")
+def served_panel(module_inprocess_factory):
+    folder = module_inprocess_factory.new_dir()
+    panel = tourism(10)
+    lines = ["series,ts,value"]
+    for sid, times, values in zip(panel.ids, panel.times, panel.values, strict=True):
+        lines += [f"{sid},{str(t)[:10]},{v}" for t, v in zip(times, values, strict=True)]
+    lines += [f"short,{str(t)[:10]},{v}" for t, v in zip(panel.times[0][:5], panel.values[0][:5], strict=True)]
+    lines += [f"single,{str(panel.times[0][0])[:10]},{panel.values[0][0]}"]
+    (folder / "panel.csv").write_text("\n".join(lines) + "\n")
+    (folder / "spicepod.yaml").write_text(SERVED_POD)
+    return module_inprocess_factory(spicepod=folder / "spicepod.yaml")
+
+
+def test_predict_names_each_series_method_and_models_list_the_methods(served_panel):
+    models = {m["name"]: m for m in served_panel.get_json("/v1/models")}
+    auto = models["auto_m"]
+    assert auto["series_count"] == 11  # every series with two or more periods, the 5-period one included
+    assert set(auto["methods"]) >= {"lightgbm", "seasonal_naive", "naive", "ets", "theta"}
+    assert sum(m["series"] for m in auto["methods"].values()) >= 11
+    assert "methods" not in models["lgbm_m"] and models["lgbm_m"]["series_count"] == 10
+    body = served_panel.get_json("/v1/models/auto_m/predict?series=short&level=80&level=95")
+    assert body["method"] and "lightgbm" not in body["method"].split("+")
+    assert len(body["prediction"]) == 4 and all(v >= 0 for v in body["intervals"]["95"]["lower"])
+    q1 = served_panel.get_json("/v1/models/auto_m/predict?series=Q1")
+    post = served_panel.post("/v1/predict", {"predictions": [{"model_name": "auto_m", "series": "Q1"}]}).json()
+    assert post["predictions"][0]["method"] == q1["method"]
+    assert post["predictions"][0]["prediction"] == q1["prediction"]
+    rows = served_panel.get_json("/v1/models/auto_m/forecasts?series=Q1&series=short")
+    assert {r["series"]: r["method"] for r in rows} == {"Q1": q1["method"], "short": body["method"]}
+    assert "method" not in served_panel.get_json("/v1/models/lgbm_m/predict?series=Q1")
+
+
+def test_series_statuses_follow_what_the_portfolio_can_forecast(served_panel):
+    entries = {e["series"]: e["status"] for e in served_panel.get_json("/v1/models/auto_m/series")}
+    assert entries["short"] == "ready" and entries["single"] == "too_short"
+    lgbm = {e["series"]: e["status"] for e in served_panel.get_json("/v1/models/lgbm_m/series")}
+    assert lgbm["short"] == "too_short"
+    response = served_panel.get("/v1/models/auto_m/predict?series=single")
+    assert response.status == 400 and "not enough data" in response.json()["error_message"]

@@ -44,8 +44,8 @@ def pod(*, ds_from: str = f"file:{AUSTRES}", ds_name: str = "co2", ds_extra: str
     )
 
 
-PARAM_KEYS = ("aggregate, backtest_windows, fill, frequency, horizon, lightgbm, lookback, retrain_after_rows, "
-              "strategy, value_column")
+PARAM_KEYS = ("aggregate, backtest_windows, bounds, fill, frequency, horizon, lightgbm, lookback, method, "
+              "retrain_after_rows, strategy, value_column, week_start")
 
 
 def named(entries) -> dict:
@@ -75,6 +75,18 @@ INVALID = [
     ("unknown_params_key", pod(params="      lookbak: 24\n"),
      f"models[1] (co2_b): unknown key 'lookbak'; expected one of {PARAM_KEYS}"),
     # wrong types and values
+    ("unknown_method", pod(params="      method: prophet\n"),
+     "models[1] (co2_b): 'method' must be one of auto, ensemble, lightgbm, naive, seasonal_naive, ets, theta, mstl, "
+     "croston, got 'prophet'"),
+    ("bounds_reversed", pod(params="      bounds: [10, 0]\n"),
+     "models[1] (co2_b): 'bounds' must be auto, none or [low, high] (either may be null, low below high), "
+     "got [10, 0]"),
+    ("bounds_word", pod(params="      bounds: positive\n"),
+     "models[1] (co2_b): 'bounds' must be auto, none or [low, high] (either may be null, low below high), "
+     "got 'positive'"),
+    ("week_start_abbreviated", pod(params="      week_start: mon\n"),
+     "models[1] (co2_b): 'week_start' must be one of monday, tuesday, wednesday, thursday, friday, saturday, "
+     "sunday, got 'mon'"),
     ("name_not_string", "version: v1\nkind: Spicepod\nname: 123\n",
      "'name' must be a non-empty string, got 123"),
     ("bad_version", "version: v2\nkind: Spicepod\nname: t\n",

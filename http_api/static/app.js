@@ -68,6 +68,15 @@ function isPanel(model) {
   return (model.series_count || 0) > 1;
 }
 
+// Each method's share of the series (a series served by a combination counts for each of its methods).
+function methodShares(model) {
+  const methods = model.methods || {};
+  const total = model.series_count || 1;
+  const used = Object.entries(methods).filter(([, m]) => m.series > 0).sort((a, b) => b[1].series - a[1].series);
+  if (!used.length) return "–";
+  return used.map(([name, m]) => name + " " + Math.round((100 * m.series) / total) + "%").join(", ");
+}
+
 function renderModels() {
   const body = $("models").tBodies[0];
   const rows = [];
@@ -84,6 +93,7 @@ function renderModels() {
       el("td", null, el("span", { class: "badge " + m.status }, m.status)),
       el("td", null, m.model_version === null ? "–" : m.model_version),
       el("td", null, m.strategy || "–"),
+      el("td", { class: "methods" }, methodShares(m)),
       el("td", null, m.frequency || "–"),
       el("td", { class: "num" }, num(m.series_count, 0)),
       el("td", { class: "num" }, num(metrics.mase)),
@@ -96,10 +106,10 @@ function renderModels() {
     if (m.error_message) {
       const label = m.status === "failed" ? "Training failed: " : "Last error: ";
       rows.push(el("tr", { class: "error-row" },
-        el("td", { colspan: 12 }, el("div", null, el("strong", null, label), m.error_message))));
+        el("td", { colspan: 13 }, el("div", null, el("strong", null, label), m.error_message))));
     }
   }
-  if (!rows.length) rows.push(el("tr", null, el("td", { colspan: 12, class: "muted" }, "No models.")));
+  if (!rows.length) rows.push(el("tr", null, el("td", { colspan: 13, class: "muted" }, "No models.")));
   body.replaceChildren(...rows);
 }
 

@@ -195,6 +195,7 @@ function describe(drawn, model, data) {
   show($("chart-options"), true);
   $("chart").dataset.state = "drawn";
   const facts = [];
+  if (forecast.method) facts.push("method: " + forecast.method);
   if (n) facts.push("last observed " + when(history.timestamps[n - 1]) + ": " + sig(history.values[n - 1]));
   if (forecast.timestamps.length) {
     facts.push("forecast " + forecast.timestamps.length + " steps, " + when(forecast.timestamps[0]) + " to "
