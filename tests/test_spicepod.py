@@ -430,8 +430,8 @@ def test_help_lists_every_section_and_key_in_order() -> None:
         "datasets[]": ["from", "name", "mode", "time_column", "time_format", "series_column", "on_duplicate",
                        "description"],
         "models[]": ["from", "name", "datasets", "params", "description"],
-        "models[].params": ["value_column", "lookback", "horizon", "frequency", "strategy", "fill", "aggregate",
-                            "backtest_windows", "retrain_after_rows", "lightgbm"],
+        "models[].params": ["value_column", "lookback", "horizon", "frequency", "strategy", "method", "bounds",
+                            "week_start", "fill", "aggregate", "backtest_windows", "retrain_after_rows", "lightgbm"],
     }
     lines = describe_keys().splitlines()
     for line in ("  version (required): spicepod format version",
