@@ -3,7 +3,8 @@
 They compete with the global LightGBM model in a model's portfolio (pipelines/portfolio.py). The simple
 ones (naive, seasonal naive) are a line of numpy; the statistical ones come from statsforecast, which is
 imported only when a model first trains or forecasts with them:
-- `ets`: exponential smoothing with the error, trend and season chosen by AICc (statsforecast AutoETS);
+- `ets`: exponential smoothing with additive errors, the trend and season chosen by AICc (statsforecast
+  AutoETS);
   seasons longer than 24 steps are left to `mstl`, as AutoETS itself cannot fit them;
 - `theta`: the standard theta method on seasonally adjusted data (statsforecast Theta), the strong simple
   method of the M3 competition;
@@ -86,10 +87,11 @@ def _library(build: Callable[..., object]) -> Callable[[np.ndarray, int, int, bo
 
 
 def _ets(models, season: int, quick: bool):
-    # Quick (many series): no trend component, which costs most of AutoETS's search (a fifth of the time);
-    # trends are left to theta's drift and to LightGBM.
+    # Additive errors only: a third of the full search's time, for a mean held-out MASE over the 14 sample
+    # series of 1.030 against 1.011 with the full search. Quick (models of many series): no trend either (a
+    # fifth of the full search's time); trends are left to theta's drift and to LightGBM.
     return models.AutoETS(season_length=season if 1 < season <= ETS_MAX_SEASON else 1,
-                          model="ZNZ" if quick else "ZZZ")
+                          model="ZNZ" if quick else "AZZ")
 
 
 def _theta(models, season: int, quick: bool):

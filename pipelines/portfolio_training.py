@@ -20,7 +20,7 @@ from pipelines.frequency import Frequency
 from pipelines.methods import ETS_MAX_SEASON
 from pipelines.model import SeriesStats
 from pipelines.portfolio import PortfolioModel, bounds_for
-from pipelines.selection import PairTable, choose, chunk_pairs, chunk_seeds
+from pipelines.selection import PairTable, calibrate, choose, chunk_pairs, chunk_seeds
 from pipelines.training import (
     CALIBRATION_ERRORS,
     MAX_BACKTEST_SERIES,
@@ -78,10 +78,19 @@ def train_portfolio(
     extend = len(lengths) * backtest_windows * horizon < CALIBRATION_ERRORS
     origins, lgbm_rows = _origins(lengths, backtest, horizon, backtest_windows, extend)
     quick = len(lengths) > QUICK_SERIES
-    parts = backend.map(chunk_pairs, origins, local, horizon, season, lookback, quick)
-    table = PairTable.concat(parts, local, horizon)
+    # Every candidate from the scoring origins, for the choice...
+    scoring = {sid: [row for row in rows if row[1]] for sid, rows in origins.items()}
+    table = PairTable.concat(backend.map(chunk_pairs, scoring, local, horizon, season, lookback, quick), local, horizon)
     table.forecasts["lightgbm"] = _join(table, lgbm_rows, horizon)
     choice = choose(table, candidates, method, horizon, season)
+    if extend:
+        # ...and, with few series, what each series is served from every origin, for its intervals.
+        members = {sid: [m for m in plan if m != "lightgbm"] for sid, plan in choice.plans.items()}
+        used = [m for m in local if any(m in names for names in members.values())]
+        every = PairTable.concat(backend.map(chunk_pairs, origins, members, horizon, season, lookback, quick),
+                                 used, horizon)
+        every.forecasts["lightgbm"] = _join(every, lgbm_rows, horizon)
+        choice.calibration = calibrate(every, choice.plans, horizon)
     seeds: dict = {}
     for part in backend.map(chunk_seeds, choice.plans, horizon, season, quick):
         seeds.update(part)

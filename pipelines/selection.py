@@ -62,7 +62,7 @@ class PairTable:
             np.concatenate([p.actual for p in parts]),
             np.concatenate([p.spread for p in parts]),
             np.concatenate([p.scale for p in parts]),
-            {m: np.concatenate([p.forecasts[m] for p in parts]) for m in methods},
+            {m: np.concatenate([p.forecasts.get(m, np.full(p.actual.shape, np.nan)) for p in parts]) for m in methods},
         )
 
 
@@ -72,10 +72,13 @@ def history_digest(values: np.ndarray) -> str:
 
 
 def chunk_pairs(
-    chunk: SeriesSet, origins: dict, methods: Sequence[str], horizon: int, season: int, lookback: int, quick: bool,
+    chunk: SeriesSet, origins: dict, methods: Sequence[str] | dict, horizon: int, season: int, lookback: int,
+    quick: bool,
 ) -> PairTable:
     """The pair rows of this chunk's series: origins[id] is a list of (origin, scoring, with_local); local
-    methods forecast where with_local is set (LightGBM's forecasts are joined in afterwards)."""
+    `methods` (or methods[id], per series) forecast where with_local is set (LightGBM's forecasts are
+    joined in afterwards)."""
+    every = sorted({m for names in methods.values() for m in names}) if isinstance(methods, dict) else list(methods)
     keep = history_length(season)
     rows: list[tuple] = []
     for sid, values in zip(chunk.ids, chunk.values, strict=True):
@@ -89,7 +92,7 @@ def chunk_pairs(
             actual[:seen.size] = seen
             spread = float(window_spread(values[max(0, origin - lookback):origin][None, :], np.array([series_std]))[0])
             local = {}
-            for name in methods:
+            for name in (methods.get(sid, ()) if isinstance(methods, dict) else methods):
                 if with_local:
                     local[name] = local_forecast(name, history, horizon, season, quick)
             rows.append((sid, origin, scoring, actual, spread, naive_scale(values[:origin], season), local))
@@ -98,7 +101,7 @@ def chunk_pairs(
         np.array([r[2] for r in rows], dtype=bool), np.array([r[3] for r in rows]).reshape(len(rows), horizon),
         np.array([r[4] for r in rows], dtype=np.float64), np.array([r[5] for r in rows], dtype=np.float64),
     )
-    for name in methods:
+    for name in every:
         out = np.full((len(rows), horizon), np.nan)
         for i, r in enumerate(rows):
             if r[6].get(name) is not None:
@@ -210,7 +213,7 @@ def choose(table: PairTable, candidates: Sequence[str], mode: str, horizon: int,
     smapes = [_smape_rows(table, plan, np.flatnonzero((owner == code[sid]) & table.scoring))
               for sid, plan in plans.items()]
     return Choice(plans, default, method_mase, _mean([v[0] for v in series_mase.values()]), _mean(smapes),
-                  _calibrate(table, plans, horizon), len(plans), series_mase)
+                  calibrate(table, plans, horizon), len(plans), series_mase)
 
 
 def _series_scores(table: PairTable, plan: Plan, owner: np.ndarray, count: int) -> np.ndarray:
@@ -248,7 +251,7 @@ def _default_plan(plans_all: list[Plan], panel: np.ndarray, mode: str) -> Plan:
     return min(cheap)[1] if cheap else ("seasonal_naive",)
 
 
-def _calibrate(table: PairTable, plans: dict, horizon: int) -> Calibration:
+def calibrate(table: PairTable, plans: dict, horizon: int) -> Calibration:
     """Normalised absolute errors per step of the served forecast at every row where it is defined."""
     errors: list[list[np.ndarray]] = [[] for _ in range(horizon)]
     groups: dict = {}
