@@ -25,12 +25,13 @@ from typing import Any
 import lightgbm as lgb
 import numpy as np
 
+from pipelines.backends import fit_rows
 from pipelines.flight_client import FlightDataClient
 from pipelines.grid import GridQuery
 from pipelines.model import TrainedModel
 from pipelines.registry import fingerprint_of, series_digests
 from pipelines.series import SeriesSet
-from pipelines.training import fit_rows, train_model
+from pipelines.training import train_model
 from spicepod import FlightcastError, InvalidInput, Unavailable
 
 log = logging.getLogger("flightcast.dask")

@@ -11,12 +11,13 @@ from __future__ import annotations
 
 from typing import Any, Protocol
 
+from pipelines.backends import LocalBackend
 from pipelines.flight_client import FlightDataClient
 from pipelines.grid import GridQuery
 from pipelines.model import TrainedModel
 from pipelines.registry import data_fingerprint
 from pipelines.series import SeriesSet
-from pipelines.training import LocalBackend, train_model
+from pipelines.training import train_model
 from spicepod import TrainingSpec
 
 

@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from pipelines.backends import SeriesBackend
 from pipelines.frequency import Frequency
 from pipelines.methods import ETS_MAX_SEASON
 from pipelines.model import SeriesStats
@@ -24,7 +25,6 @@ from pipelines.selection import PairTable, calibrate, choose, chunk_pairs, chunk
 from pipelines.training import (
     CALIBRATION_ERRORS,
     MAX_BACKTEST_SERIES,
-    SeriesBackend,
     check_sizes,
     chunk_lengths,
     chunk_stats,

@@ -15,13 +15,13 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
+from pipelines.backends import LocalBackend, SeriesBackend
 from pipelines.features import FeatureLayout, level_stats
 from pipelines.frequency import Frequency
 from pipelines.intervals import Calibration
@@ -32,7 +32,7 @@ from spicepod import STRATEGIES, InvalidInput
 from spicepod.timestamps import iso_utc
 
 if TYPE_CHECKING:
-    import lightgbm as lgb
+    pass
 
 log = logging.getLogger("flightcast.training")
 
@@ -210,40 +210,6 @@ def chunk_backtest(
         history = part.values[r][:o]
         scores[part.ids[r]] = (mase(actual[row], predicted[row], history, season), smape(actual[row], predicted[row]))
     return errors, scores, ([part.ids[r] for r in owner], origin, predicted)
-
-
-# --- where the chunks are ---------------------------------------------------------------------------------
-
-
-class SeriesBackend(Protocol):
-    def map(self, fn: Callable[..., Any], *args: Any) -> list[Any]:
-        """fn(chunk, *args) for every chunk, results in chunk order."""
-
-    def fit(self, params: dict[str, Any], rounds: int, rows: Callable[..., Any], *args: Any) -> lgb.Booster:
-        """A booster fit on the rows (x, y, w) that rows(chunk, *args) builds from every chunk."""
-
-
-class LocalBackend:
-    """The series in this process, one chunk; fits by lightgbm.train."""
-
-    def __init__(self, series: SeriesSet):
-        self.chunks = [series]
-
-    def map(self, fn: Callable[..., Any], *args: Any) -> list[Any]:
-        return [fn(chunk, *args) for chunk in self.chunks]
-
-    def fit(self, params: dict[str, Any], rounds: int, rows: Callable[..., Any], *args: Any) -> lgb.Booster:
-        parts = self.map(rows, *args)
-        x, y, w = (np.concatenate([p[k] for p in parts]) for k in range(3))
-        return fit_rows(params, rounds, x, y, w)
-
-
-def fit_rows(params: dict[str, Any], rounds: int, x: np.ndarray, y: np.ndarray, w: np.ndarray) -> lgb.Booster:
-    """lightgbm.train on rows held in one place, weights over their mean (how every backend fits one part)."""
-    import lightgbm as lgb  # on first use: a runtime without models (a data node) never loads it
-
-    data = lgb.Dataset(x, y, weight=w / w.mean() if w.size else w, params=params, free_raw_data=True)
-    return lgb.train(params, data, num_boost_round=rounds)
 
 
 # --- the algorithm -----------------------------------------------------------------------------------------

@@ -10,13 +10,14 @@ import lightgbm as lgb
 import numpy as np
 import pytest
 
+from pipelines.backends import LocalBackend
 from pipelines.features import FeatureLayout
 from pipelines.frequency import Frequency, infer_frequency
 from pipelines.intervals import Calibration, interval_bounds
 from pipelines.metrics import mase, smape
 from pipelines.model import FileBoosterModel, TrainedModel
 from pipelines.series import SeriesSet
-from pipelines.training import LocalBackend, chunk_rows, fit, series_stats, train_model, training_set
+from pipelines.training import chunk_rows, fit, series_stats, train_model, training_set
 from spicepod.errors import InvalidInput
 
 DATA = Path(__file__).resolve().parent.parent / "data"
