@@ -65,7 +65,8 @@ def pod(data: Path, training: str = "") -> str:
         models:
           - {{from: lightgbm, name: panel_m, datasets: [sales], params: {{lookback: {LOOKBACK}, horizon: {HORIZON},
               backtest_windows: 2}}}}
-          - {{from: lightgbm, name: single_m, datasets: [single], params: {{lookback: {LOOKBACK}, horizon: {HORIZON}}}}}
+          - {{from: lightgbm, name: single_m, datasets: [single], params: {{lookback: {LOOKBACK}, horizon: {HORIZON},
+              method: lightgbm}}}}
         """) + training
 
 

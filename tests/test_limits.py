@@ -36,7 +36,7 @@ datasets:
   - {from: file:data/rw_guard.csv, name: rw_guard, mode: read_write}
   - {from: file:data/metrics.csv, name: metrics}
 models:
-  - {from: lightgbm, name: aus, datasets: [austres], params: {lookback: 8, horizon: 4}}
+  - {from: lightgbm, name: aus, datasets: [austres], params: {lookback: 8, horizon: 4, method: lightgbm}}
 """
 
 

@@ -51,6 +51,7 @@ models:
       lookback: 24
       horizon: {HORIZON}
       frequency: 1h
+      method: lightgbm
       lightgbm: {{num_leaves: 8, learning_rate: 0.1, num_boost_round: 15}}
 """
 

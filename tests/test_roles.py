@@ -18,7 +18,7 @@ name: roles
 datasets:
   - {{from: file:{folder}/austres.csv, name: aus, mode: read_write}}
 models:
-  - {{from: lightgbm, name: aus_m, datasets: [aus], params: {{lookback: 8, horizon: 4}}}}
+  - {{from: lightgbm, name: aus_m, datasets: [aus], params: {{lookback: 8, horizon: 4, method: lightgbm}}}}
 """
 
 
