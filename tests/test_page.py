@@ -196,7 +196,8 @@ def test_choosing_a_model_draws_its_history_forecast_and_bands(rt: Runtime, brow
     # the method the series is forecast by beside the chart, and each method's share in the model table
     facts = browser.execute_script("return document.getElementById('chart-facts').textContent")
     assert facts.startswith("method: " + predict["method"] + " · ")
-    cells = browser.execute_script("return [...document.querySelectorAll('#models td.methods')].map(c => c.textContent)")
+    cells = browser.execute_script("return [...document.querySelectorAll('#models td.methods')]"
+                                   ".map(c => c.textContent)")
     served = [name for name, m in model["methods"].items() if m["series"]]
     assert any(all(name in cell for name in served) and "100%" in cell for cell in cells)
 
