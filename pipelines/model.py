@@ -178,9 +178,7 @@ class TrainedModel:
         files = self._booster_files()
         for booster, name in zip(self.boosters, files, strict=True):
             booster.save_model(str(directory / name))
-        np.savez(directory / "series.npz", **self.stats.to_arrays())
-        if self.calibration is not None:
-            np.savez(directory / "calibration.npz", **self.calibration.to_arrays())
+        save_series_arrays(directory, self.stats, self.calibration)
         meta = {
             "format": MODEL_FORMAT,
             "horizon": self.horizon,
@@ -207,17 +205,28 @@ class TrainedModel:
         import lightgbm as lgb  # on first use: a runtime without models (a data node) never loads it
 
         boosters = [lgb.Booster(model_file=str(directory / name)) for name in meta["boosters"]]
-        with np.load(directory / "series.npz", allow_pickle=False) as arrays:
-            stats = SeriesStats.from_arrays(dict(arrays))
-        calibration = None
-        if (directory / "calibration.npz").is_file():
-            with np.load(directory / "calibration.npz", allow_pickle=False) as arrays:
-                calibration = Calibration.from_arrays(dict(arrays))
+        stats, calibration = load_series_arrays(directory)
         return cls(
             layout, Frequency.parse(meta["frequency"]), int(meta["horizon"]), meta["strategy"], boosters, stats,
             calibration=calibration, metrics=meta["metrics"], training_rows=int(meta["training_rows"]),
             differencing=int(meta.get("differencing", 0)),
         )
+
+
+def save_series_arrays(directory: Path, stats: SeriesStats, calibration: Calibration | None) -> None:
+    """A model's series statistics and calibration errors, as .npz files beside its model.json."""
+    np.savez(directory / "series.npz", **stats.to_arrays())
+    if calibration is not None:
+        np.savez(directory / "calibration.npz", **calibration.to_arrays())
+
+
+def load_series_arrays(directory: Path) -> tuple[SeriesStats, Calibration | None]:
+    with np.load(directory / "series.npz", allow_pickle=False) as arrays:
+        stats = SeriesStats.from_arrays(dict(arrays))
+    if not (directory / "calibration.npz").is_file():
+        return stats, None
+    with np.load(directory / "calibration.npz", allow_pickle=False) as arrays:
+        return stats, Calibration.from_arrays(dict(arrays))
 
 
 def json_safe(value: Any) -> Any:

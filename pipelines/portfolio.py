@@ -22,7 +22,14 @@ from pipelines.features import window_spread
 from pipelines.frequency import Frequency
 from pipelines.intervals import Calibration
 from pipelines.methods import fallback_forecast, finite_tail, history_length, local_forecast, seasonal_naive
-from pipelines.model import MAX_RECURSIVE_HORIZON, SeriesStats, TrainedModel, json_safe
+from pipelines.model import (
+    MAX_RECURSIVE_HORIZON,
+    SeriesStats,
+    TrainedModel,
+    json_safe,
+    load_series_arrays,
+    save_series_arrays,
+)
 from pipelines.selection import Plan, history_digest, plan_name
 from spicepod import InvalidInput
 
@@ -172,9 +179,7 @@ class PortfolioModel:
         directory.mkdir(parents=True, exist_ok=True)
         if self.lightgbm is not None:
             self.lightgbm.save(directory / "lightgbm")
-        np.savez(directory / "series.npz", **self.stats.to_arrays())
-        if self.calibration is not None:
-            np.savez(directory / "calibration.npz", **self.calibration.to_arrays())
+        save_series_arrays(directory, self.stats, self.calibration)
         plan_list = sorted({*self.plans.values(), self.default})
         index = {plan: i for i, plan in enumerate(plan_list)}
         ids = [sid for sid in self.plans]
@@ -210,12 +215,7 @@ class PortfolioModel:
         if meta.get("format") != PORTFOLIO_FORMAT:
             raise InvalidInput(f"{directory / 'model.json'}: unsupported portfolio format {meta.get('format')!r}")
         lightgbm = TrainedModel.load(directory / "lightgbm") if (directory / "lightgbm").is_dir() else None
-        with np.load(directory / "series.npz", allow_pickle=False) as arrays:
-            stats = SeriesStats.from_arrays(dict(arrays))
-        calibration = None
-        if (directory / "calibration.npz").is_file():
-            with np.load(directory / "calibration.npz", allow_pickle=False) as arrays:
-                calibration = Calibration.from_arrays(dict(arrays))
+        stats, calibration = load_series_arrays(directory)
         plan_list = [tuple(p) for p in meta["plans"]]
         single = bool(meta["single"])
 
