@@ -26,8 +26,10 @@ $(TEST_STAMP): $(RUNTIME_STAMP)
 run: $(RUNTIME_STAMP)
 	$(BIN)/flightcast run --spicepod spicepod.yaml $(RUN_ARGS)
 
+# Two workers, each taking whole files (a module's servers and trained models are set up once): most tests
+# wait on servers and subprocesses, so two share two cores well.
 test: $(TEST_STAMP)
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n 2 --dist loadfile
 
 fuzz: $(TEST_STAMP)
 	FLIGHTCAST_FUZZ=full $(BIN)/python -m pytest -m "fuzz or slow"
