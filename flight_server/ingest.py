@@ -33,6 +33,9 @@ if TYPE_CHECKING:  # the store calls this module's write paths; receive() calls 
 
 log = logging.getLogger("flightcast.flight")
 
+US_PER_UNIT = {"s": 1_000_000, "ms": 1_000, "us": 1, "ns": 0.001}
+FIRST_US = int(np.datetime64("0001-01-01T00:00:00", "us").astype(np.int64))
+LAST_US = int(np.datetime64("9999-12-31T23:59:59.999999", "us").astype(np.int64))
 MAX_NOTICE_SERIES = 10_000  # a commit touching more series is announced as touching all (None)
 STAGED = "flightcast_staged"  # a replace stream before its merge (temp, one per cursor)
 RECEIVED = "flightcast_received"  # the stream's batches as DuckDB sees them
@@ -166,12 +169,26 @@ class IncomingStream:
             raise InvalidInput(f"DoPut to '{name}': column '{time_column}' has null timestamps")
         if self.spec.series_column is not None:
             self._check_series(batch.column(self.spec.series_column))
+        self._check_time_range(times)
         bounds = pc.min_max(times)
         lo, hi = naive_utc(bounds["min"].as_py()), naive_utc(bounds["max"].as_py())
         self.first = lo if self.first is None or lo < self.first else self.first
         self.last = hi if self.last is None or hi > self.last else self.last
         if self.spec.on_duplicate == "replace":
             self._orders = [order for order in self._orders if self._increasing(batch, order)]
+
+    def _check_time_range(self, times: pa.Array) -> None:
+        """Timestamps the store (and every client) can read back: years 1 to 9999."""
+        if not pa.types.is_timestamp(times.type):
+            return
+        raw = pc.min_max(pc.cast(times, pa.int64()))
+        per_us = US_PER_UNIT[times.type.unit]
+        for value in (raw["min"].as_py(), raw["max"].as_py()):
+            if value is not None and not FIRST_US <= value * per_us <= LAST_US:
+                raise InvalidInput(
+                    f"DoPut to '{self.name}': column '{self.spec.time_column}' has a timestamp outside the years 1 "
+                    f"to 9999 ({value} {times.type.unit} since 1970); nothing was stored"
+                )
 
     def _check_series(self, ids: pa.Array) -> None:
         column = self.spec.series_column

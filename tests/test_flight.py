@@ -448,6 +448,17 @@ def test_do_put_nanoseconds_are_kept_when_whole_microseconds(client) -> None:
     assert count_rows(client, "rw_widen") == before + 1
 
 
+@pytest.mark.parametrize(("unit", "value"), [("s", 9 * 10**15), ("ms", -(10**17)), ("us", 253402300800 * 10**6)])
+def test_do_put_of_a_timestamp_past_the_year_9999_is_refused_and_stores_nothing(client, unit, value) -> None:
+    far = pa.table({"ts": pa.array([value], pa.timestamp(unit)),
+                    "n": pa.array([10], pa.int64()), "x": pa.array([1.5], pa.float64())})
+    before = count_rows(client, "rw_widen")
+    with pytest.raises(INVALID, match=r"column 'ts' has a timestamp outside the years 1 to 9999 \("
+                                      + str(value) + " " + unit + r" since 1970\); nothing was stored"):
+        do_put(client, "rw_widen", far, OPTS)
+    assert count_rows(client, "rw_widen") == before
+
+
 def test_do_put_empty_stream(client) -> None:
     schema = client.get_schema(flight.FlightDescriptor.for_path("rw_empty"), OPTS).schema
     assert do_put(client, "rw_empty", schema.empty_table(), OPTS) == {"dataset": "rw_empty", "rows": 0}
