@@ -1,4 +1,4 @@
-"""Prediction intervals (issue 11): empirical coverage and scaled width of 80% and 95% intervals.
+"""Prediction intervals: empirical coverage and scaled width of 80% and 95% intervals.
 
 (a) The sample series (data/*.csv without the panel; last H points held out, H: 12 monthly, 8 quarterly,
     6 yearly) and (b) the tourism panel (last 8 quarters held out): flightcast's conformal intervals

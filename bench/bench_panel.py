@@ -1,4 +1,4 @@
-"""Panels (issue 10): one global model over many series, against mlforecast and statsforecast.
+"""Panels: one global model over many series, against mlforecast and statsforecast.
 
 (a) Accuracy on data/tourism_quarterly.csv (427 quarterly series, the last 8 quarters of each held out):
     mean MASE over series (scale: in-sample seasonal naive, season 4, on each training part) of one global
