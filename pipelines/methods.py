@@ -16,7 +16,6 @@ imported only when a model first trains or forecasts with them:
 from __future__ import annotations
 
 import logging
-import math
 import threading
 import warnings
 from collections.abc import Callable
@@ -48,14 +47,14 @@ class LocalMethod:
     forecast: Callable[[np.ndarray, int, int, bool], np.ndarray]  # (history, h, season, quick) -> (h,)
 
 
-def _naive(y: np.ndarray, h: int, season: int, quick: bool = False) -> np.ndarray:
+def naive(y: np.ndarray, h: int, season: int, quick: bool = False) -> np.ndarray:
     return np.full(h, y[-1], dtype=np.float64)
 
 
 def seasonal_naive(y: np.ndarray, h: int, season: int, quick: bool = False) -> np.ndarray:
     """Each step repeats the value one season before it (the last value when the history is shorter)."""
     if season <= 1 or y.size < season:
-        return _naive(y, h, season)
+        return naive(y, h, season)
     last = y[-season:]
     return np.asarray(last[np.arange(h) % season], dtype=np.float64)
 
@@ -113,7 +112,7 @@ def _intermittent(y: np.ndarray) -> bool:
 METHODS: dict[str, LocalMethod] = {  # in spicepod's LOCAL_METHODS order
     m.name: m
     for m in (
-        LocalMethod("naive", lambda y, s: y.size >= 1, _naive),
+        LocalMethod("naive", lambda y, s: y.size >= 1, naive),
         LocalMethod("seasonal_naive", lambda y, s: s > 1 and y.size >= s, seasonal_naive),
         LocalMethod("ets", lambda y, s: y.size >= max(2 * s, 8) if 1 < s <= ETS_MAX_SEASON else y.size >= 8,
                     _library(_ets)),
@@ -145,7 +144,7 @@ def fallback_forecast(history: np.ndarray, h: int, season: int) -> tuple[str, np
     """The forecast of a series nothing better was chosen for: seasonal naive, or naive when too short."""
     if METHODS["seasonal_naive"].applies(history, season):
         return "seasonal_naive", seasonal_naive(history, h, season)
-    return "naive", _naive(history, h, season)
+    return "naive", naive(history, h, season)
 
 
 def finite_tail(row: np.ndarray) -> np.ndarray:
@@ -155,7 +154,3 @@ def finite_tail(row: np.ndarray) -> np.ndarray:
         return row
     start = int(np.argmax(finite)) if finite.any() else row.size
     return row[start:]
-
-
-def is_number(value: float) -> bool:
-    return value is not None and math.isfinite(value)

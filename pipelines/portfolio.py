@@ -21,7 +21,14 @@ import numpy as np
 from pipelines.features import window_spread
 from pipelines.frequency import Frequency
 from pipelines.intervals import Calibration
-from pipelines.methods import fallback_forecast, finite_tail, history_length, local_forecast, seasonal_naive
+from pipelines.methods import (
+    fallback_forecast,
+    finite_tail,
+    history_length,
+    local_forecast,
+    naive,
+    seasonal_naive,
+)
 from pipelines.model import (
     MAX_RECURSIVE_HORIZON,
     SeriesStats,
@@ -63,6 +70,11 @@ class PortfolioModel:
         self.max_horizon = lightgbm.max_horizon if lightgbm is not None else MAX_RECURSIVE_HORIZON
         # series id -> (backtest MASE of what it is served, of its seasonal naive): set by training, not stored
         self.series_mase: dict = {}
+        # What a forecast reads: the LightGBM window, or the history local methods fit on if longer. Plans
+        # never change once trained, so this is worked out once, not on every forecast.
+        uses_local = any(m != "lightgbm" for plan in (*plans.values(), default) for m in plan)
+        self._window_length = max(lightgbm.window_length if lightgbm is not None else lookback,
+                                  history_length(freq.season) if uses_local else 0)
         self._memo: dict = {}
         self._memo_lock = threading.Lock()
         for sid, (digest, forecasts) in (seeds or {}).items():
@@ -75,18 +87,12 @@ class PortfolioModel:
 
     @property
     def window_length(self) -> int:
-        """Values a forecast reads: the LightGBM window, or the history local methods fit on if longer."""
-        local = history_length(self.freq.season) if self.uses_local() else 0
-        lgbm = self.lightgbm.window_length if self.lightgbm is not None else self._lookback
-        return max(lgbm, local)
+        return self._window_length
 
     @property
     def min_periods(self) -> int:
         """Any series of two periods gets a forecast (from the methods that fit so short a history)."""
         return MIN_PERIODS
-
-    def uses_local(self) -> bool:
-        return any(m != "lightgbm" for plan in (*self.plans.values(), self.default) for m in plan)
 
     def plan_of(self, sid: str | None) -> Plan:
         return self.plans.get(sid, self.default)
@@ -139,7 +145,7 @@ class PortfolioModel:
         if method == "seasonal_naive":
             return seasonal_naive(history, horizon, season)
         if method == "naive":
-            return np.full(horizon, history[-1])
+            return naive(history, horizon, season)
         digest = history_digest(history)
         key = (sid, method, horizon)
         kept = self._memo.get(key)

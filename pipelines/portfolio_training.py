@@ -22,6 +22,7 @@ from pipelines.methods import ETS_MAX_SEASON
 from pipelines.model import SeriesStats
 from pipelines.portfolio import PortfolioModel, bounds_for
 from pipelines.selection import PairTable, calibrate, choose, chunk_pairs, chunk_seeds
+from pipelines.series import SeriesSet
 from pipelines.training import (
     CALIBRATION_ERRORS,
     MAX_BACKTEST_SERIES,
@@ -47,7 +48,7 @@ def candidates_for(method: str, season: int, with_lightgbm: bool) -> list[str]:
     return (["lightgbm"] if with_lightgbm else []) + local
 
 
-def chunk_minimum(chunk, _: Any = None) -> float:
+def chunk_minimum(chunk: SeriesSet) -> float:
     values = [float(np.min(v)) for v in chunk.values if v.size]
     return min(values) if values else float("nan")
 
@@ -67,7 +68,7 @@ def train_portfolio(
     season = freq.season
     lightgbm = backtest = None
     if method in ("auto", "ensemble"):
-        _, eligible = lightgbm_plan(backend, lengths, freq=freq, lookback=lookback, horizon=horizon,
+        _, eligible = lightgbm_plan(lengths, freq=freq, lookback=lookback, horizon=horizon,
                                     backtest_windows=backtest_windows)
         if any(n >= lookback + horizon + backtest_windows * horizon for n in eligible.values()):
             lightgbm, backtest = train_lightgbm(
@@ -97,7 +98,7 @@ def train_portfolio(
     stats_parts = backend.map(chunk_stats, lengths, season, 0)
     stats = SeriesStats([sid for p in stats_parts for sid in p.ids], np.concatenate([p.mean for p in stats_parts]),
                         np.concatenate([p.std for p in stats_parts]), np.concatenate([p.scale for p in stats_parts]))
-    minimum = min(backend.map(chunk_minimum, None))
+    minimum = min(backend.map(chunk_minimum))
     served = {}
     for sid in lengths:
         for m in choice.plans.get(sid, choice.default):

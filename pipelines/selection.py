@@ -91,10 +91,8 @@ def chunk_pairs(
             seen = values[origin:origin + horizon]
             actual[:seen.size] = seen
             spread = float(window_spread(values[max(0, origin - lookback):origin][None, :], np.array([series_std]))[0])
-            local = {}
-            for name in (methods.get(sid, ()) if isinstance(methods, dict) else methods):
-                if with_local:
-                    local[name] = local_forecast(name, history, horizon, season, quick)
+            names = (methods.get(sid, ()) if isinstance(methods, dict) else methods) if with_local else ()
+            local = {name: local_forecast(name, history, horizon, season, quick) for name in names}
             rows.append((sid, origin, scoring, actual, spread, naive_scale(values[:origin], season), local))
     table = PairTable(
         [r[0] for r in rows], np.array([r[1] for r in rows], dtype=np.int64),
@@ -123,21 +121,6 @@ def chunk_seeds(chunk: SeriesSet, plans: dict, horizon: int, season: int, quick:
         forecasts = {m: f for m in members if (f := local_forecast(m, history, horizon, season, quick)) is not None}
         out[sid] = (history_digest(history), forecasts)
     return out
-
-
-def _scores(table: PairTable, rows: np.ndarray, forecast: np.ndarray) -> float:
-    """Mean MASE of `forecast` over the pair rows `rows` (NaN when a row lacks it or has no scale)."""
-    if not rows.size:
-        return math.nan
-    f = forecast[rows]
-    a = table.actual[rows]
-    if not np.isfinite(f[np.isfinite(a)]).all():
-        return math.nan
-    scale = table.scale[rows]
-    if not np.all(scale > 0):
-        return math.nan
-    errors = np.nanmean(np.abs(a - f), axis=1) / scale
-    return float(np.mean(errors))
 
 
 @dataclass

@@ -339,7 +339,7 @@ def train_model(
 
 
 def lightgbm_plan(
-    backend: SeriesBackend, lengths: dict, *, freq: Frequency, lookback: int, horizon: int, backtest_windows: int,
+    lengths: dict, *, freq: Frequency, lookback: int, horizon: int, backtest_windows: int,
 ) -> tuple[int, dict]:
     """The differencing lag of a LightGBM model of these series, and the series long enough for its window."""
     lag = differencing_lag(len(lengths), freq)
@@ -367,7 +367,7 @@ def train_lightgbm(
         raise InvalidInput(f"unknown strategy {strategy!r}; expected one of {', '.join(STRATEGIES)}, auto")
     if lengths is None:
         lengths = dict(pair for part in backend.map(chunk_lengths, dataset) for pair in part)
-    lag, eligible = lightgbm_plan(backend, lengths, freq=freq, lookback=lookback, horizon=horizon,
+    lag, eligible = lightgbm_plan(lengths, freq=freq, lookback=lookback, horizon=horizon,
                                   backtest_windows=backtest_windows)
     if not eligible:
         if len(lengths) == 1:
