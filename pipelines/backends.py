@@ -44,5 +44,8 @@ def fit_rows(params: dict[str, Any], rounds: int, x: np.ndarray, y: np.ndarray, 
     """lightgbm.train on rows held in one place, weights over their mean (how every backend fits one part)."""
     import lightgbm as lgb  # on first use: a runtime without models (a data node) never loads it
 
-    data = lgb.Dataset(x, y, weight=w / w.mean() if w.size else w, params=params, free_raw_data=True)
+    params = dict(params)
+    categorical = params.pop("categorical_feature", "auto")  # a Dataset argument, not a training parameter
+    data = lgb.Dataset(x, y, weight=w / w.mean() if w.size else w, params=params, free_raw_data=True,
+                       categorical_feature=categorical)
     return lgb.train(params, data, num_boost_round=rounds)

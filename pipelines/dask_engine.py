@@ -291,10 +291,12 @@ class DaskBackend:
         dropped = {"num_threads", "num_thread", "nthread", "nthreads", "n_jobs", "num_machines", "machines",
                    "local_listen_port", "tree_learner"}
         options = {k: v for k, v in params.items() if k not in dropped}
+        categorical = options.pop("categorical_feature", "auto")
         estimator = DaskLGBMRegressor(client=self.client, n_estimators=rounds, tree_learner="data", **options)
         with self.client.as_current(), warnings.catch_warnings():
             # lightgbm.dask waits on its parts through the current client, and warns that it replaces the
             # estimator's n_jobs (always there, None) with the workers' threads.
             warnings.filterwarnings("ignore", message="Parameter n_jobs will be ignored")
-            estimator.fit(da.concatenate(xs), da.concatenate(ys), sample_weight=da.concatenate(ws))
+            estimator.fit(da.concatenate(xs), da.concatenate(ys), sample_weight=da.concatenate(ws),
+                          categorical_feature=categorical)
         return estimator.booster_

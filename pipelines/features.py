@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from pipelines.drivers import Drivers
 from spicepod import InvalidInput
 
 # Window spread floor as a share of the series' spread: keeps flat windows (intermittent zeros) from
@@ -25,15 +26,17 @@ class FeatureLayout:
 
     Columns: `lookback` normalised lags (oldest first), level mean, level log std, then when the season
     is > 1 the target's position in the season and, when lookback >= season, the normalised value at the
-    same position of the latest season in the window.
+    same position of the latest season in the window; then the driver columns (pipelines/drivers.py).
     """
 
-    def __init__(self, lookback: int, season: int):
+    def __init__(self, lookback: int, season: int, drivers: Drivers | None = None):
         self.lookback = int(lookback)
         self.season = int(season)
         self.use_position = self.season > 1
         self.use_season_lag = self.season > 1 and self.lookback >= self.season
-        self.width = self.lookback + 2 + int(self.use_position) + int(self.use_season_lag)
+        self.drivers = drivers or Drivers()
+        self.base_width = self.lookback + 2 + int(self.use_position) + int(self.use_season_lag)
+        self.width = self.base_width + self.drivers.width
 
     def names(self) -> list[str]:
         names = [f"lag_{self.lookback - i}" for i in range(self.lookback)] + ["level_mean", "level_log_std"]
@@ -41,14 +44,29 @@ class FeatureLayout:
             names.append("season_position")
         if self.use_season_lag:
             names.append("season_lag")
-        return names
+        return names + self.drivers.names()
+
+    def groups(self) -> list[str]:
+        """The input group of each column, as explanations report them: lags, level, season, then the
+        drivers' (each covariate, each static attribute, calendar, holidays)."""
+        groups = ["lags"] * self.lookback + ["level", "level"]
+        if self.use_position:
+            groups.append("season")
+        if self.use_season_lag:
+            groups.append("lags")
+        return groups + self.drivers.groups()
+
+    def categorical_columns(self) -> list[int]:
+        """Columns LightGBM treats as categories."""
+        return [self.base_width + i for i in self.drivers.categorical_positions()]
 
     def to_json(self) -> dict[str, Any]:
-        return {"lookback": self.lookback, "season": self.season, "names": self.names()}
+        return {"lookback": self.lookback, "season": self.season, "names": self.names(),
+                "drivers": self.drivers.to_json()}
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> FeatureLayout:
-        layout = cls(int(data["lookback"]), int(data["season"]))
+        layout = cls(int(data["lookback"]), int(data["season"]), Drivers.from_json(data.get("drivers")))
         if layout.names() != data["names"]:
             raise InvalidInput("model.json: the feature layout does not match this version of flightcast")
         return layout
@@ -65,12 +83,14 @@ class FeatureLayout:
         positions: np.ndarray,
         step: int,
         dtype: type = np.float64,
+        drivers: np.ndarray | None = None,
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Feature rows for predicting `step` values after each window; also each window's mean and spread
         (the target is normalised by them: (value - mean) / spread).
 
         `windows` is (n, lookback), oldest first; `series_mean`/`series_std` (n,) are the level statistics
-        of each window's series; `positions` (n,) the season position of each target.
+        of each window's series; `positions` (n,) the season position of each target; `drivers` (n, width
+        of the driver columns) the driver columns of each row.
         """
         lookback = self.lookback
         mu = windows.mean(axis=1)
@@ -85,6 +105,8 @@ class FeatureLayout:
             col += 1
         if self.use_season_lag:
             x[:, col] = x[:, self.season_lag_index(step)]
+        if self.drivers:
+            x[:, self.base_width:] = drivers
         return x, mu, sd
 
 

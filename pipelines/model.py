@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from pipelines.drivers import FutureDrivers
 from pipelines.features import FeatureLayout, window_spread
 from pipelines.frequency import Frequency
 from pipelines.intervals import Calibration
@@ -116,26 +117,49 @@ class TrainedModel:
         return self.window_length
 
     def forecast_windows(
-        self, windows: np.ndarray, last_times: np.ndarray, horizon: int, ids: Sequence[str | None]
+        self, windows: np.ndarray, last_times: np.ndarray, horizon: int, ids: Sequence[str | None],
+        drivers: FutureDrivers | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
         """Forecasts (n, horizon) after each window (n, window_length), and each window's spread (n,).
 
-        `last_times` (n,) is each window's newest timestamp; `ids` its series.
+        `last_times` (n,) is each window's newest timestamp; `ids` its series; `drivers` the driver inputs
+        of a model that has drivers.
         """
+        predicted, spread, _ = self._run(windows, last_times, horizon, ids, drivers, explain=False)
+        return predicted, spread
+
+    def explain_windows(
+        self, windows: np.ndarray, last_times: np.ndarray, horizon: int, ids: Sequence[str | None],
+        drivers: FutureDrivers | None = None,
+    ) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
+        """Forecasts and spreads as `forecast_windows`, and each input group's share of them (n, horizon) from
+        LightGBM's SHAP values, in the forecast's units: per step the groups sum to the forecast."""
+        return self._run(windows, last_times, horizon, ids, drivers, explain=True)
+
+    def _run(
+        self, windows: np.ndarray, last_times: np.ndarray, horizon: int, ids: Sequence[str | None],
+        drivers: FutureDrivers | None, explain: bool,
+    ) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
         windows = np.asarray(windows, dtype=np.float64)
         lag = self.differencing
+        if self.layout.drivers and drivers is None:
+            raise InvalidInput("this model forecasts with drivers; their values are missing")
         if not lag:
-            return self._forecast(windows, last_times, horizon, ids)
-        changes, spread = self._forecast(windows[:, lag:] - windows[:, :-lag], last_times, horizon, ids)
+            return self._forecast(windows, last_times, horizon, ids, drivers, explain)
+        changes, spread, parts = self._forecast(windows[:, lag:] - windows[:, :-lag], last_times, horizon, ids,
+                                                drivers, explain)
         # Undo the differencing: each value is its change plus the value one season before it.
         values = np.concatenate([windows[:, -lag:], np.empty_like(changes)], axis=1)
         for k in range(horizon):
             values[:, lag + k] = changes[:, k] + values[:, k]
-        return values[:, lag:], spread
+        if explain:  # the value a season before belongs to the series' own past
+            parts["lags"] = parts.get("lags", 0) + values[:, :horizon]
+        return values[:, lag:], spread, parts
 
     def _forecast(
-        self, windows: np.ndarray, last_times: np.ndarray, horizon: int, ids: Sequence[str | None]
-    ) -> tuple[np.ndarray, np.ndarray]:
+        self, windows: np.ndarray, last_times: np.ndarray, horizon: int, ids: Sequence[str | None],
+        drivers: FutureDrivers | None, explain: bool,
+    ) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
         layout = self.layout
         lookback = layout.lookback
         n = windows.shape[0]
@@ -143,19 +167,43 @@ class TrainedModel:
         positions = self._positions(last_times, horizon)
         threads = predict_threads(n)
         spread = window_spread(windows, series_std)
+        last = np.asarray(last_times).astype("datetime64[us]")
+        groups = layout.groups()
+        parts: dict[str, np.ndarray] = {g: np.zeros((n, horizon)) for g in dict.fromkeys(groups)} if explain else {}
+
+        def step_value(booster: Any, window: np.ndarray, k: int, step: int) -> np.ndarray:
+            extra = layout.drivers.forecast_block(drivers, last, k + 1, self.freq) if layout.drivers else None
+            x, mu, sd = layout.rows(window, series_mean, series_std, positions[:, k], step, drivers=extra)
+            if not explain:
+                return booster.predict(x, num_threads=threads) * sd + mu
+            contrib = booster.predict(x, num_threads=threads, pred_contrib=True)
+            for col, group in enumerate(groups):
+                parts[group][:, k] += contrib[:, col] * sd
+            parts["level"][:, k] += contrib[:, -1] * sd + mu  # LightGBM's expected value, and the window mean
+            return contrib.sum(axis=1) * sd + mu
+
         if self.strategy == "direct":
             out = np.empty((n, horizon), dtype=np.float64)
             for k in range(horizon):
-                x, mu, sd = layout.rows(windows, series_mean, series_std, positions[:, k], k + 1)
-                out[:, k] = self.boosters[k].predict(x, num_threads=threads) * sd + mu
-            return out, spread
-        booster = self.boosters[0]
+                out[:, k] = step_value(self.boosters[k], windows, k, k + 1)
+            return out, spread, parts
         buffer = np.empty((n, lookback + horizon), dtype=np.float64)
         buffer[:, :lookback] = windows
         for k in range(horizon):
-            x, mu, sd = layout.rows(buffer[:, k:k + lookback], series_mean, series_std, positions[:, k], 1)
-            buffer[:, lookback + k] = booster.predict(x, num_threads=threads) * sd + mu
-        return buffer[:, lookback:], spread
+            buffer[:, lookback + k] = step_value(self.boosters[0], buffer[:, k:k + lookback], k, 1)
+        return buffer[:, lookback:], spread, parts
+
+    def feature_importance(self) -> dict[str, float]:
+        """Each input group's share of the boosters' total gain."""
+        groups = self.layout.groups()
+        gain = np.zeros(len(groups))
+        for booster in self.boosters:
+            gain += booster.feature_importance(importance_type="gain")
+        total = float(gain.sum())
+        shares: dict[str, float] = {}
+        for group, value in zip(groups, gain, strict=True):
+            shares[group] = shares.get(group, 0.0) + (float(value) / total if total > 0 else 0.0)
+        return shares
 
     def _positions(self, last_times: np.ndarray, horizon: int) -> np.ndarray:
         last = np.asarray(last_times).astype("datetime64[us]")
@@ -267,7 +315,8 @@ class FileBoosterModel:
         return cls(booster, lookback)
 
     def forecast_windows(
-        self, windows: np.ndarray, last_times: np.ndarray, horizon: int, ids: Sequence[str | None]
+        self, windows: np.ndarray, last_times: np.ndarray, horizon: int, ids: Sequence[str | None],
+        drivers: FutureDrivers | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
         """Each step predicted from the previous `lookback` raw values; spreads are the windows' own."""
         lookback = self.lookback

@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from pipelines.drivers import FutureDrivers
 from pipelines.features import window_spread
 from pipelines.frequency import Frequency
 from pipelines.intervals import Calibration
@@ -116,20 +117,50 @@ class PortfolioModel:
         return (fallback_forecast(finite_tail(row), 1, season)[0],)
 
     def forecast_windows(
-        self, windows: np.ndarray, last_times: np.ndarray, horizon: int, ids: Sequence[str | None]
+        self, windows: np.ndarray, last_times: np.ndarray, horizon: int, ids: Sequence[str | None],
+        drivers: FutureDrivers | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
         """Forecasts (n, horizon) after each window (n, window_length; NaN before a series starts) and each
-        window's spread (n,)."""
+        window's spread (n,); `drivers` are the LightGBM model's driver inputs (local methods take none)."""
+        predicted, spread, _ = self._run(windows, last_times, horizon, ids, drivers, explain=False)
+        return predicted, spread
+
+    def explain_windows(
+        self, windows: np.ndarray, last_times: np.ndarray, horizon: int, ids: Sequence[str | None],
+        drivers: FutureDrivers | None = None,
+    ) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
+        """Forecasts, spreads and each input group's share of the forecasts: LightGBM's groups (its SHAP
+        values) and, for a local method, the method itself, each weighted as the plan averages them; what
+        the bounds cut off is the group `bounds`."""
+        return self._run(windows, last_times, horizon, ids, drivers, explain=True)
+
+    def _run(
+        self, windows: np.ndarray, last_times: np.ndarray, horizon: int, ids: Sequence[str | None],
+        drivers: FutureDrivers | None, explain: bool,
+    ) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
         windows = np.asarray(windows, dtype=np.float64)
         n = windows.shape[0]
         plans = [self._usable(self.plan_of(sid), windows[i]) for i, sid in enumerate(ids)]
+        sizes = np.array([len(p) for p in plans], dtype=np.float64)
+        weights = 1.0 / sizes
         total = np.zeros((n, horizon))
+        parts: dict[str, np.ndarray] = {}
+
+        def add(group: str, rows: np.ndarray | int, values: np.ndarray) -> None:
+            if group not in parts:
+                parts[group] = np.zeros((n, horizon))
+            parts[group][rows] += values
+
         lgbm_rows = np.array([i for i, plan in enumerate(plans) if "lightgbm" in plan], dtype=np.int64)
         if lgbm_rows.size:
             length = self.lightgbm.window_length
-            predicted, _ = self.lightgbm.forecast_windows(
-                windows[lgbm_rows, -length:], np.asarray(last_times)[lgbm_rows], horizon, [ids[i] for i in lgbm_rows])
+            inputs = drivers.rows(lgbm_rows) if drivers is not None else None
+            predicted, _, groups = self.lightgbm._run(
+                windows[lgbm_rows, -length:], np.asarray(last_times)[lgbm_rows], horizon, [ids[i] for i in lgbm_rows],
+                inputs, explain)
             total[lgbm_rows] += predicted
+            for group, values in groups.items():
+                add(group, lgbm_rows, values * weights[lgbm_rows, None])
         season, keep = self.freq.season, history_length(self.freq.season)
         for i, plan in enumerate(plans):
             local = [m for m in plan if m != "lightgbm"]
@@ -137,9 +168,15 @@ class PortfolioModel:
                 continue
             history = finite_tail(windows[i])[-keep:]
             for method in local:
-                total[i] += self._local(ids[i], method, history, horizon, season)
-        predicted = total / np.array([len(p) for p in plans], dtype=np.float64)[:, None]
-        return self.bounded(predicted), self._spreads(windows, ids)
+                values = self._local(ids[i], method, history, horizon, season)
+                total[i] += values
+                if explain:
+                    add(method, i, values * weights[i])
+        averaged = total / sizes[:, None]
+        predicted = self.bounded(averaged)
+        if explain and self.bounds is not None:
+            add("bounds", slice(None), predicted - averaged)
+        return predicted, self._spreads(windows, ids), parts
 
     def _local(self, sid: str | None, method: str, history: np.ndarray, horizon: int, season: int) -> np.ndarray:
         if method == "seasonal_naive":

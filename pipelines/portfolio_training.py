@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from pipelines.backends import SeriesBackend
+from pipelines.drivers import Drivers
 from pipelines.frequency import Frequency
 from pipelines.methods import ETS_MAX_SEASON
 from pipelines.model import SeriesStats
@@ -56,7 +57,7 @@ def chunk_minimum(chunk: SeriesSet) -> float:
 def train_portfolio(
     backend: SeriesBackend, *, method: str = "auto", bounds: Any = "auto", freq: Frequency, lookback: int,
     horizon: int, strategy: str = "recursive", backtest_windows: int = 3, lightgbm_params: dict[str, Any] | None = None,
-    dataset: str,
+    dataset: str, drivers: Drivers | None = None,
 ) -> PortfolioModel:
     check_sizes(lookback, horizon, backtest_windows)
     if method not in METHODS:
@@ -73,7 +74,8 @@ def train_portfolio(
         if any(n >= lookback + horizon + backtest_windows * horizon for n in eligible.values()):
             lightgbm, backtest = train_lightgbm(
                 backend, freq=freq, lookback=lookback, horizon=horizon, strategy=strategy,
-                backtest_windows=backtest_windows, lightgbm_params=lightgbm_params, dataset=dataset, lengths=lengths)
+                backtest_windows=backtest_windows, lightgbm_params=lightgbm_params, dataset=dataset, lengths=lengths,
+                drivers=drivers)
     candidates = candidates_for(method, season, lightgbm is not None)
     local = [m for m in candidates if m != "lightgbm"]
     extend = len(lengths) * backtest_windows * horizon < CALIBRATION_ERRORS

@@ -6,14 +6,19 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from pipelines.drivers import DriverValues
+
 
 @dataclass
 class SeriesSet:
-    """Parallel lists: a series id (None for a single-series model), its grid timestamps and values."""
+    """Parallel lists: a series id (None for a single-series model), its grid timestamps and values; and,
+    for a model with drivers, their raw values (each series' covariates start at its first period and may
+    run past its last value, into the periods a forecast needs)."""
 
     ids: list[str | None] = field(default_factory=list)
     times: list[np.ndarray] = field(default_factory=list)
     values: list[np.ndarray] = field(default_factory=list)
+    drivers: DriverValues | None = None
 
     @classmethod
     def single(cls, times: np.ndarray, values: np.ndarray) -> SeriesSet:
@@ -27,12 +32,14 @@ class SeriesSet:
 
     def subset(self, indices: list[int] | np.ndarray) -> SeriesSet:
         return SeriesSet([self.ids[i] for i in indices], [self.times[i] for i in indices],
-                         [self.values[i] for i in indices])
+                         [self.values[i] for i in indices],
+                         None if self.drivers is None else self.drivers.subset(list(indices)))
 
     def truncated(self, cuts: np.ndarray) -> SeriesSet:
-        """Each series cut to its first cuts[i] points."""
+        """Each series cut to its first cuts[i] points (drivers kept whole: a backtest forecast from a cut
+        uses the drivers' actual values after it)."""
         return SeriesSet(list(self.ids), [t[:c] for t, c in zip(self.times, cuts, strict=True)],
-                         [v[:c] for v, c in zip(self.values, cuts, strict=True)])
+                         [v[:c] for v, c in zip(self.values, cuts, strict=True)], self.drivers)
 
     @property
     def rows(self) -> int:

@@ -22,6 +22,7 @@ import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
 from pipelines.backends import LocalBackend, SeriesBackend
+from pipelines.drivers import Drivers, FutureDrivers
 from pipelines.features import FeatureLayout, level_stats
 from pipelines.frequency import Frequency
 from pipelines.intervals import Calibration
@@ -130,7 +131,12 @@ def training_set(
         targets = starts + lookback + step - 1
         positions = freq.position(times[targets]) if layout.use_position else np.zeros(counts[i])
         n = counts[i]
-        rows, mu, sd = layout.rows(windows, np.full(n, stats.mean[i]), np.full(n, stats.std[i]), positions, step)
+        extra = None
+        if layout.drivers:
+            encoded, attributes = layout.drivers.encode_series(series.drivers, i)
+            extra = layout.drivers.series_block(times, encoded, attributes, targets, step, freq)
+        rows, mu, sd = layout.rows(windows, np.full(n, stats.mean[i]), np.full(n, stats.std[i]), positions, step,
+                                   drivers=extra)
         x[at:at + n] = rows
         y[at:at + n] = (values[targets] - mu) / sd
         # Weighted by spread over the series' naive scale, an absolute error of the normalised target
@@ -173,7 +179,8 @@ def chunk_rows(
     part = _cut(chunk, cuts)
     stats = series_stats(part, freq.season, lag)
     if lag:
-        part = SeriesSet(part.ids, [t[lag:] for t in part.times], [differenced(v, lag) for v in part.values])
+        part = SeriesSet(part.ids, [t[lag:] for t in part.times], [differenced(v, lag) for v in part.values],
+                         None if part.drivers is None else part.drivers.shifted(lag))
     return training_set(layout, part, stats, freq, step, cap)
 
 
@@ -200,7 +207,9 @@ def chunk_backtest(
     base = offsets[owner] + origin
     steps = np.arange(horizon)
     windows = flat_values[base[:, None] + np.arange(-length, 0)[None, :]]
-    predicted, spread = model.forecast_windows(windows, flat_times[base - 1], horizon, [part.ids[r] for r in owner])
+    inputs = backtest_drivers(part, model.layout.drivers, owner, origin, horizon) if model.layout.drivers else None
+    predicted, spread = model.forecast_windows(windows, flat_times[base - 1], horizon, [part.ids[r] for r in owner],
+                                               inputs)
     inside = origin[:, None] + steps[None, :] < lengths[owner][:, None]
     actual = np.where(inside, flat_values[np.where(inside, base[:, None] + steps[None, :], 0)], np.nan)
     normalised = np.abs(actual - predicted) / spread[:, None]
@@ -210,6 +219,51 @@ def chunk_backtest(
         history = part.values[r][:o]
         scores[part.ids[r]] = (mase(actual[row], predicted[row], history, season), smape(actual[row], predicted[row]))
     return errors, scores, ([part.ids[r] for r in owner], origin, predicted)
+
+
+def backtest_drivers(part: SeriesSet, drivers: Drivers, owner: np.ndarray, origin: np.ndarray,
+                     horizon: int) -> FutureDrivers:
+    """The drivers of forecasts from each (series owner[r], origin[r]): the covariates' actual values, as a
+    forecast with perfect future covariates would have them."""
+    values = part.drivers
+    steps = np.arange(horizon)
+
+    def gather(name: str, offset: np.ndarray) -> np.ndarray:
+        arrays = values.covariates[name]
+        categorical = drivers.categorical(name)
+        out = np.full(offset.shape, None if categorical else np.nan, dtype=object if categorical else np.float64)
+        for i in np.unique(owner):
+            rows = owner == i
+            at = offset[rows]
+            inside = (at >= 0) & (at < arrays[i].size)
+            picked = out[rows]
+            picked[inside] = arrays[i][at[inside]]
+            out[rows] = picked
+        return out
+
+    return FutureDrivers(
+        {c.column: gather(c.column, origin[:, None] + steps[None, :]) for c in drivers.future},
+        {c.column: gather(c.column, origin - 1) for c in drivers.past},
+        {s: np.array([values.static[s][i] for i in owner], dtype=object) for s in drivers.static},
+    )
+
+
+def chunk_categories(chunk: SeriesSet, drivers: Drivers) -> dict[str, list[str]]:
+    """The categories of each categorical driver column in the chunk."""
+    learnt = Drivers(drivers.covariates, drivers.static)
+    if chunk.drivers is not None:
+        learnt.learn(chunk.drivers)
+    return learnt.categories
+
+
+def learn_categories(backend: SeriesBackend, drivers: Drivers) -> Drivers:
+    """`drivers` with the categories every chunk holds (what the codes of categorical columns are)."""
+    merged: dict[str, set[str]] = {}
+    for part in backend.map(chunk_categories, drivers):
+        for name, seen in part.items():
+            merged.setdefault(name, set()).update(seen)
+    return Drivers(drivers.covariates, drivers.static, drivers.calendar, drivers.holidays,
+                   {name: sorted(seen) for name, seen in merged.items()})
 
 
 # --- the algorithm -----------------------------------------------------------------------------------------
@@ -231,6 +285,8 @@ def fit(
     boosters = []
     for step in _steps(strategy, horizon):
         params, rounds = lightgbm_params(user_params, rows)
+        if layout.categorical_columns():
+            params["categorical_feature"] = layout.categorical_columns()
         try:
             booster = backend.fit(params, rounds, chunk_rows, cuts, layout, freq, step, cap, lag)
         except lgb.basic.LightGBMError as exc:
@@ -359,6 +415,7 @@ def train_lightgbm(
     lightgbm_params: dict[str, Any] | None = None,
     dataset: str,
     lengths: dict | None = None,
+    drivers: Drivers | None = None,
 ) -> tuple[TrainedModel, Backtest]:
     """Backtest, choose the strategy (auto: the lower mean MASE), calibrate, and fit on every point; the
     model and the backtest it was chosen by."""
@@ -379,7 +436,7 @@ def train_lightgbm(
             f"dataset '{dataset}': none of its {len(lengths)} series has lookback + horizon = "
             f"{lookback + horizon} periods"
         )
-    layout = FeatureLayout(lookback, freq.season)
+    layout = FeatureLayout(lookback, freq.season, learn_categories(backend, drivers) if drivers else None)
     candidates = list(STRATEGIES) if strategy == "auto" else [strategy]
     results = [backtest(backend, eligible, layout, freq, horizon, backtest_windows, s, lightgbm_params, dataset, lag)
                for s in candidates]
