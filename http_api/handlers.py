@@ -38,6 +38,8 @@ def model_json(info: ModelInfo) -> dict[str, Any]:
         entry["strategy_mase"] = info.strategy_mase
     if info.methods is not None:
         entry["methods"] = info.methods
+    if info.feature_importance is not None:
+        entry["feature_importance"] = info.feature_importance
     if info.error_message:
         entry["error_message"] = info.error_message
     return entry

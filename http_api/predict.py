@@ -86,6 +86,26 @@ def parse_limit(raw: str | None, maximum: int, default: int | None) -> int | Non
     return int(raw)
 
 
+def parse_explain(raw: Any, text: bool = True) -> bool:
+    """`explain`: true or false (a query string's text, a JSON boolean in a body)."""
+    if raw is None:
+        return False
+    if text and raw in ("true", "false", "1", "0"):
+        return raw in ("true", "1")
+    if not text and isinstance(raw, bool):
+        return raw
+    raise InvalidInput(f"explain must be true or false, got {str(raw)[:40]!r}")
+
+
+def parse_covariates(raw: Any) -> dict[str, list[Any]] | None:
+    """A POST item's `covariates`: {"timestamps": [...], "<covariate>": [...]} (checked against the model later)."""
+    if raw is None:
+        return None
+    if not isinstance(raw, dict) or not all(isinstance(v, list) for v in raw.values()):
+        raise InvalidInput('covariates must be an object of lists: {"timestamps": [...], "<covariate>": [...]}')
+    return raw
+
+
 def forecast_body(forecast: Forecast) -> dict[str, Any]:
     """The Spice predict body, plus horizon, timestamps, series and intervals."""
     body: dict[str, Any] = {
@@ -104,6 +124,8 @@ def forecast_body(forecast: Forecast) -> dict[str, Any]:
     if forecast.intervals:
         body["intervals"] = {label: {"lower": lower, "upper": upper}
                              for label, (lower, upper) in forecast.intervals.items()}
+    if forecast.contributions is not None:
+        body["contributions"] = forecast.contributions
     return body
 
 
@@ -172,15 +194,16 @@ class PredictBase(BaseHandler):
 
     async def predict_one(
         self, name: str, horizon: int | None, series: str | None, levels: list[Level],
+        covariates: dict[str, list[Any]] | None = None, explain: bool = False,
     ) -> tuple[int, dict[str, Any]]:
         """(HTTP status, body) for one model; errors become bodies, never exceptions."""
         started = self.ctx.clock()
         predictions = self.ctx.predictions
         try:
             # A forecast cached for the current data is answered here; anything else goes to a worker.
-            forecast = predictions.cached(name, horizon, series, levels)
+            forecast = None if covariates or explain else predictions.cached(name, horizon, series, levels)
             if forecast is None:
-                forecast = await self.ctx.run(predictions.predict, name, horizon, series, levels)
+                forecast = await self.ctx.run(predictions.predict, name, horizon, series, levels, covariates, explain)
             status, body = 200, forecast_body(forecast)
         except Exception as exc:  # each item carries its own status
             status, body = self.spice_error(*error_status(exc), name)
@@ -193,13 +216,14 @@ class PredictBase(BaseHandler):
 
 
 class PredictHandler(PredictBase):
-    query_params = {"horizon": ONE, "series": ONE, "level": MANY}
+    query_params = {"horizon": ONE, "series": ONE, "level": MANY, "explain": ONE}
 
     async def get(self, name: str) -> None:
         horizon = parse_horizon(query_value(self, "horizon"), self.ctx.predictions.max_horizon)
         series = parse_series(query_value(self, "series"))
         levels = parse_levels(query_values(self, "level"))
-        status, body = await self.predict_one(name, horizon, series, levels)
+        explain = parse_explain(query_value(self, "explain"))
+        status, body = await self.predict_one(name, horizon, series, levels, explain=explain)
         if status == 200:
             body["duration_ms"] = self.elapsed_ms()
             self.write_json(body)
@@ -235,15 +259,17 @@ class BatchPredictHandler(PredictBase):
                 raise InvalidInput(f"predictions[{index}] must be an object with a string 'model_name'")
             name = item["model_name"]
             try:
-                unknown = sorted(set(item) - {"model_name", "horizon", "series", "level"})
+                unknown = sorted(set(item) - {"model_name", "horizon", "series", "level", "covariates", "explain"})
                 if unknown:
                     raise InvalidInput(f"predictions[{index}]: unknown key '{unknown[0]}'; expected model_name, "
-                                       "horizon, series, level")
+                                       "horizon, series, level, covariates, explain")
                 levels = item.get("level", [])
                 if not isinstance(levels, list):
                     raise InvalidInput("level must be a list of numbers, e.g. [80, 95]")
                 horizon = parse_horizon(item.get("horizon"), cap, text=False)
-                items.append((name, horizon, parse_series(item.get("series")), parse_levels(levels)))
+                explain = parse_explain(item.get("explain"), text=False)
+                items.append((name, horizon, parse_series(item.get("series")), parse_levels(levels),
+                              parse_covariates(item.get("covariates")), explain))
             except InvalidInput as exc:
                 items.append(self.spice_error(exc.http_status, exc.message, name)[1])
         return items

@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from pipelines.drivers import FutureDrivers
 from pipelines.flight_client import FlightDataClient
 from pipelines.grid import Windows
 from pipelines.state import DataVersions, ServedModel
@@ -152,9 +153,10 @@ class ForecastCache:
             kept = self._series_last[served.meta.model_name] = _Kept(served.cache_id, {})
         return kept.value
 
-    def windows(self, served: ServedModel, dataset: str) -> tuple[Windows, tuple]:
+    def windows(self, served: ServedModel, dataset: str, future: int = 0) -> tuple[Windows, tuple]:
         """The latest windows of every series of a model, re-read only for the series changed since they were
-        last read, and a stamp (generation, data version) for what is computed from them."""
+        last read, and a stamp (generation, data version) for what is computed from them. A model with
+        drivers reads the drivers of `future` periods after each window with it."""
         name = served.meta.model_name
         with self._lock:
             reading = self._window_reads.setdefault(name, threading.Lock())
@@ -165,21 +167,22 @@ class ForecastCache:
             with self._lock:
                 kept = self._windows.get(name)
                 changed = None
-                if kept is not None and kept.key[:2] == (generation, served.cache_id):
+                if kept is not None and kept.key[:2] == (generation, served.cache_id) and kept.key[3] >= future:
                     changed = self._versions.changed_since(dataset, kept.key[2])
+                    future = kept.key[3]
             lookback = served.model.window_length
             if changed is None:
                 windows = served.grid.windows(self._client, lookback, newest=None if served.panel else newest,
-                                              min_points=served.model.min_periods)
+                                              min_points=served.model.min_periods, future=future)
             elif changed:
                 fresh = served.grid.windows(self._client, lookback, ids=sorted(changed),
-                                            min_points=served.model.min_periods)
+                                            min_points=served.model.min_periods, future=future)
                 windows = _merge(kept.value, fresh, changed)
             else:
                 windows = kept.value
             with self._lock:
                 if generation == self._generation:
-                    self._windows[name] = _Kept((generation, served.cache_id, version), windows)
+                    self._windows[name] = _Kept((generation, served.cache_id, version, future), windows)
                     if served.panel:
                         self._last_of(served).update(zip(windows.ids, windows.last, strict=True))
             return windows, (generation, version)
@@ -220,4 +223,12 @@ def _merge(old: Windows, fresh: Windows, changed: set[str]) -> Windows:
     last = np.concatenate([old.last[keep], fresh.last]) if fresh.ids else old.last[keep]
     short = {k: v for k, v in old.short.items() if k not in changed} | fresh.short
     order = sorted(range(len(ids)), key=lambda i: ids[i])
-    return Windows([ids[i] for i in order], values[order], last[order], short)
+    drivers = None
+    if old.drivers is not None and fresh.drivers is not None:
+        def joined(a: dict, b: dict) -> dict:
+            return {k: np.concatenate([a[k][keep], b[k]])[order] for k in a}
+
+        drivers = FutureDrivers(joined(old.drivers.future, fresh.drivers.future),
+                                joined(old.drivers.past, fresh.drivers.past),
+                                joined(old.drivers.static, fresh.drivers.static))
+    return Windows([ids[i] for i in order], values[order], last[order], short, drivers)

@@ -4,11 +4,20 @@ every forecast served waiting for its actuals (live accuracy)."""
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
 from pipelines.flight_client import FlightDataClient
 from pipelines.forecast_cache import Entry, ForecastCache
+from pipelines.forecast_drivers import (
+    apply_sent,
+    check_future,
+    drivers_of,
+    explainable,
+    future_needed,
+    parse_covariates,
+)
 from pipelines.forecasts import BulkForecast, Forecast, Level
 from pipelines.grid import Windows
 from pipelines.intervals import interval_bounds
@@ -37,19 +46,29 @@ class Forecaster:
 
     def predict(
         self, name: str, horizon: int | None = None, series: str | None = None, levels: Sequence[Level] = (),
+        covariates: Mapping[str, Sequence[Any]] | None = None, explain: bool = False,
     ) -> Forecast:
-        """The forecast of one series (the model's only one, or `series` of a panel)."""
+        """The forecast of one series (the model's only one, or `series` of a panel); `covariates` are future
+        driver values sent with the request (`timestamps` and a list per covariate), `explain` adds each
+        input group's contributions."""
         state = find_model(self._states, name)
         served = state.served()
         steps = self._steps(state, served, horizon)
         check_series(state, served, series)
         self._check_levels(state, served, levels)
+        if explain and not explainable(served.model):
+            raise InvalidInput(f"model '{state.name}' cannot explain its forecasts (a `file:` model has no "
+                               "feature groups)")
+        sent = parse_covariates(served, state.name, covariates) if covariates else None
         dataset = state.spec.dataset
         _, newest = self._cache.data(dataset)
+        if sent is not None or explain:  # made for this request alone: never cached
+            entry, contributions = self._compute(served, state, series, steps, newest, sent, explain)
+            return self._forecast(served, series, steps, entry, levels, contributions)
         key = self._cache.forecast_key(served, dataset, series, steps)
         entry = self._cache.forecast(key)
         if entry is None:
-            entry = self._compute(served, state, series, steps, newest)
+            entry, _ = self._compute(served, state, series, steps, newest)
             if steps <= max(state.spec.horizon, CACHED_HORIZON):  # long odd horizons would crowd the cache
                 self._cache.keep_forecast(key, entry)
         return self._forecast(served, series, steps, entry, levels)
@@ -78,7 +97,7 @@ class Forecaster:
         self._check_levels(state, served, levels)
         if series and not state.panel:
             raise InvalidInput(f"model '{state.name}' forecasts a single series; 'series' is only for panel models")
-        windows, stamp = self._cache.windows(served, state.spec.dataset)
+        windows, stamp = self._cache.windows(served, state.spec.dataset, steps if drivers_of(served) else 0)
         # One batch per (model load, data version, horizon): a bulk call for unchanged data is answered from
         # it, and recorded for live accuracy only once.
         key = (stamp, steps)
@@ -124,19 +143,21 @@ class Forecaster:
 
     def _compute(
         self, served: ServedModel, state: ModelState, series: str | None, steps: int, newest: np.datetime64 | None,
-    ) -> Entry:
+        sent: dict | None = None, explain: bool = False,
+    ) -> tuple[Entry, dict[str, list[float]] | None]:
         lookback = served.model.window_length  # the lookback, and a season more when the model differences
         shortest = served.model.min_periods
         dataset = state.spec.dataset
         if newest is None:
             raise NotReady(f"not enough data: dataset '{dataset}' has no rows")
+        future = steps if drivers_of(served) else 0
         if served.panel:
             windows = served.grid.windows(self._client, lookback, newest=self._cache.series_last(served, series),
-                                          ids=[series], min_points=shortest)
+                                          ids=[series], min_points=shortest, future=future)
             if windows.ids:
                 self._cache.saw_series(served, windows.ids, windows.last)
         else:
-            windows = served.grid.windows(self._client, lookback, newest=newest, min_points=shortest)
+            windows = served.grid.windows(self._client, lookback, newest=newest, min_points=shortest, future=future)
         if not windows.ids:
             have = windows.short.get(series)
             if have is None and served.panel:
@@ -145,14 +166,29 @@ class Forecaster:
                 f"not enough data: {'series ' + repr(series) + ' of ' if served.panel else ''}dataset '{dataset}' "
                 f"has {have or 0} periods, the window needs {shortest or lookback}"
             )
-        predicted, spread = served.model.forecast_windows(windows.values, windows.last, steps, windows.ids)
         future = served.grid.freq.future(windows.last[0], steps)
+        if future_needed(served):
+            if sent is not None:
+                apply_sent(windows, sent, future)
+            check_future(served, windows, steps)
+        contributions = None
+        if explain:
+            predicted, spread, parts = served.model.explain_windows(windows.values, windows.last, steps, windows.ids,
+                                                                    windows.drivers)
+            contributions = {group: values[0].tolist() for group, values in parts.items()}
+        else:
+            predicted, spread = served.model.forecast_windows(windows.values, windows.last, steps, windows.ids,
+                                                              windows.drivers)
         self._remember(served, [series], predicted, spread, future[None, :])
-        return predicted[0], spread, [iso_utc(t) for t in future], _methods(served.model, windows)[0]
+        entry = predicted[0], spread, [iso_utc(t) for t in future], _methods(served.model, windows)[0]
+        return entry, contributions
 
     def _forecast_all(self, served: ServedModel, windows: Windows, steps: int) -> tuple:
         """Every series' forecast in one batch (remembered once for live accuracy)."""
-        predicted, spread = served.model.forecast_windows(windows.values, windows.last, steps, windows.ids)
+        if future_needed(served):
+            check_future(served, windows, steps)
+        predicted, spread = served.model.forecast_windows(windows.values, windows.last, steps, windows.ids,
+                                                          windows.drivers)
         timestamps = np.asarray(served.grid.freq.add(windows.last[:, None], np.arange(1, steps + 1)[None, :]))
         timestamps = timestamps.reshape(len(windows.ids), steps)
         self._remember(served, list(windows.ids), predicted, spread, timestamps)
@@ -175,6 +211,7 @@ class Forecaster:
 
     def _forecast(
         self, served: ServedModel, series: str | None, steps: int, entry: Entry, levels: Sequence[Level],
+        contributions: dict[str, list[float]] | None = None,
     ) -> Forecast:
         values, spread, timestamps, method = entry
         intervals = {}
@@ -193,6 +230,7 @@ class Forecaster:
             values=values.tolist(),
             intervals=intervals,
             method=method,
+            contributions=contributions,
         )
 
 

@@ -25,6 +25,7 @@ class Forecast:
     values: list[float]
     intervals: dict[str, tuple[list[float], list[float]]] = field(default_factory=dict)  # label -> bounds
     method: str | None = None  # the method (or '+'-joined combination) the series is forecast by
+    contributions: dict[str, list[float]] | None = None  # input group -> its share of each step (explain)
 
 
 @dataclass(frozen=True)
@@ -68,6 +69,8 @@ class ModelInfo:
     # A portfolio's candidates: each one's backtest MASE and the number of series it serves.
     methods: dict[str, Any] | None = None
     error_message: str | None = None
+    # Each input group's share of the LightGBM model's total gain (lags, level, season, each driver).
+    feature_importance: dict[str, float] | None = None
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,16 @@ from dataclasses import dataclass
 import numpy as np
 import pyarrow as pa
 
+from pipelines.driver_grid import (
+    DriverPart,
+    driver_columns_sql,
+    driver_values,
+    future_inputs,
+    limit_sql,
+    place,
+    split_parts,
+)
+from pipelines.drivers import Drivers, FutureDrivers
 from pipelines.flight_client import FlightDataClient
 from pipelines.frequency import Frequency
 from pipelines.series import SeriesSet
@@ -32,8 +42,8 @@ INFERENCE_POINTS = 20_000  # timestamps read to infer a frequency
 WINDOW_PAD = 8  # grid points read beyond the window, so a gap at its start can still be interpolated
 
 
-def value_column(dataset: dict, declared: str | None, series_column: str | None) -> str:
-    """The column to forecast: the declared one, or the only numeric column besides time and series."""
+def value_column(dataset: dict, declared: str | None, series_column: str | None, drivers: list[str] = ()) -> str:
+    """The column to forecast: the declared one, or the only numeric column besides time, series and drivers."""
     columns = {c["name"]: c["type"] for c in dataset["columns"]}
     name = dataset["name"]
     if not columns:
@@ -44,7 +54,7 @@ def value_column(dataset: dict, declared: str | None, series_column: str | None)
         if not columns[declared].startswith(NUMERIC_PREFIXES):
             raise InvalidInput(f"column '{declared}' of dataset '{name}' is {columns[declared]}, not numeric")
         return declared
-    skip = {dataset["time_column"], series_column}
+    skip = {dataset["time_column"], series_column, *drivers}
     numeric = [c for c, t in columns.items() if c not in skip and t.startswith(NUMERIC_PREFIXES)]
     if len(numeric) != 1:
         raise InvalidInput(
@@ -113,15 +123,17 @@ def fill_series(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Bucketed (times, values) onto every grid point from the first known value to the last bucket.
 
-    Leading nulls are dropped (a series starts at its first value); interior gaps and nulls are filled
-    by `fill` (linear, previous, zero) or, with `none`, refused naming the first missing period; trailing
-    nulls take the last known value (nothing follows them to interpolate towards).
+    Leading nulls are dropped (a series starts at its first value), and so are trailing ones: periods after
+    the newest value are not observations (they may carry future values of drivers). Interior gaps and
+    nulls are filled by `fill` (linear, previous, zero) or, with `none`, refused naming the first missing
+    period.
     """
     known = np.isfinite(values)
     if not known.any():
         return times[:0], values[:0]
     first = int(np.argmax(known))
-    times, values = times[first:], values[first:]
+    last = known.size - int(np.argmax(known[::-1]))
+    times, values = times[first:last], values[first:last]
     steps = freq.steps_between(times[0], times)
     size = int(steps[-1]) + 1
     if size == times.size and np.isfinite(values).all():
@@ -171,6 +183,7 @@ class Windows:
     values: np.ndarray
     last: np.ndarray
     short: dict[str | None, int]  # series with fewer grid points than the window: how many they have
+    drivers: FutureDrivers | None = None  # a model with drivers: each window's driver inputs
 
 
 class GridQuery:
@@ -178,9 +191,10 @@ class GridQuery:
 
     def __init__(
         self, dataset: str, time_column: str, value_column: str, series_column: str | None,
-        freq: Frequency, origin: np.datetime64, aggregate: str, fill: str,
+        freq: Frequency, origin: np.datetime64, aggregate: str, fill: str, drivers: Drivers | None = None,
     ):
         self.dataset = dataset
+        self.drivers = drivers if drivers else None
         self.value_column = value_column
         self.freq = freq
         self.origin = origin
@@ -193,10 +207,12 @@ class GridQuery:
             bucket_sql = (f"time_bucket(INTERVAL '{freq.step_us} microseconds', {ts}, "
                           f"TIMESTAMP '{np.datetime64(origin, 'us')}')")
         sid = f"CAST({quote_ident(series_column)} AS VARCHAR) AS sid, " if series_column else ""
+        inner_drivers, grouped_drivers = driver_columns_sql(self.drivers) if self.drivers else ("", "")
         self._inner = (
             f"SELECT {sid}{bucket_sql} AS bucket, {ts} AS raw_ts, "
             f"CASE WHEN isnan(CAST({quote_ident(value_column)} AS DOUBLE)) THEN NULL "
-            f"ELSE CAST({quote_ident(value_column)} AS DOUBLE) END AS v FROM {quote_ident(dataset)}"
+            f"ELSE CAST({quote_ident(value_column)} AS DOUBLE) END AS v"
+            f"{', ' + inner_drivers if inner_drivers else ''} FROM {quote_ident(dataset)}"
         )
         self._ts = ts
         sc = quote_ident(series_column) if series_column else "NULL"
@@ -205,7 +221,7 @@ class GridQuery:
             f"FROM {quote_ident(dataset)} GROUP BY ALL ORDER BY sid"
         )
         self._select = (f"SELECT {'sid, ' if series_column else ''}bucket, {AGGREGATE_SQL[aggregate]} AS value, "
-                        "count(raw_ts) AS n")
+                        f"count(raw_ts) AS n{', ' + grouped_drivers if grouped_drivers else ''}")
         self._partition = "PARTITION BY sid " if series_column else ""
 
     def _sql(self, where: list[str], per_series: int | None) -> str:
@@ -214,6 +230,24 @@ class GridQuery:
         if per_series is not None:
             sql += f" QUALIFY row_number() OVER ({self._partition}ORDER BY bucket DESC) <= {int(per_series)}"
         return sql + f" ORDER BY {'sid, ' if self.series_column else ''}bucket"
+
+    def _driver_parts(
+        self, client: FlightDataClient, where: list[str], per_series: int | None, future: int | None,
+    ) -> list[DriverPart]:
+        """Each series' observed grid (filled) and its drivers, periods after its newest value included."""
+        inner = self._inner + (f" WHERE {' AND '.join(where)}" if where else "")
+        grouped = f"{self._select} FROM ({inner}) GROUP BY {'sid, ' if self.series_column else ''}bucket"
+        sql = limit_sql(grouped, bool(self.series_column), per_series, future)
+        out = []
+        for sid, times, values, counts, columns in split_parts(client.query(sql), self.drivers,
+                                                               bool(self.series_column)):
+            observed = np.isfinite(values)
+            end = observed.size - int(np.argmax(observed[::-1])) if observed.any() else 0
+            kept_times, kept_values = complete_periods(times[:end], values[:end], counts[:end])
+            grid_times, grid_values = fill_series(kept_times, kept_values, self.freq, self.fill, self.dataset, sid)
+            covariates, static = place(self.drivers, self.freq, sid, grid_times, times, columns, self.dataset)
+            out.append(DriverPart(sid, grid_times, grid_values, covariates, static))
+        return out
 
     def _where(self, lower: np.datetime64 | None, ids: list[str] | None) -> list[str]:
         where = []
@@ -259,6 +293,10 @@ class GridQuery:
     ) -> SeriesSet:
         """The latest `max_points` grid points of each series (or of the named ones), filled; with `observed`,
         only the periods the data has a value for (nothing `fill` made up)."""
+        if self.drivers is not None and not observed:
+            found = self._driver_parts(client, self._where(None, ids), max_points, None)
+            return SeriesSet([p.sid for p in found], [p.times for p in found], [p.values for p in found],
+                             driver_values(found, self.drivers))
         out = SeriesSet()
         parts = self._read(client, self._sql(self._where(None, ids), max_points))
         if observed:
@@ -273,14 +311,17 @@ class GridQuery:
 
     def windows(
         self, client: FlightDataClient, lookback: int, newest: np.datetime64 | None = None,
-        ids: list[str] | None = None, min_points: int | None = None,
+        ids: list[str] | None = None, min_points: int | None = None, future: int = 0,
     ) -> Windows:
         """The latest `lookback` grid points of each series (or of the named ones); a series with fewer
         points but at least `min_points` (default: all `lookback`) is left-padded with NaN.
 
         With `newest` (the newest timestamp of the data), a lower time bound lets DuckDB skip every row
-        group before the window (zone maps), so the cost does not grow with the table.
+        group before the window (zone maps), so the cost does not grow with the table. A model with drivers
+        reads the `future` periods after each window with it (their driver values).
         """
+        if self.drivers is not None:
+            return self._driver_windows(client, lookback, ids, min_points, future)
         per_series = lookback + WINDOW_PAD
         lower = None
         if newest is not None:
@@ -304,3 +345,17 @@ class GridQuery:
         values = np.stack(rows) if rows else np.empty((0, lookback))
         return Windows(kept_ids, values, np.array(last, dtype="datetime64[us]"), short)
 
+
+    def _driver_windows(
+        self, client: FlightDataClient, lookback: int, ids: list[str] | None, min_points: int | None, future: int,
+    ) -> Windows:
+        parts = self._driver_parts(client, self._where(None, ids), lookback + WINDOW_PAD, future)
+        needed = lookback if min_points is None else min(min_points, lookback)
+        kept = [p for p in parts if p.values.size >= needed]
+        short = {p.sid: int(p.values.size) for p in parts if p.values.size < needed}
+        values = np.full((len(kept), lookback), np.nan)
+        for i, p in enumerate(kept):
+            row = p.values[-lookback:]
+            values[i, lookback - row.size:] = row
+        last = np.array([p.times[-1] for p in kept], dtype="datetime64[us]")
+        return Windows([p.sid for p in kept], values, last, short, future_inputs(kept, self.drivers, future))

@@ -68,6 +68,10 @@ def spec_hash(spec: ModelSpec, dataset: DatasetSpec | None) -> str:
         "method": spec.method,
         "bounds": spec.bounds,
         "week_start": spec.week_start,
+        "covariates": [dict(c) for c in spec.covariates],
+        "static": list(spec.static),
+        "calendar": list(spec.calendar),
+        "holidays": spec.holidays,
     }
     return hashlib.sha256(json.dumps(doc, sort_keys=True, default=str).encode()).hexdigest()
 
@@ -75,11 +79,17 @@ def spec_hash(spec: ModelSpec, dataset: DatasetSpec | None) -> str:
 def series_digests(series: SeriesSet) -> bytes:
     """A 16-byte digest of each series (id, grid timestamps, values), concatenated in the set's order."""
     digests = []
-    for sid, times, values in zip(series.ids, series.times, series.values, strict=True):
+    drivers = series.drivers
+    for i, (sid, times, values) in enumerate(zip(series.ids, series.times, series.values, strict=True)):
         digest = hashlib.blake2b(digest_size=16)
         digest.update(b"\x00" if sid is None else sid.encode("utf-8") + b"\x01")
         digest.update(np.ascontiguousarray(times.astype("datetime64[us]")).tobytes())
         digest.update(np.ascontiguousarray(values.astype(np.float64)).tobytes())
+        if drivers is not None:  # the drivers' values over the observed periods (future ones change often)
+            for name in sorted(drivers.covariates):
+                digest.update(name.encode() + repr(drivers.covariates[name][i][:values.size].tolist()).encode())
+            for name in sorted(drivers.static):
+                digest.update(name.encode() + repr(drivers.static[name][i]).encode())
         digests.append(digest.digest())
     return b"".join(digests)
 

@@ -126,8 +126,16 @@ class ModelState:
             smape=meta.metrics.get("smape"), backtest_windows=meta.backtest_windows,
             calibration_errors=meta.calibration_errors, live_metrics=live_metrics,
             strategy_chosen=spec.strategy == "auto", strategy_mase=meta.strategy_mase, methods=meta.methods,
-            error_message=error,
+            error_message=error, feature_importance=feature_importance(served.model),
         )
+
+
+def feature_importance(model: object) -> dict[str, float] | None:
+    """The shares of gain of a model's LightGBM boosters by input group (None without LightGBM)."""
+    booster_model = getattr(model, "lightgbm", model)  # a portfolio's LightGBM member, or the model itself
+    if not hasattr(booster_model, "feature_importance"):
+        return None
+    return {group: round(share, 6) for group, share in booster_model.feature_importance().items()}
 
 
 def find_model(states: Mapping[str, ModelState], name: str) -> ModelState:

@@ -14,15 +14,16 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from pipelines.drivers import Covariate, Drivers, HolidayCalendar
 from pipelines.engines import make_engine
 from pipelines.flight_client import FlightDataClient
 from pipelines.frequency import Frequency, infer_frequency
-from pipelines.grid import GridQuery, phase_origin, raw_timestamps, value_column
+from pipelines.grid import NUMERIC_PREFIXES, GridQuery, phase_origin, raw_timestamps, value_column
 from pipelines.model import FileBoosterModel
 from pipelines.portfolio import load_model
 from pipelines.registry import ModelRegistry, VersionMeta, file_digest, spec_hash
 from pipelines.state import ModelState, ServedModel, find_model
-from spicepod import FlightcastError, ModelSpec, NotReady, TrainingSpec
+from spicepod import FlightcastError, InvalidInput, ModelSpec, NotReady, TrainingSpec
 from spicepod.timestamps import iso_utc
 
 log = logging.getLogger("flightcast.pipelines")
@@ -113,11 +114,12 @@ class Trainer:
     def _grid(self, state: ModelState) -> tuple[GridQuery, dict]:
         spec, dataset = state.spec, state.dataset
         info = self.client.dataset_info(spec.dataset)
-        column = value_column(info, spec.value_column, dataset.series_column)
+        drivers = drivers_of(spec, info)
+        column = value_column(info, spec.value_column, dataset.series_column, drivers.columns)
         raw = raw_timestamps(self.client, spec.dataset, dataset.time_column, dataset.series_column)
         freq = Frequency.parse(spec.frequency) if spec.frequency else infer_frequency(raw, spec.dataset)
         grid = GridQuery(spec.dataset, dataset.time_column, column, dataset.series_column, freq,
-                         phase_origin(raw, freq, spec.week_start), spec.aggregate, spec.fill)
+                         phase_origin(raw, freq, spec.week_start), spec.aggregate, spec.fill, drivers)
         return grid, info
 
     def _build(self, state: ModelState, force: bool, started: float) -> tuple[ServedModel, bool]:
@@ -155,7 +157,7 @@ class Trainer:
         model = self.engine.train(
             series, freq=grid.freq, lookback=spec.lookback, horizon=spec.horizon, strategy=spec.strategy,
             backtest_windows=spec.backtest_windows, lightgbm_params=dict(spec.lightgbm), dataset=spec.dataset,
-            method=spec.method, bounds=spec.bounds,
+            method=spec.method, bounds=spec.bounds, drivers=grid.drivers,
         )
         elapsed = time.perf_counter() - started
         meta, _ = self.registry.store(
@@ -202,6 +204,27 @@ class Trainer:
             training_seconds=0.0,
             series_count=series_count,
         )
+
+
+def drivers_of(spec: ModelSpec, info: dict) -> Drivers:
+    """The model's drivers, checked against its dataset's columns (an error names the model and the column)."""
+    columns = {c["name"]: c["type"] for c in info["columns"]}
+    where = f"model '{spec.name}'"
+    for name in [c["column"] for c in spec.covariates] + list(spec.static):
+        if columns and name not in columns:
+            raise InvalidInput(f"{where}: dataset '{spec.dataset}' has no column '{name}' "
+                               f"(columns: {', '.join(columns)})")
+    for c in spec.covariates:
+        kind = columns.get(c["column"], "double")
+        if c["type"] == "numeric" and not kind.startswith(NUMERIC_PREFIXES):
+            raise InvalidInput(f"{where}: covariate column '{c['column']}' is {kind}, not numeric; declare it "
+                               "with type: categorical")
+    holidays = spec.holidays
+    return Drivers(
+        [Covariate(c["column"], c["type"] == "categorical", c["known"]) for c in spec.covariates],
+        spec.static, spec.calendar,
+        HolidayCalendar(holidays["country"], holidays.get("subdivision")) if holidays else None,
+    )
 
 
 def _finite_or_none(value: Any) -> float | None:

@@ -162,3 +162,80 @@ def bounds(value: Any, key: str) -> str | tuple[float | None, float | None]:
         if low is None or high is None or low < high:
             return (None if low is None else float(low), None if high is None else float(high))
     raise Invalid(f"'{key}' must be auto, none or [low, high] (either may be null, low below high), got {value!r}")
+
+
+CALENDAR_FIELDS = ("minute", "hour", "day_of_week", "day_of_month", "day_of_year", "week_of_year", "month", "quarter")
+COVARIATE_TYPES = ("numeric", "categorical")
+COVARIATE_KNOWN = ("future", "past")
+
+
+def identifier_list(value: Any, key: str) -> tuple[str, ...]:
+    """A list of distinct column names; a single name is a list of one."""
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, list):
+        raise Invalid(f"'{key}' must be a list of column names, got {value!r}")
+    names = tuple(identifier(v, f"{key}[{i}]") for i, v in enumerate(value))
+    if len(set(names)) < len(names):
+        raise Invalid(f"'{key}' names a column twice: {', '.join(names)}")
+    return names
+
+
+def covariates(value: Any, key: str) -> tuple[dict[str, str], ...]:
+    """Covariates: a column name, or {column, type: numeric|categorical, known: future|past}."""
+    if not isinstance(value, list):
+        raise Invalid(f"'{key}' must be a list of columns ({{column, type, known}} or a name), got {value!r}")
+    out = []
+    for i, item in enumerate(value):
+        where = f"{key}[{i}]"
+        if isinstance(item, str):
+            item = {"column": item}
+        if not isinstance(item, dict) or "column" not in item:
+            raise Invalid(f"'{where}' must be a column name or a mapping with 'column', got {item!r}")
+        unknown = sorted(set(item) - {"column", "type", "known"})
+        if unknown:
+            raise Invalid(f"'{where}' has unknown key '{unknown[0]}' (expected column, type, known)")
+        entry = {"column": identifier(item["column"], f"{where}.column"),
+                 "type": one_of(*COVARIATE_TYPES)(item.get("type", "numeric"), f"{where}.type"),
+                 "known": one_of(*COVARIATE_KNOWN)(item.get("known", "future"), f"{where}.known")}
+        if any(e["column"] == entry["column"] for e in out):
+            raise Invalid(f"'{key}' names column '{entry['column']}' twice")
+        out.append(entry)
+    return tuple(out)
+
+
+def calendar_fields(value: Any, key: str) -> tuple[str, ...]:
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise Invalid(f"'{key}' must be a list of calendar fields ({', '.join(CALENDAR_FIELDS)}), got {value!r}")
+    for v in value:
+        if v not in CALENDAR_FIELDS:
+            raise Invalid(f"'{key}' has unknown calendar field {v!r}; expected any of {', '.join(CALENDAR_FIELDS)}")
+    return tuple(dict.fromkeys(value))
+
+
+def holidays(value: Any, key: str) -> dict[str, str | None]:
+    """{country: CC, subdivision: SUB} (or the country code alone); the country and subdivision must be known
+    to the `holidays` package."""
+    if isinstance(value, str):
+        value = {"country": value}
+    if not isinstance(value, dict) or not isinstance(value.get("country"), str):
+        raise Invalid(f"'{key}' must be {{country: CODE, subdivision: CODE}} or a country code, got {value!r}")
+    unknown = sorted(set(value) - {"country", "subdivision"})
+    if unknown:
+        raise Invalid(f"'{key}' has unknown key '{unknown[0]}' (expected country, subdivision)")
+    country, subdivision = value["country"], value.get("subdivision")
+    if subdivision is not None and not isinstance(subdivision, str):
+        raise Invalid(f"'{key}.subdivision' must be a string, got {subdivision!r}")
+    import holidays as package  # a runtime dependency; only a spicepod that asks for holidays loads it
+
+    if country not in package.list_supported_countries():
+        raise Invalid(f"'{key}.country': unknown country {country!r} (the `holidays` package's ISO 3166 codes, "
+                      "e.g. US, GB, DE, AU)")
+    known = package.list_supported_countries()[country]
+    if subdivision is not None and subdivision not in known:
+        shown = ", ".join(known[:12]) + (", ..." if len(known) > 12 else "")
+        raise Invalid(f"'{key}.subdivision': country {country} has no subdivision {subdivision!r} "
+                      f"(it has: {shown or 'none'})")
+    return {"country": country, "subdivision": subdivision}

@@ -127,6 +127,25 @@ def _parse_model(raw: dict[str, Any], base: Path, dataset_names: set[str]) -> Mo
     return build(ModelSpec, values, kind=kind, tag=tag, path=path)
 
 
+def _check_drivers(model: ModelSpec, dataset: DatasetSpec) -> None:
+    """Driver columns that cannot be drivers of this model's data (what needs the data's columns is checked
+    when the model first reads them)."""
+    drivers = [c["column"] for c in model.covariates] + list(model.static)
+    if model.kind == "file" and (drivers or model.calendar or model.holidays):
+        raise Invalid("a `file:` model takes its lags only; covariates, static, calendar and holidays need "
+                      "`from: lightgbm`")
+    if model.static and not dataset.series_column:
+        raise Invalid(f"'static' needs a panel: dataset '{dataset.name}' has no series_column")
+    roles = {dataset.time_column: "the time column", dataset.series_column: "the series column",
+             model.value_column: "the value column"}
+    for column in drivers:
+        if column in roles:
+            raise Invalid(f"column '{column}' is {roles[column]}, it cannot also be a driver")
+    both = set(model.static) & {c["column"] for c in model.covariates}
+    if both:
+        raise Invalid(f"column '{sorted(both)[0]}' is both a covariate and static")
+
+
 def _parse_runtime(raw: Any, base: Path) -> RuntimeSpec:
     values = validate(raw if raw is not None else {}, table(RuntimeSpec), "runtime")
     data_dir = Path(values["data_dir"])
@@ -199,6 +218,7 @@ def parse_spicepod(
         where = _entry_label("models", index, raw)
         try:
             model = _parse_model(raw, base, names)
+            _check_drivers(model, next(d for d in datasets if d.name == model.dataset))
             if any(m.name.lower() == model.name.lower() for m in models):
                 raise Invalid(f"duplicate model name '{model.name}'")
         except Invalid as exc:

@@ -148,6 +148,23 @@ class ModelSpec:
         checks.non_negative_int, 0, "retrain in the background after this many new rows (0: never by itself)",
         section="params",
     )
+    covariates: tuple[Mapping[str, str], ...] = key(
+        checks.covariates, help="driver columns of the dataset: a name, or {column, type: numeric|categorical, "
+        "known: future|past}; future values come from rows after the newest value, or from a request",
+        section="params", factory=tuple,
+    )
+    static: tuple[str, ...] = key(
+        checks.identifier_list, help="panel columns constant within each series (categorical attributes)",
+        section="params", factory=tuple,
+    )
+    calendar: tuple[str, ...] = key(
+        checks.calendar_fields, help=f"calendar fields of each period as features: {', '.join(checks.CALENDAR_FIELDS)}",
+        section="params", factory=tuple,
+    )
+    holidays: Mapping[str, str | None] | None = key(
+        checks.holidays, help="public holidays as features: {country: US, subdivision: CA} (the holidays package)",
+        section="params",
+    )
     lightgbm: Mapping[str, Any] = key(
         checks.scalar_mapping, help="parameters handed to LightGBM (num_boost_round included)", section="params",
         factory=dict,

@@ -1,0 +1,136 @@
+"""The grid read of a model with drivers: its series and their driver columns in one query.
+
+Rows after a series' newest value are not observations: their driver values are the future ones a
+forecast needs (a DoPut of tomorrow's weather). The query keeps, per series, the latest `per_series`
+periods up to the newest value and the first `future` periods after it, so one read gives a forecast its
+window and its future drivers. Numeric covariates are averaged within a period; categorical ones and static
+attributes take the period's latest value.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+
+from pipelines.drivers import Drivers, DriverValues, FutureDrivers
+from pipelines.frequency import Frequency
+from spicepod import InvalidInput, quote_ident
+
+
+@dataclass
+class DriverPart:
+    """One series as read: its observed grid (times, values) and its drivers from its first period on."""
+
+    sid: str | None
+    times: np.ndarray
+    values: np.ndarray
+    covariates: dict[str, np.ndarray]  # each from times[0], running past the values into future periods
+    static: dict[str, object]
+
+
+def driver_columns_sql(drivers: Drivers) -> tuple[str, str]:
+    """The inner select's driver columns, and the grouped select's aggregates of them."""
+    inner, grouped = [], []
+    for i, name in enumerate(drivers.columns):
+        column = quote_ident(name)
+        if drivers.categorical(name):
+            inner.append(f"{column} AS d{i}")
+            grouped.append(f"arg_max(d{i}, raw_ts) FILTER (WHERE d{i} IS NOT NULL) AS d{i}")
+        else:
+            inner.append(f"CAST({column} AS DOUBLE) AS d{i}")
+            grouped.append(f"avg(CASE WHEN isnan(d{i}) THEN NULL ELSE d{i} END) AS d{i}")
+    return ", ".join(inner), ", ".join(grouped)
+
+
+def limit_sql(grouped: str, panel: bool, per_series: int | None, future: int | None) -> str:
+    """Keep the latest `per_series` periods up to each series' newest value (all when None) and the first
+    `future` periods after it (all when None)."""
+    partition = "PARTITION BY sid" if panel else ""
+    marked = (f"SELECT *, max(bucket) FILTER (WHERE value IS NOT NULL) OVER ({partition}) AS newest "
+              f"FROM ({grouped})")
+    after = "bucket > newest"
+    rank = (f"row_number() OVER (PARTITION BY {'sid, ' if panel else ''}{after} "
+            f"ORDER BY CASE WHEN {after} THEN epoch_us(bucket) ELSE -epoch_us(bucket) END)")
+    past = "TRUE" if per_series is None else f"{rank} <= {int(per_series)}"
+    ahead = "TRUE" if future is None else f"{rank} <= {int(future)}"
+    return (f"SELECT * EXCLUDE (newest) FROM ({marked}) WHERE newest IS NOT NULL "
+            f"QUALIFY CASE WHEN {after} THEN {ahead} ELSE {past} END "
+            f"ORDER BY {'sid, ' if panel else ''}bucket")
+
+
+def split_parts(table: pa.Table, drivers: Drivers, panel: bool) -> list[tuple]:
+    """(series, period starts, values, counts, {column: values}) of each series in the result."""
+    times = table.column("bucket").to_numpy().astype("datetime64[us]")
+    values = table.column("value").cast(pa.float64()).to_numpy(zero_copy_only=False)
+    counts = table.column("n").to_numpy()
+    columns = {}
+    for i, name in enumerate(drivers.columns):
+        column = table.column(f"d{i}")
+        if drivers.categorical(name):
+            columns[name] = np.array(column.to_pylist(), dtype=object)
+        else:
+            columns[name] = column.cast(pa.float64()).to_numpy(zero_copy_only=False)
+    if not panel:
+        return [(None, times, values, counts, columns)]
+    sids = table.column("sid")
+    if not len(sids):
+        return []
+    codes = sids.combine_chunks().dictionary_encode()
+    bounds = np.flatnonzero(np.diff(codes.indices.to_numpy(zero_copy_only=False))) + 1
+    starts = np.concatenate([[0], bounds])
+    ends = np.concatenate([bounds, [len(sids)]])
+    names = sids.take(pa.array(starts)).to_pylist()
+    return [(name, times[s:e], values[s:e], counts[s:e], {k: v[s:e] for k, v in columns.items()})
+            for name, s, e in zip(names, starts, ends, strict=True)]
+
+
+def place(drivers: Drivers, freq: Frequency, sid: str | None, grid_times: np.ndarray, times: np.ndarray,
+          columns: dict[str, np.ndarray], dataset: str) -> tuple[dict[str, np.ndarray], dict[str, object]]:
+    """A series' covariates on its grid from grid_times[0] to its last period read, and its static values
+    (an error when one changes within the series)."""
+    covariates: dict[str, np.ndarray] = {}
+    static: dict[str, object] = {}
+    if grid_times.size:
+        steps = freq.steps_between(grid_times[0], times)
+        keep = steps >= 0
+        size = max(int(grid_times.size), int(steps[keep].max()) + 1 if keep.any() else 0)
+    for c in drivers.covariates:
+        raw = columns[c.column]
+        if c.categorical:
+            out = np.full(size if grid_times.size else 0, None, dtype=object)
+        else:
+            out = np.full(size if grid_times.size else 0, np.nan)
+        if grid_times.size:
+            out[steps[keep]] = raw[keep]
+        covariates[c.column] = out
+    for name in drivers.static:
+        seen = {v for v in columns[name].tolist() if v is not None}
+        if len(seen) > 1:
+            shown = ", ".join(repr(v) for v in sorted(seen, key=str)[:3])
+            raise InvalidInput(f"dataset '{dataset}' series '{sid}': static column '{name}' changes within the "
+                               f"series ({shown}); a static attribute has one value per series")
+        static[name] = next(iter(seen)) if seen else None
+    return covariates, static
+
+
+def driver_values(parts: list[DriverPart], drivers: Drivers) -> DriverValues:
+    return DriverValues({c.column: [p.covariates[c.column] for p in parts] for c in drivers.covariates},
+                        {s: [p.static[s] for p in parts] for s in drivers.static})
+
+
+def future_inputs(parts: list[DriverPart], drivers: Drivers, steps: int) -> FutureDrivers:
+    """Each window's driver inputs: known-future covariates of the `steps` periods after its newest value,
+    known-past ones at it, and its static attributes."""
+    future = {}
+    for c in drivers.future:
+        out = np.full((len(parts), steps), None if c.categorical else np.nan, dtype=object if c.categorical else None)
+        for i, p in enumerate(parts):
+            ahead = p.covariates[c.column][p.values.size:p.values.size + steps]
+            out[i, :ahead.size] = ahead
+        future[c.column] = out
+    past = {c.column: np.array([p.covariates[c.column][p.values.size - 1] for p in parts],
+                               dtype=object if c.categorical else np.float64) for c in drivers.past}
+    static = {s: np.array([p.static[s] for p in parts], dtype=object) for s in drivers.static}
+    return FutureDrivers(future, past, static)
