@@ -277,6 +277,14 @@ class GridQuery:
         return [(name, *complete_periods(times[s:e], values[s:e], counts[s:e]))
                 for name, s, e in zip(names, starts, ends, strict=True)]
 
+    def observed_rows(self, client: FlightDataClient, info: dict) -> int:
+        """Rows that carry a value: what retraining counts. A model with drivers does not count the future
+        rows (drivers only); for any other, every row of the dataset (`info`, its dataset_info) counts."""
+        if self.drivers is None:
+            return int(info["rows"])
+        table = client.query(f"SELECT count({quote_ident(self.value_column)}) AS n FROM {quote_ident(self.dataset)}")
+        return int(table.column("n")[0].as_py())
+
     def series_stats(self, client: FlightDataClient) -> list[tuple[str | None, int, object, object]]:
         """(series id, rows, first timestamp, last timestamp) of every series, by id."""
         table = client.query(self._stats_sql)

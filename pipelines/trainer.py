@@ -126,7 +126,7 @@ class Trainer:
         """The model to serve, and whether it was trained (rather than loaded)."""
         spec = state.spec
         grid, info = self._grid(state)
-        rows = int(info["rows"])
+        rows = grid.observed_rows(self.client, info)
         if spec.kind == "file":
             model = FileBoosterModel.load(spec.path, spec.lookback)
             count = len(grid.series_stats(self.client)) if state.panel else 1

@@ -112,7 +112,7 @@ class Upkeep:
         served = state.current
         if not every or served is None or state.name in self._retraining:
             return
-        rows = int(info["rows"])
+        rows = served.grid.observed_rows(self._client, info)
         if rows - served.dataset_rows < every:
             return
         log.info("model %s: %d new rows since version %s; retraining in the background",

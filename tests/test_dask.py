@@ -32,15 +32,23 @@ PANEL_TOLERANCE = 0.2  # of each series' scale
 
 
 def panel_table() -> pa.Table:
+    """A weekly shape, a promotion flag that lifts sales, a temperature, and a region per store; the last
+    HORIZON days carry the drivers only (the future rows a forecast reads them from)."""
     rng = np.random.default_rng(11)
-    ids, ts, values = [], [], []
+    ids, ts, values, promo, temp, region = [], [], [], [], [], []
     for i in range(SERIES):
         level, scale = 10.0 * (1 + i), 1.0 + i % 5
-        ids += [f"s{i:03d}"] * DAYS
-        ts += [START + timedelta(days=d) for d in range(DAYS)]
-        values += list(level + scale * (WEEK[np.arange(DAYS) % 7] + rng.normal(0.0, NOISE, DAYS)))
+        flags = (rng.random(DAYS + HORIZON) < 0.2).astype(np.int64)
+        ids += [f"s{i:03d}"] * (DAYS + HORIZON)
+        ts += [START + timedelta(days=d) for d in range(DAYS + HORIZON)]
+        shape = WEEK[np.arange(DAYS + HORIZON) % 7] + 0.5 * flags + rng.normal(0.0, NOISE, DAYS + HORIZON)
+        values += list(level + scale * shape[:DAYS]) + [None] * HORIZON
+        promo += flags.tolist()
+        temp += list(rng.normal(15.0, 5.0, DAYS + HORIZON))
+        region += [f"r{i % 3}"] * (DAYS + HORIZON)
     return pa.table({"store": pa.array(ids), "ts": pa.array(ts, pa.timestamp("us")),
-                     "value": pa.array(values, pa.float64())})
+                     "value": pa.array(values, pa.float64()), "promo": pa.array(promo, pa.int64()),
+                     "temp": pa.array(temp, pa.float64()), "region": pa.array(region)})
 
 
 def single_table() -> pa.Table:
@@ -54,7 +62,19 @@ def scale_of(sid: str) -> float:
     return 1.0 + int(sid[1:]) % 5
 
 
-def pod(data: Path, training: str = "") -> str:
+def pod(data: Path, training: str = "", panel: bool = True) -> str:
+    """The panel model forecasts with drivers (covariates from stored future rows, a static region, a calendar
+    field and holidays); the single-series model with its own past."""
+    panel_model = textwrap.dedent(f"""\
+        - {{from: lightgbm, name: panel_m, datasets: [sales], params: {{value_column: value,
+            lookback: {LOOKBACK}, horizon: {HORIZON}, backtest_windows: 2,
+            covariates: [temp, {{column: promo, type: categorical}}], static: [region],
+            calendar: [day_of_week], holidays: {{country: US}}}}}}
+        """) if panel else ""
+    single_model = textwrap.dedent(f"""\
+        - {{from: lightgbm, name: single_m, datasets: [single], params: {{lookback: {LOOKBACK}, horizon: {HORIZON},
+            method: lightgbm}}}}
+        """)
     return textwrap.dedent(f"""\
         version: v1
         kind: Spicepod
@@ -63,11 +83,7 @@ def pod(data: Path, training: str = "") -> str:
           - {{from: file:{data / 'panel.parquet'}, name: sales, series_column: store}}
           - {{from: file:{data / 'single.parquet'}, name: single}}
         models:
-          - {{from: lightgbm, name: panel_m, datasets: [sales], params: {{lookback: {LOOKBACK}, horizon: {HORIZON},
-              backtest_windows: 2}}}}
-          - {{from: lightgbm, name: single_m, datasets: [single], params: {{lookback: {LOOKBACK}, horizon: {HORIZON},
-              method: lightgbm}}}}
-        """) + training
+        """) + textwrap.indent(panel_model + single_model, "  ") + training
 
 
 def dask_runtime(address: str) -> str:
@@ -169,9 +185,7 @@ def closed_port() -> int:
 def test_unreachable_scheduler_fails_the_models_naming_it(runtime_factory, data):
     address = f"tcp://127.0.0.1:{closed_port()}"
     # The single-series model only: each model waits out the connect timeout (5 s) before failing.
-    single_only = "\n".join(line for line in pod(data).splitlines() if "panel_m" not in line
-                            and "backtest_windows: 2" not in line) + "\n"
-    rt = runtime_factory(single_only + dask_runtime(address), timeout=120)
+    rt = runtime_factory(pod(data, panel=False) + dask_runtime(address), timeout=120)
     for name, entry in models(rt).items():
         assert entry["status"] == "failed", (name, entry)
         assert address in entry["error_message"], entry["error_message"]

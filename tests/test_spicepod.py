@@ -44,8 +44,8 @@ def pod(*, ds_from: str = f"file:{AUSTRES}", ds_name: str = "co2", ds_extra: str
     )
 
 
-PARAM_KEYS = ("aggregate, backtest_windows, bounds, fill, frequency, horizon, lightgbm, lookback, method, "
-              "retrain_after_rows, strategy, value_column, week_start")
+PARAM_KEYS = ("aggregate, backtest_windows, bounds, calendar, covariates, fill, frequency, holidays, horizon, "
+              "lightgbm, lookback, method, retrain_after_rows, static, strategy, value_column, week_start")
 
 
 def named(entries) -> dict:
@@ -431,7 +431,8 @@ def test_help_lists_every_section_and_key_in_order() -> None:
                        "description"],
         "models[]": ["from", "name", "datasets", "params", "description"],
         "models[].params": ["value_column", "lookback", "horizon", "frequency", "strategy", "method", "bounds",
-                            "week_start", "fill", "aggregate", "backtest_windows", "retrain_after_rows", "lightgbm"],
+                            "week_start", "fill", "aggregate", "backtest_windows", "retrain_after_rows", "covariates",
+                            "static", "calendar", "holidays", "lightgbm"],
     }
     lines = describe_keys().splitlines()
     for line in ("  version (required): spicepod format version",
