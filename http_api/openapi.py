@@ -53,6 +53,9 @@ LEVELS = {"name": "level", "in": "query", "required": False, "style": "form", "e
           "schema": {"type": "array", "maxItems": 5,
                      "items": {"type": "number", "exclusiveMinimum": 0, "exclusiveMaximum": 100}},
           "description": "prediction interval levels in percent, repeatable: ?level=80&level=95"}
+EXPLAIN = {"name": "explain", "in": "query", "required": False,
+           "schema": {"type": "string", "enum": ["true", "false", "1", "0"]},
+           "description": "true: add each input group's contributions to every step (LightGBM SHAP values)"}
 
 # path -> method -> operation: the statuses particular to the route. build_openapi adds those every route
 # may answer (COMMON_RESPONSES).
@@ -100,7 +103,7 @@ PATHS: dict[str, dict[str, dict[str, Any]]] = {
     "/v1/models/{name}/predict": {
         "get": {
             "operationId": "predict", "summary": "Forecast the steps after the newest timestamp of the model's data",
-            "parameters": [MODEL_NAME, HORIZON, SERIES, LEVELS],
+            "parameters": [MODEL_NAME, HORIZON, SERIES, LEVELS, EXPLAIN],
             "responses": {
                 "200": _json(ref("PredictSuccess"), "the forecast"),
                 "400": _json(ref("PredictError"),

@@ -14,6 +14,12 @@ def ref(name: str) -> dict[str, str]:
 
 NUMBER_OR_NULL = {"type": ["number", "null"]}
 STRING_OR_NULL = {"type": ["string", "null"]}
+CONTRIBUTIONS = {
+    "type": "object", "additionalProperties": {"type": "array", "items": {"type": "number"}},
+    "description": "explain=true: per input group (level, lags, season, calendar, holidays, each covariate and "
+                   "static attribute; a portfolio's local methods by name), its share of each step in the "
+                   "prediction's units, from LightGBM's SHAP values; per step the groups sum to the prediction",
+}
 
 SCHEMAS: dict[str, Any] = {
     "Error": {
@@ -47,6 +53,7 @@ SCHEMAS: dict[str, Any] = {
             "series": {"type": "string", "description": "the series forecast (panel models)"},
             "method": {"type": "string",
                        "description": "the method the series is forecast by; a combination joins names with '+'"},
+            "contributions": CONTRIBUTIONS,
             "intervals": {
                 "type": "object",
                 "description": "per requested level, keyed as given (\"80\", \"97.5\"): conformal bounds, "
@@ -88,6 +95,16 @@ SCHEMAS: dict[str, Any] = {
                         "level": {"type": "array", "maxItems": 5,
                                   "items": {"type": "number", "exclusiveMinimum": 0, "exclusiveMaximum": 100},
                                   "description": "prediction interval levels in percent"},
+                        "covariates": {
+                            "type": "object", "required": ["timestamps"],
+                            "description": "future values of the model's known-future covariates, one per "
+                                           "timestamp; they win over stored rows for those periods",
+                            "properties": {"timestamps": {"type": "array", "minItems": 1,
+                                                          "items": {"type": "string", "format": "date-time"}}},
+                            "additionalProperties": {"type": "array",
+                                                     "items": {"type": ["number", "string", "boolean", "null"]}},
+                        },
+                        "explain": {"type": "boolean", "description": "add each input group's contributions"},
                     },
                 },
                 "description": "an item that is not an object with a string model_name fails the whole request "
@@ -143,6 +160,8 @@ SCHEMAS: dict[str, Any] = {
             "horizon": {"type": "integer"},
             "strategy": {"enum": ["recursive", "direct", "auto"],
                          "description": "the strategy trained (auto before a version exists)"},
+            "feature_importance": {"type": "object", "additionalProperties": {"type": "number"},
+                                   "description": "each input group's share of the LightGBM model's total gain"},
             "methods": {"type": "object", "description": "each candidate method's backtest MASE and series served",
                         "additionalProperties": {"type": "object", "properties": {
                             "mase": {"type": ["number", "null"]}, "series": {"type": "integer"}}}},

@@ -111,7 +111,7 @@ def test_document_shape(api_key: bool) -> None:
 def test_predict_and_batch_documented_as_spec() -> None:
     doc = build_openapi(api_key=False)
     get = doc["paths"]["/v1/models/{name}/predict"]["get"]
-    assert {p["name"] for p in get["parameters"]} == {"name", "horizon", "series", "level"}
+    assert {p["name"] for p in get["parameters"]} == {"name", "horizon", "series", "level", "explain"}
     documented = {p["name"] for p in get["parameters"] if p["in"] == "query"}
     assert documented <= set(PredictHandler.query_params), "a documented query parameter the route refuses"
     assert {"200", "400", "500"} <= set(get["responses"])
