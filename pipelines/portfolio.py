@@ -174,7 +174,7 @@ class PortfolioModel:
                     add(method, i, values * weights[i])
         averaged = total / sizes[:, None]
         predicted = self.bounded(averaged)
-        if explain and self.bounds is not None:
+        if explain and self.bounds is not None and np.any(predicted != averaged):
             add("bounds", slice(None), predicted - averaged)
         return predicted, self._spreads(windows, ids), parts
 

@@ -4,6 +4,7 @@
 import { ApiError, KEY_STORAGE, api, modelPath } from "./api.js";
 import { chartLibrary, chartSize, clearChart, page, render, setChartMessage } from "./chart.js";
 import { $, el, num, pct, show, when } from "./dom.js";
+import { renderContributions } from "./explain.js";
 
 const REFRESH_MS = 30000;
 const POINT_CHOICES = ["auto", "100", "300", "1000", "3000", "10000"];
@@ -165,6 +166,7 @@ async function showSelection(newModel) {
     $("chart-subtitle").textContent = "";
     show($("series-picker"), false);
     clearChart("empty");
+    renderContributions(null);
     return;
   }
   $("chart-title").textContent = model.name;
@@ -179,11 +181,13 @@ async function showSelection(newModel) {
   if (model.status === "failed") {
     setChartMessage("This model failed to train: " + (model.error_message || "no reason given"), true);
     clearChart("failed");
+    renderContributions(null);
     return;
   }
   if (model.status === "training" && model.model_version === null) {
     setChartMessage("This model is training; its chart appears here when it is ready.");
     clearChart("training");
+    renderContributions(null);
     return;
   }
   if (panel) {
@@ -192,6 +196,7 @@ async function showSelection(newModel) {
     if (state.series === null) {
       setChartMessage("Choose a series: type part of its id in the search box.");
       clearChart("empty");
+      renderContributions(null);
       return;
     }
   }
@@ -254,6 +259,7 @@ function chartFailed(err) {
   if (handleError(err)) return;
   setChartMessage(err.message, true);
   clearChart("error");
+  renderContributions(null);
 }
 
 // "auto": enough history to judge the forecast by, without squeezing it into a sliver.
@@ -267,12 +273,15 @@ async function draw(model, series, token) {
   const params = series === null ? [] : [["series", series]];
   const [history, forecast] = await Promise.all([
     api(modelPath(model.name, "history", params.concat([["limit", historyPoints(model)]]))),
-    api(modelPath(model.name, "predict", params.concat(LEVELS.map((l) => ["level", l])))),
+    // A LightGBM model (it reports feature_importance) also says what drives each step.
+    api(modelPath(model.name, "predict", params.concat(LEVELS.map((l) => ["level", l]),
+      model.feature_importance ? [["explain", "true"]] : []))),
   ]);
   await chartLibrary;
   if (token !== state.drawSeq) return;
   setChartMessage("");
   render({ model: model.name, series, history: history.body, forecast: forecast.body }, model);
+  renderContributions(forecast.body);
 }
 
 // --- refresh -------------------------------------------------------------------------------------
