@@ -329,7 +329,7 @@ class GridQuery:
         reads the `future` periods after each window with it (their driver values).
         """
         if self.drivers is not None:
-            return self._driver_windows(client, lookback, ids, min_points, future)
+            return self._driver_windows(client, lookback, newest, ids, min_points, future)
         per_series = lookback + WINDOW_PAD
         lower = None
         if newest is not None:
@@ -355,9 +355,17 @@ class GridQuery:
 
 
     def _driver_windows(
-        self, client: FlightDataClient, lookback: int, ids: list[str] | None, min_points: int | None, future: int,
+        self, client: FlightDataClient, lookback: int, newest: np.datetime64 | None, ids: list[str] | None,
+        min_points: int | None, future: int,
     ) -> Windows:
-        parts = self._driver_parts(client, self._where(None, ids), lookback + WINDOW_PAD, future)
+        per_series = lookback + WINDOW_PAD
+        lower = None
+        if newest is not None:  # the newest row may be a future one: leave room for the periods after the window
+            lower = self.freq.add(bucket(newest, self.freq, self.origin), -(per_series + future + WINDOW_PAD))
+        parts = self._driver_parts(client, self._where(lower, ids), per_series, future)
+        if lower is not None and any(p.values.size < lookback for p in parts):
+            # More future rows than room left, or gaps inside the bound: read the latest rows without it.
+            parts = self._driver_parts(client, self._where(None, ids), per_series, future)
         needed = lookback if min_points is None else min(min_points, lookback)
         kept = [p for p in parts if p.values.size >= needed]
         short = {p.sid: int(p.values.size) for p in parts if p.values.size < needed}

@@ -104,7 +104,7 @@ def test_predict_refuses_a_misspelt_parameter_with_the_predict_envelope(rt, quer
     body = response.json()
     assert set(body) == {"status", "error_message", "model_name", "lookback", "duration_ms"}, body
     assert (body["status"], body["model_name"], body["lookback"]) == ("BadRequest", "nile_m", 8)
-    assert body["error_message"] == f"unknown query parameter '{name}'; expected one of horizon, level, series"
+    assert body["error_message"] == f"unknown query parameter '{name}'; expected one of explain, horizon, level, series"
 
 
 @pytest.mark.parametrize("name", ["horizon", "series"])
