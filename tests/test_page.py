@@ -35,7 +35,8 @@ def _spicepod(folder: Path) -> str:
     pod = yaml.safe_load((REPO / "spicepod.yaml").read_text(encoding="utf-8"))
     pod.pop("runtime", None)
     for model in pod["models"]:  # the page is tested, not the forecasts' accuracy: few trees train fast
-        model.setdefault("params", {}).setdefault("lightgbm", {"num_boost_round": 20})
+        if model["name"] != "ridership_2w":  # (but drivers need the default trees to win its backtest)
+            model.setdefault("params", {}).setdefault("lightgbm", {"num_boost_round": 20})
         if model["name"] == "tourism_2y":  # 427 series: LightGBM alone (the other models show the methods)
             model["params"]["method"] = "lightgbm"
     for dataset in pod["datasets"]:
@@ -200,6 +201,27 @@ def test_choosing_a_model_draws_its_history_forecast_and_bands(rt: Runtime, brow
                                    ".map(c => c.textContent)")
     served = [name for name, m in model["methods"].items() if m["series"]]
     assert any(all(name in cell for name in served) and "100%" in cell for cell in cells)
+
+
+def test_a_model_with_drivers_shows_what_drives_its_forecast(rt: Runtime, browser: Any) -> None:
+    open_page(browser, rt, "#model=ridership_2w")
+    drawn(browser, "ridership_2w")
+    rows = wait_for(browser, "document.querySelectorAll('#contributions-table tbody tr').length && "
+                             "[...document.querySelectorAll('#contributions-table tbody tr')].map("
+                             "r => [...r.children].map(c => c.textContent))")
+    explained = rt.get_json("/v1/models/ridership_2w/predict?explain=true")
+    groups = explained["contributions"]
+    shown = {row[0]: row[1:] for row in rows}
+    assert set(shown) == set(groups) | {"forecast"}
+    # Each cell is the contribution to two decimals; the total row is the forecast itself.
+    for group, values in groups.items():
+        assert shown[group] == [f"{v + 0:,.2f}".rstrip("0").rstrip(".") for v in values], group
+    assert shown["forecast"] == [f"{v:,.2f}".rstrip("0").rstrip(".") for v in explained["prediction"]]
+    # The groups that move the forecast most come first; with its drivers LightGBM serves this series.
+    weight = {g: np.mean(np.abs(v[:14])) for g, v in groups.items()}
+    assert [row[0] for row in rows[:-1]] == sorted(groups, key=lambda g: -weight[g])
+    assert explained["method"] == "lightgbm" and "calendar" in groups
+    assert not console_errors(browser)
 
 
 def test_a_doput_then_refresh_shows_the_new_last_point(rt: Runtime, browser: Any) -> None:
