@@ -226,7 +226,10 @@ class GridQuery:
 
     def _sql(self, where: list[str], per_series: int | None) -> str:
         inner = self._inner + (f" WHERE {' AND '.join(where)}" if where else "")
-        sql = f"{self._select} FROM ({inner}) GROUP BY {'sid, ' if self.series_column else ''}bucket"
+        # Rows without a value are left out: a gap is filled the same either way, and rows after the newest
+        # value (future rows of drivers) must not take the window's places.
+        group = f"GROUP BY {'sid, ' if self.series_column else ''}bucket"
+        sql = f"{self._select} FROM ({inner}) WHERE v IS NOT NULL {group}"
         if per_series is not None:
             sql += f" QUALIFY row_number() OVER ({self._partition}ORDER BY bucket DESC) <= {int(per_series)}"
         return sql + f" ORDER BY {'sid, ' if self.series_column else ''}bucket"

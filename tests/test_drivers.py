@@ -118,6 +118,10 @@ def pod(folder: Path) -> str:
             datasets: [flips]
             params: {{value_column: rides, lookback: 14, horizon: 7, method: lightgbm, static: [region]}}
           - from: lightgbm
+            name: belts_plain
+            datasets: [belts]
+            params: {{value_column: killed, lookback: 12, horizon: 6, method: lightgbm, {FAST}}}
+          - from: lightgbm
             name: missing_m
             datasets: [belts]
             params: {{value_column: killed, lookback: 12, horizon: 6, method: lightgbm, covariates: [nope]}}
@@ -237,6 +241,12 @@ def test_future_rows_are_not_observations(rt):
     after = rt.get_json("/v1/models/belts_m/predict?horizon=14")
     assert after["timestamps"][0] == before["timestamps"][0] == "1984-01-01T00:00:00Z"
     assert after["timestamps"][-1] == "1985-02-01T00:00:00Z"
+
+
+def test_a_model_without_drivers_on_the_same_data_also_starts_after_the_newest_value(rt):
+    body = rt.get_json("/v1/models/belts_plain/predict")
+    assert body["timestamps"][0] == "1984-01-01T00:00:00Z"
+    assert "feature_importance" in models(rt)["belts_plain"]
 
 
 def test_a_panel_with_static_attributes_calendar_and_holidays(rt):
