@@ -134,3 +134,85 @@ def future_inputs(parts: list[DriverPart], drivers: Drivers, steps: int) -> Futu
                                dtype=object if c.categorical else np.float64) for c in drivers.past}
     static = {s: np.array([p.static[s] for p in parts], dtype=object) for s in drivers.static}
     return FutureDrivers(future, past, static)
+
+
+def grid_index(times: np.ndarray, freq: Frequency) -> np.ndarray:
+    """Each period start as a whole number of steps (consecutive periods differ by one)."""
+    if freq.is_calendar:
+        return times.astype("datetime64[M]").astype(np.int64) // freq.months
+    return times.astype("datetime64[us]").astype(np.int64) // freq.step_us
+
+
+def regular_windows(
+    table: pa.Table, drivers: Drivers, freq: Frequency, lookback: int, needed: int, future: int,
+) -> tuple[list, np.ndarray, np.ndarray, dict, FutureDrivers] | None:
+    """The windows of a panel read whose every series is already regular (consecutive periods, a value in
+    each up to the newest, one row or the same number of rows in each): no filling to do, so the windows and
+    future drivers are gathered for all series at once. None when any series needs the general path."""
+    n_rows = table.num_rows
+    if not n_rows:
+        return None
+    times = table.column("bucket").to_numpy().astype("datetime64[us]")
+    values = table.column("value").cast(pa.float64()).to_numpy(zero_copy_only=False)
+    counts = table.column("n").to_numpy()
+    codes = table.column("sid").combine_chunks().dictionary_encode()
+    owner_change = np.flatnonzero(np.diff(codes.indices.to_numpy(zero_copy_only=False))) + 1
+    starts = np.concatenate([[0], owner_change])
+    ends = np.concatenate([owner_change, [n_rows]])
+    sizes = ends - starts
+    owner = np.repeat(np.arange(starts.size), sizes)
+    index = grid_index(times, freq)
+    step = np.diff(index, prepend=index[0] - 1)
+    step[starts] = 1
+    observed = np.isfinite(values)
+    # The newest value of each series, and whether everything before it is observed and everything after not.
+    last = np.maximum.reduceat(np.where(observed, np.arange(n_rows), -1), starts)
+    first_future = last + 1
+    position = np.arange(n_rows)
+    before = position <= last[owner]
+    if (last < starts).any() or not (step == 1).all() or (observed != before).any():
+        return None
+    seen = counts[before]
+    if seen.size and seen.max() > 1 and seen.min() != seen.max():
+        return None  # periods of uneven row counts: partial periods to drop, on the general path
+    kept = last - starts + 1
+    keep = kept >= needed
+    rows = np.flatnonzero(keep)
+    width = np.minimum(kept[rows], lookback)
+    window = np.full((rows.size, lookback), np.nan)
+    offsets = np.arange(lookback)[None, :] - lookback + 1  # relative to the newest value
+    at = last[rows][:, None] + offsets
+    valid = offsets >= -(width[:, None] - 1)
+    window[valid] = values[at[valid]]
+    names = codes.dictionary.to_pylist()
+    sid_codes = codes.indices.to_numpy(zero_copy_only=False)[starts]
+    ids = [names[c] for c in sid_codes[rows]]
+    short = {names[c]: int(k) for c, k in zip(sid_codes[~keep], kept[~keep], strict=True)}
+    newest = times[last[rows]]
+    columns = {}
+    for i, name in enumerate(drivers.columns):
+        column = table.column(f"d{i}")
+        if drivers.categorical(name):
+            columns[name] = np.array(column.to_pylist(), dtype=object)
+        else:
+            columns[name] = column.cast(pa.float64()).to_numpy(zero_copy_only=False)
+    inputs = FutureDrivers()
+    ahead = np.arange(future)[None, :]
+    room = (first_future[rows][:, None] + ahead) < ends[rows][:, None]
+    for c in drivers.future:
+        raw = columns[c.column]
+        out = np.full((rows.size, future), None if c.categorical else np.nan, dtype=object if c.categorical else None)
+        out[room] = raw[(first_future[rows][:, None] + ahead)[room]]
+        inputs.future[c.column] = out
+    for c in drivers.past:
+        inputs.past[c.column] = columns[c.column][last[rows]]
+    for name in drivers.static:
+        raw = columns[name]
+        present = np.array([v is not None for v in raw.tolist()], dtype=bool)
+        text = np.where(present, raw.astype(str), "")
+        firsts = text[starts]
+        changed = present & (text != firsts[owner])
+        if changed.any():
+            return None  # the general path names the series whose attribute changes
+        inputs.static[name] = np.array([raw[s] if present[s] else None for s in starts[rows]], dtype=object)
+    return ids, window, newest, short, inputs

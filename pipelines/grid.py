@@ -20,6 +20,7 @@ from pipelines.driver_grid import (
     future_inputs,
     limit_sql,
     place,
+    regular_windows,
     split_parts,
 )
 from pipelines.drivers import Drivers, FutureDrivers
@@ -238,12 +239,18 @@ class GridQuery:
         self, client: FlightDataClient, where: list[str], per_series: int | None, future: int | None,
     ) -> list[DriverPart]:
         """Each series' observed grid (filled) and its drivers, periods after its newest value included."""
+        return self._parts_of(self._driver_table(client, where, per_series, future))
+
+    def _driver_table(
+        self, client: FlightDataClient, where: list[str], per_series: int | None, future: int | None,
+    ) -> pa.Table:
         inner = self._inner + (f" WHERE {' AND '.join(where)}" if where else "")
         grouped = f"{self._select} FROM ({inner}) GROUP BY {'sid, ' if self.series_column else ''}bucket"
-        sql = limit_sql(grouped, bool(self.series_column), per_series, future)
+        return client.query(limit_sql(grouped, bool(self.series_column), per_series, future))
+
+    def _parts_of(self, table: pa.Table) -> list[DriverPart]:
         out = []
-        for sid, times, values, counts, columns in split_parts(client.query(sql), self.drivers,
-                                                               bool(self.series_column)):
+        for sid, times, values, counts, columns in split_parts(table, self.drivers, bool(self.series_column)):
             observed = np.isfinite(values)
             end = observed.size - int(np.argmax(observed[::-1])) if observed.any() else 0
             kept_times, kept_values = complete_periods(times[:end], values[:end], counts[:end])
@@ -365,11 +372,16 @@ class GridQuery:
         lower = None
         if newest is not None:  # the newest row may be a future one: leave room for the periods after the window
             lower = self.freq.add(bucket(newest, self.freq, self.origin), -(per_series + future + WINDOW_PAD))
-        parts = self._driver_parts(client, self._where(lower, ids), per_series, future)
+        needed = lookback if min_points is None else min(min_points, lookback)
+        table = self._driver_table(client, self._where(lower, ids), per_series, future)
+        if self.series_column:  # a panel of regular series: every window at once, no loop over series
+            regular = regular_windows(table, self.drivers, self.freq, lookback, needed, future)
+            if regular is not None and (lower is None or not regular[3]):
+                return Windows(*regular)
+        parts = self._parts_of(table)
         if lower is not None and any(p.values.size < lookback for p in parts):
             # More future rows than room left, or gaps inside the bound: read the latest rows without it.
             parts = self._driver_parts(client, self._where(None, ids), per_series, future)
-        needed = lookback if min_points is None else min(min_points, lookback)
         kept = [p for p in parts if p.values.size >= needed]
         short = {p.sid: int(p.values.size) for p in parts if p.values.size < needed}
         values = np.full((len(kept), lookback), np.nan)
