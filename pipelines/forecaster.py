@@ -62,16 +62,20 @@ class Forecaster:
         sent = parse_covariates(served, state.name, covariates) if covariates else None
         dataset = state.spec.dataset
         _, newest = self._cache.data(dataset)
-        if sent is not None or explain:  # made for this request alone: never cached
+        if sent is not None:  # made for this request alone: never cached
             entry, contributions = self._compute(served, state, series, steps, newest, sent, explain)
             return self._forecast(served, series, steps, entry, levels, contributions)
         key = self._cache.forecast_key(served, dataset, series, steps)
-        entry = self._cache.forecast(key)
-        if entry is None:
-            entry, _ = self._compute(served, state, series, steps, newest)
+        if explain:  # an explained forecast is kept apart, with its contributions
+            key = (*key, "explain")
+        kept = self._cache.forecast(key)
+        if kept is None:
+            entry, contributions = self._compute(served, state, series, steps, newest, None, explain)
+            kept = (entry, contributions) if explain else entry
             if steps <= max(state.spec.horizon, CACHED_HORIZON):  # long odd horizons would crowd the cache
-                self._cache.keep_forecast(key, entry)
-        return self._forecast(served, series, steps, entry, levels)
+                self._cache.keep_forecast(key, kept)
+        entry, contributions = kept if explain else (kept, None)
+        return self._forecast(served, series, steps, entry, levels, contributions)
 
     def cached(
         self, name: str, horizon: int | None = None, series: str | None = None, levels: Sequence[Level] = (),
