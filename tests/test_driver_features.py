@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pipelines.drivers import Covariate, DriverValues, Drivers, FutureDrivers, HolidayCalendar, calendar_field
+from pipelines.drivers import Covariate, Drivers, DriverValues, FutureDrivers, HolidayCalendar, calendar_field
 from pipelines.frequency import Frequency
 from spicepod import InvalidInput
 
