@@ -1,15 +1,18 @@
-"""Work that follows new data, off the commit path: scoring served forecasts against the actuals that
-arrived, and retraining models after `retrain_after_rows` new rows. One background thread; notices for
-the same dataset that arrive while it works are coalesced."""
+"""Work that follows new data, off the commit path: checking the new values for anomalies, scoring served
+forecasts against the actuals that arrived, and retraining models after `retrain_after_rows` new rows.
+One background thread; notices for the same dataset that arrive while it works are coalesced (the
+series they touched joined)."""
 
 from __future__ import annotations
 
 import logging
 import threading
 from collections.abc import Callable, Iterable
+from typing import Any
 
 import numpy as np
 
+from pipelines.anomalies import AnomalyDetector
 from pipelines.flight_client import FlightDataClient
 from pipelines.grid import bucket
 from pipelines.live import LiveScorer
@@ -26,13 +29,14 @@ MAX_NAMED_SERIES = 1000  # more series than this waiting: read them all rather t
 class Upkeep:
     def __init__(
         self, states: Iterable[ModelState], client: FlightDataClient, live: LiveScorer,
-        retrain: Callable[[ModelState], None],
+        retrain: Callable[[ModelState], None], detector: AnomalyDetector | None = None,
     ):
         self._states = list(states)
         self._client = client
         self._live = live
         self._retrain = retrain
-        self._due: set[str] = set()
+        self._detector = detector
+        self._due: dict[str, frozenset[str] | None] = {}  # dataset -> series touched (None: any may be)
         self._wake = threading.Condition()
         self._stopping = False
         self._retraining: set[str] = set()
@@ -47,10 +51,17 @@ class Upkeep:
             self._wake.notify()
         self._thread.join(timeout=10)
         self._live.flush()
+        if self._detector is not None:
+            self._detector.log.flush(force=True)
 
-    def notify(self, dataset: str) -> None:
+    def notify(self, dataset: str, series: frozenset[str] | None = None) -> None:
+        """New data in `dataset`, for these series (None: any series may have changed)."""
         with self._wake:
-            self._due.add(dataset)
+            if dataset in self._due:
+                known = self._due[dataset]
+                self._due[dataset] = None if known is None or series is None else known | series
+            else:
+                self._due[dataset] = series
             self._wake.notify()
 
     def _run(self) -> None:
@@ -60,11 +71,14 @@ class Upkeep:
                     self._wake.wait(timeout=FLUSH_SECONDS)
                 if self._stopping:
                     return
-                due, self._due = self._due, set()
-            for dataset in due:
+                due, self._due = self._due, {}
+            for dataset, series in due.items():
                 models = [s for s in self._states if s.spec.dataset == dataset and s.current is not None]
                 if not models:
                     continue
+                if self._detector is not None:  # first: anomalies are awaited within a second, scores are not
+                    for state in models:
+                        self._guarded(self._detect, state, series)
                 try:
                     info = self._client.dataset_info(dataset)  # once for every model on the dataset
                 except Exception as exc:  # upkeep must go on for the other datasets
@@ -74,12 +88,17 @@ class Upkeep:
                     self._guarded(self._score, state, info)
                     self._guarded(self._maybe_retrain, state, info)
             self._live.flush()
+            if self._detector is not None:
+                self._detector.log.flush()
 
-    def _guarded(self, work: Callable[[ModelState, dict], None], state: ModelState, info: dict) -> None:
+    def _guarded(self, work: Callable[[ModelState, Any], Any], state: ModelState, arg: Any) -> None:
         try:
-            work(state, info)
+            work(state, arg)
         except Exception as exc:  # upkeep must go on for the other models
             log.warning("model %s: %s failed: %s: %s", state.name, work.__name__.strip("_"), type(exc).__name__, exc)
+
+    def _detect(self, state: ModelState, series: frozenset[str] | None) -> None:
+        self._detector.detect(state, series)
 
     def _score(self, state: ModelState, info: dict) -> None:
         """Score pending forecasts whose periods now have values on the grid (one query for all series)."""
