@@ -91,7 +91,7 @@ QUICK_MODELS = ["austres_m", "wool_m", "nile_m"]
 SUCCESS_KEYS = {"status", "model_name", "model_version", "lookback", "prediction", "duration_ms", "horizon",
                 "timestamps", "method"}  # method: what the series is forecast by (SPEC 14)
 MODEL_KEYS = {"name", "from", "datasets", "model_version", "status", "lookback", "horizon", "frequency",
-              "trained_at", "training_rows", "metrics"}
+              "trained_at", "training_rows", "metrics", "health"}
 DATASET_KEYS = {"name", "from", "mode", "time_column", "series_column", "on_duplicate", "rows", "columns",
                 "first_timestamp", "last_timestamp"}
 
@@ -156,7 +156,9 @@ def check_model_entry(entry: dict) -> None:
     assert isinstance(entry["datasets"], list) and all(isinstance(d, str) for d in entry["datasets"])
     assert isinstance(entry["lookback"], int) and isinstance(entry["horizon"], int)
     assert set(entry["metrics"]) == {"mase", "smape", "backtest_windows"}
-    assert entry["live_metrics"] is None or set(entry["live_metrics"]) == {"mase", "smape", "coverage_80", "points"}
+    live_keys = {"mase", "smape", "coverage_80", "points", "drift"}
+    assert entry["live_metrics"] is None or set(entry["live_metrics"]) == live_keys
+    assert entry["health"] in ("ok", "drifting")
     if entry["status"] == "ready":
         assert isinstance(entry["model_version"], str)
         assert isinstance(entry["training_rows"], int) and isinstance(entry["frequency"], str)
