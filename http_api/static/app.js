@@ -265,14 +265,16 @@ function historyPoints(model) {
 async function draw(model, series, token) {
   $("chart").dataset.state = "loading";
   const params = series === null ? [] : [["series", series]];
-  const [history, forecast] = await Promise.all([
+  const [history, forecast, anomalies] = await Promise.all([
     api(modelPath(model.name, "history", params.concat([["limit", historyPoints(model)]]))),
     api(modelPath(model.name, "predict", params.concat(LEVELS.map((l) => ["level", l])))),
+    // marks on the chart, never a reason not to draw it
+    api(modelPath(model.name, "anomalies", params)).then((r) => r.body, () => []),
   ]);
   await chartLibrary;
   if (token !== state.drawSeq) return;
   setChartMessage("");
-  render({ model: model.name, series, history: history.body, forecast: forecast.body }, model);
+  render({ model: model.name, series, history: history.body, forecast: forecast.body, anomalies }, model);
 }
 
 // --- refresh -------------------------------------------------------------------------------------
