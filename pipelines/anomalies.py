@@ -25,10 +25,10 @@ import numpy as np
 
 from pipelines.flight_client import FlightDataClient
 from pipelines.forecaster import bounded, calibrated
-from pipelines.grid import fill_series
+from pipelines.grid import bucket, fill_series
 from pipelines.model import TrainedModel
 from pipelines.portfolio import PortfolioModel
-from pipelines.state import ModelState
+from pipelines.state import ModelState, ServedModel
 from spicepod import InvalidInput
 
 log = logging.getLogger("flightcast.anomalies")
@@ -205,38 +205,44 @@ class AnomalyDetector:
         self._client = client
         self.log = log_
 
-    def detect(self, state: ModelState, series: frozenset[str] | None) -> int:
-        """Check the new periods of the touched `series` (None: every series); returns the new anomalies."""
+    def detect(self, state: ModelState, series: frozenset[str] | None, newest: np.datetime64 | None = None) -> int:
+        """Check the new periods of the touched `series` (None: every series); returns the new anomalies.
+
+        `newest` (the data's newest timestamp) bounds how many periods are read per series: those since the
+        oldest one checked, and the window before them.
+        """
         served = state.current
         if served is None:
             return 0
         model = served.model
         if not isinstance(model, (TrainedModel, PortfolioModel)) or not calibrated(model):
             return 0  # no backtest errors, no interval to compare with
-        length = model.window_length
+        grid, length = served.grid, model.window_length
         ids = None
         if served.panel and series is not None and len(series) <= MAX_NAMED_SERIES:
             ids = sorted(series)
-        found = served.grid.history(self._client, length + MAX_NEW_PERIODS, ids=ids, observed=True)
         checked = self.log.checked(state.name)
+        found = grid.history(self._client, length + self._new_periods(served, checked, series, newest), ids=ids,
+                             observed=True)
+        regular = None if grid.freq.is_calendar else grid.freq.step_us
         rows, lasts, sids, periods, values, marks = [], [], [], [], [], {}
         for sid, times, observed in zip(found.ids, found.times, found.values, strict=True):
-            if series is not None and sid not in series and served.panel:
+            if not times.size or (served.panel and series is not None and sid not in series):
                 continue
-            if not times.size:
-                continue
-            stamps = times.astype("datetime64[us]").astype(np.int64)
+            stamps = times.astype(np.int64)
             mark = checked.get(sid)
             # A series not seen before: only its newest period is new (the rest was there at training).
             new = np.flatnonzero(stamps > mark) if mark is not None else np.array([stamps.size - 1])
             if not new.size:
                 continue
             marks[sid] = int(stamps[-1])
-            try:
-                grid_times, grid_values = fill_series(times, observed, served.grid.freq, served.grid.fill,
-                                                      served.grid.dataset, sid)
-            except InvalidInput:  # a gap that `fill: none` leaves open: no forecast of this series
-                continue
+            if regular is not None and int(stamps[-1] - stamps[0]) == (stamps.size - 1) * regular:
+                grid_times, grid_values = times, observed  # no gap to fill (the common case, checked at once)
+            else:
+                try:
+                    grid_times, grid_values = fill_series(times, observed, grid.freq, grid.fill, grid.dataset, sid)
+                except InvalidInput:  # a gap that `fill: none` leaves open: no forecast of this series
+                    continue
             positions = np.searchsorted(grid_times, times[new])
             for position, index in zip(positions.tolist(), new.tolist(), strict=True):
                 if position < model.min_periods:
@@ -259,6 +265,21 @@ class AnomalyDetector:
         if fresh:
             log.info("model %s: %d anomalies in new data", state.name, fresh)
         return fresh
+
+    @staticmethod
+    def _new_periods(
+        served: ServedModel, checked: dict[str | None, int], series: frozenset[str] | None,
+        newest: np.datetime64 | None,
+    ) -> int:
+        """Periods to read after each window: from the oldest period checked of the touched series on."""
+        touched = checked.values() if series is None or not served.panel else [checked.get(s) for s in series]
+        oldest = min(touched, default=None) if None not in touched else None
+        if newest is None or oldest is None:
+            return MAX_NEW_PERIODS if oldest is not None else 1
+        grid = served.grid
+        steps = int(grid.freq.steps_between(np.datetime64(oldest, "us"),
+                                            np.asarray([bucket(newest, grid.freq, grid.origin)]))[0])
+        return int(np.clip(steps + 1, 1, MAX_NEW_PERIODS))
 
     def _compare(
         self, state: ModelState, windows: np.ndarray, lasts: np.ndarray, sids: list[str | None],

@@ -87,7 +87,7 @@ def complete_periods(times: np.ndarray, values: np.ndarray, counts: np.ndarray) 
     """Without a partial period at either end: when periods hold several rows, an end period with fewer
     rows than the typical (median) one is not yet (or no longer) covered by the data, and would pass a
     partial sum or mean for a whole period's. The one being filled now is forecast instead."""
-    if counts.size < 3:
+    if counts.size < 3 or counts[1:-1].max() <= 1:  # one row a period (the usual case): no median to take
         return times, values
     typical = float(np.median(counts[1:-1]))
     if typical <= 1:

@@ -76,14 +76,15 @@ class Upkeep:
                 models = [s for s in self._states if s.spec.dataset == dataset and s.current is not None]
                 if not models:
                     continue
-                if self._detector is not None:  # first: anomalies are awaited within a second, scores are not
-                    for state in models:
-                        self._guarded(self._detect, state, series)
                 try:
                     info = self._client.dataset_info(dataset)  # once for every model on the dataset
                 except Exception as exc:  # upkeep must go on for the other datasets
                     log.warning("dataset %s: upkeep cannot read its info: %s: %s", dataset, type(exc).__name__, exc)
                     continue
+                if self._detector is not None:  # first: anomalies are awaited within a second, scores are not
+                    newest = parse_iso(info["last_timestamp"]) if info["last_timestamp"] else None
+                    for state in models:
+                        self._guarded(self._detect, state, (series, newest))
                 for state in models:
                     self._guarded(self._score, state, info)
                     self._guarded(self._maybe_retrain, state, info)
@@ -97,8 +98,8 @@ class Upkeep:
         except Exception as exc:  # upkeep must go on for the other models
             log.warning("model %s: %s failed: %s: %s", state.name, work.__name__.strip("_"), type(exc).__name__, exc)
 
-    def _detect(self, state: ModelState, series: frozenset[str] | None) -> None:
-        self._detector.detect(state, series)
+    def _detect(self, state: ModelState, touched: tuple[frozenset[str] | None, np.datetime64 | None]) -> None:
+        self._detector.detect(state, *touched)
 
     def _score(self, state: ModelState, info: dict) -> None:
         """Score pending forecasts whose periods now have values on the grid (one query for all series)."""
