@@ -223,3 +223,20 @@ def test_anomalies_and_drift_survive_a_restart(rt, module_inprocess_factory):
     assert live["drift"] == pytest.approx(live["mase"] / entry["metrics"]["mase"], rel=1e-9)
     metrics = again.get("/metrics").text
     assert 'flightcast_anomalies_total{model="panel_m"} 3.0' in metrics
+
+
+def test_a_serve_node_finds_the_anomalies_of_its_data_nodes_writes(runtime_factory, tmp_path):
+    """Commit notices reach a serve node over Flight: it checks the new values as an all-in-one node does."""
+    spicepod = tmp_path / "roles" / "spicepod.yaml"
+    spicepod.parent.mkdir()
+    spicepod.write_text(pod(spicepod.parent))
+    data = runtime_factory(spicepod=spicepod, data_dir=spicepod.parent / "data", extra_args=["--role", "data"],
+                           ready=False)
+    serve = runtime_factory(spicepod=spicepod, data_dir=spicepod.parent / "serve", timeout=120,
+                            extra_args=["--role", "serve", "--data", f"grpc://127.0.0.1:{data.flight_port}"])
+    step = one_step(serve, "single_m", "95")
+    value = step["expected"] - 7 * step["half"]
+    put_values(data, "single", [(None, step["ts"], value)])
+    rows = wait_until(lambda: anomalies(serve, "single_m"), "the anomaly listed on the serve node", timeout=10)
+    assert len(rows) == 1
+    assert_row(rows[0], expected_row(None, step, value, 95.0))
