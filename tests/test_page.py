@@ -191,7 +191,7 @@ def test_choosing_a_model_draws_its_history_forecast_and_bands(rt: Runtime, brow
     legend = browser.execute_script("return [...document.querySelectorAll('#chart .u-legend th')]"
                                     ".map(t => t.textContent)")
     assert [label for label in legend if label] == ["time (UTC)", "history", "forecast", "95% lower", "95% upper",
-                                                    "80% lower", "80% upper"]
+                                                    "80% lower", "80% upper", "anomaly"]
     assert "model=austres_2y" in browser.current_url
     # the method the series is forecast by beside the chart, and each method's share in the model table
     facts = browser.execute_script("return document.getElementById('chart-facts').textContent")
