@@ -239,6 +239,9 @@ def contract_cases() -> list[tuple[str, str, Any, dict, int, Callable[[HttpRespo
                                                "1995-04-01T00:00:00Z", "1995-07-01T00:00:00Z"]
         assert all(row["series"] is None and is_number(row["value"]) for row in body)
 
+    def no_anomalies(body: Any) -> None:
+        assert body == []
+
     def page(r: HttpResponse) -> None:
         assert r.content_type.startswith("text/html") and "<title>" in r.text
         assert "default-src 'self'" in r.headers["Content-Security-Policy"]
@@ -269,6 +272,8 @@ def contract_cases() -> list[tuple[str, str, Any, dict, int, Callable[[HttpRespo
         ("GET", "/v1/models/wool_m/history?limit=0", None, {}, 400, error(400, "BadRequest")),
         ("GET", "/v1/models/wool_m/forecasts", None, {}, 200, json_check(forecasts)),
         ("GET", "/v1/models/wool_m/forecasts?level=100", None, {}, 400, error(400, "BadRequest")),
+        ("GET", "/v1/models/wool_m/anomalies", None, {}, 200, json_check(no_anomalies)),
+        ("GET", "/v1/models/wool_m/anomalies?since=now", None, {}, 400, error(400, "BadRequest")),
         ("POST", "/v1/predict", {"predictions": [{"model_name": "wool_m"}]}, {}, 200, json_check(batch)),
         ("POST", "/v1/predict", b"{", {}, 400, error(400, "BadRequest")),
         ("POST", "/v1/sql", b"SELECT count(*) AS n FROM austres", {}, 200, json_check(sql)),
@@ -577,6 +582,7 @@ def test_auth_on_every_v1_route(inprocess_factory: RuntimeFactory) -> None:
         ("POST", "/v1/sql", b"SELECT 1 AS x"), ("GET", "/v1/no_such_route", None),
         ("DELETE", "/v1/models", None), ("GET", "/v1/models/nile_m/series", None),
         ("GET", "/v1/models/nile_m/forecasts", None), ("GET", "/v1/models/nile_m/history", None),
+        ("GET", "/v1/models/nile_m/anomalies", None),
     ]
     templates = {_template_of(path) for _, path, _ in requests}
     assert {route_template(p, h) for p, h in ROUTES} - templates == {"/health", "/v1/ready", "/", "/static/{path}"}
