@@ -18,7 +18,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Iterable
-from dataclasses import astuple, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -182,7 +182,8 @@ class AnomalyLog:
         doc = {
             "format": FORMAT,
             "total": state.total,
-            "anomalies": [astuple(a) for a in state.anomalies.values()],
+            "anomalies": [(a.series, a.ts, a.value, a.expected, a.lower, a.upper, a.level, a.score)
+                          for a in state.anomalies.values()],
             "checked": list(state.checked.items()),
         }
         self.folder.mkdir(parents=True, exist_ok=True)
@@ -257,8 +258,8 @@ class AnomalyDetector:
                 values.append(float(observed[index]))
         anomalies = []
         if rows:
-            anomalies = self._compare(state, np.stack(rows), np.array(lasts, dtype="datetime64[us]"), sids,
-                                      periods, np.array(values))
+            anomalies = self._compare(model, float(state.spec.anomaly_level), np.stack(rows),
+                                      np.array(lasts, dtype="datetime64[us]"), sids, periods, np.array(values))
         if not marks:
             return 0
         fresh = self.log.add(state.name, anomalies, marks)
@@ -281,13 +282,12 @@ class AnomalyDetector:
                                             np.asarray([bucket(newest, grid.freq, grid.origin)]))[0])
         return int(np.clip(steps + 1, 1, MAX_NEW_PERIODS))
 
+    @staticmethod
     def _compare(
-        self, state: ModelState, windows: np.ndarray, lasts: np.ndarray, sids: list[str | None],
-        periods: list[int], values: np.ndarray,
+        model: TrainedModel | PortfolioModel, level: float, windows: np.ndarray, lasts: np.ndarray,
+        sids: list[str | None], periods: list[int], values: np.ndarray,
     ) -> list[Anomaly]:
         """One batched one-step forecast of every checked period; the values outside its interval."""
-        model = state.current.model
-        level = float(state.spec.anomaly_level)
         predicted, spread = model.forecast_windows(windows, lasts, 1, sids)
         half = spread * model.calibration.half_widths(level, 1)[0]
         expected = predicted[:, 0]
