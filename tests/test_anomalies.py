@@ -13,6 +13,8 @@ import pyarrow.csv as pacsv
 import pytest
 from conftest import do_put, wait_until, write_table
 
+from pipelines.anomalies import Anomaly, AnomalyLog
+
 START = datetime(2024, 1, 1)
 DAYS = 120
 WEEK = np.array([0.0, 0.2, 0.1, -0.1, 0.3, 1.0, 0.8])
@@ -240,3 +242,23 @@ def test_a_serve_node_finds_the_anomalies_of_its_data_nodes_writes(runtime_facto
     rows = wait_until(lambda: anomalies(serve, "single_m"), "the anomaly listed on the serve node", timeout=10)
     assert len(rows) == 1
     assert_row(rows[0], expected_row(None, step, value, 95.0))
+
+
+def test_the_log_keeps_the_newest_anomalies_and_counts_every_one(tmp_path):
+    def anomaly(day: int, series: str = "a") -> Anomaly:
+        return Anomaly(series, day * 86_400_000_000, 10.0 + day, 1.0, 0.5, 1.5, 99.0, 18.0 + 2 * day)
+
+    log = AnomalyLog(tmp_path, max_kept=3)
+    assert log.add("m", [anomaly(1), anomaly(2)], {"a": 2 * 86_400_000_000}) == 2
+    assert log.add("m", [anomaly(4, "b"), anomaly(3)], {"a": 3 * 86_400_000_000, "b": 4 * 86_400_000_000}) == 2
+    assert log.add("m", [anomaly(3)], {}) == 0  # the same period checked again (after a restart): counted once
+    assert log.list("m") == [anomaly(4, "b"), anomaly(3), anomaly(2)]
+    assert log.list("m", series="a", limit=1) == [anomaly(3)]
+    assert log.list("m", since=np.datetime64(3 * 86_400_000_000, "us")) == [anomaly(4, "b"), anomaly(3)]
+    assert log.total("m") == 4
+
+    again = AnomalyLog(tmp_path, max_kept=3)
+    again.load(["m"])
+    assert again.list("m") == log.list("m") and again.total("m") == 4
+    assert again.checked("m") == {"a": 3 * 86_400_000_000, "b": 4 * 86_400_000_000}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.json"]  # no temp file left behind
