@@ -28,6 +28,7 @@ from pipelines.forecaster import bounded, calibrated
 from pipelines.grid import bucket, fill_series
 from pipelines.model import TrainedModel
 from pipelines.portfolio import PortfolioModel
+from pipelines.series import SeriesSet
 from pipelines.state import ModelState, ServedModel
 from spicepod import InvalidInput
 
@@ -223,8 +224,16 @@ class AnomalyDetector:
         if served.panel and series is not None and len(series) <= MAX_NAMED_SERIES:
             ids = sorted(series)
         checked = self.log.checked(state.name)
-        found = grid.history(self._client, length + self._new_periods(served, checked, series, newest), ids=ids,
-                             observed=True)
+        points = length + self._new_periods(served, checked, series, newest)
+        found = grid.history(self._client, points, ids=ids, observed=True, newest=newest)
+        if newest is not None:
+            # Series that last changed long before the newest data have their window further back: read again.
+            short = {sid for sid, times in zip(found.ids, found.times, strict=True)
+                     if times.size <= length and (series is None or sid in series)}
+            if short and len(short) <= MAX_NAMED_SERIES:
+                again = grid.history(self._client, points, ids=sorted(short) if served.panel else None, observed=True)
+                found = found.subset([i for i, sid in enumerate(found.ids) if sid not in short])
+                found = SeriesSet(found.ids + again.ids, found.times + again.times, found.values + again.values)
         regular = None if grid.freq.is_calendar else grid.freq.step_us
         rows, lasts, sids, periods, values, marks = [], [], [], [], [], {}
         for sid, times, observed in zip(found.ids, found.times, found.values, strict=True):

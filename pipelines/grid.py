@@ -256,11 +256,17 @@ class GridQuery:
 
     def history(
         self, client: FlightDataClient, max_points: int, ids: list[str] | None = None, observed: bool = False,
+        newest: np.datetime64 | None = None,
     ) -> SeriesSet:
         """The latest `max_points` grid points of each series (or of the named ones), filled; with `observed`,
-        only the periods the data has a value for (nothing `fill` made up)."""
+        only the periods the data has a value for (nothing `fill` made up). With `newest` (the data's newest
+        timestamp), only rows of the latest `max_points` periods before it are read (a series that has
+        fewer there gets fewer)."""
         out = SeriesSet()
-        parts = self._read(client, self._sql(self._where(None, ids), max_points))
+        lower = None
+        if newest is not None:
+            lower = self.freq.add(bucket(newest, self.freq, self.origin), -(max_points + WINDOW_PAD))
+        parts = self._read(client, self._sql(self._where(lower, ids), max_points))
         if observed:
             parts = [(sid, times[np.isfinite(values)], values[np.isfinite(values)]) for sid, times, values in parts]
         else:
