@@ -38,6 +38,7 @@ def pod(folder) -> str:
     single = series_table({"x": (100.0, 10.0)}).drop_columns(["store"])
     write_table(folder / "single.parquet", single)
     write_table(folder / "jumpy.parquet", single)
+    write_table(folder / "mixed.parquet", single)
     return textwrap.dedent(f"""\
         version: v1
         kind: Spicepod
@@ -46,6 +47,7 @@ def pod(folder) -> str:
           - {{from: file:{folder / 'panel.parquet'}, name: sales, series_column: store, mode: read_write}}
           - {{from: file:{folder / 'single.parquet'}, name: single, mode: read_write}}
           - {{from: file:{folder / 'jumpy.parquet'}, name: jumpy, mode: read_write}}
+          - {{from: file:{folder / 'mixed.parquet'}, name: mixed, mode: read_write}}
         models:
           - {{from: lightgbm, name: panel_m, datasets: [sales], params: {{lookback: {LOOKBACK}, horizon: 2,
               method: lightgbm}}}}
@@ -53,6 +55,8 @@ def pod(folder) -> str:
               method: lightgbm, anomaly_level: 95}}}}
           - {{from: lightgbm, name: jumpy_m, datasets: [jumpy], params: {{lookback: {LOOKBACK}, horizon: 3,
               method: lightgbm, drift_window: 6, drift_ratio: 1.5}}}}
+          - {{from: lightgbm, name: portfolio_m, datasets: [mixed], params: {{lookback: {LOOKBACK}, horizon: 2,
+              backtest_windows: 2}}}}
         """)
 
 
@@ -122,6 +126,15 @@ def test_a_value_far_outside_its_interval_is_an_anomaly_and_a_normal_one_is_not(
     assert_row(rows[0], expected_row(None, far, value, 95.0))
     assert rows[0]["score"] == pytest.approx(12.0, rel=1e-9)
     assert 'flightcast_anomalies_total{model="single_m"} 1.0' in rt.get("/metrics").text
+
+
+def test_a_portfolio_model_compares_with_the_forecast_of_the_method_it_serves(rt):
+    step = one_step(rt, "portfolio_m", "99")
+    value = step["expected"] + 9 * step["half"]
+    put_values(rt, "mixed", [(None, step["ts"], value)])
+    rows = wait_until(lambda: anomalies(rt, "portfolio_m"), "the anomaly listed", timeout=10)
+    assert len(rows) == 1
+    assert_row(rows[0], expected_row(None, step, value, 99.0))
 
 
 def test_every_touched_series_of_a_panel_is_checked_in_one_batch(rt):
