@@ -90,7 +90,11 @@ function renderModels() {
     }, m.name);
     rows.push(el("tr", { class: selected ? "selected" : null },
       el("th", { scope: "row" }, button),
-      el("td", null, el("span", { class: "badge " + m.status }, m.status)),
+      el("td", null, el("span", { class: "badge " + m.status }, m.status),
+        m.health === "drifting"
+          ? el("span", { class: "badge drifting", title: "live MASE over the drift window well above the backtest's" },
+            "drifting")
+          : null),
       el("td", null, m.model_version === null ? "–" : m.model_version),
       el("td", null, m.strategy || "–"),
       el("td", { class: "methods" }, methodShares(m)),
