@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -22,6 +23,7 @@ from spicepod.timestamps import parse_iso
 log = logging.getLogger("flightcast.upkeep")
 
 FLUSH_SECONDS = 2.0  # live accuracy is written at most this long after it changed
+BATCH_SECONDS = 0.05  # notices arriving within this of the last batch wait for it to pass, and join
 MAX_SCORED_POINTS = 10_000  # grid points per series read back to score served forecasts
 MAX_NAMED_SERIES = 1000  # more series than this waiting: read them all rather than name each
 
@@ -65,13 +67,22 @@ class Upkeep:
             self._wake.notify()
 
     def _run(self) -> None:
+        last_batch = 0.0
         while True:
             with self._wake:
                 if not self._due and not self._stopping:
                     self._wake.wait(timeout=FLUSH_SECONDS)
+                # Right after a batch, let the notices of writes close behind join the next one: one read and
+                # one forecast for all of them. After a quiet spell a notice is taken at once.
+                pause = last_batch + BATCH_SECONDS - time.monotonic()
+                while pause > 0 and not self._stopping:
+                    self._wake.wait(timeout=pause)
+                    pause = last_batch + BATCH_SECONDS - time.monotonic()
                 if self._stopping:
                     return
                 due, self._due = self._due, {}
+            if due:
+                last_batch = time.monotonic()
             for dataset, series in due.items():
                 models = [s for s in self._states if s.spec.dataset == dataset and s.current is not None]
                 if not models:
