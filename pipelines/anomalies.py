@@ -283,9 +283,11 @@ class AnomalyDetector:
     ) -> int:
         """Periods to read after each window: from the oldest period checked of the touched series on."""
         touched = checked.values() if series is None or not served.panel else [checked.get(s) for s in series]
-        oldest = min(touched, default=None) if None not in touched else None
-        if newest is None or oldest is None:
-            return MAX_NEW_PERIODS if oldest is not None else 1
+        oldest = min((mark for mark in touched if mark is not None), default=None)
+        if oldest is None:
+            return 1  # no series seen before: only the newest period of each is checked
+        if newest is None:
+            return MAX_NEW_PERIODS
         grid = served.grid
         steps = int(grid.freq.steps_between(np.datetime64(oldest, "us"),
                                             np.asarray([bucket(newest, grid.freq, grid.origin)]))[0])
