@@ -128,6 +128,25 @@ def test_a_value_far_outside_its_interval_is_an_anomaly_and_a_normal_one_is_not(
     assert 'flightcast_anomalies_total{model="single_m"} 1.0' in rt.get("/metrics").text
 
 
+def test_a_doput_of_several_periods_checks_each_from_the_data_before_it(rt):
+    served = rt.get_json("/v1/models/single_m/predict")  # 2 steps: recursive, the first fed to the second
+    first, second = served["prediction"]
+    spike = second + 1000.0
+    third = (stamp(served["timestamps"][1]) + timedelta(days=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    before = len(anomalies(rt, "single_m"))
+    put_values(rt, "single", [(None, served["timestamps"][0], first), (None, served["timestamps"][1], spike),
+                              (None, third, spike)])
+    rows = wait_until(lambda: (found := anomalies(rt, "single_m")) and found[0]["ts"] >= served["timestamps"][1]
+                      and found, "the spike listed", timeout=10)
+    new = rows[:len(rows) - before]  # newest first
+    assert served["timestamps"][0] not in [row["ts"] for row in new]  # the value that was forecast exactly
+    spiked = next(row for row in new if row["ts"] == served["timestamps"][1])
+    # Its forecast is from the data up to the first new period, whose value was the forecast's own.
+    assert spiked["value"] == spike and spiked["expected"] == pytest.approx(second, rel=1e-9)
+    half = (spiked["upper"] - spiked["lower"]) / 2
+    assert spiked["score"] == pytest.approx((spike - second) / half, rel=1e-9) and spiked["level"] == 95.0
+
+
 def test_a_portfolio_model_compares_with_the_forecast_of_the_method_it_serves(rt):
     step = one_step(rt, "portfolio_m", "99")
     value = step["expected"] + 9 * step["half"]
