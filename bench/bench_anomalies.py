@@ -36,8 +36,8 @@ from bench.common import (
 SERIES = size(10_000, 50, env="BENCH_SERIES")
 PANEL_DAYS = size(40, 30)
 SINGLE_DAYS = 200
-SINGLE_PUTS = size(300, 10)
-PANEL_PUTS = size(10, 2)
+SINGLE_PUTS = size(1000, 10)
+PANEL_PUTS = size(30, 2)
 SPIKES = size(200, 10)
 LISTED_TIMEOUT_S = 30.0
 DAY0 = datetime(2020, 1, 1)

@@ -6,6 +6,8 @@ series they touched joined)."""
 from __future__ import annotations
 
 import logging
+import os
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -23,9 +25,20 @@ from spicepod.timestamps import parse_iso
 log = logging.getLogger("flightcast.upkeep")
 
 FLUSH_SECONDS = 2.0  # live accuracy is written at most this long after it changed
+UPKEEP_NICE = 5  # the upkeep thread's nice value (Linux)
 BATCH_SECONDS = 0.05  # notices arriving within this of the last batch wait for it to pass, and join
 MAX_SCORED_POINTS = 10_000  # grid points per series read back to score served forecasts
 MAX_NAMED_SERIES = 1000  # more series than this waiting: read them all rather than name each
+
+
+def background_priority() -> None:
+    """Lower this thread's CPU priority (Linux threads have their own): on a busy machine, writes and
+    predictions go before the upkeep that follows them."""
+    if sys.platform.startswith("linux"):
+        try:
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), UPKEEP_NICE)
+        except OSError as exc:
+            log.info("upkeep runs at normal priority (%s)", exc)
 
 
 class Upkeep:
@@ -67,6 +80,7 @@ class Upkeep:
             self._wake.notify()
 
     def _run(self) -> None:
+        background_priority()
         last_batch = 0.0
         while True:
             with self._wake:
