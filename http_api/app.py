@@ -12,7 +12,7 @@ from typing import Any
 
 import tornado.web
 
-from http_api import handlers, page, predict
+from http_api import anomalies, handlers, page, predict
 from http_api.base import UNMATCHED_ROUTE, NotFoundHandler, route_template
 from http_api.metrics import Metrics
 from http_api.openapi import build_openapi
@@ -64,6 +64,7 @@ ROUTES: list[tuple[str, type[tornado.web.RequestHandler]]] = [
     (r"/v1/models/([^/]+)/series", predict.SeriesHandler),
     (r"/v1/models/([^/]+)/forecasts", predict.ForecastsHandler),
     (r"/v1/models/([^/]+)/history", predict.HistoryHandler),
+    (r"/v1/models/([^/]+)/anomalies", anomalies.AnomaliesHandler),
     (r"/v1/predict", predict.BatchPredictHandler),
     (r"/v1/sql", handlers.SqlHandler),
     # the forecast page (SPEC 11): files for people, not JSON; page.is_page_route keeps them out of OpenAPI

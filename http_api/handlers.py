@@ -33,6 +33,7 @@ def model_json(info: ModelInfo) -> dict[str, Any]:
         "metrics": {"mase": info.mase, "smape": info.smape, "backtest_windows": info.backtest_windows},
         "intervals": {"calibration_errors": info.calibration_errors},
         "live_metrics": info.live_metrics,
+        "health": info.health,
     }
     if info.strategy_chosen:
         entry["strategy_mase"] = info.strategy_mase
@@ -79,6 +80,7 @@ class MetricsHandler(BaseHandler):
         datasets = await self.ctx.run(self.ctx.data.datasets)
         self.ctx.metrics.observe_datasets(datasets)
         self.ctx.metrics.observe_models([model_json(info) for info in self.ctx.predictions.models()])
+        self.ctx.metrics.observe_anomalies(self.ctx.predictions.anomaly_totals())
         self.set_header("Content-Type", self.ctx.metrics.content_type)
         self.finish(self.ctx.metrics.exposition())
 

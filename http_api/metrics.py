@@ -66,6 +66,14 @@ class Metrics:
             "flightcast_live_points_total", "Served forecast points scored against actuals, by model",
             ["model"], registry=r,
         )
+        self.anomalies = Gauge(
+            "flightcast_anomalies_total", "Arriving values found outside their one-step-ahead interval, by model",
+            ["model"], registry=r,
+        )
+        self.drift = Gauge(
+            "flightcast_drift", "Live MASE over the drift window divided by the backtest MASE, by model",
+            ["model"], registry=r,
+        )
         self._request_children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
         self._prediction_children: dict[tuple[str, str], tuple[Any, Any]] = {}
         self._known_models: frozenset[str] | None = None
@@ -131,6 +139,13 @@ class Metrics:
             self.live_points.labels(name).set(live.get("points") or 0)
             if live.get("mase") is not None:
                 self.live_mase.labels(name).set(live["mase"])
+            if live.get("drift") is not None:
+                self.drift.labels(name).set(live["drift"])
+
+    def observe_anomalies(self, totals: Mapping[str, int]) -> None:
+        """Anomaly counts per model (stored with the anomalies, so they survive a restart)."""
+        for model, total in totals.items():
+            self.anomalies.labels(self._model_label(model)).set(total)
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)

@@ -197,6 +197,33 @@ PATHS: dict[str, dict[str, dict[str, Any]]] = {
             },
         },
     },
+    "/v1/models/{name}/anomalies": {
+        "get": {
+            "operationId": "anomalies",
+            "summary": "Values that arrived outside the interval of their one-step-ahead forecast, newest first",
+            "parameters": [
+                MODEL_NAME,
+                {**SERIES, "description": "only this series of a panel model (refused for others)"},
+                {"name": "since", "in": "query", "required": False, "schema": {"type": "string", "format": "date-time"},
+                 "description": "only periods from this instant on (ISO 8601; without an offset, UTC)"},
+                {"name": "limit", "in": "query", "required": False,
+                 "schema": {"type": "integer", "minimum": 1, "maximum": 10000},
+                 "description": "rows (default 1000)"},
+                {"name": "Accept", "in": "header", "required": False,
+                 "schema": {"type": "string", "examples": list(TABLE_ENCODINGS)},
+                 "description": "JSON rows by default; CSV, Arrow IPC stream or Parquet on request"},
+            ],
+            "responses": {
+                "200": {
+                    "description": "one row per anomaly: series, ts, value, expected, lower, upper, level, score",
+                    "content": {**TABLE_CONTENT, JSON: {"schema": {"type": "array", "items": ref("Anomaly")}}},
+                },
+                "400": _error("series of a single-series model, bad since or limit, or a query parameter"),
+                "404": UNKNOWN_MODEL,
+                "406": _error("the Accept header accepts none of the formats this route serves"),
+            },
+        },
+    },
     "/v1/predict": {
         "post": {
             "operationId": "batchPredict", "summary": "Forecast several models at once, concurrently",

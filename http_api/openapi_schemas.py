@@ -183,6 +183,32 @@ SCHEMAS: dict[str, Any] = {
                     "type": ["integer", "null"],
                     "description": "backtest errors behind the intervals (the fewest of any horizon step)"}},
             },
+            "live_metrics": {
+                "type": ["object", "null"],
+                "description": "served forecasts scored against the actuals that arrived (null before any)",
+                "properties": {
+                    "mase": NUMBER_OR_NULL, "smape": NUMBER_OR_NULL, "coverage_80": NUMBER_OR_NULL,
+                    "points": {"type": "integer"},
+                    "drift": {"type": ["number", "null"],
+                              "description": "live MASE over the latest drift_window points / backtest MASE"},
+                },
+            },
+            "health": {"enum": ["ok", "drifting"],
+                       "description": "drifting: drift above drift_ratio over a whole drift_window of points"},
+        },
+    },
+    "Anomaly": {
+        "type": "object",
+        "required": ["series", "ts", "value", "expected", "lower", "upper", "level", "score"],
+        "properties": {
+            "series": STRING_OR_NULL,
+            "ts": {"type": "string", "format": "date-time", "description": "the period the value is for"},
+            "value": {"type": "number", "description": "the value that arrived"},
+            "expected": {"type": "number", "description": "the one-step-ahead forecast from the data before it"},
+            "lower": {"type": "number"},
+            "upper": {"type": "number"},
+            "level": {"type": "number", "description": "the interval's level (the model's anomaly_level)"},
+            "score": {"type": "number", "description": "|value - expected| / the interval's half-width"},
         },
     },
     "Series": {

@@ -8,7 +8,8 @@ from typing import Any
 
 import numpy as np
 
-from pipelines.drivers import Drivers
+from pipelines.drivers import Drivers, FutureDrivers
+from pipelines.flight_client import FlightDataClient
 from pipelines.grid import Windows, bucket
 from pipelines.model import TrainedModel
 from pipelines.portfolio import PortfolioModel
@@ -37,6 +38,42 @@ def future_needed(served: ServedModel) -> bool:
 
 def explainable(model: object) -> bool:
     return isinstance(model, (TrainedModel, PortfolioModel))
+
+
+def drivers_at(
+    served: ServedModel, client: FlightDataClient, points: int, ids: list[str] | None, sids: Sequence[str | None],
+    lasts: np.ndarray,
+) -> FutureDrivers | None:
+    """The driver inputs of one-step forecasts of the periods after `lasts` (one per row, series `sids`), from
+    the data's own driver values (None for a model without drivers)."""
+    drivers = model_drivers(served.model)
+    if not drivers or served.grid.drivers is None:
+        return None
+    found = served.grid.history(client, points + 1, ids=ids)
+    where = {sid: i for i, sid in enumerate(found.ids)}
+    values = found.drivers
+    n = len(sids)
+    future = {c.column: np.full((n, 1), None if c.categorical else np.nan, dtype=object if c.categorical else None)
+              for c in drivers.future}
+    past = {c.column: np.full(n, None if c.categorical else np.nan, dtype=object if c.categorical else None)
+            for c in drivers.past}
+    static = {s: np.full(n, None, dtype=object) for s in drivers.static}
+    for row, (sid, last) in enumerate(zip(sids, lasts, strict=True)):
+        i = where.get(sid)
+        if i is None or not found.times[i].size:
+            continue
+        at = int(served.grid.freq.steps_between(found.times[i][0], np.asarray([last]))[0])
+        for c in drivers.future:
+            column = values.covariates[c.column][i]
+            if 0 <= at + 1 < column.size:
+                future[c.column][row, 0] = column[at + 1]
+        for c in drivers.past:
+            column = values.covariates[c.column][i]
+            if 0 <= at < column.size:
+                past[c.column][row] = column[at]
+        for s in drivers.static:
+            static[s][row] = values.static[s][i]
+    return FutureDrivers(future, past, static)
 
 
 def parse_covariates(served: ServedModel, name: str, sent: Mapping[str, Sequence[Any]]) -> dict[str, dict[int, Any]]:

@@ -62,7 +62,8 @@ class ModelInfo:
     smape: float | None = None
     backtest_windows: int | None = None
     calibration_errors: int | None = None
-    live_metrics: dict[str, Any] | None = None  # from live accuracy: mase, smape, coverage_80, points
+    live_metrics: dict[str, Any] | None = None  # from live accuracy: mase, smape, coverage_80, points, drift
+    health: str = "ok"  # ok | drifting (live MASE well above the backtest's)
     # A version whose strategy was chosen by backtest (`strategy: auto`) carries each candidate's MASE.
     strategy_chosen: bool = False
     strategy_mase: dict[str, Any] | None = None

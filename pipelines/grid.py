@@ -98,7 +98,7 @@ def complete_periods(times: np.ndarray, values: np.ndarray, counts: np.ndarray) 
     """Without a partial period at either end: when periods hold several rows, an end period with fewer
     rows than the typical (median) one is not yet (or no longer) covered by the data, and would pass a
     partial sum or mean for a whole period's. The one being filled now is forecast instead."""
-    if counts.size < 3:
+    if counts.size < 3 or counts[1:-1].max() <= 1:  # one row a period (the usual case): no median to take
         return times, values
     typical = float(np.median(counts[1:-1]))
     if typical <= 1:
@@ -308,15 +308,21 @@ class GridQuery:
 
     def history(
         self, client: FlightDataClient, max_points: int, ids: list[str] | None = None, observed: bool = False,
+        newest: np.datetime64 | None = None,
     ) -> SeriesSet:
         """The latest `max_points` grid points of each series (or of the named ones), filled; with `observed`,
-        only the periods the data has a value for (nothing `fill` made up)."""
+        only the periods the data has a value for (nothing `fill` made up). With `newest` (the data's newest
+        timestamp), only rows of the latest `max_points` periods before it are read (a series that has
+        fewer there gets fewer)."""
         if self.drivers is not None and not observed:
             found = self._driver_parts(client, self._where(None, ids), max_points, None)
             return SeriesSet([p.sid for p in found], [p.times for p in found], [p.values for p in found],
                              driver_values(found, self.drivers))
         out = SeriesSet()
-        parts = self._read(client, self._sql(self._where(None, ids), max_points))
+        lower = None
+        if newest is not None:
+            lower = self.freq.add(bucket(newest, self.freq, self.origin), -(max_points + WINDOW_PAD))
+        parts = self._read(client, self._sql(self._where(lower, ids), max_points))
         if observed:
             parts = [(sid, times[np.isfinite(values)], values[np.isfinite(values)]) for sid, times, values in parts]
         else:

@@ -5,6 +5,9 @@ that period is on the grid; it is then scored (absolute error scaled by the seri
 MAE, sMAPE, and whether it fell inside the 80% interval) and dropped. Pending forecasts are bounded per
 model (the oldest targets go first) and, with the running sums, persisted as one JSON file per model
 in the data dir: written atomically a few seconds after a change, and at shutdown.
+
+Drift compares the live MASE over the latest scored points (a bounded ring of their scaled errors, kept
+with the rest) with the backtest MASE of the model.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import math
 import os
 import tempfile
 import threading
+from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,6 +29,7 @@ import numpy as np
 log = logging.getLogger("flightcast.live")
 
 MAX_PENDING = 100_000  # served forecast points waiting for their actuals, per model
+MAX_RECENT = 10_000  # the latest scaled errors kept per model for drift (the largest drift_window)
 FORMAT = 1
 
 
@@ -38,6 +43,7 @@ class _Model:
     covered: int = 0
     interval_points: int = 0
     points: int = 0
+    recent: deque[float] = field(default_factory=lambda: deque(maxlen=MAX_RECENT))  # latest scaled errors
 
 
 class LiveScorer:
@@ -103,6 +109,7 @@ class LiveScorer:
                 if scale > 0 and math.isfinite(scale):
                     state.abs_scaled += error / scale
                     state.scaled_points += 1
+                    state.recent.append(error / scale)
                 denominator = abs(actual) + abs(predicted)
                 state.smape += 0.0 if denominator == 0 else 200.0 * error / denominator
                 if math.isfinite(lower) and math.isfinite(upper):
@@ -114,8 +121,11 @@ class LiveScorer:
                 self._dirty.add(model)
         return scored
 
-    def metrics(self, model: str) -> dict[str, Any] | None:
-        """{"mase", "smape", "coverage_80", "points"}; None before any point is scored."""
+    def metrics(self, model: str, window: int = 50, baseline: float | None = None) -> dict[str, Any] | None:
+        """{"mase", "smape", "coverage_80", "points", "drift"}; None before any point is scored.
+
+        `drift` is the live MASE of the latest `window` scaled points over `baseline` (the backtest MASE).
+        """
         with self._lock:
             state = self._models.get(model)
             if state is None or not state.points:
@@ -125,7 +135,27 @@ class LiveScorer:
                 "smape": state.smape / state.points,
                 "coverage_80": state.covered / state.interval_points if state.interval_points else None,
                 "points": state.points,
+                "drift": _drift(state.recent, window, baseline),
             }
+
+    def drift(self, model: str, window: int, baseline: float | None) -> tuple[float | None, int]:
+        """(live MASE of the latest `window` scaled points over `baseline`, how many points that is)."""
+        with self._lock:
+            state = self._models.get(model)
+            if state is None:
+                return None, 0
+            return _drift(state.recent, window, baseline), min(window, len(state.recent))
+
+    def drifting(self, model: str, window: int, ratio: float, baseline: float | None) -> bool:
+        """Whether drift is above `ratio` over a whole window of points (what `health` and retraining read)."""
+        drift, points = self.drift(model, window, baseline)
+        return drift is not None and points >= window and drift > ratio
+
+    def reset_drift(self, model: str) -> None:
+        """Forget the latest errors (a new version serves: its drift starts afresh)."""
+        with self._lock:
+            self._state(model).recent.clear()
+            self._dirty.add(model)
 
     def _state(self, model: str) -> _Model:
         state = self._models.get(model)
@@ -151,6 +181,7 @@ class LiveScorer:
             return _Model()
         state = _Model(**{k: doc[k] for k in ("abs_scaled", "scaled_points", "smape", "covered",
                                                "interval_points", "points")})
+        state.recent.extend(float(v) for v in doc.get("recent", []))
         for sid, stamp, predicted, lower, upper, scale in doc["pending"]:
             state.pending[(sid, int(stamp))] = tuple(_num(v) for v in (predicted, lower, upper, scale))
         return state
@@ -187,9 +218,17 @@ class LiveScorer:
             "format": FORMAT,
             "abs_scaled": state.abs_scaled, "scaled_points": state.scaled_points, "smape": state.smape,
             "covered": state.covered, "interval_points": state.interval_points, "points": state.points,
+            "recent": list(state.recent),
             "pending": [[sid, stamp, *(None if not math.isfinite(v) else v for v in entry)]
                         for (sid, stamp), entry in state.pending.items()],
         }
+
+
+def _drift(recent: deque[float], window: int, baseline: float | None) -> float | None:
+    if not recent or baseline is None or not baseline > 0 or not math.isfinite(baseline):
+        return None
+    latest = list(itertools.islice(reversed(recent), window))
+    return float(np.mean(latest)) / baseline
 
 
 def _num(value: Any) -> float:

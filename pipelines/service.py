@@ -8,17 +8,20 @@ import logging
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
+import numpy as np
+
+from pipelines.anomalies import Anomaly, AnomalyDetector, AnomalyLog
 from pipelines.browser import SeriesBrowser
 from pipelines.flight_client import FlightDataClient
 from pipelines.forecast_cache import ForecastCache
 from pipelines.forecaster import Forecaster
 from pipelines.forecasts import ModelInfo
 from pipelines.live import LiveScorer
-from pipelines.state import ModelState
+from pipelines.state import ModelState, find_model
 from pipelines.subscription import NoticeSubscription
 from pipelines.trainer import Trainer
 from pipelines.upkeep import Upkeep
-from spicepod import DatasetSpec, FlightcastError, ModelSpec, TrainingSpec
+from spicepod import DatasetSpec, FlightcastError, InvalidInput, ModelSpec, TrainingSpec
 from spicepod.timestamps import parse_iso
 
 log = logging.getLogger("flightcast.pipelines")
@@ -45,11 +48,14 @@ class PredictionService:
         self.states = {m.name: ModelState(m, datasets[m.dataset]) for m in models}  # by name; read, never replaced
         self.live = LiveScorer(Path(data_dir) / "live")
         self.live.load(list(self.states))
+        self.anomaly_log = AnomalyLog(Path(data_dir) / "anomalies")
+        self.anomaly_log.load(list(self.states))
         self.cache = ForecastCache(client, notices_live=not remote)
         self.trainer = Trainer(self.states, client, data_dir, training or TrainingSpec())
         self.forecaster = Forecaster(self.states, client, self.cache, self.live, max_horizon)
         self.browser = SeriesBrowser(self.states, client, self.cache)
-        self._upkeep = Upkeep(self.states.values(), client, self.live, self.trainer.retrain)
+        self._upkeep = Upkeep(self.states.values(), client, self.live, self.trainer.retrain,
+                              detector=AnomalyDetector(client, self.anomaly_log))
         # The routes, by the names the HTTP layer calls.
         self.predict = self.forecaster.predict
         self.cached = self.forecaster.cached
@@ -113,7 +119,7 @@ class PredictionService:
         last = parse_iso(last_timestamp) if last_timestamp else None
         if self.cache.notice(dataset, version, last, series):
             self.trainer.retry_failed(dataset)
-            self._upkeep.notify(dataset)
+            self._upkeep.notify(dataset, series)
 
     # --- models ------------------------------------------------------------------------------------
 
@@ -122,9 +128,42 @@ class PredictionService:
         return state.spec if state else None
 
     def models(self) -> list[ModelInfo]:
-        return [state.info(self.live.metrics(state.name)) for state in self.states.values()]
+        return [self._info(state) for state in self.states.values()]
 
     def train(self, name: str) -> ModelInfo:
         """Train a model again on the current data (blocking); returns its listing entry."""
-        state = self.trainer.train(name)
-        return state.info(self.live.metrics(state.name))
+        return self._info(self.trainer.train(name))
+
+    def _info(self, state: ModelState) -> ModelInfo:
+        baseline = self.backtest_mase(state)
+        spec = state.spec
+        live = self.live.metrics(state.name, spec.drift_window, baseline)
+        drifting = self.live.drifting(state.name, spec.drift_window, spec.drift_ratio, baseline)
+        return state.info(live, health="drifting" if drifting else "ok")
+
+    @staticmethod
+    def backtest_mase(state: ModelState) -> float | None:
+        """The served version's backtest MASE: what drift compares the live MASE with."""
+        served = state.current
+        return served.meta.metrics.get("mase") if served is not None else None
+
+    def drifting(self, name: str) -> bool:
+        """Whether a model's live MASE over its drift window is above `drift_ratio` times its backtest MASE."""
+        state = find_model(self.states, name)
+        spec = state.spec
+        return self.live.drifting(name, spec.drift_window, spec.drift_ratio, self.backtest_mase(state))
+
+    # --- anomalies ---------------------------------------------------------------------------------
+
+    def anomalies(
+        self, name: str, series: str | None = None, since: np.datetime64 | None = None, limit: int | None = None,
+    ) -> list[Anomaly]:
+        """A model's anomalies, newest period first (of one series, from `since` on, at most `limit`)."""
+        state = find_model(self.states, name)
+        if series is not None and not state.panel:
+            raise InvalidInput(f"model '{name}' forecasts a single series; 'series' is only for panel models")
+        return self.anomaly_log.list(name, series, since, limit)
+
+    def anomaly_totals(self) -> dict[str, int]:
+        """Anomalies found per model since each model's first (for /metrics)."""
+        return {name: self.anomaly_log.total(name) for name in self.states}

@@ -111,20 +111,21 @@ class ModelState:
         with self._guard:
             return self.current is None and self._data_changed_while_training
 
-    def info(self, live_metrics: dict[str, Any] | None) -> ModelInfo:
+    def info(self, live_metrics: dict[str, Any] | None, health: str = "ok") -> ModelInfo:
         """The listing entry: the spec, and the served version's facts when there is one."""
         spec, served = self.spec, self.current
         status, error = self.status, self.error
         if served is None:
             return ModelInfo(spec.name, spec.source, list(spec.datasets), status, spec.lookback, spec.horizon,
-                             spec.strategy, spec.frequency, live_metrics=live_metrics, error_message=error)
+                             spec.strategy, spec.frequency, live_metrics=live_metrics, health=health,
+                             error_message=error)
         meta = served.meta
         return ModelInfo(
             spec.name, spec.source, list(spec.datasets), status, spec.lookback, spec.horizon,
             meta.strategy, meta.frequency, model_version=meta.model_version, trained_at=meta.trained_at,
             training_rows=meta.training_rows, series_count=meta.series_count, mase=meta.metrics.get("mase"),
             smape=meta.metrics.get("smape"), backtest_windows=meta.backtest_windows,
-            calibration_errors=meta.calibration_errors, live_metrics=live_metrics,
+            calibration_errors=meta.calibration_errors, live_metrics=live_metrics, health=health,
             strategy_chosen=spec.strategy == "auto", strategy_mase=meta.strategy_mase, methods=meta.methods,
             error_message=error, feature_importance=feature_importance(served.model),
         )

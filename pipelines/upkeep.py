@@ -1,15 +1,21 @@
-"""Work that follows new data, off the commit path: scoring served forecasts against the actuals that
-arrived, and retraining models after `retrain_after_rows` new rows. One background thread; notices for
-the same dataset that arrive while it works are coalesced."""
+"""Work that follows new data, off the commit path: checking the new values for anomalies, scoring served
+forecasts against the actuals that arrived, and retraining models after `retrain_after_rows` new rows.
+One background thread; notices for the same dataset that arrive while it works are coalesced (the
+series they touched joined)."""
 
 from __future__ import annotations
 
 import logging
+import os
+import sys
 import threading
+import time
 from collections.abc import Callable, Iterable
+from typing import Any
 
 import numpy as np
 
+from pipelines.anomalies import AnomalyDetector
 from pipelines.flight_client import FlightDataClient
 from pipelines.grid import bucket
 from pipelines.live import LiveScorer
@@ -19,20 +25,33 @@ from spicepod.timestamps import parse_iso
 log = logging.getLogger("flightcast.upkeep")
 
 FLUSH_SECONDS = 2.0  # live accuracy is written at most this long after it changed
+UPKEEP_NICE = 5  # the upkeep thread's nice value (Linux)
+BATCH_SECONDS = 0.05  # notices arriving within this of the last batch wait for it to pass, and join
 MAX_SCORED_POINTS = 10_000  # grid points per series read back to score served forecasts
 MAX_NAMED_SERIES = 1000  # more series than this waiting: read them all rather than name each
+
+
+def background_priority() -> None:
+    """Lower this thread's CPU priority (Linux threads have their own): on a busy machine, writes and
+    predictions go before the upkeep that follows them."""
+    if sys.platform.startswith("linux"):
+        try:
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), UPKEEP_NICE)
+        except OSError as exc:
+            log.info("upkeep runs at normal priority (%s)", exc)
 
 
 class Upkeep:
     def __init__(
         self, states: Iterable[ModelState], client: FlightDataClient, live: LiveScorer,
-        retrain: Callable[[ModelState], None],
+        retrain: Callable[[ModelState], None], detector: AnomalyDetector | None = None,
     ):
         self._states = list(states)
         self._client = client
         self._live = live
         self._retrain = retrain
-        self._due: set[str] = set()
+        self._detector = detector
+        self._due: dict[str, frozenset[str] | None] = {}  # dataset -> series touched (None: any may be)
         self._wake = threading.Condition()
         self._stopping = False
         self._retraining: set[str] = set()
@@ -47,21 +66,38 @@ class Upkeep:
             self._wake.notify()
         self._thread.join(timeout=10)
         self._live.flush()
+        if self._detector is not None:
+            self._detector.log.flush(force=True)
 
-    def notify(self, dataset: str) -> None:
+    def notify(self, dataset: str, series: frozenset[str] | None = None) -> None:
+        """New data in `dataset`, for these series (None: any series may have changed)."""
         with self._wake:
-            self._due.add(dataset)
+            if dataset in self._due:
+                known = self._due[dataset]
+                self._due[dataset] = None if known is None or series is None else known | series
+            else:
+                self._due[dataset] = series
             self._wake.notify()
 
     def _run(self) -> None:
+        background_priority()
+        last_batch = 0.0
         while True:
             with self._wake:
                 if not self._due and not self._stopping:
                     self._wake.wait(timeout=FLUSH_SECONDS)
+                # Right after a batch, let the notices of writes close behind join the next one: one read and
+                # one forecast for all of them. After a quiet spell a notice is taken at once.
+                pause = last_batch + BATCH_SECONDS - time.monotonic()
+                while pause > 0 and not self._stopping:
+                    self._wake.wait(timeout=pause)
+                    pause = last_batch + BATCH_SECONDS - time.monotonic()
                 if self._stopping:
                     return
-                due, self._due = self._due, set()
-            for dataset in due:
+                due, self._due = self._due, {}
+            if due:
+                last_batch = time.monotonic()
+            for dataset, series in due.items():
                 models = [s for s in self._states if s.spec.dataset == dataset and s.current is not None]
                 if not models:
                     continue
@@ -70,16 +106,25 @@ class Upkeep:
                 except Exception as exc:  # upkeep must go on for the other datasets
                     log.warning("dataset %s: upkeep cannot read its info: %s: %s", dataset, type(exc).__name__, exc)
                     continue
+                if self._detector is not None:  # first: anomalies are awaited within a second, scores are not
+                    newest = parse_iso(info["last_timestamp"]) if info["last_timestamp"] else None
+                    for state in models:
+                        self._guarded(self._detect, state, (series, newest))
                 for state in models:
                     self._guarded(self._score, state, info)
                     self._guarded(self._maybe_retrain, state, info)
             self._live.flush()
+            if self._detector is not None:
+                self._detector.log.flush()
 
-    def _guarded(self, work: Callable[[ModelState, dict], None], state: ModelState, info: dict) -> None:
+    def _guarded(self, work: Callable[[ModelState, Any], Any], state: ModelState, arg: Any) -> None:
         try:
-            work(state, info)
+            work(state, arg)
         except Exception as exc:  # upkeep must go on for the other models
             log.warning("model %s: %s failed: %s: %s", state.name, work.__name__.strip("_"), type(exc).__name__, exc)
+
+    def _detect(self, state: ModelState, touched: tuple[frozenset[str] | None, np.datetime64 | None]) -> None:
+        self._detector.detect(state, *touched)
 
     def _score(self, state: ModelState, info: dict) -> None:
         """Score pending forecasts whose periods now have values on the grid (one query for all series)."""

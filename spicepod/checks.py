@@ -66,6 +66,16 @@ def int_range(low: int, high: int) -> Check:
     return check
 
 
+def open_range(low: float, high: float) -> Check:
+    """A number strictly between `low` and `high` (a percentage level: 0 and 100 mean nothing)."""
+    def check(value: Any, key: str) -> float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not low < value < high:
+            raise Invalid(f"'{key}' must be a number between {low:g} and {high:g} (exclusive), got {value!r}")
+        return float(value)
+
+    return check
+
+
 def non_negative_int(value: Any, key: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
         raise Invalid(f"'{key}' must be an integer >= 0, got {value!r}")

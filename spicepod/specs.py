@@ -28,6 +28,7 @@ WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", 
 AGGREGATES = ("mean", "sum", "last", "min", "max")
 TRAINING_ENGINES = ("local", "dask")
 MAX_BACKTEST_WINDOWS = 20
+MAX_DRIFT_WINDOW = 10_000  # the latest scaled errors live accuracy keeps per model
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -163,6 +164,19 @@ class ModelSpec:
     )
     holidays: Mapping[str, str | None] | None = key(
         checks.holidays, help="public holidays as features: {country: US, subdivision: CA} (the holidays package)",
+        section="params",
+    )
+    anomaly_level: float = key(
+        checks.open_range(0, 100), 99.0,
+        "an arriving value outside its one-step-ahead forecast's interval at this level (%) is an anomaly",
+        section="params",
+    )
+    drift_window: int = key(
+        checks.int_range(1, MAX_DRIFT_WINDOW), 50, "the latest scored points whose live MASE drift compares",
+        section="params",
+    )
+    drift_ratio: float = key(
+        checks.positive_number, 1.5, "drifting: live MASE over the drift window above this many times the backtest's",
         section="params",
     )
     lightgbm: Mapping[str, Any] = key(

@@ -13,6 +13,7 @@ The counts (cycles survived, rows checked) are printed; see them with `pytest -s
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import threading
@@ -22,7 +23,7 @@ from datetime import datetime, timedelta
 import pyarrow as pa
 import pyarrow.flight as flight
 import pytest
-from conftest import RuntimeFactory, do_put, read_all, write_csv_text, write_spicepod
+from conftest import RuntimeFactory, do_put, http_request, read_all, write_csv_text, write_spicepod
 
 pytestmark = pytest.mark.fuzz
 
@@ -278,3 +279,100 @@ def test_kill9_loop_with_overwriting_streams(runtime_factory: RuntimeFactory) ->
     rt.stop()
     print(f"overwriting crash loop: {CYCLES} kill -9 cycles, {acked_total} acknowledged DoPuts, in-flight "
           f"DoPuts stored whole {kept} / absent {dropped}, {len(expected)} keys at the end")
+
+
+# --- anomalies (SPEC 15) -----------------------------------------------------------------------------------
+
+ANOMALY_POD = """\
+version: v1
+kind: Spicepod
+name: crash_anomalies
+datasets:
+  - from: file:data/level.csv
+    name: level
+    mode: read_write
+models:
+  - from: lightgbm
+    name: level_m
+    datasets: [level]
+    params: {lookback: 7, horizon: 1, method: lightgbm, backtest_windows: 1, lightgbm: {num_boost_round: 20}}
+"""
+DAY0 = datetime(2020, 1, 1)
+
+
+class SpikeWriter(threading.Thread):
+    """One DoPut per day from `first_day` on, every other value a spike; stops when the server goes away."""
+
+    def __init__(self, location: str, first_day: int):
+        super().__init__(daemon=True)
+        self.location, self.day = location, first_day
+        self.wrong: list[str] = []
+
+    def run(self) -> None:
+        client = flight.FlightClient(self.location)
+        try:
+            while True:
+                value = 100.0 + (10.0 ** (2 + self.day % 4) if self.day % 2 else self.day % 7)
+                table = pa.table({"ts": pa.array([DAY0 + timedelta(days=self.day)], pa.timestamp("us")),
+                                  "value": [value]})
+                try:
+                    result = do_put(client, "level", table, OPTS)
+                except (pa.ArrowException, OSError):
+                    return
+                if result != {"dataset": "level", "rows": 1}:
+                    self.wrong.append(f"day {self.day}: PutResult {result}")
+                self.day += 1
+        finally:
+            client.close()
+
+
+class AnomalyReader(threading.Thread):
+    """Lists the anomalies until the server goes away; `seen` is every (series, ts) it was shown."""
+
+    def __init__(self, url: str):
+        super().__init__(daemon=True)
+        self.url = url
+        self.seen: set[tuple[str | None, str]] = set()
+
+    def run(self) -> None:
+        while True:
+            try:
+                response = http_request(f"{self.url}/v1/models/level_m/anomalies?limit=10000", timeout=5)
+            except OSError:
+                return
+            if response.status != 200:
+                return
+            self.seen |= {(row["series"], row["ts"]) for row in response.json()}
+
+
+@pytest.mark.timeout(900 if FULL else 180)
+def test_kill9_loop_never_loses_a_listed_anomaly(runtime_factory: RuntimeFactory) -> None:
+    """Anomalies are written (atomically) before they are listed: one a client saw survives a kill -9."""
+    rng = random.Random(SEED + 2)
+    folder = runtime_factory.new_dir()
+    start = [(DAY0 + timedelta(days=d)).strftime("%Y-%m-%d") for d in range(60)]
+    write_csv_text(folder / "data" / "level.csv",
+                   "ts,value\n" + "".join(f"{day},{100 + d % 7}\n" for d, day in enumerate(start)))
+    pod = write_spicepod(folder, ANOMALY_POD)
+    store = folder / "store"
+    stored = store / "anomalies" / "level_m.json"
+    day, seen_total = 60, set()
+    rt = runtime_factory(spicepod=pod, data_dir=store)
+    for cycle in range(min(CYCLES, 4)):
+        writer, reader = SpikeWriter(rt.flight_location, day), AnomalyReader(rt.http_url)
+        reader.start()
+        delay = rng.uniform(0.3, 1.5)
+        rt = kill_while_writing(runtime_factory, rt, writer, delay, cycle)
+        reader.join(30)
+        assert not reader.is_alive(), f"cycle {cycle}: the reader hung after the kill"
+        day = writer.day + 1
+        seen_total |= reader.seen
+        if stored.exists():
+            json.loads(stored.read_text())  # whole, never half-written
+        assert "cannot read" not in rt.log_text()
+        listed = {(row["series"], row["ts"]) for row in rt.get_json("/v1/models/level_m/anomalies?limit=10000")}
+        lost = sorted(seen_total - listed)
+        assert not lost, f"cycle {cycle} (kill after {delay:.3f} s): anomalies listed before the kill lost: {lost[:5]}"
+    assert seen_total, "no anomaly was ever listed: the spikes should have been"
+    rt.stop()
+    print(f"anomaly crash loop: {len(seen_total)} anomalies listed before kills, none lost")

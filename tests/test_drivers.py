@@ -275,6 +275,27 @@ def test_a_covariate_the_dataset_lacks_fails_the_model_naming_it(rt):
     assert entry["error_message"].startswith("model 'missing_m': dataset 'belts' has no column 'nope' (columns: ")
 
 
+def test_an_arriving_value_far_from_its_forecast_with_drivers_is_an_anomaly(rt):
+    """Runs after the tests that read the stored future rows: it turns the first of them into an observation."""
+    data = seatbelts()
+    observed = len(data["ts"]) - FUTURE_MONTHS
+    row = pa.table({"ts": pa.array(data["ts"][observed:observed + 1]), "killed": [5000.0],
+                    "kms": [float(data["kms"][observed])], "petrol": [float(data["petrol"][observed])],
+                    "law": pa.array([int(data["law"][observed])], pa.int64())})
+    do_put(rt.flight_client(), "belts", row)
+    found = wait_until(lambda: rt.get_json("/v1/models/belts_m/anomalies"), "an anomaly listed", timeout=10)
+    [anomaly] = found
+    assert anomaly["ts"] == "1984-01-01T00:00:00Z" and anomaly["value"] == 5000.0
+    # The expected value is the one-step forecast from the data before it, with that period's drivers.
+    model = stored(rt, "belts_m")
+    inputs = FutureDrivers({k: data[k][None, observed:observed + 1].astype(np.float64) for k in ("kms", "petrol")}
+                           | {"law": data["law"][None, observed:observed + 1].astype(object)}, {}, {})
+    expected, _ = model.forecast_windows(data["killed"][None, observed - 12:observed],
+                                         data["ts"][observed - 1:observed], 1, [None], inputs)
+    assert anomaly["expected"] == pytest.approx(float(expected[0, 0]), rel=1e-9)
+    assert rt.get_json("/v1/models/belts_m/predict")["timestamps"][0] == "1984-02-01T00:00:00Z"
+
+
 BASE = """\
 version: v1
 kind: Spicepod

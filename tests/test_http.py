@@ -91,7 +91,7 @@ QUICK_MODELS = ["austres_m", "wool_m", "nile_m"]
 SUCCESS_KEYS = {"status", "model_name", "model_version", "lookback", "prediction", "duration_ms", "horizon",
                 "timestamps", "method"}  # method: what the series is forecast by (SPEC 14)
 MODEL_KEYS = {"name", "from", "datasets", "model_version", "status", "lookback", "horizon", "frequency",
-              "trained_at", "training_rows", "metrics"}
+              "trained_at", "training_rows", "metrics", "health"}
 DATASET_KEYS = {"name", "from", "mode", "time_column", "series_column", "on_duplicate", "rows", "columns",
                 "first_timestamp", "last_timestamp"}
 
@@ -156,7 +156,9 @@ def check_model_entry(entry: dict) -> None:
     assert isinstance(entry["datasets"], list) and all(isinstance(d, str) for d in entry["datasets"])
     assert isinstance(entry["lookback"], int) and isinstance(entry["horizon"], int)
     assert set(entry["metrics"]) == {"mase", "smape", "backtest_windows"}
-    assert entry["live_metrics"] is None or set(entry["live_metrics"]) == {"mase", "smape", "coverage_80", "points"}
+    live_keys = {"mase", "smape", "coverage_80", "points", "drift"}
+    assert entry["live_metrics"] is None or set(entry["live_metrics"]) == live_keys
+    assert entry["health"] in ("ok", "drifting")
     if entry["status"] == "ready":
         assert isinstance(entry["model_version"], str)
         assert isinstance(entry["training_rows"], int) and isinstance(entry["frequency"], str)
@@ -237,6 +239,9 @@ def contract_cases() -> list[tuple[str, str, Any, dict, int, Callable[[HttpRespo
                                                "1995-04-01T00:00:00Z", "1995-07-01T00:00:00Z"]
         assert all(row["series"] is None and is_number(row["value"]) for row in body)
 
+    def no_anomalies(body: Any) -> None:
+        assert body == []
+
     def page(r: HttpResponse) -> None:
         assert r.content_type.startswith("text/html") and "<title>" in r.text
         assert "default-src 'self'" in r.headers["Content-Security-Policy"]
@@ -267,6 +272,8 @@ def contract_cases() -> list[tuple[str, str, Any, dict, int, Callable[[HttpRespo
         ("GET", "/v1/models/wool_m/history?limit=0", None, {}, 400, error(400, "BadRequest")),
         ("GET", "/v1/models/wool_m/forecasts", None, {}, 200, json_check(forecasts)),
         ("GET", "/v1/models/wool_m/forecasts?level=100", None, {}, 400, error(400, "BadRequest")),
+        ("GET", "/v1/models/wool_m/anomalies", None, {}, 200, json_check(no_anomalies)),
+        ("GET", "/v1/models/wool_m/anomalies?since=now", None, {}, 400, error(400, "BadRequest")),
         ("POST", "/v1/predict", {"predictions": [{"model_name": "wool_m"}]}, {}, 200, json_check(batch)),
         ("POST", "/v1/predict", b"{", {}, 400, error(400, "BadRequest")),
         ("POST", "/v1/sql", b"SELECT count(*) AS n FROM austres", {}, 200, json_check(sql)),
@@ -575,6 +582,7 @@ def test_auth_on_every_v1_route(inprocess_factory: RuntimeFactory) -> None:
         ("POST", "/v1/sql", b"SELECT 1 AS x"), ("GET", "/v1/no_such_route", None),
         ("DELETE", "/v1/models", None), ("GET", "/v1/models/nile_m/series", None),
         ("GET", "/v1/models/nile_m/forecasts", None), ("GET", "/v1/models/nile_m/history", None),
+        ("GET", "/v1/models/nile_m/anomalies", None),
     ]
     templates = {_template_of(path) for _, path, _ in requests}
     assert {route_template(p, h) for p, h in ROUTES} - templates == {"/health", "/v1/ready", "/", "/static/{path}"}

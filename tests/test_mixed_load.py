@@ -1,7 +1,8 @@
-"""Mixed load: predictions while a writer appends (SPEC sections 3, 5, 7 and 8; issue 5 item 4).
+"""Mixed load: predictions and anomaly reads while a writer appends (SPEC sections 3, 5, 7, 8 and 15).
 
 One runtime, one 12-step model on a read_write hourly series. 16 client threads call
-GET /v1/models/{m}/predict over HTTP while one writer thread DoPuts one new row at a time (the next hour
+GET /v1/models/{m}/predict over HTTP (two of them GET /v1/models/{m}/anomalies instead: always 200, rows
+newest first) while one writer thread DoPuts one new row at a time (the next hour
 each time) together with corrections of the three hours before it, an overwriting stream, for a bounded
 time (~8 s; ~60 s with FLIGHTCAST_FUZZ=full). Pass: zero errors (every response 200 Success with 12
 values and 12 hourly timestamps), every prediction's first timestamp is after every row acknowledged
@@ -28,6 +29,8 @@ pytestmark = pytest.mark.fuzz
 FULL = os.environ.get("FLIGHTCAST_FUZZ", "") == "full"
 DURATION_S = 60.0 if FULL else 8.0
 CLIENTS = 16
+ANOMALY_READERS = 2  # of the clients
+ANOMALY_COLUMNS = ["series", "ts", "value", "expected", "lower", "upper", "level", "score"]
 HORIZON = 12
 MODEL = "load_12h"
 H = timedelta(hours=1)
@@ -137,8 +140,25 @@ def test_predictions_while_appending(runtime) -> None:
         except BaseException as exc:  # reported by the test thread
             errors.append(f"client {n}: {exc!r}")
 
+    def anomaly_reader(n: int) -> None:
+        try:
+            while not stop.is_set():
+                response = http_request(f"{runtime.http_url}/v1/models/{MODEL}/anomalies", timeout=30)
+                with lock:
+                    requests[0] += 1
+                rows = response.json() if response.status == 200 else None
+                if not isinstance(rows, list) or any(list(row) != ANOMALY_COLUMNS for row in rows):
+                    errors.append(f"anomalies {n}: HTTP {response.status} {response.body[:300]!r}")
+                    continue
+                stamps = [parse_instant(row["ts"]) for row in rows]
+                if stamps != sorted(stamps, reverse=True):
+                    errors.append(f"anomalies {n}: not newest first: {[row['ts'] for row in rows][:10]}")
+        except BaseException as exc:  # reported by the test thread
+            errors.append(f"anomalies {n}: {exc!r}")
+
     threads = [threading.Thread(target=writer, daemon=True)]
-    threads += [threading.Thread(target=predictor, args=(n,), daemon=True) for n in range(CLIENTS)]
+    threads += [threading.Thread(target=predictor, args=(n,), daemon=True) for n in range(CLIENTS - ANOMALY_READERS)]
+    threads += [threading.Thread(target=anomaly_reader, args=(n,), daemon=True) for n in range(ANOMALY_READERS)]
     for thread in threads:
         thread.start()
     time.sleep(DURATION_S)

@@ -192,7 +192,7 @@ def test_choosing_a_model_draws_its_history_forecast_and_bands(rt: Runtime, brow
     legend = browser.execute_script("return [...document.querySelectorAll('#chart .u-legend th')]"
                                     ".map(t => t.textContent)")
     assert [label for label in legend if label] == ["time (UTC)", "history", "forecast", "95% lower", "95% upper",
-                                                    "80% lower", "80% upper"]
+                                                    "80% lower", "80% upper", "anomaly"]
     assert "model=austres_2y" in browser.current_url
     # the method the series is forecast by beside the chart, and each method's share in the model table
     facts = browser.execute_script("return document.getElementById('chart-facts').textContent")
@@ -311,3 +311,23 @@ def test_api_key_prompt_wrong_key_and_key_never_in_a_url(rt: Runtime, browser: A
     assert len(with_key) >= 3  # models, datasets, history, predict after the key was given
     assert KEY not in browser.current_url
     assert KEY not in rt.log_text()
+
+
+def test_an_anomaly_is_marked_on_the_chart(rt: Runtime, browser: Any) -> None:
+    last = rt.get_json("/v1/models/shops_12h/history?series=shop_05&limit=1")["timestamps"][0]
+    spike_ts = parse_instant(last).replace(tzinfo=None) + timedelta(hours=1)
+    do_put(rt.flight_client(api_key=KEY), "shops", pa.table({
+        "shop": ["shop_05"], "ts": pa.array([spike_ts], pa.timestamp("us")), "value": [1e6]}),
+        options=bearer_options(KEY))
+    spike = spike_ts.isoformat() + "Z"
+    deadline = time.monotonic() + WAIT_S
+    while [a["ts"] for a in rt.get_json("/v1/models/shops_12h/anomalies?series=shop_05")] != [spike]:
+        assert time.monotonic() < deadline, "the spike was not listed as an anomaly"
+        time.sleep(0.05)
+    open_page(browser, rt, "#model=shops_12h&series=shop_05")
+    chart = drawn(browser, "shops_12h", "shop_05")
+    marks = [(x, v) for x, v in zip(chart["x"], chart["anomalies"], strict=True) if v is not None]
+    assert marks == [(parse_instant(spike).timestamp(), 1e6)]
+    assert browser.execute_script("return window.flightcast.chart.data[7]").count(None) == len(chart["x"]) - 1
+    assert "1 anomaly marked" in browser.execute_script("return document.getElementById('chart-facts').textContent")
+    assert console_errors(browser) == []

@@ -44,8 +44,9 @@ def pod(*, ds_from: str = f"file:{AUSTRES}", ds_name: str = "co2", ds_extra: str
     )
 
 
-PARAM_KEYS = ("aggregate, backtest_windows, bounds, calendar, covariates, fill, frequency, holidays, horizon, "
-              "lightgbm, lookback, method, retrain_after_rows, static, strategy, value_column, week_start")
+PARAM_KEYS = ("aggregate, anomaly_level, backtest_windows, bounds, calendar, covariates, drift_ratio, drift_window, "
+              "fill, frequency, holidays, horizon, lightgbm, lookback, method, retrain_after_rows, static, strategy, "
+              "value_column, week_start")
 
 
 def named(entries) -> dict:
@@ -108,6 +109,20 @@ INVALID = [
      "ISO8601 or a strptime pattern with a % (e.g. '%Y', '%d/%m/%Y %H:%M'), got 'epoch'"),
     ("bad_time_column", pod(ds_extra="    time_column: 1ts\n"),
      f"datasets[0] (co2): 'time_column' {SQL_ID}, got '1ts'"),
+    ("anomaly_level_100", pod(params="      anomaly_level: 100\n"),
+     "models[1] (co2_b): 'anomaly_level' must be a number between 0 and 100 (exclusive), got 100"),
+    ("anomaly_level_zero", pod(params="      anomaly_level: 0\n"),
+     "models[1] (co2_b): 'anomaly_level' must be a number between 0 and 100 (exclusive), got 0"),
+    ("anomaly_level_string", pod(params="      anomaly_level: '99'\n"),
+     "models[1] (co2_b): 'anomaly_level' must be a number between 0 and 100 (exclusive), got '99'"),
+    ("drift_window_zero", pod(params="      drift_window: 0\n"),
+     "models[1] (co2_b): 'drift_window' must be an integer from 1 to 10000, got 0"),
+    ("drift_window_large", pod(params="      drift_window: 10001\n"),
+     "models[1] (co2_b): 'drift_window' must be an integer from 1 to 10000, got 10001"),
+    ("drift_ratio_negative", pod(params="      drift_ratio: -1\n"),
+     "models[1] (co2_b): 'drift_ratio' must be a positive number, got -1"),
+    ("drift_ratio_bool", pod(params="      drift_ratio: true\n"),
+     "models[1] (co2_b): 'drift_ratio' must be a positive number, got True"),
     ("lookback_zero", pod(params="      lookback: 0\n"),
      "models[1] (co2_b): 'lookback' must be a positive integer, got 0"),
     ("lookback_negative", pod(params="      lookback: -3\n"),
@@ -432,7 +447,8 @@ def test_help_lists_every_section_and_key_in_order() -> None:
         "models[]": ["from", "name", "datasets", "params", "description"],
         "models[].params": ["value_column", "lookback", "horizon", "frequency", "strategy", "method", "bounds",
                             "week_start", "fill", "aggregate", "backtest_windows", "retrain_after_rows", "covariates",
-                            "static", "calendar", "holidays", "lightgbm"],
+                            "static", "calendar", "holidays", "anomaly_level", "drift_window", "drift_ratio",
+                            "lightgbm"],
     }
     lines = describe_keys().splitlines()
     for line in ("  version (required): spicepod format version",
@@ -442,7 +458,8 @@ def test_help_lists_every_section_and_key_in_order() -> None:
                  "  auth: authentication",
                  "  params: forecasting parameters",
                  "  lightgbm: parameters handed to LightGBM (num_boost_round included)",
-                 "  backtest_windows (default 3): rolling forecast origins scored before the final fit"):
+                 "  backtest_windows (default 3): rolling forecast origins scored before the final fit",
+                 "  drift_window (default 50): the latest scored points whose live MASE drift compares"):
         assert line in lines
 
 
@@ -454,6 +471,7 @@ def test_the_defaults_a_spicepod_gets_are_the_dataclass_defaults() -> None:
     assert (a.lookback, a.horizon, a.strategy, a.fill, a.aggregate, a.backtest_windows, a.retrain_after_rows,
             a.frequency, a.value_column, dict(a.lightgbm)) == (30, 1, "recursive", "linear", "mean", 3, 0, None,
                                                                None, {})
+    assert (a.anomaly_level, a.drift_window, a.drift_ratio) == (99.0, 50, 1.5)
 
 
 @pytest.mark.parametrize("text", ["15min", "1h", "h", "1mo", "2q", "1y", "30s", "1w", "0h", "1H", " 1h", "1 h",

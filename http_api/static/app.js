@@ -91,7 +91,11 @@ function renderModels() {
     }, m.name);
     rows.push(el("tr", { class: selected ? "selected" : null },
       el("th", { scope: "row" }, button),
-      el("td", null, el("span", { class: "badge " + m.status }, m.status)),
+      el("td", null, el("span", { class: "badge " + m.status }, m.status),
+        m.health === "drifting"
+          ? el("span", { class: "badge drifting", title: "live MASE over the drift window well above the backtest's" },
+            "drifting")
+          : null),
       el("td", null, m.model_version === null ? "–" : m.model_version),
       el("td", null, m.strategy || "–"),
       el("td", { class: "methods" }, methodShares(m)),
@@ -271,16 +275,18 @@ function historyPoints(model) {
 async function draw(model, series, token) {
   $("chart").dataset.state = "loading";
   const params = series === null ? [] : [["series", series]];
-  const [history, forecast] = await Promise.all([
+  const [history, forecast, anomalies] = await Promise.all([
     api(modelPath(model.name, "history", params.concat([["limit", historyPoints(model)]]))),
     // A LightGBM model (it reports feature_importance) also says what drives each step.
     api(modelPath(model.name, "predict", params.concat(LEVELS.map((l) => ["level", l]),
       model.feature_importance ? [["explain", "true"]] : []))),
+    // marks on the chart, never a reason not to draw it
+    api(modelPath(model.name, "anomalies", params)).then((r) => r.body, () => []),
   ]);
   await chartLibrary;
   if (token !== state.drawSeq) return;
   setChartMessage("");
-  render({ model: model.name, series, history: history.body, forecast: forecast.body }, model);
+  render({ model: model.name, series, history: history.body, forecast: forecast.body, anomalies }, model);
   renderContributions(forecast.body);
 }
 

@@ -1,5 +1,6 @@
 // The chart: uPlot (vendored, loaded deferred) drawing a model's history, its forecast and the forecast's
-// intervals. What it drew last is kept on `page` for people poking at it in the console and for the browser tests.
+// intervals, and marks on the values that arrived as anomalies. What it drew last is kept on `page` for people
+// poking at it in the console and for the browser tests.
 
 import { $, num, seconds, show, sig, when } from "./dom.js";
 
@@ -33,12 +34,13 @@ function colors() {
   return {
     fg: get("--fg"), muted: get("--muted"), grid: get("--grid"), history: get("--history"),
     forecast: get("--forecast"), band80: get("--band80"), band95: get("--band95"), bound: get("--bound"),
+    anomaly: get("--anomaly"),
   };
 }
 
-// Columns for uPlot: x, history, forecast, lower/upper 95, lower/upper 80. The forecast and its
-// bands start at the last observed point, so the lines join.
-function columns(history, forecast) {
+// Columns for uPlot: x, history, forecast, lower/upper 95, lower/upper 80, anomalies. The forecast and its
+// bands start at the last observed point, so the lines join; an anomaly is a mark on its history point.
+function columns(history, forecast, anomalies) {
   const hx = history.timestamps.map(seconds);
   const fx = forecast.timestamps.map(seconds);
   const n = hx.length;
@@ -56,7 +58,14 @@ function columns(history, forecast) {
     history.values.concat(new Array(fx.length).fill(null)),
     joined(forecast.prediction),
     band("95", "lower"), band("95", "upper"), band("80", "lower"), band("80", "upper"),
+    anomalyMarks(hx, history.values, anomalies).concat(new Array(fx.length).fill(null)),
   ];
+}
+
+// The history's value at each period that arrived as an anomaly, null elsewhere.
+function anomalyMarks(hx, values, anomalies) {
+  const flagged = new Set((anomalies || []).map((a) => seconds(a.ts)));
+  return hx.map((x, i) => (flagged.has(x) ? values[i] : null));
 }
 
 function timeLabel(ts, daily) {
@@ -126,7 +135,7 @@ export function chartSize() {
 
 export function render(drawn, model) {
   const { history, forecast } = drawn;
-  const data = columns(history, forecast);
+  const data = columns(history, forecast, drawn.anomalies);
   const n = history.timestamps.length;
   const origin = n ? data[0][n - 1] : (data[0].length ? data[0][0] : null);
   const daily = data[0].every((ts) => ts % 86400 === 0);
@@ -164,6 +173,8 @@ function build(data, daily) {
       { label: "forecast", stroke: c.forecast, width: 2, dash: [6, 3], points: { show: false }, value },
       bound("95% lower", c.bound), bound("95% upper", c.bound),
       bound("80% lower", c.bound), bound("80% upper", c.bound),
+      { label: "anomaly", stroke: c.anomaly, width: 0, paths: () => null, value,
+        points: { show: true, size: 9, width: 2, stroke: c.anomaly, fill: c.anomaly } },
     ],
     bands: [
       { series: [4, 3], fill: c.band95 },
@@ -186,7 +197,7 @@ function describe(drawn, model, data) {
   const n = history.timestamps.length;
   page.drawn = {
     model: drawn.model, series: drawn.series, x: data[0], history: data[1], forecast: data[2],
-    lower95: data[3], upper95: data[4], lower80: data[5], upper80: data[6],
+    lower95: data[3], upper95: data[4], lower80: data[5], upper80: data[6], anomalies: data[7],
     lastHistory: n ? { timestamp: history.timestamps[n - 1], value: history.values[n - 1] } : null,
     forecastStart: forecast.timestamps[0] || null,
   };
@@ -201,6 +212,8 @@ function describe(drawn, model, data) {
     facts.push("forecast " + forecast.timestamps.length + " steps, " + when(forecast.timestamps[0]) + " to "
       + when(forecast.timestamps[forecast.timestamps.length - 1]));
   }
+  const marked = data[7].filter((v) => v !== null).length;
+  if (marked) facts.push(marked + (marked === 1 ? " anomaly" : " anomalies") + " marked");
   const errors = model.intervals && model.intervals.calibration_errors;
   facts.push(forecast.intervals
     ? "shaded: 80% and 95% conformal intervals" + (errors ? " (" + num(errors, 0) + " calibration errors)" : "")

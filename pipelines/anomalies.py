@@ -1,0 +1,318 @@
+"""Anomalies on arrival: each observed value new data brings for a period a model forecasts, compared with
+the one-step-ahead forecast of that period from the data before it, at the model's `anomaly_level`.
+
+A value outside that interval is an anomaly, scored by its distance from the forecast over the interval's
+half-width. The detector runs in the upkeep thread from commit notices (never inside a DoPut), for every
+touched series of a model in one batch: one read of the latest grid points, one batched one-step forecast.
+The AnomalyLog keeps the newest MAX_KEPT anomalies of each model in one JSON file per model, written
+atomically before they are listed, so an anomaly once listed survives a crash.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import tempfile
+import threading
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from pipelines.drivers import FutureDrivers
+from pipelines.flight_client import FlightDataClient
+from pipelines.forecast_drivers import drivers_at
+from pipelines.forecaster import bounded, calibrated
+from pipelines.grid import bucket, fill_series
+from pipelines.model import TrainedModel
+from pipelines.portfolio import PortfolioModel
+from pipelines.series import SeriesSet
+from pipelines.state import ModelState, ServedModel
+from spicepod import InvalidInput
+
+log = logging.getLogger("flightcast.anomalies")
+
+MAX_KEPT = 10_000  # anomalies kept per model, the newest
+MAX_NEW_PERIODS = 16  # periods of one series checked per notice (a larger backfill: its newest ones)
+MARKS_FLUSH_SECONDS = 2.0  # checked periods alone are written at most this often (losing them rechecks)
+MAX_NAMED_SERIES = 1000  # more touched series than this: read the whole panel rather than name each
+FORMAT = 1
+
+
+@dataclass(frozen=True)
+class Anomaly:
+    """An observed value outside the one-step-ahead interval of its period; `ts` in microseconds (UTC)."""
+
+    series: str | None
+    ts: int
+    value: float
+    expected: float
+    lower: float
+    upper: float
+    level: float
+    score: float
+
+
+@dataclass
+class _Model:
+    anomalies: dict[tuple[str | None, int], Anomaly]  # (series, period) -> anomaly, oldest period first
+    checked: dict[str | None, int]  # the newest period checked of each series (microseconds)
+    total: int = 0  # anomalies found since the model's first, the ones no longer kept included
+
+
+class AnomalyLog:
+    """The newest anomalies of each model and the periods already checked. Thread-safe."""
+
+    def __init__(self, folder: Path, max_kept: int = MAX_KEPT):
+        self.folder = Path(folder)
+        self.max_kept = max_kept
+        self._models: dict[str, _Model] = {}
+        self._lock = threading.Lock()
+        self._write_lock = threading.Lock()  # one writer of the files at a time, in order
+        self._dirty: set[str] = set()
+        self._flushed = time.monotonic()
+
+    def load(self, models: Iterable[str]) -> None:
+        """Read the stored anomalies of these models (at start, so they are listed at once)."""
+        with self._lock:
+            for model in models:
+                self._state(model)
+
+    def checked(self, model: str) -> dict[str | None, int]:
+        with self._lock:
+            return dict(self._state(model).checked)
+
+    def add(self, model: str, found: list[Anomaly], checked: dict[str | None, int]) -> int:
+        """Record new anomalies and the periods now checked; returns how many anomalies are new.
+
+        The file is written before the anomalies are listed: what a client saw is never lost by a crash.
+        """
+        with self._write_lock:
+            with self._lock:
+                state = self._state(model)
+                marks = dict(state.checked)
+                for sid, stamp in checked.items():
+                    marks[sid] = max(stamp, marks.get(sid, stamp))
+                if not found:  # only the marks changed: written by the next flush
+                    state.checked = marks
+                    self._dirty.add(model)
+                    return 0
+                anomalies = dict(state.anomalies)
+                fresh = 0
+                for anomaly in found:
+                    key = (anomaly.series, anomaly.ts)
+                    fresh += key not in anomalies  # a period checked again after a restart counts once
+                    anomalies.pop(key, None)
+                    anomalies[key] = anomaly
+                ordered = sorted(anomalies.items(), key=lambda item: item[0][1])[-self.max_kept:]
+                after = _Model(dict(ordered), marks, state.total + fresh)
+            self._write(model, after)
+            with self._lock:
+                self._models[model] = after
+            return fresh
+
+    def list(
+        self, model: str, series: str | None = None, since: np.datetime64 | None = None, limit: int | None = None,
+    ) -> list[Anomaly]:
+        """Anomalies newest period first; of one series, from `since` on, at most `limit`."""
+        with self._lock:
+            rows = list(self._state(model).anomalies.values())
+        low = None if since is None else int(np.datetime64(since, "us").astype(np.int64))
+        out = []
+        for anomaly in reversed(rows):
+            if low is not None and anomaly.ts < low:
+                break  # oldest-first storage: everything further is older still
+            if series is not None and anomaly.series != series:
+                continue
+            out.append(anomaly)
+            if limit is not None and len(out) >= limit:
+                break
+        return out
+
+    def total(self, model: str) -> int:
+        with self._lock:
+            state = self._models.get(model)
+            return state.total if state is not None else 0
+
+    def flush(self, force: bool = False) -> None:
+        """Write the models whose checked periods changed since they were last written (every few seconds,
+        or now with `force`)."""
+        if not force and time.monotonic() - self._flushed < MARKS_FLUSH_SECONDS:
+            return
+        with self._write_lock:
+            self._flushed = time.monotonic()
+            with self._lock:
+                dirty, self._dirty = self._dirty, set()
+                states = {m: self._models[m] for m in dirty if m in self._models}
+            for model, state in states.items():
+                self._write(model, state)
+
+    # --- persistence -------------------------------------------------------------------------------
+
+    def _state(self, model: str) -> _Model:
+        state = self._models.get(model)
+        if state is None:
+            state = self._models[model] = self._read(model)
+        return state
+
+    def _path(self, model: str) -> Path:
+        return self.folder / f"{model}.json"
+
+    def _read(self, model: str) -> _Model:
+        path = self._path(model)
+        try:
+            doc = json.loads(path.read_text())
+            if doc.get("format") != FORMAT:
+                raise ValueError(f"format {doc.get('format')!r}, expected {FORMAT}")
+            anomalies = {}
+            for row in doc["anomalies"]:
+                anomaly = Anomaly(row[0], int(row[1]), *(float(v) for v in row[2:]))
+                anomalies[(anomaly.series, anomaly.ts)] = anomaly
+            checked = {sid: int(stamp) for sid, stamp in doc["checked"]}
+            return _Model(anomalies, checked, int(doc["total"]))
+        except FileNotFoundError:
+            return _Model({}, {})
+        except (OSError, ValueError, KeyError, TypeError, IndexError) as exc:
+            log.warning("anomalies of %s: cannot read %s (%s); starting afresh", model, path, exc)
+            return _Model({}, {})
+
+    def _write(self, model: str, state: _Model) -> None:
+        """Atomically: a temp file, flushed to disk, renamed over the old one."""
+        doc = {
+            "format": FORMAT,
+            "total": state.total,
+            "anomalies": [(a.series, a.ts, a.value, a.expected, a.lower, a.upper, a.level, a.score)
+                          for a in state.anomalies.values()],
+            "checked": list(state.checked.items()),
+        }
+        self.folder.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{model}-", dir=self.folder)
+        try:
+            with os.fdopen(fd, "w") as handle:
+                json.dump(doc, handle)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(tmp, self._path(model))
+        except OSError as exc:
+            log.warning("anomalies of %s: cannot write %s: %s", model, self._path(model), exc)
+            Path(tmp).unlink(missing_ok=True)
+
+
+class AnomalyDetector:
+    """Checks the periods new data brought against one-step-ahead forecasts, a whole batch at a time."""
+
+    def __init__(self, client: FlightDataClient, log_: AnomalyLog):
+        self._client = client
+        self.log = log_
+
+    def detect(self, state: ModelState, series: frozenset[str] | None, newest: np.datetime64 | None = None) -> int:
+        """Check the new periods of the touched `series` (None: every series); returns the new anomalies.
+
+        `newest` (the data's newest timestamp) bounds how many periods are read per series: those since the
+        oldest one checked, and the window before them.
+        """
+        served = state.current
+        if served is None:
+            return 0
+        model = served.model
+        if not isinstance(model, (TrainedModel, PortfolioModel)) or not calibrated(model):
+            return 0  # no backtest errors, no interval to compare with
+        grid, length = served.grid, model.window_length
+        ids = None
+        if served.panel and series is not None and len(series) <= MAX_NAMED_SERIES:
+            ids = sorted(series)
+        checked = self.log.checked(state.name)
+        points = length + self._new_periods(served, checked, series, newest)
+        found = grid.history(self._client, points, ids=ids, observed=True, newest=newest)
+        if newest is not None:
+            # Series that last changed long before the newest data have their window further back: read again.
+            short = {sid for sid, times in zip(found.ids, found.times, strict=True)
+                     if times.size <= length and (series is None or sid in series)}
+            if short and len(short) <= MAX_NAMED_SERIES:
+                again = grid.history(self._client, points, ids=sorted(short) if served.panel else None, observed=True)
+                found = found.subset([i for i, sid in enumerate(found.ids) if sid not in short])
+                found = SeriesSet(found.ids + again.ids, found.times + again.times, found.values + again.values)
+        regular = None if grid.freq.is_calendar else grid.freq.step_us
+        rows, lasts, sids, periods, values, marks = [], [], [], [], [], {}
+        for sid, times, observed in zip(found.ids, found.times, found.values, strict=True):
+            if not times.size or (served.panel and series is not None and sid not in series):
+                continue
+            stamps = times.astype(np.int64)
+            mark = checked.get(sid)
+            # A series not seen before: only its newest period is new (the rest was there at training).
+            new = np.flatnonzero(stamps > mark) if mark is not None else np.array([stamps.size - 1])
+            if not new.size:
+                continue
+            marks[sid] = int(stamps[-1])
+            if regular is not None and int(stamps[-1] - stamps[0]) == (stamps.size - 1) * regular:
+                grid_times, grid_values = times, observed  # no gap to fill (the common case, checked at once)
+            else:
+                try:
+                    grid_times, grid_values = fill_series(times, observed, grid.freq, grid.fill, grid.dataset, sid)
+                except InvalidInput:  # a gap that `fill: none` leaves open: no forecast of this series
+                    continue
+            positions = np.searchsorted(grid_times, times[new])
+            for position, index in zip(positions.tolist(), new.tolist(), strict=True):
+                if position < model.min_periods:
+                    continue  # too little before it for a forecast
+                window = grid_values[max(0, position - length):position]
+                if window.size < length:
+                    window = np.concatenate([np.full(length - window.size, np.nan), window])
+                rows.append(window)
+                lasts.append(grid_times[position - 1])
+                sids.append(sid)
+                periods.append(int(stamps[index]))
+                values.append(float(observed[index]))
+        anomalies = []
+        if rows:
+            lasts_at = np.array(lasts, dtype="datetime64[us]")
+            inputs = drivers_at(served, self._client, points, ids, sids, lasts_at)
+            anomalies = self._compare(model, float(state.spec.anomaly_level), np.stack(rows), lasts_at, sids,
+                                      periods, np.array(values), inputs)
+        if not marks:
+            return 0
+        fresh = self.log.add(state.name, anomalies, marks)
+        if fresh:
+            log.info("model %s: %d anomalies in new data", state.name, fresh)
+        return fresh
+
+    @staticmethod
+    def _new_periods(
+        served: ServedModel, checked: dict[str | None, int], series: frozenset[str] | None,
+        newest: np.datetime64 | None,
+    ) -> int:
+        """Periods to read after each window: from the oldest period checked of the touched series on."""
+        touched = checked.values() if series is None or not served.panel else [checked.get(s) for s in series]
+        oldest = min((mark for mark in touched if mark is not None), default=None)
+        if oldest is None:
+            return 1  # no series seen before: only the newest period of each is checked
+        if newest is None:
+            return MAX_NEW_PERIODS
+        grid = served.grid
+        steps = int(grid.freq.steps_between(np.datetime64(oldest, "us"),
+                                            np.asarray([bucket(newest, grid.freq, grid.origin)]))[0])
+        return int(np.clip(steps + 1, 1, MAX_NEW_PERIODS))
+
+    @staticmethod
+    def _compare(
+        model: TrainedModel | PortfolioModel, level: float, windows: np.ndarray, lasts: np.ndarray,
+        sids: list[str | None], periods: list[int], values: np.ndarray, inputs: FutureDrivers | None = None,
+    ) -> list[Anomaly]:
+        """One batched one-step forecast of every checked period (with its drivers' values, for a model that
+        has drivers); the values outside its interval."""
+        predicted, spread = model.forecast_windows(windows, lasts, 1, sids, inputs)
+        half = spread * model.calibration.half_widths(level, 1)[0]
+        expected = predicted[:, 0]
+        lower, upper = bounded(model, (expected - half, expected + half))
+        outside = (half > 0) & ((values < lower) | (values > upper))
+        return [
+            Anomaly(sids[i], periods[i], float(values[i]), float(expected[i]), float(lower[i]), float(upper[i]),
+                    level, float(abs(values[i] - expected[i]) / half[i]))
+            for i in np.flatnonzero(outside).tolist()
+            if math.isfinite(expected[i])
+        ]
+
