@@ -68,6 +68,22 @@ class ModelInfo:
     # A portfolio's candidates: each one's backtest MASE and the number of series it serves.
     methods: dict[str, Any] | None = None
     error_message: str | None = None
+    candidate: Any = None  # a retrained version kept without serving (pipelines.versions.Candidate)
+    challengers: dict[str, Any] | None = None  # each challenger's live metrics on this model's points
+
+
+@dataclass(frozen=True)
+class VersionInfo:
+    """A stored version of a model, and whether it serves or is a candidate."""
+
+    version: str
+    run: int
+    trained_at: str
+    training_rows: int
+    metrics: dict[str, float | None]
+    serving: bool
+    candidate: bool
+    servable: bool  # trained from the model's current spec: rollback may serve it
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ from pipelines.browser import SeriesBrowser
 from pipelines.flight_client import FlightDataClient
 from pipelines.forecast_cache import ForecastCache
 from pipelines.forecaster import Forecaster
-from pipelines.forecasts import ModelInfo
+from pipelines.forecasts import ModelInfo, VersionInfo
 from pipelines.live import LiveScorer
 from pipelines.state import ModelState
 from pipelines.subscription import NoticeSubscription
@@ -127,4 +127,22 @@ class PredictionService:
     def train(self, name: str) -> ModelInfo:
         """Train a model again on the current data (blocking); returns its listing entry."""
         state = self.trainer.train(name)
+        return state.info(self.live.metrics(state.name))
+
+    def versions(self, name: str) -> list[VersionInfo]:
+        """A model's stored versions, newest first, with the one serving and the candidate marked."""
+        state, stored = self.trainer.versions(name)
+        served, candidate = state.current, state.candidate
+        serving_run = served.meta.run if served is not None else None
+        digest = served.meta.spec_hash if served is not None else None
+        return [
+            VersionInfo(meta.model_version, meta.run, meta.trained_at, meta.training_rows, dict(meta.metrics),
+                        serving=meta.run == serving_run, candidate=candidate is not None and candidate.run == meta.run,
+                        servable=meta.spec_hash == digest)
+            for meta in reversed(stored)
+        ]
+
+    def rollback(self, name: str, version: str | None = None) -> ModelInfo:
+        """Serve a stored version again (default: the one served before); returns the listing entry."""
+        state = self.trainer.rollback(name, version)
         return state.info(self.live.metrics(state.name))

@@ -14,6 +14,7 @@ from pipelines.forecasts import ModelInfo
 from pipelines.grid import GridQuery
 from pipelines.model import FileBoosterModel, TrainedModel
 from pipelines.registry import VersionMeta
+from pipelines.versions import Candidate
 from spicepod import DatasetSpec, InvalidInput, ModelSpec, NotFound, NotReady
 
 
@@ -41,11 +42,14 @@ class ModelState:
         self.spec = spec
         self.dataset = dataset
         self.current: ServedModel | None = None
+        self.candidate: Candidate | None = None  # a retrained version kept without serving
         self.error: str | None = None
         self._training = False
         self._retry_pending = False
         self._data_changed_while_training = False
         self.train_lock = threading.Lock()  # one training at a time
+        # One change of the serving version at a time (a training's end, a rollback); never held over training.
+        self.serve_lock = threading.Lock()
         self._guard = threading.Lock()  # the fields above
 
     @property
@@ -82,9 +86,15 @@ class ModelState:
             self._training = True
             self._data_changed_while_training = False
 
-    def succeed(self, served: ServedModel) -> None:
+    def succeed(self, served: ServedModel, candidate: Candidate | None = None) -> None:
+        """`served` serves from now on (a new version, or the same one when a candidate was kept)."""
         with self._guard:
-            self.current, self.error, self._training = served, None, False
+            self.current, self.candidate, self.error, self._training = served, candidate, None, False
+
+    def swap(self, served: ServedModel, candidate: Candidate | None) -> None:
+        """Serve another stored version (a rollback); a training under way is not affected."""
+        with self._guard:
+            self.current, self.candidate = served, candidate
 
     def fail(self, reason: str) -> None:
         with self._guard:
@@ -126,7 +136,7 @@ class ModelState:
             smape=meta.metrics.get("smape"), backtest_windows=meta.backtest_windows,
             calibration_errors=meta.calibration_errors, live_metrics=live_metrics,
             strategy_chosen=spec.strategy == "auto", strategy_mase=meta.strategy_mase, methods=meta.methods,
-            error_message=error,
+            error_message=error, candidate=self.candidate,
         )
 
 
