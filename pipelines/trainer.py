@@ -257,9 +257,10 @@ class Trainer:
         with state.serve_lock:
             meta = built.served.meta
             if state.spec.kind != "file":
-                record = self.registry.serving(state.name) or Serving(meta.run, meta.spec_hash)
-                moved = record.moved_to(meta.run, meta.spec_hash, built.reason if built.reason != "kept" else
-                                        record.reason, built.candidate)
+                record = self.registry.serving(state.name)
+                start = record or Serving(meta.run, meta.spec_hash, reason=built.reason)
+                moved = start.moved_to(meta.run, meta.spec_hash, built.reason if built.reason != "kept" else
+                                       start.reason, built.candidate)
                 if moved != record:
                     self.registry.set_serving(state.name, moved)
             state.succeed(built.served, built.candidate)

@@ -1,0 +1,151 @@
+"""Versions, rollback and safe retraining (SPEC 15): which stored version serves, through real runtimes."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import pyarrow as pa
+import pytest
+from conftest import copy_data, do_put, wait_until
+
+from harness import write_spicepod
+
+# Two copies of the Nile series a DoPut may extend. The same spec trains the same version to the bit (training
+# is deterministic), so nile_m and nile_always serve identical forecasts while both serve version 1.
+POD = """\
+version: v1
+kind: Spicepod
+name: versions
+datasets:
+  - {from: file:nile.csv, name: nile, mode: read_write}
+  - {from: file:nile2.csv, name: nile2, mode: read_write}
+models:
+  - from: lightgbm
+    name: nile_m
+    datasets: [nile]
+    params: &params
+      lookback: 8
+      horizon: 3
+      backtest_windows: 2
+      method: lightgbm
+      lightgbm: {num_boost_round: 20}
+      retrain: {after_rows: 8}
+  - from: lightgbm
+    name: nile_always
+    datasets: [nile]
+    params:
+      <<: *params
+      retrain: {after_rows: 8, promote: always}
+  - from: lightgbm
+    name: shift_m
+    datasets: [nile2]
+    params: *params
+"""
+
+
+def years(first: int, count: int) -> pa.Array:
+    return pa.array([datetime(first + i, 1, 1) for i in range(count)], pa.timestamp("us"))
+
+
+# Eight years after the data. A flat tail at 850: the version trained on it scores a backtest MASE of 0.87 on
+# its last origins, where version 1 (trained before it) scores 0.42, so with if_better it stays a candidate.
+FLAT_TAIL = pa.table({"ts": years(1971, 8), "value": [850.0] * 8})
+# A level shift to 2000: the retrained version scores 0.98, version 1 scores 5.1 on the same origins.
+SHIFT_TAIL = pa.table({"ts": years(1971, 8), "value": [2000.0 + 5 * i for i in range(8)]})
+
+
+def entry(rt, name: str) -> dict:
+    return next(m for m in rt.get_json("/v1/models") if m["name"] == name)
+
+
+@pytest.fixture
+def pod(inprocess_factory):
+    folder = inprocess_factory.new_dir()
+    copy_data("nile.csv", folder)
+    (folder / "nile2.csv").write_bytes((folder / "nile.csv").read_bytes())
+    return write_spicepod(folder, POD)
+
+
+def test_versions_candidates_rollback_and_restart(inprocess_factory, pod):
+    rt = inprocess_factory(spicepod=pod)
+    [only] = rt.get_json("/v1/models/nile_m/versions")
+    assert (only["version"], only["run"], only["serving"], only["candidate"], only["servable"]) == ("1", 1, True,
+                                                                                                   False, True)
+    assert only["training_rows"] == 100 and only["metrics"]["mase"] == entry(rt, "nile_m")["metrics"]["mase"]
+    assert "candidate" not in entry(rt, "nile_m")
+
+    # Eight new rows retrain both models in the background. The flat tail makes a worse version: nile_m keeps
+    # serving version 1 with version 2 as a candidate; nile_always serves version 2 at once.
+    with rt.flight_client() as client:
+        do_put(client, "nile", FLAT_TAIL)
+    candidate = wait_until(lambda: entry(rt, "nile_m").get("candidate"), "nile_m keeps a candidate", 60)
+    wait_until(lambda: entry(rt, "nile_always")["model_version"] == "2", "nile_always serves version 2", 60)
+    assert candidate["version"] == "2" and candidate["run"] == 2
+    assert candidate["mase"] == pytest.approx(0.87, abs=0.01)
+    assert candidate["serving_mase"] == pytest.approx(0.42, abs=0.01)
+    assert candidate["mase"] > candidate["serving_mase"]
+    assert entry(rt, "nile_m")["model_version"] == "1"
+    kept = rt.get_json("/v1/models/nile_m/predict")
+    assert kept["model_version"] == "1" and kept["timestamps"][0] == "1979-01-01T00:00:00Z"
+    listed = rt.get_json("/v1/models/nile_m/versions")
+    assert [(v["run"], v["serving"], v["candidate"]) for v in listed] == [(2, False, True), (1, True, False)]
+    assert listed[0]["metrics"]["mase"] == candidate["mase"]
+
+    # Rollback serves the version served before: nile_always then answers exactly what version 1 answers.
+    second = rt.get_json("/v1/models/nile_always/predict")
+    assert second["model_version"] == "2" and second["prediction"] != kept["prediction"]
+    body = rt.post("/v1/models/nile_always/rollback").json()
+    assert body["model_version"] == "1" and body["status"] == "ready"
+    back = rt.get_json("/v1/models/nile_always/predict")
+    assert (back["model_version"], back["prediction"], back["timestamps"]) == ("1", kept["prediction"],
+                                                                               kept["timestamps"])
+    # ...and back to version 2 by name; a candidate is served the same way.
+    assert rt.post("/v1/models/nile_always/rollback?version=2").json()["model_version"] == "2"
+    assert rt.get_json("/v1/models/nile_always/predict")["prediction"] == second["prediction"]
+    assert rt.post("/v1/models/nile_always/rollback").json()["model_version"] == "1"
+    promoted = rt.post("/v1/models/nile_m/rollback?version=2").json()
+    assert promoted["model_version"] == "2" and "candidate" not in promoted
+    assert rt.get_json("/v1/models/nile_m/predict")["prediction"] == second["prediction"]
+
+    # The choice survives a restart: served as it was, not the newest run, and nothing trains again.
+    rt.stop()
+    again = inprocess_factory(spicepod=pod, data_dir=rt.data_dir)
+    assert entry(again, "nile_always")["model_version"] == "1"
+    assert entry(again, "nile_m")["model_version"] == "2"
+    assert again.get_json("/v1/models/nile_always/predict")["prediction"] == kept["prediction"]
+    assert again.get_json("/v1/models/nile_m/predict")["prediction"] == second["prediction"]
+    assert "trained version" not in again.log_text()
+    serving = [(v["run"], v["serving"]) for v in again.get_json("/v1/models/nile_always/versions")]
+    assert serving == [(2, False), (1, True)]
+
+
+def test_a_better_retrain_serves_at_once(inprocess_factory, pod):
+    rt = inprocess_factory(spicepod=pod)
+    with rt.flight_client() as client:
+        do_put(client, "nile2", SHIFT_TAIL)
+    wait_until(lambda: entry(rt, "shift_m")["model_version"] == "2", "shift_m serves version 2", 60)
+    assert "candidate" not in entry(rt, "shift_m")
+    assert entry(rt, "shift_m")["metrics"]["mase"] == pytest.approx(0.98, abs=0.01)
+    assert rt.get_json("/v1/models/shift_m/predict")["model_version"] == "2"
+    assert "version 2 (MASE 0.979) beats the serving version 1 (5.118 on the same origins)" in rt.log_text()
+
+
+def test_rollback_refusals(inprocess_factory, pod):
+    rt = inprocess_factory(spicepod=pod)
+    cases = [
+        ("/v1/models/nile_m/rollback", 400,
+         "model 'nile_m' has no earlier version to roll back to; GET /v1/models/nile_m/versions lists the stored ones"),
+        ("/v1/models/nile_m/rollback?version=7", 404,
+         "model 'nile_m' has no stored version '7'; GET /v1/models/nile_m/versions lists them"),
+        ("/v1/models/nile_m/rollback?version=", 400,
+         "'version' must name a stored version (its run number or version); GET /v1/models/nile_m/versions "
+         "lists them"),
+        ("/v1/models/nope/rollback", 404, "model 'nope' not found"),
+        ("/v1/models/nile_m/rollback?run=1", 400, "unknown query parameter 'run'; expected one of version"),
+    ]
+    for path, status, message in cases:
+        response = rt.post(path)
+        assert (response.status, response.json()["error_message"]) == (status, message), path
+    response = rt.get("/v1/models/nope/versions")
+    assert (response.status, response.json()["error_message"]) == (404, "model 'nope' not found")
+    assert rt.get_json("/v1/models/nile_m/predict")["model_version"] == "1"
