@@ -4,6 +4,7 @@ and routes commit notices to them."""
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -19,6 +20,7 @@ from pipelines.subscription import NoticeSubscription
 from pipelines.trainer import Trainer
 from pipelines.upkeep import Upkeep
 from spicepod import DatasetSpec, FlightcastError, ModelSpec, TrainingSpec
+from spicepod.constants import SERVING_ACTION, SERVINGS_ACTION
 from spicepod.timestamps import parse_iso
 
 log = logging.getLogger("flightcast.pipelines")
@@ -50,6 +52,8 @@ class PredictionService:
         self.forecaster = Forecaster(self.states, client, self.cache, self.live, max_horizon)
         self.browser = SeriesBrowser(self.states, client, self.cache)
         self._upkeep = Upkeep(self.states.values(), client, self.live, self.trainer.retrain)
+        if remote:  # serve nodes agree on the version each model serves through their data node
+            self.trainer.announce = self._announce
         # The routes, by the names the HTTP layer calls.
         self.predict = self.forecaster.predict
         self.cached = self.forecaster.cached
@@ -78,7 +82,8 @@ class PredictionService:
         self._upkeep.start()
         if self.remote:
             self._subscription = NoticeSubscription(
-                self.client.location, self.client.call_options, self.on_data_changed, self._notices_state)
+                self.client.location, self.client.call_options, self.on_data_changed, self._notices_state,
+                self.trainer.follow)
             self._subscription.start()
 
     def stop(self) -> None:
@@ -103,6 +108,11 @@ class PredictionService:
                     self.cache.data(dataset)
                 except FlightcastError:
                     pass
+            try:  # rollbacks made on other serve nodes while this one did not hear them
+                for choice in self.client.action(SERVINGS_ACTION).values():
+                    self.trainer.follow(choice)
+            except FlightcastError as exc:
+                log.warning("cannot read the serving choices of the data node: %s", exc.message)
         elif self.cache.notices_lost():
             log.warning("lost the data node's commit notices; checking its data version on every prediction")
 
@@ -114,6 +124,10 @@ class PredictionService:
         if self.cache.notice(dataset, version, last, series):
             self.trainer.retry_failed(dataset)
             self._upkeep.notify(dataset)
+
+    def _announce(self, model: str, run: int, digest: str) -> dict:
+        body = json.dumps({"model": model, "run": run, "spec_hash": digest}).encode()
+        return self.client.action(SERVING_ACTION, body)
 
     # --- models ------------------------------------------------------------------------------------
 

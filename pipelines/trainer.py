@@ -60,8 +60,10 @@ class Trainer:
         self._stopping = threading.Event()
         # Called as (model, "success" | "failed", seconds) after each real training run.
         self.on_training: Callable[[str, str, float], None] | None = None
-        # Called as (model, run) after a rollback or promotion was persisted and swapped in.
-        self.on_serving: Callable[[str, int], None] | None = None
+        # On a serve node: records a rollback on the data node, which announces it to every serve node (this one
+        # too, through `follow`) before it returns the choice, with its sequence number.
+        self.announce: Callable[[str, int, str], dict] | None = None
+        self._pending: dict[str, dict] = {}  # choices announced before the model had a version to serve
 
     def start(self) -> None:
         """Train or load every model in the background, one after another."""
@@ -264,6 +266,9 @@ class Trainer:
                 if moved != record:
                     self.registry.set_serving(state.name, moved)
             state.succeed(built.served, built.candidate)
+        pending = self._pending.pop(state.name, None)
+        if pending is not None:
+            self.follow(pending)
 
     # --- versions ----------------------------------------------------------------------------------
 
@@ -277,9 +282,38 @@ class Trainer:
             current = state.served()
             record = self.registry.serving(name) or Serving(current.meta.run, current.meta.spec_hash)
             meta, path = self._rollback_target(state, record, current, version)
-            if meta.run != current.meta.run:
+            if meta.run == current.meta.run:
+                return state
+            if self.announce is None:
                 self._serve_stored(state, record, current, meta, path, "rollback")
+                return state
+        # Not under the serve lock: this node's own subscription applies the choice while the data node waits.
+        self.follow(self.announce(name, meta.run, meta.spec_hash))  # again, in case the subscription was down
         return state
+
+    def follow(self, choice: dict) -> None:
+        """Serve the version the serve nodes chose (`{"model", "run", "spec_hash", "seq"}`), once."""
+        state = self._states.get(choice.get("model", ""))
+        if state is None or state.spec.kind == "file":
+            return
+        with state.serve_lock:
+            current = state.current
+            if current is None:  # still starting: applied once a version serves
+                self._pending[state.name] = choice
+                return
+            record = self.registry.serving(state.name) or Serving(current.meta.run, current.meta.spec_hash)
+            if choice["seq"] <= record.announced:
+                return
+            record = replace(record, announced=choice["seq"])
+            stored = self.registry.version(state.name, str(choice["run"]))
+            if stored is None or not stored[0].spec_hash == choice["spec_hash"] == current.meta.spec_hash:
+                log.warning("model %s: another serve node serves run %s, which is not stored here; keeping "
+                            "version %s", state.name, choice["run"], current.meta.model_version)
+                self.registry.set_serving(state.name, record)
+            elif stored[0].run == current.meta.run:
+                self.registry.set_serving(state.name, record)
+            else:
+                self._serve_stored(state, record, current, *stored, "rollback")
 
     def _rollback_target(
         self, state: ModelState, record: Serving, current: ServedModel, version: str | None,
@@ -312,8 +346,6 @@ class Trainer:
         self.registry.set_serving(state.name, record.moved_to(meta.run, meta.spec_hash, reason, candidate))
         state.swap(served, candidate)
         log.info("model %s: version %s serves (%s)", state.name, meta.model_version, reason)
-        if self.on_serving is not None:
-            self.on_serving(state.name, meta.run)
 
     def versions(self, name: str) -> tuple[ModelState, list[VersionMeta]]:
         """A model's stored versions, oldest first."""

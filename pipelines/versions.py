@@ -46,7 +46,8 @@ class Serving:
     previous: tuple[int, ...] = ()  # runs served before, oldest first
     candidate: Candidate | None = None
     challenger: str | None = None  # a promoted challenger whose forecasts answer for this model
-    reason: str = "trained"  # trained | loaded | rollback | promoted
+    reason: str = "trained"  # trained | loaded | kept | rollback | promoted
+    announced: int = 0  # the newest choice of the serve nodes (a data node's sequence number) applied here
 
     def pinned(self) -> frozenset[int]:
         """Runs that pruning must keep: the serving one, the candidate, and those rollback may go back to."""
@@ -58,7 +59,7 @@ class Serving:
     def moved_to(self, run: int, spec_hash: str, reason: str, candidate: Candidate | None) -> Serving:
         """The record once `run` serves: the current run joins the ones served before."""
         previous = self.previous if run == self.run else (*[r for r in self.previous if r != run], self.run)
-        return Serving(run, spec_hash, tuple(previous[-REMEMBERED:]), candidate, None, reason)
+        return Serving(run, spec_hash, tuple(previous[-REMEMBERED:]), candidate, None, reason, self.announced)
 
     def to_doc(self) -> dict[str, Any]:
         doc = asdict(self)
@@ -72,7 +73,7 @@ class Serving:
             raise ValueError(f"unknown format {doc.get('format')!r}")
         candidate = Candidate(**doc["candidate"]) if doc.get("candidate") else None
         return cls(int(doc["run"]), str(doc["spec_hash"]), tuple(int(r) for r in doc.get("previous", ())),
-                   candidate, doc.get("challenger"), str(doc.get("reason", "trained")))
+                   candidate, doc.get("challenger"), str(doc.get("reason", "trained")), int(doc.get("announced", 0)))
 
 
 @dataclass(frozen=True)

@@ -149,3 +149,58 @@ def test_rollback_refusals(inprocess_factory, pod):
     response = rt.get("/v1/models/nope/versions")
     assert (response.status, response.json()["error_message"]) == (404, "model 'nope' not found")
     assert rt.get_json("/v1/models/nile_m/predict")["model_version"] == "1"
+
+
+ROLES_POD = """\
+version: v1
+kind: Spicepod
+name: roles
+datasets:
+  - {from: file:nile.csv, name: nile, mode: read_write}
+models:
+  - from: lightgbm
+    name: nile_m
+    datasets: [nile]
+    params: {lookback: 8, horizon: 3, backtest_windows: 2, method: lightgbm, lightgbm: {num_boost_round: 20}}
+"""
+
+
+@pytest.mark.slow
+def test_a_rollback_reaches_every_serve_node(runtime_factory):
+    folder = runtime_factory.new_dir()
+    copy_data("nile.csv", folder)
+    spicepod = write_spicepod(folder, ROLES_POD)
+    data = runtime_factory(spicepod=spicepod, data_dir=folder / "data", extra_args=["--role", "data"], ready=False)
+
+    def serve_node(name: str):
+        return runtime_factory(spicepod=spicepod, data_dir=folder / name, timeout=90,
+                               extra_args=["--role", "serve", "--data", f"grpc://127.0.0.1:{data.flight_port}"])
+
+    first, second = serve_node("serve1"), serve_node("serve2")
+    one = first.get_json("/v1/models/nile_m/predict")
+    # Each node trains version 2 on the same data: the same bits on both.
+    with data.flight_client() as client:
+        do_put(client, "nile", SHIFT_TAIL)
+    for node in (first, second):
+        assert node.post("/v1/models/nile_m/train").json()["model_version"] == "2"
+    two = first.get_json("/v1/models/nile_m/predict")
+    assert second.get_json("/v1/models/nile_m/predict")["prediction"] == two["prediction"]
+
+    # A rollback on one node has reached the other when it returns: neither answers version 2 from then on.
+    assert first.post("/v1/models/nile_m/rollback").json()["model_version"] == "1"
+    for node in (first, second):
+        body = node.get_json("/v1/models/nile_m/predict")
+        assert body["model_version"] == "1" and body["timestamps"] == two["timestamps"]
+        assert body["prediction"] != two["prediction"]
+        assert [(v["run"], v["serving"]) for v in node.get_json("/v1/models/nile_m/versions")] == [(2, False),
+                                                                                                  (1, True)]
+    assert one["model_version"] == "1"
+
+    # A node that was away when another rolled back serves the choice once it hears the data node again.
+    second.stop()
+    assert first.post("/v1/models/nile_m/rollback?version=2").json()["model_version"] == "2"
+    again = runtime_factory(spicepod=spicepod, data_dir=folder / "serve2", timeout=90,
+                            extra_args=["--role", "serve", "--data", f"grpc://127.0.0.1:{data.flight_port}"])
+    wait_until(lambda: again.get_json("/v1/models/nile_m/predict")["model_version"] == "2",
+               "the restarted serve node serves version 2", 30)
+    assert again.get_json("/v1/models/nile_m/predict")["prediction"] == two["prediction"]
