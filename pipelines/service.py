@@ -7,9 +7,11 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 
 from pipelines.browser import SeriesBrowser
+from pipelines.challengers import Challengers, live_keys
 from pipelines.flight_client import FlightDataClient
 from pipelines.forecast_cache import ForecastCache
 from pipelines.forecaster import Forecaster
@@ -46,12 +48,14 @@ class PredictionService:
         self._subscription: NoticeSubscription | None = None
         self.states = {m.name: ModelState(m, datasets[m.dataset]) for m in models}  # by name; read, never replaced
         self.live = LiveScorer(Path(data_dir) / "live")
-        self.live.load(list(self.states))
+        self.live.load([key for m in models for key in (m.name, *live_keys(m))])
         self.cache = ForecastCache(client, notices_live=not remote)
         self.trainer = Trainer(self.states, client, data_dir, training or TrainingSpec())
-        self.forecaster = Forecaster(self.states, client, self.cache, self.live, max_horizon)
+        self.challengers = Challengers(self.states, client, self.live)
+        self.forecaster = Forecaster(self.states, client, self.cache, self.live, max_horizon, self.challengers)
         self.browser = SeriesBrowser(self.states, client, self.cache)
-        self._upkeep = Upkeep(self.states.values(), client, self.live, self.trainer.retrain)
+        self._upkeep = Upkeep(self.states.values(), client, self.live, self.trainer.retrain, self.challengers,
+                              self.trainer.promote_challenger)
         if remote:  # serve nodes agree on the version each model serves through their data node
             self.trainer.announce = self._announce
         # The routes, by the names the HTTP layer calls.
@@ -136,12 +140,20 @@ class PredictionService:
         return state.spec if state else None
 
     def models(self) -> list[ModelInfo]:
-        return [state.info(self.live.metrics(state.name)) for state in self.states.values()]
+        return [self._info(state) for state in self.states.values()]
+
+    def _info(self, state: ModelState) -> ModelInfo:
+        info = state.info(self.live.metrics(state.name))
+        challengers = self.challengers.metrics(state.spec)
+        if challengers is None:
+            return info
+        for name, entry in challengers.items():
+            entry["serving"] = state.challenger == name
+        return replace(info, challengers=challengers)
 
     def train(self, name: str) -> ModelInfo:
         """Train a model again on the current data (blocking); returns its listing entry."""
-        state = self.trainer.train(name)
-        return state.info(self.live.metrics(state.name))
+        return self._info(self.trainer.train(name))
 
     def versions(self, name: str) -> list[VersionInfo]:
         """A model's stored versions, newest first, with the one serving and the candidate marked."""
@@ -158,5 +170,4 @@ class PredictionService:
 
     def rollback(self, name: str, version: str | None = None) -> ModelInfo:
         """Serve a stored version again (default: the one served before); returns the listing entry."""
-        state = self.trainer.rollback(name, version)
-        return state.info(self.live.metrics(state.name))
+        return self._info(self.trainer.rollback(name, version))

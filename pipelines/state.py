@@ -42,6 +42,8 @@ class ModelState:
         self.spec = spec
         self.dataset = dataset
         self.current: ServedModel | None = None
+        self.own: ServedModel | None = None  # the model's own version (current, unless a challenger serves)
+        self.challenger: str | None = None  # the promoted challenger whose forecasts answer for this model
         self.candidate: Candidate | None = None  # a retrained version kept without serving
         self.error: str | None = None
         self._training = False
@@ -90,11 +92,14 @@ class ModelState:
         """`served` serves from now on (a new version, or the same one when a candidate was kept)."""
         with self._guard:
             self.current, self.candidate, self.error, self._training = served, candidate, None, False
+            self.own, self.challenger = served, None
 
-    def swap(self, served: ServedModel, candidate: Candidate | None) -> None:
-        """Serve another stored version (a rollback); a training under way is not affected."""
+    def swap(self, served: ServedModel, candidate: Candidate | None, challenger: str | None = None) -> None:
+        """Serve another stored version (a rollback), or a challenger's; a training under way is not affected."""
         with self._guard:
-            self.current, self.candidate = served, candidate
+            self.current, self.candidate, self.challenger = served, candidate, challenger
+            if challenger is None:
+                self.own = served
 
     def fail(self, reason: str) -> None:
         with self._guard:

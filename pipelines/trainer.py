@@ -161,8 +161,10 @@ class Trainer:
         if not force:
             stored = self.registry.find(spec.name, digest, fingerprint)
             newest = max((m.run for m, _ in self.registry.versions(spec.name) if m.spec_hash == digest), default=0)
-            if pinned is not None and pinned[0].run != newest and (stored is None or stored[0].run != pinned[0].run):
-                stored = pinned  # rolled back, or a candidate was kept: serve what served before the restart
+            chosen = pinned is not None and (pinned[0].run != newest or record.challenger is not None)
+            if chosen and (stored is None or stored[0].run != pinned[0].run):
+                # Rolled back, a candidate kept, a challenger promoted: serve what served before the restart.
+                stored = pinned
             if stored is not None:
                 meta, path = stored
                 try:
@@ -241,7 +243,7 @@ class Trainer:
     ) -> ServedModel | None:
         """The version a retrained one must beat: the serving one, or (at start) the one served before; None
         when there is none from the same spec (a changed spec serves its first version at once)."""
-        current = state.current
+        current = state.own  # a retrain is judged against the model's own version, even while a challenger serves
         if current is not None:
             return current if current.meta.spec_hash == digest and current.meta.run else None
         if pinned is None:
@@ -269,6 +271,35 @@ class Trainer:
         pending = self._pending.pop(state.name, None)
         if pending is not None:
             self.follow(pending)
+        self._restore_challengers()
+
+    def promote_challenger(self, state: ModelState, name: str) -> None:
+        """Answer for the model with challenger `name`'s forecasts (persisted; a rollback ends it)."""
+        with state.serve_lock:
+            rival, own = self._states[name].current, state.own
+            if rival is None or own is None or state.challenger == name:
+                return
+            record = self.registry.serving(state.name) or Serving(own.meta.run, own.meta.spec_hash)
+            self.registry.set_serving(state.name, replace(record, challenger=name, reason="promoted"))
+            self._swap_in(state, name, rival)
+
+    def _swap_in(self, state: ModelState, name: str, rival: ServedModel) -> None:
+        meta = replace(rival.meta, model_name=state.name, model_version=f"{name}/{rival.meta.model_version}")
+        state.swap(replace(rival, meta=meta, cache_id=next(_load_ids)), state.candidate, challenger=name)
+        log.info("model %s: challenger %s (version %s) serves in its place", state.name, name,
+                 rival.meta.model_version)
+
+    def _restore_challengers(self) -> None:
+        """After a restart, a promoted challenger serves again once both it and the model have a version."""
+        for state in self._states.values():
+            if state.own is None or state.challenger is not None or not state.spec.challengers:
+                continue
+            with state.serve_lock:
+                record = self.registry.serving(state.name)
+                name = record.challenger if record is not None else None
+                rival = self._states[name].current if name in self._states else None
+                if rival is not None and state.challenger is None and record.run == state.own.meta.run:
+                    self._swap_in(state, name, rival)
 
     # --- versions ----------------------------------------------------------------------------------
 
@@ -279,10 +310,11 @@ class Trainer:
         if state.spec.kind == "file":
             raise InvalidInput(f"model '{name}' is loaded from a model file; it has no stored versions")
         with state.serve_lock:
-            current = state.served()
+            state.served()
+            current = state.own  # while a challenger serves, rollback goes back to the model's own versions
             record = self.registry.serving(name) or Serving(current.meta.run, current.meta.spec_hash)
             meta, path = self._rollback_target(state, record, current, version)
-            if meta.run == current.meta.run:
+            if meta.run == current.meta.run and state.challenger is None:
                 return state
             if self.announce is None:
                 self._serve_stored(state, record, current, meta, path, "rollback")
@@ -297,7 +329,7 @@ class Trainer:
         if state is None or state.spec.kind == "file":
             return
         with state.serve_lock:
-            current = state.current
+            current = state.own
             if current is None:  # still starting: applied once a version serves
                 self._pending[state.name] = choice
                 return
@@ -310,7 +342,7 @@ class Trainer:
                 log.warning("model %s: another serve node serves run %s, which is not stored here; keeping "
                             "version %s", state.name, choice["run"], current.meta.model_version)
                 self.registry.set_serving(state.name, record)
-            elif stored[0].run == current.meta.run:
+            elif stored[0].run == current.meta.run and state.challenger is None:
                 self.registry.set_serving(state.name, record)
             else:
                 self._serve_stored(state, record, current, *stored, "rollback")
@@ -319,6 +351,8 @@ class Trainer:
         self, state: ModelState, record: Serving, current: ServedModel, version: str | None,
     ) -> tuple[VersionMeta, Path]:
         name = state.name
+        if version is None and state.challenger is not None:
+            return self.registry.version(name, str(current.meta.run))
         if version is None:
             for run in reversed(record.previous):
                 stored = self.registry.version(name, str(run))

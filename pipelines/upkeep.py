@@ -1,6 +1,6 @@
 """Work that follows new data, off the commit path: scoring served forecasts against the actuals that
-arrived, and retraining models after `retrain_after_rows` new rows. One background thread; notices for
-the same dataset that arrive while it works are coalesced."""
+arrived, and retraining models after `retrain.after_rows` new rows or when live accuracy drifts. One
+background thread; notices for the same dataset that arrive while it works are coalesced."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from collections.abc import Callable, Iterable
 
 import numpy as np
 
+from pipelines.challengers import Challengers, live_keys
 from pipelines.flight_client import FlightDataClient
 from pipelines.grid import bucket
 from pipelines.live import LiveScorer
@@ -21,17 +22,22 @@ log = logging.getLogger("flightcast.upkeep")
 FLUSH_SECONDS = 2.0  # live accuracy is written at most this long after it changed
 MAX_SCORED_POINTS = 10_000  # grid points per series read back to score served forecasts
 MAX_NAMED_SERIES = 1000  # more series than this waiting: read them all rather than name each
+DRIFT_WINDOW = 50  # the defaults of the drift keys (SPEC 15), for spicepods read before they were declared
+DRIFT_RATIO = 1.5
 
 
 class Upkeep:
     def __init__(
         self, states: Iterable[ModelState], client: FlightDataClient, live: LiveScorer,
-        retrain: Callable[[ModelState], None],
+        retrain: Callable[[ModelState], None], challengers: Challengers | None = None,
+        promote: Callable[[ModelState, str], None] | None = None,
     ):
         self._states = list(states)
         self._client = client
         self._live = live
         self._retrain = retrain
+        self._challengers = challengers
+        self._promote = promote
         self._due: set[str] = set()
         self._wake = threading.Condition()
         self._stopping = False
@@ -73,6 +79,7 @@ class Upkeep:
                 for state in models:
                     self._guarded(self._score, state, info)
                     self._guarded(self._maybe_retrain, state, info)
+                    self._guarded(self._maybe_promote, state, info)
             self._live.flush()
 
     def _guarded(self, work: Callable[[ModelState, dict], None], state: ModelState, info: dict) -> None:
@@ -84,7 +91,11 @@ class Upkeep:
     def _score(self, state: ModelState, info: dict) -> None:
         """Score pending forecasts whose periods now have values on the grid (one query for all series)."""
         served = state.current
-        waiting = self._live.waiting(state.name)
+        keys = [state.name, *live_keys(state.spec)]  # the model's own, and each side of each challenger pair
+        waiting: dict[str | None, int] = {}
+        for key in keys:
+            for sid, stamp in self._live.waiting(key).items():
+                waiting[sid] = min(stamp, waiting.get(sid, stamp))
         if served is None or not waiting:
             return
         last = info["last_timestamp"]
@@ -104,19 +115,25 @@ class Upkeep:
         for sid, times, values in zip(found.ids, found.times, found.values, strict=True):
             if sid in waiting:
                 scored += self._live.score(state.name, sid, times, values)
+                for key in keys[1:]:
+                    self._live.score(key, sid, times, values)
         if scored:
             log.info("model %s: scored %d served forecast points against new data", state.name, scored)
 
     def _maybe_retrain(self, state: ModelState, info: dict) -> None:
-        every = state.spec.retrain_after_rows
+        retrain = state.spec.retrain
         served = state.current
-        if not every or served is None or state.name in self._retraining:
+        if served is None or state.name in self._retraining:
             return
-        rows = int(info["rows"])
-        if rows - served.dataset_rows < every:
+        new_rows = int(info["rows"]) - served.dataset_rows
+        if retrain.after_rows and new_rows >= retrain.after_rows:
+            why = f"{new_rows} new rows since version {served.meta.model_version}"
+        elif retrain.on_drift and new_rows >= drift_window(state) and self._drifting(state):
+            # At most once per drift_window new rows: the live points that drifted stay in the window a while.
+            why = f"live accuracy drifted from the backtest of version {served.meta.model_version}"
+        else:
             return
-        log.info("model %s: %d new rows since version %s; retraining in the background",
-                 state.name, rows - served.dataset_rows, served.meta.model_version)
+        log.info("model %s: %s; retraining in the background", state.name, why)
         self._retraining.add(state.name)
 
         def work() -> None:
@@ -126,3 +143,23 @@ class Upkeep:
                 self._retraining.discard(state.name)
 
         threading.Thread(target=work, name=f"retrain-{state.name}", daemon=True).start()
+
+    def _maybe_promote(self, state: ModelState, info: dict) -> None:
+        """`promote: if_better`: serve a challenger that beat the model on live MASE over enough common points."""
+        if state.spec.promote != "if_better" or self._challengers is None or self._promote is None:
+            return
+        winner = self._challengers.winner(state.spec, drift_window(state))
+        if winner is not None and state.challenger != winner:
+            self._promote(state, winner)
+
+    def _drifting(self, state: ModelState) -> bool:
+        """Whether live accuracy says the model drifted (the live scorer's drift check, where it has one)."""
+        drifting = getattr(self._live, "drifting", None)
+        if drifting is None:
+            return False
+        return bool(drifting(state.name, drift_window(state), getattr(state.spec, "drift_ratio", DRIFT_RATIO)))
+
+
+def drift_window(state: ModelState) -> int:
+    """Scored points drift is judged on (the model's `drift_window`, where the spicepod has that key)."""
+    return int(getattr(state.spec, "drift_window", DRIFT_WINDOW))

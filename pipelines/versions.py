@@ -59,7 +59,9 @@ class Serving:
     def moved_to(self, run: int, spec_hash: str, reason: str, candidate: Candidate | None) -> Serving:
         """The record once `run` serves: the current run joins the ones served before."""
         previous = self.previous if run == self.run else (*[r for r in self.previous if r != run], self.run)
-        return Serving(run, spec_hash, tuple(previous[-REMEMBERED:]), candidate, None, reason, self.announced)
+        # A promoted challenger goes on serving while the same run is loaded again (a restart).
+        challenger = self.challenger if run == self.run and reason == "loaded" else None
+        return Serving(run, spec_hash, tuple(previous[-REMEMBERED:]), candidate, challenger, reason, self.announced)
 
     def to_doc(self) -> dict[str, Any]:
         doc = asdict(self)

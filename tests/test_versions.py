@@ -204,3 +204,57 @@ def test_a_rollback_reaches_every_serve_node(runtime_factory):
     wait_until(lambda: again.get_json("/v1/models/nile_m/predict")["model_version"] == "2",
                "the restarted serve node serves version 2", 30)
     assert again.get_json("/v1/models/nile_m/predict")["prediction"] == two["prediction"]
+
+
+CHALLENGER_POD = """\
+version: v1
+kind: Spicepod
+name: challengers
+datasets:
+  - {from: file:nile.csv, name: nile, mode: read_write}
+models:
+  - from: lightgbm
+    name: nile_m
+    datasets: [nile]
+    params: {lookback: 8, horizon: 3, backtest_windows: 2, method: lightgbm, lightgbm: {num_boost_round: 20},
+             challengers: [nile_naive], promote: if_better}
+  - {from: lightgbm, name: nile_naive, datasets: [nile], params: {lookback: 8, horizon: 3, method: naive}}
+"""
+
+
+def test_a_challenger_scored_on_the_same_points_is_promoted_when_better(inprocess_factory):
+    folder = inprocess_factory.new_dir()
+    copy_data("nile.csv", folder)
+    rt = inprocess_factory(spicepod=write_spicepod(folder, CHALLENGER_POD))
+    assert entry(rt, "nile_m")["challengers"] == {
+        "nile_naive": {"live_metrics": None, "model_live_metrics": None, "serving": False}}
+    # A flat river from 1971 on: the naive forecast is exact from the second year, LightGBM is not. Each year the
+    # model's forecast is served (the challenger's made beside it), then the year's value arrives and scores both.
+    with rt.flight_client() as client:
+        for i in range(50):
+            served = rt.get_json("/v1/models/nile_m/predict")
+            assert served["model_version"] == "1"
+            do_put(client, "nile", pa.table({"ts": years(1971 + i, 1), "value": [850.0]}))
+            wait_until(lambda scored=i + 1: (entry(rt, "nile_m")["live_metrics"] or {}).get("points") == scored,
+                       f"year {1971 + i} scored", 10)
+    challenger = wait_until(lambda: entry(rt, "nile_m")["challengers"]["nile_naive"] if entry(rt, "nile_m")[
+        "model_version"] != "1" else None, "the challenger promoted", 10)
+    assert challenger["serving"] is True
+    assert challenger["live_metrics"]["points"] == challenger["model_live_metrics"]["points"] == 50
+    assert challenger["live_metrics"]["mase"] < challenger["model_live_metrics"]["mase"]
+    assert entry(rt, "nile_m")["live_metrics"]["points"] == 50  # the model's own points are the same ones
+
+    # The model's name now answers with the challenger's forecast, marked as such; the challenger's own is unchanged.
+    promoted, naive = rt.get_json("/v1/models/nile_m/predict"), rt.get_json("/v1/models/nile_naive/predict")
+    assert (promoted["model_name"], promoted["model_version"]) == ("nile_m", "nile_naive/1")
+    assert (promoted["prediction"], promoted["timestamps"]) == (naive["prediction"], naive["timestamps"])
+    assert naive["model_version"] == "1" and promoted["prediction"] == [850.0] * 3
+
+    # It survives a restart; a rollback serves the model's own version again.
+    rt.stop()
+    rt = inprocess_factory(spicepod=rt.spicepod, data_dir=rt.data_dir)
+    assert rt.get_json("/v1/models/nile_m/predict")["model_version"] == "nile_naive/1"
+    body = rt.post("/v1/models/nile_m/rollback").json()
+    assert body["model_version"] == "1" and body["challengers"]["nile_naive"]["serving"] is False
+    own = rt.get_json("/v1/models/nile_m/predict")
+    assert own["model_version"] == "1" and own["prediction"] != [850.0] * 3
