@@ -153,9 +153,14 @@ class ModelRegistry:
             return None
 
     def set_serving(self, model: str, serving: Serving) -> None:
-        """Write the serving choice atomically: a crash leaves the old file or the new one, never half of one."""
+        """Write the serving choice atomically: a crash leaves the old file or the new one, never half of one.
+
+        Callers hold the model's serve lock, so any other temporary file is one a crash left behind.
+        """
         folder = self.root / model
         folder.mkdir(parents=True, exist_ok=True)
+        for leftover in folder.glob(".serving-*"):
+            leftover.unlink(missing_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=".serving-", dir=folder)
         try:
             with os.fdopen(fd, "w") as handle:
