@@ -29,8 +29,8 @@ ACTIONS = {
     "list_datasets": "JSON list of every dataset: name, from, mode, time_column, series_column (null when "
     "none), on_duplicate, rows, columns, first_timestamp, last_timestamp, version (bumped by each committed DoPut).",
     "dataset_info": "Body: a dataset name. JSON of that one dataset, as in list_datasets.",
-    SERVING_ACTION: 'Body: JSON {"model", "run", "spec_hash"}. Records the version a model serves and '
-    "announces it to every subscribed serve node before it returns (a rollback reaches every node).",
+    SERVING_ACTION: 'Body: JSON {"model", "run", "spec_hash", "challenger"}. Records the version a model serves '
+    "and announces it to every subscribed serve node before it returns (a rollback reaches every node).",
     SERVINGS_ACTION: "JSON of the serving choices recorded, by model.",
     **flightsql.ACTIONS,
 }

@@ -3,7 +3,9 @@
 Serve nodes keep their own registries (each trains the same versions from the same data), so a rollback on
 one must reach the others: the node records its choice here (Flight action `flightcast.serving`), the data
 node announces it over the commit notices (every subscriber acknowledges before the action returns), and a
-serve node that was away asks for the choices (`flightcast.servings`) when it subscribes again. Each choice
+serve node that was away asks for the choices (`flightcast.servings`) when it subscribes again. A choice is a
+model's own run, or a challenger promoted to answer for it (each node scores live what it served, so one node
+decides and the others follow). Each choice
 carries a sequence number, so a node applies a choice once and never an older one after a newer one.
 """
 
@@ -46,9 +48,12 @@ class ServingChoices:
         """Record a choice from an action body; returns it with its sequence number."""
         try:
             doc = json.loads(body)
-            choice = {"model": str(doc["model"]), "run": int(doc["run"]), "spec_hash": str(doc["spec_hash"])}
-        except (ValueError, KeyError, TypeError):
-            raise InvalidInput('the body must be JSON {"model": NAME, "run": N, "spec_hash": HASH}') from None
+            challenger = doc.get("challenger")
+            choice = {"model": str(doc["model"]), "run": int(doc["run"]), "spec_hash": str(doc["spec_hash"]),
+                      "challenger": None if challenger is None else str(challenger)}
+        except (ValueError, KeyError, TypeError, AttributeError):
+            raise InvalidInput('the body must be JSON {"model": NAME, "run": N, "spec_hash": HASH, '
+                               '"challenger": NAME or null}') from None
         with self._lock:
             choice["seq"] = 1 + max((c["seq"] for c in self._choices.values()), default=0)
             choices = {**self._choices, choice["model"]: choice}

@@ -129,8 +129,8 @@ class PredictionService:
             self.trainer.retry_failed(dataset)
             self._upkeep.notify(dataset)
 
-    def _announce(self, model: str, run: int, digest: str) -> dict:
-        body = json.dumps({"model": model, "run": run, "spec_hash": digest}).encode()
+    def _announce(self, model: str, run: int, digest: str, challenger: str | None) -> dict:
+        body = json.dumps({"model": model, "run": run, "spec_hash": digest, "challenger": challenger}).encode()
         return self.client.action(SERVING_ACTION, body)
 
     # --- models ------------------------------------------------------------------------------------

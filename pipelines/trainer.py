@@ -62,7 +62,7 @@ class Trainer:
         self.on_training: Callable[[str, str, float], None] | None = None
         # On a serve node: records a rollback on the data node, which announces it to every serve node (this one
         # too, through `follow`) before it returns the choice, with its sequence number.
-        self.announce: Callable[[str, int, str], dict] | None = None
+        self.announce: Callable[[str, int, str, str | None], dict] | None = None
         self._pending: dict[str, dict] = {}  # choices announced before the model had a version to serve
 
     def start(self) -> None:
@@ -274,14 +274,27 @@ class Trainer:
         self._restore_challengers()
 
     def promote_challenger(self, state: ModelState, name: str) -> None:
-        """Answer for the model with challenger `name`'s forecasts (persisted; a rollback ends it)."""
+        """Answer for the model with challenger `name`'s forecasts (persisted, on every serve node; a rollback
+        ends it)."""
         with state.serve_lock:
-            rival, own = self._states[name].current, state.own
-            if rival is None or own is None or state.challenger == name:
+            own = state.own
+            if self._states[name].current is None or own is None or state.challenger == name:
                 return
-            record = self.registry.serving(state.name) or Serving(own.meta.run, own.meta.spec_hash)
-            self.registry.set_serving(state.name, replace(record, challenger=name, reason="promoted"))
-            self._swap_in(state, name, rival)
+            if self.announce is None:
+                record = self.registry.serving(state.name) or Serving(own.meta.run, own.meta.spec_hash)
+                self._promote(state, record, name)
+                return
+        self.follow(self.announce(state.name, own.meta.run, own.meta.spec_hash, name))
+
+    def _promote(self, state: ModelState, record: Serving, name: str) -> None:
+        """Persist, then swap in, challenger `name` (the caller holds the serve lock)."""
+        rival = self._states[name].current
+        if rival is None:
+            log.warning("model %s: challenger %s has no version to serve here", state.name, name)
+            self.registry.set_serving(state.name, record)
+            return
+        self.registry.set_serving(state.name, replace(record, challenger=name, reason="promoted"))
+        self._swap_in(state, name, rival)
 
     def _swap_in(self, state: ModelState, name: str, rival: ServedModel) -> None:
         meta = replace(rival.meta, model_name=state.name, model_version=f"{name}/{rival.meta.model_version}")
@@ -320,11 +333,11 @@ class Trainer:
                 self._serve_stored(state, record, current, meta, path, "rollback")
                 return state
         # Not under the serve lock: this node's own subscription applies the choice while the data node waits.
-        self.follow(self.announce(name, meta.run, meta.spec_hash))  # again, in case the subscription was down
+        self.follow(self.announce(name, meta.run, meta.spec_hash, None))  # again, in case the subscription was down
         return state
 
     def follow(self, choice: dict) -> None:
-        """Serve the version the serve nodes chose (`{"model", "run", "spec_hash", "seq"}`), once."""
+        """Serve the version the serve nodes chose (`{"model", "run", "spec_hash", "challenger", "seq"}`), once."""
         state = self._states.get(choice.get("model", ""))
         if state is None or state.spec.kind == "file":
             return
@@ -342,6 +355,11 @@ class Trainer:
                 log.warning("model %s: another serve node serves run %s, which is not stored here; keeping "
                             "version %s", state.name, choice["run"], current.meta.model_version)
                 self.registry.set_serving(state.name, record)
+            elif choice.get("challenger") in self._states and stored[0].run == current.meta.run:
+                if state.challenger == choice["challenger"]:
+                    self.registry.set_serving(state.name, replace(record, challenger=state.challenger))
+                else:
+                    self._promote(state, record, choice["challenger"])
             elif stored[0].run == current.meta.run and state.challenger is None:
                 self.registry.set_serving(state.name, record)
             else:

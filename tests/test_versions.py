@@ -258,3 +258,25 @@ def test_a_challenger_scored_on_the_same_points_is_promoted_when_better(inproces
     assert body["model_version"] == "1" and body["challengers"]["nile_naive"]["serving"] is False
     own = rt.get_json("/v1/models/nile_m/predict")
     assert own["model_version"] == "1" and own["prediction"] != [850.0] * 3
+
+
+@pytest.mark.slow
+def test_a_challenger_promoted_on_one_serve_node_serves_on_every_one(runtime_factory):
+    folder = runtime_factory.new_dir()
+    copy_data("nile.csv", folder)
+    spicepod = write_spicepod(folder, CHALLENGER_POD)
+    data = runtime_factory(spicepod=spicepod, data_dir=folder / "data", extra_args=["--role", "data"], ready=False)
+    first, second = (runtime_factory(spicepod=spicepod, data_dir=folder / name, timeout=90, extra_args=[
+        "--role", "serve", "--data", f"grpc://127.0.0.1:{data.flight_port}"]) for name in ("serve1", "serve2"))
+    # Only the first node serves forecasts, so only it scores them live: it decides, the other follows.
+    with data.flight_client() as client:
+        for i in range(50):
+            assert first.get_json("/v1/models/nile_m/predict")["model_version"] == "1"
+            do_put(client, "nile", pa.table({"ts": years(1971 + i, 1), "value": [850.0]}))
+            wait_until(lambda scored=i + 1: (entry(first, "nile_m")["live_metrics"] or {}).get("points") == scored,
+                       f"year {1971 + i} scored", 10)
+    for node in (first, second):
+        wait_until(lambda node=node: entry(node, "nile_m")["model_version"] == "nile_naive/1",
+                   "the challenger serves", 10)
+        assert node.get_json("/v1/models/nile_m/predict")["prediction"] == [850.0] * 3
+    assert entry(second, "nile_m")["live_metrics"] is None
