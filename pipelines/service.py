@@ -55,9 +55,9 @@ class PredictionService:
         self.forecaster = Forecaster(self.states, client, self.cache, self.live, max_horizon, self.challengers)
         self.browser = SeriesBrowser(self.states, client, self.cache)
         self._upkeep = Upkeep(self.states.values(), client, self.live, self.trainer.retrain, self.challengers,
-                              self.trainer.promote_challenger)
+                              self.trainer.serving.promote_challenger)
         if remote:  # serve nodes agree on the version each model serves through their data node
-            self.trainer.announce = self._announce
+            self.trainer.serving.announce = self._announce
         # The routes, by the names the HTTP layer calls.
         self.predict = self.forecaster.predict
         self.cached = self.forecaster.cached
@@ -87,7 +87,7 @@ class PredictionService:
         if self.remote:
             self._subscription = NoticeSubscription(
                 self.client.location, self.client.call_options, self.on_data_changed, self._notices_state,
-                self.trainer.follow)
+                self.trainer.serving.follow)
             self._subscription.start()
 
     def stop(self) -> None:
@@ -114,7 +114,7 @@ class PredictionService:
                     pass
             try:  # rollbacks made on other serve nodes while this one did not hear them
                 for choice in self.client.action(SERVINGS_ACTION).values():
-                    self.trainer.follow(choice)
+                    self.trainer.serving.follow(choice)
             except FlightcastError as exc:
                 log.warning("cannot read the serving choices of the data node: %s", exc.message)
         elif self.cache.notices_lost():
@@ -157,7 +157,7 @@ class PredictionService:
 
     def versions(self, name: str) -> list[VersionInfo]:
         """A model's stored versions, newest first, with the one serving and the candidate marked."""
-        state, stored = self.trainer.versions(name)
+        state, stored = self.trainer.serving.versions(name)
         served, candidate = state.current, state.candidate
         serving_run = served.meta.run if served is not None else None
         digest = served.meta.spec_hash if served is not None else None
@@ -170,4 +170,4 @@ class PredictionService:
 
     def rollback(self, name: str, version: str | None = None) -> ModelInfo:
         """Serve a stored version again (default: the one served before); returns the listing entry."""
-        return self._info(self.trainer.rollback(name, version))
+        return self._info(self.trainer.serving.rollback(name, version))

@@ -3,6 +3,7 @@ versions from commit notices."""
 
 from __future__ import annotations
 
+import itertools
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -16,6 +17,8 @@ from pipelines.model import FileBoosterModel, TrainedModel
 from pipelines.registry import VersionMeta
 from pipelines.versions import Candidate
 from spicepod import DatasetSpec, InvalidInput, ModelSpec, NotFound, NotReady
+
+LOAD_IDS = itertools.count(1)  # a ServedModel's cache_id: unique per load
 
 
 @dataclass(frozen=True)

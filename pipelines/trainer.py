@@ -1,12 +1,11 @@
 """Trainer: the model life cycle. Each model is trained (or its stored version loaded) in the background at
 start, trained again on demand or after enough new rows, and retried when a failed model's data changes; the
 version served is swapped in whole when the new one is ready. A retrain by itself serves only when it passes
-`retrain.promote`; rollback serves a stored version again. Every change of the serving version is persisted
-(pipelines/versions.py) before it is swapped in."""
+`retrain.promote` (otherwise it is kept as a candidate); the swap itself, and rollback, are the ServingSwitch's
+(pipelines/serving.py)."""
 
 from __future__ import annotations
 
-import itertools
 import logging
 import math
 import threading
@@ -24,17 +23,15 @@ from pipelines.grid import GridQuery, phase_origin, raw_timestamps, value_column
 from pipelines.model import FileBoosterModel
 from pipelines.portfolio import load_model
 from pipelines.registry import ModelRegistry, VersionMeta, file_digest, spec_hash
-from pipelines.state import ModelState, ServedModel, find_model
+from pipelines.serving import ServingSwitch
+from pipelines.state import LOAD_IDS, ModelState, ServedModel, find_model
 from pipelines.versions import Candidate, Serving, beats, mase_on_origins
-from spicepod import FlightcastError, InvalidInput, ModelSpec, NotFound, NotReady, TrainingSpec
+from spicepod import FlightcastError, ModelSpec, NotReady, TrainingSpec
 from spicepod.timestamps import iso_utc
 
 log = logging.getLogger("flightcast.pipelines")
 
 MAX_TRAINING_POINTS = 20_000  # training reads at most the latest this many periods of each series
-
-_load_ids = itertools.count(1)
-
 
 @dataclass(frozen=True)
 class _Built:
@@ -60,10 +57,7 @@ class Trainer:
         self._stopping = threading.Event()
         # Called as (model, "success" | "failed", seconds) after each real training run.
         self.on_training: Callable[[str, str, float], None] | None = None
-        # On a serve node: records a rollback on the data node, which announces it to every serve node (this one
-        # too, through `follow`) before it returns the choice, with its sequence number.
-        self.announce: Callable[[str, int, str, str | None], dict] | None = None
-        self._pending: dict[str, dict] = {}  # choices announced before the model had a version to serve
+        self.serving = ServingSwitch(states, self.registry, client)  # which stored version serves
 
     def start(self) -> None:
         """Train or load every model in the background, one after another."""
@@ -116,7 +110,7 @@ class Trainer:
             outcome = "failed"
             try:
                 built = self._build(state, force, started, promote)
-                self._commit(state, built)
+                self.serving.commit(state, built.served, built.reason, built.candidate)
                 outcome = "success" if built.trained else "loaded"
             except FlightcastError as exc:
                 state.fail(exc.message)
@@ -150,7 +144,7 @@ class Trainer:
             count = len(grid.series_stats(self.client)) if state.panel else 1
             meta = self._file_meta(spec, grid, count)
             log.info("model %s: loaded LightGBM model file %s (version %s)", spec.name, spec.path, meta.model_version)
-            return _Built(ServedModel(meta, model, grid, next(_load_ids), rows, state.panel), False, "loaded")
+            return _Built(ServedModel(meta, model, grid, next(LOAD_IDS), rows, state.panel), False, "loaded")
 
         series = self.engine.load(grid, MAX_TRAINING_POINTS)
         if not series.count:
@@ -175,7 +169,7 @@ class Trainer:
                 else:
                     log.info("model %s: loaded stored version %s", spec.name, meta.model_version)
                     candidate = record.candidate if record is not None and record.run == meta.run else None
-                    served = ServedModel(meta, model, grid, next(_load_ids), rows, state.panel)
+                    served = ServedModel(meta, model, grid, next(LOAD_IDS), rows, state.panel)
                     return _Built(served, False, "loaded", candidate)
 
         log.info("model %s: training on %d periods of %d series of %s (frequency %s)",
@@ -212,7 +206,7 @@ class Trainer:
             spec.name, meta.model_version, model.strategy, series.rows, elapsed,
             _fmt(meta.metrics.get("mase")), _fmt(meta.metrics.get("smape")),
         )
-        served = ServedModel(meta, model, grid, next(_load_ids), rows, state.panel)
+        served = ServedModel(meta, model, grid, next(LOAD_IDS), rows, state.panel)
         incumbent = self._incumbent(state, pinned, digest, grid, rows)
         if promote != "if_better" or incumbent is None:
             return _Built(served, True, "trained")
@@ -249,160 +243,11 @@ class Trainer:
         if pinned is None:
             return None
         try:
-            return ServedModel(pinned[0], load_model(pinned[1]), grid, next(_load_ids), rows, state.panel)
+            return ServedModel(pinned[0], load_model(pinned[1]), grid, next(LOAD_IDS), rows, state.panel)
         except Exception as exc:
             log.warning("model %s: the version served before (%s) is unreadable (%s); serving the new one",
                         state.name, pinned[0].model_version, exc)
             return None
-
-    def _commit(self, state: ModelState, built: _Built) -> None:
-        """Persist the serving choice, then swap the served version in (a crash between leaves the choice the
-        restart serves)."""
-        with state.serve_lock:
-            meta = built.served.meta
-            if state.spec.kind != "file":
-                record = self.registry.serving(state.name)
-                start = record or Serving(meta.run, meta.spec_hash, reason=built.reason)
-                moved = start.moved_to(meta.run, meta.spec_hash, built.reason if built.reason != "kept" else
-                                       start.reason, built.candidate)
-                if moved != record:
-                    self.registry.set_serving(state.name, moved)
-            state.succeed(built.served, built.candidate)
-        pending = self._pending.pop(state.name, None)
-        if pending is not None:
-            self.follow(pending)
-        self._restore_challengers()
-
-    def promote_challenger(self, state: ModelState, name: str) -> None:
-        """Answer for the model with challenger `name`'s forecasts (persisted, on every serve node; a rollback
-        ends it)."""
-        with state.serve_lock:
-            own = state.own
-            if self._states[name].current is None or own is None or state.challenger == name:
-                return
-            if self.announce is None:
-                record = self.registry.serving(state.name) or Serving(own.meta.run, own.meta.spec_hash)
-                self._promote(state, record, name)
-                return
-        self.follow(self.announce(state.name, own.meta.run, own.meta.spec_hash, name))
-
-    def _promote(self, state: ModelState, record: Serving, name: str) -> None:
-        """Persist, then swap in, challenger `name` (the caller holds the serve lock)."""
-        rival = self._states[name].current
-        if rival is None:
-            log.warning("model %s: challenger %s has no version to serve here", state.name, name)
-            self.registry.set_serving(state.name, record)
-            return
-        self.registry.set_serving(state.name, replace(record, challenger=name, reason="promoted"))
-        self._swap_in(state, name, rival)
-
-    def _swap_in(self, state: ModelState, name: str, rival: ServedModel) -> None:
-        meta = replace(rival.meta, model_name=state.name, model_version=f"{name}/{rival.meta.model_version}")
-        state.swap(replace(rival, meta=meta, cache_id=next(_load_ids)), state.candidate, challenger=name)
-        log.info("model %s: challenger %s (version %s) serves in its place", state.name, name,
-                 rival.meta.model_version)
-
-    def _restore_challengers(self) -> None:
-        """After a restart, a promoted challenger serves again once both it and the model have a version."""
-        for state in self._states.values():
-            if state.own is None or state.challenger is not None or not state.spec.challengers:
-                continue
-            with state.serve_lock:
-                record = self.registry.serving(state.name)
-                name = record.challenger if record is not None else None
-                rival = self._states[name].current if name in self._states else None
-                if rival is not None and state.challenger is None and record.run == state.own.meta.run:
-                    self._swap_in(state, name, rival)
-
-    # --- versions ----------------------------------------------------------------------------------
-
-    def rollback(self, name: str, version: str | None) -> ModelState:
-        """Serve a stored version again (default: the one served before the current); the choice is persisted
-        before it is swapped in, and no forecast of the version it replaces is answered after this returns."""
-        state = find_model(self._states, name)
-        if state.spec.kind == "file":
-            raise InvalidInput(f"model '{name}' is loaded from a model file; it has no stored versions")
-        with state.serve_lock:
-            state.served()
-            current = state.own  # while a challenger serves, rollback goes back to the model's own versions
-            record = self.registry.serving(name) or Serving(current.meta.run, current.meta.spec_hash)
-            meta, path = self._rollback_target(state, record, current, version)
-            if meta.run == current.meta.run and state.challenger is None:
-                return state
-            if self.announce is None:
-                self._serve_stored(state, record, current, meta, path, "rollback")
-                return state
-        # Not under the serve lock: this node's own subscription applies the choice while the data node waits.
-        self.follow(self.announce(name, meta.run, meta.spec_hash, None))  # again, in case the subscription was down
-        return state
-
-    def follow(self, choice: dict) -> None:
-        """Serve the version the serve nodes chose (`{"model", "run", "spec_hash", "challenger", "seq"}`), once."""
-        state = self._states.get(choice.get("model", ""))
-        if state is None or state.spec.kind == "file":
-            return
-        with state.serve_lock:
-            current = state.own
-            if current is None:  # still starting: applied once a version serves
-                self._pending[state.name] = choice
-                return
-            record = self.registry.serving(state.name) or Serving(current.meta.run, current.meta.spec_hash)
-            if choice["seq"] <= record.announced:
-                return
-            record = replace(record, announced=choice["seq"])
-            stored = self.registry.version(state.name, str(choice["run"]))
-            if stored is None or not stored[0].spec_hash == choice["spec_hash"] == current.meta.spec_hash:
-                log.warning("model %s: another serve node serves run %s, which is not stored here; keeping "
-                            "version %s", state.name, choice["run"], current.meta.model_version)
-                self.registry.set_serving(state.name, record)
-            elif choice.get("challenger") in self._states and stored[0].run == current.meta.run:
-                if state.challenger == choice["challenger"]:
-                    self.registry.set_serving(state.name, replace(record, challenger=state.challenger))
-                else:
-                    self._promote(state, record, choice["challenger"])
-            elif stored[0].run == current.meta.run and state.challenger is None:
-                self.registry.set_serving(state.name, record)
-            else:
-                self._serve_stored(state, record, current, *stored, "rollback")
-
-    def _rollback_target(
-        self, state: ModelState, record: Serving, current: ServedModel, version: str | None,
-    ) -> tuple[VersionMeta, Path]:
-        name = state.name
-        if version is None and state.challenger is not None:
-            return self.registry.version(name, str(current.meta.run))
-        if version is None:
-            for run in reversed(record.previous):
-                stored = self.registry.version(name, str(run))
-                if run != current.meta.run and stored is not None and stored[0].spec_hash == current.meta.spec_hash:
-                    return stored
-            raise InvalidInput(f"model '{name}' has no earlier version to roll back to; "
-                               f"GET /v1/models/{name}/versions lists the stored ones")
-        stored = self.registry.version(name, version)
-        if stored is None:
-            raise NotFound(f"model '{name}' has no stored version '{version}'; "
-                           f"GET /v1/models/{name}/versions lists them")
-        if stored[0].spec_hash != current.meta.spec_hash:
-            raise InvalidInput(f"version '{version}' of model '{name}' was trained from another spec "
-                               "(its params or data set-up changed since); it cannot serve")
-        return stored
-
-    def _serve_stored(
-        self, state: ModelState, record: Serving, current: ServedModel, meta: VersionMeta, path: Path, reason: str,
-    ) -> None:
-        """Load a stored run and serve it (the caller holds the serve lock)."""
-        model = load_model(path)
-        rows = int(self.client.dataset_info(state.spec.dataset)["rows"])  # `after_rows` counts from now
-        served = ServedModel(meta, model, current.grid, next(_load_ids), rows, state.panel)
-        candidate = state.candidate if state.candidate is not None and state.candidate.run != meta.run else None
-        self.registry.set_serving(state.name, record.moved_to(meta.run, meta.spec_hash, reason, candidate))
-        state.swap(served, candidate)
-        log.info("model %s: version %s serves (%s)", state.name, meta.model_version, reason)
-
-    def versions(self, name: str) -> tuple[ModelState, list[VersionMeta]]:
-        """A model's stored versions, oldest first."""
-        state = find_model(self._states, name)
-        return state, [meta for meta, _ in self.registry.versions(name)]
 
     def _file_meta(self, spec: ModelSpec, grid: GridQuery, series_count: int) -> VersionMeta:
         """A `file:` model's version is its file's digest; it is never stored, so nothing fingerprints its data."""

@@ -13,7 +13,7 @@ served had it stayed.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
@@ -76,16 +76,6 @@ class Serving:
         candidate = Candidate(**doc["candidate"]) if doc.get("candidate") else None
         return cls(int(doc["run"]), str(doc["spec_hash"]), tuple(int(r) for r in doc.get("previous", ())),
                    candidate, doc.get("challenger"), str(doc.get("reason", "trained")), int(doc.get("announced", 0)))
-
-
-@dataclass(frozen=True)
-class Verdict:
-    """Whether a retrained version beats the serving one, with both MASEs on the same origins."""
-
-    better: bool
-    mase: float | None
-    serving_mase: float | None
-    origins: list[int] = field(default_factory=list)
 
 
 def beats(new_mase: float | None, serving_mase: float) -> bool:
