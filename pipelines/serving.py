@@ -80,11 +80,17 @@ class ServingSwitch:
                  rival.meta.model_version)
 
     def restore_challengers(self) -> None:
-        """After a restart, a promoted challenger serves again once both it and the model have a version."""
+        """A promoted challenger serves its current version (it may have retrained or rolled back), and after a
+        restart serves again once both it and the model have a version. Called with no serve lock held."""
         for state in self._states.values():
-            if state.own is None or state.challenger is not None or not state.spec.challengers:
+            if state.own is None or not state.spec.challengers:
                 continue
             with state.serve_lock:
+                if state.challenger is not None:
+                    rival = self._states[state.challenger].current
+                    if rival is not None and state.current is not None and state.current.model is not rival.model:
+                        self._swap_in(state, state.challenger, rival)
+                    continue
                 record = self.registry.serving(state.name)
                 name = record.challenger if record is not None else None
                 rival = self._states[name].current if name in self._states else None
@@ -108,13 +114,19 @@ class ServingSwitch:
                 return state
             if self.announce is None:
                 self._serve_stored(state, record, current, meta, path, "rollback")
-                return state
+        if self.announce is None:
+            self.restore_challengers()  # a model whose promoted challenger this is serves the version rolled back to
+            return state
         # Not under the serve lock: this node's own subscription applies the choice while the data node waits.
         self.follow(self.announce(name, meta.run, meta.spec_hash, None))  # again, in case the subscription was down
         return state
 
     def follow(self, choice: dict) -> None:
         """Serve the version the serve nodes chose (`{"model", "run", "spec_hash", "challenger", "seq"}`), once."""
+        self._follow(choice)
+        self.restore_challengers()
+
+    def _follow(self, choice: dict) -> None:
         state = self._states.get(choice.get("model", ""))
         if state is None or state.spec.kind == "file":
             return

@@ -250,10 +250,14 @@ def test_a_challenger_scored_on_the_same_points_is_promoted_when_better(inproces
     assert (promoted["prediction"], promoted["timestamps"]) == (naive["prediction"], naive["timestamps"])
     assert naive["model_version"] == "1" and promoted["prediction"] == [850.0] * 3
 
+    # The challenger retrained: its new version answers for the model too.
+    assert rt.post("/v1/models/nile_naive/train").json()["model_version"] == "2"
+    assert rt.get_json("/v1/models/nile_m/predict")["model_version"] == "nile_naive/2"
+
     # It survives a restart; a rollback serves the model's own version again.
     rt.stop()
     rt = inprocess_factory(spicepod=rt.spicepod, data_dir=rt.data_dir)
-    assert rt.get_json("/v1/models/nile_m/predict")["model_version"] == "nile_naive/1"
+    assert rt.get_json("/v1/models/nile_m/predict")["model_version"] == "nile_naive/2"
     body = rt.post("/v1/models/nile_m/rollback").json()
     assert body["model_version"] == "1" and body["challengers"]["nile_naive"]["serving"] is False
     own = rt.get_json("/v1/models/nile_m/predict")
