@@ -158,9 +158,9 @@ class PredictionService:
     def versions(self, name: str) -> list[VersionInfo]:
         """A model's stored versions, newest first, with the one serving and the candidate marked."""
         state, stored = self.trainer.serving.versions(name)
-        served, candidate = state.current, state.candidate
-        serving_run = served.meta.run if served is not None else None
-        digest = served.meta.spec_hash if served is not None else None
+        own, candidate = state.own, state.candidate
+        serving_run = own.meta.run if own is not None and state.challenger is None else None  # else a challenger's
+        digest = own.meta.spec_hash if own is not None else None
         return [
             VersionInfo(meta.model_version, meta.run, meta.trained_at, meta.training_rows, dict(meta.metrics),
                         serving=meta.run == serving_run, candidate=candidate is not None and candidate.run == meta.run,

@@ -249,6 +249,7 @@ def test_a_challenger_scored_on_the_same_points_is_promoted_when_better(inproces
     assert (promoted["model_name"], promoted["model_version"]) == ("nile_m", "nile_naive/1")
     assert (promoted["prediction"], promoted["timestamps"]) == (naive["prediction"], naive["timestamps"])
     assert naive["model_version"] == "1" and promoted["prediction"] == [850.0] * 3
+    assert [v["serving"] for v in rt.get_json("/v1/models/nile_m/versions")] == [False]  # its own does not serve
 
     # The challenger retrained: its new version answers for the model too.
     assert rt.post("/v1/models/nile_naive/train").json()["model_version"] == "2"
