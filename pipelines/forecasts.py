@@ -8,6 +8,8 @@ from typing import Any
 
 import numpy as np
 
+from pipelines.versions import Candidate
+
 # A requested interval level: its label as the client wrote it ("80", "97.5") and its value.
 Level = tuple[str, float]
 
@@ -68,7 +70,7 @@ class ModelInfo:
     # A portfolio's candidates: each one's backtest MASE and the number of series it serves.
     methods: dict[str, Any] | None = None
     error_message: str | None = None
-    candidate: Any = None  # a retrained version kept without serving (pipelines.versions.Candidate)
+    candidate: Candidate | None = None  # a retrained version kept without serving
     challengers: dict[str, Any] | None = None  # each challenger's live metrics on this model's points
 
 

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import json
 from datetime import datetime
 
 import pyarrow as pa
+import pyarrow.flight as flight
 import pytest
 from conftest import copy_data, do_put, wait_until
 
 from harness import write_spicepod
+from spicepod.constants import SERVING_ACTION, SERVINGS_ACTION
 
 # Two copies of the Nile series a DoPut may extend. The same spec trains the same version to the bit (training
 # is deterministic), so nile_m and nile_always serve identical forecasts while both serve version 1.
@@ -195,6 +198,14 @@ def test_a_rollback_reaches_every_serve_node(runtime_factory):
         assert [(v["run"], v["serving"]) for v in node.get_json("/v1/models/nile_m/versions")] == [(2, False),
                                                                                                   (1, True)]
     assert one["model_version"] == "1"
+
+    # The data node records the choice; a malformed one is refused, naming the shape it takes.
+    with data.flight_client() as client:
+        [result] = client.do_action(flight.Action(SERVINGS_ACTION, b""))
+        choice = json.loads(result.body.to_pybytes())["nile_m"]
+        assert (choice["run"], choice["challenger"], choice["seq"]) == (1, None, 1)
+        with pytest.raises(pa.ArrowInvalid, match='the body must be JSON {"model": NAME, "run": N, '):
+            list(client.do_action(flight.Action(SERVING_ACTION, b'{"model": "nile_m"}')))
 
     # A node that was away when another rolled back serves the choice once it hears the data node again.
     second.stop()
