@@ -92,10 +92,13 @@ class ModelState:
             self._data_changed_while_training = False
 
     def succeed(self, served: ServedModel, candidate: Candidate | None = None) -> None:
-        """`served` serves from now on (a new version, or the same one when a candidate was kept)."""
+        """`served` serves from now on (a new version, or the same one when a candidate was kept; then a
+        promoted challenger goes on serving in its place)."""
         with self._guard:
-            self.current, self.candidate, self.error, self._training = served, candidate, None, False
-            self.own, self.challenger = served, None
+            self.candidate, self.error, self._training = candidate, None, False
+            if self.challenger is None or self.own is None or served.meta.run != self.own.meta.run:
+                self.current, self.challenger = served, None
+            self.own = served
 
     def swap(self, served: ServedModel, candidate: Candidate | None, challenger: str | None = None) -> None:
         """Serve another stored version (a rollback), or a challenger's; a training under way is not affected."""

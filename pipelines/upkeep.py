@@ -122,7 +122,7 @@ class Upkeep:
 
     def _maybe_retrain(self, state: ModelState, info: dict) -> None:
         retrain = state.spec.retrain
-        served = state.current
+        served = state.own  # the model's own version (a promoted challenger may serve in its place)
         if served is None or state.name in self._retraining:
             return
         new_rows = int(info["rows"]) - served.dataset_rows

@@ -59,8 +59,8 @@ class Serving:
     def moved_to(self, run: int, spec_hash: str, reason: str, candidate: Candidate | None) -> Serving:
         """The record once `run` serves: the current run joins the ones served before."""
         previous = self.previous if run == self.run else (*[r for r in self.previous if r != run], self.run)
-        # A promoted challenger goes on serving while the same run is loaded again (a restart).
-        challenger = self.challenger if run == self.run and reason == "loaded" else None
+        # A promoted challenger goes on serving while the model's run stays (a restart, a candidate kept).
+        challenger = self.challenger if run == self.run and reason != "rollback" else None
         return Serving(run, spec_hash, tuple(previous[-REMEMBERED:]), candidate, challenger, reason, self.announced)
 
     def to_doc(self) -> dict[str, Any]:
