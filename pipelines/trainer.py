@@ -33,6 +33,7 @@ log = logging.getLogger("flightcast.pipelines")
 
 MAX_TRAINING_POINTS = 20_000  # training reads at most the latest this many periods of each series
 
+
 @dataclass(frozen=True)
 class _Built:
     """What a training run decided: the version to serve, and the candidate kept instead when it lost."""
@@ -211,7 +212,12 @@ class Trainer:
         if promote != "if_better" or incumbent is None:
             return _Built(served, True, "trained")
         local = series.series if hasattr(series, "series") else grid.history(self.client, MAX_TRAINING_POINTS)
-        serving_mase = mase_on_origins(incumbent.model, local, spec.horizon, spec.backtest_windows)
+        try:
+            serving_mase = mase_on_origins(incumbent.model, local, spec.horizon, spec.backtest_windows)
+        except Exception as exc:  # a serving version that cannot be scored cannot hold a better one back
+            log.warning("model %s: cannot score the serving version %s on the new origins (%s: %s)",
+                        spec.name, incumbent.meta.model_version, type(exc).__name__, exc)
+            serving_mase = math.nan
         new_mase = meta.metrics.get("mase")
         if beats(new_mase, serving_mase):
             log.info("model %s: version %s (MASE %s) beats the serving version %s (%s on the same origins); "
