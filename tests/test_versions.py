@@ -3,14 +3,21 @@
 from __future__ import annotations
 
 import json
+import math
 from datetime import datetime
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.flight as flight
 import pytest
 from conftest import copy_data, do_put, wait_until
 
 from harness import write_spicepod
+from pipelines.frequency import Frequency
+from pipelines.metrics import mase
+from pipelines.series import SeriesSet
+from pipelines.training import train_model
+from pipelines.versions import mase_on_origins
 from spicepod.constants import SERVING_ACTION, SERVINGS_ACTION
 
 # Two copies of the Nile series a DoPut may extend. The same spec trains the same version to the bit (training
@@ -296,3 +303,20 @@ def test_a_challenger_promoted_on_one_serve_node_serves_on_every_one(runtime_fac
                    "the challenger serves", 10)
         assert node.get_json("/v1/models/nile_m/predict")["prediction"] == [850.0] * 3
     assert entry(second, "nile_m")["live_metrics"] is None
+
+
+def test_the_serving_version_is_scored_on_the_latest_origins_of_each_series() -> None:
+    """mase_on_origins on its own: a naive model of a two-series panel, scored against the same sums by hand."""
+    rng = np.random.default_rng(3)
+    times = np.arange(np.datetime64("2024-01-01", "us"), np.datetime64("2024-03-01", "us"), np.timedelta64(1, "D"))
+    series = SeriesSet(["a", "b"], [times, times], [100 + rng.normal(0, 3, times.size).cumsum(),
+                                                    50 + rng.normal(0, 1, times.size).cumsum()])
+    model = train_model(series, method="naive", freq=Frequency.parse("1d"), lookback=7, horizon=3,
+                        strategy="recursive", backtest_windows=2, lightgbm_params={}, dataset="d")
+    season = model.freq.season
+    expected = []
+    for values in series.values:
+        cuts = [values.size - 3, values.size - 6]  # origins spaced one horizon apart, the latest first
+        expected.append(np.mean([mase(values[c:c + 3], np.full(3, values[c - 1]), values[:c], season) for c in cuts]))
+    assert mase_on_origins(model, series, horizon=3, windows=2) == pytest.approx(np.mean(expected), rel=1e-12)
+    assert math.isnan(mase_on_origins(model, series.truncated(np.array([5, 5])), horizon=3, windows=2))
