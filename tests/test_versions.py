@@ -320,3 +320,30 @@ def test_the_serving_version_is_scored_on_the_latest_origins_of_each_series() ->
         expected.append(np.mean([mase(values[c:c + 3], np.full(3, values[c - 1]), values[:c], season) for c in cuts]))
     assert mase_on_origins(model, series, horizon=3, windows=2) == pytest.approx(np.mean(expected), rel=1e-12)
     assert math.isnan(mase_on_origins(model, series.truncated(np.array([5, 5])), horizon=3, windows=2))
+
+
+def test_a_candidate_survives_a_restart_and_a_changed_spec_serves_its_own_versions_only(inprocess_factory, pod):
+    rt = inprocess_factory(spicepod=pod)
+    with rt.flight_client() as client:
+        do_put(client, "nile", FLAT_TAIL)
+    candidate = wait_until(lambda: entry(rt, "nile_m").get("candidate"), "nile_m keeps a candidate", 60)
+    rt.stop()
+    rt = inprocess_factory(spicepod=pod, data_dir=rt.data_dir)
+    assert entry(rt, "nile_m")["model_version"] == "1" and entry(rt, "nile_m")["candidate"] == candidate
+
+    # Another lookback is another spec: its first version serves at once, and the older ones cannot serve.
+    rt.stop()
+    pod.write_text(pod.read_text().replace("lookback: 8", "lookback: 6"))
+    rt = inprocess_factory(spicepod=pod, data_dir=rt.data_dir)
+    assert entry(rt, "nile_m")["model_version"] == "3" and "candidate" not in entry(rt, "nile_m")
+    listed = rt.get_json("/v1/models/nile_m/versions")
+    assert [(v["run"], v["serving"], v["servable"]) for v in listed] == [(3, True, True), (2, False, False),
+                                                                          (1, False, False)]
+    response = rt.post("/v1/models/nile_m/rollback?version=1")
+    assert (response.status, response.json()["error_message"]) == (
+        400, "version '1' of model 'nile_m' was trained from another spec (its params or data set-up changed "
+             "since); it cannot serve")
+    response = rt.post("/v1/models/nile_m/rollback")
+    assert (response.status, response.json()["error_message"]) == (
+        400, "model 'nile_m' has no earlier version to roll back to; GET /v1/models/nile_m/versions lists the "
+             "stored ones")
