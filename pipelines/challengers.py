@@ -51,7 +51,7 @@ class Challengers:
         """Forecast every challenger of `state` on the windows the model just forecast from; remember both."""
         for name in state.spec.challengers:
             rival = self._states[name].current
-            if rival is None or not windows.ids:
+            if rival is None or not windows.ids or steps > rival.model.max_horizon:  # a direct one forecasts less
                 continue
             try:
                 rows, values, last = self._windows(rival, windows)
