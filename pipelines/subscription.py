@@ -82,8 +82,7 @@ class NoticeSubscription:
                 chunk = reader.read_chunk()
                 notice = json.loads(chunk.app_metadata.to_pybytes())
                 if "serving" in notice:  # another serve node changed the version a model serves
-                    if self._on_serving is not None:
-                        self._on_serving(notice["serving"])
+                    self._serving(notice["serving"])
                     writer.write_metadata(pa.py_buffer(b"ack"))
                     continue
                 series = notice["series"]
@@ -93,3 +92,12 @@ class NoticeSubscription:
         finally:
             self._client = self._reader = None
             client.close()
+
+    def _serving(self, choice: dict) -> None:
+        if self._on_serving is None:
+            return
+        try:
+            self._on_serving(choice)
+        except Exception as exc:  # the notices must go on; the choice is read again on the next subscription
+            log.warning("cannot serve the version another serve node chose (%s): %s: %s", choice,
+                        type(exc).__name__, exc)
