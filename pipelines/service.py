@@ -115,8 +115,8 @@ class PredictionService:
             try:  # rollbacks made on other serve nodes while this one did not hear them
                 for choice in self.client.action(SERVINGS_ACTION).values():
                     self.trainer.serving.follow(choice)
-            except FlightcastError as exc:
-                log.warning("cannot read the serving choices of the data node: %s", exc.message)
+            except Exception as exc:  # the subscription must go on
+                log.warning("cannot follow the serving choices of the data node: %s: %s", type(exc).__name__, exc)
         elif self.cache.notices_lost():
             log.warning("lost the data node's commit notices; checking its data version on every prediction")
 
