@@ -4,7 +4,8 @@ not answering within ACK_TIMEOUT_S), so no serve node answers from older data af
 
 Protocol (DoExchange, descriptor command `flightcast.notices`): the client sends metadata `subscribe`;
 the server sends one JSON metadata message per commit, `{"dataset", "version", "last_timestamp",
-"series"}` (series: a list of ids, or null for all), and the client answers each with metadata `ack`.
+"series"}` (series: a list of ids, or null for all), or `{"serving": {"model", "run", "spec_hash", "seq"}}`
+for a serving choice (flight_server/serving.py), and the client answers each with metadata `ack`.
 """
 
 from __future__ import annotations
@@ -47,12 +48,17 @@ class NoticeHub:
 
     def publish(self, dataset: str, version: int, last_timestamp: str | None, series: frozenset[str] | None) -> None:
         """A store commit listener: deliver to every subscriber, each acknowledged or dropped."""
+        self.announce({"dataset": dataset, "version": version, "last_timestamp": last_timestamp,
+                       "series": sorted(series) if series is not None else None})
+
+    def announce(self, notice: dict) -> None:
+        """Deliver one JSON notice (a commit, or a serving choice `{"serving": {...}}`) to every subscriber,
+        each acknowledged or dropped."""
         with self._lock:
             subscribers = list(self._subscribers)
         if not subscribers:
             return
-        message = json.dumps({"dataset": dataset, "version": version, "last_timestamp": last_timestamp,
-                              "series": sorted(series) if series is not None else None}).encode()
+        message = json.dumps(notice).encode()
         waits = []
         for subscriber in subscribers:
             done = threading.Event()

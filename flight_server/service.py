@@ -15,8 +15,10 @@ from flight_server import flightsql, notices
 from flight_server.auth import HandshakeAuthHandler, access_middleware
 from flight_server.ingest import receive
 from flight_server.notices import NoticeHub
+from flight_server.serving import ServingChoices
 from flight_server.store import DatasetStore
 from spicepod import FlightcastError, InvalidInput, Unimplemented
+from spicepod.constants import SERVING_ACTION, SERVINGS_ACTION
 from spicepod.errors import flight_exception, flight_kind
 
 log = logging.getLogger("flightcast.flight")
@@ -27,6 +29,9 @@ ACTIONS = {
     "list_datasets": "JSON list of every dataset: name, from, mode, time_column, series_column (null when "
     "none), on_duplicate, rows, columns, first_timestamp, last_timestamp, version (bumped by each committed DoPut).",
     "dataset_info": "Body: a dataset name. JSON of that one dataset, as in list_datasets.",
+    SERVING_ACTION: 'Body: JSON {"model", "run", "spec_hash", "challenger"}. Records the version a model serves '
+    "and announces it to every subscribed serve node before it returns (a rollback reaches every node).",
+    SERVINGS_ACTION: "JSON of the serving choices recorded, by model.",
     **flightsql.ACTIONS,
 }
 
@@ -107,6 +112,7 @@ class FlightService(flight.FlightServerBase):
         self.sql = flightsql.FlightSql(store)
         self.notices = NoticeHub()
         store.subscribe(self.notices.publish)
+        self.serving = ServingChoices(store.data_dir)
 
     def _info(self, descriptor: flight.FlightDescriptor, schema: pa.Schema, ticket: str, rows: int):
         endpoint = flight.FlightEndpoint(ticket.encode("utf-8"), [])
@@ -180,6 +186,11 @@ class FlightService(flight.FlightServerBase):
             payload: Any = self.store.datasets()
         elif action.type == "dataset_info":
             payload = self.store.state(_utf8(body, "action body").strip()).info()
+        elif action.type == SERVING_ACTION:
+            payload = self.serving.record(body)
+            self.notices.announce({"serving": payload})
+        elif action.type == SERVINGS_ACTION:
+            payload = self.serving.all()
         elif action.type in flightsql.ACTIONS or action.type in flightsql.OTHER_ACTIONS:
             return iter([flight.Result(r) for r in self.sql.do_action(context, action.type, body)])
         else:

@@ -61,6 +61,8 @@ ROUTES: list[tuple[str, type[tornado.web.RequestHandler]]] = [
     (r"/v1/models", handlers.ModelsHandler),
     (r"/v1/models/([^/]+)/predict", predict.PredictHandler),
     (r"/v1/models/([^/]+)/train", handlers.TrainHandler),
+    (r"/v1/models/([^/]+)/versions", handlers.VersionsHandler),
+    (r"/v1/models/([^/]+)/rollback", handlers.RollbackHandler),
     (r"/v1/models/([^/]+)/series", predict.SeriesHandler),
     (r"/v1/models/([^/]+)/forecasts", predict.ForecastsHandler),
     (r"/v1/models/([^/]+)/history", predict.HistoryHandler),

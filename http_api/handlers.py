@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from typing import Any
 
 import pyarrow as pa
 
-from http_api.base import BaseHandler
+from http_api.base import ONE, BaseHandler
 from pipelines.flight_client import typed_errors
-from pipelines.forecasts import ModelInfo
+from pipelines.forecasts import ModelInfo, VersionInfo
 from spicepod import InvalidInput, LimitExceeded
 
 MAX_SQL_ROWS = 1_000_000  # rows one POST /v1/sql may return; use Flight DoGet for more
@@ -41,9 +42,20 @@ def model_json(info: ModelInfo) -> dict[str, Any]:
         entry["methods"] = info.methods
     if info.feature_importance is not None:
         entry["feature_importance"] = info.feature_importance
+    if info.candidate is not None:
+        entry["candidate"] = {"version": info.candidate.version, "run": info.candidate.run,
+                              "mase": info.candidate.mase, "serving_mase": info.candidate.serving_mase,
+                              "trained_at": info.candidate.trained_at}
+    if info.challengers is not None:
+        entry["challengers"] = info.challengers
     if info.error_message:
         entry["error_message"] = info.error_message
     return entry
+
+
+def version_json(info: VersionInfo) -> dict[str, Any]:
+    """One entry of GET /v1/models/{name}/versions."""
+    return asdict(info)
 
 
 class HealthHandler(BaseHandler):
@@ -98,6 +110,22 @@ class ModelsHandler(BaseHandler):
 class TrainHandler(BaseHandler):
     async def post(self, name: str) -> None:
         self.write_json(model_json(await self.ctx.run(self.ctx.predictions.train, name, pool="training")))
+
+
+class VersionsHandler(BaseHandler):
+    async def get(self, name: str) -> None:
+        self.write_json([version_json(v) for v in await self.ctx.run(self.ctx.predictions.versions, name)])
+
+
+class RollbackHandler(BaseHandler):
+    query_params = {"version": ONE}
+
+    async def post(self, name: str) -> None:
+        version = self.get_query_argument("version", None)
+        if version is not None and not version.strip():
+            raise InvalidInput("'version' must name a stored version (its run number or version); "
+                               f"GET /v1/models/{name}/versions lists them")
+        self.write_json(model_json(await self.ctx.run(self.ctx.predictions.rollback, name, version)))
 
 
 class SqlHandler(BaseHandler):

@@ -126,6 +126,35 @@ PATHS: dict[str, dict[str, dict[str, Any]]] = {
             },
         },
     },
+    "/v1/models/{name}/versions": {
+        "get": {
+            "operationId": "listVersions",
+            "summary": "The model's stored versions, newest first: metrics, which one serves, which is a candidate",
+            "parameters": [MODEL_NAME],
+            "responses": {
+                "200": _json({"type": "array", "items": ref("Version")}, "the stored versions"),
+                "400": _error("a query parameter"),
+                "404": UNKNOWN_MODEL,
+            },
+        },
+    },
+    "/v1/models/{name}/rollback": {
+        "post": {
+            "operationId": "rollback",
+            "summary": "Serve a stored version again (default: the one served before the current); persisted, "
+                       "the same on every serve node, and no forecast of the replaced version after it returns",
+            "parameters": [MODEL_NAME, {
+                "name": "version", "in": "query", "required": False, "schema": {"type": "string", "minLength": 1},
+                "description": "a run number or version from GET /v1/models/{name}/versions"}],
+            "responses": {
+                "200": _json(ref("Model"), "the model's entry, serving the version asked for"),
+                "400": _error("no earlier version to go back to, a version trained from another spec, a model "
+                              "not trained yet, or a query parameter"),
+                "404": _error("unknown model or stored version, or an empty name (no route for the path)"),
+                "503": DATA_NODE_DOWN,
+            },
+        },
+    },
     "/v1/models/{name}/series": {
         "get": {
             "operationId": "listSeries", "summary": "The series of a model's dataset, by id (searchable)",

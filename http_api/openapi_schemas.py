@@ -195,6 +195,17 @@ SCHEMAS: dict[str, Any] = {
             },
             "health": {"enum": ["ok", "drifting"],
                        "description": "drifting: drift above drift_ratio over a whole drift_window of points"},
+            "candidate": {
+                "type": "object", "required": ["version", "run", "mase", "serving_mase"],
+                "description": "a retrained version kept without serving (retrain.promote if_better): its "
+                               "backtest MASE did not beat the serving version's on the same origins",
+                "properties": {"version": {"type": "string"}, "run": {"type": "integer"}, "mase": NUMBER_OR_NULL,
+                               "serving_mase": NUMBER_OR_NULL, "trained_at": {"type": "string"}},
+            },
+            "challengers": {
+                "type": "object", "description": "each challenger's live metrics on this model's scored points",
+                "additionalProperties": {"type": "object"},
+            },
         },
     },
     "Anomaly": {
@@ -209,6 +220,20 @@ SCHEMAS: dict[str, Any] = {
             "upper": {"type": "number"},
             "level": {"type": "number", "description": "the interval's level (the model's anomaly_level)"},
             "score": {"type": "number", "description": "|value - expected| / the interval's half-width"},
+        },
+    },
+    "Version": {
+        "type": "object",
+        "required": ["version", "run", "trained_at", "training_rows", "metrics", "serving", "candidate", "servable"],
+        "properties": {
+            "version": {"type": "string", "description": "the model_version (the tag, or the run number)"},
+            "run": {"type": "integer", "description": "the run number, unique per model"},
+            "trained_at": {"type": "string"},
+            "training_rows": {"type": "integer"},
+            "metrics": {"type": "object", "properties": {"mase": NUMBER_OR_NULL, "smape": NUMBER_OR_NULL}},
+            "serving": {"type": "boolean"},
+            "candidate": {"type": "boolean"},
+            "servable": {"type": "boolean", "description": "trained from the current spec: rollback may serve it"},
         },
     },
     "Series": {

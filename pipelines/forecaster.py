@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 
+from pipelines.challengers import Challengers
 from pipelines.flight_client import FlightDataClient
 from pipelines.forecast_cache import Entry, ForecastCache
 from pipelines.forecast_drivers import (
@@ -36,9 +37,10 @@ class Forecaster:
 
     def __init__(
         self, states: Mapping[str, ModelState], client: FlightDataClient, cache: ForecastCache, live: LiveScorer,
-        max_horizon: int,
+        max_horizon: int, challengers: Challengers | None = None,
     ):
         self._states = states
+        self._challengers = challengers
         self._client = client
         self._cache = cache
         self._live = live
@@ -107,7 +109,7 @@ class Forecaster:
         key = (stamp, steps)
         batch = self._cache.bulk(served, key)
         if batch is None:
-            batch = self._forecast_all(served, windows, steps)
+            batch = self._forecast_all(state, served, windows, steps)
             self._cache.keep_bulk(served, key, batch)
         ids_all, predicted_all, spread_all, timestamps_all, methods_all = batch
         rows = np.arange(len(ids_all))
@@ -184,10 +186,12 @@ class Forecaster:
             predicted, spread = served.model.forecast_windows(windows.values, windows.last, steps, windows.ids,
                                                               windows.drivers)
         self._remember(served, [series], predicted, spread, future[None, :])
+        if state.spec.challengers and self._challengers is not None:
+            self._challengers.beside(state, served, windows, steps, predicted, spread, future[None, :], self._remember)
         entry = predicted[0], spread, [iso_utc(t) for t in future], _methods(served.model, windows)[0]
         return entry, contributions
 
-    def _forecast_all(self, served: ServedModel, windows: Windows, steps: int) -> tuple:
+    def _forecast_all(self, state: ModelState, served: ServedModel, windows: Windows, steps: int) -> tuple:
         """Every series' forecast in one batch (remembered once for live accuracy)."""
         if future_needed(served):
             check_future(served, windows, steps)
@@ -196,14 +200,16 @@ class Forecaster:
         timestamps = np.asarray(served.grid.freq.add(windows.last[:, None], np.arange(1, steps + 1)[None, :]))
         timestamps = timestamps.reshape(len(windows.ids), steps)
         self._remember(served, list(windows.ids), predicted, spread, timestamps)
+        if state.spec.challengers and self._challengers is not None:
+            self._challengers.beside(state, served, windows, steps, predicted, spread, timestamps, self._remember)
         return list(windows.ids), predicted, spread, timestamps, _methods(served.model, windows)
 
     def _remember(
         self, served: ServedModel, ids: list[str | None], predicted: np.ndarray, spread: np.ndarray,
-        timestamps: np.ndarray,
+        timestamps: np.ndarray, key: str | None = None,
     ) -> None:
         """Served forecasts (n, steps) at `timestamps` (n, steps) wait, with their 80% interval, to be scored
-        against the actuals (live accuracy)."""
+        against the actuals (live accuracy), under the model's name or `key`."""
         model = served.model
         if not isinstance(model, (TrainedModel, PortfolioModel)):
             return
@@ -211,7 +217,7 @@ class Forecaster:
         if calibrated(model):
             lower, upper = bounded(model, interval_bounds(predicted, spread, model.calibration, [80.0])[80.0])
         scales = np.array([model.stats.scale_of(sid) for sid in ids])
-        self._live.record(served.meta.model_name, ids, timestamps, predicted, lower, upper, scales)
+        self._live.record(key or served.meta.model_name, ids, timestamps, predicted, lower, upper, scales)
 
     def _forecast(
         self, served: ServedModel, series: str | None, steps: int, entry: Entry, levels: Sequence[Level],

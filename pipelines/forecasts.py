@@ -8,6 +8,8 @@ from typing import Any
 
 import numpy as np
 
+from pipelines.versions import Candidate
+
 # A requested interval level: its label as the client wrote it ("80", "97.5") and its value.
 Level = tuple[str, float]
 
@@ -72,6 +74,22 @@ class ModelInfo:
     error_message: str | None = None
     # Each input group's share of the LightGBM model's total gain (lags, level, season, each driver).
     feature_importance: dict[str, float] | None = None
+    candidate: Candidate | None = None  # a retrained version kept without serving
+    challengers: dict[str, Any] | None = None  # each challenger's live metrics on this model's points
+
+
+@dataclass(frozen=True)
+class VersionInfo:
+    """A stored version of a model, and whether it serves or is a candidate."""
+
+    version: str
+    run: int
+    trained_at: str
+    training_rows: int
+    metrics: dict[str, float | None]
+    serving: bool
+    candidate: bool
+    servable: bool  # trained from the model's current spec: rollback may serve it
 
 
 @dataclass(frozen=True)

@@ -2,12 +2,14 @@
 
 Layout: `<data_dir>/models/<model>/runs/<run>/` holds the model files and `meta.json`. A run is
 written to a temporary folder and renamed into place, so a crash never leaves a half-written version.
+`<data_dir>/models/<model>/serving.json` says which run serves (pipelines/versions.py), replaced atomically.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import shutil
 import tempfile
@@ -18,11 +20,15 @@ from typing import Any
 import numpy as np
 
 from pipelines.series import SeriesSet
+from pipelines.versions import Serving
 from spicepod import DatasetSpec, ModelSpec
 
 # Bump when the feature design changes, so stored versions are retrained rather than misread.
 FEATURES_VERSION = 5
-KEEP_RUNS = 10  # stored runs kept per model; older ones are removed when a new one is written
+KEEP_RUNS = 10  # stored runs kept per model; older ones are removed when a new one is written (not a pinned one)
+SERVING_FILE = "serving.json"
+
+log = logging.getLogger("flightcast.pipelines")
 
 
 @dataclass(frozen=True)
@@ -136,6 +142,47 @@ class ModelRegistry:
                 found.append((meta, entry))
         return sorted(found, key=lambda item: item[0].run)
 
+    def version(self, model: str, version: str) -> tuple[VersionMeta, Path] | None:
+        """The stored version named by its run number, or by its version when no other run has that one."""
+        stored = self.versions(model)
+        by_run = [item for item in stored if str(item[0].run) == version]
+        by_version = [item for item in stored if item[0].model_version == version]
+        if by_run:
+            return by_run[0]
+        return by_version[-1] if len(by_version) == 1 else None
+
+    def serving(self, model: str) -> Serving | None:
+        """Which run serves, as last chosen; None before any choice (or when the file cannot be read)."""
+        path = self.root / model / SERVING_FILE
+        try:
+            return Serving.from_doc(json.loads(path.read_text()))
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError, TypeError, KeyError) as exc:
+            log.warning("model %s: cannot read %s (%s); serving the newest version", model, path, exc)
+            return None
+
+    def set_serving(self, model: str, serving: Serving) -> None:
+        """Write the serving choice atomically: a crash leaves the old file or the new one, never half of one.
+
+        Callers hold the model's serve lock, so any other temporary file is one a crash left behind.
+        """
+        folder = self.root / model
+        folder.mkdir(parents=True, exist_ok=True)
+        for leftover in folder.glob(".serving-*"):
+            leftover.unlink(missing_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=".serving-", dir=folder)
+        try:
+            with os.fdopen(fd, "w") as handle:
+                json.dump(serving.to_doc(), handle, indent=2)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(tmp, folder / SERVING_FILE)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        _fsync(folder)
+
     def find(self, model: str, spec_digest: str, fingerprint: str) -> tuple[VersionMeta, Path] | None:
         """The newest stored version trained from this spec on this data, if any."""
         for meta, path in reversed(self.versions(model)):
@@ -168,22 +215,25 @@ class ModelRegistry:
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
             raise
-        self._prune(runs, keep_from=run - KEEP_RUNS + 1, staging=staging)
+        serving = self.serving(model)
+        self._prune(runs, keep_from=run - KEEP_RUNS + 1, staging=staging,
+                    pinned=serving.pinned() if serving else frozenset())
         return meta, final
 
     @staticmethod
-    def _prune(runs: Path, keep_from: int, staging: Path) -> None:
-        """Drop runs older than the newest KEEP_RUNS, and staging folders a crash left behind.
+    def _prune(runs: Path, keep_from: int, staging: Path, pinned: frozenset[int]) -> None:
+        """Drop runs older than the newest KEEP_RUNS (never a pinned one: serving, candidate, served before),
+        and staging folders a crash left behind.
 
         Trainings of one model never overlap, so any other staging folder is a leftover.
         """
         for entry in runs.iterdir():
-            stale_run = entry.name.isdigit() and int(entry.name) < keep_from
+            stale_run = entry.name.isdigit() and int(entry.name) < keep_from and int(entry.name) not in pinned
             if stale_run or (entry.name.startswith(".staging-") and entry != staging):
                 shutil.rmtree(entry, ignore_errors=True)
 
 
-def _fsync(path: Path) -> None:
+def _fsync(path: Path | str) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)

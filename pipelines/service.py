@@ -4,24 +4,28 @@ and routes commit notices to them."""
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 
 from pipelines.anomalies import Anomaly, AnomalyDetector, AnomalyLog
 from pipelines.browser import SeriesBrowser
+from pipelines.challengers import Challengers, live_keys
 from pipelines.flight_client import FlightDataClient
 from pipelines.forecast_cache import ForecastCache
 from pipelines.forecaster import Forecaster
-from pipelines.forecasts import ModelInfo
+from pipelines.forecasts import ModelInfo, VersionInfo
 from pipelines.live import LiveScorer
 from pipelines.state import ModelState, find_model
 from pipelines.subscription import NoticeSubscription
 from pipelines.trainer import Trainer
 from pipelines.upkeep import Upkeep
 from spicepod import DatasetSpec, FlightcastError, InvalidInput, ModelSpec, TrainingSpec
+from spicepod.constants import SERVING_ACTION, SERVINGS_ACTION
 from spicepod.timestamps import parse_iso
 
 log = logging.getLogger("flightcast.pipelines")
@@ -47,15 +51,19 @@ class PredictionService:
         self._subscription: NoticeSubscription | None = None
         self.states = {m.name: ModelState(m, datasets[m.dataset]) for m in models}  # by name; read, never replaced
         self.live = LiveScorer(Path(data_dir) / "live")
-        self.live.load(list(self.states))
+        self.live.load([key for m in models for key in (m.name, *live_keys(m))])
         self.anomaly_log = AnomalyLog(Path(data_dir) / "anomalies")
         self.anomaly_log.load(list(self.states))
         self.cache = ForecastCache(client, notices_live=not remote)
         self.trainer = Trainer(self.states, client, data_dir, training or TrainingSpec())
-        self.forecaster = Forecaster(self.states, client, self.cache, self.live, max_horizon)
+        self.challengers = Challengers(self.states, client, self.live)
+        self.forecaster = Forecaster(self.states, client, self.cache, self.live, max_horizon, self.challengers)
         self.browser = SeriesBrowser(self.states, client, self.cache)
         self._upkeep = Upkeep(self.states.values(), client, self.live, self.trainer.retrain,
-                              detector=AnomalyDetector(client, self.anomaly_log))
+                              detector=AnomalyDetector(client, self.anomaly_log), challengers=self.challengers,
+                              promote=self.trainer.serving.promote_challenger)
+        if remote:  # serve nodes agree on the version each model serves through their data node
+            self.trainer.serving.announce = self._announce
         # The routes, by the names the HTTP layer calls.
         self.predict = self.forecaster.predict
         self.cached = self.forecaster.cached
@@ -84,7 +92,8 @@ class PredictionService:
         self._upkeep.start()
         if self.remote:
             self._subscription = NoticeSubscription(
-                self.client.location, self.client.call_options, self.on_data_changed, self._notices_state)
+                self.client.location, self.client.call_options, self.on_data_changed, self._notices_state,
+                self.trainer.serving.follow)
             self._subscription.start()
 
     def stop(self) -> None:
@@ -109,6 +118,11 @@ class PredictionService:
                     self.cache.data(dataset)
                 except FlightcastError:
                     pass
+            try:  # rollbacks made on other serve nodes while this one did not hear them
+                for choice in self.client.action(SERVINGS_ACTION).values():
+                    self.trainer.serving.follow(choice)
+            except Exception as exc:  # the subscription must go on
+                log.warning("cannot follow the serving choices of the data node: %s: %s", type(exc).__name__, exc)
         elif self.cache.notices_lost():
             log.warning("lost the data node's commit notices; checking its data version on every prediction")
 
@@ -120,6 +134,10 @@ class PredictionService:
         if self.cache.notice(dataset, version, last, series):
             self.trainer.retry_failed(dataset)
             self._upkeep.notify(dataset, series)
+
+    def _announce(self, model: str, run: int, digest: str, challenger: str | None) -> dict:
+        body = json.dumps({"model": model, "run": run, "spec_hash": digest, "challenger": challenger}).encode()
+        return self.client.action(SERVING_ACTION, body)
 
     # --- models ------------------------------------------------------------------------------------
 
@@ -139,7 +157,13 @@ class PredictionService:
         spec = state.spec
         live = self.live.metrics(state.name, spec.drift_window, baseline)
         drifting = self.live.drifting(state.name, spec.drift_window, spec.drift_ratio, baseline)
-        return state.info(live, health="drifting" if drifting else "ok")
+        info = state.info(live, health="drifting" if drifting else "ok")
+        challengers = self.challengers.metrics(spec)
+        if challengers is None:
+            return info
+        for name, entry in challengers.items():
+            entry["serving"] = state.challenger == name
+        return replace(info, challengers=challengers)
 
     @staticmethod
     def backtest_mase(state: ModelState) -> float | None:
@@ -167,3 +191,20 @@ class PredictionService:
     def anomaly_totals(self) -> dict[str, int]:
         """Anomalies found per model since each model's first (for /metrics)."""
         return {name: self.anomaly_log.total(name) for name in self.states}
+
+    def versions(self, name: str) -> list[VersionInfo]:
+        """A model's stored versions, newest first, with the one serving and the candidate marked."""
+        state, stored = self.trainer.serving.versions(name)
+        own, candidate = state.own, state.candidate
+        serving_run = own.meta.run if own is not None and state.challenger is None else None  # else a challenger's
+        digest = own.meta.spec_hash if own is not None else None
+        return [
+            VersionInfo(meta.model_version, meta.run, meta.trained_at, meta.training_rows, dict(meta.metrics),
+                        serving=meta.run == serving_run, candidate=candidate is not None and candidate.run == meta.run,
+                        servable=meta.spec_hash == digest)
+            for meta in reversed(stored)
+        ]
+
+    def rollback(self, name: str, version: str | None = None) -> ModelInfo:
+        """Serve a stored version again (default: the one served before); returns the listing entry."""
+        return self._info(self.trainer.serving.rollback(name, version))

@@ -3,6 +3,7 @@ versions from commit notices."""
 
 from __future__ import annotations
 
+import itertools
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -14,7 +15,10 @@ from pipelines.forecasts import ModelInfo
 from pipelines.grid import GridQuery
 from pipelines.model import FileBoosterModel, TrainedModel
 from pipelines.registry import VersionMeta
+from pipelines.versions import Candidate
 from spicepod import DatasetSpec, InvalidInput, ModelSpec, NotFound, NotReady
+
+LOAD_IDS = itertools.count(1)  # a ServedModel's cache_id: unique per load
 
 
 @dataclass(frozen=True)
@@ -41,11 +45,16 @@ class ModelState:
         self.spec = spec
         self.dataset = dataset
         self.current: ServedModel | None = None
+        self.own: ServedModel | None = None  # the model's own version (current, unless a challenger serves)
+        self.challenger: str | None = None  # the promoted challenger whose forecasts answer for this model
+        self.candidate: Candidate | None = None  # a retrained version kept without serving
         self.error: str | None = None
         self._training = False
         self._retry_pending = False
         self._data_changed_while_training = False
         self.train_lock = threading.Lock()  # one training at a time
+        # One change of the serving version at a time (a training's end, a rollback); never held over training.
+        self.serve_lock = threading.Lock()
         self._guard = threading.Lock()  # the fields above
 
     @property
@@ -82,9 +91,21 @@ class ModelState:
             self._training = True
             self._data_changed_while_training = False
 
-    def succeed(self, served: ServedModel) -> None:
+    def succeed(self, served: ServedModel, candidate: Candidate | None = None) -> None:
+        """`served` serves from now on (a new version, or the same one when a candidate was kept; then a
+        promoted challenger goes on serving in its place)."""
         with self._guard:
-            self.current, self.error, self._training = served, None, False
+            self.candidate, self.error, self._training = candidate, None, False
+            if self.challenger is None or self.own is None or served.meta.run != self.own.meta.run:
+                self.current, self.challenger = served, None
+            self.own = served
+
+    def swap(self, served: ServedModel, candidate: Candidate | None, challenger: str | None = None) -> None:
+        """Serve another stored version (a rollback), or a challenger's; a training under way is not affected."""
+        with self._guard:
+            self.current, self.candidate, self.challenger = served, candidate, challenger
+            if challenger is None:
+                self.own = served
 
     def fail(self, reason: str) -> None:
         with self._guard:
@@ -127,7 +148,7 @@ class ModelState:
             smape=meta.metrics.get("smape"), backtest_windows=meta.backtest_windows,
             calibration_errors=meta.calibration_errors, live_metrics=live_metrics, health=health,
             strategy_chosen=spec.strategy == "auto", strategy_mase=meta.strategy_mase, methods=meta.methods,
-            error_message=error, feature_importance=feature_importance(served.model),
+            error_message=error, feature_importance=feature_importance(served.model), candidate=self.candidate,
         )
 
 

@@ -28,11 +28,13 @@ class NoticeSubscription:
         self, location: str, options: flight.FlightCallOptions,
         on_notice: Callable[[str, int, str | None, frozenset[str] | None], None],
         on_state: Callable[[bool], None],
+        on_serving: Callable[[dict], None] | None = None,
     ):
         self.location = location
         self._options = options
         self._on_notice = on_notice
         self._on_state = on_state
+        self._on_serving = on_serving
         self._stopping = threading.Event()
         self._client: flight.FlightClient | None = None
         self._reader: flight.FlightStreamReader | None = None
@@ -79,6 +81,10 @@ class NoticeSubscription:
             while not self._stopping.is_set():
                 chunk = reader.read_chunk()
                 notice = json.loads(chunk.app_metadata.to_pybytes())
+                if "serving" in notice:  # another serve node changed the version a model serves
+                    self._serving(notice["serving"])
+                    writer.write_metadata(pa.py_buffer(b"ack"))
+                    continue
                 series = notice["series"]
                 self._on_notice(notice["dataset"], int(notice["version"]), notice["last_timestamp"],
                                 frozenset(series) if series is not None else None)
@@ -86,3 +92,12 @@ class NoticeSubscription:
         finally:
             self._client = self._reader = None
             client.close()
+
+    def _serving(self, choice: dict) -> None:
+        if self._on_serving is None:
+            return
+        try:
+            self._on_serving(choice)
+        except Exception as exc:  # the notices must go on; the choice is read again on the next subscription
+            log.warning("cannot serve the version another serve node chose (%s): %s: %s", choice,
+                        type(exc).__name__, exc)

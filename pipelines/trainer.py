@@ -1,15 +1,17 @@
 """Trainer: the model life cycle. Each model is trained (or its stored version loaded) in the background at
 start, trained again on demand or after enough new rows, and retried when a failed model's data changes; the
-version served is swapped in whole when the new one is ready."""
+version served is swapped in whole when the new one is ready. A retrain by itself serves only when it passes
+`retrain.promote` (otherwise it is kept as a candidate); the swap itself, and rollback, are the ServingSwitch's
+(pipelines/serving.py)."""
 
 from __future__ import annotations
 
-import itertools
 import logging
 import math
 import threading
 import time
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -22,7 +24,9 @@ from pipelines.grid import NUMERIC_PREFIXES, GridQuery, phase_origin, raw_timest
 from pipelines.model import FileBoosterModel
 from pipelines.portfolio import load_model
 from pipelines.registry import ModelRegistry, VersionMeta, file_digest, spec_hash
-from pipelines.state import ModelState, ServedModel, find_model
+from pipelines.serving import ServingSwitch
+from pipelines.state import LOAD_IDS, ModelState, ServedModel, find_model
+from pipelines.versions import Candidate, Serving, beats, mase_on_origins
 from spicepod import FlightcastError, InvalidInput, ModelSpec, NotReady, TrainingSpec
 from spicepod.timestamps import iso_utc
 
@@ -30,7 +34,15 @@ log = logging.getLogger("flightcast.pipelines")
 
 MAX_TRAINING_POINTS = 20_000  # training reads at most the latest this many periods of each series
 
-_load_ids = itertools.count(1)
+
+@dataclass(frozen=True)
+class _Built:
+    """What a training run decided: the version to serve, and the candidate kept instead when it lost."""
+
+    served: ServedModel
+    trained: bool
+    reason: str  # trained | loaded | kept
+    candidate: Candidate | None = None
 
 
 class Trainer:
@@ -47,6 +59,7 @@ class Trainer:
         self._stopping = threading.Event()
         # Called as (model, "success" | "failed", seconds) after each real training run.
         self.on_training: Callable[[str, str, float], None] | None = None
+        self.serving = ServingSwitch(states, self.registry, client)  # which stored version serves
 
     def start(self) -> None:
         """Train or load every model in the background, one after another."""
@@ -66,12 +79,13 @@ class Trainer:
         for state in self._states.values():
             if self._stopping.is_set():
                 return
-            self._train(state, force=False)
+            self._train(state, force=False, promote=state.spec.retrain.promote)
 
     def train(self, name: str) -> ModelState:
-        """Train a model again on the current data (blocking); returns its state."""
+        """Train a model again on the current data (blocking) and serve it: asked for, so never only a
+        candidate; returns its state."""
         state = find_model(self._states, name)
-        self._train(state, force=True)
+        self._train(state, force=True, promote="always")
         return state
 
     def retry_failed(self, dataset: str) -> None:
@@ -83,23 +97,23 @@ class Trainer:
     def retrain(self, state: ModelState) -> None:
         """Train again on new data in the background; the old version serves until the new one is ready."""
         if not self._stopping.is_set():
-            self._train(state, force=True)
+            self._train(state, force=True, promote=state.spec.retrain.promote)
 
     def _retry(self, state: ModelState) -> None:
         again = True
         while again and not self._stopping.is_set():
-            self._train(state, force=False)
+            self._train(state, force=False, promote=state.spec.retrain.promote)
             again = state.retry_done() and state.want_retry()
 
-    def _train(self, state: ModelState, force: bool) -> None:
+    def _train(self, state: ModelState, force: bool, promote: str) -> None:
         with state.train_lock:
             state.begin()
             started = time.perf_counter()
             outcome = "failed"
             try:
-                served, trained = self._build(state, force, started)
-                state.succeed(served)
-                outcome = "success" if trained else "loaded"
+                built = self._build(state, force, started, promote)
+                self.serving.commit(state, built.served, built.reason, built.candidate)
+                outcome = "success" if built.trained else "loaded"
             except FlightcastError as exc:
                 state.fail(exc.message)
                 log.warning("model %s: training failed: %s", state.name, exc.message)
@@ -122,8 +136,9 @@ class Trainer:
                          phase_origin(raw, freq, spec.week_start), spec.aggregate, spec.fill, drivers)
         return grid, info
 
-    def _build(self, state: ModelState, force: bool, started: float) -> tuple[ServedModel, bool]:
-        """The model to serve, and whether it was trained (rather than loaded)."""
+    def _build(self, state: ModelState, force: bool, started: float, promote: str) -> _Built:
+        """The version to serve: a stored one loaded, a new one trained, or the serving one kept (a candidate
+        that did not beat it)."""
         spec = state.spec
         grid, info = self._grid(state)
         rows = grid.observed_rows(self.client, info)
@@ -132,14 +147,21 @@ class Trainer:
             count = len(grid.series_stats(self.client)) if state.panel else 1
             meta = self._file_meta(spec, grid, count)
             log.info("model %s: loaded LightGBM model file %s (version %s)", spec.name, spec.path, meta.model_version)
-            return ServedModel(meta, model, grid, next(_load_ids), rows, state.panel), False
+            return _Built(ServedModel(meta, model, grid, next(LOAD_IDS), rows, state.panel), False, "loaded")
 
         series = self.engine.load(grid, MAX_TRAINING_POINTS)
         if not series.count:
             raise NotReady(f"dataset '{spec.dataset}' has no values yet")
         digest, fingerprint = spec_hash(spec, state.dataset), series.fingerprint()
+        record = self.registry.serving(spec.name)
+        pinned = self._pinned(spec.name, record, digest)
         if not force:
             stored = self.registry.find(spec.name, digest, fingerprint)
+            newest = max((m.run for m, _ in self.registry.versions(spec.name) if m.spec_hash == digest), default=0)
+            chosen = pinned is not None and (pinned[0].run != newest or record.challenger is not None)
+            if chosen and (stored is None or stored[0].run != pinned[0].run):
+                # Rolled back, a candidate kept, a challenger promoted: serve what served before the restart.
+                stored = pinned
             if stored is not None:
                 meta, path = stored
                 try:
@@ -148,9 +170,10 @@ class Trainer:
                     log.warning("model %s: stored version %s is unreadable (%s: %s); training again",
                                 spec.name, meta.model_version, type(exc).__name__, exc)
                 else:
-                    log.info("model %s: loaded stored version %s (spec and data unchanged)",
-                             spec.name, meta.model_version)
-                    return ServedModel(meta, model, grid, next(_load_ids), rows, state.panel), False
+                    log.info("model %s: loaded stored version %s", spec.name, meta.model_version)
+                    candidate = record.candidate if record is not None and record.run == meta.run else None
+                    served = ServedModel(meta, model, grid, next(LOAD_IDS), rows, state.panel)
+                    return _Built(served, False, "loaded", candidate)
 
         log.info("model %s: training on %d periods of %d series of %s (frequency %s)",
                  spec.name, series.rows, series.count, spec.dataset, grid.freq)
@@ -186,7 +209,53 @@ class Trainer:
             spec.name, meta.model_version, model.strategy, series.rows, elapsed,
             _fmt(meta.metrics.get("mase")), _fmt(meta.metrics.get("smape")),
         )
-        return ServedModel(meta, model, grid, next(_load_ids), rows, state.panel), True
+        served = ServedModel(meta, model, grid, next(LOAD_IDS), rows, state.panel)
+        incumbent = self._incumbent(state, pinned, digest, grid, rows)
+        if promote != "if_better" or incumbent is None:
+            return _Built(served, True, "trained")
+        local = series.series if hasattr(series, "series") else grid.history(self.client, MAX_TRAINING_POINTS)
+        try:
+            serving_mase = mase_on_origins(incumbent.model, local, spec.horizon, spec.backtest_windows)
+        except Exception as exc:  # a serving version that cannot be scored cannot hold a better one back
+            log.warning("model %s: cannot score the serving version %s on the new origins (%s: %s)",
+                        spec.name, incumbent.meta.model_version, type(exc).__name__, exc)
+            serving_mase = math.nan
+        new_mase = meta.metrics.get("mase")
+        if beats(new_mase, serving_mase):
+            log.info("model %s: version %s (MASE %s) beats the serving version %s (%s on the same origins); "
+                     "serving it", spec.name, meta.model_version, _fmt(new_mase), incumbent.meta.model_version,
+                     _fmt(_finite_or_none(serving_mase)))
+            return _Built(served, True, "trained")
+        log.info("model %s: version %s (MASE %s) does not beat the serving version %s (%s on the same origins); "
+                 "kept as a candidate", spec.name, meta.model_version, _fmt(new_mase),
+                 incumbent.meta.model_version, _fmt(_finite_or_none(serving_mase)))
+        candidate = Candidate(meta.run, meta.model_version, new_mase, _finite_or_none(serving_mase), meta.trained_at)
+        # The serving version goes on with the row count of now, so `after_rows` counts from this training.
+        return _Built(replace(incumbent, dataset_rows=rows), True, "kept", candidate)
+
+    def _pinned(self, model: str, record: Serving | None, digest: str) -> tuple[VersionMeta, Path] | None:
+        """The stored run the serving choice names, when it was trained from the current spec."""
+        if record is None or record.spec_hash != digest:
+            return None
+        stored = self.registry.version(model, str(record.run))
+        return stored if stored is not None and stored[0].spec_hash == digest else None
+
+    def _incumbent(
+        self, state: ModelState, pinned: tuple[VersionMeta, Path] | None, digest: str, grid: GridQuery, rows: int,
+    ) -> ServedModel | None:
+        """The version a retrained one must beat: the serving one, or (at start) the one served before; None
+        when there is none from the same spec (a changed spec serves its first version at once)."""
+        current = state.own  # a retrain is judged against the model's own version, even while a challenger serves
+        if current is not None:
+            return current if current.meta.spec_hash == digest and current.meta.run else None
+        if pinned is None:
+            return None
+        try:
+            return ServedModel(pinned[0], load_model(pinned[1]), grid, next(LOAD_IDS), rows, state.panel)
+        except Exception as exc:
+            log.warning("model %s: the version served before (%s) is unreadable (%s); serving the new one",
+                        state.name, pinned[0].model_version, exc)
+            return None
 
     def _file_meta(self, spec: ModelSpec, grid: GridQuery, series_count: int) -> VersionMeta:
         """A `file:` model's version is its file's digest; it is never stored, so nothing fingerprints its data."""

@@ -1,5 +1,6 @@
 """Work that follows new data, off the commit path: checking the new values for anomalies, scoring served
-forecasts against the actuals that arrived, and retraining models after `retrain_after_rows` new rows.
+forecasts (and challengers' beside them) against the actuals that arrived, promoting a challenger that
+beat its model, and retraining models after `retrain.after_rows` new rows or when live accuracy drifts.
 One background thread; notices for the same dataset that arrive while it works are coalesced (the
 series they touched joined)."""
 
@@ -16,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from pipelines.anomalies import AnomalyDetector
+from pipelines.challengers import Challengers, live_keys
 from pipelines.flight_client import FlightDataClient
 from pipelines.grid import bucket
 from pipelines.live import LiveScorer
@@ -45,12 +47,15 @@ class Upkeep:
     def __init__(
         self, states: Iterable[ModelState], client: FlightDataClient, live: LiveScorer,
         retrain: Callable[[ModelState], None], detector: AnomalyDetector | None = None,
+        challengers: Challengers | None = None, promote: Callable[[ModelState, str], None] | None = None,
     ):
         self._states = list(states)
         self._client = client
         self._live = live
         self._retrain = retrain
         self._detector = detector
+        self._challengers = challengers
+        self._promote = promote
         self._due: dict[str, frozenset[str] | None] = {}  # dataset -> series touched (None: any may be)
         self._wake = threading.Condition()
         self._stopping = False
@@ -112,6 +117,7 @@ class Upkeep:
                         self._guarded(self._detect, state, (series, newest))
                 for state in models:
                     self._guarded(self._score, state, info)
+                    self._guarded(self._maybe_promote, state, info)
                     self._guarded(self._maybe_retrain, state, info)
             self._live.flush()
             if self._detector is not None:
@@ -129,7 +135,11 @@ class Upkeep:
     def _score(self, state: ModelState, info: dict) -> None:
         """Score pending forecasts whose periods now have values on the grid (one query for all series)."""
         served = state.current
-        waiting = self._live.waiting(state.name)
+        keys = [state.name, *live_keys(state.spec)]  # the model's own, and each side of each challenger pair
+        waiting: dict[str | None, int] = {}
+        for key in keys:
+            for sid, stamp in self._live.waiting(key).items():
+                waiting[sid] = min(stamp, waiting.get(sid, stamp))
         if served is None or not waiting:
             return
         last = info["last_timestamp"]
@@ -149,19 +159,25 @@ class Upkeep:
         for sid, times, values in zip(found.ids, found.times, found.values, strict=True):
             if sid in waiting:
                 scored += self._live.score(state.name, sid, times, values)
+                for key in keys[1:]:
+                    self._live.score(key, sid, times, values)
         if scored:
             log.info("model %s: scored %d served forecast points against new data", state.name, scored)
 
     def _maybe_retrain(self, state: ModelState, info: dict) -> None:
-        every = state.spec.retrain_after_rows
-        served = state.current
-        if not every or served is None or state.name in self._retraining:
+        retrain = state.spec.retrain
+        served = state.own  # the model's own version (a promoted challenger may serve in its place)
+        if served is None or state.name in self._retraining or not (retrain.after_rows or retrain.on_drift):
             return
-        rows = served.grid.observed_rows(self._client, info)
-        if rows - served.dataset_rows < every:
+        new_rows = served.grid.observed_rows(self._client, info) - served.dataset_rows
+        if retrain.after_rows and new_rows >= retrain.after_rows:
+            why = f"{new_rows} new rows since version {served.meta.model_version}"
+        elif retrain.on_drift and new_rows >= state.spec.drift_window and self._drifting(state):
+            # At most once per drift_window new rows: the live points that drifted stay in the window a while.
+            why = f"live accuracy drifted from the backtest of version {served.meta.model_version}"
+        else:
             return
-        log.info("model %s: %d new rows since version %s; retraining in the background",
-                 state.name, rows - served.dataset_rows, served.meta.model_version)
+        log.info("model %s: %s; retraining in the background", state.name, why)
         self._retraining.add(state.name)
 
         def work() -> None:
@@ -171,3 +187,17 @@ class Upkeep:
                 self._retraining.discard(state.name)
 
         threading.Thread(target=work, name=f"retrain-{state.name}", daemon=True).start()
+
+    def _maybe_promote(self, state: ModelState, info: dict) -> None:
+        """`promote: if_better`: serve a challenger that beat the model on live MASE over enough common points."""
+        if state.spec.promote != "if_better" or self._challengers is None or self._promote is None:
+            return
+        winner = self._challengers.winner(state.spec, state.spec.drift_window)
+        if winner is not None and state.challenger != winner:
+            self._promote(state, winner)
+
+    def _drifting(self, state: ModelState) -> bool:
+        """Whether the model's live accuracy drifted from its backtest (SPEC 15 drift)."""
+        served = state.own
+        baseline = served.meta.metrics.get("mase") if served is not None else None
+        return self._live.drifting(state.name, state.spec.drift_window, state.spec.drift_ratio, baseline)

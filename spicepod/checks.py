@@ -82,6 +82,12 @@ def non_negative_int(value: Any, key: str) -> int:
     return value
 
 
+def boolean(value: Any, key: str) -> bool:
+    if not isinstance(value, bool):
+        raise Invalid(f"'{key}' must be true or false, got {value!r}")
+    return value
+
+
 def positive_number(value: Any, key: str) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
         raise Invalid(f"'{key}' must be a positive number, got {value!r}")

@@ -14,3 +14,9 @@ MAX_SERIES_ID_BYTES = 256
 
 # The Flight DoExchange command a serve node sends to subscribe to the data node's commit notices.
 NOTICES_COMMAND = b"flightcast.notices"
+
+# Flight actions by which serve nodes agree on the version each model serves (a rollback on one reaches all):
+# SERVING_ACTION (body JSON {"model", "run", "spec_hash", "challenger"}) records a choice on the data node and
+# announces it to every subscribed serve node before it returns; SERVINGS_ACTION lists the choices recorded.
+SERVING_ACTION = "flightcast.serving"
+SERVINGS_ACTION = "flightcast.servings"

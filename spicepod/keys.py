@@ -41,9 +41,9 @@ def key(check: Check, default: Any = None, help: str = "", *, name: str | None =
     return field(default=default, metadata=metadata)
 
 
-def nested(spec: type, help: str, *, many: bool = False, apart: bool = False) -> Any:
+def nested(spec: type, help: str, *, many: bool = False, apart: bool = False, section: str | None = None) -> Any:
     """A dataclass field written as a mapping of its own (a list of them with `many`)."""
-    metadata = {_KEY: Key(anything, help, spec=spec, many=many, apart=apart)}
+    metadata = {_KEY: Key(anything, help, section=section, spec=spec, many=many, apart=apart)}
     if apart:
         return field(metadata=metadata)
     return field(default_factory=spec, metadata=metadata)

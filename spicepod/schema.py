@@ -17,7 +17,7 @@ import yaml
 from spicepod.checks import Invalid
 from spicepod.errors import SpicepodError
 from spicepod.keys import build, describe, table, validate
-from spicepod.specs import DATASET_FORMATS, DatasetSpec, ModelSpec, RuntimeSpec, Spicepod
+from spicepod.specs import DATASET_FORMATS, DatasetSpec, ModelSpec, RetrainSpec, RuntimeSpec, Spicepod
 
 ENV_REF = re.compile(r"\$\{env:([A-Za-z_][A-Za-z0-9_]*)\}")
 
@@ -124,6 +124,9 @@ def _parse_model(raw: dict[str, Any], base: Path, dataset_names: set[str]) -> Mo
     for dataset in values["datasets"]:
         if dataset not in dataset_names:
             raise Invalid(f"'datasets' names '{dataset}', which is not a declared dataset")
+    params = values["params"]
+    if params is not None:
+        _retrain_short_form(params, raw["params"])
     return build(ModelSpec, values, kind=kind, tag=tag, path=path)
 
 
@@ -144,6 +147,30 @@ def _check_drivers(model: ModelSpec, dataset: DatasetSpec) -> None:
     both = set(model.static) & {c["column"] for c in model.covariates}
     if both:
         raise Invalid(f"column '{sorted(both)[0]}' is both a covariate and static")
+def _retrain_short_form(params: dict[str, Any], written: dict[str, Any]) -> None:
+    """`retrain_after_rows: N` is `retrain: {after_rows: N}`; the two read the same value afterwards."""
+    if written.get("retrain_after_rows") is not None and written.get("retrain") is not None:
+        raise Invalid("give 'retrain_after_rows' or 'retrain: {after_rows: N}', not both")
+    retrain = params["retrain"] or {k: e.default for k, e in table(RetrainSpec).items()}
+    if params["retrain_after_rows"]:
+        retrain = {**retrain, "after_rows": params["retrain_after_rows"]}
+    params["retrain"], params["retrain_after_rows"] = retrain, retrain["after_rows"]
+
+
+def _check_challengers(models: list[ModelSpec]) -> None:
+    """Each challenger is another declared model on the same dataset."""
+    by_name = {m.name: m for m in models}
+    for model in models:
+        for name in model.challengers:
+            other = by_name.get(name)
+            where = f"models[{models.index(model)}] ({model.name})"
+            if other is None:
+                raise Invalid(f"{where}: 'challengers' names '{name}', which is not a declared model")
+            if other is model:
+                raise Invalid(f"{where}: 'challengers' names the model itself")
+            if other.dataset != model.dataset:
+                raise Invalid(f"{where}: challenger '{name}' forecasts dataset '{other.dataset}', "
+                              f"not '{model.dataset}'")
 
 
 def _parse_runtime(raw: Any, base: Path) -> RuntimeSpec:
@@ -224,6 +251,10 @@ def parse_spicepod(
         except Invalid as exc:
             raise fail(where, exc) from None
         models.append(model)
+    try:
+        _check_challengers(models)
+    except Invalid as exc:
+        raise fail("", exc) from None
 
     return build(Spicepod, top, path=path, runtime=runtime, datasets=tuple(datasets), models=tuple(models))
 

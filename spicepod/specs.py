@@ -27,6 +27,8 @@ METHODS = ("auto", "ensemble", "lightgbm", *LOCAL_METHODS)
 WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
 AGGREGATES = ("mean", "sum", "last", "min", "max")
 TRAINING_ENGINES = ("local", "dask")
+RETRAIN_PROMOTE = ("if_better", "always")  # does a retrained version serve at once, or only when it is better
+CHALLENGER_PROMOTE = ("manual", "if_better")
 MAX_BACKTEST_WINDOWS = 20
 MAX_DRIFT_WINDOW = 10_000  # the latest scaled errors live accuracy keeps per model
 
@@ -98,6 +100,19 @@ class DatasetSpec:
 
 
 @dataclass(frozen=True, kw_only=True)
+class RetrainSpec:
+    """When a model trains again by itself, and whether the new version then serves."""
+
+    after_rows: int = key(checks.non_negative_int, 0, "retrain after this many new rows (0: never by itself)")
+    on_drift: bool = key(checks.boolean, False, "retrain when live accuracy drifts from the backtest")
+    promote: str = key(
+        checks.one_of(*RETRAIN_PROMOTE), "if_better",
+        "if_better: a retrained version serves only when its backtest MASE beats the serving version's on the "
+        "same origins (otherwise it is kept as a candidate); always: it serves at once",
+    )
+
+
+@dataclass(frozen=True, kw_only=True)
 class ModelSpec:
     SECTIONS: ClassVar[dict[str, str]] = {"params": "forecasting parameters"}
 
@@ -146,8 +161,17 @@ class ModelSpec:
         section="params",
     )
     retrain_after_rows: int = key(
-        checks.non_negative_int, 0, "retrain in the background after this many new rows (0: never by itself)",
-        section="params",
+        checks.non_negative_int, 0, "short for retrain: {after_rows: N}", section="params",
+    )
+    retrain: RetrainSpec = nested(RetrainSpec, "retraining in the background, and promotion", section="params")
+    challengers: tuple[str, ...] = key(
+        checks.string_list, help="models on the same dataset forecast and scored live beside this one, never "
+        "served under its name", section="params", factory=tuple,
+    )
+    promote: str = key(
+        checks.one_of(*CHALLENGER_PROMOTE), "manual",
+        "challengers: manual, or if_better (a challenger with a lower live MASE over at least drift_window "
+        "common points serves this model's forecasts)", section="params",
     )
     covariates: tuple[Mapping[str, str], ...] = key(
         checks.covariates, help="driver columns of the dataset: a name, or {column, type: numeric|categorical, "

@@ -23,7 +23,7 @@ from datetime import datetime, timedelta
 import pyarrow as pa
 import pyarrow.flight as flight
 import pytest
-from conftest import RuntimeFactory, do_put, http_request, read_all, write_csv_text, write_spicepod
+from conftest import RuntimeFactory, copy_data, do_put, http_request, read_all, write_csv_text, write_spicepod
 
 pytestmark = pytest.mark.fuzz
 
@@ -376,3 +376,85 @@ def test_kill9_loop_never_loses_a_listed_anomaly(runtime_factory: RuntimeFactory
     assert seen_total, "no anomaly was ever listed: the spikes should have been"
     rt.stop()
     print(f"anomaly crash loop: {len(seen_total)} anomalies listed before kills, none lost")
+
+
+# --- the serving choice (rollbacks and promotions, SPEC 15) --------------------------------------------------
+
+VERSIONS_POD = """\
+version: v1
+kind: Spicepod
+name: crash_versions
+datasets:
+  - {from: file:data/nile.csv, name: nile, mode: read_write}
+models:
+  - from: lightgbm
+    name: nile_m
+    datasets: [nile]
+    params: {lookback: 8, horizon: 3, backtest_windows: 2, method: lightgbm, lightgbm: {num_boost_round: 20}}
+"""
+
+
+class Switcher(threading.Thread):
+    """Rollbacks to random stored versions, and now and then a training that serves a new one, until the
+    runtime goes away; `acked` is the version served after the last call that returned."""
+
+    def __init__(self, url: str, rng: random.Random, serving: str):
+        super().__init__(daemon=True)
+        self.url, self.rng = url, rng
+        self.acked = serving
+        self.in_flight: str | None = None  # the version asked for, or "new" for a training
+        self.wrong: list[str] = []
+
+    def run(self) -> None:
+        model = f"{self.url}/v1/models/nile_m"
+        try:
+            while True:
+                runs = [v["run"] for v in json.loads(http_request(f"{model}/versions", timeout=10).body)]
+                if self.rng.random() < 0.2:
+                    self.in_flight, path = "new", f"{model}/train"
+                else:
+                    self.in_flight = str(self.rng.choice(runs))
+                    path = f"{model}/rollback?version={self.in_flight}"
+                response = http_request(path, "POST", timeout=60)
+                served = response.json()["model_version"]
+                if response.status != 200 or (self.in_flight != "new" and served != self.in_flight):
+                    self.wrong.append(f"{path}: {response.status} serving {served}")
+                    return
+                self.acked, self.in_flight = served, None
+        except OSError:  # the runtime was killed under the call
+            return
+
+
+@pytest.mark.timeout(900 if FULL else 180)
+def test_kill9_during_rollbacks_and_trainings_keeps_the_serving_choice_whole(runtime_factory: RuntimeFactory):
+    rng = random.Random(SEED + 2)
+    folder = runtime_factory.new_dir()
+    (folder / "data").mkdir()
+    copy_data("nile.csv", folder / "data")
+    pod = write_spicepod(folder, VERSIONS_POD)
+    rt = runtime_factory(spicepod=pod, data_dir=folder / "store")
+    assert rt.post("/v1/models/nile_m/train").json()["model_version"] == "2"
+    serving, switches = "2", 0
+    for cycle in range(CYCLES):
+        newest = max(v["run"] for v in rt.get_json("/v1/models/nile_m/versions"))
+        switcher = Switcher(rt.http_url, random.Random(rng.randrange(10**9)), serving)
+        rt = kill_while_writing(runtime_factory, rt, switcher, rng.uniform(0.1, 1.5), cycle)
+        assert not switcher.wrong, switcher.wrong
+        context = f"cycle {cycle} (seed {SEED + 2}): acked {switcher.acked}, in flight {switcher.in_flight}"
+        allowed = {switcher.acked}
+        if switcher.in_flight == "new":  # a training under way: its run may have been stored and served
+            allowed |= {str(run) for run in range(newest + 1, newest + 100)}
+        elif switcher.in_flight is not None:
+            allowed.add(switcher.in_flight)
+        serving = rt.get_json("/v1/models/nile_m/predict")["model_version"]
+        assert serving in allowed, f"{context}: serves version {serving} after kill -9"
+        listed = rt.get_json("/v1/models/nile_m/versions")
+        assert [v["version"] for v in listed if v["serving"]] == [serving], context
+        choice = json.loads((folder / "store" / "models" / "nile_m" / "serving.json").read_text())
+        assert str(choice["run"]) == serving, context
+        switches += 1
+    # A temporary file a kill left behind is gone with the next change of the serving version.
+    assert rt.post("/v1/models/nile_m/train").status == 200
+    assert not [p.name for p in (folder / "store" / "models" / "nile_m").iterdir() if p.name.startswith(".")]
+    rt.stop()
+    print(f"serving choice crash loop: {switches} kill -9 cycles during rollbacks and trainings")

@@ -230,6 +230,10 @@ def contract_cases() -> list[tuple[str, str, Any, dict, int, Callable[[HttpRespo
     def series(body: Any) -> None:
         assert [(e["series"], e["rows"], e["status"]) for e in body] == [(None, 119, "ready")]
 
+    def versions(body: Any) -> None:
+        assert [(v["version"], v["run"], v["serving"], v["candidate"], v["servable"]) for v in body] == [
+            ("1", 1, True, False, True)]
+
     def history(body: Any) -> None:
         assert body["series"] is None and len(body["values"]) == 2
         assert body["timestamps"] == ["1994-04-01T00:00:00Z", "1994-07-01T00:00:00Z"]
@@ -266,6 +270,10 @@ def contract_cases() -> list[tuple[str, str, Any, dict, int, Callable[[HttpRespo
         ("GET", "/v1/models/nope/predict", None, {}, 400, error(400, "BadRequest")),
         ("POST", "/v1/models/nope/train", b"", {}, 404, error(404, "NotFound")),
         ("GET", "/v1/models/wool_m/train", None, {}, 405, error(405, "MethodNotAllowed")),
+        ("GET", "/v1/models/wool_m/versions", None, {}, 200, json_check(versions)),
+        ("GET", "/v1/models/nope/versions", None, {}, 404, error(404, "NotFound")),
+        ("POST", "/v1/models/wool_m/rollback", b"", {}, 400, error(400, "BadRequest")),  # no earlier version
+        ("POST", "/v1/models/wool_m/rollback?version=9", b"", {}, 404, error(404, "NotFound")),
         ("GET", "/v1/models/wool_m/series", None, {}, 200, json_check(series)),
         ("GET", "/v1/models/nope/series", None, {}, 404, error(404, "NotFound")),
         ("GET", "/v1/models/wool_m/history?limit=2", None, {}, 200, json_check(history)),
@@ -583,6 +591,8 @@ def test_auth_on_every_v1_route(inprocess_factory: RuntimeFactory) -> None:
         ("DELETE", "/v1/models", None), ("GET", "/v1/models/nile_m/series", None),
         ("GET", "/v1/models/nile_m/forecasts", None), ("GET", "/v1/models/nile_m/history", None),
         ("GET", "/v1/models/nile_m/anomalies", None),
+        ("GET", "/v1/models/nile_m/versions", None),
+        ("POST", "/v1/models/nile_m/rollback", b""),  # to version 1, after the training above
     ]
     templates = {_template_of(path) for _, path, _ in requests}
     assert {route_template(p, h) for p, h in ROUTES} - templates == {"/health", "/v1/ready", "/", "/static/{path}"}

@@ -8,7 +8,9 @@ time (~8 s; ~60 s with FLIGHTCAST_FUZZ=full). Pass: zero errors (every response 
 values and 12 hourly timestamps), every prediction's first timestamp is after every row acknowledged
 before its request was sent (the writer's last acknowledged timestamp is read just before each request
 goes out; the forecast must start after it: SPEC 3, never a prediction from older data once a DoPut has
-returned), and at the end one row per hour holding the last value sent for it.
+returned), and at the end one row per hour holding the last value sent for it. Half-way, the model is rolled
+back from version 2 to version 1 (SPEC 15): every request sent after the rollback returned is answered by
+version 1.
 """
 
 from __future__ import annotations
@@ -81,11 +83,13 @@ def test_predictions_while_appending(runtime) -> None:
     first = http_request(url)
     assert first.status == 200, first.body[:500]
     assert parse_instant(first.json()["timestamps"][0]) == (T0 + SEED_ROWS * H).replace(tzinfo=timezone.utc)
+    assert runtime.post(f"/v1/models/{MODEL}/train").json()["model_version"] == "2"  # what the rollback leaves
 
     lock = threading.Lock()
     acked_last = [(T0 + (SEED_ROWS - 1) * H).replace(tzinfo=timezone.utc)]  # newest acknowledged row
     writes = [0]
     requests = [0]
+    rolled_back = [False]  # set once POST rollback has returned
     errors: list[str] = []
     stop = threading.Event()
 
@@ -117,6 +121,7 @@ def test_predictions_while_appending(runtime) -> None:
             while not stop.is_set():
                 with lock:
                     before = acked_last[0]  # every row acknowledged before this request is sent
+                    after_rollback = rolled_back[0]
                 started = time.monotonic()
                 response = http_request(url, timeout=30)
                 elapsed = time.monotonic() - started
@@ -133,6 +138,9 @@ def test_predictions_while_appending(runtime) -> None:
                     continue
                 if any(b - a != H for a, b in zip(stamps, stamps[1:], strict=False)):
                     errors.append(f"client {n}: timestamps not hourly: {body['timestamps']}")
+                if after_rollback and body.get("model_version") != "1":
+                    errors.append(f"client {n}: version {body.get('model_version')} answered after the rollback "
+                                  "to version 1 returned")
                 if not stamps[0] > before:
                     errors.append(f"client {n}: stale prediction: starts {stamps[0].isoformat()} but row "
                                   f"{before.isoformat()} was acknowledged before the request was sent "
@@ -161,7 +169,12 @@ def test_predictions_while_appending(runtime) -> None:
     threads += [threading.Thread(target=anomaly_reader, args=(n,), daemon=True) for n in range(ANOMALY_READERS)]
     for thread in threads:
         thread.start()
-    time.sleep(DURATION_S)
+    time.sleep(DURATION_S / 2)
+    rollback = runtime.post(f"/v1/models/{MODEL}/rollback")
+    with lock:
+        rolled_back[0] = True
+    assert (rollback.status, rollback.json()["model_version"]) == (200, "1"), rollback.body[:300]
+    time.sleep(DURATION_S / 2)
     stop.set()
     for thread in threads:
         thread.join(60)

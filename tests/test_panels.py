@@ -55,7 +55,7 @@ def pod(folder) -> str:
           - {{from: lightgbm, name: panel_m, datasets: [sales], params: {{lookback: {LOOKBACK}, horizon: {HORIZON}}}}}
           - {{from: lightgbm, name: int_m, datasets: [ints], params: {{lookback: {LOOKBACK}, horizon: {HORIZON}}}}}
           - {{from: lightgbm, name: single_m, datasets: [single], params: {{lookback: {LOOKBACK}, horizon: 3,
-              retrain_after_rows: 5}}}}
+              retrain: {{after_rows: 5, promote: always}}}}}}
         """)
 
 

@@ -15,6 +15,7 @@ from pipelines.frequency import Frequency
 from spicepod import (
     InvalidInput,
     Limits,
+    RetrainSpec,
     RuntimeSpec,
     SpicepodError,
     TrainingSpec,
@@ -44,9 +45,9 @@ def pod(*, ds_from: str = f"file:{AUSTRES}", ds_name: str = "co2", ds_extra: str
     )
 
 
-PARAM_KEYS = ("aggregate, anomaly_level, backtest_windows, bounds, calendar, covariates, drift_ratio, drift_window, "
-              "fill, frequency, holidays, horizon, lightgbm, lookback, method, retrain_after_rows, static, strategy, "
-              "value_column, week_start")
+PARAM_KEYS = ("aggregate, anomaly_level, backtest_windows, bounds, calendar, challengers, covariates, drift_ratio, "
+              "drift_window, fill, frequency, holidays, horizon, lightgbm, lookback, method, promote, retrain, "
+              "retrain_after_rows, static, strategy, value_column, week_start")
 
 
 def named(entries) -> dict:
@@ -156,6 +157,27 @@ INVALID = [
     ("model_missing_name", pod().replace("    name: co2_b\n", ""), "models[1]: missing required key 'name'"),
     ("model_missing_from", pod().replace("  - from: lightgbm\n    name: co2_b", "  - name: co2_b"),
      "models[1] (co2_b): missing required key 'from'"),
+    # retraining, promotion and challengers
+    ("retrain_both_forms", pod(params="      retrain_after_rows: 5\n      retrain: {after_rows: 5}\n"),
+     "models[1] (co2_b): give 'retrain_after_rows' or 'retrain: {after_rows: N}', not both"),
+    ("retrain_unknown_key", pod(params="      retrain: {rows: 5}\n"),
+     "models[1] (co2_b): unknown key 'rows'; expected one of after_rows, on_drift, promote"),
+    ("retrain_promote_word", pod(params="      retrain: {promote: never}\n"),
+     "models[1] (co2_b): 'promote' must be one of if_better, always, got 'never'"),
+    ("retrain_on_drift_not_bool", pod(params="      retrain: {on_drift: 'yes'}\n"),
+     "models[1] (co2_b): 'on_drift' must be true or false, got 'yes'"),
+    ("retrain_after_rows_negative", pod(params="      retrain: {after_rows: -1}\n"),
+     "models[1] (co2_b): 'after_rows' must be an integer >= 0, got -1"),
+    ("challenger_promote_word", pod(params="      promote: always\n"),
+     "models[1] (co2_b): 'promote' must be one of manual, if_better, got 'always'"),
+    ("challenger_unknown", pod(params="      challengers: [co2_c]\n"),
+     "models[1] (co2_b): 'challengers' names 'co2_c', which is not a declared model"),
+    ("challenger_itself", pod(params="      challengers: [co2_b]\n"),
+     "models[1] (co2_b): 'challengers' names the model itself"),
+    ("challenger_other_dataset",
+     pod(params="      challengers: [nile_m]\n", more_ds=f"  - from: file:{DATA / 'nile.csv'}\n    name: nile\n",
+         more_models="  - from: lightgbm\n    name: nile_m\n    datasets: [nile]\n"),
+     "models[1] (co2_b): challenger 'nile_m' forecasts dataset 'nile', not 'co2'"),
     # duplicates and references
     ("duplicate_dataset", pod(more_ds=f"  - from: file:{AUSTRES}\n    name: co2\n"),
      "datasets[1] (co2): duplicate dataset name 'co2'"),
@@ -446,9 +468,10 @@ def test_help_lists_every_section_and_key_in_order() -> None:
                        "description"],
         "models[]": ["from", "name", "datasets", "params", "description"],
         "models[].params": ["value_column", "lookback", "horizon", "frequency", "strategy", "method", "bounds",
-                            "week_start", "fill", "aggregate", "backtest_windows", "retrain_after_rows", "covariates",
-                            "static", "calendar", "holidays", "anomaly_level", "drift_window", "drift_ratio",
-                            "lightgbm"],
+                            "week_start", "fill", "aggregate", "backtest_windows", "retrain_after_rows", "retrain",
+                            "challengers", "promote", "covariates", "static", "calendar", "holidays", "anomaly_level",
+                            "drift_window", "drift_ratio", "lightgbm"],
+        "models[].params.retrain": ["after_rows", "on_drift", "promote"],
     }
     lines = describe_keys().splitlines()
     for line in ("  version (required): spicepod format version",
@@ -472,6 +495,16 @@ def test_the_defaults_a_spicepod_gets_are_the_dataclass_defaults() -> None:
             a.frequency, a.value_column, dict(a.lightgbm)) == (30, 1, "recursive", "linear", "mean", 3, 0, None,
                                                                None, {})
     assert (a.anomaly_level, a.drift_window, a.drift_ratio) == (99.0, 50, 1.5)
+    assert (a.retrain, a.challengers, a.promote) == (RetrainSpec(), (), "manual")
+
+
+def test_retrain_short_and_long_forms_read_the_same() -> None:
+    short = named(parse_spicepod(pod(params="      retrain_after_rows: 7\n"), env={}).models)["co2_b"]
+    long = named(parse_spicepod(pod(params="      retrain: {after_rows: 7}\n"), env={}).models)["co2_b"]
+    assert short.retrain == long.retrain == RetrainSpec(after_rows=7, on_drift=False, promote="if_better")
+    assert short.retrain_after_rows == long.retrain_after_rows == 7
+    spec = parse_spicepod(pod(params="      challengers: [co2_a]\n      promote: if_better\n"), env={})
+    assert (named(spec.models)["co2_b"].challengers, named(spec.models)["co2_b"].promote) == (("co2_a",), "if_better")
 
 
 @pytest.mark.parametrize("text", ["15min", "1h", "h", "1mo", "2q", "1y", "30s", "1w", "0h", "1H", " 1h", "1 h",
