@@ -60,6 +60,7 @@ class Upkeep:
         self._wake = threading.Condition()
         self._stopping = False
         self._retraining: set[str] = set()
+        self._versions_seen: dict[str, int] = {}  # model -> the load of its version drift was last judged for
         self._thread = threading.Thread(target=self._run, name="upkeep", daemon=True)
 
     def start(self) -> None:
@@ -197,7 +198,14 @@ class Upkeep:
             self._promote(state, winner)
 
     def _drifting(self, state: ModelState) -> bool:
-        """Whether the model's live accuracy drifted from its backtest (SPEC 15 drift)."""
+        """Whether the model's live accuracy drifted from its backtest (SPEC 15 drift). A version new since the
+        last look starts afresh: the errors of the one it replaced are not its drift."""
         served = state.own
-        baseline = served.meta.metrics.get("mase") if served is not None else None
+        if served is None:
+            return False
+        seen = self._versions_seen.get(state.name)
+        if seen is not None and seen != served.cache_id:
+            self._live.reset_drift(state.name)
+        self._versions_seen[state.name] = served.cache_id
+        baseline = served.meta.metrics.get("mase")
         return self._live.drifting(state.name, state.spec.drift_window, state.spec.drift_ratio, baseline)

@@ -39,6 +39,7 @@ def pod(folder) -> str:
     write_table(folder / "single.parquet", single)
     write_table(folder / "jumpy.parquet", single)
     write_table(folder / "mixed.parquet", single)
+    write_table(folder / "drifty.parquet", single)
     return textwrap.dedent(f"""\
         version: v1
         kind: Spicepod
@@ -48,6 +49,7 @@ def pod(folder) -> str:
           - {{from: file:{folder / 'single.parquet'}, name: single, mode: read_write}}
           - {{from: file:{folder / 'jumpy.parquet'}, name: jumpy, mode: read_write}}
           - {{from: file:{folder / 'mixed.parquet'}, name: mixed, mode: read_write}}
+          - {{from: file:{folder / 'drifty.parquet'}, name: drifty, mode: read_write}}
         models:
           - {{from: lightgbm, name: panel_m, datasets: [sales], params: {{lookback: {LOOKBACK}, horizon: 2,
               method: lightgbm}}}}
@@ -57,6 +59,8 @@ def pod(folder) -> str:
               method: lightgbm, drift_window: 6, drift_ratio: 1.5}}}}
           - {{from: lightgbm, name: portfolio_m, datasets: [mixed], params: {{lookback: {LOOKBACK}, horizon: 2,
               backtest_windows: 2}}}}
+          - {{from: lightgbm, name: drifty_m, datasets: [drifty], params: {{lookback: {LOOKBACK}, horizon: 3,
+              method: lightgbm, drift_window: 6, retrain: {{on_drift: true, promote: always}}}}}}
         """)
 
 
@@ -241,6 +245,18 @@ def test_a_jump_in_the_data_makes_the_model_drift(rt):
     line = next(line for line in metrics.splitlines() if line.startswith('flightcast_drift{model="jumpy_m"}'))
     assert float(line.split()[-1]) == pytest.approx(live["drift"], rel=1e-9)
     assert models(rt)["single_m"]["health"] == "ok"
+
+
+def test_a_drifting_model_with_on_drift_retrains(rt):
+    assert models(rt)["drifty_m"]["model_version"] == "1"
+    for points in (3, 6):
+        served = rt.get_json("/v1/models/drifty_m/predict")
+        put_values(rt, "drifty", [(None, ts, value + 500.0)
+                                  for ts, value in zip(served["timestamps"], served["prediction"], strict=True)])
+        wait_until(lambda n=points: (e := models(rt)["drifty_m"])["live_metrics"]
+                   and e["live_metrics"]["points"] >= n, f"{points} points scored", timeout=10)
+    # Six new rows and a whole drift window above drift_ratio: retrained in the background, and served.
+    wait_until(lambda: models(rt)["drifty_m"]["model_version"] == "2", "the drift retrain served", timeout=60)
 
 
 def test_anomalies_and_drift_survive_a_restart(rt, module_inprocess_factory):
