@@ -56,12 +56,14 @@ def keyed(module_inprocess_factory: RuntimeFactory):
 
 # --- query parameters ---------------------------------------------------------------------------------
 
-# One request per route, each answering 200 without query parameters.
+# One request per route (a query parameter it does not take is refused before anything else).
 EVERY_ROUTE = [
     ("GET", "/health"), ("GET", "/metrics"), ("GET", "/v1/openapi.json"), ("GET", "/v1/ready"),
     ("GET", "/v1/datasets"), ("GET", "/v1/models"), ("GET", "/v1/models/nile_m/predict"),
     ("POST", "/v1/models/nile_m/train"), ("POST", "/v1/predict"), ("POST", "/v1/sql"),
     ("GET", "/v1/models/nile_m/series"), ("GET", "/v1/models/nile_m/forecasts"), ("GET", "/v1/models/nile_m/history"),
+    ("GET", "/v1/models/nile_m/anomalies"), ("GET", "/v1/models/nile_m/versions"),
+    ("POST", "/v1/models/nile_m/rollback"),
 ]
 BODIES = {"/v1/predict": {"predictions": [{"model_name": "nile_m"}]}, "/v1/sql": "SELECT 1 AS x"}
 
