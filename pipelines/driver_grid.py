@@ -60,11 +60,8 @@ def limit_sql(grouped: str, panel: bool, per_series: int | None, future: int | N
             f"ORDER BY {'sid, ' if panel else ''}bucket")
 
 
-def split_parts(table: pa.Table, drivers: Drivers, panel: bool) -> list[tuple]:
-    """(series, period starts, values, counts, {column: values}) of each series in the result."""
-    times = table.column("bucket").to_numpy().astype("datetime64[us]")
-    values = table.column("value").cast(pa.float64()).to_numpy(zero_copy_only=False)
-    counts = table.column("n").to_numpy()
+def driver_columns(table: pa.Table, drivers: Drivers) -> dict[str, np.ndarray]:
+    """Each driver column of a read: float64 for numeric ones (NaN missing), objects for categorical ones."""
     columns = {}
     for i, name in enumerate(drivers.columns):
         column = table.column(f"d{i}")
@@ -72,6 +69,15 @@ def split_parts(table: pa.Table, drivers: Drivers, panel: bool) -> list[tuple]:
             columns[name] = np.array(column.to_pylist(), dtype=object)
         else:
             columns[name] = column.cast(pa.float64()).to_numpy(zero_copy_only=False)
+    return columns
+
+
+def split_parts(table: pa.Table, drivers: Drivers, panel: bool) -> list[tuple]:
+    """(series, period starts, values, counts, {column: values}) of each series in the result."""
+    times = table.column("bucket").to_numpy().astype("datetime64[us]")
+    values = table.column("value").cast(pa.float64()).to_numpy(zero_copy_only=False)
+    counts = table.column("n").to_numpy()
+    columns = driver_columns(table, drivers)
     if not panel:
         return [(None, times, values, counts, columns)]
     sids = table.column("sid")
@@ -189,13 +195,7 @@ def regular_windows(
     ids = [names[c] for c in sid_codes[rows]]
     short = {names[c]: int(k) for c, k in zip(sid_codes[~keep], kept[~keep], strict=True)}
     newest = times[last[rows]]
-    columns = {}
-    for i, name in enumerate(drivers.columns):
-        column = table.column(f"d{i}")
-        if drivers.categorical(name):
-            columns[name] = np.array(column.to_pylist(), dtype=object)
-        else:
-            columns[name] = column.cast(pa.float64()).to_numpy(zero_copy_only=False)
+    columns = driver_columns(table, drivers)
     inputs = FutureDrivers()
     ahead = np.arange(future)[None, :]
     room = (first_future[rows][:, None] + ahead) < ends[rows][:, None]
