@@ -1,12 +1,12 @@
 """What drivers are worth: forecast accuracy with and without them, against the peers a user would pick, on
 two real series with drivers (data/covariates/), their intervals' coverage, and what they cost.
 
-(a) Rolling origins at the end of each series (the last ORIGINS x horizon points, origins a horizon
-    apart), each model trained on the points before its origin with the drivers' actual values after it
-    (a forecast with perfect future drivers). MASE (mean over origins) of flightcast with drivers
-    (`method: auto`, the product default, and `lightgbm`), flightcast without them, mlforecast LightGBM
-    and statsforecast AutoARIMA with the same drivers (`X_df`, set up as a user would: lags, date
-    features, a holiday flag), and seasonal naive.
+(a) Rolling origins at the end of each series, a horizon apart (4 on Chicago; 8 on the monthly series,
+    whose 12 points an origin are few), each model trained on the points before its origin with the
+    drivers' actual values after it (a forecast with perfect future drivers). MASE (mean over origins)
+    of flightcast with drivers (`method: auto`, the product default, and `lightgbm`), flightcast without
+    them, mlforecast LightGBM and statsforecast AutoARIMA with the same drivers (`X_df`, set up as a user
+    would: lags, date features, a holiday flag), and seasonal naive.
     - Chicago 'L' ridership, daily, h=14: weather and five teams' home games (flags), day of week, month,
       day of year, US holidays. The latest TRAIN_DAYS days before each origin are trained on (AutoARIMA,
       with a dozen regressors, on the latest year: two minutes a fit on three years).
@@ -35,7 +35,6 @@ from pipelines.metrics import mase
 from pipelines.series import SeriesSet
 from pipelines.training import train_model
 
-ORIGINS = size(4, 2)
 LEVELS = (80.0, 95.0)
 TRAIN_DAYS = size(3 * 365, 150)  # Chicago: the latest three years before an origin (the whole 15 are slow)
 PARAMS = size({}, {"num_boost_round": 20})
@@ -58,6 +57,7 @@ class DataSet:
     times: np.ndarray = field(default_factory=lambda: np.empty(0, dtype="datetime64[us]"))
     values: np.ndarray = field(default_factory=lambda: np.empty(0))
     drivers: dict[str, np.ndarray] = field(default_factory=dict)
+    origins: int = 4
     train: int | None = None  # periods before an origin trained on (None: all)
     arima_train: int | None = None  # AutoARIMA's share of them: with a dozen regressors it is slow on long ones
     # Peers' settings, as a user of each library would choose them.
@@ -94,7 +94,7 @@ def datasets() -> list[DataSet]:
         ["day_of_week", "month", "day_of_year"], ("US", None), train=TRAIN_DAYS, arima_train=365,
         lags=[1, 2, 7, 14, 21, 28], date_features=["dayofweek", "month", "dayofyear"]))
     seatbelts = read("seatbelts.csv", "month", "DriversKilled", DataSet(
-        "seatbelts", "1mo", 12, 24, "recursive", ["kms", "PetrolPrice", "law"], {"law"}, ["month"], None,
+        "seatbelts", "1mo", 12, 24, "recursive", ["kms", "PetrolPrice", "law"], {"law"}, ["month"], None, origins=8,
         lags=[1, 2, 3, 12], date_features=["month"]))
     return [chicago, seatbelts]
 
@@ -163,7 +163,8 @@ class Origin:
 
 
 def origins(data: DataSet) -> list[Origin]:
-    return [Origin(data, data.values.size - j * data.horizon) for j in range(ORIGINS, 0, -1)]
+    count = size(data.origins, 2)
+    return [Origin(data, data.values.size - j * data.horizon) for j in range(count, 0, -1)]
 
 
 # ------------------------------------------------------------------------------------------ peers
@@ -302,7 +303,8 @@ def main() -> None:
     for data in datasets():
         started = time.perf_counter()
         results[data.name] = run(data, peers)
-        print(f"{data.name}: {ORIGINS} origins, h={data.horizon}, {time.perf_counter() - started:.1f} s", flush=True)
+        print(f"{data.name}: {len(origins(data))} origins, h={data.horizon}, {time.perf_counter() - started:.1f} s",
+              flush=True)
     shown = [c for c in COLUMNS if peers or "X_df" not in c]
     table(["MASE (mean over origins)", *results], [(c, *(r.mean(c) for r in results.values())) for c in shown])
     for name, r in results.items():
