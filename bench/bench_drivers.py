@@ -287,10 +287,10 @@ def predict_costs(result: Result) -> tuple[float, float]:
     unchanged data is remembered, and would time that instead)."""
     model, origin, _ = result.models["lightgbm with drivers"]
     plain_model, plain_origin, _ = result.models["lightgbm without"]
-    with_drivers = median(time_calls(lambda: model.forecast_windows(*origin.inputs(model, True)), TIMING_RUNS))
-    without = median(time_calls(lambda: plain_model.forecast_windows(*plain_origin.inputs(plain_model, False)),
-                                TIMING_RUNS))
-    explained = median(time_calls(lambda: model.explain_windows(*origin.inputs(model, True)), TIMING_RUNS))
+    args, plain_args = origin.inputs(model, True), plain_origin.inputs(plain_model, False)
+    with_drivers = median(time_calls(lambda: model.forecast_windows(*args), TIMING_RUNS))
+    without = median(time_calls(lambda: plain_model.forecast_windows(*plain_args), TIMING_RUNS))
+    explained = median(time_calls(lambda: model.explain_windows(*args), TIMING_RUNS))
     print(f"{origin.data.name}: one forecast of {origin.data.horizon} steps {ms(without):.2f} ms without drivers, "
           f"{ms(with_drivers):.2f} ms with, {ms(explained):.2f} ms explained")
     return with_drivers / without, explained / with_drivers
