@@ -308,6 +308,13 @@ def main() -> None:
     shown = [c for c in COLUMNS if peers or "X_df" not in c]
     table(["MASE (mean over origins)", *results], [(c, *(r.mean(c) for r in results.values())) for c in shown])
     for name, r in results.items():
+        model, _, _ = r.models["lightgbm with drivers"]
+        shares = sorted(model.feature_importance().items(), key=lambda kv: -kv[1])[:6]
+        print(f"{name}: share of the gain of lightgbm with drivers (last origin): "
+              + ", ".join(f"{group} {share:.2f}" for group, share in shares))
+        served = r.models["auto with drivers"][0].methods_of([None], None)[0]
+        print(f"{name}: auto with drivers serves {served} (last origin)")
+    for name, r in results.items():
         auto, plain = r.mean("auto with drivers"), r.mean("auto without")
         ratio_line(f"{name}: MASE auto with drivers / without", auto / plain, "< 1", auto < plain)
         lgbm, lgbm_plain = r.mean("lightgbm with drivers"), r.mean("lightgbm without")
