@@ -49,6 +49,8 @@ class DataSet:
     freq: str
     horizon: int
     lookback: int
+    # recursive: direct scored worse with drivers (Chicago 0.497 against 0.427, at ten times the training
+    # time; the monthly series 0.889 against 0.867, lightgbm alone)
     strategy: str
     covariates: list[str]
     categorical: set[str]
@@ -275,9 +277,7 @@ def run(data: DataSet, peers: bool) -> Result:
         result.scores["seasonal naive"].append(origin.score(seasonal_naive(origin.history, data.horizon, season)))
         if peers:
             result.scores["mlforecast LightGBM X_df"].append(origin.score(mlforecast_lightgbm(origin)))
-            started = time.perf_counter()
             result.scores["AutoARIMA X_df"].append(origin.score(auto_arima(origin)))
-            result.seconds["AutoARIMA X_df"] = result.seconds.get("AutoARIMA X_df", 0.0) + time.perf_counter() - started
     return result
 
 
