@@ -386,3 +386,35 @@ def test_series_and_history_are_values(in_process_service):
                                                 f"{days[-1]}T00:00:00Z", "ready")])
     info = service.train("weekly_rec")
     assert (info.name, info.status, info.lookback, info.horizon, info.frequency) == ("weekly_rec", "ready", 14, 7, "1d")
+
+
+def test_driver_columns_of_a_forecast_are_those_of_each_step_built_alone():
+    from pipelines.drivers import Covariate, Drivers, DriverValues, FutureDrivers, HolidayCalendar
+    from pipelines.frequency import Frequency
+
+    drivers = Drivers([Covariate("temp"), Covariate("game", categorical=True), Covariate("visitors", known="past")],
+                      ["region"], ["day_of_week", "month"], HolidayCalendar("US"))
+    drivers.learn(DriverValues({"game": [np.array([0, 1], dtype=object)]}, {"region": ["north", "south"]}))
+    freq = Frequency.parse("1d")
+    inputs = FutureDrivers(
+        {"temp": np.array([[20.5, 21.0, 19.0], [5.0, 6.5, 7.0]]),
+         "game": np.array([[0, 1, None], [1, 0, 0]], dtype=object)},
+        {"visitors": np.array([120.0, 80.0])}, {"region": np.array(["south", "north"], dtype=object)})
+    last = np.array(["2024-12-23", "2024-07-03"], dtype="datetime64[us]")
+
+    built = [drivers.forecast_block(inputs, last, step, freq) for step in (1, 2, 3)]
+
+    # Step 2: Christmas (a Wednesday, a holiday) and 5 July (a Friday, the day after one); game codes 1, 0.
+    assert built[1].tolist() == [[21.0, 1.0, 120.0, 1.0, 2.0, 12.0, 1.0, 0.0],
+                                 [6.5, 0.0, 80.0, 0.0, 4.0, 7.0, 0.0, -1.0]]
+    for step in (1, 2, 3):
+        alone = FutureDrivers({k: v[:, step - 1:step] for k, v in inputs.future.items()}, inputs.past, inputs.static)
+        shifted = np.asarray(freq.add(last, step - 1))
+        np.testing.assert_array_equal(built[step - 1], drivers.forecast_block(alone, shifted, 1, freq))
+    # The same inputs after other windows: the columns follow the new timestamps.
+    later = last + np.timedelta64(1, "D").astype("m8[us]")
+    np.testing.assert_array_equal(drivers.forecast_block(inputs, later, 1, freq)[:, 3:],
+                                  built[1][:, 3:])
+    # Without future covariates (a calendar alone) each step is built when asked for.
+    calendar = Drivers(calendar=["day_of_month"])
+    assert calendar.forecast_block(FutureDrivers(), last, 2, freq).tolist() == [[25.0], [5.0]]
