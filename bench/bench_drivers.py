@@ -140,9 +140,20 @@ class Origin:
         return Drivers([Covariate(c, c in d.categorical) for c in d.covariates], [], d.calendar,
                        HolidayCalendar(*d.holidays) if d.holidays else None)
 
-    def future(self) -> FutureDrivers:
+    def future(self, length: int = 0) -> FutureDrivers:
+        """The covariates of the forecast periods, and the numeric ones over the `length` periods before them
+        (what the runtime's grid read gives a forecast)."""
         d = self.data
-        return FutureDrivers({c: self.raw(c, self.cut + d.horizon)[None, self.cut - self.start:] for c in d.covariates})
+        history = {}
+        for c in d.covariates:
+            if c in d.categorical or not length:
+                continue
+            row = np.full(length, np.nan)
+            seen = np.asarray(d.drivers[c][max(0, self.cut - length):self.cut], dtype=np.float64)
+            row[length - seen.size:] = seen
+            history[c] = row[None, :]
+        return FutureDrivers({c: self.raw(c, self.cut + d.horizon)[None, self.cut - self.start:] for c in d.covariates},
+                             {}, {}, history)
 
     def train(self, method: str, with_drivers: bool, params: dict | None = None):
         d = self.data
@@ -158,7 +169,7 @@ class Origin:
         tail = self.history[-length:]
         window[length - tail.size:] = tail
         last = self.data.times[self.cut - 1:self.cut]
-        return window[None, :], last, self.data.horizon, [None], self.future() if with_drivers else None
+        return window[None, :], last, self.data.horizon, [None], self.future(length) if with_drivers else None
 
     def score(self, forecast: np.ndarray) -> float:
         return mase(self.actual, forecast, self.history, self.data.frequency.season)

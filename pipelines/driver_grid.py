@@ -126,9 +126,10 @@ def driver_values(parts: list[DriverPart], drivers: Drivers) -> DriverValues:
                         {s: [p.static[s] for p in parts] for s in drivers.static})
 
 
-def future_inputs(parts: list[DriverPart], drivers: Drivers, steps: int) -> FutureDrivers:
+def future_inputs(parts: list[DriverPart], drivers: Drivers, steps: int, window: int = 0) -> FutureDrivers:
     """Each window's driver inputs: known-future covariates of the `steps` periods after its newest value,
-    known-past ones at it, and its static attributes."""
+    known-past ones at it, its static attributes, and the numeric known-future ones over its `window`
+    latest periods (right-aligned, NaN before the series starts)."""
     future = {}
     for c in drivers.future:
         out = np.full((len(parts), steps), None if c.categorical else np.nan, dtype=object if c.categorical else None)
@@ -139,7 +140,16 @@ def future_inputs(parts: list[DriverPart], drivers: Drivers, steps: int) -> Futu
     past = {c.column: np.array([p.covariates[c.column][p.values.size - 1] for p in parts],
                                dtype=object if c.categorical else np.float64) for c in drivers.past}
     static = {s: np.array([p.static[s] for p in parts], dtype=object) for s in drivers.static}
-    return FutureDrivers(future, past, static)
+    history = {}
+    for c in drivers.future if window else ():
+        if c.categorical:
+            continue
+        out = np.full((len(parts), window), np.nan)
+        for i, p in enumerate(parts):
+            seen = p.covariates[c.column][:p.values.size][-window:]
+            out[i, window - seen.size:] = seen
+        history[c.column] = out
+    return FutureDrivers(future, past, static, history)
 
 
 def grid_index(times: np.ndarray, freq: Frequency) -> np.ndarray:
@@ -206,6 +216,11 @@ def regular_windows(
         inputs.future[c.column] = out
     for c in drivers.past:
         inputs.past[c.column] = columns[c.column][last[rows]]
+    for c in drivers.future:
+        if not c.categorical:  # the numeric ones over each window too (what a method with regressors fits on)
+            seen = np.full((rows.size, lookback), np.nan)
+            seen[valid] = columns[c.column][at[valid]]
+            inputs.history[c.column] = seen
     for name in drivers.static:
         raw = columns[name]
         present = np.array([v is not None for v in raw.tolist()], dtype=bool)

@@ -62,13 +62,17 @@ class FutureDrivers:
     future: dict[str, np.ndarray] = field(default_factory=dict)
     past: dict[str, np.ndarray] = field(default_factory=dict)
     static: dict[str, np.ndarray] = field(default_factory=dict)
+    # Numeric known-future covariates over each window's periods (n, window), aligned with the window's
+    # values (NaN where unknown): what a method with regressors fits on (pipelines/methods.arimax_forecast).
+    history: dict[str, np.ndarray] = field(default_factory=dict)
     # The driver columns of every step, built on a model's first step (Drivers.forecast_block).
     _blocks: dict = field(default_factory=dict, repr=False, compare=False)
 
     def rows(self, indices: np.ndarray) -> FutureDrivers:
         return FutureDrivers({k: v[indices] for k, v in self.future.items()},
                              {k: v[indices] for k, v in self.past.items()},
-                             {k: v[indices] for k, v in self.static.items()})
+                             {k: v[indices] for k, v in self.static.items()},
+                             {k: v[indices] for k, v in self.history.items()})
 
 
 class HolidayCalendar:

@@ -230,5 +230,6 @@ def _merge(old: Windows, fresh: Windows, changed: set[str]) -> Windows:
 
         drivers = FutureDrivers(joined(old.drivers.future, fresh.drivers.future),
                                 joined(old.drivers.past, fresh.drivers.past),
-                                joined(old.drivers.static, fresh.drivers.static))
+                                joined(old.drivers.static, fresh.drivers.static),
+                                joined(old.drivers.history, fresh.drivers.history))
     return Windows([ids[i] for i in order], values[order], last[order], short, drivers)

@@ -58,6 +58,8 @@ def drivers_at(
     past = {c.column: np.full(n, None if c.categorical else np.nan, dtype=object if c.categorical else None)
             for c in drivers.past}
     static = {s: np.full(n, None, dtype=object) for s in drivers.static}
+    window = served.model.window_length
+    history = {c.column: np.full((n, window), np.nan) for c in drivers.future if not c.categorical}
     for row, (sid, last) in enumerate(zip(sids, lasts, strict=True)):
         i = where.get(sid)
         if i is None or not found.times[i].size:
@@ -71,9 +73,12 @@ def drivers_at(
             column = values.covariates[c.column][i]
             if 0 <= at < column.size:
                 past[c.column][row] = column[at]
+        for name, out in history.items():  # over the window that ends at `last`
+            seen = np.asarray(values.covariates[name][i][max(0, at + 1 - window):at + 1], dtype=np.float64)
+            out[row, window - seen.size:] = seen
         for s in drivers.static:
             static[s][row] = values.static[s][i]
-    return FutureDrivers(future, past, static)
+    return FutureDrivers(future, past, static, history)
 
 
 def parse_covariates(served: ServedModel, name: str, sent: Mapping[str, Sequence[Any]]) -> dict[str, dict[int, Any]]:

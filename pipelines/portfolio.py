@@ -23,6 +23,8 @@ from pipelines.features import window_spread
 from pipelines.frequency import Frequency
 from pipelines.intervals import Calibration
 from pipelines.methods import (
+    ARIMAX,
+    arimax_forecast,
     fallback_forecast,
     finite_tail,
     history_length,
@@ -54,6 +56,7 @@ class PortfolioModel:
         self, *, freq: Frequency, horizon: int, lookback: int, lightgbm: TrainedModel | None, plans: dict,
         default: Plan, stats: SeriesStats, calibration: Calibration | None, bounds: tuple | None,
         metrics: dict[str, Any] | None = None, seeds: dict | None = None, quick: bool = False,
+        regressors: Sequence[str] = (),
     ):
         self.freq = freq
         self.horizon = horizon
@@ -65,6 +68,7 @@ class PortfolioModel:
         self.calibration = calibration
         self.bounds = bounds
         self.quick = quick  # local methods fit their quick variants (as in the backtest)
+        self.regressors = list(regressors)  # the numeric covariates known ahead that arimax fits on
         self.metrics = metrics or {}
         self.training_rows = lightgbm.training_rows if lightgbm is not None else 0
         self.strategy = lightgbm.strategy if lightgbm is not None else "recursive"
@@ -168,7 +172,10 @@ class PortfolioModel:
                 continue
             history = finite_tail(windows[i])[-keep:]
             for method in local:
-                values = self._local(ids[i], method, history, horizon, season)
+                if method == ARIMAX:
+                    values = self._arimax(ids[i], history, drivers, i, horizon, season)
+                else:
+                    values = self._local(ids[i], method, history, horizon, season)
                 total[i] += values
                 if explain:
                     add(method, i, values * weights[i])
@@ -177,6 +184,30 @@ class PortfolioModel:
         if explain and self.bounds is not None and np.any(predicted != averaged):
             add("bounds", slice(None), predicted - averaged)
         return predicted, self._spreads(windows, ids), parts
+
+    def _arimax(
+        self, sid: str | None, history: np.ndarray, drivers: FutureDrivers | None, row: int, horizon: int, season: int,
+    ) -> np.ndarray:
+        """arimax's forecast of a window row, with its regressors over the history and the forecast periods
+        (the fallback forecast where they are not all known)."""
+        if drivers is None or any(n not in drivers.history or n not in drivers.future for n in self.regressors):
+            return fallback_forecast(history, horizon, season)[1]
+        x = np.column_stack([drivers.history[n][row][-history.size:] for n in self.regressors])
+        x_future = np.column_stack([np.asarray(drivers.future[n][row, :horizon], dtype=np.float64)
+                                    for n in self.regressors])
+        digest = history_digest(np.concatenate([history, x.ravel(), x_future.ravel()]))
+        key = (sid, ARIMAX, horizon)
+        kept = self._memo.get(key)
+        if kept is not None and kept[0] == digest:
+            return kept[1]
+        out = arimax_forecast(history, x, x_future, season) if x_future.shape[0] == horizon else None
+        if out is None:
+            out = fallback_forecast(history, horizon, season)[1]
+        with self._memo_lock:
+            if len(self._memo) >= MEMO_ENTRIES:
+                self._memo.clear()
+            self._memo[key] = (digest, out)
+        return out
 
     def _local(self, sid: str | None, method: str, history: np.ndarray, horizon: int, season: int) -> np.ndarray:
         if method == "seasonal_naive":
@@ -247,6 +278,7 @@ class PortfolioModel:
             "single": self.stats.ids == [None],
             "bounds": None if self.bounds is None else list(self.bounds),
             "quick": self.quick,
+            "regressors": self.regressors,
             "metrics": json_safe(self.metrics),
         }
         (directory / "model.json").write_text(json.dumps(meta, indent=2) + "\n")
@@ -275,7 +307,8 @@ class PortfolioModel:
         return cls(freq=Frequency.parse(meta["frequency"]), horizon=int(meta["horizon"]),
                    lookback=int(meta["lookback"]), lightgbm=lightgbm, plans=plans,
                    default=plan_list[int(meta["default"])], stats=stats, calibration=calibration, bounds=bounds,
-                   metrics=meta["metrics"], seeds=seeds, quick=bool(meta["quick"]))
+                   metrics=meta["metrics"], seeds=seeds, quick=bool(meta["quick"]),
+                   regressors=meta.get("regressors", []))
 
 
 def load_model(directory: Path) -> TrainedModel | PortfolioModel:

@@ -19,7 +19,7 @@ import numpy as np
 from pipelines.backends import SeriesBackend
 from pipelines.drivers import Drivers
 from pipelines.frequency import Frequency
-from pipelines.methods import ETS_MAX_SEASON
+from pipelines.methods import ARIMAX, ETS_MAX_SEASON
 from pipelines.model import SeriesStats
 from pipelines.portfolio import PortfolioModel, bounds_for
 from pipelines.selection import PairTable, calibrate, choose, chunk_pairs, chunk_seeds
@@ -41,12 +41,13 @@ MIN_BACKTEST_HISTORY = 2  # values before an origin for a local method to foreca
 QUICK_SERIES = 50  # models of more series than this fit the quick variants of local methods
 
 
-def candidates_for(method: str, season: int, with_lightgbm: bool) -> list[str]:
+def candidates_for(method: str, season: int, with_lightgbm: bool, with_regressors: bool = False) -> list[str]:
+    """The candidates of `method`; `with_regressors` (numeric covariates known ahead, few series) adds arimax."""
     if method not in ("auto", "ensemble"):
         return [method]
     local = [m for m in LOCAL_METHODS
              if not (m == "seasonal_naive" and season <= 1) and not (m == "mstl" and season <= ETS_MAX_SEASON)]
-    return (["lightgbm"] if with_lightgbm else []) + local
+    return (["lightgbm"] if with_lightgbm else []) + local + ([ARIMAX] if with_regressors else [])
 
 
 def chunk_minimum(chunk: SeriesSet) -> float:
@@ -76,21 +77,26 @@ def train_portfolio(
                 backend, freq=freq, lookback=lookback, horizon=horizon, strategy=strategy,
                 backtest_windows=backtest_windows, lightgbm_params=lightgbm_params, dataset=dataset, lengths=lengths,
                 drivers=drivers)
-    candidates = candidates_for(method, season, lightgbm is not None)
+    # Numeric covariates known ahead make arimax a candidate, for models of few series (a fit per series and
+    # forecast is too slow for thousands).
+    regressors = [c.column for c in drivers.future if not c.categorical] if drivers else []
+    candidates = candidates_for(method, season, lightgbm is not None, bool(regressors) and len(lengths) <= QUICK_SERIES)
     local = [m for m in candidates if m != "lightgbm"]
     extend = len(lengths) * backtest_windows * horizon < CALIBRATION_ERRORS
     origins, lgbm_rows = _origins(lengths, backtest, horizon, backtest_windows, extend)
     quick = len(lengths) > QUICK_SERIES
     # Every candidate from the scoring origins, for the choice...
     scoring = {sid: [row for row in rows if row[1]] for sid, rows in origins.items()}
-    table = PairTable.concat(backend.map(chunk_pairs, scoring, local, horizon, season, lookback, quick), local, horizon)
+    table = PairTable.concat(backend.map(chunk_pairs, scoring, local, horizon, season, lookback, quick, regressors),
+                             local, horizon)
     table.forecasts["lightgbm"] = _join(table, lgbm_rows, horizon)
     choice = choose(table, candidates, method, horizon, season)
     if extend:
         # ...and, with few series, what each series is served from every origin, for its intervals.
         members = {sid: [m for m in plan if m != "lightgbm"] for sid, plan in choice.plans.items()}
         used = [m for m in local if any(m in names for names in members.values())]
-        every = PairTable.concat(backend.map(chunk_pairs, origins, members, horizon, season, lookback, quick),
+        every = PairTable.concat(backend.map(chunk_pairs, origins, members, horizon, season, lookback, quick,
+                                             regressors),
                                  used, horizon)
         every.forecasts["lightgbm"] = _join(every, lgbm_rows, horizon)
         choice.calibration = calibrate(every, choice.plans, horizon)
@@ -120,7 +126,7 @@ def train_portfolio(
     model = PortfolioModel(
         freq=freq, horizon=horizon, lookback=lookback, lightgbm=lightgbm, plans=choice.plans, default=choice.default,
         stats=stats, calibration=choice.calibration, bounds=bounds_for(bounds, minimum), metrics=metrics, seeds=seeds,
-        quick=quick)
+        quick=quick, regressors=regressors if ARIMAX in candidates else ())
     model.series_mase = choice.series_mase
     return model
 

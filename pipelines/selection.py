@@ -21,7 +21,7 @@ import numpy as np
 
 from pipelines.features import level_stats, window_spread
 from pipelines.intervals import Calibration
-from pipelines.methods import history_length, local_forecast
+from pipelines.methods import ARIMAX, arimax_forecast, history_length, local_forecast
 from pipelines.metrics import naive_scale, smape
 from pipelines.series import SeriesSet
 
@@ -73,15 +73,16 @@ def history_digest(values: np.ndarray) -> str:
 
 def chunk_pairs(
     chunk: SeriesSet, origins: dict, methods: Sequence[str] | dict, horizon: int, season: int, lookback: int,
-    quick: bool,
+    quick: bool, regressors: Sequence[str] = (),
 ) -> PairTable:
     """The pair rows of this chunk's series: origins[id] is a list of (origin, scoring, with_local); local
     `methods` (or methods[id], per series) forecast where with_local is set (LightGBM's forecasts are
-    joined in afterwards)."""
+    joined in afterwards). `arimax` fits on the numeric covariates named in `regressors`, their actual
+    values after each origin standing in for the future ones (as LightGBM's backtest has them)."""
     every = sorted({m for names in methods.values() for m in names}) if isinstance(methods, dict) else list(methods)
     keep = history_length(season)
     rows: list[tuple] = []
-    for sid, values in zip(chunk.ids, chunk.values, strict=True):
+    for i, (sid, values) in enumerate(zip(chunk.ids, chunk.values, strict=True)):
         if sid not in origins:
             continue
         series_std = level_stats(values)[1]
@@ -92,7 +93,8 @@ def chunk_pairs(
             actual[:seen.size] = seen
             spread = float(window_spread(values[max(0, origin - lookback):origin][None, :], np.array([series_std]))[0])
             names = (methods.get(sid, ()) if isinstance(methods, dict) else methods) if with_local else ()
-            local = {name: local_forecast(name, history, horizon, season, quick) for name in names}
+            local = {name: arimax_at(chunk, i, regressors, max(0, origin - keep), origin, horizon, season)
+                     if name == ARIMAX else local_forecast(name, history, horizon, season, quick) for name in names}
             rows.append((sid, origin, scoring, actual, spread, naive_scale(values[:origin], season), local))
     table = PairTable(
         [r[0] for r in rows], np.array([r[1] for r in rows], dtype=np.int64),
@@ -108,13 +110,30 @@ def chunk_pairs(
     return table
 
 
+def arimax_at(
+    chunk: SeriesSet, i: int, regressors: Sequence[str], start: int, origin: int, horizon: int, season: int,
+) -> np.ndarray | None:
+    """arimax's forecast of series i from `origin`, fit on values[start:origin] with its regressors."""
+    covariates = chunk.drivers.covariates if chunk.drivers is not None else {}
+    if not regressors or any(name not in covariates for name in regressors):
+        return None
+    columns = []
+    for name in regressors:
+        column = np.full(origin + horizon - start, np.nan)
+        known = np.asarray(covariates[name][i][start:origin + horizon], dtype=np.float64)
+        column[:known.size] = known
+        columns.append(column)
+    x = np.column_stack(columns)
+    return arimax_forecast(chunk.values[i][start:origin], x[:origin - start], x[origin - start:], season)
+
+
 def chunk_seeds(chunk: SeriesSet, plans: dict, horizon: int, season: int, quick: bool) -> dict:
     """The final forecasts of each series' local methods after its whole history, with the digest of the
     values they were fit on: a forecast of unchanged data is then not fit again."""
     keep = history_length(season)
     out = {}
     for sid, values in zip(chunk.ids, chunk.values, strict=True):
-        members = [m for m in plans.get(sid, ()) if m not in BATCH_METHODS]
+        members = [m for m in plans.get(sid, ()) if m not in BATCH_METHODS and m != ARIMAX]  # arimax: no future X
         if not members:
             continue
         history = values[-keep:]

@@ -87,3 +87,43 @@ def test_training_rows_and_forecast_rows_have_the_same_driver_columns():
                                "holiday_distance"]
     # 2015-07-07 (index 12) is a Tuesday, three days after Independence Day; visitors as of the window's end
     assert training[0].tolist() == [temp[12], 1.0, visitors[9], 1.0, 0.0, -3.0]
+
+
+def test_arimax_competes_with_numeric_covariates_known_ahead_and_serves_with_them():
+    """arimax (AutoARIMA with the covariates as regressors) is a candidate of a portfolio with numeric
+    covariates known ahead; a series it serves is forecast from the window's covariates and the future ones."""
+    import csv
+    from pathlib import Path
+
+    from pipelines.methods import arimax_forecast, history_length
+    from pipelines.series import SeriesSet
+    from pipelines.training import train_model
+
+    path = Path(__file__).resolve().parent.parent / "data" / "covariates" / "seatbelts.csv"
+    with path.open(newline="") as f:
+        rows = list(csv.DictReader(f))[:180]
+    times = np.array([r["month"] + "-01" for r in rows], dtype="datetime64[us]")
+    killed = np.array([float(r["DriversKilled"]) for r in rows])
+    kms = np.array([float(r["kms"]) for r in rows])
+    petrol = np.array([float(r["PetrolPrice"]) for r in rows])
+    cut, h = 168, 12
+    series = SeriesSet([None], [times[:cut]], [killed[:cut]], DriverValues({"kms": [kms], "petrol": [petrol]}, {}))
+    monthly = Frequency.parse("1mo")
+    model = train_model(series, method="auto", bounds="none", freq=monthly, lookback=12, horizon=h,
+                        backtest_windows=1, lightgbm_params={"num_boost_round": 20}, dataset="seatbelts",
+                        drivers=Drivers([Covariate("kms"), Covariate("petrol")]))
+    assert model.metrics["methods"]["arimax"]["mase"] > 0
+    assert model.regressors == ["kms", "petrol"]
+    model.plans = {None: ("arimax",)}  # served by arimax alone, whatever the backtest chose
+    length = model.window_length
+    keep = history_length(12)
+    x = np.column_stack([kms, petrol])
+    inputs = FutureDrivers({"kms": kms[None, cut:cut + h], "petrol": petrol[None, cut:cut + h]}, {}, {},
+                           {"kms": kms[None, cut - length:cut], "petrol": petrol[None, cut - length:cut]})
+    predicted, _ = model.forecast_windows(killed[None, cut - length:cut], times[cut - 1:cut], h, [None], inputs)
+    expected = arimax_forecast(killed[cut - keep:cut], x[cut - keep:cut], x[cut:cut + h], 12)
+    np.testing.assert_allclose(predicted[0], expected, rtol=1e-9)
+    # Without the covariates' history it cannot fit: the series gets its fallback (seasonal naive) forecast.
+    bare, _ = model.forecast_windows(killed[None, cut - length:cut], times[cut - 1:cut], h, [None],
+                                     FutureDrivers(inputs.future, {}, {}))
+    np.testing.assert_array_equal(bare[0], killed[cut - 12:cut])
