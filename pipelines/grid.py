@@ -30,6 +30,7 @@ AGGREGATE_SQL = {
 }
 INFERENCE_POINTS = 20_000  # timestamps read to infer a frequency
 WINDOW_PAD = 8  # grid points read beyond the window, so a gap at its start can still be interpolated
+MAX_NAMED_SERIES = 1000  # series read again by name; more than this, and all are read again
 
 
 def value_column(dataset: dict, declared: str | None, series_column: str | None) -> str:
@@ -224,24 +225,33 @@ class GridQuery:
                          f"({', '.join(sql_string(i) for i in ids)})")
         return where
 
-    def _read(self, client: FlightDataClient, sql: str) -> list[tuple[str | None, np.ndarray, np.ndarray]]:
-        """(series, period starts, values) of each series, without partial periods at either end."""
-        table = client.query(sql)
+    def _lower(self, newest: np.datetime64 | None, points: int) -> np.datetime64 | None:
+        """The start of the period `points + WINDOW_PAD` periods before the one holding `newest` (None without it)."""
+        if newest is None:
+            return None
+        return self.freq.add(bucket(newest, self.freq, self.origin), -(points + WINDOW_PAD))
+
+    def _columns(self, table: pa.Table) -> _Columns:
         times = table.column("bucket").to_numpy().astype("datetime64[us]")
         values = table.column("value").cast(pa.float64()).to_numpy(zero_copy_only=False)
         counts = table.column("n").to_numpy()
         if not self.series_column:
-            return [(None, *complete_periods(times, values, counts))]
+            return _Columns([None], np.array([0]), np.array([len(times)]), times, values, counts)
         sids = table.column("sid")
         if not len(sids):
-            return []
+            return _Columns([], np.zeros(0, np.int64), np.zeros(0, np.int64), times, values, counts)
         codes = sids.combine_chunks().dictionary_encode()
         bounds = np.flatnonzero(np.diff(codes.indices.to_numpy(zero_copy_only=False))) + 1
         starts = np.concatenate([[0], bounds])
         ends = np.concatenate([bounds, [len(sids)]])
         names = sids.take(pa.array(starts)).to_pylist()  # one id per series, not one per row
-        return [(name, *complete_periods(times[s:e], values[s:e], counts[s:e]))
-                for name, s, e in zip(names, starts, ends, strict=True)]
+        return _Columns(names, starts, ends, times, values, counts)
+
+    def _read(self, client: FlightDataClient, sql: str) -> list[tuple[str | None, np.ndarray, np.ndarray]]:
+        """(series, period starts, values) of each series, without partial periods at either end."""
+        c = self._columns(client.query(sql))
+        return [(name, *complete_periods(c.times[s:e], c.values[s:e], c.counts[s:e]))
+                for name, s, e in zip(c.ids, c.starts, c.ends, strict=True)]
 
     def series_stats(self, client: FlightDataClient) -> list[tuple[str | None, int, object, object]]:
         """(series id, rows, first timestamp, last timestamp) of every series, by id."""
@@ -256,11 +266,16 @@ class GridQuery:
 
     def history(
         self, client: FlightDataClient, max_points: int, ids: list[str] | None = None, observed: bool = False,
+        newest: np.datetime64 | None = None,
     ) -> SeriesSet:
         """The latest `max_points` grid points of each series (or of the named ones), filled; with `observed`,
-        only the periods the data has a value for (nothing `fill` made up)."""
+        only the periods the data has a value for (nothing `fill` made up).
+
+        With `newest` (the newest timestamp of the data), only the `max_points` periods up to it are read:
+        DuckDB skips every older row group instead of ranking the buckets of the whole table.
+        """
         out = SeriesSet()
-        parts = self._read(client, self._sql(self._where(None, ids), max_points))
+        parts = self._read(client, self._sql(self._where(self._lower(newest, max_points), ids), max_points))
         if observed:
             parts = [(sid, times[np.isfinite(values)], values[np.isfinite(values)]) for sid, times, values in parts]
         else:
@@ -279,28 +294,113 @@ class GridQuery:
         points but at least `min_points` (default: all `lookback`) is left-padded with NaN.
 
         With `newest` (the newest timestamp of the data), a lower time bound lets DuckDB skip every row
-        group before the window (zone maps), so the cost does not grow with the table.
+        group before the window (zone maps), so the cost does not grow with the table; a series with too
+        few points inside the bound (it ended earlier, or has gaps) is read again without it.
         """
-        per_series = lookback + WINDOW_PAD
-        lower = None
-        if newest is not None:
-            lower = self.freq.add(bucket(newest, self.freq, self.origin), -per_series)
-        parts = self._filled(self._read(client, self._sql(self._where(lower, ids), per_series)))
+        lower = self._lower(newest, lookback)
+        found = self._latest(client, lower, ids, lookback)
+        if lower is not None:
+            few = [sid for sid, size in zip(found.ids, found.sizes, strict=True) if size < lookback]
+            if self.series_column is not None:  # and the series with no rows inside the bound at all
+                seen = set(found.ids)
+                few += [sid for sid in (self._ended_before(client, lower) if ids is None else ids) if sid not in seen]
+            if few:
+                by_name = self.series_column is not None and len(few) <= MAX_NAMED_SERIES
+                found = found.updated(self._latest(client, None, few if by_name else ids, lookback))
         needed = lookback if min_points is None else min(min_points, lookback)
-        if lower is not None and any(v.size < lookback for _, _, v in parts):
-            # Gaps inside the bound left too few points: read the latest rows without it.
-            parts = self._filled(self._read(client, self._sql(self._where(None, ids), per_series)))
-        kept_ids, rows, last, short = [], [], [], {}
-        for sid, grid_times, grid_values in parts:
-            if grid_values.size < needed:
-                short[sid] = int(grid_values.size)
-                continue
-            kept_ids.append(sid)
-            row = grid_values[-lookback:]
-            if row.size < lookback:
-                row = np.concatenate([np.full(lookback - row.size, np.nan), row])
-            rows.append(row)
-            last.append(grid_times[-1])
-        values = np.stack(rows) if rows else np.empty((0, lookback))
-        return Windows(kept_ids, values, np.array(last, dtype="datetime64[us]"), short)
+        kept = found.sizes >= needed
+        short = {sid: int(size) for sid, size, keep in zip(found.ids, found.sizes, kept, strict=True) if not keep}
+        return Windows([sid for sid, keep in zip(found.ids, kept, strict=True) if keep], found.rows[kept],
+                       found.last[kept], short)
 
+    def _ended_before(self, client: FlightDataClient, lower: np.datetime64) -> list[str]:
+        """The series whose newest row is older than `lower` (one pass over the series column and time)."""
+        sid = f"CAST({quote_ident(self.series_column)} AS VARCHAR)"
+        table = client.query(f"SELECT {sid} AS sid FROM {quote_ident(self.dataset)} GROUP BY ALL "
+                             f"HAVING max({self._ts}) < TIMESTAMP '{np.datetime64(lower, 'us')}' ORDER BY sid")
+        return table.column("sid").to_pylist()
+
+    def _latest(
+        self, client: FlightDataClient, lower: np.datetime64 | None, ids: list[str] | None, lookback: int,
+    ) -> _Latest:
+        """The filled tail of every series one query finds: regular series without a loop over them."""
+        # Inside a time bound every bucket is wanted (and there are few): ranking them would only cost.
+        per_series = None if lower is not None else lookback + WINDOW_PAD
+        table = client.query(self._sql(self._where(lower, ids), per_series))
+        return _latest_windows(self._columns(table), self.freq, self.fill, self.dataset, lookback)
+
+
+@dataclass
+class _Columns:
+    """A grid query's result: rows sorted by series then period, series i in rows starts[i]:ends[i]."""
+
+    ids: list[str | None]
+    starts: np.ndarray
+    ends: np.ndarray
+    times: np.ndarray
+    values: np.ndarray
+    counts: np.ndarray
+
+
+@dataclass
+class _Latest:
+    """The last `lookback` filled grid points of each series (left-padded with NaN), with how many it has."""
+
+    ids: list[str | None]
+    rows: np.ndarray
+    last: np.ndarray
+    sizes: np.ndarray
+
+    def updated(self, other: _Latest) -> _Latest:
+        """These series with those of `other` in place of their own (new ones added), by id."""
+        index = {sid: i for i, sid in enumerate(self.ids)}
+        added = [i for i, sid in enumerate(other.ids) if sid not in index]
+        rows, last, sizes = self.rows.copy(), self.last.copy(), self.sizes.copy()
+        for j, sid in enumerate(other.ids):
+            i = index.get(sid)
+            if i is not None:
+                rows[i], last[i], sizes[i] = other.rows[j], other.last[j], other.sizes[j]
+        ids = self.ids + [other.ids[j] for j in added]
+        merged = _Latest(ids, np.concatenate([rows, other.rows[added]]), np.concatenate([last, other.last[added]]),
+                         np.concatenate([sizes, other.sizes[added]]))
+        if not added:
+            return merged
+        order = sorted(range(len(ids)), key=lambda i: (ids[i] is None, ids[i] or ""))  # as ORDER BY sid
+        return _Latest([ids[i] for i in order], merged.rows[order], merged.last[order], merged.sizes[order])
+
+
+def _latest_windows(c: _Columns, freq: Frequency, fill: str, dataset: str, lookback: int) -> _Latest:
+    """The tail of each series on its filled grid. A series whose periods are consecutive, all with a value
+    and the same number of rows (what regular data gives) is its own filled grid: its tail is taken for all
+    of them at once. Any other goes through complete_periods and fill_series, one by one."""
+    n = len(c.ids)
+    rows = np.full((n, lookback), np.nan)
+    last = np.zeros(n, dtype="datetime64[us]")
+    sizes = c.ends - c.starts
+    regular = np.zeros(n, dtype=bool)
+    nonempty = sizes > 0
+    if nonempty.all() and n:
+        first = c.starts
+        steps = freq.steps_between(c.times[0], c.times)
+        gaps = (np.diff(steps) != 1).astype(np.int64)
+        gaps[c.ends[:-1] - 1] = 0  # from one series to the next is no gap
+        before = np.concatenate([[0], np.cumsum(gaps)])
+        regular = ((before[c.ends - 1] - before[first]) == 0)
+        regular &= np.logical_and.reduceat(np.isfinite(c.values), first)
+        regular &= np.minimum.reduceat(c.counts, first) == np.maximum.reduceat(c.counts, first)
+        fast = np.flatnonzero(regular)
+        if fast.size:
+            index = c.ends[fast, None] - lookback + np.arange(lookback)[None, :]
+            inside = index >= c.starts[fast, None]
+            rows[fast] = np.where(inside, c.values[np.maximum(index, 0)], np.nan)
+            last[fast] = c.times[c.ends[fast] - 1]
+    for i in np.flatnonzero(~regular):
+        sid, s, e = c.ids[i], c.starts[i], c.ends[i]
+        times, values = complete_periods(c.times[s:e], c.values[s:e], c.counts[s:e])
+        grid_times, grid_values = fill_series(times, values, freq, fill, dataset, sid)
+        sizes[i] = grid_values.size
+        tail = grid_values[-lookback:]
+        if tail.size:
+            rows[i, lookback - tail.size:] = tail
+            last[i] = grid_times[-1]
+    return _Latest(list(c.ids), rows, last, sizes)

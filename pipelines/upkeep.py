@@ -99,7 +99,8 @@ class Upkeep:
         ids = None
         if served.panel and len(waiting) <= MAX_NAMED_SERIES:
             ids = sorted(sid for sid in waiting if sid is not None)
-        found = grid.history(self._client, points, ids=ids, observed=True)  # values `fill` made up never score
+        # Bounded by the newest period: only the periods scored are read, not the whole table.
+        found = grid.history(self._client, points, ids=ids, observed=True, newest=newest)  # made-up values never score
         scored = 0
         for sid, times, values in zip(found.ids, found.times, found.values, strict=True):
             if sid in waiting:
