@@ -200,6 +200,9 @@ class GridQuery:
             f"ELSE CAST({quote_ident(value_column)} AS DOUBLE) END AS v FROM {quote_ident(dataset)}"
         )
         self._ts = ts
+        # The rows themselves (NULL and NaN values both arrive as NaN), for windows of data on the grid's own step.
+        self._raw = (f"SELECT {ts} AS raw_ts, CAST({quote_ident(value_column)} AS DOUBLE) AS v "
+                     f"FROM {quote_ident(dataset)}")
         sc = quote_ident(series_column) if series_column else "NULL"
         self._stats_sql = (
             f"SELECT CAST({sc} AS VARCHAR) AS sid, count(*) AS n, min({ts}) AS first, max({ts}) AS last "
@@ -313,6 +316,26 @@ class GridQuery:
         return Windows([sid for sid, keep in zip(found.ids, kept, strict=True) if keep], found.rows[kept],
                        found.last[kept], short)
 
+    def _one_row_per_period(
+        self, client: FlightDataClient, lower: np.datetime64, ids: list[str] | None, lookback: int,
+    ) -> _Columns | None:
+        """One series' rows inside the bound as they are, when each is alone in its period (data at the grid's
+        own step, the usual case): aggregating them would give them back unchanged, and costs DuckDB more
+        than the read. None when a period holds several rows, or more rows came than a window has periods."""
+        limit = 4 * (lookback + WINDOW_PAD + 1)
+        table = client.query(f"{self._raw} WHERE {' AND '.join(self._where(lower, ids))} LIMIT {limit}")
+        if table.num_rows >= limit:
+            return None
+        raw = table.column("raw_ts").to_numpy().astype("datetime64[us]")
+        order = np.argsort(raw, kind="stable")
+        times = bucket(raw[order], self.freq, self.origin)
+        if not (np.diff(times.astype(np.int64)) > 0).all():
+            return None
+        values = table.column("v").to_numpy(zero_copy_only=False)[order]
+        found = [None] if self.series_column is None else list(ids or [])[:1] if times.size else []
+        return _Columns(found, np.zeros(len(found), np.int64), np.full(len(found), times.size), times,
+                        values.astype(np.float64), np.ones(times.size, np.int64))
+
     def _ended_before(self, client: FlightDataClient, lower: np.datetime64) -> list[str]:
         """The series whose newest row is older than `lower` (one pass over the series column and time)."""
         sid = f"CAST({quote_ident(self.series_column)} AS VARCHAR)"
@@ -324,6 +347,10 @@ class GridQuery:
         self, client: FlightDataClient, lower: np.datetime64 | None, ids: list[str] | None, lookback: int,
     ) -> _Latest:
         """The filled tail of every series one query finds: regular series without a loop over them."""
+        if lower is not None and (self.series_column is None or (ids is not None and len(ids) == 1)):
+            columns = self._one_row_per_period(client, lower, ids, lookback)
+            if columns is not None:
+                return _latest_windows(columns, self.freq, self.fill, self.dataset, lookback)
         # Inside a time bound every bucket is wanted (and there are few): ranking them would only cost.
         per_series = None if lower is not None else lookback + WINDOW_PAD
         table = client.query(self._sql(self._where(lower, ids), per_series))

@@ -105,6 +105,17 @@ def test_panel_windows_name_short_series(served: ServedFlight) -> None:
     assert named.ids == ["c"] and named.values.tolist() == [[5.0, 6.0, 7.0, 8.0, 9.0]]
 
 
+@pytest.mark.parametrize(("series", "values", "last"), [
+    ("a", [35.0, 36.0, 37.0, 38.0, 39.0], NEWEST),  # one row a day: read as it is
+    ("b", [70.0, 72.0, 74.0, 76.0, 78.0], NEWEST),  # and filled
+    ("e", [10.0] * 5, NEWEST - DAY),  # two rows a day: aggregated by DuckDB, the half-covered day left out
+])
+def test_one_series_of_a_panel(served: ServedFlight, series: str, values: list[float], last: np.datetime64) -> None:
+    client = FlightDataClient(served.location)
+    windows = _query("panel", "series").windows(client, LOOKBACK, newest=NEWEST, ids=[series])
+    assert windows.ids == [series] and windows.values.tolist() == [values] and windows.last.tolist() == [last.item()]
+
+
 def test_single_series_window_and_refused_gap(served: ServedFlight) -> None:
     client = FlightDataClient(served.location)
     windows = _query("single", None).windows(client, LOOKBACK, newest=NEWEST)
