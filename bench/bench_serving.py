@@ -1,4 +1,4 @@
-"""Serving while training: GET predict latency on a runtime while it retrains a panel model of 1,500 series in
+"""Serving while training: GET predict latency on a runtime while it retrains a panel model of 1,000 series in
 the background (same process), against the same requests with no training; and the panel's training time
 with one core kept busy by another process, against a quiet machine.
 
@@ -22,7 +22,6 @@ import pyarrow.parquet as pq
 
 from bench.bench_panel import synthetic_panel
 from bench.common import (
-    TINY,
     Runtime,
     TempDir,
     do_put,
@@ -40,8 +39,9 @@ from bench.common import (
     write_parquet,
 )
 
-SERIES = size(1_500, 30)
-POINTS = size(200, 120)
+SERIES = size(1_000, 30)
+POINTS = size(120, 120)
+ROUNDS = size(50, 20)  # LightGBM rounds of the panel model
 SINGLE_ROWS = size(50_000, 2_000)
 QUIET_REQUESTS = size(300, 10)  # of each kind, with no training
 MIN_REQUESTS = size(100, 4)  # of each kind while training: the panel is trained again until there are this many
@@ -149,7 +149,7 @@ def main() -> None:
            "training time with one core busy")
     panel = synthetic_panel(SERIES, POINTS)
     single = series_table(SINGLE_ROWS)
-    rounds = ", lightgbm: {num_boost_round: 20}" if TINY else ""
+    rounds = f", lightgbm: {{num_boost_round: {ROUNDS}}}"
     with TempDir("flightcast-bench-serving-") as folder:
         write_parquet(folder / "single.parquet", single)
         _write_panel(folder / "panel.parquet", panel)
@@ -180,7 +180,7 @@ def _measure(runtime: Runtime, single: pa.Table) -> None:
     ]
     table(["case", "requests", "median ms", "p99 ms"],
           [[name, len(s), ms(median(s)), ms(p99(s))] for name, s in rows])
-    print(f"\npanel_m retrained ({SERIES:,} series x {POINTS} days, POST /v1/models/panel_m/train)")
+    print(f"\npanel_m retrained ({SERIES:,} series x {POINTS} days, {ROUNDS} rounds, POST /v1/models/panel_m/train)")
     table(["case", "seconds"], [["quiet", quiet_train], ["one core busy (another process)", busy_train],
                                 ["while answering the requests above (median)", float(np.median(training_seconds))]])
     for kind in ("warm", "cold"):
