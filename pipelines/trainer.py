@@ -7,7 +7,6 @@ from __future__ import annotations
 import itertools
 import logging
 import math
-import os
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -31,18 +30,6 @@ log = logging.getLogger("flightcast.pipelines")
 MAX_TRAINING_POINTS = 20_000  # training reads at most the latest this many periods of each series
 
 _load_ids = itertools.count(1)
-# Training shares the process (and its cores) with the requests it serves: its threads run at this nice value,
-# so a request's thread gets a core at once rather than a fair share beside LightGBM's busy threads.
-TRAINING_NICENESS = 10
-
-
-def yield_to_requests() -> None:
-    """Lower the calling thread's CPU priority (Linux: a nice value per thread; the OpenMP threads LightGBM
-    starts from it inherit it). Training threads train only, so it is never raised again."""
-    try:
-        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), TRAINING_NICENESS)
-    except (AttributeError, OSError):  # not Linux, or not allowed: training merely competes as before
-        pass
 
 
 class Trainer:
@@ -104,7 +91,6 @@ class Trainer:
             again = state.retry_done() and state.want_retry()
 
     def _train(self, state: ModelState, force: bool) -> None:
-        yield_to_requests()
         with state.train_lock:
             state.begin()
             started = time.perf_counter()
