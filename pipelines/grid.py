@@ -200,6 +200,7 @@ class GridQuery:
             f"ELSE CAST({quote_ident(value_column)} AS DOUBLE) END AS v FROM {quote_ident(dataset)}"
         )
         self._ts = ts
+        self._aggregates = False  # set once a window held several rows in one period
         # The rows themselves (NULL and NaN values both arrive as NaN), for windows of data on the grid's own step.
         self._raw = (f"SELECT {ts} AS raw_ts, CAST({quote_ident(value_column)} AS DOUBLE) AS v "
                      f"FROM {quote_ident(dataset)}")
@@ -347,10 +348,12 @@ class GridQuery:
         self, client: FlightDataClient, lower: np.datetime64 | None, ids: list[str] | None, lookback: int,
     ) -> _Latest:
         """The filled tail of every series one query finds: regular series without a loop over them."""
-        if lower is not None and (self.series_column is None or (ids is not None and len(ids) == 1)):
+        one = self.series_column is None or (ids is not None and len(ids) == 1)
+        if lower is not None and one and not self._aggregates:
             columns = self._one_row_per_period(client, lower, ids, lookback)
             if columns is not None:
                 return _latest_windows(columns, self.freq, self.fill, self.dataset, lookback)
+            self._aggregates = True  # the data is finer than the grid: every later window is aggregated at once
         # Inside a time bound every bucket is wanted (and there are few): ranking them would only cost.
         per_series = None if lower is not None else lookback + WINDOW_PAD
         table = client.query(self._sql(self._where(lower, ids), per_series))
