@@ -333,7 +333,10 @@ class GridQuery:
         if not (np.diff(times.astype(np.int64)) > 0).all():
             return None
         values = table.column("v").to_numpy(zero_copy_only=False)[order]
-        found = [None] if self.series_column is None else list(ids or [])[:1] if times.size else []
+        if self.series_column is None:
+            found = [None]  # a single series is there even without rows, as the aggregated read has it
+        else:
+            found = list(ids)[:1] if times.size else []
         return _Columns(found, np.zeros(len(found), np.int64), np.full(len(found), times.size), times,
                         values.astype(np.float64), np.ones(times.size, np.int64))
 
