@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable, Iterable
 
 import numpy as np
@@ -19,6 +20,7 @@ from spicepod.timestamps import parse_iso
 log = logging.getLogger("flightcast.upkeep")
 
 FLUSH_SECONDS = 2.0  # live accuracy is written at most this long after it changed
+SETTLE_SECONDS = 0.05  # work on new data starts this long after its notice
 MAX_SCORED_POINTS = 10_000  # grid points per series read back to score served forecasts
 MAX_NAMED_SERIES = 1000  # more series than this waiting: read them all rather than name each
 
@@ -58,6 +60,11 @@ class Upkeep:
             with self._wake:
                 if not self._due and not self._stopping:
                     self._wake.wait(timeout=FLUSH_SECONDS)
+                # A forecast request often follows a commit at once: let it read first, and take the notices
+                # of a burst of commits together.
+                settled = time.monotonic() + SETTLE_SECONDS
+                while self._due and not self._stopping and time.monotonic() < settled:
+                    self._wake.wait(timeout=max(0.0, settled - time.monotonic()))
                 if self._stopping:
                     return
                 due, self._due = self._due, set()
