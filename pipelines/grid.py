@@ -1,6 +1,7 @@
 """The regular grid a model sees: rows bucketed to the start of their period, combined by `aggregate`,
 missing periods and nulls filled by `fill`. The bucketing and aggregation run in DuckDB (SQL built once
-per model and sent through Flight); the fill runs in numpy on the small result.
+per model and sent through Flight); the fill runs in numpy on the small result (pipelines.gridfill). The
+window of one series whose rows are one per period is read as it is: there is nothing to aggregate.
 
 Fixed steps (s, min, h, d, w) are bucketed from an origin in the data's own phase (weekly data on
 Sundays stays on Sundays); calendar steps (mo, q, y) from month starts.
@@ -8,16 +9,14 @@ Sundays stays on Sundays); calendar steps (mo, q, y) from month starts.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 import pyarrow as pa
 
 from pipelines.flight_client import FlightDataClient
 from pipelines.frequency import Frequency
+from pipelines.gridfill import Columns, Latest, Windows, complete_periods, fill_series, latest_windows
 from pipelines.series import SeriesSet
 from spicepod import WEEKDAYS, InvalidInput, NotReady, quote_ident
-from spicepod.timestamps import iso_utc
 
 _US = np.timedelta64(1, "us")
 NUMERIC_PREFIXES = ("int", "uint", "float", "double", "halffloat", "decimal")
@@ -84,20 +83,6 @@ def phase_origin(timestamps: np.ndarray, freq: Frequency, week_start: str | None
     return np.datetime64(int(values[np.argmax(counts)]), "us")
 
 
-def complete_periods(times: np.ndarray, values: np.ndarray, counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Without a partial period at either end: when periods hold several rows, an end period with fewer
-    rows than the typical (median) one is not yet (or no longer) covered by the data, and would pass a
-    partial sum or mean for a whole period's. The one being filled now is forecast instead."""
-    if counts.size < 3:
-        return times, values
-    typical = float(np.median(counts[1:-1]))
-    if typical <= 1:
-        return times, values
-    first = 1 if counts[0] < typical else 0
-    last = counts.size - 1 if counts[-1] < typical else counts.size
-    return times[first:last], values[first:last]
-
-
 def bucket(timestamps: np.ndarray | np.datetime64, freq: Frequency, origin: np.datetime64) -> np.ndarray:
     """The start of each timestamp's period on the grid (numpy twin of the SQL bucket expression)."""
     ts = np.asarray(timestamps).astype("datetime64[us]")
@@ -107,45 +92,6 @@ def bucket(timestamps: np.ndarray | np.datetime64, freq: Frequency, origin: np.d
         return start.astype("datetime64[M]").astype("datetime64[us]")
     offset = (ts - origin).astype(np.int64)
     return origin + ((offset // freq.step_us) * freq.step_us) * _US
-
-
-def fill_series(
-    times: np.ndarray, values: np.ndarray, freq: Frequency, fill: str, dataset: str, series: str | None = None,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Bucketed (times, values) onto every grid point from the first known value to the last bucket.
-
-    Leading nulls are dropped (a series starts at its first value); interior gaps and nulls are filled
-    by `fill` (linear, previous, zero) or, with `none`, refused naming the first missing period; trailing
-    nulls take the last known value (nothing follows them to interpolate towards).
-    """
-    known = np.isfinite(values)
-    if not known.any():
-        return times[:0], values[:0]
-    first = int(np.argmax(known))
-    times, values = times[first:], values[first:]
-    steps = freq.steps_between(times[0], times)
-    size = int(steps[-1]) + 1
-    if size == times.size and np.isfinite(values).all():
-        return times, values
-    grid_values = np.full(size, np.nan)
-    grid_values[steps] = values
-    grid_times = np.asarray(freq.add(times[0], np.arange(size, dtype=np.int64))).astype("datetime64[us]")
-    missing = ~np.isfinite(grid_values)
-    if fill == "none":
-        where = f" series '{series}'" if series is not None else ""
-        raise InvalidInput(
-            f"dataset '{dataset}'{where}: no value for the period starting {iso_utc(grid_times[np.argmax(missing)])} "
-            f"(frequency {freq}); set params.fill to linear, previous or zero to fill gaps"
-        )
-    idx = np.arange(size)
-    have = ~missing
-    if fill == "linear":
-        filled = np.interp(idx, idx[have], grid_values[have])
-    elif fill == "previous":
-        filled = grid_values[np.maximum.accumulate(np.where(have, idx, 0))]
-    else:
-        filled = np.where(have, grid_values, 0.0)
-    return grid_times, filled
 
 
 def raw_timestamps(
@@ -162,16 +108,6 @@ def raw_timestamps(
     if not result.num_rows:
         raise NotReady(f"dataset '{dataset}' has no rows yet")
     return np.sort(result.column(0).to_numpy().astype("datetime64[us]"))
-
-
-@dataclass
-class Windows:
-    """The latest window of each series: ids, values (n, lookback), newest grid timestamp (n,)."""
-
-    ids: list[str | None]
-    values: np.ndarray
-    last: np.ndarray
-    short: dict[str | None, int]  # series with fewer grid points than the window: how many they have
 
 
 class GridQuery:
@@ -235,21 +171,21 @@ class GridQuery:
             return None
         return self.freq.add(bucket(newest, self.freq, self.origin), -(points + WINDOW_PAD))
 
-    def _columns(self, table: pa.Table) -> _Columns:
+    def _columns(self, table: pa.Table) -> Columns:
         times = table.column("bucket").to_numpy().astype("datetime64[us]")
         values = table.column("value").cast(pa.float64()).to_numpy(zero_copy_only=False)
         counts = table.column("n").to_numpy()
         if not self.series_column:
-            return _Columns([None], np.array([0]), np.array([len(times)]), times, values, counts)
+            return Columns([None], np.array([0]), np.array([len(times)]), times, values, counts)
         sids = table.column("sid")
         if not len(sids):
-            return _Columns([], np.zeros(0, np.int64), np.zeros(0, np.int64), times, values, counts)
+            return Columns([], np.zeros(0, np.int64), np.zeros(0, np.int64), times, values, counts)
         codes = sids.combine_chunks().dictionary_encode()
         bounds = np.flatnonzero(np.diff(codes.indices.to_numpy(zero_copy_only=False))) + 1
         starts = np.concatenate([[0], bounds])
         ends = np.concatenate([bounds, [len(sids)]])
         names = sids.take(pa.array(starts)).to_pylist()  # one id per series, not one per row
-        return _Columns(names, starts, ends, times, values, counts)
+        return Columns(names, starts, ends, times, values, counts)
 
     def _read(self, client: FlightDataClient, sql: str) -> list[tuple[str | None, np.ndarray, np.ndarray]]:
         """(series, period starts, values) of each series, without partial periods at either end."""
@@ -319,7 +255,7 @@ class GridQuery:
 
     def _one_row_per_period(
         self, client: FlightDataClient, lower: np.datetime64, ids: list[str] | None, lookback: int,
-    ) -> _Columns | None:
+    ) -> Columns | None:
         """One series' rows inside the bound as they are, when each is alone in its period (data at the grid's
         own step, the usual case): aggregating them would give them back unchanged, and costs DuckDB more
         than the read. None when a period holds several rows, or more rows came than a window has periods."""
@@ -337,7 +273,7 @@ class GridQuery:
             found = [None]  # a single series is there even without rows, as the aggregated read has it
         else:
             found = list(ids)[:1] if times.size else []
-        return _Columns(found, np.zeros(len(found), np.int64), np.full(len(found), times.size), times,
+        return Columns(found, np.zeros(len(found), np.int64), np.full(len(found), times.size), times,
                         values.astype(np.float64), np.ones(times.size, np.int64))
 
     def _ended_before(self, client: FlightDataClient, lower: np.datetime64) -> list[str]:
@@ -349,91 +285,15 @@ class GridQuery:
 
     def _latest(
         self, client: FlightDataClient, lower: np.datetime64 | None, ids: list[str] | None, lookback: int,
-    ) -> _Latest:
+    ) -> Latest:
         """The filled tail of every series one query finds: regular series without a loop over them."""
         one = self.series_column is None or (ids is not None and len(ids) == 1)
         if lower is not None and one and not self._aggregates:
             columns = self._one_row_per_period(client, lower, ids, lookback)
             if columns is not None:
-                return _latest_windows(columns, self.freq, self.fill, self.dataset, lookback)
+                return latest_windows(columns, self.freq, self.fill, self.dataset, lookback)
             self._aggregates = True  # the data is finer than the grid: every later window is aggregated at once
         # Inside a time bound every bucket is wanted (and there are few): ranking them would only cost.
         per_series = None if lower is not None else lookback + WINDOW_PAD
         table = client.query(self._sql(self._where(lower, ids), per_series))
-        return _latest_windows(self._columns(table), self.freq, self.fill, self.dataset, lookback)
-
-
-@dataclass
-class _Columns:
-    """A grid query's result: rows sorted by series then period, series i in rows starts[i]:ends[i]."""
-
-    ids: list[str | None]
-    starts: np.ndarray
-    ends: np.ndarray
-    times: np.ndarray
-    values: np.ndarray
-    counts: np.ndarray
-
-
-@dataclass
-class _Latest:
-    """The last `lookback` filled grid points of each series (left-padded with NaN), with how many it has."""
-
-    ids: list[str | None]
-    rows: np.ndarray
-    last: np.ndarray
-    sizes: np.ndarray
-
-    def updated(self, other: _Latest) -> _Latest:
-        """These series with those of `other` in place of their own (new ones added), by id."""
-        index = {sid: i for i, sid in enumerate(self.ids)}
-        added = [i for i, sid in enumerate(other.ids) if sid not in index]
-        rows, last, sizes = self.rows.copy(), self.last.copy(), self.sizes.copy()
-        for j, sid in enumerate(other.ids):
-            i = index.get(sid)
-            if i is not None:
-                rows[i], last[i], sizes[i] = other.rows[j], other.last[j], other.sizes[j]
-        ids = self.ids + [other.ids[j] for j in added]
-        merged = _Latest(ids, np.concatenate([rows, other.rows[added]]), np.concatenate([last, other.last[added]]),
-                         np.concatenate([sizes, other.sizes[added]]))
-        if not added:
-            return merged
-        order = sorted(range(len(ids)), key=lambda i: (ids[i] is None, ids[i] or ""))  # as ORDER BY sid
-        return _Latest([ids[i] for i in order], merged.rows[order], merged.last[order], merged.sizes[order])
-
-
-def _latest_windows(c: _Columns, freq: Frequency, fill: str, dataset: str, lookback: int) -> _Latest:
-    """The tail of each series on its filled grid. A series whose periods are consecutive, all with a value
-    and the same number of rows (what regular data gives) is its own filled grid: its tail is taken for all
-    of them at once. Any other goes through complete_periods and fill_series, one by one."""
-    n = len(c.ids)
-    rows = np.full((n, lookback), np.nan)
-    last = np.zeros(n, dtype="datetime64[us]")
-    sizes = c.ends - c.starts
-    regular = np.zeros(n, dtype=bool)
-    nonempty = sizes > 0
-    if nonempty.all() and n:
-        first = c.starts
-        steps = freq.steps_between(c.times[0], c.times)
-        gaps = (np.diff(steps) != 1).astype(np.int64)
-        gaps[c.ends[:-1] - 1] = 0  # from one series to the next is no gap
-        before = np.concatenate([[0], np.cumsum(gaps)])
-        regular = ((before[c.ends - 1] - before[first]) == 0)
-        regular &= np.logical_and.reduceat(np.isfinite(c.values), first)
-        regular &= np.minimum.reduceat(c.counts, first) == np.maximum.reduceat(c.counts, first)
-        fast = np.flatnonzero(regular)
-        if fast.size:
-            index = c.ends[fast, None] - lookback + np.arange(lookback)[None, :]
-            inside = index >= c.starts[fast, None]
-            rows[fast] = np.where(inside, c.values[np.maximum(index, 0)], np.nan)
-            last[fast] = c.times[c.ends[fast] - 1]
-    for i in np.flatnonzero(~regular):
-        sid, s, e = c.ids[i], c.starts[i], c.ends[i]
-        times, values = complete_periods(c.times[s:e], c.values[s:e], c.counts[s:e])
-        grid_times, grid_values = fill_series(times, values, freq, fill, dataset, sid)
-        sizes[i] = grid_values.size
-        tail = grid_values[-lookback:]
-        if tail.size:
-            rows[i, lookback - tail.size:] = tail
-            last[i] = grid_times[-1]
-    return _Latest(list(c.ids), rows, last, sizes)
+        return latest_windows(self._columns(table), self.freq, self.fill, self.dataset, lookback)
