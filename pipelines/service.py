@@ -113,7 +113,7 @@ class PredictionService:
         last = parse_iso(last_timestamp) if last_timestamp else None
         if self.cache.notice(dataset, version, last, series):
             self.trainer.retry_failed(dataset)
-            self._upkeep.notify(dataset)
+            self._upkeep.notify(dataset, series)
 
     # --- models ------------------------------------------------------------------------------------
 

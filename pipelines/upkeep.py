@@ -34,7 +34,8 @@ class Upkeep:
         self._client = client
         self._live = live
         self._retrain = retrain
-        self._due: set[str] = set()
+        # Datasets with new data, each with the series its commits touched (None: every series, or unknown).
+        self._due: dict[str, set[str] | None] = {}
         self._wake = threading.Condition()
         self._stopping = False
         self._retraining: set[str] = set()
@@ -50,9 +51,10 @@ class Upkeep:
         self._thread.join(timeout=10)
         self._live.flush()
 
-    def notify(self, dataset: str) -> None:
+    def notify(self, dataset: str, series: frozenset[str] | None = None) -> None:
         with self._wake:
-            self._due.add(dataset)
+            touched = self._due.get(dataset, set())
+            self._due[dataset] = None if touched is None or series is None else touched | series
             self._wake.notify()
 
     def _run(self) -> None:
@@ -67,8 +69,8 @@ class Upkeep:
                     self._wake.wait(timeout=max(0.0, settled - time.monotonic()))
                 if self._stopping:
                     return
-                due, self._due = self._due, set()
-            for dataset in due:
+                due, self._due = self._due, {}
+            for dataset, touched in due.items():
                 models = [s for s in self._states if s.spec.dataset == dataset and s.current is not None]
                 if not models:
                     continue
@@ -78,20 +80,23 @@ class Upkeep:
                     log.warning("dataset %s: upkeep cannot read its info: %s: %s", dataset, type(exc).__name__, exc)
                     continue
                 for state in models:
-                    self._guarded(self._score, state, info)
+                    self._guarded(self._score, state, info, touched)
                     self._guarded(self._maybe_retrain, state, info)
             self._live.flush()
 
-    def _guarded(self, work: Callable[[ModelState, dict], None], state: ModelState, info: dict) -> None:
+    def _guarded(self, work: Callable[..., None], state: ModelState, info: dict, *args: object) -> None:
         try:
-            work(state, info)
+            work(state, info, *args)
         except Exception as exc:  # upkeep must go on for the other models
             log.warning("model %s: %s failed: %s: %s", state.name, work.__name__.strip("_"), type(exc).__name__, exc)
 
-    def _score(self, state: ModelState, info: dict) -> None:
-        """Score pending forecasts whose periods now have values on the grid (one query for all series)."""
+    def _score(self, state: ModelState, info: dict, touched: set[str] | None) -> None:
+        """Score pending forecasts whose periods now have values on the grid (one query for all series); only
+        those of the `touched` series (when known): no other series has new values."""
         served = state.current
         waiting = self._live.waiting(state.name)
+        if touched is not None and served is not None and served.panel:
+            waiting = {sid: since for sid, since in waiting.items() if sid in touched}
         if served is None or not waiting:
             return
         last = info["last_timestamp"]
