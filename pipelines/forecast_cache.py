@@ -171,11 +171,12 @@ class ForecastCache:
                     changed = self._versions.changed_since(dataset, kept.key[2])
                     future = kept.key[3]
             lookback = served.model.window_length
+            # Bounded by the newest data: only the latest row groups are read, whatever the table's size.
             if changed is None:
-                windows = served.grid.windows(self._client, lookback, newest=None if served.panel else newest,
+                windows = served.grid.windows(self._client, lookback, newest=newest,
                                               min_points=served.model.min_periods, future=future)
             elif changed:
-                fresh = served.grid.windows(self._client, lookback, ids=sorted(changed),
+                fresh = served.grid.windows(self._client, lookback, newest=newest, ids=sorted(changed),
                                             min_points=served.model.min_periods, future=future)
                 windows = _merge(kept.value, fresh, changed)
             else:

@@ -1,14 +1,13 @@
 """The regular grid a model sees: rows bucketed to the start of their period, combined by `aggregate`,
 missing periods and nulls filled by `fill`. The bucketing and aggregation run in DuckDB (SQL built once
-per model and sent through Flight); the fill runs in numpy on the small result.
+per model and sent through Flight); the fill runs in numpy on the small result (pipelines.gridfill). The
+window of one series whose rows are one per period is read as it is: there is nothing to aggregate.
 
 Fixed steps (s, min, h, d, w) are bucketed from an origin in the data's own phase (weekly data on
 Sundays stays on Sundays); calendar steps (mo, q, y) from month starts.
 """
 
 from __future__ import annotations
-
-from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
@@ -23,12 +22,12 @@ from pipelines.driver_grid import (
     regular_windows,
     split_parts,
 )
-from pipelines.drivers import Drivers, FutureDrivers
+from pipelines.drivers import Drivers
 from pipelines.flight_client import FlightDataClient
 from pipelines.frequency import Frequency
+from pipelines.gridfill import Columns, Latest, Windows, complete_periods, fill_series, latest_windows
 from pipelines.series import SeriesSet
 from spicepod import WEEKDAYS, InvalidInput, NotReady, quote_ident
-from spicepod.timestamps import iso_utc
 
 _US = np.timedelta64(1, "us")
 NUMERIC_PREFIXES = ("int", "uint", "float", "double", "halffloat", "decimal")
@@ -41,6 +40,7 @@ AGGREGATE_SQL = {
 }
 INFERENCE_POINTS = 20_000  # timestamps read to infer a frequency
 WINDOW_PAD = 8  # grid points read beyond the window, so a gap at its start can still be interpolated
+MAX_NAMED_SERIES = 1000  # series read again by name; more than this, and all are read again
 
 
 def value_column(dataset: dict, declared: str | None, series_column: str | None, drivers: list[str] = ()) -> str:
@@ -94,20 +94,6 @@ def phase_origin(timestamps: np.ndarray, freq: Frequency, week_start: str | None
     return np.datetime64(int(values[np.argmax(counts)]), "us")
 
 
-def complete_periods(times: np.ndarray, values: np.ndarray, counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Without a partial period at either end: when periods hold several rows, an end period with fewer
-    rows than the typical (median) one is not yet (or no longer) covered by the data, and would pass a
-    partial sum or mean for a whole period's. The one being filled now is forecast instead."""
-    if counts.size < 3 or counts[1:-1].max() <= 1:  # one row a period (the usual case): no median to take
-        return times, values
-    typical = float(np.median(counts[1:-1]))
-    if typical <= 1:
-        return times, values
-    first = 1 if counts[0] < typical else 0
-    last = counts.size - 1 if counts[-1] < typical else counts.size
-    return times[first:last], values[first:last]
-
-
 def bucket(timestamps: np.ndarray | np.datetime64, freq: Frequency, origin: np.datetime64) -> np.ndarray:
     """The start of each timestamp's period on the grid (numpy twin of the SQL bucket expression)."""
     ts = np.asarray(timestamps).astype("datetime64[us]")
@@ -117,47 +103,6 @@ def bucket(timestamps: np.ndarray | np.datetime64, freq: Frequency, origin: np.d
         return start.astype("datetime64[M]").astype("datetime64[us]")
     offset = (ts - origin).astype(np.int64)
     return origin + ((offset // freq.step_us) * freq.step_us) * _US
-
-
-def fill_series(
-    times: np.ndarray, values: np.ndarray, freq: Frequency, fill: str, dataset: str, series: str | None = None,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Bucketed (times, values) onto every grid point from the first known value to the last bucket.
-
-    Leading nulls are dropped (a series starts at its first value), and so are trailing ones: periods after
-    the newest value are not observations (they may carry future values of drivers). Interior gaps and
-    nulls are filled by `fill` (linear, previous, zero) or, with `none`, refused naming the first missing
-    period.
-    """
-    known = np.isfinite(values)
-    if not known.any():
-        return times[:0], values[:0]
-    first = int(np.argmax(known))
-    last = known.size - int(np.argmax(known[::-1]))
-    times, values = times[first:last], values[first:last]
-    steps = freq.steps_between(times[0], times)
-    size = int(steps[-1]) + 1
-    if size == times.size and np.isfinite(values).all():
-        return times, values
-    grid_values = np.full(size, np.nan)
-    grid_values[steps] = values
-    grid_times = np.asarray(freq.add(times[0], np.arange(size, dtype=np.int64))).astype("datetime64[us]")
-    missing = ~np.isfinite(grid_values)
-    if fill == "none":
-        where = f" series '{series}'" if series is not None else ""
-        raise InvalidInput(
-            f"dataset '{dataset}'{where}: no value for the period starting {iso_utc(grid_times[np.argmax(missing)])} "
-            f"(frequency {freq}); set params.fill to linear, previous or zero to fill gaps"
-        )
-    idx = np.arange(size)
-    have = ~missing
-    if fill == "linear":
-        filled = np.interp(idx, idx[have], grid_values[have])
-    elif fill == "previous":
-        filled = grid_values[np.maximum.accumulate(np.where(have, idx, 0))]
-    else:
-        filled = np.where(have, grid_values, 0.0)
-    return grid_times, filled
 
 
 def raw_timestamps(
@@ -174,17 +119,6 @@ def raw_timestamps(
     if not result.num_rows:
         raise NotReady(f"dataset '{dataset}' has no rows yet")
     return np.sort(result.column(0).to_numpy().astype("datetime64[us]"))
-
-
-@dataclass
-class Windows:
-    """The latest window of each series: ids, values (n, lookback), newest grid timestamp (n,)."""
-
-    ids: list[str | None]
-    values: np.ndarray
-    last: np.ndarray
-    short: dict[str | None, int]  # series with fewer grid points than the window: how many they have
-    drivers: FutureDrivers | None = None  # a model with drivers: each window's driver inputs
 
 
 class GridQuery:
@@ -216,6 +150,12 @@ class GridQuery:
             f"{', ' + inner_drivers if inner_drivers else ''} FROM {quote_ident(dataset)}"
         )
         self._ts = ts
+        self._aggregates = False  # set once a window held several rows in one period
+        # The rows themselves (NULL and NaN values both arrive as NaN), for windows of data on the grid's own step.
+        # Rows without a value are left out: rows after the newest value (future rows of drivers) are no
+        # observations, and a gap is filled the same either way.
+        self._raw = (f"SELECT {ts} AS raw_ts, CAST({quote_ident(value_column)} AS DOUBLE) AS v "
+                     f"FROM {quote_ident(dataset)} WHERE {quote_ident(value_column)} IS NOT NULL")
         sc = quote_ident(series_column) if series_column else "NULL"
         self._stats_sql = (
             f"SELECT CAST({sc} AS VARCHAR) AS sid, count(*) AS n, min({ts}) AS first, max({ts}) AS last "
@@ -268,24 +208,33 @@ class GridQuery:
                          f"({', '.join(sql_string(i) for i in ids)})")
         return where
 
-    def _read(self, client: FlightDataClient, sql: str) -> list[tuple[str | None, np.ndarray, np.ndarray]]:
-        """(series, period starts, values) of each series, without partial periods at either end."""
-        table = client.query(sql)
+    def _lower(self, newest: np.datetime64 | None, points: int) -> np.datetime64 | None:
+        """The start of the period `points + WINDOW_PAD` periods before the one holding `newest` (None without it)."""
+        if newest is None:
+            return None
+        return self.freq.add(bucket(newest, self.freq, self.origin), -(points + WINDOW_PAD))
+
+    def _columns(self, table: pa.Table) -> Columns:
         times = table.column("bucket").to_numpy().astype("datetime64[us]")
         values = table.column("value").cast(pa.float64()).to_numpy(zero_copy_only=False)
         counts = table.column("n").to_numpy()
         if not self.series_column:
-            return [(None, *complete_periods(times, values, counts))]
+            return Columns([None], np.array([0]), np.array([len(times)]), times, values, counts)
         sids = table.column("sid")
         if not len(sids):
-            return []
+            return Columns([], np.zeros(0, np.int64), np.zeros(0, np.int64), times, values, counts)
         codes = sids.combine_chunks().dictionary_encode()
         bounds = np.flatnonzero(np.diff(codes.indices.to_numpy(zero_copy_only=False))) + 1
         starts = np.concatenate([[0], bounds])
         ends = np.concatenate([bounds, [len(sids)]])
         names = sids.take(pa.array(starts)).to_pylist()  # one id per series, not one per row
-        return [(name, *complete_periods(times[s:e], values[s:e], counts[s:e]))
-                for name, s, e in zip(names, starts, ends, strict=True)]
+        return Columns(names, starts, ends, times, values, counts)
+
+    def _read(self, client: FlightDataClient, sql: str) -> list[tuple[str | None, np.ndarray, np.ndarray]]:
+        """(series, period starts, values) of each series, without partial periods at either end."""
+        c = self._columns(client.query(sql))
+        return [(name, *complete_periods(c.times[s:e], c.values[s:e], c.counts[s:e]))
+                for name, s, e in zip(c.ids, c.starts, c.ends, strict=True)]
 
     def observed_rows(self, client: FlightDataClient, info: dict) -> int:
         """Rows that carry a value: what retraining counts. A model with drivers does not count the future
@@ -311,18 +260,18 @@ class GridQuery:
         newest: np.datetime64 | None = None,
     ) -> SeriesSet:
         """The latest `max_points` grid points of each series (or of the named ones), filled; with `observed`,
-        only the periods the data has a value for (nothing `fill` made up). With `newest` (the data's newest
-        timestamp), only rows of the latest `max_points` periods before it are read (a series that has
-        fewer there gets fewer)."""
+        only the periods the data has a value for (nothing `fill` made up).
+
+        With `newest` (the newest timestamp of the data), only the `max_points` periods up to it are read:
+        DuckDB skips every older row group instead of ranking the buckets of the whole table. A model with
+        drivers reads them with its series (their values after each series' newest one included).
+        """
         if self.drivers is not None and not observed:
             found = self._driver_parts(client, self._where(None, ids), max_points, None)
             return SeriesSet([p.sid for p in found], [p.times for p in found], [p.values for p in found],
                              driver_values(found, self.drivers))
         out = SeriesSet()
-        lower = None
-        if newest is not None:
-            lower = self.freq.add(bucket(newest, self.freq, self.origin), -(max_points + WINDOW_PAD))
-        parts = self._read(client, self._sql(self._where(lower, ids), max_points))
+        parts = self._read(client, self._sql(self._where(self._lower(newest, max_points), ids), max_points))
         if observed:
             parts = [(sid, times[np.isfinite(values)], values[np.isfinite(values)]) for sid, times, values in parts]
         else:
@@ -341,34 +290,72 @@ class GridQuery:
         points but at least `min_points` (default: all `lookback`) is left-padded with NaN.
 
         With `newest` (the newest timestamp of the data), a lower time bound lets DuckDB skip every row
-        group before the window (zone maps), so the cost does not grow with the table. A model with drivers
-        reads the `future` periods after each window with it (their driver values).
+        group before the window (zone maps), so the cost does not grow with the table; a series with too
+        few points inside the bound (it ended earlier, or has gaps) is read again without it. A model with
+        drivers reads the `future` periods after each window with it (their driver values).
         """
         if self.drivers is not None:
             return self._driver_windows(client, lookback, newest, ids, min_points, future)
-        per_series = lookback + WINDOW_PAD
-        lower = None
-        if newest is not None:
-            lower = self.freq.add(bucket(newest, self.freq, self.origin), -per_series)
-        parts = self._filled(self._read(client, self._sql(self._where(lower, ids), per_series)))
+        lower = self._lower(newest, lookback)
+        found = self._latest(client, lower, ids, lookback)
+        if lower is not None:
+            few = [sid for sid, size in zip(found.ids, found.sizes, strict=True) if size < lookback]
+            if self.series_column is not None:  # and the series with no rows inside the bound at all
+                seen = set(found.ids)
+                few += [sid for sid in (self._ended_before(client, lower) if ids is None else ids) if sid not in seen]
+            if few:
+                by_name = self.series_column is not None and len(few) <= MAX_NAMED_SERIES
+                found = found.updated(self._latest(client, None, few if by_name else ids, lookback))
         needed = lookback if min_points is None else min(min_points, lookback)
-        if lower is not None and any(v.size < lookback for _, _, v in parts):
-            # Gaps inside the bound left too few points: read the latest rows without it.
-            parts = self._filled(self._read(client, self._sql(self._where(None, ids), per_series)))
-        kept_ids, rows, last, short = [], [], [], {}
-        for sid, grid_times, grid_values in parts:
-            if grid_values.size < needed:
-                short[sid] = int(grid_values.size)
-                continue
-            kept_ids.append(sid)
-            row = grid_values[-lookback:]
-            if row.size < lookback:
-                row = np.concatenate([np.full(lookback - row.size, np.nan), row])
-            rows.append(row)
-            last.append(grid_times[-1])
-        values = np.stack(rows) if rows else np.empty((0, lookback))
-        return Windows(kept_ids, values, np.array(last, dtype="datetime64[us]"), short)
+        kept = found.sizes >= needed
+        short = {sid: int(size) for sid, size, keep in zip(found.ids, found.sizes, kept, strict=True) if not keep}
+        return Windows([sid for sid, keep in zip(found.ids, kept, strict=True) if keep], found.rows[kept],
+                       found.last[kept], short)
 
+    def _one_row_per_period(
+        self, client: FlightDataClient, lower: np.datetime64, ids: list[str] | None, lookback: int,
+    ) -> Columns | None:
+        """One series' rows inside the bound as they are, when each is alone in its period (data at the grid's
+        own step, the usual case): aggregating them would give them back unchanged, and costs DuckDB more
+        than the read. None when a period holds several rows, or more rows came than a window has periods."""
+        limit = 4 * (lookback + WINDOW_PAD + 1)
+        table = client.query(f"{self._raw} AND {' AND '.join(self._where(lower, ids))} LIMIT {limit}")
+        if table.num_rows >= limit:
+            return None
+        raw = table.column("raw_ts").to_numpy().astype("datetime64[us]")
+        order = np.argsort(raw, kind="stable")
+        times = bucket(raw[order], self.freq, self.origin)
+        if not (np.diff(times.astype(np.int64)) > 0).all():
+            return None
+        values = table.column("v").to_numpy(zero_copy_only=False)[order]
+        if self.series_column is None:
+            found = [None]  # a single series is there even without rows, as the aggregated read has it
+        else:
+            found = list(ids)[:1] if times.size else []
+        return Columns(found, np.zeros(len(found), np.int64), np.full(len(found), times.size), times,
+                        values.astype(np.float64), np.ones(times.size, np.int64))
+
+    def _ended_before(self, client: FlightDataClient, lower: np.datetime64) -> list[str]:
+        """The series whose newest row is older than `lower` (one pass over the series column and time)."""
+        sid = f"CAST({quote_ident(self.series_column)} AS VARCHAR)"
+        table = client.query(f"SELECT {sid} AS sid FROM {quote_ident(self.dataset)} GROUP BY ALL "
+                             f"HAVING max({self._ts}) < TIMESTAMP '{np.datetime64(lower, 'us')}' ORDER BY sid")
+        return table.column("sid").to_pylist()
+
+    def _latest(
+        self, client: FlightDataClient, lower: np.datetime64 | None, ids: list[str] | None, lookback: int,
+    ) -> Latest:
+        """The filled tail of every series one query finds: regular series without a loop over them."""
+        one = self.series_column is None or (ids is not None and len(ids) == 1)
+        if lower is not None and one and not self._aggregates:
+            columns = self._one_row_per_period(client, lower, ids, lookback)
+            if columns is not None:
+                return latest_windows(columns, self.freq, self.fill, self.dataset, lookback)
+            self._aggregates = True  # the data is finer than the grid: every later window is aggregated at once
+        # Inside a time bound every bucket is wanted (and there are few): ranking them would only cost.
+        per_series = None if lower is not None else lookback + WINDOW_PAD
+        table = client.query(self._sql(self._where(lower, ids), per_series))
+        return latest_windows(self._columns(table), self.freq, self.fill, self.dataset, lookback)
 
     def _driver_windows(
         self, client: FlightDataClient, lookback: int, newest: np.datetime64 | None, ids: list[str] | None,

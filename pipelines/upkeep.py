@@ -28,7 +28,7 @@ log = logging.getLogger("flightcast.upkeep")
 
 FLUSH_SECONDS = 2.0  # live accuracy is written at most this long after it changed
 UPKEEP_NICE = 5  # the upkeep thread's nice value (Linux)
-BATCH_SECONDS = 0.05  # notices arriving within this of the last batch wait for it to pass, and join
+SETTLE_SECONDS = 0.05  # work on new data starts this long after its notice
 MAX_SCORED_POINTS = 10_000  # grid points per series read back to score served forecasts
 MAX_NAMED_SERIES = 1000  # more series than this waiting: read them all rather than name each
 
@@ -87,22 +87,18 @@ class Upkeep:
 
     def _run(self) -> None:
         background_priority()
-        last_batch = 0.0
         while True:
             with self._wake:
                 if not self._due and not self._stopping:
                     self._wake.wait(timeout=FLUSH_SECONDS)
-                # Right after a batch, let the notices of writes close behind join the next one: one read and
-                # one forecast for all of them. After a quiet spell a notice is taken at once.
-                pause = last_batch + BATCH_SECONDS - time.monotonic()
-                while pause > 0 and not self._stopping:
-                    self._wake.wait(timeout=pause)
-                    pause = last_batch + BATCH_SECONDS - time.monotonic()
+                # A forecast request often follows a commit at once: let it read first, and take the notices
+                # of a burst of commits together (one read and one forecast for all of them).
+                settled = time.monotonic() + SETTLE_SECONDS
+                while self._due and not self._stopping and time.monotonic() < settled:
+                    self._wake.wait(timeout=max(0.0, settled - time.monotonic()))
                 if self._stopping:
                     return
                 due, self._due = self._due, {}
-            if due:
-                last_batch = time.monotonic()
             for dataset, series in due.items():
                 models = [s for s in self._states if s.spec.dataset == dataset and s.current is not None]
                 if not models:
@@ -117,7 +113,7 @@ class Upkeep:
                     for state in models:
                         self._guarded(self._detect, state, (series, newest))
                 for state in models:
-                    self._guarded(self._score, state, info)
+                    self._guarded(self._score, state, (info, series))
                     self._guarded(self._maybe_promote, state, info)
                     self._guarded(self._maybe_retrain, state, info)
             self._live.flush()
@@ -133,14 +129,18 @@ class Upkeep:
     def _detect(self, state: ModelState, touched: tuple[frozenset[str] | None, np.datetime64 | None]) -> None:
         self._detector.detect(state, *touched)
 
-    def _score(self, state: ModelState, info: dict) -> None:
-        """Score pending forecasts whose periods now have values on the grid (one query for all series)."""
+    def _score(self, state: ModelState, arg: tuple[dict, frozenset[str] | None]) -> None:
+        """Score pending forecasts whose periods now have values on the grid (one query for all series); only
+        those of the touched series (when known): no other series has new values."""
+        info, touched = arg
         served = state.current
         keys = [state.name, *live_keys(state.spec)]  # the model's own, and each side of each challenger pair
         waiting: dict[str | None, int] = {}
         for key in keys:
             for sid, stamp in self._live.waiting(key).items():
                 waiting[sid] = min(stamp, waiting.get(sid, stamp))
+        if touched is not None and served is not None and served.panel:
+            waiting = {sid: since for sid, since in waiting.items() if sid in touched}
         if served is None or not waiting:
             return
         last = info["last_timestamp"]
@@ -155,7 +155,8 @@ class Upkeep:
         ids = None
         if served.panel and len(waiting) <= MAX_NAMED_SERIES:
             ids = sorted(sid for sid in waiting if sid is not None)
-        found = grid.history(self._client, points, ids=ids, observed=True)  # values `fill` made up never score
+        # Bounded by the newest period: only the periods scored are read, not the whole table.
+        found = grid.history(self._client, points, ids=ids, observed=True, newest=newest)  # made-up values never score
         scored = 0
         for sid, times, values in zip(found.ids, found.times, found.values, strict=True):
             if sid in waiting:

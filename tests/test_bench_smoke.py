@@ -67,7 +67,7 @@ def tiny_runs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Ti
 
 def test_the_known_benchmarks_are_found() -> None:
     assert {"bench.bench_accuracy", "bench.bench_anomalies", "bench.bench_drivers", "bench.bench_drivers_cost",
-            "bench.bench_flight", "bench.bench_http", "bench.bench_predict"} <= set(modules())
+            "bench.bench_flight", "bench.bench_http", "bench.bench_predict", "bench.bench_serving"} <= set(modules())
 
 
 @pytest.mark.parametrize("module", modules())

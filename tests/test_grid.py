@@ -1,0 +1,132 @@
+"""GridQuery's window reads over a real Flight server and DuckDB (harness.flight_server): the bounded read
+(by the newest data) gives exactly what the unbounded one gives, regular series and the ones that need a
+fill alike, and series that ended before the bound or have too few points inside it are still found."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from harness.flight import ServedFlight, flight_server
+from pipelines.flight_client import FlightDataClient
+from pipelines.frequency import Frequency
+from pipelines.grid import GridQuery
+from spicepod import InvalidInput
+
+DAY = np.timedelta64(1, "D").astype("m8[us]")
+HALF_DAY = DAY // 2
+START = np.datetime64("2024-01-01", "us")
+LOOKBACK = 5
+POINTS = 40  # days of the long series
+
+SPICEPOD = """
+version: v1
+kind: Spicepod
+name: grid
+datasets:
+  - from: file:panel.parquet
+    name: panel
+    mode: read_write
+    series_column: series
+  - from: file:single.parquet
+    name: single
+    mode: read_write
+"""
+
+
+def _rows(series: str, days: list[int], values: list[float | None]) -> dict[str, list]:
+    return {"series": [series] * len(days), "ts": [START + d * DAY for d in days], "value": values}
+
+
+def _panel() -> pa.Table:
+    parts = [
+        _rows("a", list(range(POINTS)), [float(d) for d in range(POINTS)]),  # regular
+        # a missing day (37) and a null (35) inside the window: filled linearly
+        _rows("b", [d for d in range(POINTS) if d != 37], [None if d == 35 else 2.0 * d for d in range(POINTS)
+                                                          if d != 37]),
+        _rows("c", list(range(10)), [float(d) for d in range(10)]),  # ended long before the others
+        _rows("d", [POINTS - 3, POINTS - 2, POINTS - 1], [1.0, 2.0, 3.0]),  # too short for a window
+        # two rows a day (their mean), the newest day half covered: that day is left out
+        {"series": ["e"] * (2 * POINTS - 1), "ts": [START + i * HALF_DAY for i in range(2 * POINTS - 1)],
+         "value": [10.0] * (2 * POINTS - 1)},
+    ]
+    columns = {k: sum((p[k] for p in parts), []) for k in ("series", "ts", "value")}
+    return pa.table({"series": pa.array(columns["series"]), "ts": pa.array(columns["ts"], pa.timestamp("us")),
+                     "value": pa.array(columns["value"], pa.float64())})
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServedFlight]:
+    folder = Path(tmp_path_factory.mktemp("grid"))
+    pq.write_table(_panel(), folder / "panel.parquet")
+    single = _panel().filter(pa.compute.equal(pa.compute.field("series"), "b")).drop_columns(["series"])
+    pq.write_table(single, folder / "single.parquet")
+    with flight_server(folder, SPICEPOD) as running:
+        yield running
+
+
+def _query(dataset: str, series_column: str | None, fill: str = "linear") -> GridQuery:
+    return GridQuery(dataset, "ts", "value", series_column, Frequency.parse("1d"), np.datetime64(0, "us"), "mean",
+                     fill)
+
+
+NEWEST = START + (POINTS - 1) * DAY
+
+
+def test_panel_windows_bounded_and_unbounded_agree(served: ServedFlight) -> None:
+    client = FlightDataClient(served.location)
+    query = _query("panel", "series")
+    for newest in (None, NEWEST):
+        windows = query.windows(client, LOOKBACK, newest=newest, min_points=3)
+        assert windows.ids == ["a", "b", "c", "d", "e"]
+        np.testing.assert_array_equal(windows.values, [
+            [35.0, 36.0, 37.0, 38.0, 39.0],
+            [70.0, 72.0, 74.0, 76.0, 78.0],  # 70 between 68 and 72, 74 between 72 and 76
+            [5.0, 6.0, 7.0, 8.0, 9.0],
+            [np.nan, np.nan, 1.0, 2.0, 3.0],
+            [10.0] * 5,
+        ])
+        assert windows.last.tolist() == [NEWEST.item(), NEWEST.item(), (START + 9 * DAY).item(), NEWEST.item(),
+                                         (NEWEST - DAY).item()]
+        assert windows.short == {}
+
+
+def test_panel_windows_name_short_series(served: ServedFlight) -> None:
+    client = FlightDataClient(served.location)
+    windows = _query("panel", "series").windows(client, LOOKBACK, newest=NEWEST)
+    assert windows.ids == ["a", "b", "c", "e"]
+    assert windows.short == {"d": 3}
+    named = _query("panel", "series").windows(client, LOOKBACK, newest=NEWEST, ids=["c", "x"])
+    assert named.ids == ["c"] and named.values.tolist() == [[5.0, 6.0, 7.0, 8.0, 9.0]]
+
+
+@pytest.mark.parametrize(("series", "values", "last"), [
+    ("a", [35.0, 36.0, 37.0, 38.0, 39.0], NEWEST),  # one row a day: read as it is
+    ("b", [70.0, 72.0, 74.0, 76.0, 78.0], NEWEST),  # and filled
+    ("e", [10.0] * 5, NEWEST - DAY),  # two rows a day: aggregated by DuckDB, the half-covered day left out
+])
+def test_one_series_of_a_panel(served: ServedFlight, series: str, values: list[float], last: np.datetime64) -> None:
+    client = FlightDataClient(served.location)
+    windows = _query("panel", "series").windows(client, LOOKBACK, newest=NEWEST, ids=[series])
+    assert windows.ids == [series] and windows.values.tolist() == [values] and windows.last.tolist() == [last.item()]
+
+
+def test_single_series_window_and_refused_gap(served: ServedFlight) -> None:
+    client = FlightDataClient(served.location)
+    windows = _query("single", None).windows(client, LOOKBACK, newest=NEWEST)
+    assert windows.ids == [None] and windows.values.tolist() == [[70.0, 72.0, 74.0, 76.0, 78.0]]
+    with pytest.raises(InvalidInput, match=r"dataset 'single': no value for the period starting "
+                                           r"2024-02-05T00:00:00Z \(frequency 1d\)"):
+        _query("single", None, fill="none").windows(client, LOOKBACK, newest=NEWEST)
+
+
+def test_history_bounded_by_newest(served: ServedFlight) -> None:
+    client = FlightDataClient(served.location)
+    found = _query("panel", "series").history(client, 3, ids=["a", "b"], observed=True, newest=NEWEST)
+    assert found.ids == ["a", "b"]
+    assert [v.tolist() for v in found.values] == [[37.0, 38.0, 39.0], [72.0, 76.0, 78.0]]  # day 35 null, 37 missing
