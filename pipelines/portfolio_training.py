@@ -39,6 +39,7 @@ log = logging.getLogger("flightcast.training")
 
 MIN_BACKTEST_HISTORY = 2  # values before an origin for a local method to forecast from it
 QUICK_SERIES = 50  # models of more series than this fit the quick variants of local methods
+ARIMAX_CALIBRATION_ORIGINS = 12  # origins beyond the scoring ones that calibrate a series arimax serves
 
 
 def candidates_for(method: str, season: int, with_lightgbm: bool, with_regressors: bool = False) -> list[str]:
@@ -95,7 +96,9 @@ def train_portfolio(
         # ...and, with few series, what each series is served from every origin, for its intervals.
         members = {sid: [m for m in plan if m != "lightgbm"] for sid, plan in choice.plans.items()}
         used = [m for m in local if any(m in names for names in members.values())]
-        every = PairTable.concat(backend.map(chunk_pairs, origins, members, horizon, season, lookback, quick,
+        # arimax fits take about a second: a series it serves is calibrated from fewer origins.
+        calibrating = {sid: _thinned(rows) if ARIMAX in members.get(sid, ()) else rows for sid, rows in origins.items()}
+        every = PairTable.concat(backend.map(chunk_pairs, calibrating, members, horizon, season, lookback, quick,
                                              regressors),
                                  used, horizon)
         every.forecasts["lightgbm"] = _join(every, lgbm_rows, horizon)
@@ -159,6 +162,15 @@ def _origins(lengths: dict, backtest: Any, horizon: int, windows: int, extend: b
         rows = sorted(scoring | extra)
         origins[sid] = [(o, o in scoring, o in scoring or extend) for o in rows]
     return origins, lgbm_rows
+
+
+def _thinned(rows: list[tuple]) -> list[tuple]:
+    """A series' origin rows with at most ARIMAX_CALIBRATION_ORIGINS of those that only calibrate, evenly spread."""
+    extra = [row for row in rows if not row[1]]
+    if len(extra) <= ARIMAX_CALIBRATION_ORIGINS:
+        return rows
+    picked = {extra[i] for i in np.linspace(0, len(extra) - 1, ARIMAX_CALIBRATION_ORIGINS).round().astype(int)}
+    return [row for row in rows if row[1] or row in picked]
 
 
 def _join(table: PairTable, lgbm_rows: dict, horizon: int) -> np.ndarray:
