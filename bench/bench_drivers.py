@@ -15,7 +15,7 @@ two real series with drivers (data/covariates/), their intervals' coverage, and 
 (c) Cost, in this process: training with drivers against without; a LightGBM forecast with drivers
     against one without, and an explained forecast (explain_windows) against a plain one.
 
-Run: .venv/bin/python -m bench.bench_drivers      (BENCH_TINY=1: two origins, short histories, no peers)
+Run: .venv/bin/python -m bench.bench_drivers      (BENCH_TINY=1: one origin, short histories, no peers)
 """
 
 from __future__ import annotations
@@ -176,7 +176,7 @@ class Origin:
 
 
 def origins(data: DataSet) -> list[Origin]:
-    count = size(data.origins, 2)
+    count = size(data.origins, 1)
     return [Origin(data, data.values.size - j * data.horizon) for j in range(count, 0, -1)]
 
 

@@ -68,7 +68,7 @@ def pod(data: Path, training: str = "", panel: bool = True) -> str:
     panel_model = textwrap.dedent(f"""\
         - {{from: lightgbm, name: panel_m, datasets: [sales], params: {{value_column: value,
             lookback: {LOOKBACK}, horizon: {HORIZON}, backtest_windows: 2,
-            covariates: [temp, {{column: promo, type: categorical}}], static: [region],
+            covariates: [{{column: temp, known: past}}, {{column: promo, type: categorical}}], static: [region],
             calendar: [day_of_week], holidays: {{country: US}}}}}}
         """) if panel else ""
     single_model = textwrap.dedent(f"""\
