@@ -26,7 +26,7 @@ version: v1
 kind: Spicepod
 name: drivers-cost
 datasets:
-  - {{from: file:{DATA / 'chicago_ridership_recent.csv'}, name: ridership, time_column: date}}
+  - {{from: file:{DATA / 'covariates' / 'chicago_ridership_recent.csv'}, name: ridership, time_column: date}}
 models:
   - from: lightgbm
     name: with_drivers

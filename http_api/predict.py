@@ -201,7 +201,7 @@ class PredictBase(BaseHandler):
         predictions = self.ctx.predictions
         try:
             # A forecast cached for the current data is answered here; anything else goes to a worker.
-            forecast = None if covariates or explain else predictions.cached(name, horizon, series, levels)
+            forecast = None if covariates else predictions.cached(name, horizon, series, levels, explain)
             if forecast is None:
                 forecast = await self.ctx.run(predictions.predict, name, horizon, series, levels, covariates, explain)
             status, body = 200, forecast_body(forecast)

@@ -119,13 +119,16 @@ class ForecastCache:
         with self._lock:
             return self._forecasts.get(key)
 
-    def current_forecast(self, served: ServedModel, dataset: str, series: str | None, steps: int) -> Entry | None:
-        """The forecast kept for the current data, when notices say what current is (no I/O)."""
+    def current_forecast(
+        self, served: ServedModel, dataset: str, series: str | None, steps: int, explain: bool = False,
+    ) -> Any:
+        """The forecast kept for the current data (an explained one: with its contributions), when notices say
+        what current is (no I/O)."""
         with self._lock:
             if not self._notices_live or self._versions.latest(dataset) is None:
                 return None
             key = (self._generation, served.cache_id, series, steps, self._versions.of_series(dataset, series))
-            return self._forecasts.get(key)
+            return self._forecasts.get((*key, "explain") if explain else key)
 
     def keep_forecast(self, key: tuple, entry: Entry) -> None:
         with self._lock:

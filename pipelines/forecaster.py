@@ -81,6 +81,7 @@ class Forecaster:
 
     def cached(
         self, name: str, horizon: int | None = None, series: str | None = None, levels: Sequence[Level] = (),
+        explain: bool = False,
     ) -> Forecast | None:
         """The forecast when it is cached for the current data; None when computing it needs I/O or checks."""
         state = self._states.get(name)
@@ -88,10 +89,11 @@ class Forecaster:
         if served is None:
             return None
         steps = state.spec.horizon if horizon is None else horizon
-        entry = self._cache.current_forecast(served, state.spec.dataset, series, steps)
-        if entry is None or (levels and not calibrated(served.model)):
+        kept = self._cache.current_forecast(served, state.spec.dataset, series, steps, explain)
+        if kept is None or (levels and not calibrated(served.model)):
             return None
-        return self._forecast(served, series, steps, entry, levels)
+        entry, contributions = kept if explain else (kept, None)
+        return self._forecast(served, series, steps, entry, levels, contributions)
 
     def forecasts(
         self, name: str, horizon: int | None = None, series: Sequence[str] = (), levels: Sequence[Level] = (),

@@ -168,30 +168,45 @@ class TrainedModel:
         threads = predict_threads(n)
         spread = window_spread(windows, series_std)
         last = np.asarray(last_times).astype("datetime64[us]")
-        groups = layout.groups()
-        parts: dict[str, np.ndarray] = {g: np.zeros((n, horizon)) for g in dict.fromkeys(groups)} if explain else {}
+        rows: list[tuple[int, Any, np.ndarray, np.ndarray, np.ndarray]] = []  # explain: (step, booster, x, mean, sd)
 
         def step_value(booster: Any, window: np.ndarray, k: int, step: int) -> np.ndarray:
             extra = layout.drivers.forecast_block(drivers, last, k + 1, self.freq) if layout.drivers else None
             x, mu, sd = layout.rows(window, series_mean, series_std, positions[:, k], step, drivers=extra)
-            if not explain:
-                return booster.predict(x, num_threads=threads) * sd + mu
-            contrib = booster.predict(x, num_threads=threads, pred_contrib=True)
-            for col, group in enumerate(groups):
-                parts[group][:, k] += contrib[:, col] * sd
-            parts["level"][:, k] += contrib[:, -1] * sd + mu  # LightGBM's expected value, and the window mean
-            return contrib.sum(axis=1) * sd + mu
+            if explain:
+                rows.append((k, booster, x, mu, sd))
+            return booster.predict(x, num_threads=threads) * sd + mu
 
         if self.strategy == "direct":
             out = np.empty((n, horizon), dtype=np.float64)
             for k in range(horizon):
                 out[:, k] = step_value(self.boosters[k], windows, k, k + 1)
-            return out, spread, parts
-        buffer = np.empty((n, lookback + horizon), dtype=np.float64)
-        buffer[:, :lookback] = windows
-        for k in range(horizon):
-            buffer[:, lookback + k] = step_value(self.boosters[0], buffer[:, k:k + lookback], k, 1)
-        return buffer[:, lookback:], spread, parts
+        else:
+            buffer = np.empty((n, lookback + horizon), dtype=np.float64)
+            buffer[:, :lookback] = windows
+            for k in range(horizon):
+                buffer[:, lookback + k] = step_value(self.boosters[0], buffer[:, k:k + lookback], k, 1)
+            out = buffer[:, lookback:]
+        return out, spread, self._contributions(rows, n, horizon, threads) if explain else {}
+
+    def _contributions(self, rows: list[tuple], n: int, horizon: int, threads: int) -> dict[str, np.ndarray]:
+        """Each input group's share of every step, in the forecast's units, from LightGBM's SHAP values of the
+        steps' feature rows: one call per booster (a recursive model's every step at once, as SHAP costs more
+        per call than per row)."""
+        groups = self.layout.groups()
+        parts = {g: np.zeros((n, horizon)) for g in dict.fromkeys(groups)}
+        by_booster: dict[int, list[tuple]] = {}
+        for row in rows:
+            by_booster.setdefault(id(row[1]), []).append(row)
+        for items in by_booster.values():
+            contrib = items[0][1].predict(np.vstack([x for _, _, x, _, _ in items]), num_threads=threads,
+                                          pred_contrib=True)
+            for j, (k, _, _, mu, sd) in enumerate(items):
+                block = contrib[j * n:(j + 1) * n]
+                for col, group in enumerate(groups):
+                    parts[group][:, k] += block[:, col] * sd
+                parts["level"][:, k] += block[:, -1] * sd + mu  # LightGBM's expected value, and the window mean
+        return parts
 
     def feature_importance(self) -> dict[str, float]:
         """Each input group's share of the boosters' total gain."""
