@@ -141,8 +141,11 @@ def check_future(served: ServedModel, windows: Windows, steps: int) -> None:
     freq = served.grid.freq
     for c in drivers.future:
         values = windows.drivers.future[c.column][:, :steps]
-        missing = np.array([[v is None or (isinstance(v, float) and v != v) for v in row] for row in values.tolist()],
-                           dtype=bool).reshape(values.shape)
+        if values.dtype == object:  # categorical: None (or NaN) where missing
+            missing = np.array([v is None or (isinstance(v, float) and v != v) for v in values.ravel().tolist()],
+                               dtype=bool).reshape(values.shape)
+        else:
+            missing = np.isnan(values)
         if not missing.any():
             continue
         row = int(np.flatnonzero(missing.any(axis=1))[0])

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import math
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -195,31 +195,32 @@ class PortfolioModel:
         x = np.column_stack([drivers.history[n][row][-history.size:] for n in self.regressors])
         x_future = np.column_stack([np.asarray(drivers.future[n][row, :horizon], dtype=np.float64)
                                     for n in self.regressors])
-        digest = history_digest(np.concatenate([history, x.ravel(), x_future.ravel()]))
-        key = (sid, ARIMAX, horizon)
-        kept = self._memo.get(key)
-        if kept is not None and kept[0] == digest:
-            return kept[1]
-        out = arimax_forecast(history, x, x_future, season) if x_future.shape[0] == horizon else None
-        if out is None:
-            out = fallback_forecast(history, horizon, season)[1]
-        with self._memo_lock:
-            if len(self._memo) >= MEMO_ENTRIES:
-                self._memo.clear()
-            self._memo[key] = (digest, out)
-        return out
+        if len(x_future) < horizon:  # fewer future values than steps: no regression forecast of them all
+            return fallback_forecast(history, horizon, season)[1]
+        fitted = np.concatenate([history, x.ravel(), x_future.ravel()])
+        return self._memoised(sid, ARIMAX, fitted, history, horizon, season,
+                              lambda: arimax_forecast(history, x, x_future, season))
 
     def _local(self, sid: str | None, method: str, history: np.ndarray, horizon: int, season: int) -> np.ndarray:
         if method == "seasonal_naive":
             return seasonal_naive(history, horizon, season)
         if method == "naive":
             return naive(history, horizon, season)
-        digest = history_digest(history)
+        return self._memoised(sid, method, history, history, horizon, season,
+                              lambda: local_forecast(method, history, horizon, season, self.quick))
+
+    def _memoised(
+        self, sid: str | None, method: str, fitted: np.ndarray, history: np.ndarray, horizon: int, season: int,
+        fit: Callable[[], np.ndarray | None],
+    ) -> np.ndarray:
+        """`method`'s forecast of a series, fit again only when what it fits on (`fitted`) changed; the fallback
+        forecast of `history` where the method cannot fit."""
+        digest = history_digest(fitted)
         key = (sid, method, horizon)
         kept = self._memo.get(key)
         if kept is not None and kept[0] == digest:
             return kept[1]
-        out = local_forecast(method, history, horizon, season, self.quick)
+        out = fit()
         if out is None:
             out = fallback_forecast(history, horizon, season)[1]
         with self._memo_lock:

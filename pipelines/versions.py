@@ -18,9 +18,9 @@ from typing import Any
 
 import numpy as np
 
+from pipelines.driver_training import backtest_drivers
 from pipelines.metrics import finite_mean, mase
 from pipelines.series import SeriesSet
-from pipelines.training import backtest_drivers
 
 FORMAT = 1
 REMEMBERED = 10  # runs served before the current one, newest last (rollback's default is the last)
