@@ -37,6 +37,7 @@ US_PER_UNIT = {"s": 1_000_000, "ms": 1_000, "us": 1, "ns": 0.001}
 FIRST_US = int(np.datetime64("0001-01-01T00:00:00", "us").astype(np.int64))
 LAST_US = int(np.datetime64("9999-12-31T23:59:59.999999", "us").astype(np.int64))
 MAX_NOTICE_SERIES = 10_000  # a commit touching more series is announced as touching all (None)
+NOTICE_ROWS = 1_000  # a commit of at most this many rows carries them in its notice (serve nodes need no read)
 STAGED = "flightcast_staged"  # a replace stream before its merge (temp, one per cursor)
 RECEIVED = "flightcast_received"  # the stream's batches as DuckDB sees them
 STAGE_IN_MEMORY_BYTES = 512 << 20  # a larger stream is staged in a temp table (spilled under the memory limit)
@@ -131,6 +132,7 @@ class IncomingStream:
         self._orders = [spec.key_columns, spec.key_columns[::-1]] if spec.series_column else [spec.key_columns]
         self._last_keys: dict[tuple[str, ...], tuple] = {}
         self._batches = batches
+        self._held: list[pa.RecordBatch] | None = []  # the batches while they are few enough for the notice
 
     @property
     def keys_unique(self) -> bool:
@@ -141,7 +143,21 @@ class IncomingStream:
         for batch in self._batches:
             if batch.num_rows:
                 self._check(batch)
+                if self._held is not None:
+                    self._held = self._held + [batch] if self.rows <= NOTICE_ROWS else None
                 yield batch
+
+    def notice_rows(self) -> pa.Table | None:
+        """The rows for the commit notice, times as naive microsecond timestamps (as stored): None when the
+        stream was empty or large, or its times are not naive timestamps."""
+        if not self._held:
+            return None
+        table = pa.Table.from_batches(self._held)
+        index = table.schema.get_field_index(self.spec.time_column)
+        times = table.schema.field(index).type
+        if not pa.types.is_timestamp(times) or times.tz is not None:
+            return None
+        return table.set_column(index, self.spec.time_column, pc.cast(table.column(index), pa.timestamp("us")))
 
     def _check(self, batch: pa.RecordBatch) -> None:
         name, limits = self.name, self.limits

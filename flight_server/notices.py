@@ -3,9 +3,11 @@ each notice; a DoPut returns only after every subscriber acknowledged its commit
 not answering within ACK_TIMEOUT_S), so no serve node answers from older data after a DoPut returned.
 
 Protocol (DoExchange, descriptor command `flightcast.notices`): the client sends metadata `subscribe`;
-the server sends one JSON metadata message per commit, `{"dataset", "version", "last_timestamp",
-"series"}` (series: a list of ids, or null for all), or `{"serving": {"model", "run", "spec_hash", "seq"}}`
-for a serving choice (flight_server/serving.py), and the client answers each with metadata `ack`.
+the server sends one metadata message per commit, the JSON `{"dataset", "version", "last_timestamp",
+"series"}` (series: a list of ids, or null for all), followed, when the commit was small, by a newline and
+its rows as an Arrow IPC stream (what a serve node updates its windows from without a read); or the JSON
+`{"serving": {"model", "run", "spec_hash", "seq"}}` for a serving choice (flight_server/serving.py). The
+client answers each with metadata `ack`.
 """
 
 from __future__ import annotations
@@ -46,19 +48,24 @@ class NoticeHub:
     def subscribers(self) -> int:
         return len(self._subscribers)
 
-    def publish(self, dataset: str, version: int, last_timestamp: str | None, series: frozenset[str] | None) -> None:
+    def publish(
+        self, dataset: str, version: int, last_timestamp: str | None, series: frozenset[str] | None,
+        rows: pa.Table | None = None,
+    ) -> None:
         """A store commit listener: deliver to every subscriber, each acknowledged or dropped."""
         self.announce({"dataset": dataset, "version": version, "last_timestamp": last_timestamp,
-                       "series": sorted(series) if series is not None else None})
+                       "series": sorted(series) if series is not None else None}, rows)
 
-    def announce(self, notice: dict) -> None:
-        """Deliver one JSON notice (a commit, or a serving choice `{"serving": {...}}`) to every subscriber,
-        each acknowledged or dropped."""
+    def announce(self, notice: dict, rows: pa.Table | None = None) -> None:
+        """Deliver one JSON notice (a commit with its rows, or a serving choice `{"serving": {...}}`) to every
+        subscriber, each acknowledged or dropped."""
         with self._lock:
             subscribers = list(self._subscribers)
         if not subscribers:
             return
         message = json.dumps(notice).encode()
+        if rows is not None:
+            message += b"\n" + ipc_bytes(rows)
         waits = []
         for subscriber in subscribers:
             done = threading.Event()
@@ -114,3 +121,11 @@ class NoticeHub:
             if subscriber.alive:
                 self._drop(subscriber)
             log.info("serve node %s unsubscribed", subscriber.peer)
+
+
+def ipc_bytes(rows: pa.Table) -> bytes:
+    """The rows as one Arrow IPC stream."""
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, rows.schema) as writer:
+        writer.write_table(rows)
+    return sink.getvalue().to_pybytes()

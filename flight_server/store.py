@@ -43,10 +43,11 @@ STREAM_BATCH_ROWS = 1 << 20  # rows per Arrow batch when streaming query results
 # Statement types a client query may have; DESCRIBE, SHOW, SUMMARIZE and VALUES parse as SELECT.
 READ_STATEMENTS = {duckdb.StatementType.SELECT}
 
-# Called as listener(dataset, version, last_timestamp, series) after each commit: last_timestamp is ISO
+# Called as listener(dataset, version, last_timestamp, series, rows) after each commit: last_timestamp is ISO
 # 8601 UTC; series is the frozenset of series ids (as text) the commit touched, or None for "all or
-# unknown" (a dataset without series_column, or a commit touching very many series).
-CommitListener = Callable[[str, int, "str | None", "frozenset[str] | None"], None]
+# unknown" (a dataset without series_column, or a commit touching very many series); rows are the rows
+# committed (times as naive microsecond timestamps) when they were few (ingest.NOTICE_ROWS), else None.
+CommitListener = Callable[[str, int, "str | None", "frozenset[str] | None", "pa.Table | None"], None]
 
 
 @dataclass
@@ -209,7 +210,7 @@ class DatasetStore:
     # --- reading -----------------------------------------------------------------------------------
 
     def subscribe(self, listener: CommitListener) -> None:
-        """Call `listener(dataset, version, last_timestamp, series)` after each commit, before DoPut returns."""
+        """Call `listener(dataset, version, last_timestamp, series, rows)` after each commit, before DoPut returns."""
         self._listeners.append(listener)
 
     def names(self) -> list[str]:
@@ -345,7 +346,7 @@ class DatasetStore:
             with state.stats_lock:  # still under the write lock: the next merge sees these stats
                 self._committed(state, added, stream)
                 series = None if stream.series is None else frozenset(stream.series)
-                notice = (name, state.version, iso_utc(state.last_ts), series)
+                notice = (name, state.version, iso_utc(state.last_ts), series, stream.notice_rows())
         for listener in self._listeners:
             try:
                 listener(*notice)

@@ -20,11 +20,13 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
 
 from pipelines.drivers import FutureDrivers
 from pipelines.flight_client import FlightDataClient
 from pipelines.grid import Windows
 from pipelines.state import DataVersions, ServedModel
+from pipelines.tails import WindowTails
 from spicepod.timestamps import parse_iso
 
 CACHE_ENTRIES = 4096  # single forecasts kept; past that the cache starts again empty
@@ -62,6 +64,7 @@ class ForecastCache:
         # after this minus the window, and that bound lets DuckDB skip older row groups.
         self._series_last: dict[str, _Kept] = {}
         self._window_reads: dict[str, threading.Lock] = {}  # one read of a model's windows at a time
+        self._tails = WindowTails()  # the rows behind single windows, moved on by the rows notices carry
 
     # --- data versions -----------------------------------------------------------------------------
 
@@ -69,9 +72,14 @@ class ForecastCache:
     def notices_live(self) -> bool:
         return self._notices_live
 
-    def notice(self, dataset: str, version: int, last: np.datetime64 | None, series: frozenset[str] | None) -> bool:
-        """A commit notice; False when it is not newer than the version known."""
+    def notice(
+        self, dataset: str, version: int, last: np.datetime64 | None, series: frozenset[str] | None,
+        rows: pa.Table | None = None,
+    ) -> bool:
+        """A commit notice, with the rows committed when they were few; False when it is not newer than the
+        version known."""
         with self._lock:
+            self._tails.notice(dataset, version, series, rows, self._versions)
             return self._versions.record(dataset, version, last, series)
 
     def reset(self) -> None:
@@ -84,6 +92,7 @@ class ForecastCache:
             self._windows.clear()
             self._series_stats.clear()
             self._series_last.clear()
+            self._tails.clear()
             self._notices_live = True
 
     def notices_lost(self) -> bool:
@@ -91,6 +100,12 @@ class ForecastCache:
         with self._lock:
             was, self._notices_live = self._notices_live, False
             return was
+
+    @property
+    def generation(self) -> int:
+        """Counts resets: what was computed in an older generation is never kept."""
+        with self._lock:
+            return self._generation
 
     def data(self, dataset: str) -> tuple[int, np.datetime64 | None]:
         """(version, newest timestamp) of a dataset: from commit notices, or asked of the server."""
@@ -129,6 +144,19 @@ class ForecastCache:
                 return None
             key = (self._generation, served.cache_id, series, steps, self._versions.of_series(dataset, series))
             return self._forecasts.get((*key, "explain") if explain else key)
+
+    def tail_windows(self, served: ServedModel, series: str | None) -> Windows | None:
+        """One series' window made from the rows kept for it, when notices say they are current (no I/O)."""
+        with self._lock:
+            if not self._notices_live:
+                return None
+            return self._tails.windows(served, series, self._versions)
+
+    def keep_tail(self, served: ServedModel, series: str | None, stamp: tuple[int, int], windows: Windows) -> None:
+        """The rows a single window was read from, at `stamp` (generation, data version) taken before the read."""
+        with self._lock:
+            if stamp[0] == self._generation and self._notices_live:
+                self._tails.keep(served, series, stamp[1], windows)
 
     def keep_forecast(self, key: tuple, entry: Entry) -> None:
         with self._lock:

@@ -63,16 +63,18 @@ class Forecaster:
                                "feature groups)")
         sent = parse_covariates(served, state.name, covariates) if covariates else None
         dataset = state.spec.dataset
-        _, newest = self._cache.data(dataset)
+        generation = self._cache.generation
+        version, newest = self._cache.data(dataset)
+        stamp = (generation, version)
         if sent is not None:  # made for this request alone: never cached
-            entry, contributions = self._compute(served, state, series, steps, newest, sent, explain)
+            entry, contributions = self._compute(served, state, series, steps, stamp, newest, sent, explain)
             return self._forecast(served, series, steps, entry, levels, contributions)
         key = self._cache.forecast_key(served, dataset, series, steps)
         if explain:  # an explained forecast is kept apart, with its contributions
             key = (*key, "explain")
         kept = self._cache.forecast(key)
         if kept is None:
-            entry, contributions = self._compute(served, state, series, steps, newest, None, explain)
+            entry, contributions = self._compute(served, state, series, steps, stamp, newest, None, explain)
             kept = (entry, contributions) if explain else entry
             if steps <= max(state.spec.horizon, CACHED_HORIZON):  # long odd horizons would crowd the cache
                 self._cache.keep_forecast(key, kept)
@@ -150,29 +152,20 @@ class Forecaster:
     # --- computing ---------------------------------------------------------------------------------
 
     def _compute(
-        self, served: ServedModel, state: ModelState, series: str | None, steps: int, newest: np.datetime64 | None,
-        sent: dict | None = None, explain: bool = False,
+        self, served: ServedModel, state: ModelState, series: str | None, steps: int, stamp: tuple[int, int],
+        newest: np.datetime64 | None, sent: dict | None = None, explain: bool = False,
     ) -> tuple[Entry, dict[str, list[float]] | None]:
-        lookback = served.model.window_length  # the lookback, and a season more when the model differences
-        shortest = served.model.min_periods
         dataset = state.spec.dataset
         if newest is None:
             raise NotReady(f"not enough data: dataset '{dataset}' has no rows")
-        future = steps if drivers_of(served) else 0
-        if served.panel:
-            windows = served.grid.windows(self._client, lookback, newest=self._cache.series_last(served, series),
-                                          ids=[series], min_points=shortest, future=future)
-            if windows.ids:
-                self._cache.saw_series(served, windows.ids, windows.last)
-        else:
-            windows = served.grid.windows(self._client, lookback, newest=newest, min_points=shortest, future=future)
+        windows = self._window(served, series, steps, stamp, newest)
         if not windows.ids:
             have = windows.short.get(series)
             if have is None and served.panel:
                 raise InvalidInput(f"series '{series}' not found in model '{state.name}'")
             raise NotReady(
                 f"not enough data: {'series ' + repr(series) + ' of ' if served.panel else ''}dataset '{dataset}' "
-                f"has {have or 0} periods, the window needs {shortest or lookback}"
+                f"has {have or 0} periods, the window needs {served.model.min_periods or served.model.window_length}"
             )
         future = served.grid.freq.future(windows.last[0], steps)
         if future_needed(served):
@@ -192,6 +185,31 @@ class Forecaster:
             self._challengers.beside(state, served, windows, steps, predicted, spread, future[None, :], self._remember)
         entry = predicted[0], spread, [iso_utc(t) for t in future], _methods(served.model, windows)[0]
         return entry, contributions
+
+    def _window(
+        self, served: ServedModel, series: str | None, steps: int, stamp: tuple[int, int], newest: np.datetime64,
+    ) -> Windows:
+        """One series' latest window (with its drivers' future rows): made from the rows kept from the last
+        read and the notices since when they are current, else read (and its rows kept)."""
+        future = steps if drivers_of(served) else 0
+        if not future:
+            kept = self._cache.tail_windows(served, series)
+            if kept is not None:
+                return kept
+        lookback = served.model.window_length  # the lookback, and a season more when the model differences
+        shortest = served.model.min_periods
+        if served.panel:
+            # Bounded by the series' newest period when known, else by the dataset's (a series that ended
+            # earlier has too few points inside that bound, and is read again without it).
+            last = self._cache.series_last(served, series)
+            windows = served.grid.windows(self._client, lookback, newest=newest if last is None else last,
+                                          ids=[series], min_points=shortest, future=future)
+            if windows.ids:
+                self._cache.saw_series(served, windows.ids, windows.last)
+        else:
+            windows = served.grid.windows(self._client, lookback, newest=newest, min_points=shortest, future=future)
+        self._cache.keep_tail(served, series, stamp, windows)
+        return windows
 
     def _forecast_all(self, state: ModelState, served: ServedModel, windows: Windows, steps: int) -> tuple:
         """Every series' forecast in one batch (remembered once for live accuracy)."""

@@ -135,6 +135,7 @@ class GridQuery:
         self.origin = origin
         self.fill = fill
         self.series_column = series_column
+        self.time_column = time_column
         ts = quote_ident(time_column)
         if freq.is_calendar:
             bucket_sql = f"time_bucket(INTERVAL '{freq.months} months', {ts})"
@@ -208,7 +209,7 @@ class GridQuery:
                          f"({', '.join(sql_string(i) for i in ids)})")
         return where
 
-    def _lower(self, newest: np.datetime64 | None, points: int) -> np.datetime64 | None:
+    def window_bound(self, newest: np.datetime64 | None, points: int) -> np.datetime64 | None:
         """The start of the period `points + WINDOW_PAD` periods before the one holding `newest` (None without it)."""
         if newest is None:
             return None
@@ -271,7 +272,7 @@ class GridQuery:
             return SeriesSet([p.sid for p in found], [p.times for p in found], [p.values for p in found],
                              driver_values(found, self.drivers))
         out = SeriesSet()
-        parts = self._read(client, self._sql(self._where(self._lower(newest, max_points), ids), max_points))
+        parts = self._read(client, self._sql(self._where(self.window_bound(newest, max_points), ids), max_points))
         if observed:
             parts = [(sid, times[np.isfinite(values)], values[np.isfinite(values)]) for sid, times, values in parts]
         else:
@@ -296,8 +297,8 @@ class GridQuery:
         """
         if self.drivers is not None:
             return self._driver_windows(client, lookback, newest, ids, min_points, future)
-        lower = self._lower(newest, lookback)
-        found = self._latest(client, lower, ids, lookback)
+        lower = self.window_bound(newest, lookback)
+        found, raw = self._latest(client, lower, ids, lookback)
         if lower is not None:
             few = [sid for sid, size in zip(found.ids, found.sizes, strict=True) if size < lookback]
             if self.series_column is not None:  # and the series with no rows inside the bound at all
@@ -305,7 +306,21 @@ class GridQuery:
                 few += [sid for sid in (self._ended_before(client, lower) if ids is None else ids) if sid not in seen]
             if few:
                 by_name = self.series_column is not None and len(few) <= MAX_NAMED_SERIES
-                found = found.updated(self._latest(client, None, few if by_name else ids, lookback))
+                found, raw = found.updated(self._latest(client, None, few if by_name else ids, lookback)[0]), None
+        windows = self._kept(found, lookback, min_points)
+        windows.raw = raw
+        return windows
+
+    def tail_windows(self, rows: Columns, lookback: int) -> Windows | None:
+        """The window of one series from its rows as `windows` read them (Windows.raw, kept current by
+        commit notices); None when they no longer hold a whole window (a read is needed)."""
+        found = latest_windows(rows, self.freq, self.fill, self.dataset, lookback)
+        if not found.ids or found.sizes[0] < lookback:
+            return None
+        return self._kept(found, lookback, None)
+
+    @staticmethod
+    def _kept(found: Latest, lookback: int, min_points: int | None) -> Windows:
         needed = lookback if min_points is None else min(min_points, lookback)
         kept = found.sizes >= needed
         short = {sid: int(size) for sid, size, keep in zip(found.ids, found.sizes, kept, strict=True) if not keep}
@@ -344,18 +359,19 @@ class GridQuery:
 
     def _latest(
         self, client: FlightDataClient, lower: np.datetime64 | None, ids: list[str] | None, lookback: int,
-    ) -> Latest:
-        """The filled tail of every series one query finds: regular series without a loop over them."""
+    ) -> tuple[Latest, Columns | None]:
+        """The filled tail of every series one query finds (regular series without a loop over them), and
+        the rows themselves when they are one series' one row per period (what its window is made of)."""
         one = self.series_column is None or (ids is not None and len(ids) == 1)
         if lower is not None and one and not self._aggregates:
             columns = self._one_row_per_period(client, lower, ids, lookback)
             if columns is not None:
-                return latest_windows(columns, self.freq, self.fill, self.dataset, lookback)
+                return latest_windows(columns, self.freq, self.fill, self.dataset, lookback), columns
             self._aggregates = True  # the data is finer than the grid: every later window is aggregated at once
         # Inside a time bound every bucket is wanted (and there are few): ranking them would only cost.
         per_series = None if lower is not None else lookback + WINDOW_PAD
         table = client.query(self._sql(self._where(lower, ids), per_series))
-        return latest_windows(self._columns(table), self.freq, self.fill, self.dataset, lookback)
+        return latest_windows(self._columns(table), self.freq, self.fill, self.dataset, lookback), None
 
     def _driver_windows(
         self, client: FlightDataClient, lookback: int, newest: np.datetime64 | None, ids: list[str] | None,

@@ -77,6 +77,7 @@ class Windows:
     last: np.ndarray
     short: dict[str | None, int]  # series with fewer grid points than the window: how many they have
     drivers: FutureDrivers | None = None  # a model with drivers: each window's driver inputs
+    raw: Columns | None = None  # one series' window read as its rows, one a period: what it was made of
 
 
 @dataclass

@@ -11,6 +11,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 
 from pipelines.anomalies import Anomaly, AnomalyDetector, AnomalyLog
 from pipelines.browser import SeriesBrowser
@@ -128,10 +129,12 @@ class PredictionService:
 
     def on_data_changed(
         self, dataset: str, version: int, last_timestamp: str | None = None, series: frozenset[str] | None = None,
+        rows: pa.Table | None = None,
     ) -> None:
-        """A commit notice: forecasts of these series computed before it are stale from now on."""
+        """A commit notice (with its rows when they were few): forecasts of these series computed before it
+        are stale from now on."""
         last = parse_iso(last_timestamp) if last_timestamp else None
-        if self.cache.notice(dataset, version, last, series):
+        if self.cache.notice(dataset, version, last, series, rows):
             self.trainer.retry_failed(dataset)
             self._upkeep.notify(dataset, series)
 

@@ -26,7 +26,7 @@ RETRY_S = (0.2, 0.5, 1.0, 2.0)
 class NoticeSubscription:
     def __init__(
         self, location: str, options: flight.FlightCallOptions,
-        on_notice: Callable[[str, int, str | None, frozenset[str] | None], None],
+        on_notice: Callable[[str, int, str | None, frozenset[str] | None, pa.Table | None], None],
         on_state: Callable[[bool], None],
         on_serving: Callable[[dict], None] | None = None,
     ):
@@ -63,7 +63,8 @@ class NoticeSubscription:
             except (OSError, pa.ArrowException, StopIteration, ValueError) as exc:
                 if not self._stopping.is_set():
                     log.warning("commit notices from %s: %s; retrying", self.location, str(exc).split("\n")[0][:200])
-            self._on_state(False)
+            if not self._stopping.is_set():  # stopping on purpose is no lost subscription
+                self._on_state(False)
             self._stopping.wait(RETRY_S[min(attempt, len(RETRY_S) - 1)])
             attempt += 1
 
@@ -80,14 +81,14 @@ class NoticeSubscription:
             self._on_state(True)
             while not self._stopping.is_set():
                 chunk = reader.read_chunk()
-                notice = json.loads(chunk.app_metadata.to_pybytes())
+                notice, rows = _notice(chunk.app_metadata.to_pybytes())
                 if "serving" in notice:  # another serve node changed the version a model serves
                     self._serving(notice["serving"])
                     writer.write_metadata(pa.py_buffer(b"ack"))
                     continue
                 series = notice["series"]
                 self._on_notice(notice["dataset"], int(notice["version"]), notice["last_timestamp"],
-                                frozenset(series) if series is not None else None)
+                                frozenset(series) if series is not None else None, rows)
                 writer.write_metadata(pa.py_buffer(b"ack"))
         finally:
             self._client = self._reader = None
@@ -101,3 +102,9 @@ class NoticeSubscription:
         except Exception as exc:  # the notices must go on; the choice is read again on the next subscription
             log.warning("cannot serve the version another serve node chose (%s): %s: %s", choice,
                         type(exc).__name__, exc)
+
+
+def _notice(message: bytes) -> tuple[dict, pa.Table | None]:
+    """A notice's JSON and, after a newline, the rows of a small commit (an Arrow IPC stream)."""
+    head, _, body = message.partition(b"\n")
+    return json.loads(head), pa.ipc.open_stream(body).read_all() if body else None

@@ -1,0 +1,129 @@
+"""WindowTails: the rows behind each served series' latest window, kept current from the rows that commit
+notices carry, so that the first forecast after a small DoPut needs no read.
+
+A tail is what GridQuery.windows read for one series (Windows.raw: one row per period, inside the window's
+time bound), with the data version it was read at. A notice with rows moves the tail on when they continue
+it: every new row in a later period than the tail's newest, one a period. Anything else (a late or
+corrected row, several rows in one period, a notice without rows, a notice out of order) forgets the tail,
+and the next forecast of that series reads its window again, as it would without tails. So a window made
+from a tail is always the one the read would have given.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from pipelines.grid import GridQuery, bucket
+from pipelines.gridfill import Columns, Windows
+from pipelines.state import DataVersions, ServedModel
+
+MAX_TAILS = 100_000  # series kept; past that the tails start again empty
+
+
+@dataclass(frozen=True)
+class _Tail:
+    cache_id: object  # the model load the tail was read for
+    grid: GridQuery
+    lookback: int
+    version: int  # the data version it holds every row of
+    times: np.ndarray  # periods, strictly increasing
+    values: np.ndarray
+
+
+class WindowTails:
+    """Tails by (model, series); the caller (ForecastCache) holds its lock around every method."""
+
+    def __init__(self) -> None:
+        self._tails: dict[tuple[str, str | None], _Tail] = {}
+
+    def clear(self) -> None:
+        self._tails.clear()
+
+    def windows(self, served: ServedModel, series: str | None, versions: DataVersions) -> Windows | None:
+        """The series' window from its tail, when the tail holds every change of the series; else None."""
+        tail = self._tails.get((served.meta.model_name, series))
+        if tail is None or tail.cache_id != served.cache_id:
+            return None
+        if tail.version < versions.of_series(served.grid.dataset, series):
+            return None
+        rows = Columns([series], np.zeros(1, np.int64), np.array([tail.times.size]), tail.times, tail.values,
+                       np.ones(tail.times.size, np.int64))
+        return served.grid.tail_windows(rows, tail.lookback)
+
+    def keep(self, served: ServedModel, series: str | None, version: int, windows: Windows) -> None:
+        """The rows a window was just read from, at `version` (the data version known before the read)."""
+        raw = windows.raw
+        if raw is None or not raw.times.size or not windows.ids:
+            return
+        if len(self._tails) >= MAX_TAILS:
+            self._tails.clear()
+        self._tails[(served.meta.model_name, series)] = _Tail(
+            served.cache_id, served.grid, served.model.window_length, version, raw.times, raw.values)
+
+    def notice(self, dataset: str, version: int, series: frozenset[str] | None, rows: pa.Table | None,
+               versions: DataVersions) -> None:
+        """A commit notice, before `versions` records it: the tails of the series it touched move on by its
+        rows, or are forgotten."""
+        latest = versions.latest(dataset)
+        consecutive = latest is not None and version == latest[0] + 1
+        touched = [key for key, tail in self._tails.items() if tail.grid.dataset == dataset
+                   and (series is None or key[1] is None or key[1] in series)]
+        new_rows: dict[int, dict[str | None, tuple[np.ndarray, np.ndarray]] | None] = {}  # per grid
+        for key in touched:
+            tail = self._tails.pop(key)
+            if rows is None or not consecutive or tail.version < versions.of_series(dataset, key[1]):
+                continue
+            if id(tail.grid) not in new_rows:
+                new_rows[id(tail.grid)] = _by_series(tail.grid, rows)
+            by_series = new_rows[id(tail.grid)]
+            if by_series is None:
+                continue
+            moved = _moved_on(tail, *by_series.get(key[1], _NONE), version)
+            if moved is not None:
+                self._tails[key] = moved
+
+
+_NONE = (np.array([], dtype="datetime64[us]"), np.array([], dtype=np.float64))
+
+
+def _by_series(grid: GridQuery, rows: pa.Table) -> dict[str | None, tuple[np.ndarray, np.ndarray]] | None:
+    """Each series' (period, value) of the rows with a value, sorted by time, as the grid reads them; None
+    when the columns are not what a tail can take (a value column that is not numeric)."""
+    names = rows.column_names
+    if grid.time_column not in names or grid.value_column not in names:
+        return None
+    if not pa.types.is_timestamp(rows.schema.field(grid.time_column).type):
+        return None
+    values = rows.column(grid.value_column)
+    if not (pa.types.is_integer(values.type) or pa.types.is_floating(values.type)):
+        return None  # what DuckDB's CAST to DOUBLE does with other types is DuckDB's to say: read again
+    valued = pc.is_valid(values)
+    times = rows.column(grid.time_column).filter(valued).to_numpy().astype("datetime64[us]")
+    numbers = pc.cast(values.filter(valued), pa.float64()).to_numpy(zero_copy_only=False)
+    if grid.series_column is None:
+        sids = np.full(times.size, None, dtype=object)
+    elif grid.series_column in names:
+        sids = pc.cast(rows.column(grid.series_column).filter(valued), pa.string()).to_numpy(zero_copy_only=False)
+    else:
+        return None
+    order = np.argsort(times, kind="stable")
+    times, numbers, sids = bucket(times[order], grid.freq, grid.origin), numbers[order], sids[order]
+    out: dict[str | None, tuple[np.ndarray, np.ndarray]] = {}
+    for sid in dict.fromkeys(sids.tolist()):
+        mine = sids == sid
+        out[sid] = times[mine], numbers[mine]
+    return out
+
+
+def _moved_on(tail: _Tail, times: np.ndarray, values: np.ndarray, version: int) -> _Tail | None:
+    """The tail with these periods after it, trimmed to the window's bound; None when they do not continue it."""
+    if times.size and (times[0] <= tail.times[-1] or (np.diff(times.astype(np.int64)) <= 0).any()):
+        return None
+    all_times = np.concatenate([tail.times, times]) if times.size else tail.times
+    all_values = np.concatenate([tail.values, values]) if times.size else tail.values
+    start = int(np.searchsorted(all_times, tail.grid.window_bound(all_times[-1], tail.lookback)))
+    return _Tail(tail.cache_id, tail.grid, tail.lookback, version, all_times[start:], all_values[start:])

@@ -1,0 +1,193 @@
+"""Windows moved on by the rows commit notices carry (pipelines/tails.py): after a small DoPut that continues a
+series, its window is made without a read, and it is always the window a read gives; anything else (late or
+corrected rows, several rows a period, a large commit) is read again."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+import numpy as np
+import pyarrow as pa
+import pytest
+from conftest import do_put, wait_until
+
+from flight_server.ingest import NOTICE_ROWS
+from harness.flight import flight_server
+from pipelines.flight_client import FlightDataClient
+from pipelines.service import PredictionService
+from spicepod import load_spicepod
+
+START = datetime(2024, 1, 1)
+HOURS = 240
+
+POD = """\
+version: v1
+kind: Spicepod
+name: tails
+datasets:
+  - {from: flight, name: solo}
+  - {from: flight, name: shops, series_column: shop}
+models:
+  - {from: lightgbm, name: solo_m, datasets: [solo],
+     params: {lookback: 6, horizon: 3, method: lightgbm, lightgbm: {num_boost_round: 10}}}
+  - {from: lightgbm, name: shops_m, datasets: [shops],
+     params: {lookback: 6, horizon: 3, method: lightgbm, lightgbm: {num_boost_round: 10}}}
+"""
+
+
+def hourly(hours: range, value=lambda h: 10.0 + (h % 24) + 0.1 * h, shop: str | None = None) -> pa.Table:
+    columns = {"ts": pa.array([START + timedelta(hours=h) for h in hours], pa.timestamp("us")),
+               "value": pa.array([value(h) for h in hours], pa.float64())}
+    if shop is not None:
+        columns = {"shop": pa.array([shop] * len(hours)), **columns}
+    return pa.table(columns)
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory):
+    """Both datasets filled and both models trained, in a PredictionService hearing the store's notices."""
+    folder = tmp_path_factory.mktemp("tails")
+    with flight_server(folder, POD) as data:
+        do_put(data.client, "solo", hourly(range(HOURS)))
+        do_put(data.client, "shops", pa.concat_tables([hourly(range(HOURS), shop=s) for s in ("a", "b")]))
+        pod = load_spicepod(folder / "spicepod.yaml")
+        service = PredictionService(pod.models, {d.name: d for d in pod.datasets}, FlightDataClient(data.location),
+                                    folder / "service")
+        data.store.subscribe(service.on_data_changed)
+        service.start()
+        try:
+            wait_until(lambda: service.ready() and all(m.status == "ready" for m in service.models()),
+                       "both models trained", timeout=120)
+            yield service, data
+        finally:
+            service.stop()
+
+
+class Stream:
+    """One series' next hours, and what its window is after each DoPut: kept (from the tail) or read."""
+
+    def __init__(self, service: PredictionService, data, dataset: str, model: str, series: str | None = None):
+        self.service, self.data, self.dataset, self.model, self.series = service, data, dataset, model, series
+
+    @property
+    def state(self):
+        return self.service.states[self.model].current
+
+    def put(self, table: pa.Table) -> None:
+        do_put(self.data.client, self.dataset, table)
+
+    def rows(self, hours: list[int], values=None) -> pa.Table:
+        values = values or [float(h % 7) for h in hours]
+        columns = {"ts": pa.array([START + timedelta(hours=h) for h in hours], pa.timestamp("us")),
+                   "value": pa.array(values, pa.float64())}
+        if self.series is not None:
+            columns = {"shop": pa.array([self.series] * len(hours), pa.string()), **columns}
+        return pa.table(columns)
+
+    def kept(self):
+        return self.service.cache.tail_windows(self.state, self.series)
+
+    def read(self):
+        """The window as a read gives it, from nothing kept."""
+        served = self.state
+        _, newest = self.service.cache.data(self.dataset)
+        return served.grid.windows(self.service.client, served.model.window_length, newest=newest,
+                                   ids=None if self.series is None else [self.series],
+                                   min_points=served.model.min_periods)
+
+    def predict(self):
+        return self.service.predict(self.model, series=self.series)
+
+    def assert_kept_equals_read(self) -> None:
+        kept = self.kept()
+        assert kept is not None, "the window should come from the tail"
+        read = self.read()
+        assert kept.ids == read.ids
+        np.testing.assert_array_equal(kept.values, read.values)
+        np.testing.assert_array_equal(kept.last, read.last)
+
+
+def forecast_from_read(stream: Stream) -> list[float]:
+    served, read = stream.state, stream.read()
+    predicted, _ = served.model.forecast_windows(read.values, read.last, served.model.horizon, read.ids, None)
+    return predicted[0].tolist()
+
+
+@pytest.mark.parametrize("model", ["solo_m", "shops_m"])
+def test_rows_that_continue_a_series_move_its_window_on_without_a_read(served, model):
+    service, data = served
+    stream = Stream(service, data, "solo" if model == "solo_m" else "shops", model, None if model == "solo_m" else "a")
+    stream.predict()  # reads the window and keeps its rows
+    last = int((stream.read().last[0] - np.datetime64(START, "us")) // np.timedelta64(1, "h"))
+    # One row, the next hour; three rows at once; a row two hours on (a gap, filled linearly); a row
+    # whose value is null (no observation: the window stays).
+    for hours, values in ([last + 1], None), ([last + 2, last + 3, last + 4], None), ([last + 6], [99.0]), \
+            ([last + 7], [None]):
+        stream.put(stream.rows(hours, values))
+        stream.assert_kept_equals_read()
+        forecast = stream.predict()
+        assert forecast.values == forecast_from_read(stream)
+    # The null row is no observation: the forecast starts after the row of 99, the gap before it interpolated.
+    assert forecast.timestamps[0] == (START + timedelta(hours=last + 7)).isoformat() + "Z"
+    window = stream.kept().values[0]
+    assert window[-1] == 99.0 and window[-2] == pytest.approx((99.0 + window[-3]) / 2)
+
+
+def test_rows_of_another_series_leave_a_panel_series_window_kept(served):
+    service, data = served
+    a = Stream(service, data, "shops", "shops_m", "a")
+    b = Stream(service, data, "shops", "shops_m", "b")
+    a.predict()
+    b.predict()
+    before = a.kept()
+    assert before is not None
+    last_b = int((b.read().last[0] - np.datetime64(START, "us")) // np.timedelta64(1, "h"))
+    b.put(b.rows([last_b + 1]))
+    after = a.kept()
+    assert after is not None
+    np.testing.assert_array_equal(after.values, before.values)
+    b.assert_kept_equals_read()
+
+
+# "two in one period" last: from then on the model's windows are aggregated, and no tail is kept.
+@pytest.mark.parametrize("case", ["late", "same period", "correction", "large", "two in one period"])
+def test_rows_that_do_not_continue_a_series_are_read_again(served, case):
+    service, data = served
+    stream = Stream(service, data, "solo", "solo_m")
+    stream.predict()
+    assert stream.kept() is not None
+    last = int((stream.read().last[0] - np.datetime64(START, "us")) // np.timedelta64(1, "h"))
+    rows = {
+        "late": stream.rows([last - 3], [1234.0]),
+        "same period": stream.rows([last], [77.0]),
+        "correction": stream.rows([last - 1, last + 1], [5.0, 6.0]),
+        "two in one period": pa.table({
+            "ts": pa.array([START + timedelta(hours=last + 1), START + timedelta(hours=last + 1, minutes=30)],
+                           pa.timestamp("us")),
+            "value": pa.array([1.0, 2.0])}),
+        "large": stream.rows(list(range(last + 1, last + 2 + NOTICE_ROWS))),
+    }[case]
+    stream.put(rows)
+    assert stream.kept() is None  # forgotten: the next forecast reads
+    assert stream.predict().values == forecast_from_read(stream)
+    if case != "two in one period":  # periods of several rows are aggregated from now on: nothing to keep
+        stream.assert_kept_equals_read()
+
+
+def test_a_serve_node_moves_windows_on_from_the_rows_its_notices_carry(served, tmp_path):
+    _, data = served
+    pod = load_spicepod(data.spicepod)
+    remote = PredictionService(pod.models, {d.name: d for d in pod.datasets}, FlightDataClient(data.location),
+                               tmp_path / "serve", remote=True)
+    remote.start()
+    try:
+        wait_until(lambda: remote.ready() and all(m.status == "ready" for m in remote.models()),
+                   "the serve node ready", timeout=120)
+        stream = Stream(remote, data, "shops", "shops_m", "b")
+        stream.predict()
+        last = int((stream.read().last[0] - np.datetime64(START, "us")) // np.timedelta64(1, "h"))
+        stream.put(stream.rows([last + 1]))  # returns once the serve node acknowledged the notice
+        stream.assert_kept_equals_read()
+        assert stream.predict().values == forecast_from_read(stream)
+    finally:
+        remote.stop()
