@@ -192,20 +192,22 @@ class DataVersions:
         self._touched: dict[str, dict[str, int]] = {}  # dataset -> series -> version of its last change
 
     def record(self, dataset: str, version: int, last: np.datetime64 | None, series: frozenset[str] | None) -> bool:
-        """Remember a notice; False when it is not newer than the version known."""
+        """Remember a notice; False when it is not newer than the version known. A notice that arrives after a
+        newer one (listeners of concurrent commits run in any order) still marks its series as changed."""
         with self._lock:
             known = self._latest.get(dataset)
-            if known is not None and version <= known[0]:
-                return False
-            self._latest[dataset] = (version, last)
+            newer = known is None or version > known[0]
+            if newer:
+                self._latest[dataset] = (version, last)
             if series is None:
-                self._reset[dataset] = version
-                self._touched[dataset] = {}
+                self._reset[dataset] = max(version, self._reset.get(dataset, 0))
+                if newer:
+                    self._touched[dataset] = {}
             else:
                 touched = self._touched.setdefault(dataset, {})
                 for sid in series:
-                    touched[sid] = version
-            return True
+                    touched[sid] = max(version, touched.get(sid, 0))
+            return newer
 
     def latest(self, dataset: str) -> tuple[int, np.datetime64 | None] | None:
         return self._latest.get(dataset)

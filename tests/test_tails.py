@@ -15,6 +15,7 @@ from flight_server.ingest import NOTICE_ROWS
 from harness.flight import flight_server
 from pipelines.flight_client import FlightDataClient
 from pipelines.service import PredictionService
+from pipelines.state import DataVersions
 from spicepod import load_spicepod
 
 START = datetime(2024, 1, 1)
@@ -191,3 +192,13 @@ def test_a_serve_node_moves_windows_on_from_the_rows_its_notices_carry(served, t
         assert stream.predict().values == forecast_from_read(stream)
     finally:
         remote.stop()
+
+
+def test_a_notice_that_arrives_after_a_newer_one_still_marks_its_series_changed():
+    versions = DataVersions()
+    assert versions.record("shops", 3, None, frozenset({"a"}))
+    assert not versions.record("shops", 2, None, frozenset({"b"}))  # its listener ran last
+    assert versions.latest("shops") == (3, None)
+    assert (versions.of_series("shops", "a"), versions.of_series("shops", "b")) == (3, 2)
+    assert not versions.record("shops", 1, None, None)  # a late notice of a commit that touched every series
+    assert (versions.of_series("shops", "a"), versions.of_series("shops", "c")) == (3, 1)
