@@ -40,6 +40,9 @@ AGGREGATE_SQL = {
 }
 INFERENCE_POINTS = 20_000  # timestamps read to infer a frequency
 WINDOW_PAD = 8  # grid points read beyond the window, so a gap at its start can still be interpolated
+# The same for periods of many rows each (aggregated): every period more costs a period's rows, and a gap of
+# more periods at the window's start is rare there; it is still filled, by a read without the bound.
+AGGREGATED_PAD = 2
 MAX_NAMED_SERIES = 1000  # series read again by name; more than this, and all are read again
 
 
@@ -210,10 +213,11 @@ class GridQuery:
         return where
 
     def window_bound(self, newest: np.datetime64 | None, points: int) -> np.datetime64 | None:
-        """The start of the period `points + WINDOW_PAD` periods before the one holding `newest` (None without it)."""
+        """The start of the period `points` and a pad of periods before the one holding `newest` (None without it)."""
         if newest is None:
             return None
-        return self.freq.add(bucket(newest, self.freq, self.origin), -(points + WINDOW_PAD))
+        pad = AGGREGATED_PAD if self._aggregates else WINDOW_PAD
+        return self.freq.add(bucket(newest, self.freq, self.origin), -(points + pad))
 
     def _columns(self, table: pa.Table) -> Columns:
         times = table.column("bucket").to_numpy().astype("datetime64[us]")
