@@ -35,20 +35,21 @@ class _Tail:
 
 
 class WindowTails:
-    """Tails by (model, series); the caller (ForecastCache) holds its lock around every method."""
+    """Tails by dataset, series and model; the caller (ForecastCache) holds its lock around every method."""
 
     def __init__(self) -> None:
-        self._tails: dict[tuple[str, str | None], _Tail] = {}
+        self._tails: dict[str, dict[str | None, dict[str, _Tail]]] = {}  # dataset -> series -> model -> tail
+        self._count = 0
 
     def clear(self) -> None:
         self._tails.clear()
+        self._count = 0
 
     def windows(self, served: ServedModel, series: str | None, versions: DataVersions) -> Windows | None:
         """The series' window from its tail, when the tail holds every change of the series; else None."""
-        tail = self._tails.get((served.meta.model_name, series))
-        if tail is None or tail.cache_id != served.cache_id:
-            return None
-        if tail.version < versions.of_series(served.grid.dataset, series):
+        dataset = served.grid.dataset
+        tail = self._tails.get(dataset, {}).get(series, {}).get(served.meta.model_name)
+        if tail is None or tail.cache_id != served.cache_id or tail.version < versions.of_series(dataset, series):
             return None
         rows = Columns([series], np.zeros(1, np.int64), np.array([tail.times.size]), tail.times, tail.values,
                        np.ones(tail.times.size, np.int64))
@@ -59,32 +60,39 @@ class WindowTails:
         raw = windows.raw
         if raw is None or not raw.times.size or not windows.ids:
             return
-        if len(self._tails) >= MAX_TAILS:
-            self._tails.clear()
-        self._tails[(served.meta.model_name, series)] = _Tail(
-            served.cache_id, served.grid, served.model.window_length, version, raw.times, raw.values)
+        if self._count >= MAX_TAILS:
+            self.clear()
+        models = self._tails.setdefault(served.grid.dataset, {}).setdefault(series, {})
+        self._count += served.meta.model_name not in models
+        models[served.meta.model_name] = _Tail(served.cache_id, served.grid, served.model.window_length, version,
+                                               raw.times, raw.values)
 
     def notice(self, dataset: str, version: int, series: frozenset[str] | None, rows: pa.Table | None,
                versions: DataVersions) -> None:
         """A commit notice, before `versions` records it: the tails of the series it touched move on by its
         rows, or are forgotten."""
+        by_series = self._tails.get(dataset)
+        if not by_series:
+            return
         latest = versions.latest(dataset)
-        consecutive = latest is not None and version == latest[0] + 1
-        touched = [key for key, tail in self._tails.items() if tail.grid.dataset == dataset
-                   and (series is None or key[1] is None or key[1] in series)]
+        usable = rows is not None and latest is not None and version == latest[0] + 1  # none missed
+        # A panel's series the commit did not touch keep their tails; the one series of a model without
+        # series (None) is touched by every commit.
+        touched = list(by_series) if series is None else [s for s in (None, *series) if s in by_series]
         new_rows: dict[int, dict[str | None, tuple[np.ndarray, np.ndarray]] | None] = {}  # per grid
-        for key in touched:
-            tail = self._tails.pop(key)
-            if rows is None or not consecutive or tail.version < versions.of_series(dataset, key[1]):
-                continue
-            if id(tail.grid) not in new_rows:
-                new_rows[id(tail.grid)] = _by_series(tail.grid, rows)
-            by_series = new_rows[id(tail.grid)]
-            if by_series is None:
-                continue
-            moved = _moved_on(tail, *by_series.get(key[1], _NONE), version)
-            if moved is not None:
-                self._tails[key] = moved
+        for sid in touched:
+            models = by_series.pop(sid)
+            self._count -= len(models)
+            for name, tail in models.items():
+                if not usable or tail.version < versions.of_series(dataset, sid):
+                    continue
+                if id(tail.grid) not in new_rows:
+                    new_rows[id(tail.grid)] = _by_series(tail.grid, rows)
+                rows_of = new_rows[id(tail.grid)]
+                moved = None if rows_of is None else _moved_on(tail, *rows_of.get(sid, _NONE), version)
+                if moved is not None:
+                    by_series.setdefault(sid, {})[name] = moved
+                    self._count += 1
 
 
 _NONE = (np.array([], dtype="datetime64[us]"), np.array([], dtype=np.float64))
