@@ -132,6 +132,15 @@ def test_rows_that_continue_a_series_move_its_window_on_without_a_read(served, m
     assert forecast.timestamps[0] == (START + timedelta(hours=last + 7)).isoformat() + "Z"
     window = stream.kept().values[0]
     assert window[-1] == 99.0 and window[-2] == pytest.approx((99.0 + window[-3]) / 2)
+    # A NaN value is a value the grid fills; the row after it continues the series.
+    for hours, values in ([last + 8], [float("nan")]), ([last + 9], [40.0]):
+        stream.put(stream.rows(hours, values))
+        stream.assert_kept_equals_read()
+        assert stream.predict().values == forecast_from_read(stream)
+    window = stream.kept().values[0]
+    # Hours 7 (null) and 8 (NaN) both filled on the line from 99 (hour 6) to 40 (hour 9).
+    assert window[-1] == 40.0 and window[-2] == pytest.approx(99.0 + (40.0 - 99.0) * 2 / 3)
+    assert window[-3] == pytest.approx(99.0 + (40.0 - 99.0) / 3) and window[-4] == 99.0
 
 
 def test_rows_of_another_series_leave_a_panel_series_window_kept(served):
