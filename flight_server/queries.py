@@ -124,9 +124,10 @@ class CursorReader:
         self._source = source
         self._cursor = cursor
         self._deadline = deadline
-        self._queue: queue.Queue = queue.Queue(maxsize=self.READ_AHEAD)
-        self._stop = threading.Event()
-        self._gave_up = threading.Event()
+        # The producer's hand-over, made when it starts: a small result never needs them.
+        self._queue: queue.Queue | None = None
+        self._stop: threading.Event | None = None
+        self._gave_up: threading.Event | None = None
 
     def reader(self) -> pa.RecordBatchReader:
         return pa.RecordBatchReader.from_batches(self._source.schema, self._batches())
@@ -154,6 +155,8 @@ class CursorReader:
                 left = self._deadline.pause()  # the query waits while the client takes this batch
                 yield batch
                 self._deadline.resume(left)
+            self._queue = queue.Queue(maxsize=self.READ_AHEAD)
+            self._stop, self._gave_up = threading.Event(), threading.Event()
             threading.Thread(target=self._produce, args=(batches,), name="query-read-ahead", daemon=True).start()
             producing = True
             while True:
@@ -172,8 +175,9 @@ class CursorReader:
                     raise item
                 yield item
         finally:
-            self._stop.set()  # the client went away or the stream ended: the producer stops
-            if not producing:
+            if producing:
+                self._stop.set()  # the client went away or the stream ended: the producer stops
+            else:
                 self._release()
 
     def _put(self, item: object) -> bool:
