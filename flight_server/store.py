@@ -291,7 +291,7 @@ class DatasetStore:
         cur = self._cursor()
         try:
             signature = self._read_only(cur, sql, params)
-            if not signature.deferred:  # the binder knows the columns; a PIVOT's depend on the data
+            if not signature.deferred:  # a deferred statement's columns are known only once it has run
                 with suppress(duckdb.Error):  # a type Arrow has none for (an unbound parameter's UNKNOWN)
                     return _seam.arrow_schema(cur, signature.names, signature.types)
             return cur.sql(sql, params=params).limit(0).to_arrow_table().schema
