@@ -8,7 +8,9 @@ Run: .venv/bin/python -m bench.bench_flight   (BENCH_ROWS=N for another size; th
 
 from __future__ import annotations
 
+import os
 import time
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
@@ -96,6 +98,15 @@ datasets:
 """
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds a process has used so far (from /proc; NaN where there is none)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return float("nan")
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def doget_seconds(client: flight.FlightClient, ticket: str, rows: int) -> float:
     t0 = time.perf_counter()
     result = client.do_get(flight.Ticket(ticket.encode())).read_all()
@@ -127,7 +138,7 @@ def main() -> None:
                   "read_write seeded into the durable store, and read)")
             bare_client = flight.FlightClient(f"grpc://127.0.0.1:{port}")
             fc_client = runtime.flight_client()
-            _doget(bare_client, fc_client, nbytes, data)
+            _doget(bare_client, fc_client, nbytes, data, {"bare": bare.pid, "flightcast": runtime.proc.pid})
             _small_queries(flight.FlightClient(f"grpc://127.0.0.1:{held_port}"), fc_client)
             empty_rate = _doput(bare_client, fc_client, data, folder)
             _overwrite(fc_client, data, empty_rate)
@@ -141,32 +152,41 @@ def main() -> None:
         _designs(data, folder)  # after the runtime stopped: the box is quieter
 
 
-def _doget(bare_client: flight.FlightClient, fc_client: flight.FlightClient, nbytes: int, data: pa.Table) -> None:
+def _doget(bare_client: flight.FlightClient, fc_client: flight.FlightClient, nbytes: int, data: pa.Table,
+           pids: dict[str, int]) -> None:
+    """Whole-dataset DoGets; with each server's CPU time per call, steadier than wall time on a shared machine."""
     cases = {
-        "bare pyarrow.flight (in-memory table)": (bare_client, "any"),
-        "flightcast ticket=big (read_write, durable)": (fc_client, "big"),
-        "flightcast ticket=SELECT * FROM big": (fc_client, "SELECT * FROM big"),
-        "flightcast ticket=big_read (read, in memory)": (fc_client, "big_read"),
+        "bare pyarrow.flight (in-memory table)": (bare_client, "any", pids["bare"]),
+        "flightcast ticket=big (read_write, durable)": (fc_client, "big", pids["flightcast"]),
+        "flightcast ticket=SELECT * FROM big": (fc_client, "SELECT * FROM big", pids["flightcast"]),
+        "flightcast ticket=big_read (read, in memory)": (fc_client, "big_read", pids["flightcast"]),
     }
     duck_name = "diagnostic: DuckDB alone, SELECT * -> Arrow batches, in-process"
     times: dict[str, list[float]] = {name: [] for name in [*cases, duck_name]}
+    cpu = dict.fromkeys(cases, 0.0)
     duck = _duck_scan(data)
-    for client, ticket in cases.values():  # warm-up: first touches, connection set-up
+    for client, ticket, _ in cases.values():  # warm-up: first touches, connection set-up
         doget_seconds(client, ticket, ROWS)
     for _ in range(RUNS):  # interleaved, so noise from the other users of the box hits every case alike
-        for name, (client, ticket) in cases.items():
+        for name, (client, ticket, pid) in cases.items():
+            used = cpu_seconds(pid)
             times[name].append(doget_seconds(client, ticket, ROWS))
+            cpu[name] += cpu_seconds(pid) - used
         times[duck_name].append(duck())
     base = nbytes / median(times["bare pyarrow.flight (in-memory table)"]) / 1e9
-    print(f"\nDoGet of the whole dataset, read_all() on the client, median of {RUNS} interleaved runs")
+    print(f"\nDoGet of the whole dataset, read_all() on the client, median of {RUNS} interleaved runs; "
+          "server CPU: user + system time of the server process per call")
     rows = []
     for name, samples in times.items():
         gbps = nbytes / median(samples) / 1e9
-        rows.append([name, ms(median(samples)), ms(min(samples)), ms(max(samples)), gbps, gbps / base])
-    table(["server / ticket", "median ms", "min ms", "max ms", "GB/s", "vs bare"], rows)
+        server_cpu = ms(cpu[name] / RUNS) if name in cpu else "-"  # the diagnostic runs in this process
+        rows.append([name, ms(median(samples)), ms(min(samples)), ms(max(samples)), gbps, gbps / base, server_cpu])
+    table(["server / ticket", "median ms", "min ms", "max ms", "GB/s", "vs bare", "server CPU ms"], rows)
     for name, *_ in rows[1:len(cases)]:
         ratio = (nbytes / median(times[name]) / 1e9) / base
         ratio_line(f"DoGet GB/s {name.removeprefix('flightcast ')} / bare", ratio, ">= 0.8x", ratio >= 0.8)
+    ours, bare = cpu["flightcast ticket=big (read_write, durable)"], cpu["bare pyarrow.flight (in-memory table)"]
+    ratio_line("DoGet server CPU per call, ticket=big / bare", ours / bare if bare else float("nan"), "(info)", None)
 
 
 def _small_queries(held_client: flight.FlightClient, fc_client: flight.FlightClient) -> None:
