@@ -1,13 +1,16 @@
-"""Data plane: DoGet and DoPut of 10M rows against a bare pyarrow Flight server, one-row-per-key DoPuts
-(into an empty dataset, and overwriting into a 10M-row one) against the plain append path, the storage
-designs for one row per key measured side by side, and latest-window queries.
+"""Data plane: DoGet and DoPut of 10M rows against a bare pyarrow Flight server, the fixed cost of a small
+query against a bare server answering the same result, one-row-per-key DoPuts (into an empty dataset, and
+overwriting into a 10M-row one) against the plain append path, the storage designs for one row per key
+measured side by side, and latest-window queries.
 
 Run: .venv/bin/python -m bench.bench_flight   (BENCH_ROWS=N for another size; the tiny run uses a few thousand)
 """
 
 from __future__ import annotations
 
+import os
 import time
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
@@ -42,6 +45,7 @@ SMALL_ROWS = size(10_000, 1_000)
 RUNS = size(5, 1)  # DoGet runs per server, interleaved
 PUT_RUNS = size(3, 1)
 WINDOW_RUNS = size(200, 5)
+SMALL_RUNS = size(500, 5)  # DoGets of each small query, interleaved with the bare server's
 LOOKBACK = 30
 
 # The baseline: the same in-memory table served by a FlightServerBase that does nothing else.
@@ -57,6 +61,21 @@ class Bare(flight.FlightServerBase):
         for chunk in reader:
             rows += chunk.data.num_rows
 server = Bare('grpc://127.0.0.1:0')
+print(server.port, flush=True)
+server.serve()
+"""
+
+# The small-query baseline: each ticket answered with a table held in memory (sent by DoPut beforehand), so a
+# DoGet costs what gRPC and pyarrow cost with no query behind it.
+HELD_SERVER = """
+import pyarrow.flight as flight
+tables = {}
+class Held(flight.FlightServerBase):
+    def do_get(self, context, ticket):
+        return flight.RecordBatchStream(tables[ticket.ticket])
+    def do_put(self, context, descriptor, reader, writer):
+        tables[descriptor.path[0]] = reader.read_all()
+server = Held('grpc://127.0.0.1:0')
 print(server.port, flush=True)
 server.serve()
 """
@@ -77,6 +96,15 @@ datasets:
 {ingest}
 {keep}
 """
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds a process has used so far (from /proc; NaN where there is none)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return float("nan")
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def doget_seconds(client: flight.FlightClient, ticket: str, rows: int) -> float:
@@ -102,6 +130,7 @@ def main() -> None:
         pod = SPICEPOD.format(big=big_path, small=small_path, ingest=ingest, keep=keep)
         runtime = Runtime(pod, folder / "runtime")
         bare, port = spawn(BARE_SERVER.format(path=str(big_path)))
+        held, held_port = spawn(HELD_SERVER)
         try:
             started = time.perf_counter()
             runtime.start().wait_ready()
@@ -109,44 +138,85 @@ def main() -> None:
                   "read_write seeded into the durable store, and read)")
             bare_client = flight.FlightClient(f"grpc://127.0.0.1:{port}")
             fc_client = runtime.flight_client()
-            _doget(bare_client, fc_client, nbytes, data)
+            _doget(bare_client, fc_client, nbytes, data, {"bare": bare.pid, "flightcast": runtime.proc.pid})
+            _small_queries(flight.FlightClient(f"grpc://127.0.0.1:{held_port}"), fc_client)
             empty_rate = _doput(bare_client, fc_client, data, folder)
             _overwrite(fc_client, data, empty_rate)
             _windows(runtime)
         finally:
             runtime.stop()
-            stop_process(bare)
-            if bare.stdout is not None:
-                bare.stdout.close()
+            for baseline in (bare, held):
+                stop_process(baseline)
+                if baseline.stdout is not None:
+                    baseline.stdout.close()
         _designs(data, folder)  # after the runtime stopped: the box is quieter
 
 
-def _doget(bare_client: flight.FlightClient, fc_client: flight.FlightClient, nbytes: int, data: pa.Table) -> None:
+def _doget(bare_client: flight.FlightClient, fc_client: flight.FlightClient, nbytes: int, data: pa.Table,
+           pids: dict[str, int]) -> None:
+    """Whole-dataset DoGets; with each server's CPU time per call, steadier than wall time on a shared machine."""
     cases = {
-        "bare pyarrow.flight (in-memory table)": (bare_client, "any"),
-        "flightcast ticket=big (read_write, durable)": (fc_client, "big"),
-        "flightcast ticket=SELECT * FROM big": (fc_client, "SELECT * FROM big"),
-        "flightcast ticket=big_read (read, in memory)": (fc_client, "big_read"),
+        "bare pyarrow.flight (in-memory table)": (bare_client, "any", pids["bare"]),
+        "flightcast ticket=big (read_write, durable)": (fc_client, "big", pids["flightcast"]),
+        "flightcast ticket=SELECT * FROM big": (fc_client, "SELECT * FROM big", pids["flightcast"]),
+        "flightcast ticket=big_read (read, in memory)": (fc_client, "big_read", pids["flightcast"]),
     }
     duck_name = "diagnostic: DuckDB alone, SELECT * -> Arrow batches, in-process"
     times: dict[str, list[float]] = {name: [] for name in [*cases, duck_name]}
+    cpu = dict.fromkeys(cases, 0.0)
     duck = _duck_scan(data)
-    for client, ticket in cases.values():  # warm-up: first touches, connection set-up
+    for client, ticket, _ in cases.values():  # warm-up: first touches, connection set-up
         doget_seconds(client, ticket, ROWS)
     for _ in range(RUNS):  # interleaved, so noise from the other users of the box hits every case alike
-        for name, (client, ticket) in cases.items():
+        for name, (client, ticket, pid) in cases.items():
+            used = cpu_seconds(pid)
             times[name].append(doget_seconds(client, ticket, ROWS))
+            cpu[name] += cpu_seconds(pid) - used
         times[duck_name].append(duck())
     base = nbytes / median(times["bare pyarrow.flight (in-memory table)"]) / 1e9
-    print(f"\nDoGet of the whole dataset, read_all() on the client, median of {RUNS} interleaved runs")
+    print(f"\nDoGet of the whole dataset, read_all() on the client, median of {RUNS} interleaved runs; "
+          "server CPU: user + system time of the server process per call")
     rows = []
     for name, samples in times.items():
         gbps = nbytes / median(samples) / 1e9
-        rows.append([name, ms(median(samples)), ms(min(samples)), ms(max(samples)), gbps, gbps / base])
-    table(["server / ticket", "median ms", "min ms", "max ms", "GB/s", "vs bare"], rows)
+        server_cpu = ms(cpu[name] / RUNS) if name in cpu else "-"  # the diagnostic runs in this process
+        rows.append([name, ms(median(samples)), ms(min(samples)), ms(max(samples)), gbps, gbps / base, server_cpu])
+    table(["server / ticket", "median ms", "min ms", "max ms", "GB/s", "vs bare", "server CPU ms"], rows)
     for name, *_ in rows[1:len(cases)]:
         ratio = (nbytes / median(times[name]) / 1e9) / base
         ratio_line(f"DoGet GB/s {name.removeprefix('flightcast ')} / bare", ratio, ">= 0.8x", ratio >= 0.8)
+    ours, bare = cpu["flightcast ticket=big (read_write, durable)"], cpu["bare pyarrow.flight (in-memory table)"]
+    ratio_line("DoGet server CPU per call, ticket=big / bare", ours / bare if bare else float("nan"), "(info)", None)
+
+
+def _small_queries(held_client: flight.FlightClient, fc_client: flight.FlightClient) -> None:
+    """What a small query costs over Flight: our DoGet of SQL against a bare server's DoGet of the same result."""
+    last = fc_client.do_get(flight.Ticket(b"SELECT max(ts) AS t FROM big")).read_all()["t"][0].as_py()
+    bound = last - LOOKBACK * STEP
+    window = ("SELECT ts AS raw_ts, CAST(value AS DOUBLE) AS v FROM big WHERE value IS NOT NULL "
+              f"AND ts >= TIMESTAMP '{bound.isoformat(sep=' ')}' LIMIT 200")
+    queries = {"SELECT 1": ("SELECT 1", 1), f"latest-{LOOKBACK} window of big": (window, LOOKBACK + 1)}
+    cases = {}
+    for name, (sql, rows) in queries.items():
+        result = fc_client.do_get(flight.Ticket(sql.encode())).read_all()
+        assert result.num_rows == rows, (name, result.num_rows)
+        do_put(held_client, name, result)
+        cases[f"flightcast {name}"] = (fc_client, sql, rows)
+        cases[f"bare, the same {result.num_rows}-row result"] = (held_client, name, rows)
+    times: dict[str, list[float]] = {name: [] for name in cases}
+    for _ in range(20):  # warm-up
+        for client, ticket, rows in cases.values():
+            doget_seconds(client, ticket, rows)
+    for _ in range(SMALL_RUNS):  # interleaved, so noise from the other users of the box hits every case alike
+        for name, (client, ticket, rows) in cases.items():
+            times[name].append(doget_seconds(client, ticket, rows))
+    print(f"\nSmall queries: DoGet + read_all() over loopback from another process, {SMALL_RUNS} interleaved "
+          f"calls each (the window over {ROWS:,} rows of the read_write dataset)")
+    table(["server / ticket", "median ms", "p99 ms"], [[n, ms(median(t)), ms(p99(t))] for n, t in times.items()])
+    names = list(times)
+    for ours, bare in zip(names[::2], names[1::2], strict=True):
+        ratio = median(times[ours]) / median(times[bare])
+        ratio_line(f"small DoGet median {ours.removeprefix('flightcast ')} / bare", ratio, "(info)", None)
 
 
 def _duck_scan(data: pa.Table):

@@ -23,9 +23,10 @@ from typing import Any
 
 import duckdb
 import pyarrow as pa
+from duckdb import _seam  # the engine's entry below DuckDB's Python relation layer (duckdb is pinned)
 
 from flight_server.ingest import IncomingStream, append_batches, check_put_schema, merge_staged, stage
-from flight_server.queries import CursorReader, QueryWatchdog, client_message
+from flight_server.queries import CursorReader, QueryWatchdog, client_message, reuse_result_memory
 from flight_server.sources import load_source
 from spicepod import DatasetSpec, FlightcastError, InvalidInput, Limits, NotFound, SpicepodError, quote_ident
 from spicepod.timestamps import iso_utc
@@ -85,6 +86,13 @@ class DatasetState:
         }
 
 
+def _parsed(cur: duckdb.DuckDBPyConnection, sql: str) -> list[duckdb.Statement]:
+    try:
+        return cur.extract_statements(sql)
+    except duckdb.Error as exc:
+        raise InvalidInput(str(exc)) from None
+
+
 @contextmanager
 def _transaction(cur: duckdb.DuckDBPyConnection) -> Iterator[None]:
     """BEGIN; any exception rolls back (a commit inside ends it for good, and the rollback is a no-op)."""
@@ -136,6 +144,7 @@ class DatasetStore:
     def open(self) -> None:
         """Load `read` datasets, attach the durable store, seed new read_write tables, then seal."""
         self.data_dir.mkdir(parents=True, exist_ok=True)
+        reuse_result_memory()
         spill = self.data_dir / SPILL_DIR
         shutil.rmtree(spill, ignore_errors=True)  # what a crash left; only this process uses the data dir
         db = duckdb.connect(":memory:", config={"memory_limit": self.limits.memory_limit})
@@ -245,26 +254,47 @@ class DatasetStore:
         """The SQL parsed into statements by DuckDB (nothing runs); a parse error is the client's."""
         cur = self._cursor()
         try:
-            return cur.extract_statements(sql)
-        except duckdb.Error as exc:
-            raise InvalidInput(str(exc)) from None
+            return _parsed(cur, sql)
         finally:
             cur.close()
 
-    def check_read_only(self, sql: str) -> None:
+    def check_read_only(self, sql: str, params: Params = None) -> None:
         """Refuse anything but exactly one read-only query (DuckDB decides what the statement is)."""
-        statements = self.statements(sql)
+        cur = self._cursor()
+        try:
+            self._read_only(cur, sql, params)
+        finally:
+            cur.close()
+
+    def _read_only(self, cur: duckdb.DuckDBPyConnection, sql: str, params: Params) -> _seam.Signature:
+        """Parse and bind the query once, refusing all but one read-only query; what the binder says it returns.
+
+        The parser gives the statement's kind; the binder tells a SELECT that writes all the same, through a
+        data-modifying WITH (`WITH d AS (DELETE FROM ... RETURNING *) SELECT ...` parses as a SELECT).
+        """
+        statements = _parsed(cur, sql)
         if len(statements) != 1:
             raise InvalidInput(f"expected exactly one SQL statement, got {len(statements)}")
         kind = statements[0].type
         if kind not in READ_STATEMENTS:
             raise InvalidInput(f"only read-only queries are allowed; refused a {kind.name} statement")
+        try:
+            signature = _seam.bind(cur, statements[0], values=params)
+        except duckdb.Error as exc:
+            raise InvalidInput(client_message(exc, self._states)) from None
+        if signature.writes:
+            raise InvalidInput("only read-only queries are allowed; refused a SELECT that writes "
+                               "(a WITH clause that inserts, updates or deletes, or a sequence's nextval)")
+        return signature
 
     def query_schema(self, sql: str, params: Params = None) -> pa.Schema:
         """The schema of a read-only query's result, without running it (`params` bound as values)."""
-        self.check_read_only(sql)
         cur = self._cursor()
         try:
+            signature = self._read_only(cur, sql, params)
+            if not signature.deferred:  # a deferred statement's columns are known only once it has run
+                with suppress(duckdb.Error):  # a type Arrow has none for (an unbound parameter's UNKNOWN)
+                    return _seam.arrow_schema(cur, signature.names, signature.types)
             return cur.sql(sql, params=params).limit(0).to_arrow_table().schema
         except duckdb.Error as exc:
             raise InvalidInput(client_message(exc, self._states)) from None
@@ -278,11 +308,18 @@ class DatasetStore:
         The reader owns its cursor: it is closed when the reader is exhausted or dropped. A query still
         running after `limits.query_timeout_s` is interrupted (DuckDB has no statement timeout of its own).
         """
-        self.check_read_only(sql)
         cur = self._cursor()
+        try:
+            self._read_only(cur, sql, params)
+        except BaseException:
+            cur.close()
+            raise
         deadline = self._watchdog.watch(cur, self.limits.query_timeout_s)
         try:
-            source = cur.sql(sql, params=params).to_arrow_reader(batch_rows)
+            # The engine's own entry, below DuckDB's Python relation layer: `cur.sql(...).to_arrow_reader()`
+            # would parse and bind the text twice more in Python first, which a small query pays for in full.
+            # The same stream of Arrow batches comes out.
+            source = _seam.submit(cur, sql, params, "stream", batch_rows).arrow_reader()
         except duckdb.Error as exc:
             deadline.cancel()
             cur.close()

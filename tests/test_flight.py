@@ -625,6 +625,28 @@ def test_refused_statement_by_command(client, guard_baseline, sql: str, call: st
     assert read_all(client, "SELECT * FROM rw_guard ORDER BY ts", OPTS).equals(guard_baseline["rw_guard"])
 
 
+# A data-modifying WITH parses as a SELECT; the binder says it writes. The stored table is reachable by its
+# qualified name (the plain name is a view, which DuckDB would refuse to write through anyway).
+WRITING_SELECTS = [
+    "WITH gone AS (DELETE FROM store.main.rw_guard RETURNING *) SELECT count(*) AS n FROM gone",
+    "WITH added AS (INSERT INTO store.main.rw_guard SELECT * FROM store.main.rw_guard RETURNING *) "
+    "SELECT * FROM added",
+    "WITH zeroed AS (UPDATE store.main.rw_guard SET value = 0 RETURNING *) SELECT max(value) AS v FROM zeroed",
+]
+WRITING_SELECT_REFUSAL = ("only read-only queries are allowed; refused a SELECT that writes "
+                          "(a WITH clause that inserts, updates or deletes, or a sequence's nextval)")
+
+
+@pytest.mark.parametrize("sql", WRITING_SELECTS)
+def test_a_select_that_writes_is_refused(client, guard_baseline, sql: str) -> None:
+    for call in (lambda: read_all(client, sql, OPTS),
+                 lambda: client.get_flight_info(flight.FlightDescriptor.for_command(sql), OPTS)):
+        with pytest.raises(INVALID) as info:
+            call()
+        assert WRITING_SELECT_REFUSAL in str(info.value)
+    assert read_all(client, "SELECT * FROM rw_guard ORDER BY ts", OPTS).equals(guard_baseline["rw_guard"])
+
+
 # --- actions and HTTP views of the data -------------------------------------------------------------------
 
 def test_list_actions_have_descriptions(client) -> None:

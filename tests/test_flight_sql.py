@@ -466,6 +466,20 @@ def test_refused_statement(runtime, conn, client, tmp_path: Path, statement_id: 
     assert read_all(client, "SELECT * FROM metrics ORDER BY ts", OPTS).equals(metrics)
 
 
+@pytest.mark.parametrize("path", ["adbc", "statement_query"])
+def test_a_select_that_writes_is_refused(conn, client, path: str) -> None:
+    # Parses as a SELECT; DuckDB's binder says it deletes every row of the stored table.
+    sql = "WITH gone AS (DELETE FROM store.main.rw_guard RETURNING *) SELECT count(*) AS n FROM gone"
+    before = guard_rows(client)
+    if path == "adbc":
+        with pytest.raises(ADBC_ERROR, match="refused a SELECT that writes"):
+            fetch(conn, sql)
+    else:
+        with pytest.raises(pa.ArrowInvalid, match="refused a SELECT that writes"):
+            fetch_command(client, pb.CommandStatementQuery(query=sql))
+    assert guard_rows(client).equals(before)
+
+
 # --- unimplemented ------------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("message", [

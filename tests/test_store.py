@@ -8,7 +8,7 @@ import pyarrow as pa
 import pytest
 
 from flight_server.store import DatasetStore
-from spicepod import LimitExceeded, Limits
+from spicepod import InvalidInput, LimitExceeded, Limits, parse_spicepod
 
 
 @pytest.fixture
@@ -43,3 +43,50 @@ def test_a_query_running_past_the_limit_is_stopped(store) -> None:
     with pytest.raises((LimitExceeded, pa.ArrowInvalid), match="ran longer than 1 s"):
         store.query("SELECT count(*) FROM range(1000000000) a, range(1000000000) b").read_all()
     assert store.query("SELECT 42 AS x").read_all().to_pydict() == {"x": [42]}
+
+
+
+def test_a_select_that_writes_is_refused_and_writes_nothing(tmp_path) -> None:
+    (tmp_path / "kept.csv").write_text("ts,value\n2024-01-01,1.0\n2024-01-02,2.0\n")
+    pod = f"""
+version: v1
+kind: Spicepod
+name: store-guard
+datasets:
+  - from: file:{tmp_path / 'kept.csv'}
+    name: kept
+    mode: read_write
+"""
+    store = DatasetStore(parse_spicepod(pod, tmp_path / "spicepod.yaml").datasets, tmp_path / "data")
+    store.open()
+    try:
+        sql = "WITH gone AS (DELETE FROM store.main.kept RETURNING *) SELECT count(*) AS n FROM gone"
+        refusal = ("only read-only queries are allowed; refused a SELECT that writes "
+                   "(a WITH clause that inserts, updates or deletes, or a sequence's nextval)")
+        for call in (store.query, store.query_schema, store.check_read_only):
+            with pytest.raises(InvalidInput) as info:
+                call(sql)
+            assert str(info.value) == refusal
+        assert store.query("SELECT count(*) AS n FROM kept").read_all().to_pydict() == {"n": [2]}
+    finally:
+        store.close()
+
+
+SCHEMA_QUERIES = [
+    "SELECT 1::TINYINT AS a, 2::HUGEINT AS b, 3.5::DECIMAL(10, 2) AS c, 'x' AS d,"
+    " TIMESTAMPTZ '2020-01-01 00:00+00' AS e,"
+    " TIMESTAMP_NS '2020-01-01' AS f, DATE '2020-01-01' AS g, INTERVAL 1 DAY AS h, [1, 2] AS i, {'x': 1} AS j,"
+    " MAP {'k': 1} AS k, 'ab'::BLOB AS l, TIME '01:00' AS m, 1::UBIGINT AS n, NULL AS o, uuid() AS p",
+    "SELECT * FROM range(3) t(i)",
+    "DESCRIBE SELECT 1 AS x",
+]
+
+
+@pytest.mark.parametrize("sql", SCHEMA_QUERIES)
+def test_a_query_schema_is_the_schema_of_its_result(store, sql: str) -> None:
+    assert store.query_schema(sql).equals(store.query(sql).read_all().schema, check_metadata=True)
+
+
+def test_a_query_schema_with_parameters_is_typed_by_their_values(store) -> None:
+    schema = store.query_schema("SELECT ? AS a, $2 * 2 AS b", params=["x", 1.5])
+    assert schema == pa.schema([("a", pa.string()), ("b", pa.float64())])
