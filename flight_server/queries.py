@@ -7,7 +7,6 @@ catalog suggestions of its internal tables (`Did you mean "pg_enum"?`) never rea
 
 from __future__ import annotations
 
-import ctypes
 import difflib
 import math
 import queue
@@ -25,30 +24,6 @@ from spicepod.errors import flight_exception
 # DuckDB's hint after a catalog error, naming the closest entry of its whole catalog.
 _SUGGESTION = re.compile(r'\s*Did you mean "[^"]*"\??', re.IGNORECASE)
 _MISSING_TABLE = re.compile(r"Table with name (?P<name>\S+) does not exist", re.IGNORECASE)
-
-
-# glibc's mallopt parameters (malloc.h)
-_M_TRIM_THRESHOLD = -1
-_M_MMAP_THRESHOLD = -3
-HEAP_ALLOCATION_BYTES = 32 << 20  # the largest mmap threshold glibc takes: a batch's buffers stay below it
-KEPT_FREE_BYTES = 256 << 20  # a few batches of a whole-dataset read in flight at once
-
-
-def reuse_result_memory() -> None:
-    """Let the C allocator reuse the buffers of batches already sent rather than map fresh pages for each.
-
-    DuckDB builds every Arrow batch in new buffers of a few MB. glibc maps those with mmap (its dynamic
-    threshold never rises past an allocation of the same size) and unmaps them when they are freed, so each
-    batch streamed paid for its pages again: page faults and zeroing took a fifth of the server's CPU in a
-    whole-dataset DoGet. A fixed threshold serves them from the heap, and a higher trim threshold keeps that
-    much freed memory there for the next batch. Process-wide; nothing happens where libc has no mallopt.
-    """
-    try:
-        mallopt = ctypes.CDLL(None).mallopt
-    except (OSError, AttributeError):
-        return
-    mallopt(_M_MMAP_THRESHOLD, HEAP_ALLOCATION_BYTES)
-    mallopt(_M_TRIM_THRESHOLD, KEPT_FREE_BYTES)
 
 
 def client_message(exc: BaseException, datasets: Iterable[str]) -> str:

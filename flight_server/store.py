@@ -26,7 +26,7 @@ import pyarrow as pa
 from duckdb import _seam  # the engine's entry below DuckDB's Python relation layer (duckdb is pinned)
 
 from flight_server.ingest import IncomingStream, append_batches, check_put_schema, merge_staged, stage
-from flight_server.queries import CursorReader, QueryWatchdog, client_message, reuse_result_memory
+from flight_server.queries import CursorReader, QueryWatchdog, client_message
 from flight_server.sources import load_source
 from spicepod import DatasetSpec, FlightcastError, InvalidInput, Limits, NotFound, SpicepodError, quote_ident
 from spicepod.timestamps import iso_utc
@@ -144,7 +144,6 @@ class DatasetStore:
     def open(self) -> None:
         """Load `read` datasets, attach the durable store, seed new read_write tables, then seal."""
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        reuse_result_memory()
         spill = self.data_dir / SPILL_DIR
         shutil.rmtree(spill, ignore_errors=True)  # what a crash left; only this process uses the data dir
         db = duckdb.connect(":memory:", config={"memory_limit": self.limits.memory_limit})
