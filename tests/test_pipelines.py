@@ -233,8 +233,9 @@ def test_a_gap_written_into_the_window_is_filled_or_named(inprocess_factory):
     assert history["values"] == pytest.approx([last, last + step, last + 2 * step, 18000.0])
 
 
-def test_restart_loads_the_stored_version_and_new_data_retrains(runtime_factory):
-    folder = runtime_factory.new_dir()
+def test_restart_loads_the_stored_version_and_new_data_retrains(inprocess_factory):
+    """Each restart is a new runtime (in this process) on the same data dir."""
+    folder = inprocess_factory.new_dir()
     copy_data("austres.csv", folder)
     text = pod(
         f"- {{from: file:{folder / 'austres.csv'}, name: aus, mode: read_write}}\n",
@@ -242,13 +243,13 @@ def test_restart_loads_the_stored_version_and_new_data_retrains(runtime_factory)
         f"- {{from: lightgbm, name: aus_m, datasets: [aus], params: {{lookback: 8, horizon: 4, {QUICK}, "
         "retrain: {promote: always}}}\n",
     )
-    first = runtime_factory(text)
+    first = inprocess_factory(text)
     _, before = predict(first, "aus_m")
     trained_at = models_by_name(first)["aus_m"]["trained_at"]
     first.stop()
     assert "aus_m: trained version 1" in first.log_text()
 
-    second = runtime_factory(spicepod=first.spicepod, data_dir=first.data_dir)
+    second = inprocess_factory(spicepod=first.spicepod, data_dir=first.data_dir)
     assert "aus_m: loaded stored version 1" in second.log_text()
     assert "aus_m: trained" not in second.log_text()
     _, again = predict(second, "aus_m")
@@ -259,7 +260,7 @@ def test_restart_loads_the_stored_version_and_new_data_retrains(runtime_factory)
         do_put(client, "aus", more)
     second.stop()
 
-    third = runtime_factory(spicepod=first.spicepod, data_dir=first.data_dir)
+    third = inprocess_factory(spicepod=first.spicepod, data_dir=first.data_dir)
     assert "aus_m: trained version 2" in third.log_text()
     assert models_by_name(third)["aus_m"]["model_version"] == "2"
 
