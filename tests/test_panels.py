@@ -53,7 +53,9 @@ def pod(folder) -> str:
           - {{from: file:{folder / 'single.parquet'}, name: single, mode: read_write}}
         models:
           - {{from: lightgbm, name: panel_m, datasets: [sales], params: {{lookback: {LOOKBACK}, horizon: {HORIZON}}}}}
-          - {{from: lightgbm, name: int_m, datasets: [ints], params: {{lookback: {LOOKBACK}, horizon: {HORIZON}}}}}
+          # int_m is there for its integer series ids, not its methods: LightGBM alone
+          - {{from: lightgbm, name: int_m, datasets: [ints], params: {{lookback: {LOOKBACK}, horizon: {HORIZON},
+              method: lightgbm}}}}
           - {{from: lightgbm, name: single_m, datasets: [single], params: {{lookback: {LOOKBACK}, horizon: 3,
               retrain: {{after_rows: 5, promote: always}}}}}}
         """)
