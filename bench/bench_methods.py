@@ -11,7 +11,7 @@ would pick instead, on held-out real data; its interval coverage; its training t
 (d) Training time on a panel of 1,000+ series (tourism three times, each copy scaled differently): auto
     against lightgbm and against AutoETS over every series, in the same run.
 
-Run: .venv/bin/python -m bench.bench_methods      (BENCH_TINY=1: three series, 20 tourism series)
+Run: .venv/bin/python -m bench.bench_methods      (BENCH_TINY=1: three series, 8 tourism series)
 """
 
 from __future__ import annotations
@@ -106,7 +106,7 @@ def single_series(coverage: Coverage) -> tuple[float, float, float, float, int]:
 
 
 def tourism(coverage: Coverage) -> tuple[float, float, float]:
-    panel = read_panel(PANEL, limit=size(None, 20))
+    panel = read_panel(PANEL, limit=size(None, 8))
     horizon = 8
     train = SeriesSet(list(panel.ids), [t[:-horizon] for t in panel.times], [v[:-horizon] for v in panel.values])
     actual = [v[-horizon:] for v in panel.values]
@@ -130,7 +130,7 @@ def tourism(coverage: Coverage) -> tuple[float, float, float]:
 
 
 def training_time() -> tuple[float, float, float, int]:
-    panel = read_panel(PANEL, limit=size(None, 20))
+    panel = read_panel(PANEL, limit=size(None, 8))
     copies = SeriesSet()
     for k, factor in enumerate((1.0, 1.7, 0.6)):
         for sid, times, values in zip(panel.ids, panel.times, panel.values, strict=True):

@@ -74,7 +74,7 @@ PREDICT_RUNS = 15
 READY_TIMEOUT = 1800.0
 
 TINY_SETTINGS = {
-    "panel_series": 40, "lookbacks": (8,), "objectives": ("default",), "series": 40, "points": 60,
+    "panel_series": 12, "lookbacks": (8,), "objectives": ("default",), "series": 12, "points": 60,
     "lookback": 14, "horizon": 7, "rounds": 20, "bulk_runs": 2, "predict_runs": 3,
 }
 

@@ -34,7 +34,7 @@ from bench.common import (
     write_parquet,
 )
 
-SERIES = 100 if TINY else 2000
+SERIES = 40 if TINY else 2000
 POINTS = 120 if TINY else 200  # daily points per series
 LOOKBACK, HORIZON = 14, 7
 ROUNDS = 10 if TINY else 50

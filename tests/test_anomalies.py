@@ -275,11 +275,26 @@ def test_anomalies_and_drift_survive_a_restart(rt, module_inprocess_factory):
     assert 'flightcast_anomalies_total{model="panel_m"} 3.0' in metrics
 
 
+def single_pod(folder) -> str:
+    """The single-series dataset and model of `pod` alone."""
+    write_table(folder / "single.parquet", series_table({"x": (100.0, 10.0)}).drop_columns(["store"]))
+    return textwrap.dedent(f"""\
+        version: v1
+        kind: Spicepod
+        name: anomalies
+        datasets:
+          - {{from: file:{folder / 'single.parquet'}, name: single, mode: read_write}}
+        models:
+          - {{from: lightgbm, name: single_m, datasets: [single], params: {{lookback: {LOOKBACK}, horizon: 2,
+              method: lightgbm, anomaly_level: 95}}}}
+        """)
+
+
 def test_a_serve_node_finds_the_anomalies_of_its_data_nodes_writes(runtime_factory, tmp_path):
     """Commit notices reach a serve node over Flight: it checks the new values as an all-in-one node does."""
     spicepod = tmp_path / "roles" / "spicepod.yaml"
     spicepod.parent.mkdir()
-    spicepod.write_text(pod(spicepod.parent))
+    spicepod.write_text(single_pod(spicepod.parent))
     data = runtime_factory(spicepod=spicepod, data_dir=spicepod.parent / "data", extra_args=["--role", "data"],
                            ready=False)
     serve = runtime_factory(spicepod=spicepod, data_dir=spicepod.parent / "serve", timeout=120,

@@ -7,7 +7,8 @@ exactly the acknowledged DoPuts (those whose call returned the PutResult) plus a
 whole or not at all: grouped by batch id, each stored batch has exactly its k distinct rows, every
 acknowledged id is there, and nothing else is. A batch once found stored stays stored in later cycles.
 
-5 cycles bounded (`make test`), 50 with FLIGHTCAST_FUZZ=full (`make fuzz`); seed FLIGHTCAST_FUZZ_SEED.
+Bounded in `make test` (5 cycles of the overwriting loop, the broadest; 3 of the others), 50 cycles each with
+FLIGHTCAST_FUZZ=full (`make fuzz`); seed FLIGHTCAST_FUZZ_SEED.
 The counts (cycles survived, rows checked) are printed; see them with `pytest -s`.
 """
 
@@ -30,6 +31,9 @@ pytestmark = pytest.mark.fuzz
 FULL = os.environ.get("FLIGHTCAST_FUZZ", "") == "full"
 SEED = int(os.environ.get("FLIGHTCAST_FUZZ_SEED") or (time.time_ns() % 10**9 if FULL else 7_031_999))
 CYCLES = 50 if FULL else 5
+# The appending loop checks what the overwriting one checks too (acknowledged DoPuts kept, the one in flight whole
+# or absent) on the same commit path; the anomaly and serving-choice loops restart a runtime that trains.
+SHORT_CYCLES = 50 if FULL else 3
 
 OPTS = flight.FlightCallOptions(timeout=20)
 SCHEMA = pa.schema([("ts", pa.timestamp("us")), ("batch", pa.int64()), ("row", pa.int64()), ("k", pa.int64())])
@@ -118,10 +122,10 @@ def test_kill9_loop_keeps_exactly_the_acknowledged_batches(runtime_factory: Runt
     store = folder / "store"
     expected: dict[int, int] = {-1: 1}  # the seed row, then every acknowledged batch (or in-flight one stored)
     next_id, survived, rows_checked, acked_total, in_flight_kept, in_flight_dropped = 0, 0, 0, 0, 0, 0
-    print(f"\ncrash loop seed {SEED}, {CYCLES} cycles")
+    print(f"\ncrash loop seed {SEED}, {SHORT_CYCLES} cycles")
 
     rt = runtime_factory(spicepod=pod, data_dir=store)
-    for cycle in range(CYCLES):
+    for cycle in range(SHORT_CYCLES):
         writer = Writer(rt.flight_location, next_id, random.Random(rng.randrange(10**9)))
         delay = rng.uniform(0.02, 1.2)
         rt = kill_while_writing(runtime_factory, rt, writer, delay, cycle)
@@ -358,7 +362,7 @@ def test_kill9_loop_never_loses_a_listed_anomaly(runtime_factory: RuntimeFactory
     stored = store / "anomalies" / "level_m.json"
     day, seen_total = 60, set()
     rt = runtime_factory(spicepod=pod, data_dir=store)
-    for cycle in range(min(CYCLES, 3)):
+    for cycle in range(SHORT_CYCLES):
         writer, reader = SpikeWriter(rt.flight_location, day), AnomalyReader(rt.http_url)
         reader.start()
         delay = rng.uniform(0.3, 1.5)
@@ -435,7 +439,7 @@ def test_kill9_during_rollbacks_and_trainings_keeps_the_serving_choice_whole(run
     rt = runtime_factory(spicepod=pod, data_dir=folder / "store")
     assert rt.post("/v1/models/nile_m/train").json()["model_version"] == "2"
     serving, switches = "2", 0
-    for cycle in range(min(CYCLES, 3)):
+    for cycle in range(SHORT_CYCLES):
         newest = max(v["run"] for v in rt.get_json("/v1/models/nile_m/versions"))
         switcher = Switcher(rt.http_url, random.Random(rng.randrange(10**9)), serving)
         rt = kill_while_writing(runtime_factory, rt, switcher, rng.uniform(0.1, 1.5), cycle)

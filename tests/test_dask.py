@@ -20,7 +20,7 @@ distributed = pytest.importorskip(
 
 START = datetime(2024, 1, 1)
 DAYS = 140
-SERIES = 48
+SERIES = 24  # two chunks, one per worker
 LOOKBACK, HORIZON = 14, 7
 WEEK = np.array([0.0, 0.2, 0.1, -0.1, 0.3, 1.0, 0.8])
 NOISE = 0.05  # of each series' scale
@@ -115,9 +115,10 @@ def data(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def runtimes(module_runtime_factory, cluster, data):
-    """(local engine, dask engine) runtimes on the same spicepod and data, and the seconds the dask one began."""
-    local = module_runtime_factory(pod(data), ready=False, timeout=300)
+def runtimes(module_runtime_factory, module_inprocess_factory, cluster, data):
+    """(local engine, dask engine) runtimes on the same spicepod and data, and the seconds the dask one began.
+    The local one runs in this process: it is only the reference the dask one is compared with."""
+    local = module_inprocess_factory(pod(data), ready=False, timeout=300)
     began = time.time()
     remote = module_runtime_factory(pod(data, dask_runtime(cluster[0].scheduler_address)), ready=False, timeout=300)
     return local.wait_ready(300), remote.wait_ready(300), began  # both train at once
@@ -165,7 +166,7 @@ def test_forecasts_match_the_local_engine(runtimes):
     # One chunk: the same rows and the same lightgbm.train on a worker as in-process, so the same forecast.
     np.testing.assert_allclose(forecast(remote, "single_m"), forecast(local, "single_m"), rtol=1e-9)
     worst = 0.0
-    for i in range(0, SERIES, 6):
+    for i in range(0, SERIES, 3):
         sid = f"s{i:03d}"
         diff = np.max(np.abs(forecast(remote, "panel_m", sid) - forecast(local, "panel_m", sid))) / scale_of(sid)
         worst = max(worst, diff)
@@ -182,10 +183,10 @@ def closed_port() -> int:
 
 
 @pytest.mark.slow
-def test_unreachable_scheduler_fails_the_models_naming_it(runtime_factory, data):
+def test_unreachable_scheduler_fails_the_models_naming_it(inprocess_factory, data):
     address = f"tcp://127.0.0.1:{closed_port()}"
     # The single-series model only: each model waits out the connect timeout (5 s) before failing.
-    rt = runtime_factory(pod(data, panel=False) + dask_runtime(address), timeout=120)
+    rt = inprocess_factory(pod(data, panel=False) + dask_runtime(address), timeout=120)
     for name, entry in models(rt).items():
         assert entry["status"] == "failed", (name, entry)
         assert address in entry["error_message"], entry["error_message"]

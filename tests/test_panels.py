@@ -53,17 +53,21 @@ def pod(folder) -> str:
           - {{from: file:{folder / 'single.parquet'}, name: single, mode: read_write}}
         models:
           - {{from: lightgbm, name: panel_m, datasets: [sales], params: {{lookback: {LOOKBACK}, horizon: {HORIZON}}}}}
-          - {{from: lightgbm, name: int_m, datasets: [ints], params: {{lookback: {LOOKBACK}, horizon: {HORIZON}}}}}
+          # int_m is there for its integer series ids, not its methods: LightGBM alone
+          - {{from: lightgbm, name: int_m, datasets: [ints], params: {{lookback: {LOOKBACK}, horizon: {HORIZON},
+              method: lightgbm}}}}
           - {{from: lightgbm, name: single_m, datasets: [single], params: {{lookback: {LOOKBACK}, horizon: 3,
               retrain: {{after_rows: 5, promote: always}}}}}}
         """)
 
 
 @pytest.fixture(scope="module")
-def rt(module_runtime_factory):
-    folder = module_runtime_factory.new_dir()
+def rt(module_inprocess_factory):
+    """The runtime in this process: no test here needs a process of its own (the restart is a new runtime on
+    the same store)."""
+    folder = module_inprocess_factory.new_dir()
     (folder / "spicepod.yaml").write_text(pod(folder))
-    return module_runtime_factory(spicepod=folder / "spicepod.yaml", timeout=120)
+    return module_inprocess_factory(spicepod=folder / "spicepod.yaml", timeout=120)
 
 
 def predict(rt, query: str):
@@ -241,7 +245,7 @@ def wait_for(check, timeout: float = 60.0):
     raise AssertionError("condition not met in time")
 
 
-def test_live_accuracy_retraining_and_restart(rt, module_runtime_factory):
+def test_live_accuracy_retraining_and_restart(rt, module_inprocess_factory):
     """Served forecasts are scored when their actuals arrive; N new rows retrain in the background."""
     served = rt.get_json("/v1/models/single_m/predict")
     version = models(rt)["single_m"]["model_version"]
@@ -278,7 +282,7 @@ def test_live_accuracy_retraining_and_restart(rt, module_runtime_factory):
     assert set(answers) == {200}
 
     rt.stop()
-    again = module_runtime_factory(spicepod=rt.spicepod, data_dir=rt.data_dir, timeout=120)
+    again = module_inprocess_factory(spicepod=rt.spicepod, data_dir=rt.data_dir, timeout=120)
     log = again.log_text()
     assert "int_m: loaded stored version 1" in log and "int_m: trained" not in log  # a global model, stored
     assert "panel_m: trained version 2" in log  # its data changed by the DoPut above

@@ -22,6 +22,9 @@ from spicepod import load_spicepod
 
 WEEKLY_SHAPE = [0.0, 1.0, 4.0, 9.0, 3.0, 7.0, 2.0]
 WEEKLY_DAYS = 7 * 30 + 3  # not a whole number of weeks: a window of the oldest rows would be out of phase
+# Params of models whose tests do not depend on the method or the model's size (windows, restarts, retries):
+# LightGBM alone, few rounds.
+QUICK = "method: lightgbm, lightgbm: {num_boost_round: 20}"
 
 
 def weekly_csv(path, days: int = WEEKLY_DAYS):
@@ -48,9 +51,10 @@ def pod(datasets: str, models: str) -> str:
 
 
 @pytest.fixture(scope="module")
-def served(module_runtime_factory):
-    """One runtime with models covering the strategies, horizons and failure modes."""
-    folder = module_runtime_factory.new_dir()
+def served(module_inprocess_factory):
+    """One runtime (in this process: no test here needs a process of its own) with models covering the
+    strategies, horizons and failure modes."""
+    folder = module_inprocess_factory.new_dir()
     weekly_csv(folder / "weekly.csv")
     copy_data("austres.csv", folder)
     copy_data("us_realgdp.csv", folder)
@@ -82,7 +86,7 @@ def served(module_runtime_factory):
         """,
     )
     (folder / "spicepod.yaml").write_text(text)
-    return module_runtime_factory(spicepod=folder / "spicepod.yaml", timeout=90)
+    return module_inprocess_factory(spicepod=folder / "spicepod.yaml", timeout=90)
 
 
 def predict(runtime, name: str, query: str = ""):
@@ -206,13 +210,14 @@ def test_a_doput_moves_the_next_forecast_past_the_new_rows(served):
     assert after["prediction"][0] > 14000.0 > before["prediction"][0]
 
 
-def test_a_gap_written_into_the_window_is_filled_or_named(runtime_factory):
-    folder = runtime_factory.new_dir()
+def test_a_gap_written_into_the_window_is_filled_or_named(inprocess_factory):
+    folder = inprocess_factory.new_dir()
     copy_data("austres.csv", folder)
-    runtime = runtime_factory(pod(
+    runtime = inprocess_factory(pod(
         "- {from: file:austres.csv, name: aus, mode: read_write}\n",
-        "- {from: lightgbm, name: aus_m, datasets: [aus], params: {lookback: 8, horizon: 4}}\n"
-        "- {from: lightgbm, name: aus_strict, datasets: [aus], params: {lookback: 8, horizon: 4, fill: none}}\n",
+        f"- {{from: lightgbm, name: aus_m, datasets: [aus], params: {{lookback: 8, horizon: 4, {QUICK}}}}}\n"
+        f"- {{from: lightgbm, name: aus_strict, datasets: [aus], params: {{lookback: 8, horizon: 4, fill: none, "
+        f"{QUICK}}}}}\n",
     ).replace("file:austres.csv", f"file:{folder / 'austres.csv'}"))
     skipped = pa.table({"ts": pa.array([datetime(1994, 1, 1)], pa.timestamp("us")), "value": [18000.0]})
     with runtime.flight_client() as client:
@@ -228,22 +233,23 @@ def test_a_gap_written_into_the_window_is_filled_or_named(runtime_factory):
     assert history["values"] == pytest.approx([last, last + step, last + 2 * step, 18000.0])
 
 
-def test_restart_loads_the_stored_version_and_new_data_retrains(runtime_factory):
-    folder = runtime_factory.new_dir()
+def test_restart_loads_the_stored_version_and_new_data_retrains(inprocess_factory):
+    """Each restart is a new runtime (in this process) on the same data dir."""
+    folder = inprocess_factory.new_dir()
     copy_data("austres.csv", folder)
     text = pod(
         f"- {{from: file:{folder / 'austres.csv'}, name: aus, mode: read_write}}\n",
         # promote always: a version trained at start on changed data serves whatever its backtest says
-        "- {from: lightgbm, name: aus_m, datasets: [aus], params: {lookback: 8, horizon: 4, "
+        f"- {{from: lightgbm, name: aus_m, datasets: [aus], params: {{lookback: 8, horizon: 4, {QUICK}, "
         "retrain: {promote: always}}}\n",
     )
-    first = runtime_factory(text)
+    first = inprocess_factory(text)
     _, before = predict(first, "aus_m")
     trained_at = models_by_name(first)["aus_m"]["trained_at"]
     first.stop()
     assert "aus_m: trained version 1" in first.log_text()
 
-    second = runtime_factory(spicepod=first.spicepod, data_dir=first.data_dir)
+    second = inprocess_factory(spicepod=first.spicepod, data_dir=first.data_dir)
     assert "aus_m: loaded stored version 1" in second.log_text()
     assert "aus_m: trained" not in second.log_text()
     _, again = predict(second, "aus_m")
@@ -254,13 +260,13 @@ def test_restart_loads_the_stored_version_and_new_data_retrains(runtime_factory)
         do_put(client, "aus", more)
     second.stop()
 
-    third = runtime_factory(spicepod=first.spicepod, data_dir=first.data_dir)
+    third = inprocess_factory(spicepod=first.spicepod, data_dir=first.data_dir)
     assert "aus_m: trained version 2" in third.log_text()
     assert models_by_name(third)["aus_m"]["model_version"] == "2"
 
 
-def test_a_saved_lightgbm_file_model_serves_with_its_digest_as_version(runtime_factory):
-    folder = runtime_factory.new_dir()
+def test_a_saved_lightgbm_file_model_serves_with_its_digest_as_version(inprocess_factory):
+    folder = inprocess_factory.new_dir()
     copy_data("nile.csv", folder)
     values = np.loadtxt(folder / "nile.csv", delimiter=",", skiprows=1, usecols=1)
     lookback = 5
@@ -269,7 +275,7 @@ def test_a_saved_lightgbm_file_model_serves_with_its_digest_as_version(runtime_f
     booster = lgb.train({"objective": "regression", "verbosity": -1, "num_threads": 1, "min_data_in_leaf": 5},
                         lgb.Dataset(x, y), num_boost_round=20)
     booster.save_model(str(folder / "nile.txt"))
-    runtime = runtime_factory(pod(
+    runtime = inprocess_factory(pod(
         f"- {{from: file:{folder / 'nile.csv'}, name: nile}}\n",
         f"- {{from: file:{folder / 'nile.txt'}, name: nile_f, datasets: [nile], "
         "params: {lookback: 5, horizon: 3}}\n",
@@ -287,10 +293,10 @@ def test_a_saved_lightgbm_file_model_serves_with_its_digest_as_version(runtime_f
     assert body["prediction"] == pytest.approx(expected, rel=1e-9)
 
 
-def test_a_flight_dataset_trains_after_its_first_rows_arrive(runtime_factory):
-    runtime = runtime_factory(pod(
+def test_a_flight_dataset_trains_after_its_first_rows_arrive(inprocess_factory):
+    runtime = inprocess_factory(pod(
         "- {from: flight, name: live}\n",
-        "- {from: lightgbm, name: live_m, datasets: [live], params: {lookback: 4, horizon: 2}}\n",
+        f"- {{from: lightgbm, name: live_m, datasets: [live], params: {{lookback: 4, horizon: 2, {QUICK}}}}}\n",
     ))
     entry = models_by_name(runtime)["live_m"]
     assert entry["status"] == "failed" and "no rows" in entry["error_message"]

@@ -18,7 +18,8 @@ name: roles
 datasets:
   - {{from: file:{folder}/austres.csv, name: aus, mode: read_write}}
 models:
-  - {{from: lightgbm, name: aus_m, datasets: [aus], params: {{lookback: 8, horizon: 4, method: lightgbm}}}}
+  - {{from: lightgbm, name: aus_m, datasets: [aus], params: {{lookback: 8, horizon: 4, method: lightgbm,
+      lightgbm: {{num_boost_round: 20}}}}}}
 """
 
 
