@@ -40,6 +40,9 @@ MANY = "many"
 
 UNMATCHED_ROUTE = "(unmatched)"
 
+# json.dumps(..., default=str) as one encoder: dumps would build a new encoder for every body.
+encode_json = json.JSONEncoder(default=str).encode
+
 
 def implemented_methods(handler: type[tornado.web.RequestHandler]) -> list[str]:
     """The HTTP methods a handler class answers (those it overrides), upper case."""
@@ -95,7 +98,7 @@ def write_error_json(
         handler.set_header(name, value)
     handler.set_status(status)
     handler.set_header("Content-Type", "application/json; charset=UTF-8")
-    handler.finish(json.dumps({**body, "duration_ms": duration_ms}, default=str))
+    handler.finish(encode_json({**body, "duration_ms": duration_ms}))
 
 
 def not_allowed_message(request: Any, allowed: list[str]) -> str:
@@ -185,9 +188,13 @@ class BaseHandler(tornado.web.RequestHandler):
             raise InvalidInput("request body is not JSON this service accepts: nested too deeply") from None
 
     def write_json(self, payload: Any, status: int = 200) -> None:
+        self.write_json_bytes(encode_json(payload).encode(), status)
+
+    def write_json_bytes(self, body: bytes, status: int = 200) -> None:
+        """A body already encoded as JSON."""
         self.set_status(status)
         self.set_header("Content-Type", "application/json; charset=UTF-8")
-        self.finish(json.dumps(payload, default=str))
+        self.finish(body)
 
     def table_media(self) -> str:
         """The table format the request's `Accept` prefers; 406 (before any work) when it accepts none."""
