@@ -180,6 +180,8 @@ def history_json(history: History) -> dict[str, Any]:
 
 
 def query_values(handler: BaseHandler, name: str) -> list[str]:
+    if name not in handler.request.query_arguments:  # most requests give few parameters: nothing to decode
+        return []
     try:
         return handler.get_query_arguments(name)
     except tornado.web.HTTPError:  # not UTF-8
