@@ -130,7 +130,8 @@ class BaseHandler(tornado.web.RequestHandler):
     """Every route derives from this; route handlers parse, call the service and write.
 
     Bodies are streamed so that auth and the size limit are checked from the headers, before a byte
-    of the body is read: a too-large body gets a JSON 413 instead of a dropped connection.
+    of the body is read: a too-large body gets a JSON 413 instead of a dropped connection. (A request
+    without a body is not streamed: see app.Application.)
     """
 
     # The query parameters this route takes: name -> ONE (at most once) or MANY (repeatable). Any other
