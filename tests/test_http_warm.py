@@ -1,5 +1,5 @@
 """The warm GET predict path: the same bodies and headers as any JSON answer, requests with and without a
-body, and the access log.
+body, the access log and the metrics.
 
 In-process runtimes (harness.InProcessRuntime) on free ports; ForecastJson is also tested on its own.
 """
@@ -11,14 +11,18 @@ import http.client
 import json
 import logging
 import math
+import re
 import time
 from datetime import datetime, timezone
 from email.utils import parsedate_to_datetime
 
 import pytest
 from conftest import RuntimeFactory, copy_data, write_spicepod
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.parser import text_string_to_metric_families
 
 from harness.client import HttpResponse
+from http_api.metrics import LATENCY_BUCKETS, Metrics
 from http_api.predict import ForecastJson, forecast_body
 from pipelines.forecasts import Forecast
 
@@ -190,3 +194,61 @@ def test_the_access_log_at_warning_has_only_the_failures(rt, caplog: pytest.LogC
     assert rt.get("/nowhere").status == 404
     wait_for_line(caplog, "404 GET /nowhere (127.0.0.1)")  # written after the 200's line would have been
     assert not any(line.startswith("200 ") for line in access_lines(caplog)), access_lines(caplog)
+
+
+# --- the metrics ------------------------------------------------------------------------------------------
+
+def samples(rt) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """Every sample of GET /metrics by (name, labels)."""
+    text = rt.get("/metrics").text
+    return {(s.name, tuple(sorted(s.labels.items()))): s.value
+            for family in text_string_to_metric_families(text) for s in family.samples}
+
+
+def test_warm_gets_are_counted(rt) -> None:
+    route = (("code", "200"), ("method", "GET"), ("route", "/v1/models/{name}/predict"))
+    before = samples(rt)
+    for _ in range(5):
+        assert rt.get(PREDICT).status == 200
+    after = samples(rt)
+    for name, labels in [("flightcast_http_requests_total", route),
+                         ("flightcast_http_request_duration_seconds_count", route),
+                         ("flightcast_http_request_duration_seconds_bucket", tuple(sorted((*route, ("le", "+Inf"))))),
+                         ("flightcast_predictions_total", (("model", "nile_m"), ("status", "Success"))),
+                         ("flightcast_prediction_duration_seconds_count", (("model", "nile_m"),))]:
+        assert after[(name, labels)] - before.get((name, labels), 0.0) == 5, name
+
+
+def test_request_metrics_are_exposed_as_prometheus_client_would() -> None:
+    ours = Metrics()
+    ours.known_models(["m0"])
+    registry = CollectorRegistry(auto_describe=True)
+    requests = Counter("flightcast_http_requests", "HTTP requests answered, by route pattern, method and status code",
+                       ["route", "method", "code"], registry=registry)
+    latency = Histogram("flightcast_http_request_duration_seconds",
+                        "Time to answer an HTTP request, by route, method and code", ["route", "method", "code"],
+                        buckets=LATENCY_BUCKETS, registry=registry)
+    predictions = Counter("flightcast_predictions",
+                          "Model predictions served (GET predict and batch items), by model and status",
+                          ["model", "status"], registry=registry)
+    prediction_latency = Histogram("flightcast_prediction_duration_seconds",
+                                   "Time to serve one model prediction, by model", ["model"],
+                                   buckets=LATENCY_BUCKETS, registry=registry)
+    answered = [("/a", "GET", 200, 0.0003), ("/a", "GET", 200, 0.0005), ("/b", "POST", 400, 0.7),
+                ("/a", "GET", 200, 100.0), ("/a", "GET", 200, 0.001)]
+    for route, method, code, seconds in answered:
+        ours.request(route, method, code, seconds)
+        requests.labels(route, method, str(code)).inc()
+        latency.labels(route, method, str(code)).observe(seconds)
+    for model, status, seconds in [("m0", "Success", 0.0002), ("zz", "BadRequest", 0.01), ("m0", "Success", 0.004)]:
+        ours.prediction(model, status, seconds)
+        label = model if model == "m0" else "(unknown)"
+        predictions.labels(label, status).inc()
+        prediction_latency.labels(label).observe(seconds)
+
+    def lines(registry: CollectorRegistry) -> list[str]:
+        text = re.sub(r"(_created\{[^}]*\}) \S+", r"\1 T", generate_latest(registry).decode())  # creation times
+        return [line for line in text.splitlines() if re.search(r"flightcast_(http_request|prediction)", line)]
+
+    assert lines(ours.registry) == lines(registry)
+    assert len(lines(registry)) == 100
