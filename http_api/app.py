@@ -10,6 +10,8 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+import tornado.httputil
+import tornado.log
 import tornado.web
 
 from http_api import anomalies, handlers, page, predict
@@ -38,6 +40,7 @@ class AppContext:
             log.warning("metrics: could not list datasets at start: %s", exc)
         self.openapi = build_openapi(api_key=bool(api_key))
         self.clock = time.perf_counter
+        self.forecast_json = predict.ForecastJson()
         # LightGBM and Flight calls release the GIL; a few threads per core keep the IOLoop free.
         self._pools = {
             "default": ThreadPoolExecutor(max_workers=4 * (os.cpu_count() or 2), thread_name_prefix="http-work"),
@@ -75,14 +78,52 @@ ROUTES: list[tuple[str, type[tornado.web.RequestHandler]]] = [
 ]
 
 
+# Routes tried first: Tornado matches the patterns in order, and GET predict is most of the traffic. The
+# patterns are disjoint (each anchored at both ends), so the order never changes which handler answers.
+HOT_ROUTES = (predict.PredictHandler,)
+
+
+class Application(tornado.web.Application):
+    """Tornado's Application, except that a request without a body is not streamed, and access lines that
+    are not logged are not built.
+
+    The handlers stream bodies (BaseHandler) so that auth and the size limit are checked before a byte is
+    read. A request with neither Content-Length nor Transfer-Encoding has no body (RFC 9112 6.3): its
+    handler runs once the headers are read, in one IOLoop turn, instead of pausing after `prepare` for a
+    body that cannot come (two more turns of the loop, each with its callbacks and futures).
+    """
+
+    def get_handler_delegate(
+        self, request: tornado.httputil.HTTPServerRequest, target_class: type[tornado.web.RequestHandler],
+        target_kwargs: dict[str, Any] | None = None, path_args: list[bytes] | None = None,
+        path_kwargs: dict[str, bytes] | None = None,
+    ) -> tornado.web._HandlerDelegate:
+        delegate = super().get_handler_delegate(request, target_class, target_kwargs, path_args, path_kwargs)
+        headers = request.headers
+        if delegate.stream_request_body and "Content-Length" not in headers and "Transfer-Encoding" not in headers:
+            delegate.stream_request_body = False
+            # A streaming handler awaits this future before its method runs; the (empty) body is complete.
+            request._body_future = asyncio.get_running_loop().create_future()
+            request._body_future.set_result(None)
+        return delegate
+
+    def log_request(self, handler: tornado.web.RequestHandler) -> None:
+        """Tornado's access line, built only when its level is logged (`flightcast run` hides 2xx lines)."""
+        status = handler.get_status()
+        level = logging.INFO if status < 400 else logging.WARNING if status < 500 else logging.ERROR
+        if tornado.log.access_log.isEnabledFor(level):
+            super().log_request(handler)
+
+
 def make_app(context: AppContext, max_body_bytes: int | None = None) -> tornado.web.Application:
     """The app; `max_body_bytes` (also the HTTPServer's max_body_size) gets a JSON 413 beyond it."""
     context.max_body_bytes = max_body_bytes
+    ordered = sorted(ROUTES, key=lambda route: route[1] not in HOT_ROUTES)  # stable: the rest keep their order
     routes = [
         (pattern, handler, {"context": context, "route": route_template(pattern, handler)})
-        for pattern, handler in ROUTES
+        for pattern, handler in ordered
     ]
-    return tornado.web.Application(
+    return Application(
         routes,
         default_handler_class=NotFoundHandler,
         default_handler_args={"context": context, "route": UNMATCHED_ROUTE},

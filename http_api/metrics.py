@@ -7,16 +7,83 @@ is not declared in the spicepod is counted as `(unknown)`.
 
 from __future__ import annotations
 
+import bisect
+import itertools
+import math
 import threading
-from collections.abc import Iterable, Mapping
+import time
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.metrics_core import CounterMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.samples import Sample
+from prometheus_client.utils import floatToGoString
 
 UNKNOWN = "(unknown)"
 
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 TRAINING_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0)
+
+
+class LabelledCounter:
+    """A counter by label values, kept as plain numbers: what every request counts (prometheus_client's
+    labelled Counter takes more than a microsecond per count, with its checks and locks). It is exposed
+    with the samples that Counter has: `<name>_total` and `<name>_created` by label values."""
+
+    def __init__(self, name: str, documentation: str, labelnames: Sequence[str], registry: CollectorRegistry):
+        self.name, self.documentation, self.labelnames = name, documentation, tuple(labelnames)
+        self._lock = threading.Lock()
+        self._values: dict[tuple[str, ...], list[float]] = {}  # label values -> [count, created]
+        registry.register(self)
+
+    def inc(self, labels: tuple[str, ...]) -> None:
+        with self._lock:
+            value = self._values.get(labels)
+            if value is None:
+                self._values[labels] = [1.0, time.time()]
+            else:
+                value[0] += 1.0
+
+    def collect(self) -> Iterator[Metric]:
+        family = CounterMetricFamily(self.name, self.documentation, labels=self.labelnames)
+        with self._lock:
+            for labels, (count, created) in self._values.items():
+                family.add_metric(labels, count, created=created)
+        yield family
+
+
+class LatencyHistogram:
+    """A histogram of seconds by label values, kept as plain numbers like LabelledCounter. It is exposed
+    with the samples that prometheus_client's Histogram has: cumulative `_bucket`s, `_count`, `_sum` and
+    `_created` by label values."""
+
+    def __init__(self, name: str, documentation: str, labelnames: Sequence[str], buckets: Sequence[float],
+                 registry: CollectorRegistry):
+        self.name, self.documentation, self.labelnames = name, documentation, tuple(labelnames)
+        self._bounds = (*buckets, math.inf)
+        self._le = [floatToGoString(bound) for bound in self._bounds]
+        self._lock = threading.Lock()
+        self._values: dict[tuple[str, ...], list[float]] = {}  # label values -> [created, sum, count per bucket]
+        registry.register(self)
+
+    def observe(self, labels: tuple[str, ...], seconds: float) -> None:
+        with self._lock:
+            value = self._values.get(labels)
+            if value is None:
+                value = self._values[labels] = [time.time(), 0.0] + [0.0] * len(self._bounds)
+            value[1] += seconds
+            value[2 + bisect.bisect_left(self._bounds, seconds)] += 1.0  # the first bucket with seconds <= le
+
+    def collect(self) -> Iterator[Metric]:
+        family = HistogramMetricFamily(self.name, self.documentation, labels=self.labelnames)
+        with self._lock:
+            values = [(labels, list(value)) for labels, value in self._values.items()]
+        for labels, (created, total, *counts) in values:
+            family.add_metric(labels, list(zip(self._le, itertools.accumulate(counts), strict=True)), total)
+            named = dict(zip(self.labelnames, labels, strict=True))
+            family.samples.append(Sample(f"{self.name}_created", named, created))
+        yield family
 
 
 class Metrics:
@@ -27,21 +94,21 @@ class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
-        self.http_requests = Counter(
+        self.http_requests = LabelledCounter(
             "flightcast_http_requests", "HTTP requests answered, by route pattern, method and status code",
-            ["route", "method", "code"], registry=r,
+            ["route", "method", "code"], r,
         )
-        self.http_latency = Histogram(
+        self.http_latency = LatencyHistogram(
             "flightcast_http_request_duration_seconds", "Time to answer an HTTP request, by route, method and code",
-            ["route", "method", "code"], buckets=LATENCY_BUCKETS, registry=r,
+            ["route", "method", "code"], LATENCY_BUCKETS, r,
         )
-        self.predictions = Counter(
+        self.predictions = LabelledCounter(
             "flightcast_predictions", "Model predictions served (GET predict and batch items), by model and status",
-            ["model", "status"], registry=r,
+            ["model", "status"], r,
         )
-        self.prediction_latency = Histogram(
+        self.prediction_latency = LatencyHistogram(
             "flightcast_prediction_duration_seconds", "Time to serve one model prediction, by model",
-            ["model"], buckets=LATENCY_BUCKETS, registry=r,
+            ["model"], LATENCY_BUCKETS, r,
         )
         self.training_runs = Counter(
             "flightcast_training_runs", "Training runs finished, by model and status (success or failed)",
@@ -74,8 +141,6 @@ class Metrics:
             "flightcast_drift", "Live MASE over the drift window divided by the backtest MASE, by model",
             ["model"], registry=r,
         )
-        self._request_children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
-        self._prediction_children: dict[tuple[str, str], tuple[Any, Any]] = {}
         self._known_models: frozenset[str] | None = None
         self._baseline_rows: dict[str, int] = {}
         self._rows_lock = threading.Lock()
@@ -90,27 +155,15 @@ class Metrics:
         return model
 
     def request(self, route: str, method: str, code: int, seconds: float) -> None:
-        # Labelled children are looked up once per label set: the lookup costs more than the count.
-        key = (route, method, code)
-        children = self._request_children.get(key)
-        if children is None:
-            labels = (route, method, str(code))
-            children = self._request_children[key] = (
-                self.http_requests.labels(*labels), self.http_latency.labels(*labels))
-        children[0].inc()
-        children[1].observe(seconds)
+        labels = (route, method, str(code))
+        self.http_requests.inc(labels)
+        self.http_latency.observe(labels, seconds)
 
     def prediction(self, model: str, status: str, seconds: float | None = None) -> None:
-        key = (model, status)
-        children = self._prediction_children.get(key)
-        if children is None:
-            label = self._model_label(model)
-            children = (self.predictions.labels(label, status), self.prediction_latency.labels(label))
-            if label != UNKNOWN:  # unknown names are not remembered: clients must not grow this dict
-                self._prediction_children[key] = children
-        children[0].inc()
+        label = self._model_label(model)
+        self.predictions.inc((label, status))
         if seconds is not None:
-            children[1].observe(seconds)
+            self.prediction_latency.observe((label,), seconds)
 
     def training(self, model: str, status: str, seconds: float) -> None:
         """One finished training run; `status` is `success` or `failed`. Meant as the trainer's callback."""
