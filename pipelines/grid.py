@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from pipelines.driver_grid import (
     DriverPart,
@@ -156,6 +157,10 @@ class GridQuery:
         # observations, and a gap is filled the same either way.
         self._raw = (f"SELECT {ts} AS raw_ts, CAST({quote_ident(value_column)} AS DOUBLE) AS v "
                      f"FROM {quote_ident(dataset)} WHERE {quote_ident(value_column)} IS NOT NULL")
+        if series_column:  # every series' rows as they are, for panels whose data is on the grid's own step
+            self._raw_every = (f"SELECT CAST({quote_ident(series_column)} AS VARCHAR) AS sid, {ts} AS raw_ts, "
+                               f"CAST({quote_ident(value_column)} AS DOUBLE) AS v FROM {quote_ident(dataset)} "
+                               f"WHERE {quote_ident(value_column)} IS NOT NULL")
         sc = quote_ident(series_column) if series_column else "NULL"
         self._stats_sql = (
             f"SELECT CAST({sc} AS VARCHAR) AS sid, count(*) AS n, min({ts}) AS first, max({ts}) AS last "
@@ -297,12 +302,16 @@ class GridQuery:
         if self.drivers is not None:
             return self._driver_windows(client, lookback, newest, ids, min_points, future)
         lower = self._lower(newest, lookback)
-        found = self._latest(client, lower, ids, lookback)
+        ended: list[str] = []
+        if lower is not None and ids is None and self.series_column is not None:
+            found, ended = self._every_latest(client, lower, lookback)
+        else:
+            found = self._latest(client, lower, ids, lookback)
         if lower is not None:
             few = [sid for sid, size in zip(found.ids, found.sizes, strict=True) if size < lookback]
             if self.series_column is not None:  # and the series with no rows inside the bound at all
                 seen = set(found.ids)
-                few += [sid for sid in (self._ended_before(client, lower) if ids is None else ids) if sid not in seen]
+                few += [sid for sid in (ended if ids is None else ids) if sid not in seen]
             if few:
                 by_name = self.series_column is not None and len(few) <= MAX_NAMED_SERIES
                 found = found.updated(self._latest(client, None, few if by_name else ids, lookback))
@@ -335,12 +344,65 @@ class GridQuery:
         return Columns(found, np.zeros(len(found), np.int64), np.full(len(found), times.size), times,
                         values.astype(np.float64), np.ones(times.size, np.int64))
 
-    def _ended_before(self, client: FlightDataClient, lower: np.datetime64) -> list[str]:
-        """The series whose newest row is older than `lower` (one pass over the series column and time)."""
+    def _every_latest(self, client: FlightDataClient, lower: np.datetime64, lookback: int) -> tuple[Latest, list[str]]:
+        """The filled tail of every series of a panel from its rows inside the bound, and the series whose
+        newest row is older than the bound (they have none inside it).
+
+        Each row read as it is when each is alone in its period (data at the grid's own step, the usual
+        case): aggregating a row alone gives it back unchanged, and grouping costs DuckDB several times the
+        read. The rows are sorted and checked in numpy; several rows in one period, or more rows than that
+        many series can have one a period, and the periods are aggregated by DuckDB instead.
+        """
+        series, ended = self._census(client, lower)
+        if not self._aggregates:
+            limit = 4 * (lookback + WINDOW_PAD + 1) * max(series, 1)
+            table = client.query(f"{self._raw_every} AND {self._where(lower, None)[0]} LIMIT {limit}")
+            columns = self._rows_by_series(table) if table.num_rows < limit else None
+            if columns is not None:
+                return latest_windows(columns, self.freq, self.fill, self.dataset, lookback), ended
+            self._aggregates = True  # the data is finer than the grid: every later window is aggregated at once
+        table = client.query(self._sql(self._where(lower, None), None))
+        return latest_windows(self._columns(table), self.freq, self.fill, self.dataset, lookback), ended
+
+    def _census(self, client: FlightDataClient, lower: np.datetime64) -> tuple[int, list[str]]:
+        """How many series the dataset has, and those whose newest row is older than `lower`, by id (one pass
+        over the series column and time)."""
         sid = f"CAST({quote_ident(self.series_column)} AS VARCHAR)"
-        table = client.query(f"SELECT {sid} AS sid FROM {quote_ident(self.dataset)} GROUP BY ALL "
-                             f"HAVING max({self._ts}) < TIMESTAMP '{np.datetime64(lower, 'us')}' ORDER BY sid")
-        return table.column("sid").to_pylist()
+        table = client.query(
+            f"SELECT count(*) AS series, list(sid ORDER BY sid) FILTER (WHERE newest < TIMESTAMP "
+            f"'{np.datetime64(lower, 'us')}') AS ended FROM (SELECT {sid} AS sid, max({self._ts}) AS newest "
+            f"FROM {quote_ident(self.dataset)} GROUP BY ALL)")
+        return int(table.column("series")[0].as_py()), table.column("ended")[0].as_py() or []
+
+    def _rows_by_series(self, table: pa.Table) -> Columns | None:
+        """Rows (sid, raw_ts, v) as a grid query's result, one period a row, sorted by series then period (as
+        ORDER BY sid, bucket); None when a period holds several rows of a series or a series id is null."""
+        sids = table.column("sid").combine_chunks()
+        if sids.null_count:
+            return None  # a null id sorts after every other as SQL has it: left to the grouped read
+        values = table.column("v").to_numpy(zero_copy_only=False).astype(np.float64)
+        observed = ~np.isnan(values)  # a NaN is no value, as the grouped read's NULL
+        encoded = sids.dictionary_encode()
+        # Ids compared as SQL's ORDER BY compares them (bytes), and each row's series by its id's rank.
+        order_of_names = pc.sort_indices(encoded.dictionary).to_numpy()
+        rank = np.empty(order_of_names.size, np.int64)
+        rank[order_of_names] = np.arange(order_of_names.size)
+        codes = rank[encoded.indices.to_numpy(zero_copy_only=False)][observed]
+        times = bucket(table.column("raw_ts").to_numpy()[observed], self.freq, self.origin)
+        values = values[observed]
+        same = codes[1:] == codes[:-1]
+        later = np.diff(times.astype(np.int64)) > 0
+        if not ((codes[1:] > codes[:-1]) | (same & later)).all():  # rows appended since are out of order
+            order = np.lexsort((times, codes))
+            codes, times, values = codes[order], times[order], values[order]
+            same = codes[1:] == codes[:-1]
+            later = np.diff(times.astype(np.int64)) > 0
+        if (same & ~later).any():
+            return None
+        starts = np.concatenate([[0], np.flatnonzero(~same) + 1]) if codes.size else np.zeros(0, np.int64)
+        ends = np.concatenate([starts[1:], [codes.size]]) if codes.size else np.zeros(0, np.int64)
+        ids = encoded.dictionary.take(pa.array(order_of_names[codes[starts]])).to_pylist()
+        return Columns(ids, starts, ends, times, values, np.ones(codes.size, np.int64))
 
     def _latest(
         self, client: FlightDataClient, lower: np.datetime64 | None, ids: list[str] | None, lookback: int,

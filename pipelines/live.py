@@ -63,19 +63,30 @@ class LiveScorer:
         lower80: np.ndarray | None, upper80: np.ndarray | None, scales: np.ndarray,
     ) -> None:
         """Remember forecasts (n series x steps); a later forecast of the same target replaces an earlier one."""
-        stamps = np.asarray(timestamps).astype("datetime64[us]").astype(np.int64)
-        nan = np.full(predictions.shape, math.nan)
-        lower = nan if lower80 is None else lower80
-        upper = nan if upper80 is None else upper80
+        n, steps = predictions.shape
+        # Whole columns, not point by point: a bulk forecast records hundreds of thousands of points. When they
+        # alone overflow the pending forecasts, only the latest of them would be kept: the rest are not built.
+        skip = max(0, n * steps - self.max_pending)
+
+        def column(values: np.ndarray | None) -> list:
+            if values is None:
+                return [math.nan] * (n * steps - skip)
+            return np.asarray(values, dtype=np.float64).reshape(-1)[skip:].tolist()
+
+        sids = [sid for sid in series for _ in range(steps)][skip:]
+        stamps = np.asarray(timestamps).astype("datetime64[us]").astype(np.int64).reshape(-1)[skip:].tolist()
+        keys = list(zip(sids, stamps, strict=True))
+        entries = zip(column(predictions), column(lower80), column(upper80),
+                      np.repeat(np.asarray(scales, dtype=np.float64), steps)[skip:].tolist(), strict=True)
         with self._lock:
             state = self._state(model)
             pending = state.pending
-            for i, sid in enumerate(series):
-                scale = float(scales[i])
-                for k in range(predictions.shape[1]):
-                    key = (sid, int(stamps[i, k]))
-                    pending.pop(key, None)  # re-inserted last: insertion order is recency
-                    pending[key] = (float(predictions[i, k]), float(lower[i, k]), float(upper[i, k]), scale)
+            if skip or len(keys) == self.max_pending:  # these fill it alone
+                pending.clear()
+            else:
+                for key in pending.keys() & keys:  # re-inserted below, last: insertion order is recency
+                    del pending[key]
+            pending.update(zip(keys, entries, strict=True))
             overflow = len(pending) - self.max_pending
             if overflow > 0:  # the oldest first; one pass (popping the front one by one rescans the dict)
                 for key in list(itertools.islice(pending, overflow)):
