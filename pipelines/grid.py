@@ -388,19 +388,24 @@ class GridQuery:
         rank = np.empty(order_of_names.size, np.int64)
         rank[order_of_names] = np.arange(order_of_names.size)
         codes = rank[encoded.indices.to_numpy(zero_copy_only=False)][observed]
+        if not codes.size:
+            return Columns([], np.zeros(0, np.int64), np.zeros(0, np.int64), codes.astype("datetime64[us]"),
+                           values[:0], np.zeros(0, np.int64))
         times = bucket(table.column("raw_ts").to_numpy()[observed], self.freq, self.origin)
-        values = values[observed]
-        same = codes[1:] == codes[:-1]
-        later = np.diff(times.astype(np.int64)) > 0
-        if not ((codes[1:] > codes[:-1]) | (same & later)).all():  # rows appended since are out of order
-            order = np.lexsort((times, codes))
-            codes, times, values = codes[order], times[order], values[order]
-            same = codes[1:] == codes[:-1]
-            later = np.diff(times.astype(np.int64)) > 0
-        if (same & ~later).any():
+        # Sorted by counting: each row has a cell in a table of (series, period) inside the bound (a few dozen
+        # periods), so rows in cell order are rows by series then period, and a cell taken twice is a period
+        # with several rows.
+        periods = self.freq.steps_between(times.min(), times)
+        cells = codes * (int(periods.max()) + 1) + periods
+        taken = np.bincount(cells)
+        if taken.max() > 1:
             return None
-        starts = np.concatenate([[0], np.flatnonzero(~same) + 1]) if codes.size else np.zeros(0, np.int64)
-        ends = np.concatenate([starts[1:], [codes.size]]) if codes.size else np.zeros(0, np.int64)
+        row_of = np.empty(taken.size, np.int64)
+        row_of[cells] = np.arange(cells.size)
+        order = row_of[taken.astype(bool)]
+        codes, times, values = codes[order], times[order], values[observed][order]
+        starts = np.concatenate([[0], np.flatnonzero(codes[1:] != codes[:-1]) + 1])
+        ends = np.concatenate([starts[1:], [codes.size]])
         ids = encoded.dictionary.take(pa.array(order_of_names[codes[starts]])).to_pylist()
         return Columns(ids, starts, ends, times, values, np.ones(codes.size, np.int64))
 
