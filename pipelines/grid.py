@@ -392,17 +392,9 @@ class GridQuery:
             return Columns([], np.zeros(0, np.int64), np.zeros(0, np.int64), codes.astype("datetime64[us]"),
                            values[:0], np.zeros(0, np.int64))
         times = bucket(table.column("raw_ts").to_numpy()[observed], self.freq, self.origin)
-        # Sorted by counting: each row has a cell in a table of (series, period) inside the bound (a few dozen
-        # periods), so rows in cell order are rows by series then period, and a cell taken twice is a period
-        # with several rows.
-        periods = self.freq.steps_between(times.min(), times)
-        cells = codes * (int(periods.max()) + 1) + periods
-        taken = np.bincount(cells)
-        if taken.max() > 1:
+        order = _by_cell(codes, self.freq.steps_between(times.min(), times))
+        if order is None:
             return None
-        row_of = np.empty(taken.size, np.int64)
-        row_of[cells] = np.arange(cells.size)
-        order = row_of[taken.astype(bool)]
         codes, times, values = codes[order], times[order], values[observed][order]
         starts = np.concatenate([[0], np.flatnonzero(codes[1:] != codes[:-1]) + 1])
         ends = np.concatenate([starts[1:], [codes.size]])
@@ -450,3 +442,23 @@ class GridQuery:
             values[i, lookback - row.size:] = row
         last = np.array([p.times[-1] for p in kept], dtype="datetime64[us]")
         return Windows([p.sid for p in kept], values, last, short, future_inputs(kept, self.drivers, future, lookback))
+
+
+def _by_cell(codes: np.ndarray, periods: np.ndarray) -> np.ndarray | None:
+    """The order of rows by series code, then period; None when two rows share a cell (series, period).
+
+    Rows inside a window's bound span a few dozen periods, so they are sorted by counting them into a table
+    of cells; a table much larger than the rows (a row far from the others) is sorted by comparison."""
+    span = int(periods.max()) + 1
+    if span * (int(codes.max()) + 1) <= 8 * codes.size + 4096:
+        cells = codes * span + periods
+        taken = np.bincount(cells)
+        if taken.max() > 1:
+            return None
+        row_of = np.empty(taken.size, np.int64)
+        row_of[cells] = np.arange(cells.size)
+        return row_of[taken.astype(bool)]
+    order = np.lexsort((periods, codes))
+    if ((np.diff(codes[order]) == 0) & (np.diff(periods[order]) == 0)).any():
+        return None
+    return order

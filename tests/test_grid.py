@@ -192,3 +192,14 @@ def test_a_panel_finer_than_its_grid_is_aggregated(served: ServedFlight) -> None
     windows = query.windows(client, LOOKBACK, newest=NEWEST, min_points=3)
     assert query._aggregates  # series e has two rows a day: found in the rows, then grouped by DuckDB
     assert windows.ids == ["a", "b", "c", "d", "e"] and windows.values[4].tolist() == [10.0] * 5
+
+
+@pytest.mark.parametrize("far", [0, 10**9])  # a few periods apart: counted into cells; a row far away: compared
+def test_rows_are_ordered_by_series_then_period(far: int) -> None:
+    from pipelines.grid import _by_cell
+
+    codes = np.array([1, 0, 1, 0, 2, 1])
+    periods = np.array([2, 1, 0, 0, 3 + far, 1])
+    order = _by_cell(codes, periods)
+    assert order.tolist() == [3, 1, 2, 5, 0, 4]
+    assert _by_cell(np.append(codes, 1), np.append(periods, 2)) is None  # series 1 twice in period 2
