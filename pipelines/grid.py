@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from pipelines.driver_grid import (
     DriverPart,
@@ -26,7 +25,15 @@ from pipelines.driver_grid import (
 from pipelines.drivers import Drivers
 from pipelines.flight_client import FlightDataClient
 from pipelines.frequency import Frequency
-from pipelines.gridfill import Columns, Latest, Windows, complete_periods, fill_series, latest_windows
+from pipelines.gridfill import (
+    Columns,
+    Latest,
+    Windows,
+    complete_periods,
+    fill_series,
+    latest_windows,
+    rows_by_series,
+)
 from pipelines.series import SeriesSet
 from spicepod import WEEKDAYS, InvalidInput, NotReady, quote_ident
 
@@ -357,7 +364,11 @@ class GridQuery:
         if not self._aggregates:
             limit = 4 * (lookback + WINDOW_PAD + 1) * max(series, 1)
             table = client.query(f"{self._raw_every} AND {self._where(lower, None)[0]} LIMIT {limit}")
-            columns = self._rows_by_series(table) if table.num_rows < limit else None
+            columns = None
+            if table.num_rows < limit:
+                columns = rows_by_series(table.column("sid").combine_chunks(),
+                                         bucket(table.column("raw_ts").to_numpy(), self.freq, self.origin),
+                                         table.column("v").to_numpy(zero_copy_only=False), self.freq)
             if columns is not None:
                 return latest_windows(columns, self.freq, self.fill, self.dataset, lookback), ended
             self._aggregates = True  # the data is finer than the grid: every later window is aggregated at once
@@ -373,33 +384,6 @@ class GridQuery:
             f"'{np.datetime64(lower, 'us')}') AS ended FROM (SELECT {sid} AS sid, max({self._ts}) AS newest "
             f"FROM {quote_ident(self.dataset)} GROUP BY ALL)")
         return int(table.column("series")[0].as_py()), table.column("ended")[0].as_py() or []
-
-    def _rows_by_series(self, table: pa.Table) -> Columns | None:
-        """Rows (sid, raw_ts, v) as a grid query's result, one period a row, sorted by series then period (as
-        ORDER BY sid, bucket); None when a period holds several rows of a series or a series id is null."""
-        sids = table.column("sid").combine_chunks()
-        if sids.null_count:
-            return None  # a null id sorts after every other as SQL has it: left to the grouped read
-        values = table.column("v").to_numpy(zero_copy_only=False).astype(np.float64)
-        observed = ~np.isnan(values)  # a NaN is no value, as the grouped read's NULL
-        encoded = sids.dictionary_encode()
-        # Ids compared as SQL's ORDER BY compares them (bytes), and each row's series by its id's rank.
-        order_of_names = pc.sort_indices(encoded.dictionary).to_numpy()
-        rank = np.empty(order_of_names.size, np.int64)
-        rank[order_of_names] = np.arange(order_of_names.size)
-        codes = rank[encoded.indices.to_numpy(zero_copy_only=False)][observed]
-        if not codes.size:
-            return Columns([], np.zeros(0, np.int64), np.zeros(0, np.int64), codes.astype("datetime64[us]"),
-                           values[:0], np.zeros(0, np.int64))
-        times = bucket(table.column("raw_ts").to_numpy()[observed], self.freq, self.origin)
-        order = _by_cell(codes, self.freq.steps_between(times.min(), times))
-        if order is None:
-            return None
-        codes, times, values = codes[order], times[order], values[observed][order]
-        starts = np.concatenate([[0], np.flatnonzero(codes[1:] != codes[:-1]) + 1])
-        ends = np.concatenate([starts[1:], [codes.size]])
-        ids = encoded.dictionary.take(pa.array(order_of_names[codes[starts]])).to_pylist()
-        return Columns(ids, starts, ends, times, values, np.ones(codes.size, np.int64))
 
     def _latest(
         self, client: FlightDataClient, lower: np.datetime64 | None, ids: list[str] | None, lookback: int,
@@ -443,22 +427,3 @@ class GridQuery:
         last = np.array([p.times[-1] for p in kept], dtype="datetime64[us]")
         return Windows([p.sid for p in kept], values, last, short, future_inputs(kept, self.drivers, future, lookback))
 
-
-def _by_cell(codes: np.ndarray, periods: np.ndarray) -> np.ndarray | None:
-    """The order of rows by series code, then period; None when two rows share a cell (series, period).
-
-    Rows inside a window's bound span a few dozen periods, so they are sorted by counting them into a table
-    of cells; a table much larger than the rows (a row far from the others) is sorted by comparison."""
-    span = int(periods.max()) + 1
-    if span * (int(codes.max()) + 1) <= 8 * codes.size + 4096:
-        cells = codes * span + periods
-        taken = np.bincount(cells)
-        if taken.max() > 1:
-            return None
-        row_of = np.empty(taken.size, np.int64)
-        row_of[cells] = np.arange(cells.size)
-        return row_of[taken.astype(bool)]
-    order = np.lexsort((periods, codes))
-    if ((np.diff(codes[order]) == 0) & (np.diff(periods[order]) == 0)).any():
-        return None
-    return order

@@ -196,7 +196,7 @@ def test_a_panel_finer_than_its_grid_is_aggregated(served: ServedFlight) -> None
 
 @pytest.mark.parametrize("far", [0, 10**9])  # a few periods apart: counted into cells; a row far away: compared
 def test_rows_are_ordered_by_series_then_period(far: int) -> None:
-    from pipelines.grid import _by_cell
+    from pipelines.gridfill import _by_cell
 
     codes = np.array([1, 0, 1, 0, 2, 1])
     periods = np.array([2, 1, 0, 0, 3 + far, 1])
