@@ -42,6 +42,10 @@ datasets:
     name: regular
     mode: read_write
     series_column: series
+  - from: file:fine.parquet
+    name: fine
+    mode: read_write
+    series_column: series
 """
 
 
@@ -90,6 +94,10 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServedFlight]:
     single = _panel().filter(pa.compute.equal(pa.compute.field("series"), "b")).drop_columns(["series"])
     pq.write_table(single, folder / "single.parquet")
     pq.write_table(_regular(), folder / "regular.parquet")
+    minutes = np.arange(POINTS * 24 * 60)  # a row a minute, each day's values 0..1439 then the day's number
+    pq.write_table(pa.table({"series": ["x"] * minutes.size,
+                             "ts": pa.array(START + minutes * np.timedelta64(60_000_000, "us"), pa.timestamp("us")),
+                             "value": (minutes % 1440 + minutes // 1440).astype(np.float64)}), folder / "fine.parquet")
     with flight_server(folder, SPICEPOD) as running:
         yield running
 
@@ -203,3 +211,11 @@ def test_rows_are_ordered_by_series_then_period(far: int) -> None:
     order = _by_cell(codes, periods)
     assert order.tolist() == [3, 1, 2, 5, 0, 4]
     assert _by_cell(np.append(codes, 1), np.append(periods, 2)) is None  # series 1 twice in period 2
+
+
+def test_a_panel_of_minutes_on_a_daily_grid_is_not_read_row_by_row(served: ServedFlight) -> None:
+    client = FlightDataClient(served.location)
+    query = _query("fine", "series")
+    windows = query.windows(client, LOOKBACK, newest=NEWEST + DAY - np.timedelta64(60_000_000, "us"))
+    assert query._aggregates  # more rows inside the bound than one a day: the read stopped, DuckDB grouped them
+    assert windows.ids == ["x"] and windows.values.tolist() == [[719.5 + d for d in range(POINTS - 5, POINTS)]]
