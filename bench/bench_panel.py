@@ -6,8 +6,8 @@
     lookback is chosen among candidates by the rolling backtest on the training parts (model.metrics['mase']).
 (b) A synthetic panel (10,000 series x 200 daily points, weekly season, trend, noise, fixed seed): training
     time and peak RSS of flightcast's train_model against mlforecast's fit, each in its own subprocess; the
-    bulk forecast of every series x 14 steps through a real runtime's GET /forecasts (Arrow IPC) against
-    mlforecast's in-process predict(14).
+    bulk forecast of every series x 14 steps through a real runtime's GET /forecasts (Arrow IPC), its first call
+    and its first calls after DoPuts of a new day to every series, against mlforecast's in-process predict(14).
 (c) Single-series GET predict on the panel model against a single-series model, warm (the same request again)
     and cold (right after a DoPut to the dataset), median ms.
 
@@ -348,23 +348,50 @@ def served(cfg: dict, theirs: dict | None) -> None:
             warm = _median_time(lambda: rt.body(path, arrow), cfg["bulk_runs"])
             print(f"  flightcast first call {first:.3f} s (reads every window through Flight), then median "
                   f"{warm:.3f} s over {cfg['bulk_runs']} calls; {table.num_rows} rows, {len(body) / 1e6:.1f} MB")
+            after, last = after_new_data(rt, panel, path, cfg["bulk_runs"])
+            print(f"  flightcast first call after a DoPut of one new day to every series: median {after:.3f} s over "
+                  f"{cfg['bulk_runs']} DoPuts")
             if theirs:
                 print(f"  mlforecast in-process predict({horizon}): median {theirs['predict_s']:.3f} s")
                 ratio_line("bulk forecast flightcast GET /forecasts (warm) / mlforecast predict",
                            warm / theirs["predict_s"], "<= 1", warm <= theirs["predict_s"])
                 ratio_line("bulk forecast flightcast GET /forecasts (first) / mlforecast predict",
                            first / theirs["predict_s"], "<= 1", first <= theirs["predict_s"])
-            single_predict(rt, panel, cfg)
+                ratio_line("bulk forecast flightcast GET /forecasts (first after new data) / mlforecast predict",
+                           after / theirs["predict_s"], "<= 1", after <= theirs["predict_s"])
+            single_predict(rt, panel, cfg, last)
 
 
-def single_predict(rt: Runtime, panel: SeriesSet, cfg: dict) -> None:
+def after_new_data(rt: Runtime, panel: SeriesSet, path: str, runs: int) -> tuple[float, np.datetime64]:
+    """Median seconds of the first bulk call after each of `runs` DoPuts of one new day to every series (each
+    series' last value again), and the newest day then."""
+    import pyarrow as pa
+
+    day = np.timedelta64(1, "D").astype("m8[us]")
+    last = panel.times[0][-1]
+    repeat = np.array([v[-1] for v in panel.values])
+    samples = []
+    for _ in range(runs):
+        last = last + day
+        rt.put("panel", pa.table({"series": pa.array(panel.ids, pa.string()),
+                                  "ts": pa.array(np.full(len(panel), last), pa.timestamp("us")), "value": repeat}))
+        start = time.perf_counter()
+        body = rt.body(path, "application/vnd.apache.arrow.stream")
+        samples.append(time.perf_counter() - start)
+        first = pa.ipc.open_stream(body).read_all().column("ts")[0].as_py().replace(tzinfo=None)
+        if np.datetime64(first, "us") != last + day:
+            raise RuntimeError(f"/forecasts after new data starts at {first}, expected {last + day}")
+    return statistics.median(samples), last
+
+
+def single_predict(rt: Runtime, panel: SeriesSet, cfg: dict, last: np.datetime64) -> None:
+    """(c); `last` is the panel dataset's newest day (the single-series dataset's is the panel's first series')."""
     import pyarrow as pa
 
     runs = cfg["predict_runs"]
     print(f"\n(c) single-series GET predict (level=80), median ms over {runs} requests: panel model "
           f"({len(panel)} series) against a single-series model (same lookback, horizon, data of one series)")
     day = np.timedelta64(1, "D").astype("m8[us]")
-    last = panel.times[0][-1]
     results = {}
     for label, model in (("panel", "panel_m"), ("single", "single_m")):
         warm, cold = [], []
@@ -382,7 +409,7 @@ def single_predict(rt: Runtime, panel: SeriesSet, cfg: dict) -> None:
                        "value": pa.array([float(panel.values[0][-1])])}
                 rt.put("panel", pa.table(row))
             else:
-                row = {"ts": pa.array([last + day * (i + 1)], pa.timestamp("us")),
+                row = {"ts": pa.array([panel.times[0][-1] + day * (i + 1)], pa.timestamp("us")),
                        "value": pa.array([float(panel.values[0][-1])])}
                 rt.put("single", pa.table(row))
             start = time.perf_counter()

@@ -24,7 +24,7 @@ import pyarrow as pa
 
 from pipelines.drivers import FutureDrivers
 from pipelines.flight_client import FlightDataClient
-from pipelines.grid import Windows
+from pipelines.grid import MAX_NAMED_SERIES, Windows
 from pipelines.state import DataVersions, ServedModel
 from pipelines.tails import WindowTails
 from spicepod.timestamps import parse_iso
@@ -201,6 +201,8 @@ class ForecastCache:
                 if kept is not None and kept.key[:2] == (generation, served.cache_id) and kept.key[3] >= future:
                     changed = self._versions.changed_since(dataset, kept.key[2])
                     future = kept.key[3]
+                    if changed is not None and len(changed) > MAX_NAMED_SERIES:
+                        changed = None  # so many that naming each costs more than reading every series
             lookback = served.model.window_length
             # Bounded by the newest data: only the latest row groups are read, whatever the table's size.
             if changed is None:

@@ -25,7 +25,15 @@ from pipelines.driver_grid import (
 from pipelines.drivers import Drivers
 from pipelines.flight_client import FlightDataClient
 from pipelines.frequency import Frequency
-from pipelines.gridfill import Columns, Latest, Windows, complete_periods, fill_series, latest_windows
+from pipelines.gridfill import (
+    Columns,
+    Latest,
+    Windows,
+    complete_periods,
+    fill_series,
+    latest_windows,
+    rows_by_series,
+)
 from pipelines.series import SeriesSet
 from spicepod import WEEKDAYS, InvalidInput, NotReady, quote_ident
 
@@ -160,6 +168,10 @@ class GridQuery:
         # observations, and a gap is filled the same either way.
         self._raw = (f"SELECT {ts} AS raw_ts, CAST({quote_ident(value_column)} AS DOUBLE) AS v "
                      f"FROM {quote_ident(dataset)} WHERE {quote_ident(value_column)} IS NOT NULL")
+        if series_column:  # every series' rows as they are, for panels whose data is on the grid's own step
+            self._raw_every = (f"SELECT CAST({quote_ident(series_column)} AS VARCHAR) AS sid, {ts} AS raw_ts, "
+                               f"CAST({quote_ident(value_column)} AS DOUBLE) AS v FROM {quote_ident(dataset)} "
+                               f"WHERE {quote_ident(value_column)} IS NOT NULL")
         sc = quote_ident(series_column) if series_column else "NULL"
         self._stats_sql = (
             f"SELECT CAST({sc} AS VARCHAR) AS sid, count(*) AS n, min({ts}) AS first, max({ts}) AS last "
@@ -302,12 +314,17 @@ class GridQuery:
         if self.drivers is not None:
             return self._driver_windows(client, lookback, newest, ids, min_points, future)
         lower = self.window_bound(newest, lookback)
-        found, raw = self._latest(client, lower, ids, lookback)
+        ended: list[str] = []
+        raw = None
+        if lower is not None and ids is None and self.series_column is not None:
+            found, ended = self._every_latest(client, lower, lookback)
+        else:
+            found, raw = self._latest(client, lower, ids, lookback)
         if lower is not None:
             few = [sid for sid, size in zip(found.ids, found.sizes, strict=True) if size < lookback]
             if self.series_column is not None:  # and the series with no rows inside the bound at all
                 seen = set(found.ids)
-                few += [sid for sid in (self._ended_before(client, lower) if ids is None else ids) if sid not in seen]
+                few += [sid for sid in (ended if ids is None else ids) if sid not in seen]
             if few:
                 by_name = self.series_column is not None and len(few) <= MAX_NAMED_SERIES
                 found, raw = found.updated(self._latest(client, None, few if by_name else ids, lookback)[0]), None
@@ -354,12 +371,39 @@ class GridQuery:
         return Columns(found, np.zeros(len(found), np.int64), np.full(len(found), times.size), times,
                         values.astype(np.float64), np.ones(times.size, np.int64))
 
-    def _ended_before(self, client: FlightDataClient, lower: np.datetime64) -> list[str]:
-        """The series whose newest row is older than `lower` (one pass over the series column and time)."""
+    def _every_latest(self, client: FlightDataClient, lower: np.datetime64, lookback: int) -> tuple[Latest, list[str]]:
+        """The filled tail of every series of a panel from its rows inside the bound, and the series whose
+        newest row is older than the bound (they have none inside it).
+
+        Each row read as it is when each is alone in its period (data at the grid's own step, the usual
+        case): aggregating a row alone gives it back unchanged, and grouping costs DuckDB several times the
+        read. The rows are sorted and checked in numpy; several rows in one period, or more rows than that
+        many series can have one a period, and the periods are aggregated by DuckDB instead.
+        """
+        series, ended = self._census(client, lower)
+        if not self._aggregates:
+            limit = 4 * (lookback + WINDOW_PAD + 1) * max(series, 1)
+            table = client.query(f"{self._raw_every} AND {self._where(lower, None)[0]} LIMIT {limit}")
+            columns = None
+            if table.num_rows < limit:
+                columns = rows_by_series(table.column("sid").combine_chunks(),
+                                         bucket(table.column("raw_ts").to_numpy(), self.freq, self.origin),
+                                         table.column("v").to_numpy(zero_copy_only=False), self.freq)
+            if columns is not None:
+                return latest_windows(columns, self.freq, self.fill, self.dataset, lookback), ended
+            self._aggregates = True  # the data is finer than the grid: every later window is aggregated at once
+        table = client.query(self._sql(self._where(lower, None), None))
+        return latest_windows(self._columns(table), self.freq, self.fill, self.dataset, lookback), ended
+
+    def _census(self, client: FlightDataClient, lower: np.datetime64) -> tuple[int, list[str]]:
+        """How many series the dataset has, and those whose newest row is older than `lower`, by id (one pass
+        over the series column and time)."""
         sid = f"CAST({quote_ident(self.series_column)} AS VARCHAR)"
-        table = client.query(f"SELECT {sid} AS sid FROM {quote_ident(self.dataset)} GROUP BY ALL "
-                             f"HAVING max({self._ts}) < TIMESTAMP '{np.datetime64(lower, 'us')}' ORDER BY sid")
-        return table.column("sid").to_pylist()
+        table = client.query(
+            f"SELECT count(*) AS series, list(sid ORDER BY sid) FILTER (WHERE newest < TIMESTAMP "
+            f"'{np.datetime64(lower, 'us')}') AS ended FROM (SELECT {sid} AS sid, max({self._ts}) AS newest "
+            f"FROM {quote_ident(self.dataset)} GROUP BY ALL)")
+        return int(table.column("series")[0].as_py()), table.column("ended")[0].as_py() or []
 
     def _latest(
         self, client: FlightDataClient, lower: np.datetime64 | None, ids: list[str] | None, lookback: int,
@@ -403,3 +447,4 @@ class GridQuery:
             values[i, lookback - row.size:] = row
         last = np.array([p.times[-1] for p in kept], dtype="datetime64[us]")
         return Windows([p.sid for p in kept], values, last, short, future_inputs(kept, self.drivers, future, lookback))
+

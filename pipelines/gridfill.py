@@ -1,11 +1,14 @@
 """Windows on the grid from what a grid query read: partial end periods left out, gaps and nulls filled, and
-the latest `lookback` points of many series at once (regular series without a loop over them)."""
+the latest `lookback` points of many series at once (regular series without a loop over them), also from
+rows read as they are, one a period."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from pipelines.drivers import FutureDrivers
 from pipelines.frequency import Frequency
@@ -154,3 +157,49 @@ def latest_windows(c: Columns, freq: Frequency, fill: str, dataset: str, lookbac
             rows[i, lookback - tail.size:] = tail
             last[i] = grid_times[-1]
     return Latest(list(c.ids), rows, last, sizes)
+
+
+def rows_by_series(sids: pa.Array, times: np.ndarray, values: np.ndarray, freq: Frequency) -> Columns | None:
+    """Rows of many series at most one a period (`times` their period starts) as a grid query's result: by
+    series (ids compared as bytes, as SQL's ORDER BY compares them), then period, NaN values left out as
+    SQL's NULLs. None when a period holds several rows of a series, or an id is null."""
+    if sids.null_count:
+        return None  # a null id sorts after every other in SQL: left to the query that groups the periods
+    values = np.asarray(values, dtype=np.float64)
+    observed = ~np.isnan(values)
+    encoded = sids.dictionary_encode()
+    order_of_names = pc.sort_indices(encoded.dictionary).to_numpy()
+    rank = np.empty(order_of_names.size, np.int64)  # each id's place in that order: a row's series code
+    rank[order_of_names] = np.arange(order_of_names.size)
+    codes = rank[encoded.indices.to_numpy(zero_copy_only=False)][observed]
+    times, values = np.asarray(times).astype("datetime64[us]")[observed], values[observed]
+    if not codes.size:
+        return Columns([], np.zeros(0, np.int64), np.zeros(0, np.int64), times, values, np.zeros(0, np.int64))
+    order = _by_cell(codes, freq.steps_between(times.min(), times))
+    if order is None:
+        return None
+    codes, times, values = codes[order], times[order], values[order]
+    starts = np.concatenate([[0], np.flatnonzero(codes[1:] != codes[:-1]) + 1])
+    ends = np.concatenate([starts[1:], [codes.size]])
+    ids = encoded.dictionary.take(pa.array(order_of_names[codes[starts]])).to_pylist()
+    return Columns(ids, starts, ends, times, values, np.ones(codes.size, np.int64))
+
+
+def _by_cell(codes: np.ndarray, periods: np.ndarray) -> np.ndarray | None:
+    """The order of rows by series code, then period; None when two rows share a cell (series, period).
+
+    Rows inside a window's bound span a few dozen periods, so they are sorted by counting them into a table
+    of cells; a table much larger than the rows (a row far from the others) is sorted by comparison."""
+    span = int(periods.max()) + 1
+    if span * (int(codes.max()) + 1) <= 8 * codes.size + 4096:
+        cells = codes * span + periods
+        taken = np.bincount(cells)
+        if taken.max() > 1:
+            return None
+        row_of = np.empty(taken.size, np.int64)
+        row_of[cells] = np.arange(cells.size)
+        return row_of[taken.astype(bool)]
+    order = np.lexsort((periods, codes))
+    if ((np.diff(codes[order]) == 0) & (np.diff(periods[order]) == 0)).any():
+        return None
+    return order

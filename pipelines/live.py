@@ -44,6 +44,7 @@ class _Model:
     interval_points: int = 0
     points: int = 0
     recent: deque[float] = field(default_factory=lambda: deque(maxlen=MAX_RECENT))  # latest scaled errors
+    arrived: list[tuple] = field(default_factory=list)  # batches recorded, not yet merged into `pending`
 
 
 class LiveScorer:
@@ -62,25 +63,50 @@ class LiveScorer:
         self, model: str, series: list[str | None], timestamps: np.ndarray, predictions: np.ndarray,
         lower80: np.ndarray | None, upper80: np.ndarray | None, scales: np.ndarray,
     ) -> None:
-        """Remember forecasts (n series x steps); a later forecast of the same target replaces an earlier one."""
+        """Remember forecasts (n series x steps); a later forecast of the same target replaces an earlier one.
+
+        The batch is kept as it came and merged point by point when pending forecasts are next read (scoring,
+        `waiting`, the flush a few seconds later): a bulk forecast's caller does not wait for its points."""
         stamps = np.asarray(timestamps).astype("datetime64[us]").astype(np.int64)
-        nan = np.full(predictions.shape, math.nan)
-        lower = nan if lower80 is None else lower80
-        upper = nan if upper80 is None else upper80
         with self._lock:
-            state = self._state(model)
-            pending = state.pending
-            for i, sid in enumerate(series):
-                scale = float(scales[i])
-                for k in range(predictions.shape[1]):
-                    key = (sid, int(stamps[i, k]))
-                    pending.pop(key, None)  # re-inserted last: insertion order is recency
-                    pending[key] = (float(predictions[i, k]), float(lower[i, k]), float(upper[i, k]), scale)
-            overflow = len(pending) - self.max_pending
-            if overflow > 0:  # the oldest first; one pass (popping the front one by one rescans the dict)
-                for key in list(itertools.islice(pending, overflow)):
-                    del pending[key]
+            self._state(model).arrived.append((list(series), stamps, predictions, lower80, upper80, scales))
             self._dirty.add(model)
+
+    def _pending(self, state: _Model) -> dict[tuple[str | None, int], tuple[float, float, float, float]]:
+        """The pending forecasts of a model, with the batches recorded since merged in (under the lock)."""
+        for batch in state.arrived:
+            self._merge(state.pending, *batch)
+        state.arrived.clear()
+        return state.pending
+
+    def _merge(
+        self, pending: dict, series: list[str | None], stamps: np.ndarray, predictions: np.ndarray,
+        lower80: np.ndarray | None, upper80: np.ndarray | None, scales: np.ndarray,
+    ) -> None:
+        n, steps = predictions.shape
+        # Whole columns, not point by point: a bulk forecast has hundreds of thousands of points. When they
+        # alone overflow the pending forecasts, only the latest of them would be kept: the rest are not built.
+        skip = max(0, n * steps - self.max_pending)
+
+        def column(values: np.ndarray | None) -> list:
+            if values is None:
+                return [math.nan] * (n * steps - skip)
+            return np.asarray(values, dtype=np.float64).reshape(-1)[skip:].tolist()
+
+        sids = [sid for sid in series for _ in range(steps)][skip:]
+        keys = list(zip(sids, stamps.reshape(-1)[skip:].tolist(), strict=True))
+        entries = zip(column(predictions), column(lower80), column(upper80),
+                      np.repeat(np.asarray(scales, dtype=np.float64), steps)[skip:].tolist(), strict=True)
+        if skip or len(keys) == self.max_pending:  # these fill it alone
+            pending.clear()
+        else:
+            for key in pending.keys() & keys:  # re-inserted below, last: insertion order is recency
+                del pending[key]
+        pending.update(zip(keys, entries, strict=True))
+        overflow = len(pending) - self.max_pending
+        if overflow > 0:  # the oldest first; one pass (popping the front one by one rescans the dict)
+            for key in list(itertools.islice(pending, overflow)):
+                del pending[key]
 
     def waiting(self, model: str) -> dict[str | None, int]:
         """Series with pending forecasts, and the oldest pending target of each (microseconds)."""
@@ -89,7 +115,7 @@ class LiveScorer:
             if state is None:
                 return {}
             oldest: dict[str | None, int] = {}
-            for sid, stamp in state.pending:
+            for sid, stamp in self._pending(state):
                 if stamp < oldest.get(sid, stamp + 1):
                     oldest[sid] = stamp
             return oldest
@@ -100,8 +126,9 @@ class LiveScorer:
         scored = 0
         with self._lock:
             state = self._state(model)
+            pending = self._pending(state)
             for stamp, actual in zip(stamps.tolist(), np.asarray(values, dtype=np.float64).tolist(), strict=True):
-                entry = state.pending.pop((series, stamp), None)
+                entry = pending.pop((series, stamp), None)
                 if entry is None or not math.isfinite(actual):
                     continue
                 predicted, lower, upper, scale = entry
@@ -204,7 +231,9 @@ class LiveScorer:
             fd, tmp = tempfile.mkstemp(prefix=f".{model}-", dir=self.folder)
             try:
                 with os.fdopen(fd, "w") as handle:
-                    json.dump(doc, handle)
+                    # Encoded in one piece: json.dump writes chunk by chunk, several times slower for the
+                    # hundred thousand pending points of a bulk forecast, on a thread that serving shares.
+                    handle.write(json.dumps(doc))
                     handle.flush()
                     os.fsync(handle.fileno())
                 os.replace(tmp, self._path(model))
@@ -212,15 +241,14 @@ class LiveScorer:
                 log.warning("live accuracy of %s: cannot write %s: %s", model, self._path(model), exc)
                 Path(tmp).unlink(missing_ok=True)
 
-    @staticmethod
-    def _doc(state: _Model) -> dict[str, Any]:
+    def _doc(self, state: _Model) -> dict[str, Any]:
         return {
             "format": FORMAT,
             "abs_scaled": state.abs_scaled, "scaled_points": state.scaled_points, "smape": state.smape,
             "covered": state.covered, "interval_points": state.interval_points, "points": state.points,
             "recent": list(state.recent),
             "pending": [[sid, stamp, *(None if not math.isfinite(v) else v for v in entry)]
-                        for (sid, stamp), entry in state.pending.items()],
+                        for (sid, stamp), entry in self._pending(state).items()],
         }
 
 

@@ -104,21 +104,28 @@ class PortfolioModel:
 
     def methods_of(self, ids: Sequence[str | None], windows: np.ndarray | None = None) -> list[str]:
         """The method name each series is served by (the names of a combination joined by '+')."""
-        return [plan_name(self._usable(self.plan_of(sid), None if windows is None else windows[i]))
-                for i, sid in enumerate(ids)]
+        return [plan_name(plan) for plan in self._plans(ids, windows)]
 
-    def _usable(self, plan: Plan, row: np.ndarray | None) -> Plan:
-        """The plan, without LightGBM when the series is shorter than its window (then the fallback)."""
-        if "lightgbm" not in plan or row is None:
-            return plan
-        lgbm = self.lightgbm
-        if lgbm is not None and int(np.isfinite(row).sum()) >= lgbm.window_length:
-            return plan
+    def _plans(self, ids: Sequence[str | None], windows: np.ndarray | None) -> list[Plan]:
+        """Each window's plan, without LightGBM where the series is shorter than its window (then the fallback)."""
+        if windows is None:
+            return [self.plan_of(sid) for sid in ids]
+        # Counted for every window at once: a panel has thousands.
+        finite = np.isfinite(windows).sum(axis=1)
+        length = self.lightgbm.window_length if self.lightgbm is not None else None
+        plans = []
+        for i, sid in enumerate(ids):
+            plan = self.plan_of(sid)
+            if "lightgbm" in plan and (length is None or finite[i] < length):
+                plan = self._without_lightgbm(plan, windows[i])
+            plans.append(plan)
+        return plans
+
+    def _without_lightgbm(self, plan: Plan, row: np.ndarray) -> Plan:
         rest = tuple(m for m in plan if m != "lightgbm")
         if rest:
             return rest
-        season = self.freq.season
-        return (fallback_forecast(finite_tail(row), 1, season)[0],)
+        return (fallback_forecast(finite_tail(row), 1, self.freq.season)[0],)
 
     def forecast_windows(
         self, windows: np.ndarray, last_times: np.ndarray, horizon: int, ids: Sequence[str | None],
@@ -144,7 +151,7 @@ class PortfolioModel:
     ) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
         windows = np.asarray(windows, dtype=np.float64)
         n = windows.shape[0]
-        plans = [self._usable(self.plan_of(sid), windows[i]) for i, sid in enumerate(ids)]
+        plans = self._plans(ids, windows)
         sizes = np.array([len(p) for p in plans], dtype=np.float64)
         weights = 1.0 / sizes
         total = np.zeros((n, horizon))

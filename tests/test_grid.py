@@ -4,6 +4,7 @@ fill alike, and series that ended before the bound or have too few points inside
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -11,6 +12,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from conftest import do_put
 
 from harness.flight import ServedFlight, flight_server
 from pipelines.flight_client import FlightDataClient
@@ -36,6 +38,14 @@ datasets:
   - from: file:single.parquet
     name: single
     mode: read_write
+  - from: file:regular.parquet
+    name: regular
+    mode: read_write
+    series_column: series
+  - from: file:fine.parquet
+    name: fine
+    mode: read_write
+    series_column: series
 """
 
 
@@ -60,12 +70,34 @@ def _panel() -> pa.Table:
                      "value": pa.array(columns["value"], pa.float64())})
 
 
+def _regular() -> pa.Table:
+    """A panel on the grid's own step (one row a day), ids that sort differently by bytes and by case."""
+    parts = [
+        _rows("a", list(range(POINTS)), [float(d) for d in range(POINTS)]),
+        # a NaN (36), a null (35) and a missing day (37) inside the window
+        _rows("b", [d for d in range(POINTS) if d != 37], [None if d == 35 else math.nan if d == 36 else 2.0 * d
+                                                          for d in range(POINTS) if d != 37]),
+        _rows("c", list(range(10)), [float(d) for d in range(10)]),  # ended long before the others
+        _rows("d", [POINTS - 3, POINTS - 2, POINTS - 1], [1.0, 2.0, 3.0]),  # too short for a window
+        _rows("Z", list(range(POINTS - 1)), [100.0 + d for d in range(POINTS - 1)]),  # ends a day early
+        _rows("\u00e9t\u00e9", list(range(POINTS)), [-1.0 * d for d in range(POINTS)]),
+    ]
+    columns = {k: sum((p[k] for p in parts), []) for k in ("series", "ts", "value")}
+    return pa.table({"series": pa.array(columns["series"]), "ts": pa.array(columns["ts"], pa.timestamp("us")),
+                     "value": pa.array(columns["value"], pa.float64())})
+
+
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServedFlight]:
     folder = Path(tmp_path_factory.mktemp("grid"))
     pq.write_table(_panel(), folder / "panel.parquet")
     single = _panel().filter(pa.compute.equal(pa.compute.field("series"), "b")).drop_columns(["series"])
     pq.write_table(single, folder / "single.parquet")
+    pq.write_table(_regular(), folder / "regular.parquet")
+    minutes = np.arange(POINTS * 24 * 60)  # a row a minute, each day's values 0..1439 then the day's number
+    pq.write_table(pa.table({"series": ["x"] * minutes.size,
+                             "ts": pa.array(START + minutes * np.timedelta64(60_000_000, "us"), pa.timestamp("us")),
+                             "value": (minutes % 1440 + minutes // 1440).astype(np.float64)}), folder / "fine.parquet")
     with flight_server(folder, SPICEPOD) as running:
         yield running
 
@@ -130,3 +162,60 @@ def test_history_bounded_by_newest(served: ServedFlight) -> None:
     found = _query("panel", "series").history(client, 3, ids=["a", "b"], observed=True, newest=NEWEST)
     assert found.ids == ["a", "b"]
     assert [v.tolist() for v in found.values] == [[37.0, 38.0, 39.0], [72.0, 76.0, 78.0]]  # day 35 null, 37 missing
+
+
+def test_every_series_read_as_rows_is_the_aggregated_read(served: ServedFlight) -> None:
+    """Data one row a period: every window read from the rows as they are (sorted and checked in numpy), also
+    after rows arrive out of order, is exactly what DuckDB's aggregation of the periods gives."""
+    client = FlightDataClient(served.location)
+    newest = NEWEST + DAY
+    do_put(served.client, "regular", pa.table({  # appended after the rest: out of order in the table
+        "series": ["a", "Z"], "ts": pa.array([newest, NEWEST], pa.timestamp("us")), "value": [40.0, 139.0]}))
+    rows, grouped = _query("regular", "series"), _query("regular", "series")
+    grouped._aggregates = True  # what a panel finer than its grid is read by
+    for min_points in (None, 3):
+        by_rows = rows.windows(client, LOOKBACK, newest=newest, min_points=min_points)
+        by_periods = grouped.windows(client, LOOKBACK, newest=newest, min_points=min_points)
+        assert not rows._aggregates
+        assert by_rows.ids == by_periods.ids
+        np.testing.assert_array_equal(by_rows.values, by_periods.values)
+        assert by_rows.last.tolist() == by_periods.last.tolist()
+        assert by_rows.short == by_periods.short
+    assert by_rows.ids == ["Z", "a", "b", "c", "d", "\u00e9t\u00e9"]
+    np.testing.assert_array_equal(by_rows.values, [
+        [135.0, 136.0, 137.0, 138.0, 139.0],
+        [36.0, 37.0, 38.0, 39.0, 40.0],
+        [70.0, 72.0, 74.0, 76.0, 78.0],  # 72 and 74 between 70 and 76, 76 and 78 read
+        [5.0, 6.0, 7.0, 8.0, 9.0],
+        [np.nan, np.nan, 1.0, 2.0, 3.0],
+        [-35.0, -36.0, -37.0, -38.0, -39.0],
+    ])
+    assert by_rows.last.tolist() == [NEWEST.item(), newest.item(), NEWEST.item(), (START + 9 * DAY).item(),
+                                     NEWEST.item(), NEWEST.item()]
+
+
+def test_a_panel_finer_than_its_grid_is_aggregated(served: ServedFlight) -> None:
+    client = FlightDataClient(served.location)
+    query = _query("panel", "series")
+    windows = query.windows(client, LOOKBACK, newest=NEWEST, min_points=3)
+    assert query._aggregates  # series e has two rows a day: found in the rows, then grouped by DuckDB
+    assert windows.ids == ["a", "b", "c", "d", "e"] and windows.values[4].tolist() == [10.0] * 5
+
+
+@pytest.mark.parametrize("far", [0, 10**9])  # a few periods apart: counted into cells; a row far away: compared
+def test_rows_are_ordered_by_series_then_period(far: int) -> None:
+    from pipelines.gridfill import _by_cell
+
+    codes = np.array([1, 0, 1, 0, 2, 1])
+    periods = np.array([2, 1, 0, 0, 3 + far, 1])
+    order = _by_cell(codes, periods)
+    assert order.tolist() == [3, 1, 2, 5, 0, 4]
+    assert _by_cell(np.append(codes, 1), np.append(periods, 2)) is None  # series 1 twice in period 2
+
+
+def test_a_panel_of_minutes_on_a_daily_grid_is_not_read_row_by_row(served: ServedFlight) -> None:
+    client = FlightDataClient(served.location)
+    query = _query("fine", "series")
+    windows = query.windows(client, LOOKBACK, newest=NEWEST + DAY - np.timedelta64(60_000_000, "us"))
+    assert query._aggregates  # more rows inside the bound than one a day: the read stopped, DuckDB grouped them
+    assert windows.ids == ["x"] and windows.values.tolist() == [[719.5 + d for d in range(POINTS - 5, POINTS)]]

@@ -424,3 +424,35 @@ def test_driver_columns_of_a_forecast_are_those_of_each_step_built_alone():
     # Without future covariates (a calendar alone) each step is built when asked for.
     calendar = Drivers(calendar=["day_of_month"])
     assert calendar.forecast_block(FutureDrivers(), last, 2, freq).tolist() == [[25.0], [5.0]]
+
+
+def test_live_accuracy_keeps_the_latest_forecast_of_each_target_and_the_newest_targets(tmp_path):
+    from pipelines.live import LiveScorer
+
+    day = np.timedelta64(1, "D").astype("m8[us]")
+    start = np.datetime64("2024-01-01", "us")
+
+    def targets(first: int, n: int, steps: int) -> np.ndarray:
+        return np.tile(start + (first + np.arange(steps)) * day, (n, 1))
+
+    live = LiveScorer(tmp_path, max_pending=10)
+    live.record("m", ["a", "b"], targets(0, 2, 3), np.array([[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]]), None, None,
+                np.array([1.0, 2.0]))
+    # A later forecast of a's days 1 and 2 replaces the earlier one; b's days 0-2 and a's day 0 stay.
+    live.record("m", ["a"], targets(1, 1, 3), np.array([[20.0, 30.0, 40.0]]), np.array([[19.0, 29.0, 39.0]]),
+                np.array([[21.0, 31.0, 41.0]]), np.array([1.0]))
+    us = (start + np.arange(4) * day).astype(np.int64).tolist()
+    assert live.waiting("m") == {"a": us[0], "b": us[0]}
+    assert live.score("m", "a", start + np.arange(4) * day, np.array([1.0, 21.0, 31.0, 40.0])) == 4
+    metrics = live.metrics("m")
+    assert (metrics["points"], metrics["mase"], metrics["coverage_80"]) == (4, 0.5, 1.0)  # |errors| 0, 1, 1, 0
+    assert live.waiting("m") == {"b": us[0]}
+    # More points than may wait: the newest targets of the batch are kept, the older ones dropped.
+    live.record("m", ["c", "d", "e", "f"], targets(0, 4, 3), np.arange(12.0).reshape(4, 3), None, None, np.ones(4))
+    assert live.waiting("m") == {"c": us[2], "d": us[0], "e": us[0], "f": us[0]}
+    live.flush()
+    again = LiveScorer(tmp_path, max_pending=10)
+    again.load(["m"])
+    assert again.waiting("m") == live.waiting("m")
+    assert again.score("m", "c", start + 2 * day + np.arange(1) * day, np.array([2.0])) == 1
+    assert again.metrics("m")["points"] == 5
