@@ -25,7 +25,7 @@ from pipelines.intervals import interval_bounds
 from pipelines.live import LiveScorer
 from pipelines.model import FileBoosterModel, TrainedModel
 from pipelines.portfolio import PortfolioModel
-from pipelines.state import ModelState, ServedModel, check_series, find_model
+from pipelines.state import Foreground, ModelState, ServedModel, check_series, find_model
 from spicepod import InvalidInput, NotReady
 from spicepod.timestamps import iso_utc
 
@@ -45,6 +45,7 @@ class Forecaster:
         self._cache = cache
         self._live = live
         self.max_horizon = max_horizon
+        self.foreground = Foreground()  # bulk batches being computed for a caller
 
     def predict(
         self, name: str, horizon: int | None = None, series: str | None = None, levels: Sequence[Level] = (),
@@ -107,14 +108,15 @@ class Forecaster:
         self._check_levels(state, served, levels)
         if series and not state.panel:
             raise InvalidInput(f"model '{state.name}' forecasts a single series; 'series' is only for panel models")
-        windows, stamp = self._cache.windows(served, state.spec.dataset, steps if drivers_of(served) else 0)
-        # One batch per (model load, data version, horizon): a bulk call for unchanged data is answered from
-        # it, and recorded for live accuracy only once.
-        key = (stamp, steps)
-        batch = self._cache.bulk(served, key)
-        if batch is None:
-            batch = self._forecast_all(state, served, windows, steps)
-            self._cache.keep_bulk(served, key, batch)
+        with self.foreground.running():  # upkeep waits: the caller waits on this batch
+            windows, stamp = self._cache.windows(served, state.spec.dataset, steps if drivers_of(served) else 0)
+            # One batch per (model load, data version, horizon): a bulk call for unchanged data is answered
+            # from it, and recorded for live accuracy only once.
+            key = (stamp, steps)
+            batch = self._cache.bulk(served, key)
+            if batch is None:
+                batch = self._forecast_all(state, served, windows, steps)
+                self._cache.keep_bulk(served, key, batch)
         ids_all, predicted_all, spread_all, timestamps_all, methods_all = batch
         rows = np.arange(len(ids_all))
         if series:

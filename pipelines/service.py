@@ -62,7 +62,7 @@ class PredictionService:
         self.browser = SeriesBrowser(self.states, client, self.cache)
         self._upkeep = Upkeep(self.states.values(), client, self.live, self.trainer.retrain,
                               detector=AnomalyDetector(client, self.anomaly_log), challengers=self.challengers,
-                              promote=self.trainer.serving.promote_challenger)
+                              promote=self.trainer.serving.promote_challenger, foreground=self.forecaster.foreground)
         if remote:  # serve nodes agree on the version each model serves through their data node
             self.trainer.serving.announce = self._announce
         # The routes, by the names the HTTP layer calls.

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import itertools
 import threading
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -226,3 +227,29 @@ class DataVersions:
             if self._reset.get(dataset, 0) > version:
                 return None
             return {sid for sid, v in self._touched.get(dataset, {}).items() if v > version}
+
+
+class Foreground:
+    """Work a caller waits on (a bulk forecast), counted, so that background upkeep can wait for it to end
+    rather than take the cores and the interpreter from it."""
+
+    def __init__(self) -> None:
+        self._running = 0
+        self._idle = threading.Condition()
+
+    @contextmanager
+    def running(self) -> Iterator[None]:
+        with self._idle:
+            self._running += 1
+        try:
+            yield
+        finally:
+            with self._idle:
+                self._running -= 1
+                if not self._running:
+                    self._idle.notify_all()
+
+    def wait_idle(self, timeout: float) -> bool:
+        """Until no foreground work runs, or `timeout` seconds; True when none runs."""
+        with self._idle:
+            return self._idle.wait_for(lambda: not self._running, timeout)

@@ -21,7 +21,7 @@ from pipelines.challengers import Challengers, live_keys
 from pipelines.flight_client import FlightDataClient
 from pipelines.grid import bucket
 from pipelines.live import LiveScorer
-from pipelines.state import ModelState
+from pipelines.state import Foreground, ModelState
 from spicepod.timestamps import parse_iso
 
 log = logging.getLogger("flightcast.upkeep")
@@ -29,6 +29,7 @@ log = logging.getLogger("flightcast.upkeep")
 FLUSH_SECONDS = 2.0  # live accuracy is written at most this long after it changed
 UPKEEP_NICE = 5  # the upkeep thread's nice value (Linux)
 SETTLE_SECONDS = 0.05  # work on new data starts this long after its notice
+YIELD_SECONDS = 5.0  # the longest work on new data waits for a bulk forecast a caller waits on
 MAX_SCORED_POINTS = 10_000  # grid points per series read back to score served forecasts
 MAX_NAMED_SERIES = 1000  # more series than this waiting: read them all rather than name each
 
@@ -48,6 +49,7 @@ class Upkeep:
         self, states: Iterable[ModelState], client: FlightDataClient, live: LiveScorer,
         retrain: Callable[[ModelState], None], detector: AnomalyDetector | None = None,
         challengers: Challengers | None = None, promote: Callable[[ModelState, str], None] | None = None,
+        foreground: Foreground | None = None,
     ):
         self._states = list(states)
         self._client = client
@@ -56,6 +58,7 @@ class Upkeep:
         self._detector = detector
         self._challengers = challengers
         self._promote = promote
+        self._foreground = foreground
         self._due: dict[str, frozenset[str] | None] = {}  # dataset -> series touched (None: any may be)
         self._wake = threading.Condition()
         self._stopping = False
@@ -96,6 +99,12 @@ class Upkeep:
                 settled = time.monotonic() + SETTLE_SECONDS
                 while self._due and not self._stopping and time.monotonic() < settled:
                     self._wake.wait(timeout=max(0.0, settled - time.monotonic()))
+                if self._stopping:
+                    return
+            if self._due and self._foreground is not None:
+                # A bulk forecast takes every core for about a second; the anomalies can wait that long.
+                self._foreground.wait_idle(YIELD_SECONDS)
+            with self._wake:
                 if self._stopping:
                     return
                 due, self._due = self._due, {}

@@ -456,3 +456,13 @@ def test_live_accuracy_keeps_the_latest_forecast_of_each_target_and_the_newest_t
     assert again.waiting("m") == live.waiting("m")
     assert again.score("m", "c", start + 2 * day + np.arange(1) * day, np.array([2.0])) == 1
     assert again.metrics("m")["points"] == 5
+
+
+def test_upkeep_waits_for_a_bulk_forecast_to_end():
+    from pipelines.state import Foreground
+
+    foreground = Foreground()
+    assert foreground.wait_idle(0)
+    with foreground.running(), foreground.running():
+        assert not foreground.wait_idle(0.01)
+    assert foreground.wait_idle(0)

@@ -211,3 +211,4 @@ def test_a_notice_that_arrives_after_a_newer_one_still_marks_its_series_changed(
     assert (versions.of_series("shops", "a"), versions.of_series("shops", "b")) == (3, 2)
     assert not versions.record("shops", 1, None, None)  # a late notice of a commit that touched every series
     assert (versions.of_series("shops", "a"), versions.of_series("shops", "c")) == (3, 1)
+
