@@ -71,6 +71,7 @@ ISSUE_SCALE = {"fit_s": 10.4, "predict_s": 0.41, "peak_mb": 1.5 * 1024}
 BULK_RUNS = 5
 # (c) single-series predict
 PREDICT_RUNS = 15
+UPKEEP_PAUSE_S = 5.0  # between (b) and (c): the upkeep of (b)'s new values ends first
 READY_TIMEOUT = 1800.0
 
 TINY_SETTINGS = {
@@ -359,6 +360,9 @@ def served(cfg: dict, theirs: dict | None) -> None:
                            first / theirs["predict_s"], "<= 1", first <= theirs["predict_s"])
                 ratio_line("bulk forecast flightcast GET /forecasts (first after new data) / mlforecast predict",
                            after / theirs["predict_s"], "<= 1", after <= theirs["predict_s"])
+            # The runtime's upkeep of (b)'s new values (anomaly checks of every series, scores of the bulk
+            # forecasts) waited for the bulk calls and runs now; (c) measures predictions, not that.
+            time.sleep(0 if TINY else UPKEEP_PAUSE_S)
             single_predict(rt, panel, cfg, last)
 
 
@@ -423,8 +427,8 @@ def single_predict(rt: Runtime, panel: SeriesSet, cfg: dict, last: np.datetime64
         print(f"  {label:<8} {w:>9.2f} {c:>24.2f}")
     ratio_line("GET predict warm: panel / single-series model", results["panel"][0] / results["single"][0], "<= 1.2",
                results["panel"][0] <= 1.2 * results["single"][0])
-    ratio_line("GET predict cold: panel / single-series model", results["panel"][1] / results["single"][1], "<= 1.2",
-               results["panel"][1] <= 1.2 * results["single"][1])
+    ratio_line("GET predict cold: panel / single-series model", results["panel"][1] / results["single"][1], "<= 1.1",
+               results["panel"][1] <= 1.1 * results["single"][1])
 
 
 # ------------------------------------------------------------------------------------------ main

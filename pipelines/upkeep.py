@@ -101,9 +101,8 @@ class Upkeep:
                     self._wake.wait(timeout=max(0.0, settled - time.monotonic()))
                 if self._stopping:
                     return
-            if self._due and self._foreground is not None:
-                # A bulk forecast takes every core for about a second; the anomalies can wait that long.
-                self._foreground.wait_idle(YIELD_SECONDS)
+            if self._due:
+                self._yield()
             with self._wake:
                 if self._stopping:
                     return
@@ -129,7 +128,14 @@ class Upkeep:
             if self._detector is not None:
                 self._detector.log.flush()
 
+    def _yield(self) -> None:
+        """Wait while a bulk forecast a caller waits on runs: it takes every core for about a second, and the
+        anomalies and scores can wait that long."""
+        if self._foreground is not None:
+            self._foreground.wait_idle(YIELD_SECONDS)
+
     def _guarded(self, work: Callable[[ModelState, Any], Any], state: ModelState, arg: Any) -> None:
+        self._yield()  # before each step too: a bulk call may have come since the last
         try:
             work(state, arg)
         except Exception as exc:  # upkeep must go on for the other models
