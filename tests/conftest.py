@@ -273,6 +273,23 @@ def run_cli(args: list[str], cwd: Path | None = None, env: Mapping[str, str] | N
 
 # --- spicepods and data factories -----------------------------------------------------------------------
 
+
+def nile_spicepod(name: str) -> str:
+    """A small spicepod: the Nile series and one quick model on it, `nile_m` (lookback 8, horizon 3)."""
+    return f"""
+version: v1
+kind: Spicepod
+name: {name}
+datasets:
+  - from: file:nile.csv
+    name: nile
+models:
+  - from: lightgbm
+    name: nile_m
+    datasets: [nile]
+    params: {{lookback: 8, horizon: 3, backtest_windows: 1, lightgbm: {{num_boost_round: 10}}}}
+"""
+
 def copy_data(name: str, folder: Path) -> Path:
     """Copy a sample file from the repo's data/ into `folder` (writable) and return the copy."""
     folder = Path(folder)

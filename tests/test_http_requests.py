@@ -14,7 +14,7 @@ from datetime import datetime, timezone
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from conftest import RuntimeFactory, copy_data, parse_instant, write_spicepod
+from conftest import RuntimeFactory, copy_data, nile_spicepod, parse_instant, write_spicepod
 
 from harness.client import HttpResponse
 from http_api.app import ROUTES
@@ -23,19 +23,7 @@ from http_api.formats import ARROW_STREAM, CSV, JSON, PARQUET, PARQUET_LEGACY, n
 from spicepod import Limits
 
 KEY = "requests-test-key-5a7b"
-SPICEPOD = """
-version: v1
-kind: Spicepod
-name: requests
-datasets:
-  - from: file:nile.csv
-    name: nile
-models:
-  - from: lightgbm
-    name: nile_m
-    datasets: [nile]
-    params: {lookback: 8, horizon: 3, backtest_windows: 1, lightgbm: {num_boost_round: 10}}
-"""
+SPICEPOD = nile_spicepod("requests")
 
 
 def start(factory: RuntimeFactory, api_key: str | None = None):

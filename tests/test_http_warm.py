@@ -17,7 +17,7 @@ from datetime import datetime, timezone
 from email.utils import parsedate_to_datetime
 
 import pytest
-from conftest import RuntimeFactory, copy_data, write_spicepod
+from conftest import RuntimeFactory, copy_data, nile_spicepod, write_spicepod
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -26,19 +26,7 @@ from http_api.metrics import LATENCY_BUCKETS, Metrics
 from http_api.predict import ForecastJson, forecast_body
 from pipelines.forecasts import Forecast
 
-SPICEPOD = """
-version: v1
-kind: Spicepod
-name: warm
-datasets:
-  - from: file:nile.csv
-    name: nile
-models:
-  - from: lightgbm
-    name: nile_m
-    datasets: [nile]
-    params: {lookback: 8, horizon: 3, backtest_windows: 1, lightgbm: {num_boost_round: 10}}
-"""
+SPICEPOD = nile_spicepod("warm")
 PREDICT = "/v1/models/nile_m/predict"
 
 

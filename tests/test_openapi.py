@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 import tornado.web
-from conftest import RuntimeFactory, copy_data, write_spicepod
+from conftest import RuntimeFactory, copy_data, nile_spicepod, write_spicepod
 
 from http_api.app import ROUTES
 from http_api.base import HTTP_STATUS_NAMES
@@ -127,19 +127,7 @@ def test_predict_and_batch_documented_as_spec() -> None:
 # --- every status a route answers is documented, and every documented refusal is answered ----------------
 
 KEY = "openapi-test-key-31c9"
-SPICEPOD = """
-version: v1
-kind: Spicepod
-name: statuses
-datasets:
-  - from: file:nile.csv
-    name: nile
-models:
-  - from: lightgbm
-    name: nile_m
-    datasets: [nile]
-    params: {lookback: 8, horizon: 3, backtest_windows: 1, lightgbm: {num_boost_round: 10}}
-"""
+SPICEPOD = nile_spicepod("statuses")
 
 # (method, path, body, headers): the error cases of each route beyond those every route has (a query
 # parameter, a wrong method, a body over the limit, no key, an empty model name), which error_cases adds.
