@@ -29,7 +29,7 @@ log = logging.getLogger("flightcast.upkeep")
 FLUSH_SECONDS = 2.0  # live accuracy is written at most this long after it changed
 UPKEEP_NICE = 5  # the upkeep thread's nice value (Linux)
 SETTLE_SECONDS = 0.05  # work on new data starts this long after its notice
-YIELD_SECONDS = 5.0  # the longest work on new data waits for a bulk forecast a caller waits on
+YIELD_SECONDS = 5.0  # the longest one pass of work on new data waits for bulk forecasts callers wait on
 MAX_SCORED_POINTS = 10_000  # grid points per series read back to score served forecasts
 MAX_NAMED_SERIES = 1000  # more series than this waiting: read them all rather than name each
 
@@ -59,6 +59,7 @@ class Upkeep:
         self._challengers = challengers
         self._promote = promote
         self._foreground = foreground
+        self._yield_until = 0.0
         self._due: dict[str, frozenset[str] | None] = {}  # dataset -> series touched (None: any may be)
         self._wake = threading.Condition()
         self._stopping = False
@@ -101,6 +102,7 @@ class Upkeep:
                     self._wake.wait(timeout=max(0.0, settled - time.monotonic()))
                 if self._stopping:
                     return
+            self._yield_until = time.monotonic() + YIELD_SECONDS  # the most a pass waits for bulk forecasts
             if self._due:
                 self._yield()
             with self._wake:
@@ -132,7 +134,7 @@ class Upkeep:
         """Wait while a bulk forecast a caller waits on runs: it takes every core for about a second, and the
         anomalies and scores can wait that long."""
         if self._foreground is not None:
-            self._foreground.wait_idle(YIELD_SECONDS)
+            self._foreground.wait_idle(max(0.0, self._yield_until - time.monotonic()))
 
     def _guarded(self, work: Callable[[ModelState, Any], Any], state: ModelState, arg: Any) -> None:
         self._yield()  # before each step too: a bulk call may have come since the last
