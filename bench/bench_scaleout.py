@@ -57,7 +57,8 @@ TRAIN = textwrap.dedent("""
     from pipelines.engines import LocalEngine
     from pipelines.flight_client import FlightDataClient
     from pipelines.frequency import Frequency
-    from pipelines.grid import GridQuery, phase_origin, raw_timestamps
+    from pipelines.grid import GridQuery, phase_origin
+    from pipelines.grid_setup import raw_timestamps
     client = FlightDataClient(args["location"])
     freq = Frequency.parse("1d")
     raw = raw_timestamps(client, "panel", "ts", "series")

@@ -35,10 +35,9 @@ from pipelines.gridfill import (
     rows_by_series,
 )
 from pipelines.series import SeriesSet
-from spicepod import WEEKDAYS, InvalidInput, NotReady, quote_ident
+from spicepod import WEEKDAYS, InvalidInput, quote_ident
 
 _US = np.timedelta64(1, "us")
-NUMERIC_PREFIXES = ("int", "uint", "float", "double", "halffloat", "decimal")
 AGGREGATE_SQL = {
     "mean": "avg(v)",
     "sum": "sum(v)",
@@ -46,34 +45,11 @@ AGGREGATE_SQL = {
     "min": "min(v)",
     "max": "max(v)",
 }
-INFERENCE_POINTS = 20_000  # timestamps read to infer a frequency
 WINDOW_PAD = 8  # grid points read beyond the window, so a gap at its start can still be interpolated
 # The same for periods of many rows each (aggregated): every period more costs a period's rows, and a gap of
 # more periods at the window's start is rare there; it is still filled, by a read without the bound.
 AGGREGATED_PAD = 2
 MAX_NAMED_SERIES = 1000  # series read again by name; more than this, and all are read again
-
-
-def value_column(dataset: dict, declared: str | None, series_column: str | None, drivers: list[str] = ()) -> str:
-    """The column to forecast: the declared one, or the only numeric column besides time, series and drivers."""
-    columns = {c["name"]: c["type"] for c in dataset["columns"]}
-    name = dataset["name"]
-    if not columns:
-        raise NotReady(f"dataset '{name}' has no rows yet")
-    if declared is not None:
-        if declared not in columns:
-            raise InvalidInput(f"dataset '{name}' has no column '{declared}' (columns: {', '.join(columns)})")
-        if not columns[declared].startswith(NUMERIC_PREFIXES):
-            raise InvalidInput(f"column '{declared}' of dataset '{name}' is {columns[declared]}, not numeric")
-        return declared
-    skip = {dataset["time_column"], series_column, *drivers}
-    numeric = [c for c, t in columns.items() if c not in skip and t.startswith(NUMERIC_PREFIXES)]
-    if len(numeric) != 1:
-        raise InvalidInput(
-            f"dataset '{name}' has {len(numeric)} numeric columns ({', '.join(numeric) or 'none'}); "
-            "set params.value_column"
-        )
-    return numeric[0]
 
 
 def sql_string(value: str) -> str:
@@ -114,22 +90,6 @@ def bucket(timestamps: np.ndarray | np.datetime64, freq: Frequency, origin: np.d
         return start.astype("datetime64[M]").astype("datetime64[us]")
     offset = (ts - origin).astype(np.int64)
     return origin + ((offset // freq.step_us) * freq.step_us) * _US
-
-
-def raw_timestamps(
-    client: FlightDataClient, dataset: str, time_column: str, series_column: str | None
-) -> np.ndarray:
-    """Distinct timestamps of one series (a panel's longest), the newest INFERENCE_POINTS, sorted: what
-    a frequency is inferred from, before there is a grid."""
-    ts, table = quote_ident(time_column), quote_ident(dataset)
-    where = ""
-    if series_column:
-        sc = quote_ident(series_column)
-        where = f" WHERE {sc} = (SELECT {sc} FROM {table} GROUP BY {sc} ORDER BY count(*) DESC, {sc} LIMIT 1)"
-    result = client.query(f"SELECT DISTINCT {ts} FROM {table}{where} ORDER BY {ts} DESC LIMIT {INFERENCE_POINTS}")
-    if not result.num_rows:
-        raise NotReady(f"dataset '{dataset}' has no rows yet")
-    return np.sort(result.column(0).to_numpy().astype("datetime64[us]"))
 
 
 class GridQuery:
@@ -328,9 +288,7 @@ class GridQuery:
             if few:
                 by_name = self.series_column is not None and len(few) <= MAX_NAMED_SERIES
                 found, raw = found.updated(self._latest(client, None, few if by_name else ids, lookback)[0]), None
-        windows = self._kept(found, lookback, min_points)
-        windows.raw = raw
-        return windows
+        return self._kept(found, lookback, min_points, raw)
 
     def tail_windows(self, rows: Columns, lookback: int) -> Windows | None:
         """The window of one series from its rows as `windows` read them (Windows.raw, kept current by
@@ -341,12 +299,12 @@ class GridQuery:
         return self._kept(found, lookback, None)
 
     @staticmethod
-    def _kept(found: Latest, lookback: int, min_points: int | None) -> Windows:
+    def _kept(found: Latest, lookback: int, min_points: int | None, raw: Columns | None = None) -> Windows:
         needed = lookback if min_points is None else min(min_points, lookback)
         kept = found.sizes >= needed
         short = {sid: int(size) for sid, size, keep in zip(found.ids, found.sizes, kept, strict=True) if not keep}
         return Windows([sid for sid, keep in zip(found.ids, kept, strict=True) if keep], found.rows[kept],
-                       found.last[kept], short)
+                       found.last[kept], short, raw=raw)
 
     def _one_row_per_period(
         self, client: FlightDataClient, lower: np.datetime64, ids: list[str] | None, lookback: int,
