@@ -1,5 +1,6 @@
-"""Training engines: where a model's fits run. `local` runs in this process; `dask` on a Dask cluster
-(the optional `flightcast[dask]` extra, imported only when configured).
+"""Training engines: where a model's fits run. `local` runs on this machine, each fit in a child process of
+this one (pipelines/fit_process.py); `dask` on a Dask cluster (the optional `flightcast[dask]` extra,
+imported only when configured).
 
 An engine loads a model's series (`load`: in this process, or in chunks on the cluster's workers, each
 read from the data node over Flight), fingerprints them (so an unchanged model is loaded, not
@@ -11,13 +12,12 @@ from __future__ import annotations
 
 from typing import Any, Protocol
 
-from pipelines.backends import LocalBackend
+from pipelines.fit_process import FitProcesses
 from pipelines.flight_client import FlightDataClient
 from pipelines.grid import GridQuery
 from pipelines.model import TrainedModel
 from pipelines.registry import data_fingerprint
 from pipelines.series import SeriesSet
-from pipelines.training import train_model
 from spicepod import TrainingSpec
 
 
@@ -47,19 +47,21 @@ class LocalSeries:
 
 
 class LocalEngine:
-    """Fits in this process, on series read through this process's Flight client."""
+    """Reads series through this process's Flight client and fits on them in a child process: the process
+    that answers requests keeps its interpreter lock while a model trains."""
 
     def __init__(self, client: FlightDataClient):
         self.client = client
+        self.fits = FitProcesses()
 
     def load(self, grid: GridQuery, max_points: int) -> LocalSeries:
         return LocalSeries(grid.history(self.client, max_points))
 
     def train(self, loaded: LocalSeries, **kwargs: Any) -> TrainedModel:
-        return train_model(backend=LocalBackend(loaded.series), **kwargs)
+        return self.fits.train(loaded.series, **kwargs)
 
     def close(self) -> None:
-        pass
+        self.fits.close()
 
 
 def make_engine(spec: TrainingSpec, client: FlightDataClient) -> TrainingEngine:

@@ -1,0 +1,194 @@
+"""A model's fit in a child process: the process that answers requests keeps its interpreter lock while a
+panel trains (a fit in a thread of its own took the lock for the Python parts of building feature rows and
+backtesting, and a cold forecast waited on it).
+
+Each fit runs in a process of its own, forked from a server process that has imported the training code
+once (multiprocessing's `forkserver`): starting one costs milliseconds, not the seconds of a fresh
+interpreter, and all the memory a fit took goes back to the system when it ends. The series go to the child
+pickled; the model comes back through the registry's own file format (saved by the child, loaded here),
+the same round trip a restart makes. Log records of the fit are sent back as they happen and handled here,
+and an error raised in the fit is raised here, with the child's traceback as its cause.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import os
+import signal
+import sys
+import tempfile
+import threading
+import traceback
+from multiprocessing.connection import Connection
+from pathlib import Path
+from typing import Any
+
+from pipelines.backends import LocalBackend
+from pipelines.portfolio import load_model
+from pipelines.series import SeriesSet
+from pipelines.training import train_model
+from spicepod import FlightcastError
+
+# What the fork server imports once, so each fit starts with the training code loaded.
+PRELOAD = ["pipelines.training", "pipelines.portfolio_training", "pipelines.fit_process"]
+
+_context: Any = None
+_context_lock = threading.Lock()
+
+
+def _fork_context() -> Any:
+    global _context
+    with _context_lock:
+        if _context is None:
+            context = multiprocessing.get_context("forkserver")
+            context.set_forkserver_preload(PRELOAD)
+            _context = context
+        return _context
+
+
+def warm_up() -> None:
+    """Start the fork server now (it imports the training code in the background), not at the first fit."""
+    from multiprocessing import forkserver
+
+    _fork_context()
+    forkserver.ensure_running()
+
+
+class ChildTraceback(Exception):
+    """Where a fit failed in its child process (the cause of the error raised here)."""
+
+    def __init__(self, text: str):
+        super().__init__(text)
+        self.text = text
+
+    def __str__(self) -> str:
+        return "\n" + self.text
+
+
+class FitProcesses:
+    """Runs fits in child processes; `close` kills the fits under way (the runtime stops)."""
+
+    def __init__(self) -> None:
+        warm_up()
+        self._running: set[Any] = set()
+        self._lock = threading.Lock()
+        self._closed = False
+
+    def train(self, series: SeriesSet, **kwargs: Any) -> Any:
+        """`train_model(series, **kwargs)`, fitted in a child process; blocks until it is done."""
+        context = _fork_context()
+        with tempfile.TemporaryDirectory(prefix="flightcast-fit-") as folder:
+            receive, send = context.Pipe(duplex=False)
+            child = context.Process(target=_fit, args=(send, series, kwargs, folder, _log_levels()),
+                                    name="flightcast-fit", daemon=True)
+            with self._lock:
+                if self._closed:
+                    raise FlightcastError("the runtime is stopping: no training starts")
+                child.start()
+                self._running.add(child)
+            send.close()
+            try:
+                _follow(receive, child)
+            finally:
+                receive.close()
+                child.join()
+                with self._lock:
+                    self._running.discard(child)
+            return load_model(Path(folder))
+
+    @property
+    def running(self) -> int:
+        """Fits under way."""
+        with self._lock:
+            return len(self._running)
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            running = list(self._running)
+        for child in running:
+            child.kill()
+
+
+def _log_levels() -> dict[str, int]:
+    """The level each logger has here, so the child sends just the records that would be handled here."""
+    named = [name for name in logging.root.manager.loggerDict if name.startswith("flightcast")]
+    return {"": logging.root.level, **{name: logging.getLogger(name).getEffectiveLevel() for name in named}}
+
+
+def _follow(receive: Connection, child: Any) -> None:
+    """Handle the child's log records until it reports its end; raise what it raised."""
+    while True:
+        try:
+            kind, payload = receive.recv()
+        except EOFError:
+            child.join()
+            raise FlightcastError(f"the training process ended without a result (exit code {child.exitcode}; "
+                                  "killed for lack of memory, or the runtime is stopping)") from None
+        if kind == "log":
+            logging.getLogger(payload.name).handle(payload)
+        elif kind == "error":
+            error, text = payload
+            raise error from ChildTraceback(text)
+        else:
+            return
+
+
+# --- what runs in the child ---------------------------------------------------------------------------------
+
+
+class _SendRecords(logging.Handler):
+    """Sends each log record to the parent, its message formatted here (its arguments may not pickle)."""
+
+    def __init__(self, send: Connection):
+        super().__init__()
+        self.send = send
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            record.msg, record.args = record.getMessage(), None
+            record.exc_info, record.exc_text = None, None
+            self.send.send(("log", record))
+        except Exception:  # a log line must never fail the fit
+            pass
+
+
+def _fit(send: Connection, series: SeriesSet, kwargs: dict, folder: str, levels: dict[str, int]) -> None:
+    _die_with_parent()
+    logging.root.handlers[:] = [_SendRecords(send)]
+    for name, level in levels.items():
+        logging.getLogger(name or None).setLevel(level)
+    try:
+        train_model(backend=LocalBackend(series), **kwargs).save(Path(folder))
+    except BaseException as exc:  # everything goes back to the parent, which decides
+        send.send(("error", (_picklable(exc), traceback.format_exc())))
+    else:
+        send.send(("done", None))
+    finally:
+        send.close()
+
+
+def _picklable(exc: BaseException) -> BaseException:
+    """The error itself when it survives a pickle round trip, else one that says what it was."""
+    import pickle
+
+    try:
+        pickle.loads(pickle.dumps(exc))
+        return exc
+    except Exception:
+        return RuntimeError(f"{type(exc).__name__}: {exc}")
+
+
+def _die_with_parent() -> None:
+    """On Linux, the fit is killed when its parent (the fork server, which ends with the runtime) dies."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        pr_set_pdeathsig = 1
+        try:
+            ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL)
+        except (OSError, AttributeError):
+            pass
+        if os.getppid() == 1:  # the parent already died before the call above
+            os._exit(1)

@@ -1,0 +1,88 @@
+"""Fits in a child process (the local engine's): the same model as a fit in this process, errors and log
+records back here, and a fit under way killed when the runtime stops."""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+
+import numpy as np
+import pytest
+from conftest import wait_until
+from test_portfolio import tourism
+
+from pipelines.fit_process import ChildTraceback, FitProcesses
+from pipelines.frequency import Frequency
+from pipelines.series import SeriesSet
+from pipelines.training import train_model
+from spicepod import FlightcastError, InvalidInput
+
+QUARTERLY = Frequency.parse("1q")
+FIT = {"freq": QUARTERLY, "lookback": 8, "horizon": 4, "lightgbm_params": {"num_boost_round": 30},
+       "dataset": "tourism"}
+
+
+@pytest.fixture(scope="module")
+def panel() -> SeriesSet:
+    return tourism(12)
+
+
+@pytest.fixture
+def fits():
+    fits = FitProcesses()
+    yield fits
+    fits.close()
+
+
+@pytest.mark.parametrize(("method", "count"), [("lightgbm", 12), ("auto", 3)])
+def test_a_fit_in_a_child_process_forecasts_exactly_as_one_in_this_process(fits, panel, method, count):
+    panel = panel.subset(list(range(count)))
+    child = fits.train(panel, method=method, **FIT)
+    here = train_model(panel, method=method, **FIT)
+    assert type(child) is type(here) and child.window_length == here.window_length
+    windows = np.stack([values[-here.window_length:] for values in panel.values])
+    last_times = np.array([times[-1] for times in panel.times])
+    for got, want in zip(child.forecast_windows(windows, last_times, 4, panel.ids),
+                         here.forecast_windows(windows, last_times, 4, panel.ids), strict=True):
+        np.testing.assert_array_equal(got, want)
+    assert child.metrics["mase"] == here.metrics["mase"]
+    assert fits.running == 0
+
+
+def test_an_error_in_the_fit_is_raised_here_with_its_kind_message_and_the_childs_traceback(fits, panel):
+    with pytest.raises(InvalidInput, match="LightGBM rejected the training parameters") as caught:
+        fits.train(panel, method="lightgbm", **{**FIT, "lightgbm_params": {"objective": "no_such_objective"}})
+    assert isinstance(caught.value.__cause__, ChildTraceback)
+    assert "train_lightgbm" in str(caught.value.__cause__)
+    assert fits.running == 0
+
+
+def test_the_fits_log_records_arrive_here_from_the_child(fits, panel, caplog):
+    with caplog.at_level(logging.INFO, logger="flightcast.training"):
+        fits.train(panel, method="seasonal_naive", **FIT)
+    records = [r for r in caplog.records if r.name == "flightcast.training" and "tourism: methods" in r.message]
+    assert len(records) == 1
+    assert records[0].process != os.getpid()
+
+
+def test_close_kills_a_fit_under_way_and_its_caller_gets_a_clear_error(panel):
+    fits = FitProcesses()
+    outcome: list[BaseException] = []
+
+    def train() -> None:
+        try:
+            fits.train(panel, method="lightgbm", **{**FIT, "lightgbm_params": {"num_boost_round": 100_000}})
+        except BaseException as exc:
+            outcome.append(exc)
+
+    worker = threading.Thread(target=train)
+    worker.start()
+    wait_until(lambda: fits.running == 1, "the fit to start")
+    fits.close()
+    worker.join(timeout=30)
+    assert not worker.is_alive()
+    assert len(outcome) == 1 and type(outcome[0]) is FlightcastError
+    assert "the training process ended without a result" in str(outcome[0])
+    with pytest.raises(FlightcastError, match="the runtime is stopping: no training starts"):
+        fits.train(panel, method="lightgbm", **FIT)
