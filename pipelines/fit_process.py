@@ -30,6 +30,7 @@ from pipelines.series import SeriesSet
 from pipelines.training import train_model
 from spicepod import FlightcastError
 
+FIT_NICE = 5  # a fit runs this much nicer than the runtime: on a busy machine, requests go first
 # What the fork server imports once, so each fit starts with the training code loaded.
 PRELOAD = ["pipelines.training", "pipelines.portfolio_training", "pipelines.fit_process"]
 
@@ -156,6 +157,10 @@ class _SendRecords(logging.Handler):
 
 def _fit(send: Connection, series: SeriesSet, kwargs: dict, folder: str, levels: dict[str, int]) -> None:
     _die_with_parent()
+    try:
+        os.nice(FIT_NICE)
+    except OSError:  # not allowed here: the fit runs at the runtime's priority
+        pass
     logging.root.handlers[:] = [_SendRecords(send)]
     for name, level in levels.items():
         logging.getLogger(name or None).setLevel(level)
