@@ -1,6 +1,7 @@
 """Serving while training: GET predict latency on a runtime while it retrains a panel model of 1,000 series in
-the background (same process), against the same requests with no training; and the panel's training time
-with one core kept busy by another process, against a quiet machine.
+the background (the runtime reads the series, its fit runs in a child process), against the same requests
+with no training; and the panel's training time with one core kept busy by another process, against a
+quiet machine.
 
 Warm requests repeat a cached forecast; cold ones follow a DoPut of one row (the window query and the
 forecast run). Requests go one at a time over one keep-alive connection, from this process.
@@ -145,7 +146,7 @@ def _while_training(runtime: Runtime, requests: Requests) -> list[float]:
 
 
 def main() -> None:
-    header("bench.bench_serving", f"GET predict while a {SERIES:,}-series panel trains in the same process; "
+    header("bench.bench_serving", f"GET predict while the runtime trains a {SERIES:,}-series panel; "
            "training time with one core busy")
     panel = synthetic_panel(SERIES, POINTS)
     single = series_table(SINGLE_ROWS)
