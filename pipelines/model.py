@@ -7,9 +7,11 @@ intervals come from. Forecasts are computed for a batch of windows, one LightGBM
 
 from __future__ import annotations
 
+import ctypes
 import json
 import math
-from collections.abc import Sequence
+import threading
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -29,10 +31,70 @@ MODEL_FORMAT = 2
 MAX_RECURSIVE_HORIZON = 1000
 # Rows per LightGBM call below which one thread answers faster than a pool.
 SINGLE_THREAD_ROWS = 2000
+# LightGBM's C API: C_API_PREDICT_NORMAL and C_API_DTYPE_FLOAT64 (c_api.h).
+_PREDICT_NORMAL = 0
+_DTYPE_FLOAT64 = 1
 
 
 def predict_threads(rows: int) -> int:
     return 1 if rows < SINGLE_THREAD_ROWS else 0  # 0: LightGBM's default, every core
+
+
+class SingleRowConfig:
+    """A booster set up for LightGBM's single-row fast path (LGBM_BoosterPredictForMatSingleRowFast): the
+    prediction Booster.predict gives for one row, the same bits, in a quarter of its time (Booster.predict
+    parses its parameters and sizes its buffers on every call)."""
+
+    def __init__(self, booster: lgb.Booster, handle: ctypes.c_void_p, lib: ctypes.CDLL):
+        self.booster = booster  # the configuration points into the booster: it must live as long
+        self._handle = handle
+        self._lib = lib
+
+    @classmethod
+    def made(cls, booster: lgb.Booster, width: int) -> SingleRowConfig | None:
+        """None where this LightGBM has no single-row path (the caller then uses Booster.predict)."""
+        try:
+            from lightgbm.basic import _LIB as lib
+
+            init = lib.LGBM_BoosterPredictForMatSingleRowFastInit
+            lib.LGBM_BoosterPredictForMatSingleRowFast, lib.LGBM_FastConfigFree  # noqa: B018 (all three or none)
+        except (ImportError, AttributeError):
+            return None
+        handle = ctypes.c_void_p()
+        # What Booster.predict(x, num_threads=1) predicts: normal output, from the first iteration to the best.
+        status = init(booster._handle, ctypes.c_int(_PREDICT_NORMAL), ctypes.c_int(0),
+                      ctypes.c_int(booster.best_iteration), ctypes.c_int(_DTYPE_FLOAT64), ctypes.c_int32(width),
+                      ctypes.c_char_p(b"num_threads=1"), ctypes.byref(handle))
+        return cls(booster, handle, lib) if status == 0 else None
+
+    def reader(self, row: np.ndarray) -> Callable[[], float]:
+        """A call that predicts whatever `row` (width,) holds when it is made. LightGBM locks the booster
+        around each prediction; the output is the reader's own, so readers may run in several threads."""
+        if row.dtype != np.float64 or not row.flags.c_contiguous:
+            raise ValueError("a single-row prediction reads a contiguous float64 row")
+        from lightgbm.basic import _safe_call
+
+        predict, handle, address = self._lib.LGBM_BoosterPredictForMatSingleRowFast, self._handle, row.ctypes.data
+        pointer = ctypes.c_void_p(address)
+        out, length = ctypes.c_double(), ctypes.c_int64()
+        out_ref, length_ref = ctypes.byref(out), ctypes.byref(length)
+
+        def read(row: np.ndarray = row) -> float:  # holds the row while the reader lives
+            _safe_call(predict(handle, pointer, length_ref, out_ref))
+            return out.value
+
+        return read
+
+    def __del__(self) -> None:
+        self._lib.LGBM_FastConfigFree(self._handle)
+
+
+def single_row(predictor: SingleRowConfig | lgb.Booster, row: np.ndarray) -> Callable[[], float]:
+    """A call predicting whatever `row` (width,) holds when it is made, through the fast path when there is one."""
+    if isinstance(predictor, SingleRowConfig):
+        return predictor.reader(row)
+    rows = row[None, :]
+    return lambda: predictor.predict(rows, num_threads=1)[0]
 
 
 class SeriesStats:
@@ -101,6 +163,8 @@ class TrainedModel:
         self.metrics = metrics or {}
         self.training_rows = training_rows
         self.max_horizon = MAX_RECURSIVE_HORIZON if strategy == "recursive" else horizon
+        self._configs: list[SingleRowConfig | lgb.Booster] | None = None  # see _single_rows
+        self._configs_lock = threading.Lock()
 
     @property
     def lookback(self) -> int:
@@ -177,6 +241,9 @@ class TrainedModel:
                 rows.append((k, booster, x, mu, sd))
             return booster.predict(x, num_threads=threads) * sd + mu
 
+        if n == 1 and not explain:
+            return self._forecast_one(windows[0], last, horizon, series_mean[0], series_std[0], positions[0],
+                                      drivers), spread, {}
         if self.strategy == "direct":
             out = np.empty((n, horizon), dtype=np.float64)
             for k in range(horizon):
@@ -188,6 +255,39 @@ class TrainedModel:
                 buffer[:, lookback + k] = step_value(self.boosters[0], buffer[:, k:k + lookback], k, 1)
             out = buffer[:, lookback:]
         return out, spread, self._contributions(rows, n, horizon, threads) if explain else {}
+
+    def _forecast_one(
+        self, window: np.ndarray, last: np.ndarray, horizon: int, series_mean: float, series_std: float,
+        positions: np.ndarray, drivers: FutureDrivers | None,
+    ) -> np.ndarray:
+        """`_forecast`'s values (1, horizon) for one window, bit for bit: the row of each step built in place and
+        predicted through LightGBM's single-row path, where a batch's per-call costs would be most of the time."""
+        layout = self.layout
+        lookback = layout.lookback
+        x = np.empty(layout.width, dtype=np.float64)
+        predict = [single_row(predictor, x) for predictor in self._single_rows()]
+        recursive = self.strategy != "direct"
+        values = np.empty(lookback + horizon, dtype=np.float64)
+        values[:lookback] = window  # a recursive step's window ends with the steps before it
+        for k in range(horizon):
+            extra = layout.drivers.forecast_block(drivers, last, k + 1, self.freq)[0] if layout.drivers else None
+            if recursive:
+                mu, sd = layout.row_into(x, values[k:k + lookback], series_mean, series_std, positions[k], 1, extra)
+                values[lookback + k] = predict[0]() * sd + mu
+            else:
+                mu, sd = layout.row_into(x, window, series_mean, series_std, positions[k], k + 1, extra)
+                values[lookback + k] = predict[k]() * sd + mu
+        return values[None, lookback:]
+
+    def _single_rows(self) -> list[SingleRowConfig | lgb.Booster]:
+        """Each booster's single-row fast path, made on first use (the booster itself where LightGBM has none)."""
+        configs = self._configs
+        if configs is None:
+            with self._configs_lock:
+                if self._configs is None:
+                    self._configs = [SingleRowConfig.made(b, self.layout.width) or b for b in self.boosters]
+                configs = self._configs
+        return configs
 
     def _contributions(self, rows: list[tuple], n: int, horizon: int, threads: int) -> dict[str, np.ndarray]:
         """Each input group's share of every step, in the forecast's units, from LightGBM's SHAP values of the

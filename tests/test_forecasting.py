@@ -15,7 +15,7 @@ from pipelines.features import FeatureLayout
 from pipelines.frequency import Frequency, infer_frequency
 from pipelines.intervals import Calibration, interval_bounds
 from pipelines.metrics import mase, smape
-from pipelines.model import FileBoosterModel, TrainedModel
+from pipelines.model import FileBoosterModel, SingleRowConfig, TrainedModel
 from pipelines.series import SeriesSet
 from pipelines.training import chunk_rows, fit, series_stats, train_model, training_set
 from spicepod.errors import InvalidInput
@@ -438,3 +438,23 @@ def test_a_panel_differences_seasonal_series_unless_too_short_to_backtest_it() -
     single = train_model(SeriesSet.single(ts, values), freq=freq, lookback=8, horizon=4, lightgbm_params=FAST,
                          dataset="wool")
     assert single.differencing == 0
+
+
+@pytest.mark.parametrize("strategy", ["recursive", "direct"])
+def test_one_window_forecasts_through_the_single_row_path_bit_for_bit(strategy: str) -> None:
+    """A single window is predicted row by row through LightGBM's single-row fast path: the same bits as
+    Booster.predict (the fallback where LightGBM has no such path), and as the window forecast in a batch."""
+    ts, values = read_series("sunspots_monthly")
+    ts, values = ts[-400:], values[-400:]
+    model = train(values, ts, freq=Frequency.parse("1mo"), lookback=24, horizon=6, strategy=strategy,
+                  lightgbm_params=FAST, dataset="sun")
+    assert model.layout.use_position and model.layout.use_season_lag
+    origins = list(range(24, 400, 7))
+    windows = np.stack([values[o - 24:o] for o in origins])
+    last = ts[np.array(origins) - 1]
+    batch, _ = model.forecast_windows(windows, last, 6, [None] * len(origins))
+    fast = np.stack([forecast(model, w, t, 6) for w, t in zip(windows, last, strict=True)])
+    assert all(isinstance(c, SingleRowConfig) for c in model._single_rows())
+    model._configs = list(model.boosters)  # as where LightGBM has no single-row path: Booster.predict
+    fallback = np.stack([forecast(model, w, t, 6) for w, t in zip(windows, last, strict=True)])
+    assert fast.tobytes() == batch.tobytes() == fallback.tobytes()
