@@ -265,8 +265,8 @@ class TrainedModel:
         layout = self.layout
         lookback = layout.lookback
         x = np.empty(layout.width, dtype=np.float64)
-        predict = [single_row(predictor, x) for predictor in self._single_rows()]
         recursive = self.strategy != "direct"
+        predict = [single_row(predictor, x) for predictor in self._single_rows()[:1 if recursive else horizon]]
         values = np.empty(lookback + horizon, dtype=np.float64)
         values[:lookback] = window  # a recursive step's window ends with the steps before it
         for k in range(horizon):
@@ -414,6 +414,8 @@ class FileBoosterModel:
         self.booster = booster
         self.lookback = lookback
         self.window_length = self.min_periods = lookback
+        self._config: SingleRowConfig | lgb.Booster | None = None  # see _single_row
+        self._config_lock = threading.Lock()
 
     @classmethod
     def load(cls, path: Path, lookback: int) -> FileBoosterModel:
@@ -440,6 +442,20 @@ class FileBoosterModel:
         threads = predict_threads(n)
         buffer = np.empty((n, lookback + horizon), dtype=np.float64)
         buffer[:, :lookback] = windows
-        for k in range(horizon):
-            buffer[:, lookback + k] = self.booster.predict(buffer[:, k:k + lookback], num_threads=threads)
+        if n == 1:  # step by step through the single-row path, as TrainedModel forecasts one window
+            x = np.empty(lookback, dtype=np.float64)
+            predict = single_row(self._single_row(), x)
+            for k in range(horizon):
+                x[:] = buffer[0, k:k + lookback]
+                buffer[0, lookback + k] = predict()
+        else:
+            for k in range(horizon):
+                buffer[:, lookback + k] = self.booster.predict(buffer[:, k:k + lookback], num_threads=threads)
         return buffer[:, lookback:], windows.std(axis=1)
+
+    def _single_row(self) -> SingleRowConfig | lgb.Booster:
+        if self._config is None:
+            with self._config_lock:
+                if self._config is None:
+                    self._config = SingleRowConfig.made(self.booster, self.lookback) or self.booster
+        return self._config
