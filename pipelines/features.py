@@ -114,8 +114,9 @@ class FeatureLayout:
         drivers: np.ndarray | None = None,
     ) -> tuple[float, float]:
         """`rows` of one window (lookback,) written into `out` (width,), bit for bit, and the window's mean and
-        spread. A recursive forecast of one series builds a row per step, and on arrays of one row the
-        numpy calls of `rows` cost more than the features: here each is made once, on scalars where it can."""
+        spread; `drivers` (the driver columns) are given exactly when the layout has drivers. A recursive
+        forecast of one series builds a row per step, and on arrays of one row the numpy calls of `rows` cost
+        more than the features: here each is made once, on scalars where it can."""
         lookback = self.lookback
         # The same reductions as row_mean_std (numpy's pairwise sums), so the same bits.
         mu = np.add.reduce(window) / lookback
@@ -132,7 +133,7 @@ class FeatureLayout:
             col += 1
         if self.use_season_lag:
             out[col] = out[self.season_lag_index(step)]
-        if self.drivers:
+        if drivers is not None:
             out[self.base_width:] = drivers
         return mu, sd
 

@@ -26,6 +26,7 @@ class Calibration:
         # How many errors the backtest produced per step (more than are kept when sampled).
         self.seen = list(seen) if seen is not None else [e.size for e in self.errors]
         self._widths: dict[tuple[float, int], np.ndarray] = {}  # half_widths by (level, horizon)
+        self._usable = bool(self.errors) and all(e.size > 0 for e in self.errors)  # asked of every forecast
 
     @classmethod
     def from_errors(cls, errors: Sequence[list[np.ndarray]], seed: int = 0) -> Calibration:
@@ -50,7 +51,7 @@ class Calibration:
         return min(self.seen) if self.seen else 0
 
     def usable(self) -> bool:
-        return self.steps > 0 and all(e.size > 0 for e in self.errors)
+        return self._usable
 
     def half_widths(self, level: float, horizon: int) -> np.ndarray:
         """The normalised half-width of the `level`% interval at steps 1..horizon (read-only: kept, as every

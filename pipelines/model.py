@@ -80,7 +80,9 @@ class SingleRowConfig:
         out_ref, length_ref = ctypes.byref(out), ctypes.byref(length)
 
         def read(row: np.ndarray = row) -> float:  # holds the row while the reader lives
-            _safe_call(predict(handle, pointer, length_ref, out_ref))
+            status = predict(handle, pointer, length_ref, out_ref)
+            if status:
+                _safe_call(status)  # raises LightGBM's error
             return out.value
 
         return read
@@ -269,8 +271,9 @@ class TrainedModel:
         predict = [single_row(predictor, x) for predictor in self._single_rows()[:1 if recursive else horizon]]
         values = np.empty(lookback + horizon, dtype=np.float64)
         values[:lookback] = window  # a recursive step's window ends with the steps before it
+        with_drivers = bool(layout.drivers)
         for k in range(horizon):
-            extra = layout.drivers.forecast_block(drivers, last, k + 1, self.freq)[0] if layout.drivers else None
+            extra = layout.drivers.forecast_block(drivers, last, k + 1, self.freq)[0] if with_drivers else None
             if recursive:
                 mu, sd = layout.row_into(x, values[k:k + lookback], series_mean, series_std, positions[k], 1, extra)
                 values[lookback + k] = predict[0]() * sd + mu
