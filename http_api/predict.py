@@ -4,6 +4,7 @@ built here from the service's Forecast values."""
 
 from __future__ import annotations
 
+import asyncio
 import math
 import re
 from collections.abc import Callable
@@ -19,6 +20,7 @@ from spicepod import InvalidInput
 from spicepod.constants import MAX_SERIES_ID_BYTES
 
 MAX_BATCH_ITEMS = 1000  # models in one POST /v1/predict
+FORECASTS_PER_HOP = 4  # uncached forecasts of a batch computed one after another in one worker
 MAX_LEVELS = 5
 MAX_HISTORY = 100_000
 DEFAULT_HISTORY = 200
@@ -238,9 +240,11 @@ class PredictBase(BaseHandler):
         return self.counted(name, forecast, self.ctx.clock() - started)
 
     async def forecasts(self, requests: list[Request]) -> list[tuple[Forecast | tuple[int, dict[str, Any]], float]]:
-        """`forecast` of each request, in order. Those cached are answered here; the others are computed one
-        after another in one worker: a cold forecast holds the interpreter for nearly all of its time, so
-        forecasts in several threads would only take turns, each paying for the switches and a hop."""
+        """`forecast` of each request, in order. Those cached are answered here; the others are computed in
+        workers, up to FORECASTS_PER_HOP one after another in each: a forecast from a window at hand holds the
+        interpreter nearly all of its time, so such forecasts in threads of their own would only take turns,
+        each paying for the switches and a hop; forecasts that read their windows from the data node wait on
+        it, and a large batch of them still has many workers reading side by side."""
         predictions = self.ctx.predictions
         outcomes: list[tuple[Forecast | tuple[int, dict[str, Any]], float] | None] = []
         todo = []
@@ -256,10 +260,12 @@ class PredictBase(BaseHandler):
                 outcomes.append(None)
             else:
                 outcomes.append(self.counted(name, forecast, self.ctx.clock() - started))
-        if todo:
-            computed = await self.ctx.run(compute_all, predictions.predict, [requests[i] for i in todo],
-                                          self.ctx.clock)
-            for i, (outcome, seconds) in zip(todo, computed, strict=True):
+        hops = -(-len(todo) // FORECASTS_PER_HOP)
+        shares = [todo[k::hops] for k in range(hops)]  # as even as they go
+        computed = await asyncio.gather(*(self.ctx.run(compute_all, predictions.predict, [requests[i] for i in share],
+                                                       self.ctx.clock) for share in shares))
+        for share, results in zip(shares, computed, strict=True):
+            for i, (outcome, seconds) in zip(share, results, strict=True):
                 outcomes[i] = self.counted(requests[i][0], outcome, seconds)
         return outcomes  # type: ignore[return-value]  (every place filled)
 
