@@ -149,7 +149,7 @@ def _latency(runtime: Runtime, data, folder: Path) -> None:
 
     cold_times = time_calls(checked(service), COLD_RUNS, warmup=size(5, 1), before=change_data)
     # The floor timed as the cold calls are, each after a DoPut: the data node's work on it leaves this process's
-    # caches cold, which slows the same forecast down about twice over (info: what is left is ours).
+    # caches cold, which slows the same forecast down two to three times (info: the rest of a cold call is ours).
     floor_after_put = time_calls(floor, COLD_RUNS, warmup=size(5, 1), before=change_data)
     read_times = time_calls(checked(reading), COLD_RUNS, warmup=size(5, 1), before=change_data_unseen)
 
