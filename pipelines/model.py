@@ -52,7 +52,10 @@ class SingleRowConfig:
 
     @classmethod
     def made(cls, booster: lgb.Booster, width: int) -> SingleRowConfig | None:
-        """None where this LightGBM has no single-row path (the caller then uses Booster.predict)."""
+        """None where this LightGBM has no single-row path, or the booster gives more than one value a row
+        (a user's multiclass model, say): the caller then uses Booster.predict."""
+        if booster.num_model_per_iteration() != 1:
+            return None  # the reader's output holds one value
         try:
             from lightgbm.basic import _LIB as lib
 

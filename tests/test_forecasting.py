@@ -462,3 +462,15 @@ def test_one_window_forecasts_through_the_single_row_path_bit_for_bit(strategy: 
     model._configs = list(model.boosters)  # as where LightGBM has no single-row path: Booster.predict
     fallback = np.stack([forecast(model, w, t, 6) for w, t in zip(windows, last, strict=True)])
     assert fast.tobytes() == batch.tobytes() == fallback.tobytes()
+
+
+def test_a_booster_of_several_values_a_row_is_left_to_booster_predict() -> None:
+    """The single-row path writes one value a row: a booster giving more (a multiclass model) never takes it."""
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(300, 4))
+    params = {"objective": "multiclass", "num_class": 3, "verbosity": -1, "num_threads": 1}
+    booster = lgb.train(params, lgb.Dataset(x, rng.integers(0, 3, 300), params=params), num_boost_round=3)
+    assert SingleRowConfig.made(booster, 4) is None
+    assert isinstance(SingleRowConfig.made(lgb.train({**params, "objective": "regression", "num_class": 1},
+                                                     lgb.Dataset(x, x[:, 0]), num_boost_round=3), 4),
+                      SingleRowConfig)
