@@ -16,8 +16,9 @@ from pipelines.features import FeatureLayout
 from pipelines.frequency import Frequency, infer_frequency
 from pipelines.intervals import Calibration, interval_bounds
 from pipelines.metrics import mase, smape
-from pipelines.model import FileBoosterModel, SingleRowConfig, TrainedModel
+from pipelines.model import FileBoosterModel, TrainedModel
 from pipelines.series import SeriesSet
+from pipelines.single_row import SingleRowConfig
 from pipelines.training import chunk_rows, fit, series_stats, train_model, training_set
 from spicepod.errors import InvalidInput
 
