@@ -32,6 +32,8 @@ HTTP_REFUSALS = frozenset({401, 405, 413})
 
 # One forecast asked for: model name, horizon, series, levels, covariates, explain.
 Request = tuple[str, int | None, str | None, list[Level], dict[str, list[Any]] | None, bool]
+# What a forecast asked for comes to: the forecast, or the (HTTP status, body) it failed with.
+Outcome = Forecast | tuple[int, dict[str, Any]]
 
 
 # --- parsing at the edge: checked once here, trusted after ---------------------------------------------
@@ -226,7 +228,7 @@ class PredictBase(BaseHandler):
     async def forecast(
         self, name: str, horizon: int | None, series: str | None, levels: list[Level],
         covariates: dict[str, list[Any]] | None = None, explain: bool = False,
-    ) -> tuple[Forecast | tuple[int, dict[str, Any]], float]:
+    ) -> tuple[Outcome, float]:
         """The forecast of one model, or the (HTTP status, body) it failed with, and its seconds; counted."""
         started = self.ctx.clock()
         predictions = self.ctx.predictions
@@ -239,27 +241,25 @@ class PredictBase(BaseHandler):
             return self.counted(name, exc, self.ctx.clock() - started)
         return self.counted(name, forecast, self.ctx.clock() - started)
 
-    async def forecasts(self, requests: list[Request]) -> list[tuple[Forecast | tuple[int, dict[str, Any]], float]]:
+    async def forecast_batch(self, requests: list[Request]) -> list[tuple[Outcome, float]]:
         """`forecast` of each request, in order. Those cached are answered here; the others are computed in
         workers, up to FORECASTS_PER_HOP one after another in each: a forecast from a window at hand holds the
         interpreter nearly all of its time, so such forecasts in threads of their own would only take turns,
         each paying for the switches and a hop; forecasts that read their windows from the data node wait on
         it, and a large batch of them still has many workers reading side by side."""
         predictions = self.ctx.predictions
-        outcomes: list[tuple[Forecast | tuple[int, dict[str, Any]], float] | None] = []
+        outcomes: list[Any] = [None] * len(requests)
         todo = []
-        for request in requests:
+        for i, (name, horizon, series, levels, covariates, explain) in enumerate(requests):
             started = self.ctx.clock()
-            name, horizon, series, levels, covariates, explain = request
             try:
                 forecast = None if covariates else predictions.cached(name, horizon, series, levels, explain)
-            except Exception as exc:
+            except Exception as exc:  # each item carries its own status
                 forecast = exc
             if forecast is None:
-                todo.append(len(outcomes))
-                outcomes.append(None)
+                todo.append(i)
             else:
-                outcomes.append(self.counted(name, forecast, self.ctx.clock() - started))
+                outcomes[i] = self.counted(name, forecast, self.ctx.clock() - started)
         hops = -(-len(todo) // FORECASTS_PER_HOP)
         shares = [todo[k::hops] for k in range(hops)]  # as even as they go
         computed = await asyncio.gather(*(self.ctx.run(compute_all, predictions.predict, [requests[i] for i in share],
@@ -267,11 +267,9 @@ class PredictBase(BaseHandler):
         for share, results in zip(shares, computed, strict=True):
             for i, (outcome, seconds) in zip(share, results, strict=True):
                 outcomes[i] = self.counted(requests[i][0], outcome, seconds)
-        return outcomes  # type: ignore[return-value]  (every place filled)
+        return outcomes
 
-    def counted(
-        self, name: str, outcome: Forecast | Exception, seconds: float,
-    ) -> tuple[Forecast | tuple[int, dict[str, Any]], float]:
+    def counted(self, name: str, outcome: Forecast | Exception, seconds: float) -> tuple[Outcome, float]:
         """A forecast, or the (HTTP status, body) of its failure (logged when the server failed), counted."""
         if isinstance(outcome, Forecast):
             self.ctx.metrics.prediction(name, "Success", seconds)
@@ -298,7 +296,7 @@ def compute_all(
     return out
 
 
-def item_body(outcome: Forecast | tuple[int, dict[str, Any]], seconds: float) -> dict[str, Any]:
+def item_body(outcome: Outcome, seconds: float) -> dict[str, Any]:
     """A batch item: the forecast's body or its error's, with its own duration."""
     body = forecast_body(outcome) if isinstance(outcome, Forecast) else outcome[1]
     body["duration_ms"] = round(seconds * 1000, 3)
@@ -324,7 +322,7 @@ class BatchPredictHandler(PredictBase):
     async def post(self) -> None:
         items = self._items(self.json_body())
         requests = [item for item in items if not isinstance(item, dict)]
-        done = iter(await self.forecasts(requests))
+        done = iter(await self.forecast_batch(requests))
         bodies = []
         for item in items:  # items that fail their checks answer in place, in request order
             if isinstance(item, dict):
