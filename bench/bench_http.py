@@ -271,6 +271,7 @@ def _batch(runtime: Runtime) -> None:
             appender.append(f"d{i}")
 
     post_times, get_times, warm_post = [], [], []
+    post_server, get_server, item_server = [], [], []  # the runtime's own duration_ms of each (ms)
     for i in range(BATCH_RUNS + 2):
         cold_all()
         t0 = time.perf_counter()
@@ -279,8 +280,7 @@ def _batch(runtime: Runtime) -> None:
         assert all(p["status"] == "Success" for p in out["predictions"]), out
         cold_all()
         t0 = time.perf_counter()
-        for m in MODELS:
-            request("GET", f"/v1/models/{m}/predict")
+        gets_server = [request("GET", f"/v1/models/{m}/predict")["duration_ms"] for m in MODELS]
         gets = time.perf_counter() - t0
         t0 = time.perf_counter()
         request("POST", "/v1/predict", body)
@@ -289,6 +289,9 @@ def _batch(runtime: Runtime) -> None:
             post_times.append(post)
             get_times.append(gets)
             warm_post.append(warm)
+            post_server.append(out["duration_ms"] / 1000)
+            item_server.append(sum(p["duration_ms"] for p in out["predictions"]) / 1000)
+            get_server.append(sum(gets_server) / 1000)
     conn.close()
     print(f"\n{len(MODELS)}-model batch, cold (a DoPut to each model's dataset before each measurement), "
           f"{BATCH_RUNS} runs, one keep-alive connection")
@@ -296,6 +299,9 @@ def _batch(runtime: Runtime) -> None:
         [f"POST /v1/predict with {len(MODELS)} models", ms(median(post_times)), ms(p99(post_times))],
         [f"{len(MODELS)} sequential GET predict", ms(median(get_times)), ms(p99(get_times))],
         [f"POST /v1/predict with {len(MODELS)} models, warm (info)", ms(median(warm_post)), ms(p99(warm_post))],
+        ["  the cold POST's duration_ms in the runtime (info)", ms(median(post_server)), ms(p99(post_server))],
+        ["  its items' duration_ms, summed: the forecasts (info)", ms(median(item_server)), ms(p99(item_server))],
+        [f"  the {len(MODELS)} GETs' duration_ms, summed (info)", ms(median(get_server)), ms(p99(get_server))],
     ])
     ratio = median(post_times) / median(get_times)
     ratio_line(f"cold POST {len(MODELS)} models / {len(MODELS)} sequential GETs (median)", ratio, "<= 0.5x",

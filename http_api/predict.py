@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import math
 import re
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -19,6 +20,7 @@ from spicepod import InvalidInput
 from spicepod.constants import MAX_SERIES_ID_BYTES
 
 MAX_BATCH_ITEMS = 1000  # models in one POST /v1/predict
+FORECASTS_PER_HOP = 4  # uncached forecasts of a batch computed one after another in one worker
 MAX_LEVELS = 5
 MAX_HISTORY = 100_000
 DEFAULT_HISTORY = 200
@@ -27,6 +29,11 @@ MAX_SERIES_LIST = 1_000_000
 # Statuses that refuse the HTTP request itself (no key, wrong method, body too large): the predict routes
 # answer them like every route, not in the Spice envelope.
 HTTP_REFUSALS = frozenset({401, 405, 413})
+
+# One forecast asked for: model name, horizon, series, levels, covariates, explain.
+Request = tuple[str, int | None, str | None, list[Level], dict[str, list[Any]] | None, bool]
+# What a forecast asked for comes to: the forecast, or the (HTTP status, body) it failed with.
+Outcome = Forecast | tuple[int, dict[str, Any]]
 
 
 # --- parsing at the edge: checked once here, trusted after ---------------------------------------------
@@ -221,35 +228,79 @@ class PredictBase(BaseHandler):
     async def forecast(
         self, name: str, horizon: int | None, series: str | None, levels: list[Level],
         covariates: dict[str, list[Any]] | None = None, explain: bool = False,
-    ) -> tuple[Forecast | tuple[int, dict[str, Any]], float]:
+    ) -> tuple[Outcome, float]:
         """The forecast of one model, or the (HTTP status, body) it failed with, and its seconds; counted."""
         started = self.ctx.clock()
         predictions = self.ctx.predictions
-        outcome: Forecast | tuple[int, dict[str, Any]]
         try:
             # A forecast cached for the current data is answered here; anything else goes to a worker.
             forecast = None if covariates else predictions.cached(name, horizon, series, levels, explain)
             if forecast is None:
                 forecast = await self.ctx.run(predictions.predict, name, horizon, series, levels, covariates, explain)
-            outcome, status = forecast, "Success"
         except Exception as exc:  # each item carries its own status
-            outcome = self.spice_error(*error_status(exc), name)
-            status = outcome[1]["status"]
-            if outcome[0] == 500:
-                self.log_exception(type(exc), exc, exc.__traceback__)
-        seconds = self.ctx.clock() - started
-        self.ctx.metrics.prediction(name, status, seconds)
-        return outcome, seconds
+            return self.counted(name, exc, self.ctx.clock() - started)
+        return self.counted(name, forecast, self.ctx.clock() - started)
 
-    async def predict_one(
-        self, name: str, horizon: int | None, series: str | None, levels: list[Level],
-        covariates: dict[str, list[Any]] | None = None, explain: bool = False,
-    ) -> tuple[int, dict[str, Any]]:
-        """(HTTP status, body) for one model; errors become bodies, never exceptions."""
-        outcome, seconds = await self.forecast(name, horizon, series, levels, covariates, explain)
-        status, body = (200, forecast_body(outcome)) if isinstance(outcome, Forecast) else outcome
-        body["duration_ms"] = round(seconds * 1000, 3)
-        return status, body
+    async def forecast_batch(self, requests: list[Request]) -> list[tuple[Outcome, float]]:
+        """`forecast` of each request, in order. Those cached are answered here; the others are computed in
+        workers, up to FORECASTS_PER_HOP one after another in each: a forecast from a window at hand holds the
+        interpreter nearly all of its time, so such forecasts in threads of their own would only take turns,
+        each paying for the switches and a hop; forecasts that read their windows from the data node wait on
+        it, and a large batch of them still has many workers reading side by side."""
+        predictions = self.ctx.predictions
+        outcomes: list[Any] = [None] * len(requests)
+        todo = []
+        for i, (name, horizon, series, levels, covariates, explain) in enumerate(requests):
+            started = self.ctx.clock()
+            try:
+                forecast = None if covariates else predictions.cached(name, horizon, series, levels, explain)
+            except Exception as exc:  # each item carries its own status
+                forecast = exc
+            if forecast is None:
+                todo.append(i)
+            else:
+                outcomes[i] = self.counted(name, forecast, self.ctx.clock() - started)
+        hops = -(-len(todo) // FORECASTS_PER_HOP)
+        shares = [todo[k::hops] for k in range(hops)]  # as even as they go
+        computed = await asyncio.gather(*(self.ctx.run(compute_all, predictions.predict, [requests[i] for i in share],
+                                                       self.ctx.clock) for share in shares))
+        for share, results in zip(shares, computed, strict=True):
+            for i, (outcome, seconds) in zip(share, results, strict=True):
+                outcomes[i] = self.counted(requests[i][0], outcome, seconds)
+        return outcomes
+
+    def counted(self, name: str, outcome: Forecast | Exception, seconds: float) -> tuple[Outcome, float]:
+        """A forecast, or the (HTTP status, body) of its failure (logged when the server failed), counted."""
+        if isinstance(outcome, Forecast):
+            self.ctx.metrics.prediction(name, "Success", seconds)
+            return outcome, seconds
+        failed = self.spice_error(*error_status(outcome), name)
+        if failed[0] == 500:
+            self.log_exception(type(outcome), outcome, outcome.__traceback__)
+        self.ctx.metrics.prediction(name, failed[1]["status"], seconds)
+        return failed, seconds
+
+
+def compute_all(
+    predict: Callable[..., Forecast], requests: list[Request], clock: Callable[[], float],
+) -> list[tuple[Forecast | Exception, float]]:
+    """Each request's forecast, or the exception it failed with, and its seconds (in a worker)."""
+    out: list[tuple[Forecast | Exception, float]] = []
+    for request in requests:
+        started = clock()
+        try:
+            outcome: Forecast | Exception = predict(*request)
+        except Exception as exc:  # each item carries its own status
+            outcome = exc
+        out.append((outcome, clock() - started))
+    return out
+
+
+def item_body(outcome: Outcome, seconds: float) -> dict[str, Any]:
+    """A batch item: the forecast's body or its error's, with its own duration."""
+    body = forecast_body(outcome) if isinstance(outcome, Forecast) else outcome[1]
+    body["duration_ms"] = round(seconds * 1000, 3)
+    return body
 
 
 class PredictHandler(PredictBase):
@@ -270,18 +321,16 @@ class PredictHandler(PredictBase):
 class BatchPredictHandler(PredictBase):
     async def post(self) -> None:
         items = self._items(self.json_body())
-        results = []
+        requests = [item for item in items if not isinstance(item, dict)]
+        done = iter(await self.forecast_batch(requests))
+        bodies = []
         for item in items:  # items that fail their checks answer in place, in request order
             if isinstance(item, dict):
-                results.append(asyncio.ensure_future(self._error_item(item)))
+                item["duration_ms"] = 0.0
+                bodies.append(item)
             else:
-                results.append(asyncio.ensure_future(self.predict_one(*item)))
-        done = await asyncio.gather(*results)
-        self.write_json({"duration_ms": self.elapsed_ms(), "predictions": [body for _, body in done]})
-
-    async def _error_item(self, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
-        body["duration_ms"] = 0.0
-        return 400, body
+                bodies.append(item_body(*next(done)))
+        self.write_json({"duration_ms": self.elapsed_ms(), "predictions": bodies})
 
     def _items(self, body: Any) -> list[Any]:
         if not isinstance(body, dict) or not isinstance(body.get("predictions"), list):

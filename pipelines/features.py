@@ -109,6 +109,34 @@ class FeatureLayout:
             x[:, self.base_width:] = drivers
         return x, mu, sd
 
+    def row_into(
+        self, out: np.ndarray, window: np.ndarray, series_mean: float, series_std: float, position: float, step: int,
+        drivers: np.ndarray | None = None,
+    ) -> tuple[float, float]:
+        """`rows` of one window (lookback,) written into `out` (width,), bit for bit, and the window's mean and
+        spread; `drivers` (the driver columns) are given exactly when the layout has drivers. A recursive
+        forecast of one series builds a row per step, and on arrays of one row the numpy calls of `rows` cost
+        more than the features: here each is made once, on scalars where it can."""
+        lookback = self.lookback
+        # The same reductions as row_mean_std (numpy's pairwise sums), so the same bits.
+        mu = np.add.reduce(window) / lookback
+        deviations = np.subtract(window, mu, out=out[:lookback])
+        std = math.sqrt(np.add.reduce(deviations * deviations) / lookback)
+        floor = SD_FLOOR_SHARE * series_std
+        sd = std if std >= floor or std != std else floor  # np.maximum's: NaN wins
+        np.divide(deviations, sd, out=deviations)
+        out[lookback] = (mu - series_mean) / series_std
+        out[lookback + 1] = np.log(sd / series_std)
+        col = lookback + 2
+        if self.use_position:
+            out[col] = position
+            col += 1
+        if self.use_season_lag:
+            out[col] = out[self.season_lag_index(step)]
+        if drivers is not None:
+            out[self.base_width:] = drivers
+        return mu, sd
+
 
 def window_spread(windows: np.ndarray, series_std: np.ndarray) -> np.ndarray:
     """Each window's spread, floored at a share of its series' spread: what features, targets and interval

@@ -185,7 +185,7 @@ class Forecaster:
         self._remember(served, [series], predicted, spread, future[None, :])
         if state.spec.challengers and self._challengers is not None:
             self._challengers.beside(state, served, windows, steps, predicted, spread, future[None, :], self._remember)
-        entry = predicted[0], spread, [iso_utc(t) for t in future], _methods(served.model, windows)[0]
+        entry = predicted[0], spread, iso_times(future), _methods(served.model, windows)[0]
         return entry, contributions
 
     def _window(
@@ -278,6 +278,14 @@ def _methods(model: object, windows: Windows) -> list[str | None]:
     if isinstance(model, PortfolioModel):
         return model.methods_of(windows.ids, windows.values)
     return [None] * len(windows.ids)
+
+
+def iso_times(times: np.ndarray) -> list[str]:
+    """iso_utc of each timestamp, written for all at once when they are whole seconds (grid periods are)."""
+    exact = np.asarray(times).astype("datetime64[us]")
+    if (exact.view(np.int64) % 1_000_000).any():
+        return [iso_utc(t) for t in exact]
+    return [text + "Z" for text in np.datetime_as_string(exact, unit="s").tolist()]
 
 
 def calibrated(model: TrainedModel | FileBoosterModel | PortfolioModel) -> bool:

@@ -293,6 +293,13 @@ class GridQuery:
     def tail_windows(self, rows: Columns, lookback: int) -> Windows | None:
         """The window of one series from its rows as `windows` read them (Windows.raw, kept current by
         commit notices); None when they no longer hold a whole window (a read is needed)."""
+        times, values = rows.times, rows.values
+        if times.size >= lookback:
+            # The usual tail: its newest `lookback` periods consecutive and valued, so they are the window as
+            # filling would give it, whatever gaps lie before them (a cold forecast's most costly step else).
+            recent = values[-lookback:]
+            if self.freq.steps_between(times[-lookback], times[-1:])[0] == lookback - 1 and np.isfinite(recent).all():
+                return Windows(list(rows.ids[:1]), recent[None, :].copy(), times[-1:].copy(), {})
         found = latest_windows(rows, self.freq, self.fill, self.dataset, lookback)
         if not found.ids or found.sizes[0] < lookback:
             return None

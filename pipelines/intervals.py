@@ -15,6 +15,7 @@ from collections.abc import Sequence
 import numpy as np
 
 MAX_ERRORS_PER_STEP = 5000  # kept per step (a seeded sample when there are more)
+MAX_KEPT_WIDTHS = 1000  # (level, horizon) pairs whose half-widths a calibration keeps
 
 
 class Calibration:
@@ -24,6 +25,8 @@ class Calibration:
         self.errors = [np.sort(np.asarray(e, dtype=np.float64)) for e in errors]
         # How many errors the backtest produced per step (more than are kept when sampled).
         self.seen = list(seen) if seen is not None else [e.size for e in self.errors]
+        self._widths: dict[tuple[float, int], np.ndarray] = {}  # half_widths by (level, horizon)
+        self._usable = bool(self.errors) and all(e.size > 0 for e in self.errors)  # asked of every forecast
 
     @classmethod
     def from_errors(cls, errors: Sequence[list[np.ndarray]], seed: int = 0) -> Calibration:
@@ -48,14 +51,25 @@ class Calibration:
         return min(self.seen) if self.seen else 0
 
     def usable(self) -> bool:
-        return self.steps > 0 and all(e.size > 0 for e in self.errors)
+        return self._usable
 
     def half_widths(self, level: float, horizon: int) -> np.ndarray:
-        """The normalised half-width of the `level`% interval at steps 1..horizon.
+        """The normalised half-width of the `level`% interval at steps 1..horizon (read-only: kept, as every
+        forecast served asks again for its 80% interval).
 
         Steps beyond the calibrated ones (a recursive model asked for a longer horizon) widen the last
         calibrated width by the square root of the step ratio, as errors of a random walk would.
         """
+        key = (level, horizon)
+        widths = self._widths.get(key)
+        if widths is None:
+            if len(self._widths) >= MAX_KEPT_WIDTHS:  # levels come from clients
+                self._widths.clear()
+            widths = self._widths[key] = self._half_widths(level, horizon)
+            widths.flags.writeable = False
+        return widths
+
+    def _half_widths(self, level: float, horizon: int) -> np.ndarray:
         widths = np.empty(horizon, dtype=np.float64)
         for k in range(horizon):
             errors = self.errors[min(k, self.steps - 1)]

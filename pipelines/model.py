@@ -2,13 +2,15 @@
 
 A model is global: one set of boosters for all of its series (a single-series model is a panel of one).
 It keeps each training series' level statistics and naive scale, and the calibration errors its
-intervals come from. Forecasts are computed for a batch of windows, one LightGBM call per step.
+intervals come from. Forecasts are computed for a batch of windows, one LightGBM call per step (a single
+window row by row through LightGBM's single-row path: pipelines/single_row.py).
 """
 
 from __future__ import annotations
 
 import json
 import math
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -19,6 +21,7 @@ from pipelines.drivers import FutureDrivers
 from pipelines.features import FeatureLayout, window_spread
 from pipelines.frequency import Frequency
 from pipelines.intervals import Calibration
+from pipelines.single_row import SingleRowConfig, single_row
 from spicepod import InvalidInput
 
 if TYPE_CHECKING:
@@ -101,6 +104,8 @@ class TrainedModel:
         self.metrics = metrics or {}
         self.training_rows = training_rows
         self.max_horizon = MAX_RECURSIVE_HORIZON if strategy == "recursive" else horizon
+        self._configs: list[SingleRowConfig | lgb.Booster] | None = None  # see _single_rows
+        self._configs_lock = threading.Lock()
 
     @property
     def lookback(self) -> int:
@@ -177,6 +182,9 @@ class TrainedModel:
                 rows.append((k, booster, x, mu, sd))
             return booster.predict(x, num_threads=threads) * sd + mu
 
+        if n == 1 and not explain:
+            return self._forecast_one(windows[0], last, horizon, series_mean[0], series_std[0], positions[0],
+                                      drivers), spread, {}
         if self.strategy == "direct":
             out = np.empty((n, horizon), dtype=np.float64)
             for k in range(horizon):
@@ -188,6 +196,40 @@ class TrainedModel:
                 buffer[:, lookback + k] = step_value(self.boosters[0], buffer[:, k:k + lookback], k, 1)
             out = buffer[:, lookback:]
         return out, spread, self._contributions(rows, n, horizon, threads) if explain else {}
+
+    def _forecast_one(
+        self, window: np.ndarray, last: np.ndarray, horizon: int, series_mean: float, series_std: float,
+        positions: np.ndarray, drivers: FutureDrivers | None,
+    ) -> np.ndarray:
+        """`_forecast`'s values (1, horizon) for one window, bit for bit: the row of each step built in place and
+        predicted through LightGBM's single-row path, where a batch's per-call costs would be most of the time."""
+        layout = self.layout
+        lookback = layout.lookback
+        x = np.empty(layout.width, dtype=np.float64)
+        recursive = self.strategy != "direct"
+        predict = [single_row(predictor, x) for predictor in self._single_rows()[:1 if recursive else horizon]]
+        values = np.empty(lookback + horizon, dtype=np.float64)
+        values[:lookback] = window  # a recursive step's window ends with the steps before it
+        with_drivers = bool(layout.drivers)
+        for k in range(horizon):
+            extra = layout.drivers.forecast_block(drivers, last, k + 1, self.freq)[0] if with_drivers else None
+            if recursive:
+                mu, sd = layout.row_into(x, values[k:k + lookback], series_mean, series_std, positions[k], 1, extra)
+                values[lookback + k] = predict[0]() * sd + mu
+            else:
+                mu, sd = layout.row_into(x, window, series_mean, series_std, positions[k], k + 1, extra)
+                values[lookback + k] = predict[k]() * sd + mu
+        return values[None, lookback:]
+
+    def _single_rows(self) -> list[SingleRowConfig | lgb.Booster]:
+        """Each booster's single-row fast path, made on first use (the booster itself where LightGBM has none)."""
+        configs = self._configs
+        if configs is None:
+            with self._configs_lock:
+                if self._configs is None:
+                    self._configs = [SingleRowConfig.made(b, self.layout.width) or b for b in self.boosters]
+                configs = self._configs
+        return configs
 
     def _contributions(self, rows: list[tuple], n: int, horizon: int, threads: int) -> dict[str, np.ndarray]:
         """Each input group's share of every step, in the forecast's units, from LightGBM's SHAP values of the
@@ -314,6 +356,8 @@ class FileBoosterModel:
         self.booster = booster
         self.lookback = lookback
         self.window_length = self.min_periods = lookback
+        self._config: SingleRowConfig | lgb.Booster | None = None  # see _single_row
+        self._config_lock = threading.Lock()
 
     @classmethod
     def load(cls, path: Path, lookback: int) -> FileBoosterModel:
@@ -340,6 +384,20 @@ class FileBoosterModel:
         threads = predict_threads(n)
         buffer = np.empty((n, lookback + horizon), dtype=np.float64)
         buffer[:, :lookback] = windows
-        for k in range(horizon):
-            buffer[:, lookback + k] = self.booster.predict(buffer[:, k:k + lookback], num_threads=threads)
+        if n == 1:  # step by step through the single-row path, as TrainedModel forecasts one window
+            x = np.empty(lookback, dtype=np.float64)
+            predict = single_row(self._single_row(), x)
+            for k in range(horizon):
+                x[:] = buffer[0, k:k + lookback]
+                buffer[0, lookback + k] = predict()
+        else:
+            for k in range(horizon):
+                buffer[:, lookback + k] = self.booster.predict(buffer[:, k:k + lookback], num_threads=threads)
         return buffer[:, lookback:], windows.std(axis=1)
+
+    def _single_row(self) -> SingleRowConfig | lgb.Booster:
+        if self._config is None:
+            with self._config_lock:
+                if self._config is None:
+                    self._config = SingleRowConfig.made(self.booster, self.lookback) or self.booster
+        return self._config

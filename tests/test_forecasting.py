@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import math
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import lightgbm as lgb
@@ -17,6 +18,7 @@ from pipelines.intervals import Calibration, interval_bounds
 from pipelines.metrics import mase, smape
 from pipelines.model import FileBoosterModel, TrainedModel
 from pipelines.series import SeriesSet
+from pipelines.single_row import SingleRowConfig
 from pipelines.training import chunk_rows, fit, series_stats, train_model, training_set
 from spicepod.errors import InvalidInput
 
@@ -438,3 +440,38 @@ def test_a_panel_differences_seasonal_series_unless_too_short_to_backtest_it() -
     single = train_model(SeriesSet.single(ts, values), freq=freq, lookback=8, horizon=4, lightgbm_params=FAST,
                          dataset="wool")
     assert single.differencing == 0
+
+
+@pytest.mark.parametrize("strategy", ["recursive", "direct"])
+def test_one_window_forecasts_through_the_single_row_path_bit_for_bit(strategy: str) -> None:
+    """A single window is predicted row by row through LightGBM's single-row fast path: the same bits as
+    Booster.predict (the fallback where LightGBM has no such path), and as the window forecast in a batch."""
+    ts, values = read_series("sunspots_monthly")
+    ts, values = ts[-400:], values[-400:]
+    model = train(values, ts, freq=Frequency.parse("1mo"), lookback=24, horizon=6, strategy=strategy,
+                  lightgbm_params=FAST, dataset="sun")
+    assert model.layout.use_position and model.layout.use_season_lag
+    origins = list(range(24, 400, 7))
+    windows = np.stack([values[o - 24:o] for o in origins])
+    last = ts[np.array(origins) - 1]
+    batch, _ = model.forecast_windows(windows, last, 6, [None] * len(origins))
+    fast = np.stack([forecast(model, w, t, 6) for w, t in zip(windows, last, strict=True)])
+    assert all(isinstance(c, SingleRowConfig) for c in model._single_rows())
+    with ThreadPoolExecutor(4) as pool:  # each forecast reads its own row: threads may share the booster
+        together = np.stack(list(pool.map(lambda i: forecast(model, windows[i], last[i], 6), range(len(origins)))))
+    assert together.tobytes() == fast.tobytes()
+    model._configs = list(model.boosters)  # as where LightGBM has no single-row path: Booster.predict
+    fallback = np.stack([forecast(model, w, t, 6) for w, t in zip(windows, last, strict=True)])
+    assert fast.tobytes() == batch.tobytes() == fallback.tobytes()
+
+
+def test_a_booster_of_several_values_a_row_is_left_to_booster_predict() -> None:
+    """The single-row path writes one value a row: a booster giving more (a multiclass model) never takes it."""
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(300, 4))
+    params = {"objective": "multiclass", "num_class": 3, "verbosity": -1, "num_threads": 1}
+    booster = lgb.train(params, lgb.Dataset(x, rng.integers(0, 3, 300), params=params), num_boost_round=3)
+    assert SingleRowConfig.made(booster, 4) is None
+    assert isinstance(SingleRowConfig.made(lgb.train({**params, "objective": "regression", "num_class": 1},
+                                                     lgb.Dataset(x, x[:, 0]), num_boost_round=3), 4),
+                      SingleRowConfig)

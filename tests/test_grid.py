@@ -18,6 +18,7 @@ from harness.flight import ServedFlight, flight_server
 from pipelines.flight_client import FlightDataClient
 from pipelines.frequency import Frequency
 from pipelines.grid import GridQuery
+from pipelines.gridfill import Columns, latest_windows
 from spicepod import InvalidInput
 
 DAY = np.timedelta64(1, "D").astype("m8[us]")
@@ -219,3 +220,22 @@ def test_a_panel_of_minutes_on_a_daily_grid_is_not_read_row_by_row(served: Serve
     windows = query.windows(client, LOOKBACK, newest=NEWEST + DAY - np.timedelta64(60_000_000, "us"))
     assert query._aggregates  # more rows inside the bound than one a day: the read stopped, DuckDB grouped them
     assert windows.ids == ["x"] and windows.values.tolist() == [[719.5 + d for d in range(POINTS - 5, POINTS)]]
+
+
+@pytest.mark.parametrize(("times", "values"), [
+    (range(12), [float(v) for v in range(12)]),  # regular
+    ([0, 1, 4, 5, 6, 7, 8, 9], [1.0, 2.0, 5.0, 6.0, 7.0, 8.0, 9.0, 10.0]),  # a gap before the window
+    ([0, 1, 2, 3, 4, 6, 7, 8], [1.0, 2.0, 3.0, 4.0, 5.0, 7.0, 8.0, 9.0]),  # a gap inside it: filled
+    (range(8), [1.0, 2.0, 3.0, 4.0, math.nan, 6.0, 7.0, 8.0]),  # a NaN inside it: filled
+])
+def test_a_tails_window_is_the_filled_grids(times: range | list[int], values: list[float]) -> None:
+    """A window made from kept rows, taken as it is when its newest periods are consecutive and valued, is
+    the window filling the rows on the grid gives."""
+    query = GridQuery("single", "ts", "value", None, Frequency.parse("1d"), START, "mean", "linear")
+    stamps = START + np.asarray(times, dtype=np.int64) * DAY
+    rows = Columns([None], np.zeros(1, np.int64), np.array([stamps.size]), stamps, np.asarray(values),
+                   np.ones(stamps.size, np.int64))
+    window = query.tail_windows(rows, LOOKBACK)
+    filled = latest_windows(rows, query.freq, "linear", "single", LOOKBACK)
+    assert window.ids == filled.ids == [None] and window.short == {}
+    assert window.values.tobytes() == filled.rows.tobytes() and window.last.tolist() == filled.last.tolist()

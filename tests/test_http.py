@@ -516,6 +516,31 @@ def test_doput_moves_the_forecast(rt: Runtime) -> None:
     assert metric(samples, "flightcast_dataset_rows", dataset="gdp") == 205
 
 
+def test_a_batch_after_doput_answers_each_item_as_its_get(rt: Runtime) -> None:
+    """A batch of forecasts the new data made stale, a cached one and a refused one: each answered, in
+    request order, as its own GET answers it."""
+    rt.get_json("/v1/models/wool_m/predict?level=80")  # cached from here on
+    following = rt.get_json("/v1/models/gdp_m/predict")["timestamps"][:2]
+    rows = pa.table({"ts": pa.array([parse_instant(following[0]).replace(tzinfo=None)], pa.timestamp("us")),
+                     "value": pa.array([13200.0], pa.float64())})
+    assert do_put(rt.flight_client(), "gdp", rows) == {"dataset": "gdp", "rows": 1}
+    items = [{"model_name": "gdp_m"}, {"model_name": "wool_m", "level": [80]}, {"model_name": "gdp_m", "horizon": 0},
+             {"model_name": "gdp_m", "horizon": 2, "level": [80, 95]}]
+    response = rt.post("/v1/predict", {"predictions": items})
+    assert response.status == 200
+    results = response.json()["predictions"]
+    assert [r["status"] for r in results] == ["Success", "Success", "BadRequest", "Success"]
+    assert results[0]["timestamps"][0] == following[1]  # after the row just put
+    assert results[2]["error_message"] == f"horizon must be an integer from 1 to {MAX_HORIZON}, got 0"
+    gets = ["/v1/models/gdp_m/predict", "/v1/models/wool_m/predict?level=80", None,
+            "/v1/models/gdp_m/predict?horizon=2&level=80&level=95"]
+    for path, result in zip(gets, results, strict=True):
+        if path is not None:
+            single = rt.get_json(path)
+            assert {k: v for k, v in result.items() if k != "duration_ms"} == \
+                {k: v for k, v in single.items() if k != "duration_ms"}
+
+
 # --- concurrency ------------------------------------------------------------------------------------------
 
 def _training_started(rt: Runtime, model: str, count: int) -> bool:
