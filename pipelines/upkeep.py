@@ -60,6 +60,7 @@ class Upkeep:
         self._promote = promote
         self._foreground = foreground
         self._yield_until = 0.0
+        self._flushed = time.monotonic()  # when live accuracy was last written
         self._due: dict[str, frozenset[str] | None] = {}  # dataset -> series touched (None: any may be)
         self._working: frozenset[str] = frozenset()  # the datasets of the pass under way
         self._wake = threading.Condition()
@@ -134,8 +135,10 @@ class Upkeep:
                     self._guarded(self._score, state, (info, series))
                     self._guarded(self._maybe_promote, state, info)
                     self._guarded(self._maybe_retrain, state, info)
-            self._yield()  # writing what a bulk forecast left waiting takes the interpreter a while too
-            self._live.flush()
+            if time.monotonic() - self._flushed >= FLUSH_SECONDS:  # a burst of commits is written once
+                self._yield()  # writing what bulk forecasts left waiting takes the interpreter a while too
+                self._live.flush()
+                self._flushed = time.monotonic()
             if self._detector is not None:
                 self._detector.log.flush()
             with self._wake:
