@@ -218,8 +218,9 @@ class LiveScorer:
             return state
         try:
             with np.load(self._pending_path(model), allow_pickle=False) as columns:
-                named = columns["named"].tolist()
-                sids = [s if n else None for s, n in zip(columns["series"].tolist(), named, strict=True)]
+                names = [s if n else None for s, n in zip(columns["series"].tolist(), columns["named"].tolist(),
+                                                          strict=True)]
+                sids = [names[code] for code in columns["codes"].tolist()]
                 entries = np.column_stack([columns[c] for c in PENDING_COLUMNS]).tolist()
                 keys = zip(sids, columns["stamps"].tolist(), strict=True)
                 state.pending.update(zip(keys, map(tuple, entries), strict=True))
@@ -279,14 +280,17 @@ class LiveScorer:
 
 
 def _columns(pending: dict[tuple[str | None, int], tuple[float, float, float, float]]) -> dict[str, np.ndarray]:
-    """Pending forecasts as arrays: series ids (`named` False for a model's one series, None), target
-    stamps and one column per value."""
-    sids = [sid for sid, _ in pending]
-    entries = np.array(list(pending.values()), dtype=np.float64).reshape(len(pending), len(PENDING_COLUMNS))
-    out = {"series": np.array(["" if sid is None else sid for sid in sids], dtype=np.str_),
-           "named": np.array([sid is not None for sid in sids], dtype=bool),
-           "stamps": np.array([stamp for _, stamp in pending], dtype=np.int64)}
-    out.update({name: entries[:, i] for i, name in enumerate(PENDING_COLUMNS)})
+    """Pending forecasts as arrays: each distinct series id once (`named` False for a model's one series,
+    None), each point's series as its place among them, its target stamp and one column per value."""
+    index: dict[str | None, int] = {}
+    codes = np.fromiter((index.setdefault(sid, len(index)) for sid, _ in pending), np.int64, len(pending))
+    values = np.fromiter(itertools.chain.from_iterable(pending.values()), np.float64, len(pending) * 4)
+    values = values.reshape(len(pending), len(PENDING_COLUMNS))
+    out = {"series": np.array(["" if sid is None else sid for sid in index], dtype=np.str_),
+           "named": np.array([sid is not None for sid in index], dtype=bool),
+           "codes": codes,
+           "stamps": np.fromiter((stamp for _, stamp in pending), np.int64, len(pending))}
+    out.update({name: values[:, i] for i, name in enumerate(PENDING_COLUMNS)})
     return out
 
 
