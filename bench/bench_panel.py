@@ -350,8 +350,8 @@ def served(cfg: dict, theirs: dict | None) -> None:
             print(f"  flightcast first call {first:.3f} s (reads every window through Flight), then median "
                   f"{warm:.3f} s over {cfg['bulk_runs']} calls; {table.num_rows} rows, {len(body) / 1e6:.1f} MB")
             after, last = after_new_data(rt, panel, path, cfg["bulk_runs"])
-            print(f"  flightcast first call after a DoPut of one new day to every series: median {after:.3f} s over "
-                  f"{cfg['bulk_runs']} DoPuts")
+            print(f"  flightcast first call after a DoPut of one new day to every series (the windows moved on by the "
+                  f"rows of its commit notice): median {after:.3f} s over {cfg['bulk_runs']} DoPuts")
             if theirs:
                 print(f"  mlforecast in-process predict({horizon}): median {theirs['predict_s']:.3f} s")
                 ratio_line("bulk forecast flightcast GET /forecasts (warm) / mlforecast predict",
