@@ -31,7 +31,9 @@ from pipelines.tails import WindowTails, committed_rows
 from spicepod.timestamps import parse_iso
 
 CACHE_ENTRIES = 4096  # single forecasts kept; past that the cache starts again empty
-ARRIVED_ROWS = 200_000  # rows of notices kept per dataset to move all-series windows on; the oldest go first
+# Notices (and their rows) kept per dataset to move all-series windows on; past either, the oldest go first.
+ARRIVED_NOTICES = 1_000
+ARRIVED_ROWS = 200_000
 
 # A single forecast as computed: values (horizon,), the window's spread (1,), ISO timestamps.
 Entry = tuple[np.ndarray, np.ndarray, list[str], str | None]  # values, spread, timestamps, method
@@ -92,7 +94,7 @@ class ForecastCache:
         arrived = self._arrived[dataset]
         arrived.append((version, rows))
         total = sum(table.num_rows for _, table in arrived)
-        while total > ARRIVED_ROWS:
+        while total > ARRIVED_ROWS or len(arrived) > ARRIVED_NOTICES:
             total -= arrived.pop(0)[1].num_rows
 
     def _arrived_since(self, dataset: str, since: int, upto: int) -> list[pa.Table] | None:
