@@ -38,6 +38,9 @@ FIRST_US = int(np.datetime64("0001-01-01T00:00:00", "us").astype(np.int64))
 LAST_US = int(np.datetime64("9999-12-31T23:59:59.999999", "us").astype(np.int64))
 MAX_NOTICE_SERIES = 10_000  # a commit touching more series is announced as touching all (None)
 NOTICE_ROWS = 1_000  # a commit of at most this many rows carries them in its notice (serve nodes need no read)
+# The same for a dataset of many series: a new period of each of as many series as a notice names, so that
+# all-series windows move on without a read.
+PANEL_NOTICE_ROWS = MAX_NOTICE_SERIES
 STAGED = "flightcast_staged"  # a replace stream before its merge (temp, one per cursor)
 RECEIVED = "flightcast_received"  # the stream's batches as DuckDB sees them
 STAGE_IN_MEMORY_BYTES = 512 << 20  # a larger stream is staged in a temp table (spilled under the memory limit)
@@ -133,6 +136,7 @@ class IncomingStream:
         self._last_keys: dict[tuple[str, ...], tuple] = {}
         self._batches = batches
         self._held: list[pa.RecordBatch] | None = []  # the batches while they are few enough for the notice
+        self._notice_rows = NOTICE_ROWS if spec.series_column is None else PANEL_NOTICE_ROWS
 
     @property
     def keys_unique(self) -> bool:
@@ -144,7 +148,7 @@ class IncomingStream:
             if batch.num_rows:
                 self._check(batch)
                 if self._held is not None:
-                    self._held = self._held + [batch] if self.rows <= NOTICE_ROWS else None
+                    self._held = self._held + [batch] if self.rows <= self._notice_rows else None
                 yield batch
 
     def notice_rows(self) -> pa.Table | None:

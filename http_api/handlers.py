@@ -93,6 +93,7 @@ class MetricsHandler(BaseHandler):
         self.ctx.metrics.observe_datasets(datasets)
         self.ctx.metrics.observe_models([model_json(info) for info in self.ctx.predictions.models()])
         self.ctx.metrics.observe_anomalies(self.ctx.predictions.anomaly_totals())
+        self.ctx.metrics.upkeep_backlog.set(self.ctx.predictions.upkeep_backlog())
         self.set_header("Content-Type", self.ctx.metrics.content_type)
         self.finish(self.ctx.metrics.exposition())
 

@@ -141,6 +141,11 @@ class Metrics:
             "flightcast_drift", "Live MASE over the drift window divided by the backtest MASE, by model",
             ["model"], registry=r,
         )
+        self.upkeep_backlog = Gauge(
+            "flightcast_upkeep_backlog",
+            "Datasets whose new data background upkeep (anomaly checks, live scoring) has not finished; 0 when idle",
+            registry=r,
+        )
         self._known_models: frozenset[str] | None = None
         self._baseline_rows: dict[str, int] = {}
         self._rows_lock = threading.Lock()

@@ -25,11 +25,15 @@ import pyarrow as pa
 from pipelines.drivers import FutureDrivers
 from pipelines.flight_client import FlightDataClient
 from pipelines.grid import MAX_NAMED_SERIES, Windows
+from pipelines.gridfill import moved_on, rows_by_series
 from pipelines.state import DataVersions, ServedModel
-from pipelines.tails import WindowTails
+from pipelines.tails import WindowTails, committed_rows
 from spicepod.timestamps import parse_iso
 
 CACHE_ENTRIES = 4096  # single forecasts kept; past that the cache starts again empty
+# Notices (and their rows) kept per dataset to move all-series windows on; past either, the oldest go first.
+ARRIVED_NOTICES = 1_000
+ARRIVED_ROWS = 200_000
 
 # A single forecast as computed: values (horizon,), the window's spread (1,), ISO timestamps.
 Entry = tuple[np.ndarray, np.ndarray, list[str], str | None]  # values, spread, timestamps, method
@@ -65,6 +69,8 @@ class ForecastCache:
         self._series_last: dict[str, _Kept] = {}
         self._window_reads: dict[str, threading.Lock] = {}  # one read of a model's windows at a time
         self._tails = WindowTails()  # the rows behind single windows, moved on by the rows notices carry
+        # The rows of each notice since all-series windows of the dataset were kept: what moves them on.
+        self._arrived: dict[str, list[tuple[int, pa.Table]]] = {}
 
     # --- data versions -----------------------------------------------------------------------------
 
@@ -80,7 +86,23 @@ class ForecastCache:
         version known."""
         with self._lock:
             self._tails.notice(dataset, version, series, rows, self._versions)
+            if rows is not None and dataset in self._arrived:
+                self._keep_arrived(dataset, version, rows)
             return self._versions.record(dataset, version, last, series)
+
+    def _keep_arrived(self, dataset: str, version: int, rows: pa.Table) -> None:
+        arrived = self._arrived[dataset]
+        arrived.append((version, rows))
+        total = sum(table.num_rows for _, table in arrived)
+        while total > ARRIVED_ROWS or len(arrived) > ARRIVED_NOTICES:
+            total -= arrived.pop(0)[1].num_rows
+
+    def _arrived_since(self, dataset: str, since: int, upto: int) -> list[pa.Table] | None:
+        """The rows of every commit after version `since` up to `upto`; None when one of them is not kept."""
+        rows = {version: table for version, table in self._arrived.get(dataset, ()) if since < version <= upto}
+        if len(rows) != upto - since:
+            return None
+        return [rows[version] for version in range(since + 1, upto + 1)]
 
     def reset(self) -> None:
         """Notices (re)started: forget every data version and everything computed from them."""
@@ -93,6 +115,7 @@ class ForecastCache:
             self._series_stats.clear()
             self._series_last.clear()
             self._tails.clear()
+            self._arrived.clear()
             self._notices_live = True
 
     def notices_lost(self) -> bool:
@@ -197,12 +220,18 @@ class ForecastCache:
             version, newest = self.data(dataset)
             with self._lock:
                 kept = self._windows.get(name)
-                changed = None
+                changed = arrived = None
                 if kept is not None and kept.key[:2] == (generation, served.cache_id) and kept.key[3] >= future:
                     changed = self._versions.changed_since(dataset, kept.key[2])
                     future = kept.key[3]
-                    if changed is not None and len(changed) > MAX_NAMED_SERIES:
-                        changed = None  # so many that naming each costs more than reading every series
+                    if changed and not future and served.panel:
+                        arrived = self._arrived_since(dataset, kept.key[2], version)
+            base = kept.value if changed is not None else None
+            if arrived is not None:
+                # The windows the rows of those commits continue are moved on; the rest are read below.
+                base, changed = self._moved(served, base, arrived, changed)
+            if changed is not None and len(changed) > MAX_NAMED_SERIES:
+                changed = None  # so many that naming each costs more than reading every series
             lookback = served.model.window_length
             # Bounded by the newest data: only the latest row groups are read, whatever the table's size.
             if changed is None:
@@ -211,15 +240,34 @@ class ForecastCache:
             elif changed:
                 fresh = served.grid.windows(self._client, lookback, newest=newest, ids=sorted(changed),
                                             min_points=served.model.min_periods, future=future)
-                windows = _merge(kept.value, fresh, changed)
+                windows = _merge(base, fresh, changed)
             else:
-                windows = kept.value
+                windows = base
             with self._lock:
                 if generation == self._generation:
-                    self._windows[name] = _Kept((generation, served.cache_id, version, future), windows)
+                    self._windows[name] = _Kept((generation, served.cache_id, version, future, dataset), windows)
                     if served.panel:
                         self._last_of(served).update(zip(windows.ids, windows.last, strict=True))
+                        self._arrived.setdefault(dataset, [])
+                        # Rows no kept windows of the dataset need any more (every model's are newer) go.
+                        oldest = min(k.key[2] for k in self._windows.values() if k.key[4] == dataset)
+                        self._arrived[dataset] = [(v, t) for v, t in self._arrived[dataset] if v > oldest]
             return windows, (generation, version)
+
+    @staticmethod
+    def _moved(
+        served: ServedModel, windows: Windows, arrived: list[pa.Table], changed: set[str],
+    ) -> tuple[Windows, set[str]]:
+        """`windows` moved on by the rows of the commits since they were read (see gridfill.moved_on), and
+        the changed series still to read; as they were, and every changed series, when the rows cannot
+        move them (several in one period, data aggregated by period, columns of other types)."""
+        grid = served.grid
+        committed = committed_rows(grid, arrived) if grid.reads_rows else None
+        columns = None if committed is None or committed[0] is None else rows_by_series(*committed, grid.freq)
+        if columns is None:
+            return windows, changed
+        moved, rest = moved_on(windows, columns, grid.freq)
+        return moved, rest & changed
 
     def bulk(self, served: ServedModel, key: tuple) -> Any:
         """The batch kept for `key` (a stamp from `windows` and the horizon), or None."""
@@ -257,6 +305,9 @@ def _merge(old: Windows, fresh: Windows, changed: set[str]) -> Windows:
     last = np.concatenate([old.last[keep], fresh.last]) if fresh.ids else old.last[keep]
     short = {k: v for k, v in old.short.items() if k not in changed} | fresh.short
     order = sorted(range(len(ids)), key=lambda i: ids[i])
+    regular = None
+    if old.regular is not None and fresh.regular is not None:
+        regular = np.concatenate([old.regular[keep], fresh.regular])[order]
     drivers = None
     if old.drivers is not None and fresh.drivers is not None:
         def joined(a: dict, b: dict) -> dict:
@@ -266,4 +317,4 @@ def _merge(old: Windows, fresh: Windows, changed: set[str]) -> Windows:
                                 joined(old.drivers.past, fresh.drivers.past),
                                 joined(old.drivers.static, fresh.drivers.static),
                                 joined(old.drivers.history, fresh.drivers.history))
-    return Windows([ids[i] for i in order], values[order], last[order], short, drivers)
+    return Windows([ids[i] for i in order], values[order], last[order], short, drivers, regular=regular)

@@ -184,6 +184,11 @@ class GridQuery:
                          f"({', '.join(sql_string(i) for i in ids)})")
         return where
 
+    @property
+    def reads_rows(self) -> bool:
+        """Whether windows are read as the rows themselves (one a period), not aggregated by period."""
+        return not self._aggregates
+
     def window_bound(self, newest: np.datetime64 | None, points: int) -> np.datetime64 | None:
         """The start of the period `points` and a pad of periods before the one holding `newest` (None without it)."""
         if newest is None:
@@ -311,7 +316,7 @@ class GridQuery:
         kept = found.sizes >= needed
         short = {sid: int(size) for sid, size, keep in zip(found.ids, found.sizes, kept, strict=True) if not keep}
         return Windows([sid for sid, keep in zip(found.ids, kept, strict=True) if keep], found.rows[kept],
-                       found.last[kept], short, raw=raw)
+                       found.last[kept], short, raw=raw, regular=found.regular[kept])
 
     def _one_row_per_period(
         self, client: FlightDataClient, lower: np.datetime64, ids: list[str] | None, lookback: int,

@@ -81,6 +81,9 @@ class Windows:
     short: dict[str | None, int]  # series with fewer grid points than the window: how many they have
     drivers: FutureDrivers | None = None  # a model with drivers: each window's driver inputs
     raw: Columns | None = None  # one series' window read as its rows, one a period: what it was made of
+    # Per window: its series' rows as read, one a period, every one with a value and no gap (what a later
+    # row in the next period moves on without a read; see moved_on). None: not known for any.
+    regular: np.ndarray | None = None
 
 
 @dataclass
@@ -97,29 +100,32 @@ class Columns:
 
 @dataclass
 class Latest:
-    """The last `lookback` filled grid points of each series (left-padded with NaN), with how many it has."""
+    """The last `lookback` filled grid points of each series (left-padded with NaN), with how many it has
+    and whether they are its rows as read (Windows.regular)."""
 
     ids: list[str | None]
     rows: np.ndarray
     last: np.ndarray
     sizes: np.ndarray
+    regular: np.ndarray
 
     def updated(self, other: Latest) -> Latest:
         """These series with those of `other` in place of their own (new ones added), by id."""
         index = {sid: i for i, sid in enumerate(self.ids)}
         added = [i for i, sid in enumerate(other.ids) if sid not in index]
-        rows, last, sizes = self.rows.copy(), self.last.copy(), self.sizes.copy()
+        rows, last, sizes, regular = self.rows.copy(), self.last.copy(), self.sizes.copy(), self.regular.copy()
         for j, sid in enumerate(other.ids):
             i = index.get(sid)
             if i is not None:
-                rows[i], last[i], sizes[i] = other.rows[j], other.last[j], other.sizes[j]
+                rows[i], last[i], sizes[i], regular[i] = other.rows[j], other.last[j], other.sizes[j], other.regular[j]
         ids = self.ids + [other.ids[j] for j in added]
         merged = Latest(ids, np.concatenate([rows, other.rows[added]]), np.concatenate([last, other.last[added]]),
-                         np.concatenate([sizes, other.sizes[added]]))
+                        np.concatenate([sizes, other.sizes[added]]), np.concatenate([regular, other.regular[added]]))
         if not added:
             return merged
         order = sorted(range(len(ids)), key=lambda i: (ids[i] is None, ids[i] or ""))  # as ORDER BY sid
-        return Latest([ids[i] for i in order], merged.rows[order], merged.last[order], merged.sizes[order])
+        return Latest([ids[i] for i in order], merged.rows[order], merged.last[order], merged.sizes[order],
+                      merged.regular[order])
 
 
 def latest_windows(c: Columns, freq: Frequency, fill: str, dataset: str, lookback: int) -> Latest:
@@ -156,7 +162,7 @@ def latest_windows(c: Columns, freq: Frequency, fill: str, dataset: str, lookbac
         if tail.size:
             rows[i, lookback - tail.size:] = tail
             last[i] = grid_times[-1]
-    return Latest(list(c.ids), rows, last, sizes)
+    return Latest(list(c.ids), rows, last, sizes, regular)
 
 
 def rows_by_series(sids: pa.Array, times: np.ndarray, values: np.ndarray, freq: Frequency) -> Columns | None:
@@ -203,3 +209,38 @@ def _by_cell(codes: np.ndarray, periods: np.ndarray) -> np.ndarray | None:
     if ((np.diff(codes[order]) == 0) & (np.diff(periods[order]) == 0)).any():
         return None
     return order
+
+
+def moved_on(windows: Windows, rows: Columns, freq: Frequency) -> tuple[Windows, set[str | None]]:
+    """`windows` moved on by rows committed since they were read (one a period, as rows_by_series gives
+    them), and the series these rows touch that a read must give instead.
+
+    A window moves on when it is its series' rows as read (Windows.regular) and the new rows continue it:
+    the first in the period after its newest, then one a period. The read would then find the same
+    rows with these after them, and take the same latest `lookback` of them; anything else (a late or
+    corrected row, a gap, a series new or too short so far) is left to a read."""
+    index = {sid: i for i, sid in enumerate(windows.ids)}
+    found = np.array([index.get(sid, -1) for sid in rows.ids], dtype=np.int64)
+    counts = rows.ends - rows.starts
+    movable = found >= 0
+    if windows.regular is not None:
+        movable &= windows.regular[np.maximum(found, 0)]
+    else:
+        movable[:] = False
+    if movable.any():
+        # Each new row's steps after its window's newest period: 1, 2, ... for rows that continue it.
+        code = np.repeat(np.arange(len(rows.ids)), counts)
+        after = freq.steps_between(windows.last[np.maximum(found, 0)][code], rows.times)
+        expected = np.arange(rows.times.size) - np.repeat(rows.starts, counts) + 1
+        movable &= np.logical_and.reduceat(after == expected, rows.starts)
+    values, last = windows.values.copy(), windows.last.copy()
+    lookback = values.shape[1]
+    chosen = np.flatnonzero(movable)
+    for k in np.unique(counts[chosen]):  # series with the same number of new rows together
+        group = chosen[counts[chosen] == k]
+        target = found[group]
+        new = rows.values[rows.starts[group, None] + np.arange(k)[None, :]]
+        values[target] = np.concatenate([values[target], new], axis=1)[:, -lookback:]
+        last[target] = rows.times[rows.ends[group] - 1]
+    rest = {rows.ids[j] for j in np.flatnonzero(~movable)}
+    return Windows(windows.ids, values, last, windows.short, windows.drivers, None, windows.regular), rest

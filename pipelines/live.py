@@ -3,8 +3,10 @@
 For each model, the latest served forecast of each (series, target period) waits until a value for
 that period is on the grid; it is then scored (absolute error scaled by the series' in-sample naive
 MAE, sMAPE, and whether it fell inside the 80% interval) and dropped. Pending forecasts are bounded per
-model (the oldest targets go first) and, with the running sums, persisted as one JSON file per model
-in the data dir: written atomically a few seconds after a change, and at shutdown.
+model (the oldest targets go first) and persisted in the data dir with the running sums: the sums in a
+JSON file per model, the pending forecasts as columns beside it (`<model>.pending.npz`: a bulk forecast
+leaves hundreds of thousands, which JSON takes a second of the interpreter to write). Both are written
+atomically a few seconds after a change, and at shutdown.
 
 Drift compares the live MASE over the latest scored points (a bounded ring of their scaled errors, kept
 with the rest) with the backtest MASE of the model.
@@ -30,7 +32,8 @@ log = logging.getLogger("flightcast.live")
 
 MAX_PENDING = 100_000  # served forecast points waiting for their actuals, per model
 MAX_RECENT = 10_000  # the latest scaled errors kept per model for drift (the largest drift_window)
-FORMAT = 1
+FORMAT = 2  # 1: pending forecasts inside the JSON file, as rows
+PENDING_COLUMNS = ("predicted", "lower", "upper", "scale")
 
 
 @dataclass
@@ -204,13 +207,28 @@ class LiveScorer:
         except (OSError, ValueError) as exc:
             log.warning("live accuracy of %s: cannot read %s (%s); starting afresh", model, path, exc)
             return _Model()
-        if doc.get("format") != FORMAT:
+        if doc.get("format") not in (1, FORMAT):
             return _Model()
         state = _Model(**{k: doc[k] for k in ("abs_scaled", "scaled_points", "smape", "covered",
                                                "interval_points", "points")})
         state.recent.extend(float(v) for v in doc.get("recent", []))
-        for sid, stamp, predicted, lower, upper, scale in doc["pending"]:
-            state.pending[(sid, int(stamp))] = tuple(_num(v) for v in (predicted, lower, upper, scale))
+        if doc["format"] == 1:
+            for sid, stamp, predicted, lower, upper, scale in doc["pending"]:
+                state.pending[(sid, int(stamp))] = tuple(_num(v) for v in (predicted, lower, upper, scale))
+            return state
+        try:
+            with np.load(self._pending_path(model), allow_pickle=False) as columns:
+                names = [s if n else None for s, n in zip(columns["series"].tolist(), columns["named"].tolist(),
+                                                          strict=True)]
+                sids = [names[code] for code in columns["codes"].tolist()]
+                entries = np.column_stack([columns[c] for c in PENDING_COLUMNS]).tolist()
+                keys = zip(sids, columns["stamps"].tolist(), strict=True)
+                state.pending.update(zip(keys, map(tuple, entries), strict=True))
+        except FileNotFoundError:
+            pass  # nothing was pending when it was written
+        except (OSError, ValueError, KeyError) as exc:
+            log.warning("live accuracy of %s: cannot read %s (%s); its pending forecasts start afresh", model,
+                        self._pending_path(model), exc)
         return state
 
     def load(self, models: list[str]) -> None:
@@ -220,36 +238,60 @@ class LiveScorer:
                 self._state(model)
 
     def flush(self) -> None:
-        """Write every model changed since the last flush (atomically: a temp file renamed over)."""
+        """Write every model changed since the last flush (atomically: temp files renamed over). Only the copy
+        of the pending forecasts is taken under the lock: serving records forecasts meanwhile."""
         with self._lock:
             dirty, self._dirty = self._dirty, set()
-            docs = {m: self._doc(self._models[m]) for m in dirty if m in self._models}
-        if not docs:
+            taken = {m: (self._sums(self._models[m]), dict(self._pending(self._models[m])))
+                     for m in dirty if m in self._models}
+        if not taken:
             return
         self.folder.mkdir(parents=True, exist_ok=True)
-        for model, doc in docs.items():
-            fd, tmp = tempfile.mkstemp(prefix=f".{model}-", dir=self.folder)
+        for model, (doc, pending) in taken.items():
             try:
-                with os.fdopen(fd, "w") as handle:
-                    # Encoded in one piece: json.dump writes chunk by chunk, several times slower for the
-                    # hundred thousand pending points of a bulk forecast, on a thread that serving shares.
-                    handle.write(json.dumps(doc))
-                    handle.flush()
-                    os.fsync(handle.fileno())
-                os.replace(tmp, self._path(model))
+                self._write(self._pending_path(model), lambda handle, p=pending: np.savez(handle, **_columns(p)))
+                self._write(self._path(model), lambda handle, d=doc: handle.write(json.dumps(d).encode()))
             except OSError as exc:
-                log.warning("live accuracy of %s: cannot write %s: %s", model, self._path(model), exc)
-                Path(tmp).unlink(missing_ok=True)
+                log.warning("live accuracy of %s: cannot write %s: %s", model, self.folder, exc)
 
-    def _doc(self, state: _Model) -> dict[str, Any]:
+    def _write(self, path: Path, write: Any) -> None:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}-", dir=self.folder)
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                write(handle)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(tmp, path)
+        except OSError:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+    def _pending_path(self, model: str) -> Path:
+        return self.folder / f"{model}.pending.npz"
+
+    @staticmethod
+    def _sums(state: _Model) -> dict[str, Any]:
         return {
             "format": FORMAT,
             "abs_scaled": state.abs_scaled, "scaled_points": state.scaled_points, "smape": state.smape,
             "covered": state.covered, "interval_points": state.interval_points, "points": state.points,
             "recent": list(state.recent),
-            "pending": [[sid, stamp, *(None if not math.isfinite(v) else v for v in entry)]
-                        for (sid, stamp), entry in self._pending(state).items()],
         }
+
+
+def _columns(pending: dict[tuple[str | None, int], tuple[float, float, float, float]]) -> dict[str, np.ndarray]:
+    """Pending forecasts as arrays: each distinct series id once (`named` False for a model's one series,
+    None), each point's series as its place among them, its target stamp and one column per value."""
+    index: dict[str | None, int] = {}
+    codes = np.fromiter((index.setdefault(sid, len(index)) for sid, _ in pending), np.int64, len(pending))
+    values = np.fromiter(itertools.chain.from_iterable(pending.values()), np.float64, len(pending) * 4)
+    values = values.reshape(len(pending), len(PENDING_COLUMNS))
+    out = {"series": np.array(["" if sid is None else sid for sid in index], dtype=np.str_),
+           "named": np.array([sid is not None for sid in index], dtype=bool),
+           "codes": codes,
+           "stamps": np.fromiter((stamp for _, stamp in pending), np.int64, len(pending))}
+    out.update({name: values[:, i] for i, name in enumerate(PENDING_COLUMNS)})
+    return out
 
 
 def _drift(recent: deque[float], window: int, baseline: float | None) -> float | None:

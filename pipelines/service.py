@@ -191,6 +191,10 @@ class PredictionService:
             raise InvalidInput(f"model '{name}' forecasts a single series; 'series' is only for panel models")
         return self.anomaly_log.list(name, series, since, limit)
 
+    def upkeep_backlog(self) -> int:
+        """Datasets whose new data background upkeep has not finished with (0: the runtime is idle)."""
+        return self._upkeep.backlog
+
     def anomaly_totals(self) -> dict[str, int]:
         """Anomalies found per model since each model's first (for /metrics)."""
         return {name: self.anomaly_log.total(name) for name in self.states}

@@ -60,7 +60,9 @@ class Upkeep:
         self._promote = promote
         self._foreground = foreground
         self._yield_until = 0.0
+        self._flushed = time.monotonic()  # when live accuracy was last written
         self._due: dict[str, frozenset[str] | None] = {}  # dataset -> series touched (None: any may be)
+        self._working: frozenset[str] = frozenset()  # the datasets of the pass under way
         self._wake = threading.Condition()
         self._stopping = False
         self._retraining: set[str] = set()
@@ -78,6 +80,12 @@ class Upkeep:
         self._live.flush()
         if self._detector is not None:
             self._detector.log.flush(force=True)
+
+    @property
+    def backlog(self) -> int:
+        """Datasets whose new data awaits this upkeep or is being worked on (0: idle, every commit seen to)."""
+        with self._wake:
+            return len(self._due.keys() | self._working)
 
     def notify(self, dataset: str, series: frozenset[str] | None = None) -> None:
         """New data in `dataset`, for these series (None: any series may have changed)."""
@@ -109,6 +117,7 @@ class Upkeep:
                 if self._stopping:
                     return
                 due, self._due = self._due, {}
+                self._working = frozenset(due)
             for dataset, series in due.items():
                 models = [s for s in self._states if s.spec.dataset == dataset and s.current is not None]
                 if not models:
@@ -126,9 +135,14 @@ class Upkeep:
                     self._guarded(self._score, state, (info, series))
                     self._guarded(self._maybe_promote, state, info)
                     self._guarded(self._maybe_retrain, state, info)
-            self._live.flush()
+            if time.monotonic() - self._flushed >= FLUSH_SECONDS:  # a burst of commits is written once
+                self._yield()  # writing what bulk forecasts left waiting takes the interpreter a while too
+                self._live.flush()
+                self._flushed = time.monotonic()
             if self._detector is not None:
                 self._detector.log.flush()
+            with self._wake:
+                self._working = frozenset()
 
     def _yield(self) -> None:
         """Wait while a bulk forecast a caller waits on runs: it takes every core for about a second, and the

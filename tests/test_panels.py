@@ -254,7 +254,9 @@ def test_live_accuracy_retraining_and_restart(rt, module_inprocess_factory):
     actual = [v + 1.0 for v in served["prediction"]]  # each off by exactly 1
     with rt.flight_client() as client:
         do_put(client, "single", pa.table({"ts": pa.array(stamps, pa.timestamp("us")), "value": actual}))
-    live = wait_for(lambda: models(rt)["single_m"]["live_metrics"])
+    # Once /metrics shows no new data awaiting upkeep, the new values are scored.
+    wait_for(lambda: "\nflightcast_upkeep_backlog 0.0\n" in rt.get("/metrics").text)
+    live = models(rt)["single_m"]["live_metrics"]
     assert live["points"] == 3
     assert live["smape"] == pytest.approx(np.mean([200 / (abs(a) + abs(p)) for a, p in
                                                    zip(actual, served["prediction"], strict=True)]))

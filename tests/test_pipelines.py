@@ -458,6 +458,33 @@ def test_live_accuracy_keeps_the_latest_forecast_of_each_target_and_the_newest_t
     assert again.metrics("m")["points"] == 5
 
 
+def test_live_accuracy_keeps_pending_forecasts_as_columns_and_reads_the_older_rows(tmp_path):
+    import json
+
+    from pipelines.live import LiveScorer
+
+    start = np.datetime64("2024-01-01", "us")
+    day = np.timedelta64(1, "D").astype("m8[us]")
+    live = LiveScorer(tmp_path)
+    live.record("m", ["a", None], np.tile(start + np.arange(2) * day, (2, 1)), np.array([[1.0, 2.0], [3.0, 4.0]]),
+                np.array([[0.5, 1.5], [2.5, 3.5]]), np.array([[1.5, np.nan], [3.5, 4.5]]), np.array([2.0, 1.0]))
+    live.flush()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.json", "m.pending.npz"]
+    assert "pending" not in json.loads((tmp_path / "m.json").read_text())
+    again = LiveScorer(tmp_path)
+    again.load(["m"])
+    us = (start + np.arange(2) * day).astype(np.int64).tolist()
+    assert again.waiting("m") == {"a": us[0], None: us[0]}
+    assert again.score("m", "a", start + np.arange(2) * day, np.array([1.0, 4.0])) == 2
+    assert again.metrics("m")["coverage_80"] == 1.0  # the point without an upper bound (NaN) is not counted
+    # A file of the first format holds its pending forecasts as rows of JSON.
+    (tmp_path / "old.json").write_text(json.dumps({
+        "format": 1, "abs_scaled": 0.0, "scaled_points": 0, "smape": 0.0, "covered": 0, "interval_points": 0,
+        "points": 0, "recent": [], "pending": [["a", us[1], 7.0, None, None, 1.0]]}))
+    assert again.score("old", "a", start + day + np.arange(1) * day, np.array([8.0])) == 1
+    assert again.metrics("old")["mase"] == 1.0
+
+
 def test_upkeep_waits_for_a_bulk_forecast_to_end():
     from pipelines.state import Foreground
 

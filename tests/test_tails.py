@@ -14,9 +14,13 @@ from conftest import do_put, wait_until
 from flight_server.ingest import NOTICE_ROWS
 from harness.flight import flight_server
 from pipelines.flight_client import FlightDataClient
+from pipelines.forecast_cache import ForecastCache
+from pipelines.frequency import Frequency
+from pipelines.gridfill import Windows, moved_on, rows_by_series
 from pipelines.service import PredictionService
 from pipelines.state import DataVersions
 from spicepod import load_spicepod
+from spicepod.timestamps import parse_iso
 
 START = datetime(2024, 1, 1)
 HOURS = 240
@@ -212,3 +216,77 @@ def test_a_notice_that_arrives_after_a_newer_one_still_marks_its_series_changed(
     assert not versions.record("shops", 1, None, None)  # a late notice of a commit that touched every series
     assert (versions.of_series("shops", "a"), versions.of_series("shops", "c")) == (3, 1)
 
+
+
+class CountingClient(FlightDataClient):
+    """The real client, counting the queries it sends: a window read is at least one."""
+
+    def __init__(self, location: str):
+        super().__init__(location)
+        self.queries = 0
+
+    def reader(self, sql: str):
+        self.queries += 1
+        return super().reader(sql)
+
+
+def test_a_panel_commit_of_the_next_period_of_its_series_moves_every_window_on_without_a_read(served):
+    service, data = served
+    served_model = service.states["shops_m"].current
+    client = CountingClient(data.location)
+    cache = ForecastCache(client, notices_live=True)
+    data.store.subscribe(lambda dataset, version, last, series, rows: cache.notice(
+        dataset, version, parse_iso(last) if last else None, series, rows))
+
+    def fresh():
+        """Every series' window as a read gives it, from nothing kept."""
+        _, newest = cache.data("shops")
+        return served_model.grid.windows(FlightDataClient(data.location), served_model.model.window_length,
+                                         newest=newest, min_points=served_model.model.min_periods)
+
+    def assert_windows_equal(windows, read) -> None:
+        assert windows.ids == read.ids == ["a", "b"]
+        np.testing.assert_array_equal(windows.values, read.values)
+        np.testing.assert_array_equal(windows.last, read.last)
+
+    a, b = (Stream(service, data, "shops", "shops_m", s) for s in ("a", "b"))
+    # Whole days of both series first: the gaps and NaNs other tests left in their windows are left behind.
+    hours = (fresh().last - np.datetime64(START, "us")) // np.timedelta64(1, "h")
+    do_put(data.client, "shops", pa.concat_tables([s.rows(list(range(int(h) + 1, int(h) + 49)))
+                                                   for s, h in zip((a, b), hours, strict=True)]))
+    kept, _ = cache.windows(served_model, "shops")  # read, and kept
+    hours = (kept.last - np.datetime64(START, "us")) // np.timedelta64(1, "h")
+    # One commit of the next hour of both series, then one of the two hours after that of `a` alone.
+    for rows in (pa.concat_tables([a.rows([int(hours[0]) + 1]), b.rows([int(hours[1]) + 1])]),
+                 a.rows([int(hours[0]) + 2, int(hours[0]) + 3], [55.0, 66.0])):
+        do_put(data.client, "shops", rows)
+        before = client.queries
+        windows, _ = cache.windows(served_model, "shops")
+        assert client.queries == before, "the windows should move on without a read"
+        assert_windows_equal(windows, fresh())
+    assert windows.values[0, -2:].tolist() == [55.0, 66.0]
+    # A row that does not continue its series (an hour after a gap, filled by the read) is read, by name.
+    do_put(data.client, "shops", b.rows([int(hours[1]) + 3], [12.5]))
+    before = client.queries
+    windows, _ = cache.windows(served_model, "shops")
+    assert client.queries > before
+    assert_windows_equal(windows, fresh())
+    assert windows.values[1, -1] == 12.5
+
+
+def test_moved_on_continues_regular_windows_and_leaves_the_rest_to_a_read():
+    day = np.timedelta64(1, "D").astype("m8[us]")
+    start = np.datetime64("2024-01-10", "us")
+    freq = Frequency.parse("1d")
+    windows = Windows(["a", "b", "c", "d"], np.arange(12.0).reshape(4, 3), np.full(4, start), {"e": 1},
+                      regular=np.array([True, True, True, False]))
+    # a: the next day; b: the next two days; c: a day with a gap before it; d: not its rows as read; e: too
+    # short so far; f: a series new to the windows.
+    sids = ["a", "b", "b", "c", "d", "e", "f"]
+    steps = np.array([1, 1, 2, 2, 1, 1, 1])
+    rows = rows_by_series(pa.array(sids), start + steps * day, np.arange(100.0, 107.0), freq)
+    moved, rest = moved_on(windows, rows, freq)
+    assert rest == {"c", "d", "e", "f"}
+    assert moved.values.tolist() == [[1.0, 2.0, 100.0], [5.0, 101.0, 102.0], [6.0, 7.0, 8.0], [9.0, 10.0, 11.0]]
+    assert (moved.last == start + np.array([1, 2, 0, 0]) * day).all()
+    assert windows.values[0].tolist() == [0.0, 1.0, 2.0]  # the windows moved on are new ones
