@@ -31,9 +31,10 @@ run: $(RUNTIME_STAMP)
 	$(BIN)/flightcast run --spicepod spicepod.yaml $(RUN_ARGS)
 
 # Two workers, each taking whole files (a module's servers and trained models are set up once): most tests
-# wait on servers and subprocesses, so two share two cores well.
+# wait on servers and subprocesses, so two share two cores well. Files are handed out in collection order, the
+# longest first (tests/conftest.py), not xdist's default of the files with the most tests first.
 test: $(TEST_STAMP)
-	$(BIN)/python -m pytest -n 2 --dist loadfile
+	$(BIN)/python -m pytest -n 2 --dist loadfile --no-loadscope-reorder
 
 fuzz: $(TEST_STAMP)
 	FLIGHTCAST_FUZZ=full $(BIN)/python -m pytest -m "fuzz or slow"
