@@ -227,13 +227,16 @@ class AnomalyDetector:
             ids = sorted(series)
         checked = self.log.checked(state.name)
         points = length + self._new_periods(served, checked, series, newest)
-        found = grid.history(self._client, points, ids=ids, observed=True, newest=newest)
+        # Rows committed after `newest` was looked up are left to the check their own notice brings: read here,
+        # they would push the window of the periods this check sized its read for out of it.
+        found = grid.history(self._client, points, ids=ids, observed=True, newest=newest, until=newest)
         if newest is not None:
             # Series that last changed long before the newest data have their window further back: read again.
             short = {sid for sid, times in zip(found.ids, found.times, strict=True)
                      if times.size <= length and (series is None or sid in series)}
             if short and len(short) <= MAX_NAMED_SERIES:
-                again = grid.history(self._client, points, ids=sorted(short) if served.panel else None, observed=True)
+                again = grid.history(self._client, points, ids=sorted(short) if served.panel else None, observed=True,
+                                     until=newest)
                 found = found.subset([i for i, sid in enumerate(found.ids) if sid not in short])
                 found = SeriesSet(found.ids + again.ids, found.times + again.times, found.values + again.values)
         regular = None if grid.freq.is_calendar else grid.freq.step_us

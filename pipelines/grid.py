@@ -175,10 +175,14 @@ class GridQuery:
             out.append(DriverPart(sid, grid_times, grid_values, covariates, static))
         return out
 
-    def _where(self, lower: np.datetime64 | None, ids: list[str] | None) -> list[str]:
+    def _where(
+        self, lower: np.datetime64 | None, ids: list[str] | None, upper: np.datetime64 | None = None,
+    ) -> list[str]:
         where = []
         if lower is not None:
             where.append(f"{self._ts} >= TIMESTAMP '{np.datetime64(lower, 'us')}'")
+        if upper is not None:
+            where.append(f"{self._ts} <= TIMESTAMP '{np.datetime64(upper, 'us')}'")
         if ids is not None:
             where.append(f"CAST({quote_ident(self.series_column)} AS VARCHAR) IN "
                          f"({', '.join(sql_string(i) for i in ids)})")
@@ -239,21 +243,23 @@ class GridQuery:
 
     def history(
         self, client: FlightDataClient, max_points: int, ids: list[str] | None = None, observed: bool = False,
-        newest: np.datetime64 | None = None,
+        newest: np.datetime64 | None = None, until: np.datetime64 | None = None,
     ) -> SeriesSet:
         """The latest `max_points` grid points of each series (or of the named ones), filled; with `observed`,
         only the periods the data has a value for (nothing `fill` made up).
 
         With `newest` (the newest timestamp of the data), only the `max_points` periods up to it are read:
-        DuckDB skips every older row group instead of ranking the buckets of the whole table. A model with
-        drivers reads them with its series (their values after each series' newest one included).
+        DuckDB skips every older row group instead of ranking the buckets of the whole table. With `until`,
+        no row after that timestamp is read (rows committed since it was looked up wait for their own read).
+        A model with drivers reads them with its series (their values after each series' newest one included).
         """
         if self.drivers is not None and not observed:
             found = self._driver_parts(client, self._where(None, ids), max_points, None)
             return SeriesSet([p.sid for p in found], [p.times for p in found], [p.values for p in found],
                              driver_values(found, self.drivers))
         out = SeriesSet()
-        parts = self._read(client, self._sql(self._where(self.window_bound(newest, max_points), ids), max_points))
+        where = self._where(self.window_bound(newest, max_points), ids, until)
+        parts = self._read(client, self._sql(where, max_points))
         if observed:
             parts = [(sid, times[np.isfinite(values)], values[np.isfinite(values)]) for sid, times, values in parts]
         else:

@@ -165,6 +165,15 @@ def test_history_bounded_by_newest(served: ServedFlight) -> None:
     assert [v.tolist() for v in found.values] == [[37.0, 38.0, 39.0], [72.0, 76.0, 78.0]]  # day 35 null, 37 missing
 
 
+def test_history_until_leaves_out_the_rows_after_it(served: ServedFlight) -> None:
+    """Rows committed after a check looked up the newest timestamp wait for their own check."""
+    client = FlightDataClient(served.location)
+    until = np.datetime64(START + 38 * DAY, "us")
+    found = _query("panel", "series").history(client, 3, ids=["a", "b"], observed=True, newest=until, until=until)
+    assert [v.tolist() for v in found.values] == [[36.0, 37.0, 38.0], [68.0, 72.0, 76.0]]
+    assert [t[-1] for t in found.times] == [until, until]
+
+
 def test_every_series_read_as_rows_is_the_aggregated_read(served: ServedFlight) -> None:
     """Data one row a period: every window read from the rows as they are (sorted and checked in numpy), also
     after rows arrive out of order, is exactly what DuckDB's aggregation of the periods gives."""
