@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import math
-import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -21,7 +20,7 @@ from pipelines.drivers import FutureDrivers
 from pipelines.features import FeatureLayout, window_spread
 from pipelines.frequency import Frequency
 from pipelines.intervals import Calibration
-from pipelines.single_row import SingleRowConfig, single_row
+from pipelines.single_row import SingleRowPaths, single_row
 from spicepod import InvalidInput
 
 if TYPE_CHECKING:
@@ -104,8 +103,7 @@ class TrainedModel:
         self.metrics = metrics or {}
         self.training_rows = training_rows
         self.max_horizon = MAX_RECURSIVE_HORIZON if strategy == "recursive" else horizon
-        self._configs: list[SingleRowConfig | lgb.Booster] | None = None  # see _single_rows
-        self._configs_lock = threading.Lock()
+        self._single_rows = SingleRowPaths(boosters, layout.width)
 
     @property
     def lookback(self) -> int:
@@ -207,7 +205,7 @@ class TrainedModel:
         lookback = layout.lookback
         x = np.empty(layout.width, dtype=np.float64)
         recursive = self.strategy != "direct"
-        predict = [single_row(predictor, x) for predictor in self._single_rows()[:1 if recursive else horizon]]
+        predict = [single_row(predictor, x) for predictor in self._single_rows.get()[:1 if recursive else horizon]]
         values = np.empty(lookback + horizon, dtype=np.float64)
         values[:lookback] = window  # a recursive step's window ends with the steps before it
         with_drivers = bool(layout.drivers)
@@ -220,16 +218,6 @@ class TrainedModel:
                 mu, sd = layout.row_into(x, window, series_mean, series_std, positions[k], k + 1, extra)
                 values[lookback + k] = predict[k]() * sd + mu
         return values[None, lookback:]
-
-    def _single_rows(self) -> list[SingleRowConfig | lgb.Booster]:
-        """Each booster's single-row fast path, made on first use (the booster itself where LightGBM has none)."""
-        configs = self._configs
-        if configs is None:
-            with self._configs_lock:
-                if self._configs is None:
-                    self._configs = [SingleRowConfig.made(b, self.layout.width) or b for b in self.boosters]
-                configs = self._configs
-        return configs
 
     def _contributions(self, rows: list[tuple], n: int, horizon: int, threads: int) -> dict[str, np.ndarray]:
         """Each input group's share of every step, in the forecast's units, from LightGBM's SHAP values of the
@@ -356,8 +344,7 @@ class FileBoosterModel:
         self.booster = booster
         self.lookback = lookback
         self.window_length = self.min_periods = lookback
-        self._config: SingleRowConfig | lgb.Booster | None = None  # see _single_row
-        self._config_lock = threading.Lock()
+        self._single_row = SingleRowPaths([booster], lookback)
 
     @classmethod
     def load(cls, path: Path, lookback: int) -> FileBoosterModel:
@@ -386,7 +373,7 @@ class FileBoosterModel:
         buffer[:, :lookback] = windows
         if n == 1:  # step by step through the single-row path, as TrainedModel forecasts one window
             x = np.empty(lookback, dtype=np.float64)
-            predict = single_row(self._single_row(), x)
+            predict = single_row(self._single_row.get()[0], x)
             for k in range(horizon):
                 x[:] = buffer[0, k:k + lookback]
                 buffer[0, lookback + k] = predict()
@@ -395,9 +382,3 @@ class FileBoosterModel:
                 buffer[:, lookback + k] = self.booster.predict(buffer[:, k:k + lookback], num_threads=threads)
         return buffer[:, lookback:], windows.std(axis=1)
 
-    def _single_row(self) -> SingleRowConfig | lgb.Booster:
-        if self._config is None:
-            with self._config_lock:
-                if self._config is None:
-                    self._config = SingleRowConfig.made(self.booster, self.lookback) or self.booster
-        return self._config

@@ -8,7 +8,8 @@ Booster.predict, as before.
 from __future__ import annotations
 
 import ctypes
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -79,3 +80,30 @@ def single_row(predictor: SingleRowConfig | lgb.Booster, row: np.ndarray) -> Cal
         return predictor.reader(row)
     rows = row[None, :]
     return lambda: predictor.predict(rows, num_threads=1)[0]
+
+
+class SingleRowPaths:
+    """The single-row path of each of a model's boosters, made on first use (the booster itself where LightGBM
+    has none). They point into this process's boosters, so a pickled model carries the boosters alone and
+    makes its paths again where it is loaded (a Dask worker, say)."""
+
+    def __init__(self, boosters: Sequence[lgb.Booster], width: int):
+        self._boosters = list(boosters)
+        self._width = width
+        self._made: list[SingleRowConfig | lgb.Booster] | None = None
+        self._lock = threading.Lock()
+
+    def get(self) -> list[SingleRowConfig | lgb.Booster]:
+        made = self._made
+        if made is None:
+            with self._lock:
+                if self._made is None:
+                    self._made = [SingleRowConfig.made(b, self._width) or b for b in self._boosters]
+                made = self._made
+        return made
+
+    def __getstate__(self) -> dict:
+        return {"boosters": self._boosters, "width": self._width}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__init__(state["boosters"], state["width"])

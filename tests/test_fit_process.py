@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import os
+import pickle
 import threading
 
 import numpy as np
@@ -86,3 +87,14 @@ def test_close_kills_a_fit_under_way_and_its_caller_gets_a_clear_error(panel):
     assert "the training process ended without a result" in str(outcome[0])
     with pytest.raises(FlightcastError, match="the runtime is stopping: no training starts"):
         fits.train(panel, method="lightgbm", **FIT)
+
+
+def test_a_model_whose_single_row_paths_were_made_pickles_and_forecasts_the_same(panel):
+    """Dask workers get models pickled; the single-row paths point into this process and are made again there."""
+    model = train_model(panel.subset([0]), method="lightgbm", **FIT)
+    window = panel.values[0][None, -model.window_length:]
+    last = np.array([panel.times[0][-1]])
+    before = model.forecast_windows(window, last, 4, [panel.ids[0]])  # one window: through the single-row path
+    copy = pickle.loads(pickle.dumps(model))
+    for got, want in zip(copy.forecast_windows(window, last, 4, [panel.ids[0]]), before, strict=True):
+        np.testing.assert_array_equal(got, want)
