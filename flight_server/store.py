@@ -40,12 +40,13 @@ log = logging.getLogger("flightcast.store")
 
 STORE_FILE = "store.duckdb"
 SPILL_DIR = ".tmp"  # DuckDB's spill files (large staged DoPuts under the memory limit); cleared at open
-# Rows per Arrow batch when streaming query results: four of DuckDB's row groups (122,880 rows each). DuckDB
+# Rows per Arrow batch when streaming query results: two of DuckDB's row groups (122,880 rows each). DuckDB
 # grows a batch's buffers by realloc from one vector (2,048 rows) up, so a bigger batch costs more copying,
-# out of cache (a 1M-row batch cost a third more CPU than this); a smaller one costs a Flight message more,
-# and a slow reader then sees gRPC's flow control stall the stream longer between batches.
+# out of cache (1M-row batches cost a third more CPU); a smaller one costs a Flight message more, and a slow
+# reader then sees gRPC's flow control hold the stream longer between batches (one row group's batches
+# kept a reader of a batch every 0.25 s waiting a whole second, which the stall check gives up on).
 ROW_GROUP_ROWS = 122_880
-STREAM_BATCH_ROWS = 4 * ROW_GROUP_ROWS
+STREAM_BATCH_ROWS = 2 * ROW_GROUP_ROWS
 # Each query runs on the thread that asks for it, which is one per request. With a second DuckDB thread a
 # streamed result is cut at every row group and handed between threads, which cost twice the CPU of the whole
 # export of a 10M-row read (measured); on this 2-core class of machine the client, gRPC and training need the

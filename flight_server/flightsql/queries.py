@@ -15,16 +15,15 @@ import pyarrow as pa
 
 from flight_server.flightsql.handles import PreparedStatement
 from flight_server.flightsql.protocol import arrow_type
-from flight_server.store import STREAM_BATCH_ROWS, DatasetStore
+from flight_server.store import ROW_GROUP_ROWS, DatasetStore
 from spicepod import InvalidInput, LimitExceeded
 
 MAX_PARAMETER_SETS = 1024  # rows of one parameter batch (each is one execution of the statement)
 
-# ADBC refuses messages over 16 MiB by default: result batches stay under that. Rows per batch are the store's
-# streaming batch (~12 MiB of three 8-byte columns; much smaller ones cost the Go driver up to a third of its
-# throughput), fewer when rows are wide so that a batch stays near TARGET_BATCH_BYTES; a batch still over
-# MAX_BATCH_BYTES (long strings) is sliced.
-MAX_BATCH_ROWS = STREAM_BATCH_ROWS
+# ADBC refuses messages over 16 MiB by default: result batches stay under that. Rows per batch come from the
+# result's row width (batches of ~12 MiB; much smaller ones cost the Go driver up to a third of its
+# throughput), in whole DuckDB row groups, and a batch still over MAX_BATCH_BYTES (long strings) is sliced.
+MAX_BATCH_ROWS = 4 * ROW_GROUP_ROWS
 TARGET_BATCH_BYTES = 12 << 20
 MAX_BATCH_BYTES = 14 << 20
 
