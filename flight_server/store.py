@@ -25,6 +25,7 @@ import duckdb
 import pyarrow as pa
 from duckdb import _seam  # the engine's entry below DuckDB's Python relation layer (duckdb is pinned)
 
+from flight_server.allocator import retain_freed_memory
 from flight_server.ingest import IncomingStream, append_batches, check_put_schema, merge_staged, stage
 from flight_server.queries import CursorReader, QueryWatchdog, client_message
 from flight_server.sources import load_source
@@ -39,7 +40,18 @@ log = logging.getLogger("flightcast.store")
 
 STORE_FILE = "store.duckdb"
 SPILL_DIR = ".tmp"  # DuckDB's spill files (large staged DoPuts under the memory limit); cleared at open
-STREAM_BATCH_ROWS = 1 << 20  # rows per Arrow batch when streaming query results
+# Rows per Arrow batch when streaming query results: two of DuckDB's row groups (122,880 rows each). DuckDB
+# grows a batch's buffers by realloc from one vector (2,048 rows) up, so a bigger batch costs more copying,
+# out of cache (1M-row batches cost a third more CPU); a smaller one costs a Flight message more, and a slow
+# reader then sees gRPC's flow control hold the stream longer between batches (one row group's batches
+# kept a reader of a batch every 0.25 s waiting a whole second, which the stall check gives up on).
+ROW_GROUP_ROWS = 122_880
+STREAM_BATCH_ROWS = 2 * ROW_GROUP_ROWS
+# Each query runs on the thread that asks for it, which is one per request. With a second DuckDB thread a
+# streamed result is cut at every row group and handed between threads, which cost twice the CPU of the whole
+# export of a 10M-row read (measured); on this 2-core class of machine the client, gRPC and training need the
+# other core anyway, and heavy aggregations measured no slower on one thread.
+DUCKDB_THREADS = 1
 
 # Statement types a client query may have; DESCRIBE, SHOW, SUMMARIZE and VALUES parse as SELECT.
 READ_STATEMENTS = {duckdb.StatementType.SELECT}
@@ -146,7 +158,8 @@ class DatasetStore:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         spill = self.data_dir / SPILL_DIR
         shutil.rmtree(spill, ignore_errors=True)  # what a crash left; only this process uses the data dir
-        db = duckdb.connect(":memory:", config={"memory_limit": self.limits.memory_limit})
+        retain_freed_memory()  # each streamed batch reuses the pages of the one before
+        db = duckdb.connect(":memory:", config={"memory_limit": self.limits.memory_limit, "threads": DUCKDB_THREADS})
         # GLOBAL: each cursor is a connection of its own, and would otherwise show TIMESTAMPTZ values in the
         # host's zone (`Etc/UTC` on many Linux machines, or a local zone), not as UTC
         db.execute("SET GLOBAL TimeZone = 'UTC'")

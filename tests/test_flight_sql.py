@@ -156,6 +156,19 @@ def test_large_results_stay_under_the_drivers_message_limit(conn, client, sql: s
     assert got.num_rows == expected.num_rows and got.equals(expected)
 
 
+def test_result_batches_are_the_stores_or_sliced_under_the_message_limit(client) -> None:
+    # Fixed-width rows come as DuckDB streams them; long strings are sliced below the bound.
+    info = client.get_flight_info(command(pb.CommandStatementQuery(query="SELECT i FROM range(1000000) t(i)")), OPTS)
+    sizes = [chunk.data.num_rows for chunk in client.do_get(info.endpoints[0].ticket, OPTS)]
+    step = flight_sql.queries.MAX_BATCH_ROWS
+    assert sizes == [step, step, 1_000_000 - 2 * step]
+    sql = "SELECT i, repeat('x', 2000) AS text FROM range(20000) t(i)"
+    info = client.get_flight_info(command(pb.CommandStatementQuery(query=sql)), OPTS)
+    chunks = [chunk.data for chunk in client.do_get(info.endpoints[0].ticket, OPTS)]
+    assert sum(c.num_rows for c in chunks) == 20_000
+    assert max(c.nbytes for c in chunks) <= flight_sql.queries.MAX_BATCH_BYTES
+
+
 @pytest.mark.parametrize("sql", QUERIES[:2])
 def test_statement_query_command_equals_plain_doget(client, sql: str) -> None:
     schema, got = fetch_command(client, pb.CommandStatementQuery(query=sql))

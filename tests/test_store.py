@@ -7,7 +7,7 @@ import time
 import pyarrow as pa
 import pytest
 
-from flight_server.store import DatasetStore
+from flight_server.store import STREAM_BATCH_ROWS, DatasetStore
 from spicepod import InvalidInput, LimitExceeded, Limits, parse_spicepod
 
 
@@ -26,6 +26,12 @@ def test_reading_slowly_does_not_count_against_the_query_limit(store) -> None:
         if n < 8:
             time.sleep(0.25)  # 2 s of reading in all, twice the limit; the query itself takes milliseconds
     assert rows == 30_000
+
+
+def test_results_stream_in_whole_batches_of_two_row_groups(store) -> None:
+    sizes = [batch.num_rows for batch in store.query("SELECT i FROM range(1000000) t(i)")]
+    assert STREAM_BATCH_ROWS == 2 * 122_880
+    assert sizes == [STREAM_BATCH_ROWS] * 4 + [1_000_000 - 4 * STREAM_BATCH_ROWS]
 
 
 def test_a_reader_that_stops_taking_batches_gets_an_error(store) -> None:

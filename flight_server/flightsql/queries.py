@@ -15,34 +15,48 @@ import pyarrow as pa
 
 from flight_server.flightsql.handles import PreparedStatement
 from flight_server.flightsql.protocol import arrow_type
-from flight_server.store import DatasetStore
+from flight_server.store import ROW_GROUP_ROWS, DatasetStore
 from spicepod import InvalidInput, LimitExceeded
 
 MAX_PARAMETER_SETS = 1024  # rows of one parameter batch (each is one execution of the statement)
 
 # ADBC refuses messages over 16 MiB by default: result batches stay under that. Rows per batch come from the
 # result's row width (batches of ~12 MiB; much smaller ones cost the Go driver up to a third of its
-# throughput), and a batch still over MAX_BATCH_BYTES (long strings) is sliced.
-MAX_BATCH_ROWS = 1 << 19
+# throughput), in whole DuckDB row groups, and a batch still over MAX_BATCH_BYTES (long strings) is sliced.
+MAX_BATCH_ROWS = 4 * ROW_GROUP_ROWS
 TARGET_BATCH_BYTES = 12 << 20
 MAX_BATCH_BYTES = 14 << 20
 
 Values = list[Any] | dict[str, Any]
 
 
-def batch_rows(schema: pa.Schema) -> int:
-    """Rows per result batch so that a batch stays near TARGET_BATCH_BYTES."""
-    width = 0.0
+def row_bytes(schema: pa.Schema) -> tuple[float, bool]:
+    """Bytes per row (32 for each variable-width column, a guess), and whether every column is fixed-width."""
+    width, fixed = 0.0, True
     for f in schema:
         try:
             width += f.type.bit_width / 8 + 0.125  # and its validity bit
         except ValueError:  # variable width: strings, binaries, nested
             width += 32
+            fixed = False
+    return width, fixed
+
+
+def batch_rows(schema: pa.Schema) -> int:
+    """Rows per result batch so that a batch stays near TARGET_BATCH_BYTES."""
+    width, _ = row_bytes(schema)
     return int(max(1024, min(MAX_BATCH_ROWS, TARGET_BATCH_BYTES // max(width, 1.0))))
 
 
-def bounded(reader: pa.RecordBatchReader) -> pa.RecordBatchReader:
-    """The same stream, with any batch over MAX_BATCH_BYTES sliced (long strings defeat the row estimate)."""
+def bounded(reader: pa.RecordBatchReader, rows: int) -> pa.RecordBatchReader:
+    """The same stream, with any batch over MAX_BATCH_BYTES sliced (long strings defeat the row estimate).
+
+    A stream of fixed-width columns in batches of `rows` that cannot pass the bound is returned as it is: it
+    then streams without another step through Python per batch.
+    """
+    width, fixed = row_bytes(reader.schema)
+    if fixed and rows * width <= MAX_BATCH_BYTES:
+        return reader
 
     def batches() -> Iterator[pa.RecordBatch]:
         for batch in reader:
@@ -71,7 +85,8 @@ class SqlQueries:
         self.store = store
 
     def run(self, sql: str, rows: int) -> pa.RecordBatchReader:
-        return bounded(self.store.query(sql, batch_rows=min(max(rows, 1), MAX_BATCH_ROWS)))
+        rows = min(max(rows, 1), MAX_BATCH_ROWS)
+        return bounded(self.store.query(sql, batch_rows=rows), rows)
 
     def prepare(self, sql: str, peer: str) -> PreparedStatement:
         self.store.check_read_only(sql)
@@ -98,7 +113,7 @@ class SqlQueries:
                                "no values were bound (DoPut CommandPreparedStatementQuery)")
         first = self.store.query(statement.sql, rows, params=values(names, sets[0]))
         if len(sets) == 1:
-            return bounded(first)
+            return bounded(first, rows)
 
         def rest() -> Iterator[pa.RecordBatch]:
             for row in sets[1:]:
@@ -107,7 +122,7 @@ class SqlQueries:
                     raise InvalidInput("the parameter sets give results of different schemas")
                 yield from reader
 
-        return bounded(pa.RecordBatchReader.from_batches(first.schema, itertools.chain(first, rest())))
+        return bounded(pa.RecordBatchReader.from_batches(first.schema, itertools.chain(first, rest())), rows)
 
     def bind(self, statement: PreparedStatement, batches: Iterable[pa.RecordBatch]) -> None:
         """Keep the rows of `batches` as the statement's parameter sets (one execution each)."""
