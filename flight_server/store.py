@@ -12,6 +12,7 @@ in `queries`.
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 import threading
 import time
@@ -47,11 +48,11 @@ SPILL_DIR = ".tmp"  # DuckDB's spill files (large staged DoPuts under the memory
 # kept a reader of a batch every 0.25 s waiting a whole second, which the stall check gives up on).
 ROW_GROUP_ROWS = 122_880
 STREAM_BATCH_ROWS = 2 * ROW_GROUP_ROWS
-# Each query runs on the thread that asks for it, which is one per request. With a second DuckDB thread a
-# streamed result is cut at every row group and handed between threads, which cost twice the CPU of the whole
-# export of a 10M-row read (measured); on this 2-core class of machine the client, gRPC and training need the
-# other core anyway, and heavy aggregations measured no slower on one thread.
-DUCKDB_THREADS = 1
+# DuckDB's threads: half the cores. Each query also runs on the thread that asks for it (one per request), and
+# the rest of the machine is for Flight, HTTP, forecasts and training fits. A second DuckDB thread on a 2-core
+# machine cut a streamed result at every row group and handed it between threads: twice the CPU of a whole
+# 10M-row export (measured), with heavy aggregations no faster; a many-core machine keeps parallel scans.
+DUCKDB_THREADS = max(1, (os.cpu_count() or 2) // 2)
 
 # Statement types a client query may have; DESCRIBE, SHOW, SUMMARIZE and VALUES parse as SELECT.
 READ_STATEMENTS = {duckdb.StatementType.SELECT}
