@@ -456,7 +456,7 @@ def test_one_window_forecasts_through_the_single_row_path_bit_for_bit(strategy: 
     last = ts[np.array(origins) - 1]
     batch, _ = model.forecast_windows(windows, last, 6, [None] * len(origins))
     fast = np.stack([forecast(model, w, t, 6) for w, t in zip(windows, last, strict=True)])
-    assert all(isinstance(c, SingleRowConfig) for c in model._single_rows())
+    assert all(isinstance(c, SingleRowConfig) for c in model._single_rows.get())
     with ThreadPoolExecutor(4) as pool:  # each forecast reads its own row: threads may share the booster
         together = np.stack(list(pool.map(lambda i: forecast(model, windows[i], last[i], 6), range(len(origins)))))
     assert together.tobytes() == fast.tobytes()
