@@ -12,6 +12,7 @@ and an error raised in the fit is raised here, with the child's traceback as its
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import multiprocessing
 import os
@@ -161,6 +162,7 @@ def _fit(send: Connection, series: SeriesSet, kwargs: dict, folder: str, levels:
         os.nice(FIT_NICE)
     except OSError:  # not allowed here: the fit runs at the runtime's priority
         pass
+    _leave_a_core()
     logging.root.handlers[:] = [_SendRecords(send)]
     for name, level in levels.items():
         logging.getLogger(name or None).setLevel(level)
@@ -185,11 +187,23 @@ def _picklable(exc: BaseException) -> BaseException:
         return RuntimeError(f"{type(exc).__name__}: {exc}")
 
 
+def _leave_a_core() -> None:
+    """LightGBM uses every core but one in the fit's process: the process answering requests keeps one to
+    itself rather than waiting for the scheduler to hand it a slice between the fit's threads."""
+    cores = os.cpu_count() or 1
+    if cores < 2:
+        return
+    try:
+        from lightgbm.basic import _LIB
+
+        _LIB.LGBM_SetMaxThreads(ctypes.c_int(cores - 1))
+    except (ImportError, AttributeError):  # a LightGBM without the setting: its fits take every core
+        pass
+
+
 def _die_with_parent() -> None:
     """On Linux, the fit is killed when its parent (the fork server, which ends with the runtime) dies."""
     if sys.platform.startswith("linux"):
-        import ctypes
-
         pr_set_pdeathsig = 1
         try:
             ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL)
