@@ -32,8 +32,10 @@ from pipelines.training import train_model
 from spicepod import FlightcastError
 
 FIT_NICE = 5  # a fit runs this much nicer than the runtime: on a busy machine, requests go first
-# What the fork server imports once, so each fit starts with the training code loaded.
-PRELOAD = ["pipelines.training", "pipelines.portfolio_training", "pipelines.fit_process"]
+# What the fork server imports once, so each fit starts with the training code loaded: LightGBM and
+# statsforecast take about a second each to import, which every fit would pay again.
+PRELOAD = ["lightgbm", "statsforecast.models", "pipelines.training", "pipelines.portfolio_training",
+           "pipelines.fit_process"]
 
 _context: Any = None
 _context_lock = threading.Lock()
@@ -188,15 +190,21 @@ def _picklable(exc: BaseException) -> BaseException:
 
 
 def _leave_a_core() -> None:
-    """LightGBM uses every core but one in the fit's process: the process answering requests keeps one to
-    itself rather than waiting for the scheduler to hand it a slice between the fit's threads."""
-    cores = os.cpu_count() or 1
-    if cores < 2:
+    """The fit's process runs on every core but one, and LightGBM in it uses as many threads: the process that
+    answers requests keeps a core to itself rather than waiting for the scheduler to hand it a slice between the
+    fit's threads."""
+    try:
+        cores = sorted(os.sched_getaffinity(0))
+    except AttributeError:  # no affinity on this system: LightGBM's threads alone leave the core
+        cores = list(range(os.cpu_count() or 1))
+    if len(cores) < 2:
         return
+    if hasattr(os, "sched_setaffinity"):
+        os.sched_setaffinity(0, cores[1:])
     try:
         from lightgbm.basic import _LIB
 
-        _LIB.LGBM_SetMaxThreads(ctypes.c_int(cores - 1))
+        _LIB.LGBM_SetMaxThreads(ctypes.c_int(len(cores) - 1))
     except (ImportError, AttributeError):  # a LightGBM without the setting: its fits take every core
         pass
 
