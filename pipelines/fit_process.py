@@ -51,14 +51,6 @@ def _fork_context() -> Any:
         return _context
 
 
-def warm_up() -> None:
-    """Start the fork server now (it imports the training code in the background), not at the first fit."""
-    from multiprocessing import forkserver
-
-    _fork_context()
-    forkserver.ensure_running()
-
-
 class ChildTraceback(Exception):
     """Where a fit failed in its child process (the cause of the error raised here)."""
 
@@ -74,7 +66,8 @@ class FitProcesses:
     """Runs fits in child processes; `close` kills the fits under way (the runtime stops)."""
 
     def __init__(self) -> None:
-        warm_up()
+        # The fork server starts with the first fit, not here: a runtime that loads its stored versions never
+        # pays for it (two seconds of imports).
         self._running: set[Any] = set()
         self._lock = threading.Lock()
         self._closed = False
