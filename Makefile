@@ -1,9 +1,10 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-# --no-compile: bytecode is written on first import, for the modules that are imported (a small share of the
-# ~9,000 files installed); compiling all of them up front took more than half of the install's CPU time.
-PIP := $(BIN)/python -m pip install --quiet --disable-pip-version-check --no-compile -c constraints.txt \
+# pip compiles what it installs to bytecode: it takes a good share of the install's time, but where Python may not
+# write bytecode (PYTHONDONTWRITEBYTECODE, as on many CI machines) every process would compile numpy, pyarrow and
+# the rest from source at each start, seconds each, and the tests start hundreds.
+PIP := $(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt \
 	--config-settings editable_mode=compat
 RUNTIME_STAMP := $(VENV)/.installed-runtime
 TEST_STAMP := $(VENV)/.installed-test
