@@ -57,7 +57,8 @@ TRAIN = textwrap.dedent("""
     from pipelines.engines import LocalEngine
     from pipelines.flight_client import FlightDataClient
     from pipelines.frequency import Frequency
-    from pipelines.grid import GridQuery, phase_origin
+    from pipelines.grid import GridQuery
+    from pipelines.grid_setup import phase_origin
     from pipelines.grid_setup import raw_timestamps
     from pipelines.training import train_model
     client = FlightDataClient(args["location"])

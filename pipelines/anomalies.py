@@ -27,7 +27,8 @@ from pipelines.drivers import FutureDrivers
 from pipelines.flight_client import FlightDataClient
 from pipelines.forecast_drivers import drivers_at
 from pipelines.forecaster import bounded, calibrated
-from pipelines.grid import bucket, fill_series
+from pipelines.grid_setup import bucket
+from pipelines.gridfill import fill_series
 from pipelines.model import TrainedModel
 from pipelines.portfolio import PortfolioModel
 from pipelines.series import SeriesSet

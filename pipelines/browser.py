@@ -9,7 +9,7 @@ import numpy as np
 from pipelines.flight_client import FlightDataClient
 from pipelines.forecast_cache import ForecastCache
 from pipelines.forecasts import History, SeriesEntry
-from pipelines.grid import bucket
+from pipelines.grid_setup import bucket
 from pipelines.portfolio import MIN_PERIODS, PortfolioModel
 from pipelines.state import ModelState, check_series, find_model
 from spicepod import InvalidInput

@@ -16,6 +16,7 @@ import ctypes
 import logging
 import multiprocessing
 import os
+import pickle
 import signal
 import sys
 import tempfile
@@ -173,8 +174,6 @@ def _fit(send: Connection, series: SeriesSet, kwargs: dict, folder: str, levels:
 
 def _picklable(exc: BaseException) -> BaseException:
     """The error itself when it survives a pickle round trip, else one that says what it was."""
-    import pickle
-
     try:
         pickle.loads(pickle.dumps(exc))
         return exc

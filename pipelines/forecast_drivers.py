@@ -10,7 +10,8 @@ import numpy as np
 
 from pipelines.drivers import Drivers, FutureDrivers
 from pipelines.flight_client import FlightDataClient
-from pipelines.grid import Windows, bucket
+from pipelines.grid_setup import bucket
+from pipelines.gridfill import Windows
 from pipelines.model import TrainedModel
 from pipelines.portfolio import PortfolioModel
 from pipelines.state import ServedModel

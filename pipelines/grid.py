@@ -25,6 +25,7 @@ from pipelines.driver_grid import (
 from pipelines.drivers import Drivers
 from pipelines.flight_client import FlightDataClient
 from pipelines.frequency import Frequency
+from pipelines.grid_setup import bucket
 from pipelines.gridfill import (
     Columns,
     Latest,
@@ -35,9 +36,8 @@ from pipelines.gridfill import (
     rows_by_series,
 )
 from pipelines.series import SeriesSet
-from spicepod import WEEKDAYS, InvalidInput, quote_ident
+from spicepod import InvalidInput, quote_ident
 
-_US = np.timedelta64(1, "us")
 AGGREGATE_SQL = {
     "mean": "avg(v)",
     "sum": "sum(v)",
@@ -57,39 +57,6 @@ def sql_string(value: str) -> str:
     if "\x00" in value:
         raise InvalidInput("a series id may not contain a NUL character")
     return "'" + value.replace("'", "''") + "'"
-
-
-MONDAY = np.datetime64("1970-01-05T00:00:00", "us")  # ISO weeks start on Mondays
-
-
-def phase_origin(timestamps: np.ndarray, freq: Frequency, week_start: str | None = None) -> np.datetime64:
-    """The grid origin of a fixed step: the most common phase of the timestamps (the epoch if none).
-
-    Weeks of finer data (daily rows summed into weeks) start on `week_start`, Monday unless set: the
-    data's own phase would start them on whatever weekday the data happens to favour. Weekly data
-    keeps its own phase (weekly rows on Sundays stay on Sundays) unless `week_start` is set.
-    """
-    if freq.is_calendar or timestamps.size == 0:
-        return np.datetime64(0, "us")
-    ts = timestamps.astype("datetime64[us]")
-    if freq.unit == "w" and freq.count == 1:
-        finer = ts.size > 1 and int(np.median(np.diff(ts.astype(np.int64)))) < freq.step_us
-        if week_start is not None or finer:
-            return MONDAY + np.timedelta64(WEEKDAYS.index(week_start or "monday"), "D")
-    phases = ts.astype(np.int64) % freq.step_us
-    values, counts = np.unique(phases, return_counts=True)
-    return np.datetime64(int(values[np.argmax(counts)]), "us")
-
-
-def bucket(timestamps: np.ndarray | np.datetime64, freq: Frequency, origin: np.datetime64) -> np.ndarray:
-    """The start of each timestamp's period on the grid (numpy twin of the SQL bucket expression)."""
-    ts = np.asarray(timestamps).astype("datetime64[us]")
-    if freq.is_calendar:
-        months = ts.astype("datetime64[M]").astype(np.int64) - 360  # months since 2000-01, as DuckDB counts
-        start = (months // freq.months) * freq.months + 360
-        return start.astype("datetime64[M]").astype("datetime64[us]")
-    offset = (ts - origin).astype(np.int64)
-    return origin + ((offset // freq.step_us) * freq.step_us) * _US
 
 
 class GridQuery:

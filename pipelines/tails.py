@@ -17,7 +17,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from pipelines.grid import GridQuery, bucket
+from pipelines.grid import GridQuery
+from pipelines.grid_setup import bucket
 from pipelines.gridfill import Columns, Windows
 from pipelines.state import DataVersions, ServedModel
 

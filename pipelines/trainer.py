@@ -20,8 +20,8 @@ from pipelines.drivers import Covariate, Drivers, HolidayCalendar
 from pipelines.engines import make_engine
 from pipelines.flight_client import FlightDataClient
 from pipelines.frequency import Frequency, infer_frequency
-from pipelines.grid import GridQuery, phase_origin
-from pipelines.grid_setup import NUMERIC_PREFIXES, raw_timestamps, value_column
+from pipelines.grid import GridQuery
+from pipelines.grid_setup import NUMERIC_PREFIXES, phase_origin, raw_timestamps, value_column
 from pipelines.model import FileBoosterModel
 from pipelines.portfolio import load_model
 from pipelines.registry import ModelRegistry, VersionMeta, file_digest, spec_hash

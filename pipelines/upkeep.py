@@ -19,7 +19,7 @@ import numpy as np
 from pipelines.anomalies import AnomalyDetector
 from pipelines.challengers import Challengers, live_keys
 from pipelines.flight_client import FlightDataClient
-from pipelines.grid import bucket
+from pipelines.grid_setup import bucket
 from pipelines.live import LiveScorer
 from pipelines.state import Foreground, ModelState
 from spicepod.timestamps import parse_iso

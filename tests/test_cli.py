@@ -6,23 +6,9 @@ import socket
 import time
 from pathlib import Path
 
-from conftest import copy_data, run_cli, write_spicepod
+from conftest import copy_data, nile_spicepod, run_cli, write_spicepod
 
 from spicepod import describe_keys
-
-POD = """
-version: v1
-kind: Spicepod
-name: cli
-datasets:
-  - from: file:nile.csv
-    name: nile
-models:
-  - from: lightgbm
-    name: nile_m
-    datasets: [nile]
-    params: {lookback: 8, horizon: 3, lightgbm: {num_boost_round: 5}}
-"""
 
 
 def test_help_spicepod_prints_every_key_and_exits_0(tmp_path: Path) -> None:
@@ -42,7 +28,7 @@ def test_a_bad_address_is_refused_by_the_parser(tmp_path: Path) -> None:
 
 def test_a_port_in_use_stops_start_up_with_one_message_and_everything_stopped(tmp_path: Path) -> None:
     copy_data("nile.csv", tmp_path)
-    pod = write_spicepod(tmp_path, POD)
+    pod = write_spicepod(tmp_path, nile_spicepod("cli"))
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()

@@ -13,8 +13,8 @@ import pytest
 from harness.flight import flight_server
 from pipelines.flight_client import FlightDataClient
 from pipelines.frequency import Frequency
-from pipelines.grid import GridQuery, phase_origin
-from pipelines.grid_setup import raw_timestamps
+from pipelines.grid import GridQuery
+from pipelines.grid_setup import phase_origin, raw_timestamps
 from pipelines.methods import METHODS, local_forecast, seasonal_naive
 from pipelines.portfolio import PortfolioModel, bounds_for, load_model
 from pipelines.selection import BATCH_METHODS
