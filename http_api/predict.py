@@ -370,8 +370,11 @@ class ForecastsHandler(BaseHandler):
         horizon = parse_horizon(query_value(self, "horizon"), self.ctx.predictions.max_horizon)
         series = [parse_series(s) for s in query_values(self, "series")]
         levels = parse_levels(query_values(self, "level"))
-        bulk = await self.ctx.run(self.ctx.predictions.forecasts, name, horizon, series, levels)
-        await self.write_table(await self.ctx.run(bulk_table, bulk), media)
+        # Upkeep waits until the body is written too: the scores and pending forecasts a new batch leaves it
+        # would otherwise take the interpreter from building the body.
+        with self.ctx.predictions.foreground.running():
+            bulk = await self.ctx.run(self.ctx.predictions.forecasts, name, horizon, series, levels)
+            await self.write_table(await self.ctx.run(bulk_table, bulk), media)
 
 
 class SeriesHandler(BaseHandler):

@@ -69,6 +69,7 @@ class PredictionService:
         self.predict = self.forecaster.predict
         self.cached = self.forecaster.cached
         self.forecasts = self.forecaster.forecasts
+        self.foreground = self.forecaster.foreground  # upkeep waits while a caller waits on a bulk answer
         self.series_matching = self.browser.series_matching
         self.history = self.browser.history
 
