@@ -50,9 +50,10 @@ class LocalEngine:
     """Reads series through this process's Flight client and fits on them in a child process: the process
     that answers requests keeps its interpreter lock while a model trains."""
 
-    def __init__(self, client: FlightDataClient):
+    def __init__(self, client: FlightDataClient, library: bool = True):
+        """`library`: whether a model may fit statsforecast's methods (see fit_process.FitProcesses)."""
         self.client = client
-        self.fits = FitProcesses()
+        self.fits = FitProcesses(library)
 
     def load(self, grid: GridQuery, max_points: int) -> LocalSeries:
         return LocalSeries(grid.history(self.client, max_points))
@@ -64,9 +65,9 @@ class LocalEngine:
         self.fits.close()
 
 
-def make_engine(spec: TrainingSpec, client: FlightDataClient) -> TrainingEngine:
+def make_engine(spec: TrainingSpec, client: FlightDataClient, library: bool = True) -> TrainingEngine:
     if spec.engine == "dask":
         from pipelines.dask_engine import DaskEngine  # optional: needs flightcast[dask]
 
         return DaskEngine(spec.scheduler, client)
-    return LocalEngine(client)
+    return LocalEngine(client, library)

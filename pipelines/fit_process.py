@@ -33,21 +33,32 @@ from pipelines.training import train_model
 from spicepod import FlightcastError
 
 FIT_NICE = 5  # a fit runs this much nicer than the runtime: on a busy machine, requests go first
-# What the fork server imports once, so each fit starts with the training code loaded: LightGBM and
-# statsforecast take about a second each to import, which every fit would pay again.
-PRELOAD = ["lightgbm", "statsforecast.models", "pipelines.training", "pipelines.portfolio_training",
-           "pipelines.fit_process"]
+# What the fork server imports once, so each fit starts with the training code loaded: LightGBM takes about
+# a second to import, which every fit would pay again; statsforecast (the statistical methods) takes two, and
+# is preloaded only where a model may use it.
+PRELOAD = ["lightgbm", "pipelines.training", "pipelines.portfolio_training", "pipelines.fit_process"]
+LIBRARY_PRELOAD = ["statsforecast.models"]
 
 _context: Any = None
 _context_lock = threading.Lock()
+_library_wanted = False
 
 
-def _fork_context() -> Any:
+def preload_library() -> None:
+    """The fork server preloads statsforecast whatever the fits of this process need (when it has not started
+    yet). A process has one fork server, set up by its first fit; one that runs fits of every kind, such as
+    several runtimes in one process, calls this first."""
+    global _library_wanted
+    with _context_lock:
+        _library_wanted = True
+
+
+def _fork_context(library: bool) -> Any:
     global _context
     with _context_lock:
         if _context is None:
             context = multiprocessing.get_context("forkserver")
-            context.set_forkserver_preload(PRELOAD)
+            context.set_forkserver_preload(PRELOAD + (LIBRARY_PRELOAD if library or _library_wanted else []))
             _context = context
         return _context
 
@@ -66,16 +77,18 @@ class ChildTraceback(Exception):
 class FitProcesses:
     """Runs fits in child processes; `close` kills the fits under way (the runtime stops)."""
 
-    def __init__(self) -> None:
+    def __init__(self, library: bool = True) -> None:
+        """`library`: whether fits may use statsforecast's methods (the fork server then preloads it)."""
         # The fork server starts with the first fit, not here: a runtime that loads its stored versions never
-        # pays for it (two seconds of imports).
+        # pays for it (seconds of imports).
+        self._library = library
         self._running: set[Any] = set()
         self._lock = threading.Lock()
         self._closed = False
 
     def train(self, series: SeriesSet, **kwargs: Any) -> Any:
         """`train_model(series, **kwargs)`, fitted in a child process; blocks until it is done."""
-        context = _fork_context()
+        context = _fork_context(self._library)
         with tempfile.TemporaryDirectory(prefix="flightcast-fit-") as folder:
             receive, send = context.Pipe(duplex=False)
             child = context.Process(target=_fit, args=(send, series, kwargs, folder, _log_levels()),

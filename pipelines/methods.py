@@ -47,6 +47,7 @@ class LocalMethod:
     name: str
     applies: Callable[[np.ndarray, int], bool]
     forecast: Callable[[np.ndarray, int, int, bool], np.ndarray]  # (history, h, season, quick) -> (h,)
+    library: bool = False  # statsforecast's
 
 
 def naive(y: np.ndarray, h: int, season: int, quick: bool = False) -> np.ndarray:
@@ -117,13 +118,18 @@ METHODS: dict[str, LocalMethod] = {  # in spicepod's LOCAL_METHODS order
         LocalMethod("naive", lambda y, s: y.size >= 1, naive),
         LocalMethod("seasonal_naive", lambda y, s: s > 1 and y.size >= s, seasonal_naive),
         LocalMethod("ets", lambda y, s: y.size >= max(2 * s, 8) if 1 < s <= ETS_MAX_SEASON else y.size >= 8,
-                    _library(_ets)),
-        LocalMethod("theta", lambda y, s: y.size >= max(2 * s, 8), _library(_theta)),
-        LocalMethod("mstl", lambda y, s: s > ETS_MAX_SEASON and y.size >= 2 * s + 2, _library(_mstl)),
-        LocalMethod("croston", lambda y, s: _intermittent(y), _library(_croston)),
+                    _library(_ets), library=True),
+        LocalMethod("theta", lambda y, s: y.size >= max(2 * s, 8), _library(_theta), library=True),
+        LocalMethod("mstl", lambda y, s: s > ETS_MAX_SEASON and y.size >= 2 * s + 2, _library(_mstl), library=True),
+        LocalMethod("croston", lambda y, s: _intermittent(y), _library(_croston), library=True),
     )
 }
 assert tuple(METHODS) == LOCAL_METHODS, "every local method the spicepod names has an implementation"
+
+
+def uses_library(method: str) -> bool:
+    """Whether fits of a model of `method` may call statsforecast: the portfolios (auto, ensemble) try every method."""
+    return method in ("auto", "ensemble") or (method in METHODS and METHODS[method].library)
 
 
 def local_forecast(name: str, history: np.ndarray, h: int, season: int, quick: bool = False) -> np.ndarray | None:

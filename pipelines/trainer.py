@@ -22,6 +22,7 @@ from pipelines.flight_client import FlightDataClient
 from pipelines.frequency import Frequency, infer_frequency
 from pipelines.grid import GridQuery
 from pipelines.grid_setup import NUMERIC_PREFIXES, phase_origin, raw_timestamps, value_column
+from pipelines.methods import uses_library
 from pipelines.model import FileBoosterModel
 from pipelines.portfolio import load_model
 from pipelines.registry import ModelRegistry, VersionMeta, file_digest, spec_hash
@@ -55,7 +56,7 @@ class Trainer:
         self._states = states
         self.client = client
         self.registry = ModelRegistry(Path(data_dir) / "models")
-        self.engine = make_engine(training, client)
+        self.engine = make_engine(training, client, any(uses_library(s.spec.method) for s in states.values()))
         self._thread: threading.Thread | None = None
         self._stopping = threading.Event()
         # Called as (model, "success" | "failed", seconds) after each real training run.

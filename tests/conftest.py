@@ -38,9 +38,13 @@ from harness import (  # noqa: F401 - re-exported for the test modules
 )
 from harness.browser import BrowserMissing, browser_paths
 from harness.client import START_TIMEOUT_S
+from pipelines.fit_process import preload_library
 
 REPO = Path(__file__).resolve().parent.parent
 DATA = REPO / "data"
+
+# The in-process runtimes of a test worker share its one fork server, whichever spicepod trains first.
+preload_library()
 
 
 # --- Flight -------------------------------------------------------------------------------------------

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import csv
 import math
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -15,12 +17,13 @@ from pipelines.flight_client import FlightDataClient
 from pipelines.frequency import Frequency
 from pipelines.grid import GridQuery
 from pipelines.grid_setup import phase_origin, raw_timestamps
-from pipelines.methods import METHODS, local_forecast, seasonal_naive
+from pipelines.methods import METHODS, local_forecast, seasonal_naive, uses_library
 from pipelines.portfolio import PortfolioModel, bounds_for, load_model
 from pipelines.selection import BATCH_METHODS
 from pipelines.series import SeriesSet
 from pipelines.training import train_model
 from spicepod import LOCAL_METHODS
+from spicepod import METHODS as SPICEPOD_METHODS
 from spicepod.errors import InvalidInput
 
 DATA = Path(__file__).resolve().parent.parent / "data"
@@ -62,6 +65,25 @@ def panel_model(panel: SeriesSet) -> PortfolioModel:
 
 def test_every_local_method_the_spicepod_names_exists():
     assert tuple(METHODS) == LOCAL_METHODS
+
+
+def test_only_the_portfolios_and_the_statistical_methods_fit_with_statsforecast():
+    assert {m for m in SPICEPOD_METHODS if uses_library(m)} == {"auto", "ensemble", "ets", "theta", "mstl", "croston"}
+    # What a runtime of LightGBM models leaves out of its fork server's preload must stay out of its fits.
+    script = (
+        "import sys, numpy as np\n"
+        "from pipelines.backends import LocalBackend\nfrom pipelines.frequency import Frequency\n"
+        "from pipelines.series import SeriesSet\nfrom pipelines.training import train_model\n"
+        "t = np.datetime64('2020-01-01', 'us') + np.arange(120) * np.timedelta64(1, 'D').astype('m8[us]')\n"
+        "series = SeriesSet(['a', 'b'], [t, t], [np.sin(np.arange(120.0)), np.cos(np.arange(120.0))])\n"
+        "for method in ('lightgbm', 'naive', 'seasonal_naive'):\n"
+        "    train_model(backend=LocalBackend(series), method=method, freq=Frequency('d'), lookback=14, horizon=7,\n"
+        "                dataset='d', lightgbm_params={'num_boost_round': 5})\n"
+        "print(sorted(m for m in sys.modules if m.startswith('statsforecast')))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], cwd=DATA.parent, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "[]"
 
 
 def test_each_series_served_never_backtests_worse_than_its_seasonal_naive(panel_model, panel):
