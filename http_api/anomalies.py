@@ -7,7 +7,7 @@ import numpy as np
 import pyarrow as pa
 
 from http_api.base import ONE, BaseHandler
-from http_api.predict import parse_limit, parse_series, query_value
+from http_api.params import parse_limit, parse_series, query_value
 from pipelines.anomalies import MAX_KEPT, Anomaly
 from spicepod import InvalidInput
 from spicepod.timestamps import parse_iso
