@@ -22,6 +22,7 @@ import os
 import tempfile
 import threading
 from collections import deque
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -40,6 +41,7 @@ PENDING_COLUMNS = ("predicted", "lower", "upper", "scale")
 class _Model:
     # (series, target period in microseconds) -> (prediction, lower 80, upper 80, scale)
     pending: dict[tuple[str | None, int], tuple[float, float, float, float]] = field(default_factory=dict)
+    targets: dict[str | None, set[int]] = field(default_factory=dict)  # `pending`'s periods, by series
     abs_scaled: float = 0.0
     scaled_points: int = 0
     smape: float = 0.0
@@ -78,14 +80,15 @@ class LiveScorer:
     def _pending(self, state: _Model) -> dict[tuple[str | None, int], tuple[float, float, float, float]]:
         """The pending forecasts of a model, with the batches recorded since merged in (under the lock)."""
         for batch in state.arrived:
-            self._merge(state.pending, *batch)
+            self._merge(state, *batch)
         state.arrived.clear()
         return state.pending
 
     def _merge(
-        self, pending: dict, series: list[str | None], stamps: np.ndarray, predictions: np.ndarray,
+        self, state: _Model, series: list[str | None], stamps: np.ndarray, predictions: np.ndarray,
         lower80: np.ndarray | None, upper80: np.ndarray | None, scales: np.ndarray,
     ) -> None:
+        pending, targets = state.pending, state.targets
         n, steps = predictions.shape
         # Whole columns, not point by point: a bulk forecast has hundreds of thousands of points. When they
         # alone overflow the pending forecasts, only the latest of them would be kept: the rest are not built.
@@ -102,26 +105,35 @@ class LiveScorer:
                       np.repeat(np.asarray(scales, dtype=np.float64), steps)[skip:].tolist(), strict=True)
         if skip or len(keys) == self.max_pending:  # these fill it alone
             pending.clear()
+            targets.clear()
         else:
             for key in pending.keys() & keys:  # re-inserted below, last: insertion order is recency
                 del pending[key]
         pending.update(zip(keys, entries, strict=True))
+        rows = stamps.reshape(n, steps).tolist()  # a series' targets at once, not point by point
+        first = skip // steps
+        if first < n:
+            targets.setdefault(series[first], set()).update(rows[first][skip - first * steps:])
+        for sid, row in zip(series[first + 1:], rows[first + 1:], strict=True):
+            targets.setdefault(sid, set()).update(row)
         overflow = len(pending) - self.max_pending
         if overflow > 0:  # the oldest first; one pass (popping the front one by one rescans the dict)
             for key in list(itertools.islice(pending, overflow)):
                 del pending[key]
+                _forget(targets, key)
 
-    def waiting(self, model: str) -> dict[str | None, int]:
-        """Series with pending forecasts, and the oldest pending target of each (microseconds)."""
+    def waiting(self, model: str, series: Iterable[str | None] | None = None) -> dict[str | None, int]:
+        """Series with pending forecasts (of those in `series`, when given), and the oldest pending target of
+        each (microseconds). By series, not by a pass over every pending point: after each commit, upkeep asks
+        this for the few series it touched, of a panel's hundreds of thousands of pending points."""
         with self._lock:
             state = self._models.get(model)
             if state is None:
                 return {}
-            oldest: dict[str | None, int] = {}
-            for sid, stamp in self._pending(state):
-                if stamp < oldest.get(sid, stamp + 1):
-                    oldest[sid] = stamp
-            return oldest
+            self._pending(state)
+            targets = state.targets
+            names = targets.keys() if series is None else [sid for sid in series if sid in targets]
+            return {sid: min(targets[sid]) for sid in names}
 
     def score(self, model: str, series: str | None, times: np.ndarray, values: np.ndarray) -> int:
         """Score the pending forecasts of `series` whose periods are among `times`; returns how many."""
@@ -132,7 +144,10 @@ class LiveScorer:
             pending = self._pending(state)
             for stamp, actual in zip(stamps.tolist(), np.asarray(values, dtype=np.float64).tolist(), strict=True):
                 entry = pending.pop((series, stamp), None)
-                if entry is None or not math.isfinite(actual):
+                if entry is None:
+                    continue
+                _forget(state.targets, (series, stamp))
+                if not math.isfinite(actual):
                     continue
                 predicted, lower, upper, scale = entry
                 error = abs(actual - predicted)
@@ -215,7 +230,7 @@ class LiveScorer:
         if doc["format"] == 1:
             for sid, stamp, predicted, lower, upper, scale in doc["pending"]:
                 state.pending[(sid, int(stamp))] = tuple(_num(v) for v in (predicted, lower, upper, scale))
-            return state
+            return _indexed(state)
         try:
             with np.load(self._pending_path(model), allow_pickle=False) as columns:
                 names = [s if n else None for s, n in zip(columns["series"].tolist(), columns["named"].tolist(),
@@ -229,7 +244,8 @@ class LiveScorer:
         except (OSError, ValueError, KeyError) as exc:
             log.warning("live accuracy of %s: cannot read %s (%s); its pending forecasts start afresh", model,
                         self._pending_path(model), exc)
-        return state
+            state.pending.clear()
+        return _indexed(state)
 
     def load(self, models: list[str]) -> None:
         """Read the stored state of these models (at start, so /v1/models shows it at once)."""
@@ -277,6 +293,22 @@ class LiveScorer:
             "covered": state.covered, "interval_points": state.interval_points, "points": state.points,
             "recent": list(state.recent),
         }
+
+
+def _indexed(state: _Model) -> _Model:
+    """`state` with the index of its pending targets by series built."""
+    for sid, stamp in state.pending:
+        state.targets.setdefault(sid, set()).add(stamp)
+    return state
+
+
+def _forget(targets: dict[str | None, set[int]], key: tuple[str | None, int]) -> None:
+    """A pending target gone from the index by series (a series with none left leaves it)."""
+    stamps = targets.get(key[0])
+    if stamps is not None:
+        stamps.discard(key[1])
+        if not stamps:
+            del targets[key[0]]
 
 
 def _columns(pending: dict[tuple[str | None, int], tuple[float, float, float, float]]) -> dict[str, np.ndarray]:

@@ -166,12 +166,12 @@ class Upkeep:
         info, touched = arg
         served = state.current
         keys = [state.name, *live_keys(state.spec)]  # the model's own, and each side of each challenger pair
+        # A panel's commit names the series it touched: no other series has new values to score.
+        named = touched if touched is not None and served is not None and served.panel else None
         waiting: dict[str | None, int] = {}
         for key in keys:
-            for sid, stamp in self._live.waiting(key).items():
+            for sid, stamp in self._live.waiting(key, named).items():
                 waiting[sid] = min(stamp, waiting.get(sid, stamp))
-        if touched is not None and served is not None and served.panel:
-            waiting = {sid: since for sid, since in waiting.items() if sid in touched}
         if served is None or not waiting:
             return
         last = info["last_timestamp"]

@@ -450,12 +450,31 @@ def test_live_accuracy_keeps_the_latest_forecast_of_each_target_and_the_newest_t
     # More points than may wait: the newest targets of the batch are kept, the older ones dropped.
     live.record("m", ["c", "d", "e", "f"], targets(0, 4, 3), np.arange(12.0).reshape(4, 3), None, None, np.ones(4))
     assert live.waiting("m") == {"c": us[2], "d": us[0], "e": us[0], "f": us[0]}
+    assert live.waiting("m", ["d", "b", "x", None]) == {"d": us[0]}  # only the named, of those still waiting
     live.flush()
     again = LiveScorer(tmp_path, max_pending=10)
     again.load(["m"])
     assert again.waiting("m") == live.waiting("m")
     assert again.score("m", "c", start + 2 * day + np.arange(1) * day, np.array([2.0])) == 1
     assert again.metrics("m")["points"] == 5
+
+
+def test_live_accuracy_drops_the_oldest_points_across_batches_and_says_which_series_still_wait(tmp_path):
+    from pipelines.live import LiveScorer
+
+    day = np.timedelta64(1, "D").astype("m8[us]")
+    start = np.datetime64("2024-01-01", "us")
+    us = (start + np.arange(6) * day).astype(np.int64).tolist()
+    live = LiveScorer(tmp_path, max_pending=5)
+    live.record("m", ["a", "b"], np.tile(start + np.arange(2) * day, (2, 1)), np.ones((2, 2)), None, None, np.ones(2))
+    # Two more points than may wait: a's two (the oldest recorded) go, b's stay.
+    live.record("m", ["c"], np.tile(start + np.arange(3, 6) * day, (1, 1)), np.ones((1, 3)), None, None, np.ones(1))
+    assert live.waiting("m") == {"b": us[0], "c": us[3]}
+    assert live.score("m", "a", start + np.arange(2) * day, np.array([1.0, 1.0])) == 0
+    assert live.score("m", "b", start + np.arange(1) * day, np.array([1.0])) == 1
+    assert live.waiting("m", ["a", "b", "c"]) == {"b": us[1], "c": us[3]}
+    assert live.score("m", "b", start + np.arange(1, 2) * day, np.array([np.nan])) == 0  # gone, though not scored
+    assert live.waiting("m") == {"c": us[3]}
 
 
 def test_live_accuracy_keeps_pending_forecasts_as_columns_and_reads_the_older_rows(tmp_path):
