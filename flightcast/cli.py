@@ -103,6 +103,8 @@ def main(argv: list[str] | None = None) -> int:
         runtime = replace(runtime, api_key=args.api_key)
     pod = replace(pod, runtime=runtime)
 
+    if args.role != "data" and pod.models and pod.runtime.training.engine == "local":
+        import pipelines.lightgbm_core  # noqa: F401 - LightGBM without the integrations this process never uses
     from flightcast.runtime import Runtime, StartError  # heavy imports once the spicepod is known valid
 
     try:

@@ -33,10 +33,10 @@ from pipelines.training import train_model
 from spicepod import FlightcastError
 
 FIT_NICE = 5  # where there is no idle scheduling class, a fit runs this much nicer than the runtime
-# What the fork server imports once, so each fit starts with the training code loaded: LightGBM takes about
-# a second to import, which every fit would pay again; statsforecast (the statistical methods) takes two, and
-# is preloaded only where a model may use it.
-PRELOAD = ["lightgbm", "pipelines.training", "pipelines.portfolio_training", "pipelines.fit_process"]
+# What the fork server imports once, so each fit starts with the training code loaded: LightGBM (without the
+# integrations a fit never uses, see lightgbm_core) would take each fit a second to import again;
+# statsforecast (the statistical methods) takes two, and is preloaded only where a model may use it.
+PRELOAD = ["pipelines.lightgbm_core", "pipelines.training", "pipelines.portfolio_training", "pipelines.fit_process"]
 LIBRARY_PRELOAD = ["statsforecast.models"]
 
 _context: Any = None

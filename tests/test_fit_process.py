@@ -6,12 +6,13 @@ from __future__ import annotations
 import logging
 import os
 import pickle
+import subprocess
 import sys
 import threading
 
 import numpy as np
 import pytest
-from conftest import wait_until
+from conftest import REPO, wait_until
 from test_portfolio import tourism
 
 from pipelines.fit_process import ChildTraceback, FitProcesses
@@ -105,3 +106,24 @@ def test_a_model_whose_single_row_paths_were_made_pickles_and_forecasts_the_same
     copy = pickle.loads(pickle.dumps(model))
     for got, want in zip(copy.forecast_windows(window, last, 4, [panel.ids[0]]), before, strict=True):
         np.testing.assert_array_equal(got, want)
+
+
+def test_lightgbm_core_imports_lightgbm_without_scikit_learn_and_pandas_and_hides_them_no_longer():
+    """What `flightcast run` and the fit server import: LightGBM fits and predicts from numpy without the two
+    integrations (most of its import time), which import as usual afterwards."""
+    script = (
+        "import sys, numpy as np\n"
+        "import pipelines.lightgbm_core, lightgbm as lgb\n"
+        "loaded = [m for m in ('sklearn', 'pandas') if m in sys.modules]\n"
+        "booster = lgb.train({'verbosity': -1, 'num_threads': 1, 'seed': 0},\n"
+        "                    lgb.Dataset(np.arange(40.0).reshape(20, 2), np.arange(20.0)), 3)\n"
+        "assert booster.predict(np.zeros((2, 2))).shape == (2,)\n"
+        "import importlib, importlib.util\n"
+        "for name in ('sklearn', 'pandas'):\n"
+        "    if importlib.util.find_spec(name):\n"
+        "        importlib.import_module(name)\n"
+        "print(loaded, lgb.compat.SKLEARN_INSTALLED)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "[] False"
