@@ -155,7 +155,8 @@ def _follow(receive: Connection, child: Any) -> None:
 
 
 class _SendRecords(logging.Handler):
-    """Sends each log record to the parent, its message formatted here (its arguments may not pickle)."""
+    """Sends each log record to the parent, its message and any traceback formatted here (its arguments and
+    exception may not pickle); the parent's formatters print the traceback text as they would their own."""
 
     def __init__(self, send: Connection):
         super().__init__()
@@ -164,7 +165,9 @@ class _SendRecords(logging.Handler):
     def emit(self, record: logging.LogRecord) -> None:
         try:
             record.msg, record.args = record.getMessage(), None
-            record.exc_info, record.exc_text = None, None
+            if record.exc_info and not record.exc_text:
+                record.exc_text = logging.Formatter().formatException(record.exc_info)
+            record.exc_info = None
             self.send.send(("log", record))
         except Exception:  # a log line must never fail the fit
             pass

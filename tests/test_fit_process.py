@@ -127,3 +127,27 @@ def test_lightgbm_core_imports_lightgbm_without_scikit_learn_and_pandas_and_hide
     done = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.strip() == "[] False"
+
+
+def test_a_log_record_of_the_fit_keeps_its_traceback_on_the_way_back():
+    """A fit's `log.exception` reaches the runtime's log with the traceback, as text (the exception itself may
+    not pickle)."""
+    from multiprocessing import Pipe
+
+    from pipelines.fit_process import _SendRecords
+
+    receive, send = Pipe(duplex=False)
+    logger = logging.getLogger("flightcast.test_fit_traceback")
+    logger.propagate = False
+    logger.addHandler(_SendRecords(send))
+    try:
+        raise ValueError("a method failed")
+    except ValueError:
+        logger.exception("series %s: fit failed", "s1")
+    finally:
+        logger.handlers.clear()
+    kind, record = receive.recv()
+    assert kind == "log" and record.exc_info is None
+    text = logging.Formatter("%(message)s").format(record)
+    assert text.startswith("series s1: fit failed\nTraceback (most recent call last):")
+    assert text.endswith("ValueError: a method failed")

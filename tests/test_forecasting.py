@@ -18,7 +18,7 @@ from pipelines.intervals import Calibration, interval_bounds
 from pipelines.metrics import mase, smape
 from pipelines.model import FileBoosterModel, TrainedModel
 from pipelines.series import SeriesSet
-from pipelines.single_row import SingleRowConfig
+from pipelines.single_row import SingleRowConfig, SingleRowPaths
 from pipelines.training import chunk_rows, fit, series_stats, train_model, training_set
 from spicepod.errors import InvalidInput
 
@@ -443,7 +443,7 @@ def test_a_panel_differences_seasonal_series_unless_too_short_to_backtest_it() -
 
 
 @pytest.mark.parametrize("strategy", ["recursive", "direct"])
-def test_one_window_forecasts_through_the_single_row_path_bit_for_bit(strategy: str) -> None:
+def test_one_window_forecasts_through_the_single_row_path_bit_for_bit(strategy: str, monkeypatch) -> None:
     """A single window is predicted row by row through LightGBM's single-row fast path: the same bits as
     Booster.predict (the fallback where LightGBM has no such path), and as the window forecast in a batch."""
     ts, values = read_series("sunspots_monthly")
@@ -460,7 +460,10 @@ def test_one_window_forecasts_through_the_single_row_path_bit_for_bit(strategy: 
     with ThreadPoolExecutor(4) as pool:  # each forecast reads its own row: threads may share the booster
         together = np.stack(list(pool.map(lambda i: forecast(model, windows[i], last[i], 6), range(len(origins)))))
     assert together.tobytes() == fast.tobytes()
-    model._configs = list(model.boosters)  # as where LightGBM has no single-row path: Booster.predict
+    # As where LightGBM has no single-row path: each step through Booster.predict.
+    monkeypatch.setattr(SingleRowConfig, "made", classmethod(lambda cls, booster, width: None))
+    model._single_rows = SingleRowPaths(model.boosters, model.layout.width)
+    assert model._single_rows.get() == list(model.boosters)
     fallback = np.stack([forecast(model, w, t, 6) for w, t in zip(windows, last, strict=True)])
     assert fast.tobytes() == batch.tobytes() == fallback.tobytes()
 
