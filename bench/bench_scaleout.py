@@ -58,8 +58,7 @@ TRAIN = textwrap.dedent("""
     from pipelines.flight_client import FlightDataClient
     from pipelines.frequency import Frequency
     from pipelines.grid import GridQuery
-    from pipelines.grid_setup import phase_origin
-    from pipelines.grid_setup import raw_timestamps
+    from pipelines.grid_setup import phase_origin, raw_timestamps
     from pipelines.training import train_model
     client = FlightDataClient(args["location"])
     freq = Frequency.parse("1d")
@@ -89,8 +88,8 @@ TRAIN = textwrap.dedent("""
     # this peak is the machine's, the one a Dask cluster takes off the serve node.
     fit = engine.train if args["scheduler"] else (lambda loaded, **kw: train_model(loaded.series, **kw))
     model = fit(loaded, freq=freq, lookback=args["lookback"], horizon=args["horizon"],
-                         backtest_windows=args["windows"], lightgbm_params={"num_boost_round": args["rounds"]},
-                         dataset="panel")
+                backtest_windows=args["windows"], lightgbm_params={"num_boost_round": args["rounds"]},
+                dataset="panel")
     seconds = time.perf_counter() - t0
     engine.close()
     print(json.dumps({"seconds": seconds, "peak": hwm(), "base": base, "reset": reset, "before": before,
