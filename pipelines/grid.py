@@ -52,6 +52,12 @@ AGGREGATED_PAD = 2
 MAX_NAMED_SERIES = 1000  # series read again by name; more than this, and all are read again
 
 
+def _row_limit(lookback: int) -> int:
+    """Rows a read of one series' rows takes at most: more than its window's periods, so a read that reaches
+    the limit holds several rows in some period."""
+    return 4 * (lookback + WINDOW_PAD + 1)
+
+
 def sql_string(value: str) -> str:
     """A DuckDB string literal: series ids are data, quoted here and never spliced in raw."""
     if "\x00" in value:
@@ -263,6 +269,15 @@ class GridQuery:
             if self.series_column is not None:  # and the series with no rows inside the bound at all
                 seen = set(found.ids)
                 few += [sid for sid in (ended if ids is None else ids) if sid not in seen]
+            if few and raw is not None and self.series_column is not None:
+                # One named series that ended before the dataset's newest period (series of a panel report at
+                # their own times): its rows inside the bound of its own newest row are its window's rows,
+                # kept as its tail like those of a series that is up to date.
+                rows = self._newest_rows(client, ids, lookback)
+                if rows is not None:
+                    newest_found = latest_windows(rows, self.freq, self.fill, self.dataset, lookback)
+                    if newest_found.ids and newest_found.sizes[0] >= lookback:
+                        return self._kept(newest_found, lookback, min_points, rows)
             if few:
                 by_name = self.series_column is not None and len(few) <= MAX_NAMED_SERIES
                 found, raw = found.updated(self._latest(client, None, few if by_name else ids, lookback)[0]), None
@@ -297,10 +312,28 @@ class GridQuery:
         """One series' rows inside the bound as they are, when each is alone in its period (data at the grid's
         own step, the usual case): aggregating them would give them back unchanged, and costs DuckDB more
         than the read. None when a period holds several rows, or more rows came than a window has periods."""
-        limit = 4 * (lookback + WINDOW_PAD + 1)
+        limit = _row_limit(lookback)
         table = client.query(f"{self._raw} AND {' AND '.join(self._where(lower, ids))} LIMIT {limit}")
         if table.num_rows >= limit:
             return None
+        return self._period_rows(table, ids)
+
+    def _newest_rows(self, client: FlightDataClient, ids: list[str], lookback: int) -> Columns | None:
+        """One named series' rows inside the window bound of its own newest row, when each is alone in its
+        period (as _one_row_per_period), read newest first: no time bound is known before the read."""
+        limit = _row_limit(lookback)
+        table = client.query(f"{self._raw} AND {' AND '.join(self._where(None, ids))} "
+                             f"ORDER BY raw_ts DESC LIMIT {limit}")
+        if not table.num_rows:
+            return None
+        raw = table.column("raw_ts").to_numpy().astype("datetime64[us]")
+        lower = self.window_bound(raw.max(), lookback)
+        if table.num_rows >= limit and raw.min() >= lower:
+            return None  # more rows inside the bound than one a period: aggregated by the read after this
+        return self._period_rows(table.filter(raw >= lower), ids)
+
+    def _period_rows(self, table: pa.Table, ids: list[str] | None) -> Columns | None:
+        """Rows (raw_ts, v) of one series as Columns on the grid, sorted; None when a period holds several."""
         raw = table.column("raw_ts").to_numpy().astype("datetime64[us]")
         order = np.argsort(raw, kind="stable")
         times = bucket(raw[order], self.freq, self.origin)

@@ -149,6 +149,22 @@ def test_one_series_of_a_panel(served: ServedFlight, series: str, values: list[f
     assert windows.ids == [series] and windows.values.tolist() == [values] and windows.last.tolist() == [last.item()]
 
 
+def test_a_series_that_ended_earlier_is_read_with_the_rows_of_its_window(served: ServedFlight) -> None:
+    """Named, a series whose newest row is older than the bound of the dataset's newest is read again inside
+    the bound of its own newest row: its window, and the rows it is made of (what its tail starts from)."""
+    client = FlightDataClient(served.location)
+    windows = _query("panel", "series").windows(client, LOOKBACK, newest=NEWEST, ids=["c"])
+    assert windows.ids == ["c"] and windows.values.tolist() == [[5.0, 6.0, 7.0, 8.0, 9.0]]
+    assert windows.last.tolist() == [(START + 9 * DAY).item()]
+    assert windows.raw is not None and windows.raw.ids == ["c"]
+    assert windows.raw.times.tolist() == [(START + d * DAY).item() for d in range(10)]
+    assert windows.raw.values.tolist() == [float(d) for d in range(10)]
+    # Up to date, the same series' window comes from the bounded read alone, with the same rows.
+    again = _query("panel", "series").windows(client, LOOKBACK, newest=START + 9 * DAY, ids=["c"])
+    assert again.values.tolist() == windows.values.tolist()
+    assert again.raw.times.tolist() == windows.raw.times.tolist()
+
+
 def test_single_series_window_and_refused_gap(served: ServedFlight) -> None:
     client = FlightDataClient(served.location)
     windows = _query("single", None).windows(client, LOOKBACK, newest=NEWEST)
