@@ -20,6 +20,7 @@ from flight_server.store import DatasetStore
 from spicepod import FlightcastError, InvalidInput, Unimplemented
 from spicepod.constants import SERVING_ACTION, SERVINGS_ACTION
 from spicepod.errors import flight_exception, flight_kind
+from spicepod.timestamps import parse_iso
 
 log = logging.getLogger("flightcast.flight")
 
@@ -29,6 +30,8 @@ ACTIONS = {
     "list_datasets": "JSON list of every dataset: name, from, mode, time_column, series_column (null when "
     "none), on_duplicate, rows, columns, first_timestamp, last_timestamp, version (bumped by each committed DoPut).",
     "dataset_info": "Body: a dataset name. JSON of that one dataset, as in list_datasets.",
+    "series_census": 'Body: JSON {"dataset", "before"} (a panel dataset, an ISO 8601 time). JSON {"series": how '
+    'many series it has, "ended": the ids of those whose newest row is older than "before", sorted}.',
     SERVING_ACTION: 'Body: JSON {"model", "run", "spec_hash", "challenger"}. Records the version a model serves '
     "and announces it to every subscribed serve node before it returns (a rollback reaches every node).",
     SERVINGS_ACTION: "JSON of the serving choices recorded, by model.",
@@ -179,6 +182,15 @@ class FlightService(flight.FlightServerBase):
     def list_actions(self, context: flight.ServerCallContext) -> list[tuple[str, str]]:
         return list(ACTIONS.items())
 
+    def _series_census(self, body: bytes) -> dict[str, Any]:
+        try:
+            doc = json.loads(body)
+            name, before = str(doc["dataset"]), parse_iso(str(doc["before"]))
+        except (ValueError, KeyError, TypeError, AttributeError):
+            raise InvalidInput('the body must be JSON {"dataset": NAME, "before": ISO 8601 time}') from None
+        series, ended = self.store.series_census(name, before)
+        return {"series": series, "ended": ended}
+
     @flight_errors
     def do_action(self, context: flight.ServerCallContext, action: flight.Action) -> Iterator[flight.Result]:
         body = action.body.to_pybytes() if action.body is not None else b""
@@ -186,6 +198,8 @@ class FlightService(flight.FlightServerBase):
             payload: Any = self.store.datasets()
         elif action.type == "dataset_info":
             payload = self.store.state(_utf8(body, "action body").strip()).info()
+        elif action.type == "series_census":
+            payload = self._series_census(body)
         elif action.type == SERVING_ACTION:
             payload = self.serving.record(body)
             self.notices.announce({"serving": payload})

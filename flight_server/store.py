@@ -27,6 +27,7 @@ import pyarrow as pa
 from duckdb import _seam  # the engine's entry below DuckDB's Python relation layer (duckdb is pinned)
 
 from flight_server.allocator import retain_freed_memory
+from flight_server.census import SeriesCensus, census_of, read_newest
 from flight_server.ingest import IncomingStream, append_batches, check_put_schema, merge_staged, stage
 from flight_server.queries import CursorReader, QueryWatchdog, client_message
 from flight_server.sources import load_source
@@ -81,7 +82,8 @@ class DatasetState:
     # Held by a `replace` DoPut from the start of its merge transaction to its stats update, so that each
     # merge sees every row committed before it (one row per key across concurrent DoPuts).
     write_lock: threading.Lock = field(default_factory=threading.Lock)
-    stats_lock: threading.Lock = field(default_factory=threading.Lock)  # rows, time range, version
+    stats_lock: threading.Lock = field(default_factory=threading.Lock)  # rows, time range, version, census
+    census: SeriesCensus | None = None  # a panel's series and their newest times
 
     def info(self) -> dict:
         return {
@@ -187,6 +189,8 @@ class DatasetStore:
                         state = self._track(spec, table)
                     else:
                         state = DatasetState(spec, table, schema=None)
+                        if spec.series_column:
+                            state.census = SeriesCensus(spec.series_column, spec.time_column, {})
                 self._states[spec.name] = state
                 log.info(
                     "dataset %s: %d rows (%s, %s) in %.1f ms",
@@ -225,9 +229,30 @@ class DatasetStore:
             schema = cur.sql(f"SELECT * FROM {table} LIMIT 0").to_arrow_table().schema
             ts = quote_ident(spec.time_column)
             rows, first, last = cur.execute(f"SELECT count(*), min({ts}), max({ts}) FROM {table}").fetchone()
-        if not pa.types.is_timestamp(schema.field(spec.time_column).type):
-            raise SpicepodError(f"dataset '{spec.name}': time column '{spec.time_column}' is not a timestamp")
-        return DatasetState(spec, table, schema, rows=rows, first_ts=first, last_ts=last)
+            if not pa.types.is_timestamp(schema.field(spec.time_column).type):
+                raise SpicepodError(f"dataset '{spec.name}': time column '{spec.time_column}' is not a timestamp")
+            census = None
+            if spec.series_column:
+                newest = read_newest(cur, table, spec.series_column, spec.time_column)
+                census = SeriesCensus(spec.series_column, spec.time_column, newest)
+        return DatasetState(spec, table, schema, rows=rows, first_ts=first, last_ts=last, census=census)
+
+    def series_census(self, name: str, before: Any) -> tuple[int, list[str | None]]:
+        """How many series a panel dataset has, and the ids of those whose newest row is older than `before`
+        (sorted), from the census kept (read again when a large commit left it stale)."""
+        state = self.state(name)
+        if state.census is None:
+            raise InvalidInput(f"dataset '{name}' has no series_column: it has no series to count")
+        with state.stats_lock:
+            version, answer = state.version, state.census.answer(before)
+        if answer is not None:
+            return answer
+        with closing(self._cursor()) as cur:
+            newest = read_newest(cur, state.table, state.spec.series_column, state.spec.time_column)
+        with state.stats_lock:
+            if state.version == version:  # no commit since: what was read is current
+                state.census.keep(newest)
+        return census_of(newest, before)
 
     # --- reading -----------------------------------------------------------------------------------
 
@@ -393,10 +418,13 @@ class DatasetStore:
                 except duckdb.Error:
                     log.exception("dataset %s: creating its view failed", name)
                 state.schema = table_schema
+            rows = stream.notice_rows()
             with state.stats_lock:  # still under the write lock: the next merge sees these stats
                 self._committed(state, added, stream)
+                if state.census is not None:
+                    state.census.committed(rows, stream.rows)
                 series = None if stream.series is None else frozenset(stream.series)
-                notice = (name, state.version, iso_utc(state.last_ts), series, stream.notice_rows())
+                notice = (name, state.version, iso_utc(state.last_ts), series, rows)
         for listener in self._listeners:
             try:
                 listener(*notice)

@@ -8,10 +8,12 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.flight as flight
 
 from spicepod import FlightcastError, Unavailable, error_from_flight
+from spicepod.timestamps import iso_utc
 
 
 class FlightDataClient:
@@ -64,6 +66,12 @@ class FlightDataClient:
 
     def dataset_info(self, name: str) -> dict:
         return self.action("dataset_info", name.encode("utf-8"))
+
+    def series_census(self, name: str, before: np.datetime64) -> tuple[int, list[str | None]]:
+        """How many series a panel dataset has, and those whose newest row is older than `before` (sorted)."""
+        body = json.dumps({"dataset": name, "before": iso_utc(before)}).encode("utf-8")
+        answer = self.action("series_census", body)
+        return int(answer["series"]), answer["ended"]
 
 
 @contextmanager

@@ -356,7 +356,8 @@ class GridQuery:
         read. The rows are sorted and checked in numpy; several rows in one period, or more rows than that
         many series can have one a period, and the periods are aggregated by DuckDB instead.
         """
-        series, ended = self._census(client, lower)
+        # Kept by the store as rows commit: no pass over the series column and time of the whole table.
+        series, ended = client.series_census(self.dataset, lower)
         if not self._aggregates:
             limit = 4 * (lookback + WINDOW_PAD + 1) * max(series, 1)
             table = client.query(f"{self._raw_every} AND {self._where(lower, None)[0]} LIMIT {limit}")
@@ -370,16 +371,6 @@ class GridQuery:
             self._aggregates = True  # the data is finer than the grid: every later window is aggregated at once
         table = client.query(self._sql(self._where(lower, None), None))
         return latest_windows(self._columns(table), self.freq, self.fill, self.dataset, lookback), ended
-
-    def _census(self, client: FlightDataClient, lower: np.datetime64) -> tuple[int, list[str]]:
-        """How many series the dataset has, and those whose newest row is older than `lower`, by id (one pass
-        over the series column and time)."""
-        sid = f"CAST({quote_ident(self.series_column)} AS VARCHAR)"
-        table = client.query(
-            f"SELECT count(*) AS series, list(sid ORDER BY sid) FILTER (WHERE newest < TIMESTAMP "
-            f"'{np.datetime64(lower, 'us')}') AS ended FROM (SELECT {sid} AS sid, max({self._ts}) AS newest "
-            f"FROM {quote_ident(self.dataset)} GROUP BY ALL)")
-        return int(table.column("series")[0].as_py()), table.column("ended")[0].as_py() or []
 
     def _latest(
         self, client: FlightDataClient, lower: np.datetime64 | None, ids: list[str] | None, lookback: int,

@@ -1,0 +1,83 @@
+"""SeriesCensus: the newest timestamp of each series of a panel dataset, kept by the store, so that a reader
+learns how many series there are and which have no row from a time on without a pass over the table (the
+census of a panel's full window read, pipelines.grid).
+
+It is read with one GROUP BY when the store opens, and moved on by each commit from the rows its notice
+carries (a few thousand at most). A larger commit leaves it stale: the next census reads it again, and keeps
+what it read when no commit came meanwhile.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import duckdb
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from spicepod import quote_ident
+
+Newest = dict[str | None, int | None]  # series id as text -> its newest time in epoch microseconds (None: no time)
+NO_TIME = np.iinfo(np.int64).max  # a series whose rows have no time is never counted as ended
+
+
+def read_newest(cur: duckdb.DuckDBPyConnection, table: str, series_column: str, time_column: str) -> Newest:
+    """Every series' newest timestamp in `table`, as the census query of a window read has it."""
+    rows = cur.execute(
+        f"SELECT CAST({quote_ident(series_column)} AS VARCHAR), epoch_us(max({quote_ident(time_column)})) "
+        f"FROM {table} GROUP BY ALL"
+    ).fetchall()
+    return dict(rows)
+
+
+class SeriesCensus:
+    """One panel dataset's series and their newest timestamps. The store calls `committed` under the dataset's
+    stats lock, and `answer`/`keep` around a read of its own (see DatasetStore.series_census)."""
+
+    def __init__(self, series_column: str, time_column: str, newest: Newest | None):
+        self.series_column = series_column
+        self.time_column = time_column
+        self._newest = newest  # None: stale (a commit whose rows were not at hand)
+
+    def committed(self, rows: pa.Table | None, row_count: int) -> None:
+        """A commit of `row_count` rows, with the rows themselves when its notice carries them (times as naive
+        microsecond timestamps); without them the census is stale until read again."""
+        if not row_count or self._newest is None:
+            return
+        if rows is None:
+            self._newest = None
+            return
+        ids = pc.cast(rows.column(self.series_column), pa.string())
+        times = pc.cast(rows.column(self.time_column), pa.int64())
+        grouped = pa.table({"sid": ids, "t": times}).group_by("sid").aggregate([("t", "max")])
+        newest = self._newest
+        for sid, time in zip(grouped.column("sid").to_pylist(), grouped.column("t_max").to_pylist(), strict=True):
+            known = newest.get(sid)
+            if known is None or (time is not None and time > known):
+                newest[sid] = time
+
+    def answer(self, before: datetime | np.datetime64) -> tuple[int, list[str | None]] | None:
+        """census_of the series kept; None when stale."""
+        if self._newest is None:
+            return None
+        return census_of(self._newest, before)
+
+    def keep(self, newest: Newest) -> None:
+        """A fresh read, made with no commit since the census went stale."""
+        self._newest = newest
+
+
+def census_of(newest: Newest, before: datetime | np.datetime64) -> tuple[int, list[str | None]]:
+    """(series count, the ids whose newest time is before `before`, sorted as SQL sorts them)."""
+    bound = int(np.datetime64(before, "us").astype(np.int64))
+    times = np.fromiter((NO_TIME if t is None else t for t in newest.values()), np.int64, count=len(newest))
+    ids = list(newest)
+    ended = [ids[i] for i in np.flatnonzero(times < bound).tolist()]
+    ended.sort(key=_sql_order)
+    return len(ids), ended
+
+
+def _sql_order(sid: str | None) -> tuple[bool, str]:
+    """DuckDB's ORDER BY of text: by code point (byte order in UTF-8), NULL last."""
+    return sid is None, sid or ""
