@@ -9,6 +9,7 @@ what it read when no commit came meanwhile.
 
 from __future__ import annotations
 
+import logging
 from datetime import datetime
 
 import duckdb
@@ -17,6 +18,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from spicepod import quote_ident
+
+log = logging.getLogger("flightcast.store")
 
 Newest = dict[str | None, int | None]  # series id as text -> its newest time in epoch microseconds (None: no time)
 NO_TIME = np.iinfo(np.int64).max  # a series whose rows have no time is never counted as ended
@@ -48,9 +51,15 @@ class SeriesCensus:
         if rows is None:
             self._newest = None
             return
-        ids = pc.cast(rows.column(self.series_column), pa.string())
-        times = pc.cast(rows.column(self.time_column), pa.int64())
-        grouped = pa.table({"sid": ids, "t": times}).group_by("sid").aggregate([("t", "max")])
+        try:
+            ids = pc.cast(rows.column(self.series_column), pa.string())
+            times = pc.cast(rows.column(self.time_column), pa.int64())
+            grouped = pa.table({"sid": ids, "t": times}).group_by("sid").aggregate([("t", "max")])
+        except (pa.ArrowException, KeyError) as exc:  # committed all the same: the next census reads it again
+            log.warning("series census of a commit failed (%s: %s); reading it again when asked", type(exc).__name__,
+                        exc)
+            self._newest = None
+            return
         newest = self._newest
         for sid, time in zip(grouped.column("sid").to_pylist(), grouped.column("t_max").to_pylist(), strict=True):
             known = newest.get(sid)

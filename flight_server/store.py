@@ -249,10 +249,11 @@ class DatasetStore:
             return answer
         with closing(self._cursor()) as cur:
             newest = read_newest(cur, state.table, state.spec.series_column, state.spec.time_column)
+        answer = census_of(newest, before)  # before it is kept: commits change the census kept
         with state.stats_lock:
             if state.version == version:  # no commit since: what was read is current
                 state.census.keep(newest)
-        return census_of(newest, before)
+        return answer
 
     # --- reading -----------------------------------------------------------------------------------
 

@@ -269,7 +269,7 @@ class GridQuery:
             if self.series_column is not None:  # and the series with no rows inside the bound at all
                 seen = set(found.ids)
                 few += [sid for sid in (ended if ids is None else ids) if sid not in seen]
-            if few and raw is not None and self.series_column is not None:
+            if few and raw is not None and self.series_column is not None and self._ended(raw, newest):
                 # One named series that ended before the dataset's newest period (series of a panel report at
                 # their own times): its rows inside the bound of its own newest row are its window's rows,
                 # kept as its tail like those of a series that is up to date.
@@ -282,6 +282,11 @@ class GridQuery:
                 by_name = self.series_column is not None and len(few) <= MAX_NAMED_SERIES
                 found, raw = found.updated(self._latest(client, None, few if by_name else ids, lookback)[0]), None
         return self._kept(found, lookback, min_points, raw)
+
+    def _ended(self, rows: Columns, newest: np.datetime64) -> bool:
+        """Whether one series' rows read inside the bound end before the period of the dataset's newest row (a
+        series that is up to date but short, or has gaps, is read again as before)."""
+        return not rows.times.size or rows.times[-1] < bucket(newest, self.freq, self.origin)
 
     def tail_windows(self, rows: Columns, lookback: int) -> Windows | None:
         """The window of one series from its rows as `windows` read them (Windows.raw, kept current by
@@ -359,7 +364,7 @@ class GridQuery:
         # Kept by the store as rows commit: no pass over the series column and time of the whole table.
         series, ended = client.series_census(self.dataset, lower)
         if not self._aggregates:
-            limit = 4 * (lookback + WINDOW_PAD + 1) * max(series, 1)
+            limit = _row_limit(lookback) * max(series, 1)
             table = client.query(f"{self._raw_every} AND {self._where(lower, None)[0]} LIMIT {limit}")
             columns = None
             if table.num_rows < limit:

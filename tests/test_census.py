@@ -125,12 +125,49 @@ def test_a_flight_panel_is_counted_from_its_first_commit(served) -> None:
     agrees(client, "ticks", "sensor")
 
 
-def test_a_refused_stream_leaves_the_census_as_it_was(served) -> None:
+def test_a_stream_that_fails_after_a_good_batch_leaves_the_census_as_it_was(served) -> None:
     client = served.client
-    bad = rows("store", [("late", T0 + 9 * D, 1.0)]).append_column("extra", pa.array([1]))
-    with pytest.raises(pa.ArrowInvalid):
-        do_put(client, "sales", bad)
+    good = rows("store", [("late", T0 + 9 * D, 1.0)])
+    bad = pa.table({"store": ["later"], "ts": pa.array([None], pa.timestamp("us")), "value": [2.0]})
+    with pytest.raises(pa.ArrowInvalid, match="null timestamps"):
+        do_put(client, "sales", [*good.to_batches(), *bad.to_batches()], schema=good.schema)
     assert census(client, "sales", T0 + 2 * D) == (4, ["b", "c", "É"])
+
+
+def test_a_read_made_while_a_commit_landed_is_not_kept(served, monkeypatch) -> None:
+    """The census went stale; while it is read again a commit adds a series. What was read answers that one
+    census, and is not kept: the next one counts the new series."""
+    import flight_server.store as store_module
+
+    client = served.client
+    monkeypatch.setattr(ingest, "PANEL_NOTICE_ROWS", 0)
+    do_put(client, "sales", rows("store", [("a", T0 + 3 * D, 1.0)]))  # leaves the census stale
+    monkeypatch.undo()
+    read = store_module.read_newest
+
+    def read_then_commit(*args):
+        newest = read(*args)
+        late = rows("store", [("late", T0 + 9 * D, 1.0)])
+        served.store.append("sales", late.schema, late.to_batches())
+        return newest
+
+    monkeypatch.setattr(store_module, "read_newest", read_then_commit)
+    assert census(client, "sales", T0 + 2 * D) == (4, ["b", "c", "É"])
+    monkeypatch.undo()
+    assert census(client, "sales", T0 + 2 * D) == (5, ["b", "c", "É"])
+    agrees(client, "sales")
+
+
+def test_integer_series_ids_are_counted_as_text(tmp_path: Path) -> None:
+    write_csv_text(tmp_path / "data" / "meters.csv", "meter,ts,value\n2,2024-01-01,1\n10,2024-01-03,2\n")
+    text = SPICEPOD.split("datasets:")[0] + ("datasets:\n  - from: file:data/meters.csv\n    name: meters\n"
+                                              "    mode: read_write\n    series_column: meter\n")
+    with flight_server(tmp_path, text) as fs:
+        do_put(fs.client, "meters", pa.table({"meter": pa.array([7], pa.int64()),
+                                              "ts": pa.array([T0], pa.timestamp("us")), "value": [3.0]}))
+        assert census(fs.client, "meters", T0 + D) == (3, ["2", "7"])
+        assert census(fs.client, "meters", T0 + 3 * D) == (3, ["10", "2", "7"])  # sorted as text
+        agrees(fs.client, "meters", "meter")
 
 
 @pytest.mark.parametrize(("body", "error", "message"), [

@@ -47,6 +47,10 @@ datasets:
     name: fine
     mode: read_write
     series_column: series
+  - from: file:ended.parquet
+    name: ended
+    mode: read_write
+    series_column: series
 """
 
 
@@ -88,6 +92,26 @@ def _regular() -> pa.Table:
                      "value": pa.array(columns["value"], pa.float64())})
 
 
+ENDED_NEWEST = START + 120 * DAY
+
+
+def _ended() -> pa.Table:
+    """Series that ended long before the dataset's newest row (day 120): `long` (days 0-79, more rows than a
+    window's read takes), `twice` (the same, with a second row on day 78), `holes` (ended at day 79 with every
+    other day missing from day 70 on), `sparse` (days 0-60, then day 79 alone)."""
+    parts = [
+        _rows("long", list(range(80)), [float(d) for d in range(80)]),
+        {"series": ["twice"] * 81, "ts": [START + d * DAY for d in range(80)] + [START + 78 * DAY + HALF_DAY],
+         "value": [float(d) for d in range(80)] + [100.0]},
+        _rows("holes", [d for d in range(80) if d < 70 or d % 2], [float(d) for d in range(80) if d < 70 or d % 2]),
+        _rows("sparse", [*range(61), 79], [*map(float, range(61)), 79.0]),
+        _rows("now", [120], [1.0]),
+    ]
+    columns = {k: sum((p[k] for p in parts), []) for k in ("series", "ts", "value")}
+    return pa.table({"series": pa.array(columns["series"]), "ts": pa.array(columns["ts"], pa.timestamp("us")),
+                     "value": pa.array(columns["value"], pa.float64())})
+
+
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServedFlight]:
     folder = Path(tmp_path_factory.mktemp("grid"))
@@ -99,6 +123,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServedFlight]:
     pq.write_table(pa.table({"series": ["x"] * minutes.size,
                              "ts": pa.array(START + minutes * np.timedelta64(60_000_000, "us"), pa.timestamp("us")),
                              "value": (minutes % 1440 + minutes // 1440).astype(np.float64)}), folder / "fine.parquet")
+    pq.write_table(_ended(), folder / "ended.parquet")
     with flight_server(folder, SPICEPOD) as running:
         yield running
 
@@ -163,6 +188,34 @@ def test_a_series_that_ended_earlier_is_read_with_the_rows_of_its_window(served:
     again = _query("panel", "series").windows(client, LOOKBACK, newest=START + 9 * DAY, ids=["c"])
     assert again.values.tolist() == windows.values.tolist()
     assert again.raw.times.tolist() == windows.raw.times.tolist()
+
+
+def test_a_long_series_that_ended_earlier_keeps_only_the_rows_inside_its_own_bound(served: ServedFlight) -> None:
+    """More rows than one read takes: the newest are read, and those inside the bound of its newest row kept."""
+    client = FlightDataClient(served.location)
+    windows = _query("ended", "series").windows(client, LOOKBACK, newest=ENDED_NEWEST, ids=["long"])
+    assert windows.values.tolist() == [[75.0, 76.0, 77.0, 78.0, 79.0]]
+    bound = 79 - LOOKBACK - 8  # the window and its pad of periods before the newest
+    assert windows.raw.times.tolist() == [(START + d * DAY).item() for d in range(bound, 80)]
+    assert windows.raw.values.tolist() == [float(d) for d in range(bound, 80)]
+
+
+@pytest.mark.parametrize(("series", "values", "kept"), [
+    ("holes", [75.0, 76.0, 77.0, 78.0, 79.0], [66, 67, 68, 69, 71, 73, 75, 77, 79]),  # filled inside its bound
+    ("twice", [75.0, 76.0, 77.0, 89.0, 79.0], None),  # day 78: the mean of its two rows, aggregated
+    ("sparse", [75.0, 76.0, 77.0, 78.0, 79.0], None),  # too few periods inside its bound: read further back
+])
+def test_an_ended_series_is_the_window_the_read_without_bound_gives(served: ServedFlight, series: str,
+                                                                    values: list[float], kept: list | None) -> None:
+    """The rows kept (its tail) when they make its window alone; else the aggregated read, as before."""
+    client = FlightDataClient(served.location)
+    windows = _query("ended", "series").windows(client, LOOKBACK, newest=ENDED_NEWEST, ids=[series])
+    unbounded = _query("ended", "series").windows(client, LOOKBACK, ids=[series])
+    assert windows.values.tolist() == unbounded.values.tolist() == [values]
+    if kept is None:
+        assert windows.raw is None
+    else:
+        assert windows.raw.times.tolist() == [(START + d * DAY).item() for d in kept]
 
 
 def test_single_series_window_and_refused_gap(served: ServedFlight) -> None:
