@@ -44,7 +44,7 @@ SERIES = size(1_000, 30)
 POINTS = size(120, 120)
 ROUNDS = size(50, 20)  # LightGBM rounds of the panel model
 SINGLE_ROWS = size(50_000, 2_000)
-QUIET_REQUESTS = size(300, 10)  # of each kind, with no training
+QUIET_REQUESTS = size(1_000, 10)  # of each kind, with no training: about as many as one training's (a p99 of each)
 MIN_REQUESTS = size(100, 4)  # of each kind while training: the panel is trained again until there are this many
 TRAIN_TIMEOUT_S = 1800.0
 
@@ -94,13 +94,16 @@ class KeepAlive:
 
 
 class Requests:
-    """Warm and cold GET predict latencies of the single-series model, one request at a time."""
+    """Warm and cold GET predict latencies of the single-series model, one request at a time. Each DoPut adds
+    the minute after the newest row (`after`: the Requests whose rows these follow), as a stream does."""
 
-    def __init__(self, runtime: Runtime, single: pa.Table):
+    def __init__(self, runtime: Runtime, single: pa.Table, after: Requests | None = None):
         self._http = KeepAlive(runtime.http_url)
         self._flight = runtime.flight_client()
-        self._last = single.column("ts").to_numpy()[-1]
-        self._next_id = single.num_rows
+        if after is None:
+            self._last, self._next_id = single.column("ts").to_numpy()[-1], single.num_rows
+        else:
+            self._last, self._next_id = after._last, after._next_id
         self.warm: list[float] = []
         self.cold: list[float] = []
 
@@ -169,7 +172,7 @@ def _measure(runtime: Runtime, single: pa.Table) -> None:
         busy_train = _train(runtime)
     finally:
         stop_process(busy)
-    training = Requests(runtime, single)
+    training = Requests(runtime, single, after=quiet)
     training_seconds = _while_training(runtime, training)
     quiet.close()
     training.close()
