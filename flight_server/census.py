@@ -4,12 +4,15 @@ census of a panel's full window read, pipelines.grid).
 
 It is read with one GROUP BY when the store opens, and moved on by each commit from the rows its notice
 carries (a few thousand at most). A larger commit leaves it stale: the next census reads it again, and keeps
-what it read when no commit came meanwhile.
+what it read when no commit came meanwhile. A commit DuckDB has made but the census not yet seen is either
+in that read or applied after it (the same rows again change nothing), so what is kept is never behind.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
+from collections.abc import Callable
 from datetime import datetime
 
 import duckdb
@@ -35,46 +38,54 @@ def read_newest(cur: duckdb.DuckDBPyConnection, table: str, series_column: str, 
 
 
 class SeriesCensus:
-    """One panel dataset's series and their newest timestamps. The store calls `committed` under the dataset's
-    stats lock, and `answer`/`keep` around a read of its own (see DatasetStore.series_census)."""
+    """One panel dataset's series and their newest timestamps. The store calls `committed` after each commit
+    and `count` for a census. Thread-safe."""
 
     def __init__(self, series_column: str, time_column: str, newest: Newest | None):
         self.series_column = series_column
         self.time_column = time_column
+        self._lock = threading.Lock()
         self._newest = newest  # None: stale (a commit whose rows were not at hand)
+        self._commits = 0  # commits seen: a read made while one landed is not kept
 
     def committed(self, rows: pa.Table | None, row_count: int) -> None:
         """A commit of `row_count` rows, with the rows themselves when its notice carries them (times as naive
         microsecond timestamps); without them the census is stale until read again."""
-        if not row_count or self._newest is None:
+        if not row_count:
             return
-        if rows is None:
-            self._newest = None
-            return
-        try:
-            ids = pc.cast(rows.column(self.series_column), pa.string())
-            times = pc.cast(rows.column(self.time_column), pa.int64())
-            grouped = pa.table({"sid": ids, "t": times}).group_by("sid").aggregate([("t", "max")])
-        except (pa.ArrowException, KeyError) as exc:  # committed all the same: the next census reads it again
-            log.warning("series census of a commit failed (%s: %s); reading it again when asked", type(exc).__name__,
-                        exc)
-            self._newest = None
-            return
-        newest = self._newest
-        for sid, time in zip(grouped.column("sid").to_pylist(), grouped.column("t_max").to_pylist(), strict=True):
-            known = newest.get(sid)
-            if known is None or (time is not None and time > known):
-                newest[sid] = time
+        grouped = None
+        if rows is not None:
+            try:
+                ids = pc.cast(rows.column(self.series_column), pa.string())
+                times = pc.cast(rows.column(self.time_column), pa.int64())
+                grouped = pa.table({"sid": ids, "t": times}).group_by("sid").aggregate([("t", "max")])
+            except (pa.ArrowException, KeyError) as exc:  # committed all the same: the next census reads it again
+                log.warning("series census of a commit failed (%s: %s); reading it again when asked",
+                            type(exc).__name__, exc)
+        with self._lock:
+            self._commits += 1
+            newest = self._newest
+            if newest is None or grouped is None:
+                self._newest = None
+                return
+            for sid, time in zip(grouped.column("sid").to_pylist(), grouped.column("t_max").to_pylist(),
+                                 strict=True):
+                known = newest.get(sid)
+                if known is None or (time is not None and time > known):
+                    newest[sid] = time
 
-    def answer(self, before: datetime | np.datetime64) -> tuple[int, list[str | None]] | None:
-        """census_of the series kept; None when stale."""
-        if self._newest is None:
-            return None
-        return census_of(self._newest, before)
-
-    def keep(self, newest: Newest) -> None:
-        """A fresh read, made with no commit since the census went stale."""
-        self._newest = newest
+    def count(self, before: datetime | np.datetime64, read: Callable[[], Newest]) -> tuple[int, list[str | None]]:
+        """census_of the series kept; when stale, of a fresh `read`, kept when no commit landed meanwhile."""
+        with self._lock:
+            if self._newest is not None:
+                return census_of(self._newest, before)
+            seen = self._commits
+        newest = read()
+        answer = census_of(newest, before)  # before it is kept: later commits change the census kept
+        with self._lock:
+            if self._commits == seen:
+                self._newest = newest
+        return answer
 
 
 def census_of(newest: Newest, before: datetime | np.datetime64) -> tuple[int, list[str | None]]:

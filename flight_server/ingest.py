@@ -1,15 +1,5 @@
-"""DoPut streams on their way into a table: schema checks, per-batch checks, and the two write paths.
-
-`keep` datasets append each batch as it arrives. `replace` datasets (one row per key) stage the whole
-stream in a connection-local temp table first, so a slow client holds no lock, then merge it under the
-dataset's write lock in one transaction: delete the stored rows whose keys the stream brings, insert
-the stream's rows (the last occurrence of a key wins). Only stored rows timed between the stream's
-first time and the newest stored time can share a key: a stream after the newest stored time (the
-common append) deletes nothing; a re-sent run that covers every stored time of its range deletes that
-range; anything else deletes by a hash semi-join on the keys, bounded to the range so zone maps skip
-the rest of the table. Chosen by measurement on 10M rows against a DuckDB PRIMARY KEY with INSERT OR
-REPLACE and against de-duplicating on read: see bench/bench_flight.py.
-"""
+"""DoPut streams on their way into a table: schema checks, per-batch checks, the rows a commit notice carries,
+and the one DoPut of plain Flight and Flight SQL ingest (`receive`); the write paths are in `writes`."""
 
 from __future__ import annotations
 
@@ -19,16 +9,15 @@ from contextlib import contextmanager
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
-import duckdb
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.flight as flight
 
 from flight_server.sources import MAX_SERIES_ID_BYTES
-from spicepod import DatasetSpec, InvalidInput, LimitExceeded, Limits, quote_ident
+from spicepod import DatasetSpec, InvalidInput, LimitExceeded, Limits
 
-if TYPE_CHECKING:  # the store calls this module's write paths; receive() calls the store
+if TYPE_CHECKING:  # receive() calls the store, which checks streams with this module
     from flight_server.store import DatasetStore
 
 log = logging.getLogger("flightcast.flight")
@@ -41,9 +30,6 @@ NOTICE_ROWS = 1_000  # a commit of at most this many rows carries them in its no
 # The same for a dataset of many series: a new period of each of as many series as a notice names, so that
 # all-series windows move on without a read.
 PANEL_NOTICE_ROWS = MAX_NOTICE_SERIES
-STAGED = "flightcast_staged"  # a replace stream before its merge (temp, one per cursor)
-RECEIVED = "flightcast_received"  # the stream's batches as DuckDB sees them
-STAGE_IN_MEMORY_BYTES = 512 << 20  # a larger stream is staged in a temp table (spilled under the memory limit)
 
 
 def is_lossless(incoming: pa.DataType, stored: pa.DataType) -> bool:
@@ -249,99 +235,6 @@ def naive_utc(ts: Any) -> Any:
     if isinstance(ts, datetime) and ts.tzinfo is not None:
         return ts.astimezone(timezone.utc).replace(tzinfo=None)
     return ts
-
-
-def append_batches(cur: duckdb.DuckDBPyConnection, table: str, stream: IncomingStream) -> int:
-    """`keep`: one INSERT per batch as it arrives, in the caller's transaction. Returns the rows inserted."""
-    insert = f"INSERT INTO {table} BY NAME SELECT * FROM incoming"
-    for batch in stream.batches():
-        cur.register("incoming", batch)
-        cur.execute(insert)
-    cur.unregister("incoming")
-    return stream.rows
-
-
-def stage(cur: duckdb.DuckDBPyConnection, stream: IncomingStream, schema: pa.Schema) -> None:
-    """`replace`: receive the whole stream before the merge, as STAGED (times as naive UTC TIMESTAMP).
-
-    The batches are held as they came (no copy) and merged by one INSERT, which beats a copy per batch;
-    past STAGE_IN_MEMORY_BYTES they go into a temp table, which DuckDB spills to disk under its memory
-    limit. A stream whose keys may repeat is put in a temp table too, whose rowid is the arrival order.
-    Nothing of it is durable; it lives as long as the cursor.
-    """
-    ts = quote_ident(stream.spec.time_column)
-    select = f"SELECT * REPLACE (CAST({ts} AS TIMESTAMP) AS {ts}) FROM {RECEIVED}"
-    held: list[pa.RecordBatch] = []
-    size = 0
-    in_table = False
-    for batch in stream.batches():
-        if in_table:
-            cur.register(RECEIVED, batch)
-            cur.execute(f"INSERT INTO {STAGED} {select}")
-            continue
-        held.append(batch)
-        size += batch.nbytes
-        if size > STAGE_IN_MEMORY_BYTES:
-            cur.register(RECEIVED, pa.Table.from_batches(held))
-            cur.execute(f"CREATE OR REPLACE TEMP TABLE {STAGED} AS {select}")
-            held, in_table = [], True
-    if not in_table:
-        cur.register(RECEIVED, pa.Table.from_batches(held) if held else schema.empty_table())
-        kind = "VIEW" if stream.keys_unique else "TABLE"
-        cur.execute(f"CREATE OR REPLACE TEMP {kind} {STAGED} AS {select}")
-
-
-def merge_staged(cur: duckdb.DuckDBPyConnection, table: str, stream: IncomingStream, stored_last: Any) -> int:
-    """`replace`: the staged rows replace the stored rows of the same keys (in the caller's transaction).
-
-    Returns the change in the table's row count (rows inserted minus rows replaced).
-    """
-    if not stream.rows:
-        return 0
-    spec = stream.spec
-    keys = ", ".join(quote_ident(k) for k in spec.key_columns)
-    deleted = 0
-    if stored_last is not None and stream.first <= stored_last:  # else no stored row can share a key
-        deleted = _delete_replaced(cur, table, spec, stream.first, min(stream.last, stored_last))
-    latest = "" if stream.keys_unique else (
-        f" QUALIFY row_number() OVER (PARTITION BY {keys} ORDER BY rowid DESC) = 1"  # the last occurrence wins
-    )
-    inserted = cur.execute(f"INSERT INTO {table} BY NAME SELECT * FROM {STAGED}{latest}").fetchall()[0][0]
-    return inserted - deleted
-
-
-def _micros(table: pa.Table) -> np.ndarray:
-    return table.column(0).cast(pa.int64()).to_numpy()
-
-
-def _delete_replaced(cur: duckdb.DuckDBPyConnection, table: str, spec: DatasetSpec, lo: Any, hi: Any) -> int:
-    """Delete the stored rows whose keys are staged; only rows timed lo..hi can be among them.
-
-    The hash semi-join is what overwriting costs. A re-sent run of a single series (every stored time in
-    lo..hi sent again, the usual correction) is found with two small reads and deleted by range instead.
-    """
-    ts = quote_ident(spec.time_column)
-    bounds = f"{ts} BETWEEN ? AND ?"
-    if spec.series_column is None:
-        count = f"SELECT count(*) FROM {{}} WHERE {bounds}"
-        stored_rows = cur.execute(count.format(table), [lo, hi]).fetchall()[0][0]
-        if stored_rows == 0:
-            return 0
-        if stored_rows <= cur.execute(count.format(STAGED), [lo, hi]).fetchall()[0][0]:
-            select = f"SELECT {ts} FROM {{}} WHERE {bounds}"
-            stored = _micros(cur.sql(select.format(table), params=[lo, hi]).to_arrow_table())
-            staged = np.sort(_micros(cur.sql(select.format(STAGED), params=[lo, hi]).to_arrow_table()))
-            at = np.minimum(np.searchsorted(staged, stored), len(staged) - 1)
-            if bool(np.all(staged[at] == stored)):  # every stored time in lo..hi is sent again
-                return cur.execute(f"DELETE FROM {table} WHERE {bounds}", [lo, hi]).fetchall()[0][0]
-        key, staged_keys = ts, ts
-    else:
-        staged_keys = ", ".join(quote_ident(k) for k in spec.key_columns)
-        key = f"({staged_keys})"
-    return cur.execute(
-        f"DELETE FROM {table} WHERE {bounds} AND {key} IN (SELECT {staged_keys} FROM {STAGED} WHERE {bounds})",
-        [lo, hi, lo, hi],
-    ).fetchall()[0][0]
 
 
 @contextmanager

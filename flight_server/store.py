@@ -5,8 +5,8 @@ every start. `read_write` datasets live in `store.duckdb` in the data dir, attac
 in main gives each its plain name, so client SQL sees every dataset by name. After start-up, external
 access is switched off and the configuration locked, so client SQL cannot reach the host.
 
-Loading sources is in `sources`, DoPut streams and the write paths in `ingest`, running client queries
-in `queries`.
+Loading sources is in `sources`, DoPut streams in `ingest`, the write paths in `writes`, running client
+queries in `queries`, each panel's series census in `census`.
 """
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ import os
 import shutil
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
-from contextlib import ExitStack, closing, contextmanager, suppress
+from collections.abc import Callable, Iterable
+from contextlib import ExitStack, closing, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,12 +26,13 @@ import duckdb
 import pyarrow as pa
 from duckdb import _seam  # the engine's entry below DuckDB's Python relation layer (duckdb is pinned)
 
+from flight_server import writes
 from flight_server.allocator import retain_freed_memory
-from flight_server.census import SeriesCensus, census_of, read_newest
-from flight_server.ingest import IncomingStream, append_batches, check_put_schema, merge_staged, stage
+from flight_server.census import SeriesCensus, read_newest
+from flight_server.ingest import IncomingStream, check_put_schema
 from flight_server.queries import CursorReader, QueryWatchdog, client_message
 from flight_server.sources import load_source
-from spicepod import DatasetSpec, FlightcastError, InvalidInput, Limits, NotFound, SpicepodError, quote_ident
+from spicepod import DatasetSpec, InvalidInput, Limits, NotFound, SpicepodError, quote_ident
 from spicepod.timestamps import iso_utc
 
 __all__ = ["CommitListener", "DatasetState", "DatasetStore"]
@@ -82,7 +83,7 @@ class DatasetState:
     # Held by a `replace` DoPut from the start of its merge transaction to its stats update, so that each
     # merge sees every row committed before it (one row per key across concurrent DoPuts).
     write_lock: threading.Lock = field(default_factory=threading.Lock)
-    stats_lock: threading.Lock = field(default_factory=threading.Lock)  # rows, time range, version, census
+    stats_lock: threading.Lock = field(default_factory=threading.Lock)  # rows, time range, version
     census: SeriesCensus | None = None  # a panel's series and their newest times
 
     def info(self) -> dict:
@@ -106,39 +107,6 @@ def _parsed(cur: duckdb.DuckDBPyConnection, sql: str) -> list[duckdb.Statement]:
         return cur.extract_statements(sql)
     except duckdb.Error as exc:
         raise InvalidInput(str(exc)) from None
-
-
-@contextmanager
-def _transaction(cur: duckdb.DuckDBPyConnection) -> Iterator[None]:
-    """BEGIN; any exception rolls back (a commit inside ends it for good, and the rollback is a no-op)."""
-    cur.begin()
-    try:
-        yield
-    except BaseException:
-        with suppress(duckdb.Error):
-            cur.rollback()
-        raise
-
-
-# DuckDB errors a DoPut's own rows cause: a value that does not convert or fit, a broken constraint.
-# Anything else while storing (an IO error, a full disk at commit, an internal error) is the server's.
-CLIENT_DUCKDB_ERRORS: tuple[type[duckdb.Error], ...] = (duckdb.DataError, duckdb.IntegrityError)
-
-
-def append_error(name: str, exc: duckdb.Error) -> FlightcastError:
-    """A DuckDB error while storing a DoPut: the client's INVALID_ARGUMENT, or the server's internal error."""
-    if isinstance(exc, CLIENT_DUCKDB_ERRORS):
-        return InvalidInput(f"DoPut to '{name}': {exc}")
-    return FlightcastError(f"DoPut to '{name}' failed on the server ({type(exc).__name__}); the server log says why")
-
-
-@contextmanager
-def _client_errors(name: str) -> Iterator[None]:
-    """DuckDB errors while storing a DoPut, as the client's or the server's (append_error)."""
-    try:
-        yield
-    except duckdb.Error as exc:
-        raise append_error(name, exc) from exc  # the DuckDB error stays in the server log's traceback
 
 
 class DatasetStore:
@@ -239,21 +207,16 @@ class DatasetStore:
 
     def series_census(self, name: str, before: Any) -> tuple[int, list[str | None]]:
         """How many series a panel dataset has, and the ids of those whose newest row is older than `before`
-        (sorted), from the census kept (read again when a large commit left it stale)."""
+        (sorted), from the census the store keeps (see census.py)."""
         state = self.state(name)
         if state.census is None:
             raise InvalidInput(f"dataset '{name}' has no series_column: it has no series to count")
-        with state.stats_lock:
-            version, answer = state.version, state.census.answer(before)
-        if answer is not None:
-            return answer
-        with closing(self._cursor()) as cur:
-            newest = read_newest(cur, state.table, state.spec.series_column, state.spec.time_column)
-        answer = census_of(newest, before)  # before it is kept: commits change the census kept
-        with state.stats_lock:
-            if state.version == version:  # no commit since: what was read is current
-                state.census.keep(newest)
-        return answer
+
+        def read() -> dict:
+            with closing(self._cursor()) as cur:
+                return read_newest(cur, state.table, state.spec.series_column, state.spec.time_column)
+
+        return state.census.count(before, read)
 
     # --- reading -----------------------------------------------------------------------------------
 
@@ -392,25 +355,25 @@ class DatasetStore:
         replace = state.spec.on_duplicate == "replace"
         table_schema = None
         with ExitStack() as stack:
-            stack.enter_context(_client_errors(name))
+            stack.enter_context(writes.client_errors(name))
             cur = stack.enter_context(closing(self._cursor()))
             if replace:
-                stage(cur, stream, schema)  # no lock is held while the client sends
-                self._refuse_if_abandoned(name, abandoned)
+                writes.stage(cur, stream, schema)  # no lock is held while the client sends
+                writes.refuse_if_abandoned(name, abandoned)
                 stack.enter_context(state.write_lock)
             creating = state.schema is None
             if creating:
                 stack.enter_context(state.create_lock)
                 creating = state.schema is None  # another first DoPut may have created it meanwhile
-            stack.enter_context(_transaction(cur))
+            stack.enter_context(writes.transaction(cur))
             self.check_put_schema(name, schema)  # against the table a concurrent first DoPut created
             if creating:
-                table_schema = self._create_from(cur, state, schema)
+                table_schema = writes.create_from(cur, state.table, state.spec.time_column, schema)
             if replace:
-                added = merge_staged(cur, state.table, stream, state.last_ts)
+                added = writes.merge_staged(cur, state.table, stream, state.last_ts)
             else:
-                added = append_batches(cur, state.table, stream)
-                self._refuse_if_abandoned(name, abandoned)
+                added = writes.append_batches(cur, state.table, stream)
+                writes.refuse_if_abandoned(name, abandoned)
             cur.commit()
             # Committed: from here on nothing may turn the DoPut into an error, or the client would retry it.
             if creating:
@@ -422,31 +385,16 @@ class DatasetStore:
             rows = stream.notice_rows()
             with state.stats_lock:  # still under the write lock: the next merge sees these stats
                 self._committed(state, added, stream)
-                if state.census is not None:
-                    state.census.committed(rows, stream.rows)
                 series = None if stream.series is None else frozenset(stream.series)
                 notice = (name, state.version, iso_utc(state.last_ts), series, rows)
+            if state.census is not None:  # its own lock: newest times only grow, in any order
+                state.census.committed(rows, stream.rows)
         for listener in self._listeners:
             try:
                 listener(*notice)
             except Exception:  # the rows are stored; a listener's failure is only logged
                 log.exception("dataset %s: commit listener failed", name)
         return stream.rows
-
-    @staticmethod
-    def _refuse_if_abandoned(name: str, abandoned: Callable[[], bool]) -> None:
-        if abandoned():
-            raise InvalidInput(f"DoPut to '{name}': the client broke off the stream; nothing was written")
-
-    def _create_from(self, cur: duckdb.DuckDBPyConnection, state: DatasetState, schema: pa.Schema) -> pa.Schema:
-        """Create a `from: flight` dataset's table from its first DoPut's schema (same transaction)."""
-        cur.register("incoming", schema.empty_table())
-        ts = quote_ident(state.spec.time_column)
-        cur.execute(
-            f"CREATE TABLE {state.table} AS SELECT * REPLACE (CAST({ts} AS TIMESTAMP) AS {ts}) FROM incoming"
-        )
-        cur.unregister("incoming")
-        return cur.sql(f"SELECT * FROM {state.table} LIMIT 0").to_arrow_table().schema
 
     @staticmethod
     def _committed(state: DatasetState, added: int, stream: IncomingStream) -> None:

@@ -12,7 +12,7 @@ import pyarrow.flight as flight
 import pytest
 
 from flight_server.service import flight_errors
-from flight_server.store import append_error
+from flight_server.writes import append_error
 from http_api.base import BodyTooLarge
 from pipelines.flight_client import FlightDataClient
 from spicepod import FlightcastError, InvalidInput, LimitExceeded, NotReady, Unavailable, errors

@@ -148,9 +148,9 @@ def test_overwrites_keep_every_stored_row_they_do_not_send(tmp_path: Path, sent:
 
 
 def test_a_stream_too_large_to_hold_is_staged_in_a_temp_table_alike(panel_flight, monkeypatch) -> None:
-    import flight_server.ingest
+    import flight_server.writes
 
-    monkeypatch.setattr(flight_server.ingest, "STAGE_IN_MEMORY_BYTES", 1)  # every batch past the first
+    monkeypatch.setattr(flight_server.writes, "STAGE_IN_MEMORY_BYTES", 1)  # every batch past the first
     client = panel_flight.client
     batches = [panel([("a", T0 + D, 5.0), ("e", T0, 1.0)]).to_batches()[0],
                panel([("e", T0, 2.0), ("e", T0 + D, 3.0)]).to_batches()[0],
