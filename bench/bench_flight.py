@@ -184,7 +184,8 @@ def _doget(bare_client: flight.FlightClient, fc_client: flight.FlightClient, nby
     table(["server / ticket", "median ms", "min ms", "max ms", "GB/s", "vs bare", "server CPU ms"], rows)
     for name, *_ in rows[1:len(cases)]:
         ratio = (nbytes / median(times[name]) / 1e9) / base
-        ratio_line(f"DoGet GB/s {name.removeprefix('flightcast ')} / bare", ratio, ">= 0.8x", ratio >= 0.8)
+        goal = 0.85 if "read_write" in name else 0.8  # a durable dataset's goal is the stricter one
+        ratio_line(f"DoGet GB/s {name.removeprefix('flightcast ')} / bare", ratio, f">= {goal}x", ratio >= goal)
     ours, bare = cpu["flightcast ticket=big (read_write, durable)"], cpu["bare pyarrow.flight (in-memory table)"]
     ratio_line("DoGet server CPU per call, ticket=big / bare", ours / bare if bare else float("nan"), "(info)", None)
 
