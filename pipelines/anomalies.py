@@ -41,6 +41,7 @@ MAX_KEPT = 10_000  # anomalies kept per model, the newest
 MAX_NEW_PERIODS = 16  # periods of one series checked per notice (a larger backfill: its newest ones)
 MARKS_FLUSH_SECONDS = 2.0  # checked periods alone are written at most this often (losing them rechecks)
 MAX_NAMED_SERIES = 1000  # more touched series than this: read the whole panel rather than name each
+FURTHER = 8  # a series short inside a window's bound is read again inside a bound this many windows back first
 FORMAT = 1
 
 
@@ -232,12 +233,11 @@ class AnomalyDetector:
         # they would push the window of the periods this check sized its read for out of it.
         found = grid.history(self._client, points, ids=ids, observed=True, newest=newest, until=newest)
         if newest is not None:
-            # Series that last changed long before the newest data have their window further back: read again.
+            # Series with gaps, or that last changed long before the newest data, have their window further back.
             short = {sid for sid, times in zip(found.ids, found.times, strict=True)
                      if times.size <= length and (series is None or sid in series)}
             if short and len(short) <= MAX_NAMED_SERIES:
-                again = grid.history(self._client, points, ids=sorted(short) if served.panel else None, observed=True,
-                                     until=newest)
+                again = self._further(served, points, sorted(short), newest)
                 found = found.subset([i for i, sid in enumerate(found.ids) if sid not in short])
                 found = SeriesSet(found.ids + again.ids, found.times + again.times, found.values + again.values)
         regular = None if grid.freq.is_calendar else grid.freq.step_us
@@ -283,6 +283,24 @@ class AnomalyDetector:
         if fresh:
             log.info("model %s: %d anomalies in new data", state.name, fresh)
         return fresh
+
+    def _further(self, served: ServedModel, points: int, short: list[str | None], newest: np.datetime64) -> SeriesSet:
+        """The latest `points` observed periods of each `short` series, as the read with no time bound gives them.
+
+        They are read first inside a bound FURTHER times as far back: a series with `points` periods inside it
+        has its latest ones all there, the rows the read with no bound would give, and DuckDB skips the row groups
+        before the bound. Only the series still short (long gaps, or ended long ago) pass over the whole table."""
+        grid, ids = served.grid, short if served.panel else None
+        wide = grid.history(self._client, points, ids=ids, observed=True, newest=newest, until=newest,
+                            span=FURTHER * points)
+        complete = [i for i, times in enumerate(wide.times) if times.size >= points]
+        rest = set(short) - {wide.ids[i] for i in complete}
+        if not rest:
+            return wide.subset(complete)
+        found = wide.subset(complete)
+        again = grid.history(self._client, points, ids=sorted(rest) if served.panel else None, observed=True,
+                             until=newest)
+        return SeriesSet(found.ids + again.ids, found.times + again.times, found.values + again.values)
 
     @staticmethod
     def _new_periods(

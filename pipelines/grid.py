@@ -216,22 +216,23 @@ class GridQuery:
 
     def history(
         self, client: FlightDataClient, max_points: int, ids: list[str] | None = None, observed: bool = False,
-        newest: np.datetime64 | None = None, until: np.datetime64 | None = None,
+        newest: np.datetime64 | None = None, until: np.datetime64 | None = None, span: int | None = None,
     ) -> SeriesSet:
         """The latest `max_points` grid points of each series (or of the named ones), filled; with `observed`,
         only the periods the data has a value for (nothing `fill` made up).
 
-        With `newest` (the newest timestamp of the data), only the `max_points` periods up to it are read:
-        DuckDB skips every older row group instead of ranking the buckets of the whole table. With `until`,
-        no row after that timestamp is read (rows committed since it was looked up wait for their own read).
-        A model with drivers reads them with its series (their values after each series' newest one included).
+        With `newest` (the newest timestamp of the data), only the `max_points` periods up to it are read (or
+        `span` periods): DuckDB skips every older row group instead of ranking the buckets of the whole table.
+        With `until`, no row after that timestamp is read (rows committed since it was looked up wait for their
+        own read). A model with drivers reads them with its series (their values after each series' newest one
+        included).
         """
         if self.drivers is not None and not observed:
             found = self._driver_parts(client, self._where(None, ids), max_points, None)
             return SeriesSet([p.sid for p in found], [p.times for p in found], [p.values for p in found],
                              driver_values(found, self.drivers))
         out = SeriesSet()
-        where = self._where(self.window_bound(newest, max_points), ids, until)
+        where = self._where(self.window_bound(newest, max_points if span is None else span), ids, until)
         parts = self._read(client, self._sql(where, max_points))
         if observed:
             parts = [(sid, times[np.isfinite(values)], values[np.isfinite(values)]) for sid, times, values in parts]

@@ -317,3 +317,25 @@ def test_a_tails_window_is_the_filled_grids(times: range | list[int], values: li
     filled = latest_windows(rows, query.freq, "linear", "single", LOOKBACK)
     assert window.ids == filled.ids == [None] and window.short == {}
     assert window.values.tobytes() == filled.rows.tobytes() and window.last.tolist() == filled.last.tolist()
+
+
+@pytest.mark.parametrize(("points", "complete"), [(3, ["holes", "long", "sparse"]),
+                                                  (12, ["holes", "long", "twice"])])
+def test_a_read_further_back_is_the_read_without_a_bound_for_every_series_it_finds_complete(
+        served: ServedFlight, points: int, complete: list[str]) -> None:
+    """What the anomaly check reads for series with too few periods inside a window's bound (gaps, or ended
+    earlier): inside a bound `span` periods back, a series with `points` observed periods there has exactly the
+    periods the read with no bound gives; the others are read again without one."""
+    client = FlightDataClient(served.location)
+    query = _query("ended", "series")
+    ids = ["holes", "long", "now", "sparse", "twice"]
+    unbounded = query.history(client, points, ids=ids, observed=True, until=ENDED_NEWEST)
+    wide = query.history(client, points, ids=ids, observed=True, newest=ENDED_NEWEST, until=ENDED_NEWEST, span=60)
+    assert [sid for sid, times in zip(wide.ids, wide.times, strict=True) if times.size >= points] == complete
+    assert "now" in unbounded.ids and "sparse" in wide.ids  # found by both reads, short in the bounded one
+    full = {sid: (times.tolist(), values.tolist())
+            for sid, times, values in zip(unbounded.ids, unbounded.times, unbounded.values, strict=True)}
+    for sid, times, values in zip(wide.ids, wide.times, wide.values, strict=True):
+        if sid in complete:
+            assert (times.tolist(), values.tolist()) == full[sid], sid
+            assert times.size == points
