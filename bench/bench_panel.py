@@ -412,7 +412,7 @@ def served(cfg: dict, theirs: dict | None) -> None:
                 ratio_line("bulk forecast flightcast GET /forecasts (first after new data) / mlforecast predict",
                            after / theirs["predict_s"], "<= 1", after <= theirs["predict_s"])
             print(f"  the runtime's upkeep of the new values ended {idle:.2f} s after the last bulk call")
-            single_predict(rt, panel, cfg, last)
+            single_predict(rt, panel, cfg, last, ahead[:, -1])
 
 
 @contextmanager
@@ -474,8 +474,9 @@ def after_new_data(rt: Runtime, panel: SeriesSet, ahead: np.ndarray, path: str) 
     return statistics.median(samples), last
 
 
-def single_predict(rt: Runtime, panel: SeriesSet, cfg: dict, last: np.datetime64) -> None:
-    """(c); `last` is the panel dataset's newest day (the single-series dataset's is the panel's first series').
+def single_predict(rt: Runtime, panel: SeriesSet, cfg: dict, last: np.datetime64, latest: np.ndarray) -> None:
+    """(c); `last` is the panel dataset's newest day and `latest` each panel series' value on it (the
+    single-series dataset is the panel's first series as it was first loaded).
     The two models take turns, each first every other time, so that both meet the same moments of a noisy machine
     (and the upkeep of each other's DoPuts alike)."""
     import pyarrow as pa
@@ -499,7 +500,7 @@ def single_predict(rt: Runtime, panel: SeriesSet, cfg: dict, last: np.datetime64
         # value far from its level would be an anomaly, and (c) would measure its logging too).
         newest[sid] += day
         panel_row = pa.table({"series": pa.array([sid]), "ts": pa.array([newest[sid]], pa.timestamp("us")),
-                              "value": pa.array([float(panel.values[k][-1])])})
+                              "value": pa.array([float(latest[k])])})
         single_row = pa.table({"ts": pa.array([single_last + day * (i + 1)], pa.timestamp("us")),
                                "value": pa.array([float(panel.values[0][-1])])})
         turns = [(f"/v1/models/panel_m/predict?level=80&series={sid}", "panel", panel_row),
