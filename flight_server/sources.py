@@ -11,7 +11,7 @@ from __future__ import annotations
 import duckdb
 import pyarrow as pa
 
-from spicepod import DatasetSpec, SpicepodError, quote_ident
+from spicepod import DatasetSpec, SpicepodError, quote_ident, quote_literal
 from spicepod.checks import TIME_FORMATS
 from spicepod.constants import MAX_SERIES_ID_BYTES
 
@@ -31,7 +31,7 @@ def time_expression(spec: DatasetSpec, column: str) -> str:
     """SQL turning the source's time column into a UTC TIMESTAMP, per `time_format`."""
     col = quote_ident(column)
     if spec.time_format not in TIME_FORMATS:  # a strptime pattern; unparsable values are found first
-        return f"strptime(CAST({col} AS VARCHAR), {sql_string(spec.time_format)})"
+        return f"strptime(CAST({col} AS VARCHAR), {quote_literal(spec.time_format)})"
     return {
         "timestamp": f"CAST({col} AS TIMESTAMP)",
         "timestamptz": f"timezone('UTC', CAST({col} AS TIMESTAMPTZ))",
@@ -41,15 +41,11 @@ def time_expression(spec: DatasetSpec, column: str) -> str:
     }[spec.time_format]
 
 
-def sql_string(text: str) -> str:
-    return "'" + text.replace("'", "''") + "'"
-
-
 def _relation(spec: DatasetSpec, time_as_text: bool) -> str:
-    path = sql_string(str(spec.path))
+    path = quote_literal(str(spec.path))
     if spec.format == "csv":
         # The time column is read as text so that the declared time_format decides, not CSV sniffing.
-        types = f", types={{{sql_string(spec.time_column)}: 'VARCHAR'}}" if time_as_text else ""
+        types = f", types={{{quote_literal(spec.time_column)}: 'VARCHAR'}}" if time_as_text else ""
         return f"read_csv({path}, header=true{types})"
     if spec.format == "parquet":
         return f"read_parquet({path})"
@@ -149,7 +145,7 @@ def _check_pattern(cur: duckdb.DuckDBPyConnection, spec: DatasetSpec, numbered: 
     col = quote_ident(spec.time_column)
     bad = cur.execute(
         f"SELECT {_ROW}, CAST({col} AS VARCHAR) FROM ({numbered}) WHERE {col} IS NOT NULL "
-        f"AND try_strptime(CAST({col} AS VARCHAR), {sql_string(spec.time_format)}) IS NULL "
+        f"AND try_strptime(CAST({col} AS VARCHAR), {quote_literal(spec.time_format)}) IS NULL "
         f"ORDER BY {_ROW} LIMIT 1"
     ).fetchall()
     if bad:

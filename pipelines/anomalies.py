@@ -237,9 +237,8 @@ class AnomalyDetector:
             short = {sid for sid, times in zip(found.ids, found.times, strict=True)
                      if times.size <= length and (series is None or sid in series)}
             if short and len(short) <= MAX_NAMED_SERIES:
-                again = self._further(served, points, sorted(short), newest)
-                found = found.subset([i for i, sid in enumerate(found.ids) if sid not in short])
-                found = SeriesSet(found.ids + again.ids, found.times + again.times, found.values + again.values)
+                kept = found.subset([i for i, sid in enumerate(found.ids) if sid not in short])
+                found = kept.joined(self._further(served, points, sorted(short), newest))
         regular = None if grid.freq.is_calendar else grid.freq.step_us
         rows, lasts, sids, periods, values, marks = [], [], [], [], [], {}
         for sid, times, observed in zip(found.ids, found.times, found.values, strict=True):
@@ -293,14 +292,12 @@ class AnomalyDetector:
         grid, ids = served.grid, short if served.panel else None
         wide = grid.history(self._client, points, ids=ids, observed=True, newest=newest, until=newest,
                             span=FURTHER * points)
-        complete = [i for i, times in enumerate(wide.times) if times.size >= points]
-        rest = set(short) - {wide.ids[i] for i in complete}
-        if not rest:
-            return wide.subset(complete)
-        found = wide.subset(complete)
-        again = grid.history(self._client, points, ids=sorted(rest) if served.panel else None, observed=True,
-                             until=newest)
-        return SeriesSet(found.ids + again.ids, found.times + again.times, found.values + again.values)
+        found = wide.subset([i for i, times in enumerate(wide.times) if times.size >= points])
+        rest = set(short) - set(found.ids)
+        if rest:
+            found = found.joined(grid.history(self._client, points, ids=sorted(rest) if served.panel else None,
+                                              observed=True, until=newest))
+        return found
 
     @staticmethod
     def _new_periods(

@@ -16,6 +16,7 @@ import pyarrow as pa
 
 from pipelines.drivers import Drivers, DriverValues, FutureDrivers
 from pipelines.frequency import Frequency
+from pipelines.gridfill import Windows, complete_periods, fill_series
 from spicepod import InvalidInput, quote_ident
 
 
@@ -119,6 +120,35 @@ def place(drivers: Drivers, freq: Frequency, sid: str | None, grid_times: np.nda
                                f"series ({shown}); a static attribute has one value per series")
         static[name] = next(iter(seen)) if seen else None
     return covariates, static
+
+
+def parts_of(
+    table: pa.Table, drivers: Drivers, freq: Frequency, fill: str, dataset: str, panel: bool,
+) -> list[DriverPart]:
+    """Each series of a driver read (`limit_sql`'s result): its observed grid, filled, up to its newest value,
+    and its drivers placed on the grid from its first period on."""
+    out = []
+    for sid, times, values, counts, columns in split_parts(table, drivers, panel):
+        observed = np.isfinite(values)
+        end = observed.size - int(np.argmax(observed[::-1])) if observed.any() else 0
+        kept_times, kept_values = complete_periods(times[:end], values[:end], counts[:end])
+        grid_times, grid_values = fill_series(kept_times, kept_values, freq, fill, dataset, sid)
+        covariates, static = place(drivers, freq, sid, grid_times, times, columns, dataset)
+        out.append(DriverPart(sid, grid_times, grid_values, covariates, static))
+    return out
+
+
+def part_windows(parts: list[DriverPart], drivers: Drivers, lookback: int, needed: int, future: int) -> Windows:
+    """The latest `lookback` points of each series with at least `needed` (NaN before a shorter one starts),
+    with the inputs of its drivers for the `future` periods after them; the others are named short."""
+    kept = [p for p in parts if p.values.size >= needed]
+    short = {p.sid: int(p.values.size) for p in parts if p.values.size < needed}
+    values = np.full((len(kept), lookback), np.nan)
+    for i, p in enumerate(kept):
+        row = p.values[-lookback:]
+        values[i, lookback - row.size:] = row
+    last = np.array([p.times[-1] for p in kept], dtype="datetime64[us]")
+    return Windows([p.sid for p in kept], values, last, short, future_inputs(kept, drivers, future, lookback))
 
 
 def driver_values(parts: list[DriverPart], drivers: Drivers) -> DriverValues:

@@ -16,11 +16,10 @@ from pipelines.driver_grid import (
     DriverPart,
     driver_columns_sql,
     driver_values,
-    future_inputs,
     limit_sql,
-    place,
+    part_windows,
+    parts_of,
     regular_windows,
-    split_parts,
 )
 from pipelines.drivers import Drivers
 from pipelines.flight_client import FlightDataClient
@@ -36,7 +35,7 @@ from pipelines.gridfill import (
     rows_by_series,
 )
 from pipelines.series import SeriesSet
-from spicepod import InvalidInput, quote_ident
+from spicepod import InvalidInput, quote_ident, quote_literal
 
 AGGREGATE_SQL = {
     "mean": "avg(v)",
@@ -56,13 +55,6 @@ def _row_limit(lookback: int) -> int:
     """Rows a read of one series' rows takes at most: more than its window's periods, so a read that reaches
     the limit holds several rows in some period."""
     return 4 * (lookback + WINDOW_PAD + 1)
-
-
-def sql_string(value: str) -> str:
-    """A DuckDB string literal: series ids are data, quoted here and never spliced in raw."""
-    if "\x00" in value:
-        raise InvalidInput("a series id may not contain a NUL character")
-    return "'" + value.replace("'", "''") + "'"
 
 
 class GridQuery:
@@ -124,12 +116,6 @@ class GridQuery:
             sql += f" QUALIFY row_number() OVER ({self._partition}ORDER BY bucket DESC) <= {int(per_series)}"
         return sql + f" ORDER BY {'sid, ' if self.series_column else ''}bucket"
 
-    def _driver_parts(
-        self, client: FlightDataClient, where: list[str], per_series: int | None, future: int | None,
-    ) -> list[DriverPart]:
-        """Each series' observed grid (filled) and its drivers, periods after its newest value included."""
-        return self._parts_of(self._driver_table(client, where, per_series, future))
-
     def _driver_table(
         self, client: FlightDataClient, where: list[str], per_series: int | None, future: int | None,
     ) -> pa.Table:
@@ -137,16 +123,9 @@ class GridQuery:
         grouped = f"{self._select} FROM ({inner}) GROUP BY {'sid, ' if self.series_column else ''}bucket"
         return client.query(limit_sql(grouped, bool(self.series_column), per_series, future))
 
-    def _parts_of(self, table: pa.Table) -> list[DriverPart]:
-        out = []
-        for sid, times, values, counts, columns in split_parts(table, self.drivers, bool(self.series_column)):
-            observed = np.isfinite(values)
-            end = observed.size - int(np.argmax(observed[::-1])) if observed.any() else 0
-            kept_times, kept_values = complete_periods(times[:end], values[:end], counts[:end])
-            grid_times, grid_values = fill_series(kept_times, kept_values, self.freq, self.fill, self.dataset, sid)
-            covariates, static = place(self.drivers, self.freq, sid, grid_times, times, columns, self.dataset)
-            out.append(DriverPart(sid, grid_times, grid_values, covariates, static))
-        return out
+    def _driver_parts(self, table: pa.Table) -> list[DriverPart]:
+        """Each series' observed grid (filled) and its drivers, periods after its newest value included."""
+        return parts_of(table, self.drivers, self.freq, self.fill, self.dataset, bool(self.series_column))
 
     def _where(
         self, lower: np.datetime64 | None, ids: list[str] | None, upper: np.datetime64 | None = None,
@@ -157,8 +136,10 @@ class GridQuery:
         if upper is not None:
             where.append(f"{self._ts} <= TIMESTAMP '{np.datetime64(upper, 'us')}'")
         if ids is not None:
+            if any("\x00" in i for i in ids):
+                raise InvalidInput("a series id may not contain a NUL character")
             where.append(f"CAST({quote_ident(self.series_column)} AS VARCHAR) IN "
-                         f"({', '.join(sql_string(i) for i in ids)})")
+                         f"({', '.join(quote_literal(i) for i in ids)})")
         return where
 
     @property
@@ -228,7 +209,7 @@ class GridQuery:
         included).
         """
         if self.drivers is not None and not observed:
-            found = self._driver_parts(client, self._where(None, ids), max_points, None)
+            found = self._driver_parts(self._driver_table(client, self._where(None, ids), max_points, None))
             return SeriesSet([p.sid for p in found], [p.times for p in found], [p.values for p in found],
                              driver_values(found, self.drivers))
         out = SeriesSet()
@@ -408,16 +389,9 @@ class GridQuery:
             regular = regular_windows(table, self.drivers, self.freq, lookback, needed, future)
             if regular is not None and (lower is None or not regular[3]):
                 return Windows(*regular)
-        parts = self._parts_of(table)
+        parts = self._driver_parts(table)
         if lower is not None and any(p.values.size < lookback for p in parts):
             # More future rows than room left, or gaps inside the bound: read the latest rows without it.
-            parts = self._driver_parts(client, self._where(None, ids), per_series, future)
-        kept = [p for p in parts if p.values.size >= needed]
-        short = {p.sid: int(p.values.size) for p in parts if p.values.size < needed}
-        values = np.full((len(kept), lookback), np.nan)
-        for i, p in enumerate(kept):
-            row = p.values[-lookback:]
-            values[i, lookback - row.size:] = row
-        last = np.array([p.times[-1] for p in kept], dtype="datetime64[us]")
-        return Windows([p.sid for p in kept], values, last, short, future_inputs(kept, self.drivers, future, lookback))
+            parts = self._driver_parts(self._driver_table(client, self._where(None, ids), per_series, future))
+        return part_windows(parts, self.drivers, lookback, needed, future)
 

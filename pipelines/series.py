@@ -35,6 +35,12 @@ class SeriesSet:
                          [self.values[i] for i in indices],
                          None if self.drivers is None else self.drivers.subset(list(indices)))
 
+    def joined(self, other: SeriesSet) -> SeriesSet:
+        """These series, then `other`'s (sets read without drivers)."""
+        if self.drivers is not None or other.drivers is not None:
+            raise ValueError("series sets with drivers are not joined")
+        return SeriesSet(self.ids + other.ids, self.times + other.times, self.values + other.values)
+
     def truncated(self, cuts: np.ndarray) -> SeriesSet:
         """Each series cut to its first cuts[i] points (drivers kept whole: a backtest forecast from a cut
         uses the drivers' actual values after it)."""

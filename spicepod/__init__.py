@@ -13,7 +13,7 @@ from spicepod.errors import (
     Unimplemented,
     error_from_flight,
 )
-from spicepod.schema import describe_keys, load_spicepod, parse_spicepod, quote_ident
+from spicepod.schema import describe_keys, load_spicepod, parse_spicepod, quote_ident, quote_literal
 from spicepod.specs import (
     AGGREGATES,
     FILLS,
@@ -60,4 +60,5 @@ __all__ = [
     "load_spicepod",
     "parse_spicepod",
     "quote_ident",
+    "quote_literal",
 ]

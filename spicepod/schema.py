@@ -27,6 +27,11 @@ def quote_ident(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
+def quote_literal(text: str) -> str:
+    """Quote a string literal for DuckDB: text that is data, never spliced in raw."""
+    return "'" + text.replace("'", "''") + "'"
+
+
 def describe_keys() -> str:
     """Every spicepod key with its default and help, as `flightcast run --help-spicepod` prints it."""
     return "\n".join(describe(Spicepod, "top level")) + "\n"
