@@ -233,10 +233,11 @@ class BaseHandler(tornado.web.RequestHandler):
         return media
 
     async def write_table(self, table: pa.Table, media: str) -> None:
-        """The table encoded as `media` (from table_media), off the IOLoop."""
+        """The table encoded as `media` (from table_media), off the IOLoop; returns once the body is handed to
+        the socket (a bulk caller's foreground work lasts until then: see ForecastsHandler)."""
         content_type, encode = TABLE_ENCODINGS[media]
         self.set_header("Content-Type", content_type)
-        self.finish(await self.ctx.run(encode, table))
+        await self.finish(await self.ctx.run(encode, table))
 
     def write_text(self, text: str, status: int = 200) -> None:
         self.set_status(status)

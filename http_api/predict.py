@@ -284,8 +284,8 @@ class ForecastsHandler(BaseHandler):
         horizon = parse_horizon(query_value(self, "horizon"), self.ctx.predictions.max_horizon)
         series = [parse_series(s) for s in query_values(self, "series")]
         levels = parse_levels(query_values(self, "level"))
-        # Upkeep waits until the body is written too: the scores and pending forecasts a new batch leaves it
-        # would otherwise take the interpreter from building the body.
+        # Upkeep waits until the body is written to the socket too: the scores and pending forecasts a new
+        # batch leaves it would otherwise take the interpreter from building and sending the body.
         with self.ctx.predictions.foreground.running():
             bulk = await self.ctx.run(self.ctx.predictions.forecasts, name, horizon, series, levels)
             await self.write_table(await self.ctx.run(bulk_table, bulk), media)

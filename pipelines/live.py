@@ -37,11 +37,41 @@ FORMAT = 2  # 1: pending forecasts inside the JSON file, as rows
 PENDING_COLUMNS = ("predicted", "lower", "upper", "scale")
 
 
+EMPTY_STAMPS = np.zeros(0, np.int64)
+NONE_PENDING = np.iinfo(np.int64).max  # the oldest pending target of a series with none
+
+
+@dataclass(frozen=True)
+class _Pending:
+    """Served forecast points waiting for their actuals, as columns in the order they were served (the
+    latest forecast of each (series, target period) once): a bulk forecast leaves hundreds of thousands, too
+    many to handle one by one. Never changed in place: a change makes new columns (a flush writes the ones
+    it took without a copy)."""
+
+    codes: np.ndarray = field(default_factory=lambda: EMPTY_STAMPS)  # each point's series, a place in `names`
+    stamps: np.ndarray = field(default_factory=lambda: EMPTY_STAMPS)  # its target period, in microseconds
+    values: np.ndarray = field(default_factory=lambda: np.zeros((0, 4)))  # prediction, lower 80, upper 80, scale
+
+    def __len__(self) -> int:
+        return self.codes.size
+
+    def then(self, later: _Pending, limit: int) -> _Pending:
+        """These points, then `later`'s (which replace any of the same series and period), the newest `limit`."""
+        codes, stamps = np.concatenate([self.codes, later.codes]), np.concatenate([self.stamps, later.stamps])
+        kept = _last_of_each(codes, stamps)[-limit:]
+        return _Pending(codes[kept], stamps[kept], np.concatenate([self.values, later.values])[kept])
+
+    def without(self, taken: np.ndarray) -> _Pending:
+        kept = np.ones(len(self), bool)
+        kept[taken] = False
+        return _Pending(self.codes[kept], self.stamps[kept], self.values[kept])
+
+
 @dataclass
 class _Model:
-    # (series, target period in microseconds) -> (prediction, lower 80, upper 80, scale)
-    pending: dict[tuple[str | None, int], tuple[float, float, float, float]] = field(default_factory=dict)
-    targets: dict[str | None, set[int]] = field(default_factory=dict)  # `pending`'s periods, by series
+    pending: _Pending = field(default_factory=_Pending)
+    names: list[str | None] = field(default_factory=list)  # series ids by code
+    codes: dict[str | None, int] = field(default_factory=dict)  # series id -> code
     abs_scaled: float = 0.0
     scaled_points: int = 0
     smape: float = 0.0
@@ -50,6 +80,13 @@ class _Model:
     points: int = 0
     recent: deque[float] = field(default_factory=lambda: deque(maxlen=MAX_RECENT))  # latest scaled errors
     arrived: list[tuple] = field(default_factory=list)  # batches recorded, not yet merged into `pending`
+
+    def code_of(self, sid: str | None) -> int:
+        code = self.codes.get(sid)
+        if code is None:
+            code = self.codes[sid] = len(self.names)
+            self.names.append(sid)
+        return code
 
 
 class LiveScorer:
@@ -70,101 +107,98 @@ class LiveScorer:
     ) -> None:
         """Remember forecasts (n series x steps); a later forecast of the same target replaces an earlier one.
 
-        The batch is kept as it came and merged point by point when pending forecasts are next read (scoring,
-        `waiting`, the flush a few seconds later): a bulk forecast's caller does not wait for its points."""
+        The batch is kept as it came and merged when pending forecasts are next read (scoring, `waiting`, the
+        flush a few seconds later): a bulk forecast's caller does not wait for its points."""
         stamps = np.asarray(timestamps).astype("datetime64[us]").astype(np.int64)
         with self._lock:
             self._state(model).arrived.append((list(series), stamps, predictions, lower80, upper80, scales))
             self._dirty.add(model)
 
-    def _pending(self, state: _Model) -> dict[tuple[str | None, int], tuple[float, float, float, float]]:
+    def _pending(self, state: _Model) -> _Pending:
         """The pending forecasts of a model, with the batches recorded since merged in (under the lock)."""
-        for batch in state.arrived:
-            self._merge(state, *batch)
+        for series, stamps, predictions, lower80, upper80, scales in state.arrived:
+            n, steps = predictions.shape
+            # When a batch alone overflows the pending forecasts, only its latest points are kept.
+            keep = min(n * steps, self.max_pending)
+
+            def column(values: np.ndarray | None, keep: int = keep) -> np.ndarray:
+                if values is None:
+                    return np.full(keep, np.nan)
+                return np.asarray(values, dtype=np.float64).reshape(-1)[-keep:]
+
+            codes = np.repeat(np.fromiter(map(state.code_of, series), np.int64, n), steps)[-keep:]
+            values = np.column_stack([column(predictions), column(lower80), column(upper80),
+                                      np.repeat(np.asarray(scales, dtype=np.float64), steps)[-keep:]])
+            batch = _Pending(codes, stamps.reshape(-1)[-keep:], values)
+            state.pending = (_Pending() if keep == self.max_pending else state.pending).then(batch, self.max_pending)
         state.arrived.clear()
         return state.pending
 
-    def _merge(
-        self, state: _Model, series: list[str | None], stamps: np.ndarray, predictions: np.ndarray,
-        lower80: np.ndarray | None, upper80: np.ndarray | None, scales: np.ndarray,
-    ) -> None:
-        pending, targets = state.pending, state.targets
-        n, steps = predictions.shape
-        # Whole columns, not point by point: a bulk forecast has hundreds of thousands of points. When they
-        # alone overflow the pending forecasts, only the latest of them would be kept: the rest are not built.
-        skip = max(0, n * steps - self.max_pending)
-
-        def column(values: np.ndarray | None) -> list:
-            if values is None:
-                return [math.nan] * (n * steps - skip)
-            return np.asarray(values, dtype=np.float64).reshape(-1)[skip:].tolist()
-
-        sids = [sid for sid in series for _ in range(steps)][skip:]
-        keys = list(zip(sids, stamps.reshape(-1)[skip:].tolist(), strict=True))
-        entries = zip(column(predictions), column(lower80), column(upper80),
-                      np.repeat(np.asarray(scales, dtype=np.float64), steps)[skip:].tolist(), strict=True)
-        if skip or len(keys) == self.max_pending:  # these fill it alone
-            pending.clear()
-            targets.clear()
-        else:
-            for key in pending.keys() & keys:  # re-inserted below, last: insertion order is recency
-                del pending[key]
-        pending.update(zip(keys, entries, strict=True))
-        rows = stamps.reshape(n, steps).tolist()  # a series' targets at once, not point by point
-        first = skip // steps
-        if first < n:
-            targets.setdefault(series[first], set()).update(rows[first][skip - first * steps:])
-        for sid, row in zip(series[first + 1:], rows[first + 1:], strict=True):
-            targets.setdefault(sid, set()).update(row)
-        overflow = len(pending) - self.max_pending
-        if overflow > 0:  # the oldest first; one pass (popping the front one by one rescans the dict)
-            for key in list(itertools.islice(pending, overflow)):
-                del pending[key]
-                _forget(targets, key)
-
     def waiting(self, model: str, series: Iterable[str | None] | None = None) -> dict[str | None, int]:
         """Series with pending forecasts (of those in `series`, when given), and the oldest pending target of
-        each (microseconds). By series, not by a pass over every pending point: after each commit, upkeep asks
-        this for the few series it touched, of a panel's hundreds of thousands of pending points."""
+        each (microseconds). After each commit, upkeep asks this for the series it touched."""
         with self._lock:
             state = self._models.get(model)
             if state is None:
                 return {}
-            self._pending(state)
-            targets = state.targets
-            names = targets.keys() if series is None else [sid for sid in series if sid in targets]
-            return {sid: min(targets[sid]) for sid in names}
+            pending = self._pending(state)
+            oldest = np.full(len(state.names), NONE_PENDING)
+            np.minimum.at(oldest, pending.codes, pending.stamps)
+            if series is None:
+                codes = np.flatnonzero(oldest != NONE_PENDING).tolist()
+            else:
+                codes = [c for c in map(state.codes.get, series) if c is not None and oldest[c] != NONE_PENDING]
+            return {state.names[c]: int(oldest[c]) for c in codes}
 
     def score(self, model: str, series: str | None, times: np.ndarray, values: np.ndarray) -> int:
         """Score the pending forecasts of `series` whose periods are among `times`; returns how many."""
-        stamps = np.asarray(times).astype("datetime64[us]").astype(np.int64)
-        scored = 0
+        return self.score_many(model, [series], [times], [values])
+
+    def score_many(
+        self, model: str, series: list[str | None], times: list[np.ndarray], values: list[np.ndarray],
+    ) -> int:
+        """Score the pending forecasts of these series (each with the periods and values of its actuals) whose
+        periods have an actual, in the order of the actuals; returns how many. A pending point whose actual is
+        missing (NaN) is dropped unscored."""
         with self._lock:
             state = self._state(model)
             pending = self._pending(state)
-            for stamp, actual in zip(stamps.tolist(), np.asarray(values, dtype=np.float64).tolist(), strict=True):
-                entry = pending.pop((series, stamp), None)
-                if entry is None:
-                    continue
-                _forget(state.targets, (series, stamp))
-                if not math.isfinite(actual):
-                    continue
-                predicted, lower, upper, scale = entry
-                error = abs(actual - predicted)
-                if scale > 0 and math.isfinite(scale):
-                    state.abs_scaled += error / scale
-                    state.scaled_points += 1
-                    state.recent.append(error / scale)
-                denominator = abs(actual) + abs(predicted)
-                state.smape += 0.0 if denominator == 0 else 200.0 * error / denominator
-                if math.isfinite(lower) and math.isfinite(upper):
-                    state.covered += int(lower <= actual <= upper)
-                    state.interval_points += 1
-                state.points += 1
-                scored += 1
+            known = [i for i, sid in enumerate(series) if sid in state.codes]
+            if not known or not len(pending):
+                return 0
+            sizes = [times[i].size for i in known]
+            codes = np.repeat(np.fromiter((state.codes[series[i]] for i in known), np.int64, len(known)), sizes)
+            stamps = np.concatenate([np.asarray(times[i]).astype("datetime64[us]").astype(np.int64) for i in known])
+            actual = np.concatenate([np.asarray(values[i], dtype=np.float64) for i in known])
+            taken, matched = _matches(pending.codes, pending.stamps, codes, stamps)
+            if not taken.size:
+                return 0
+            state.pending = pending.without(taken)
+            scored = self._add(state, pending.values[taken], actual[matched])
             if scored:
                 self._dirty.add(model)
         return scored
+
+    @staticmethod
+    def _add(state: _Model, entries: np.ndarray, actual: np.ndarray) -> int:
+        """Add the errors of these (pending forecast, actual) pairs to the model's sums; returns how many count."""
+        finite = np.isfinite(actual)
+        entries, actual = entries[finite], actual[finite]
+        predicted, lower, upper, scale = entries.T
+        error = np.abs(actual - predicted)
+        scalable = (scale > 0) & np.isfinite(scale)
+        scaled = error[scalable] / scale[scalable]
+        state.abs_scaled += float(scaled.sum())
+        state.scaled_points += int(scaled.size)
+        state.recent.extend(scaled.tolist())
+        denominator = np.abs(actual) + np.abs(predicted)
+        smape = np.divide(200.0 * error, denominator, out=np.zeros_like(error), where=denominator != 0)
+        state.smape += float(smape.sum())
+        bounded = np.isfinite(lower) & np.isfinite(upper)
+        state.covered += int(((lower <= actual) & (actual <= upper) & bounded).sum())
+        state.interval_points += int(bounded.sum())
+        state.points += int(actual.size)
+        return int(actual.size)
 
     def metrics(self, model: str, window: int = 50, baseline: float | None = None) -> dict[str, Any] | None:
         """{"mase", "smape", "coverage_80", "points", "drift"}; None before any point is scored.
@@ -228,24 +262,29 @@ class LiveScorer:
                                                "interval_points", "points")})
         state.recent.extend(float(v) for v in doc.get("recent", []))
         if doc["format"] == 1:
-            for sid, stamp, predicted, lower, upper, scale in doc["pending"]:
-                state.pending[(sid, int(stamp))] = tuple(_num(v) for v in (predicted, lower, upper, scale))
-            return _indexed(state)
+            rows = doc["pending"]
+            state.pending = _Pending(
+                np.fromiter((state.code_of(row[0]) for row in rows), np.int64, len(rows)),
+                np.fromiter((int(row[1]) for row in rows), np.int64, len(rows)),
+                np.array([[_num(v) for v in row[2:]] for row in rows], dtype=np.float64).reshape(len(rows), 4))
+            return state
         try:
             with np.load(self._pending_path(model), allow_pickle=False) as columns:
-                names = [s if n else None for s, n in zip(columns["series"].tolist(), columns["named"].tolist(),
-                                                          strict=True)]
-                sids = [names[code] for code in columns["codes"].tolist()]
-                entries = np.column_stack([columns[c] for c in PENDING_COLUMNS]).tolist()
-                keys = zip(sids, columns["stamps"].tolist(), strict=True)
-                state.pending.update(zip(keys, map(tuple, entries), strict=True))
+                state.names = [s if n else None for s, n in zip(columns["series"].tolist(),
+                                                                columns["named"].tolist(), strict=True)]
+                state.codes = {sid: code for code, sid in enumerate(state.names)}
+                stored = _Pending(columns["codes"].astype(np.int64), columns["stamps"].astype(np.int64),
+                                  np.column_stack([columns[c] for c in PENDING_COLUMNS]).astype(np.float64))
+                if stored.codes.size and not 0 <= stored.codes.min() <= stored.codes.max() < len(state.names):
+                    raise ValueError("a series code is out of range")
+                state.pending = _Pending().then(stored, self.max_pending)
         except FileNotFoundError:
             pass  # nothing was pending when it was written
         except (OSError, ValueError, KeyError) as exc:
             log.warning("live accuracy of %s: cannot read %s (%s); its pending forecasts start afresh", model,
                         self._pending_path(model), exc)
-            state.pending.clear()
-        return _indexed(state)
+            state.pending, state.names, state.codes = _Pending(), [], {}
+        return state
 
     def load(self, models: list[str]) -> None:
         """Read the stored state of these models (at start, so /v1/models shows it at once)."""
@@ -254,18 +293,19 @@ class LiveScorer:
                 self._state(model)
 
     def flush(self) -> None:
-        """Write every model changed since the last flush (atomically: temp files renamed over). Only the copy
-        of the pending forecasts is taken under the lock: serving records forecasts meanwhile."""
+        """Write every model changed since the last flush (atomically: temp files renamed over). Only the
+        pending columns (never changed in place) are taken under the lock: serving records forecasts meanwhile."""
         with self._lock:
             dirty, self._dirty = self._dirty, set()
-            taken = {m: (self._sums(self._models[m]), dict(self._pending(self._models[m])))
+            taken = {m: (self._sums(self._models[m]), self._pending(self._models[m]), list(self._models[m].names))
                      for m in dirty if m in self._models}
         if not taken:
             return
         self.folder.mkdir(parents=True, exist_ok=True)
-        for model, (doc, pending) in taken.items():
+        for model, (doc, pending, names) in taken.items():
             try:
-                self._write(self._pending_path(model), lambda handle, p=pending: np.savez(handle, **_columns(p)))
+                self._write(self._pending_path(model),
+                            lambda handle, p=pending, n=names: np.savez(handle, **_columns(p, n)))
                 self._write(self._path(model), lambda handle, d=doc: handle.write(json.dumps(d).encode()))
             except OSError as exc:
                 log.warning("live accuracy of %s: cannot write %s: %s", model, self.folder, exc)
@@ -295,34 +335,41 @@ class LiveScorer:
         }
 
 
-def _indexed(state: _Model) -> _Model:
-    """`state` with the index of its pending targets by series built."""
-    for sid, stamp in state.pending:
-        state.targets.setdefault(sid, set()).add(stamp)
-    return state
+def _last_of_each(codes: np.ndarray, stamps: np.ndarray) -> np.ndarray:
+    """The places, in order, of the last point of each (series, period) among these."""
+    order = np.lexsort((stamps, codes))  # stable: the points of one (series, period) stay in their order
+    codes, stamps = codes[order], stamps[order]
+    last = np.ones(order.size, bool)
+    last[:-1] = (codes[1:] != codes[:-1]) | (stamps[1:] != stamps[:-1])
+    return np.sort(order[last])
 
 
-def _forget(targets: dict[str | None, set[int]], key: tuple[str | None, int]) -> None:
-    """A pending target gone from the index by series (a series with none left leaves it)."""
-    stamps = targets.get(key[0])
-    if stamps is not None:
-        stamps.discard(key[1])
-        if not stamps:
-            del targets[key[0]]
+def _matches(codes: np.ndarray, stamps: np.ndarray, their_codes: np.ndarray, their_stamps: np.ndarray,
+             ) -> tuple[np.ndarray, np.ndarray]:
+    """The places of the points (`codes`, `stamps`: each (series, period) once) that the other points have a
+    (series, period) of, and the places of those others, in the others' order."""
+    both = np.lexsort((np.concatenate([stamps, their_stamps]), np.concatenate([codes, their_codes])))
+    key_codes = np.concatenate([codes, their_codes])[both]
+    key_stamps = np.concatenate([stamps, their_stamps])[both]
+    ours = both < codes.size
+    # A point and an other of the same (series, period) sort side by side, ours first (the sort is stable).
+    pair = np.flatnonzero((key_codes[1:] == key_codes[:-1]) & (key_stamps[1:] == key_stamps[:-1])
+                          & ours[:-1] & ~ours[1:])
+    taken, matched = both[pair], both[pair + 1] - codes.size
+    in_their_order = np.argsort(matched, kind="stable")
+    return taken[in_their_order], matched[in_their_order]
 
 
-def _columns(pending: dict[tuple[str | None, int], tuple[float, float, float, float]]) -> dict[str, np.ndarray]:
+def _columns(pending: _Pending, names: list[str | None]) -> dict[str, np.ndarray]:
     """Pending forecasts as arrays: each distinct series id once (`named` False for a model's one series,
     None), each point's series as its place among them, its target stamp and one column per value."""
-    index: dict[str | None, int] = {}
-    codes = np.fromiter((index.setdefault(sid, len(index)) for sid, _ in pending), np.int64, len(pending))
-    values = np.fromiter(itertools.chain.from_iterable(pending.values()), np.float64, len(pending) * 4)
-    values = values.reshape(len(pending), len(PENDING_COLUMNS))
-    out = {"series": np.array(["" if sid is None else sid for sid in index], dtype=np.str_),
-           "named": np.array([sid is not None for sid in index], dtype=bool),
-           "codes": codes,
-           "stamps": np.fromiter((stamp for _, stamp in pending), np.int64, len(pending))}
-    out.update({name: values[:, i] for i, name in enumerate(PENDING_COLUMNS)})
+    used, codes = np.unique(pending.codes, return_inverse=True)
+    ids = [names[code] for code in used.tolist()]
+    out = {"series": np.array(["" if sid is None else sid for sid in ids], dtype=np.str_),
+           "named": np.array([sid is not None for sid in ids], dtype=bool),
+           "codes": codes.astype(np.int64).reshape(-1),
+           "stamps": pending.stamps}
+    out.update({name: np.ascontiguousarray(pending.values[:, i]) for i, name in enumerate(PENDING_COLUMNS)})
     return out
 
 

@@ -188,12 +188,10 @@ class Upkeep:
             ids = sorted(sid for sid in waiting if sid is not None)
         # Bounded by the newest period: only the periods scored are read, not the whole table.
         found = grid.history(self._client, points, ids=ids, observed=True, newest=newest)  # made-up values never score
-        scored = 0
-        for sid, times, values in zip(found.ids, found.times, found.values, strict=True):
-            if sid in waiting:
-                scored += self._live.score(state.name, sid, times, values)
-                for key in keys[1:]:
-                    self._live.score(key, sid, times, values)
+        found = found.subset([i for i, sid in enumerate(found.ids) if sid in waiting])
+        scored = self._live.score_many(state.name, found.ids, found.times, found.values)
+        for key in keys[1:]:
+            self._live.score_many(key, found.ids, found.times, found.values)
         if scored:
             log.info("model %s: scored %d served forecast points against new data", state.name, scored)
 
