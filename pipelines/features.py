@@ -93,10 +93,10 @@ class FeatureLayout:
         of the driver columns) the driver columns of each row.
         """
         lookback = self.lookback
-        mu, std = row_mean_std(windows)
+        mu, std, deviations = _row_moments(windows)
         sd = np.maximum(std, SD_FLOOR_SHARE * series_std)  # window_spread's, from the std at hand
         x = np.empty((windows.shape[0], self.width), dtype=dtype)
-        np.divide(windows - mu[:, None], sd[:, None], out=x[:, :lookback], casting="unsafe")
+        np.divide(deviations, sd[:, None], out=x[:, :lookback], casting="unsafe")
         x[:, lookback] = (mu - series_mean) / series_std
         x[:, lookback + 1] = np.log(sd / series_std)
         col = lookback + 2
@@ -147,10 +147,15 @@ def window_spread(windows: np.ndarray, series_std: np.ndarray) -> np.ndarray:
 def row_mean_std(windows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Each row's mean and (population) standard deviation, computed as numpy's mean and std compute them
     (the same bits) without their per-call overhead, which a recursive forecast pays at every step."""
+    return _row_moments(windows)[:2]
+
+
+def _row_moments(windows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """row_mean_std's, and each value's deviation from its row's mean (which the features are made of)."""
     n = windows.shape[1]
     mean = np.add.reduce(windows, axis=1, keepdims=True) / n
     deviations = windows - mean
-    return mean[:, 0], np.sqrt(np.add.reduce(deviations * deviations, axis=1) / n)
+    return mean[:, 0], np.sqrt(np.add.reduce(deviations * deviations, axis=1) / n), deviations
 
 
 def level_stats(values: np.ndarray) -> tuple[float, float]:

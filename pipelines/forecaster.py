@@ -238,7 +238,7 @@ class Forecaster:
         lower = upper = None
         if calibrated(model):
             lower, upper = bounded(model, interval_bounds(predicted, spread, model.calibration, [80.0])[80.0])
-        scales = np.array([model.stats.scale_of(sid) for sid in ids])
+        scales = model.stats.scales(ids)
         self._live.record(key or served.meta.model_name, ids, timestamps, predicted, lower, upper, scales)
 
     def _forecast(

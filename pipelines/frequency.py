@@ -19,7 +19,7 @@ _MONTHS = {"mo": 1, "q": 3, "y": 12}
 
 
 def _as_us(ts: np.ndarray | np.datetime64) -> np.ndarray:
-    return np.asarray(ts).astype("datetime64[us]")
+    return np.asarray(ts).astype("datetime64[us]", copy=False)
 
 
 @dataclass(frozen=True)
@@ -125,7 +125,11 @@ class Frequency:
         if self.is_calendar:
             first = _as_us(start).astype("datetime64[M]").astype(np.int64)
             return (ts.astype("datetime64[M]").astype(np.int64) - first) // self.months
-        return (ts - _as_us(start)).astype(np.int64) // self.step_us
+        if ts.ndim == 0:
+            return (ts - _as_us(start)).astype(np.int64) // self.step_us
+        steps = np.subtract(ts.view(np.int64), _as_us(start).astype(np.int64))  # one new array: reads are long
+        steps //= self.step_us
+        return steps
 
 
 def _mode(values: np.ndarray) -> tuple[int, int]:

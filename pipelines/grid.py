@@ -94,9 +94,9 @@ class GridQuery:
         self._raw = (f"SELECT {ts} AS raw_ts, CAST({quote_ident(value_column)} AS DOUBLE) AS v "
                      f"FROM {quote_ident(dataset)} WHERE {quote_ident(value_column)} IS NOT NULL")
         if series_column:  # every series' rows as they are, for panels whose data is on the grid's own step
-            self._raw_every = (f"SELECT CAST({quote_ident(series_column)} AS VARCHAR) AS sid, {ts} AS raw_ts, "
-                               f"CAST({quote_ident(value_column)} AS DOUBLE) AS v FROM {quote_ident(dataset)} "
-                               f"WHERE {quote_ident(value_column)} IS NOT NULL")
+            self._every_columns = (f"CAST({quote_ident(series_column)} AS VARCHAR) AS sid, {ts} AS raw_ts, "
+                                   f"CAST({quote_ident(value_column)} AS DOUBLE) AS v")
+            self._every_rows = f"FROM {quote_ident(dataset)} WHERE {quote_ident(value_column)} IS NOT NULL"
         sc = quote_ident(series_column) if series_column else "NULL"
         self._stats_sql = (
             f"SELECT CAST({sc} AS VARCHAR) AS sid, count(*) AS n, min({ts}) AS first, max({ts}) AS last "
@@ -347,9 +347,12 @@ class GridQuery:
         series, ended = client.series_census(self.dataset, lower)
         if not self._aggregates:
             limit = _row_limit(lookback) * max(series, 1)
-            table = client.query(f"{self._raw_every} AND {self._where(lower, None)[0]} LIMIT {limit}")
+            rows = f"{self._every_rows} AND {self._where(lower, None)[0]}"
+            # Bounded by a count, not a LIMIT: a LIMIT keeps the rows in the table's order, which costs DuckDB a
+            # third of the read more. No rows come when there are as many as the limit, or none at all.
+            table = client.query(f"SELECT {self._every_columns} {rows} AND (SELECT count(*) {rows}) < {limit}")
             columns = None
-            if table.num_rows < limit:
+            if table.num_rows or client.query(f"SELECT count(*) AS n {rows}").column("n")[0].as_py() < limit:
                 columns = rows_by_series(table.column("sid").combine_chunks(),
                                          bucket(table.column("raw_ts").to_numpy(), self.freq, self.origin),
                                          table.column("v").to_numpy(zero_copy_only=False), self.freq)

@@ -76,10 +76,18 @@ def phase_origin(timestamps: np.ndarray, freq: Frequency, week_start: str | None
 
 def bucket(timestamps: np.ndarray | np.datetime64, freq: Frequency, origin: np.datetime64) -> np.ndarray:
     """The start of each timestamp's period on the grid (numpy twin of the SQL bucket expression)."""
-    ts = np.asarray(timestamps).astype("datetime64[us]")
+    ts = np.asarray(timestamps).astype("datetime64[us]", copy=False)
     if freq.is_calendar:
         months = ts.astype("datetime64[M]").astype(np.int64) - 360  # months since 2000-01, as DuckDB counts
         start = (months // freq.months) * freq.months + 360
         return start.astype("datetime64[M]").astype("datetime64[us]")
-    offset = (ts - origin).astype(np.int64)
-    return origin + ((offset // freq.step_us) * freq.step_us) * _US
+    if ts.ndim == 0:
+        offset = (ts - origin).astype(np.int64)
+        return origin + ((offset // freq.step_us) * freq.step_us) * _US
+    # In place on one new array: a window read buckets hundreds of thousands of rows.
+    base = np.datetime64(origin, "us").astype(np.int64)
+    start = np.subtract(ts.view(np.int64), base)
+    start //= freq.step_us
+    start *= freq.step_us
+    start += base
+    return start.view("datetime64[us]")

@@ -172,13 +172,15 @@ def rows_by_series(sids: pa.Array, times: np.ndarray, values: np.ndarray, freq: 
     if sids.null_count:
         return None  # a null id sorts after every other in SQL: left to the query that groups the periods
     values = np.asarray(values, dtype=np.float64)
-    observed = ~np.isnan(values)
     encoded = sids.dictionary_encode()
     order_of_names = pc.sort_indices(encoded.dictionary).to_numpy()
     rank = np.empty(order_of_names.size, np.int64)  # each id's place in that order: a row's series code
     rank[order_of_names] = np.arange(order_of_names.size)
-    codes = rank[encoded.indices.to_numpy(zero_copy_only=False)][observed]
-    times, values = np.asarray(times).astype("datetime64[us]")[observed], values[observed]
+    codes = rank[encoded.indices.to_numpy(zero_copy_only=False)]
+    times = np.asarray(times).astype("datetime64[us]", copy=False)
+    observed = ~np.isnan(values)
+    if not observed.all():  # copies only when some value is missing (a query leaves NULLs out already)
+        codes, times, values = codes[observed], times[observed], values[observed]
     if not codes.size:
         return Columns([], np.zeros(0, np.int64), np.zeros(0, np.int64), times, values, np.zeros(0, np.int64))
     order = _by_cell(codes, freq.steps_between(times.min(), times))
@@ -198,7 +200,8 @@ def _by_cell(codes: np.ndarray, periods: np.ndarray) -> np.ndarray | None:
     of cells; a table much larger than the rows (a row far from the others) is sorted by comparison."""
     span = int(periods.max()) + 1
     if span * (int(codes.max()) + 1) <= 8 * codes.size + 4096:
-        cells = codes * span + periods
+        cells = codes * span
+        cells += periods
         taken = np.bincount(cells)
         if taken.max() > 1:
             return None

@@ -8,6 +8,7 @@ window row by row through LightGBM's single-row path: pipelines/single_row.py).
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 from collections.abc import Sequence
@@ -49,7 +50,7 @@ class SeriesStats:
 
     def lookup(self, ids: Sequence[str | None], windows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Level statistics for each window; a series unknown at training uses its window's own."""
-        index = np.array([self._index.get(sid, -1) for sid in ids], dtype=np.int64)
+        index = np.fromiter(map(self._index.get, ids, itertools.repeat(-1)), np.int64, len(ids))
         known = index >= 0
         if known.all():
             return self.mean[index], self.std[index]
@@ -59,9 +60,10 @@ class SeriesStats:
         std = np.where(known, self.std[np.maximum(index, 0)], own)
         return mean, std
 
-    def scale_of(self, sid: str | None) -> float:
-        i = self._index.get(sid)
-        return float(self.scale[i]) if i is not None else math.nan
+    def scales(self, ids: Sequence[str | None]) -> np.ndarray:
+        """The MASE scale of each series (NaN for a series unknown at training)."""
+        index = np.fromiter(map(self._index.get, ids, itertools.repeat(-1)), np.int64, len(ids))
+        return np.where(index >= 0, self.scale[index], math.nan) if self.scale.size else np.full(len(ids), math.nan)
 
     def to_arrays(self) -> dict[str, np.ndarray]:
         ids = ["" if sid is None else sid for sid in self.ids]
