@@ -477,6 +477,33 @@ def test_live_accuracy_drops_the_oldest_points_across_batches_and_says_which_ser
     assert live.waiting("m") == {"c": us[3]}
 
 
+def test_live_accuracy_scores_many_series_at_once_in_the_order_of_their_actuals(tmp_path):
+    from pipelines.live import LiveScorer
+
+    day = np.timedelta64(1, "D").astype("m8[us]")
+    start = np.datetime64("2024-01-01", "us")
+    days = start + np.arange(2) * day
+    us = days.astype(np.int64).tolist()
+    live = LiveScorer(tmp_path, max_pending=6)
+    live.record("m", ["a", "b"], np.tile(days, (2, 1)), np.array([[1.0, 2.0], [3.0, 4.0]]), None, None,
+                np.array([1.0, 2.0]))
+    live.record("m", ["a"], days[None, 1:], np.array([[20.0]]), None, None, np.array([1.0]))  # replaces a's day 1
+    live.record("m", ["c"], days[None, :], np.array([[5.0, 6.0]]), None, None, np.array([1.0]))
+    # A seventh point: the oldest served (a's day 0) goes; a's day 1, served again since, stays.
+    live.record("m", ["d"], days[None, :1], np.array([[7.0]]), None, None, np.array([1.0]))
+    assert live.waiting("m") == {"a": us[1], "b": us[0], "c": us[0], "d": us[0]}
+    scored = live.score_many("m", ["c", "x", "a", "b"], [days, days[:1], days, days],
+                             [np.array([5.5, np.nan]), np.array([1.0]), np.array([0.0, 21.0]), np.array([3.0, 4.0])])
+    # c's day 0 (error 0.5), a's day 1 (1, against the later forecast), b's days (0 and 0); c's day 1 has no
+    # actual (dropped unscored), x was never served, a's day 0 was dropped.
+    assert scored == 4
+    assert live.metrics("m")["mase"] == pytest.approx(1.5 / 4)
+    assert live.drift("m", 2, 1.0) == (0.0, 2)  # the latest errors are b's, the last actuals given
+    assert live.drift("m", 3, 1.0) == (pytest.approx(1 / 3), 3)
+    assert live.waiting("m") == {"d": us[0]}
+    assert live.score_many("m", ["d"], [days[:0]], [np.zeros(0)]) == 0
+
+
 def test_live_accuracy_keeps_pending_forecasts_as_columns_and_reads_the_older_rows(tmp_path):
     import json
 
