@@ -31,8 +31,8 @@ from pipelines.gridfill import (
     Windows,
     complete_periods,
     fill_series,
+    latest_of_rows,
     latest_windows,
-    rows_by_series,
 )
 from pipelines.series import SeriesSet
 from spicepod import InvalidInput, quote_ident, quote_literal
@@ -340,8 +340,9 @@ class GridQuery:
 
         Each row read as it is when each is alone in its period (data at the grid's own step, the usual
         case): aggregating a row alone gives it back unchanged, and grouping costs DuckDB several times the
-        read. The rows are sorted and checked in numpy; several rows in one period, or more rows than that
-        many series can have one a period, and the periods are aggregated by DuckDB instead.
+        read. The rows are put in a table of cells (series by period) and checked in numpy; several rows in one
+        period, or more rows than that many series can have one a period, and the periods are aggregated by
+        DuckDB instead.
         """
         # Kept by the store as rows commit: no pass over the series column and time of the whole table.
         series, ended = client.series_census(self.dataset, lower)
@@ -351,13 +352,14 @@ class GridQuery:
             # Bounded by a count, not a LIMIT: a LIMIT keeps the rows in the table's order, which costs DuckDB a
             # third of the read more. No rows come when there are as many as the limit, or none at all.
             table = client.query(f"SELECT {self._every_columns} {rows} AND (SELECT count(*) {rows}) < {limit}")
-            columns = None
+            found = None
             if table.num_rows or client.query(f"SELECT count(*) AS n {rows}").column("n")[0].as_py() < limit:
-                columns = rows_by_series(table.column("sid").combine_chunks(),
-                                         bucket(table.column("raw_ts").to_numpy(), self.freq, self.origin),
-                                         table.column("v").to_numpy(zero_copy_only=False), self.freq)
-            if columns is not None:
-                return latest_windows(columns, self.freq, self.fill, self.dataset, lookback), ended
+                found = latest_of_rows(table.column("sid").combine_chunks(),
+                                       bucket(table.column("raw_ts").to_numpy(), self.freq, self.origin),
+                                       table.column("v").to_numpy(zero_copy_only=False), self.freq, self.fill,
+                                       self.dataset, lookback)
+            if found is not None:
+                return found, ended
             self._aggregates = True  # the data is finer than the grid: every later window is aggregated at once
         table = client.query(self._sql(self._where(lower, None), None))
         return latest_windows(self._columns(table), self.freq, self.fill, self.dataset, lookback), ended

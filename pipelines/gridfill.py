@@ -154,15 +154,69 @@ def latest_windows(c: Columns, freq: Frequency, fill: str, dataset: str, lookbac
             rows[fast] = np.where(inside, c.values[np.maximum(index, 0)], np.nan)
             last[fast] = c.times[c.ends[fast] - 1]
     for i in np.flatnonzero(~regular):
-        sid, s, e = c.ids[i], c.starts[i], c.ends[i]
-        times, values = complete_periods(c.times[s:e], c.values[s:e], c.counts[s:e])
-        grid_times, grid_values = fill_series(times, values, freq, fill, dataset, sid)
-        sizes[i] = grid_values.size
-        tail = grid_values[-lookback:]
-        if tail.size:
-            rows[i, lookback - tail.size:] = tail
-            last[i] = grid_times[-1]
+        s, e = c.starts[i], c.ends[i]
+        sizes[i] = _filled_tail(rows, last, i, c.times[s:e], c.values[s:e], c.counts[s:e], freq, fill, dataset,
+                                c.ids[i])
     return Latest(list(c.ids), rows, last, sizes, regular)
+
+
+def _filled_tail(
+    rows: np.ndarray, last: np.ndarray, i: int, times: np.ndarray, values: np.ndarray, counts: np.ndarray,
+    freq: Frequency, fill: str, dataset: str, sid: str | None,
+) -> int:
+    """Series i's tail on its filled grid (one series' periods, one by one) into rows[i] and last[i]; returns
+    how many grid points it has."""
+    times, values = complete_periods(times, values, counts)
+    grid_times, grid_values = fill_series(times, values, freq, fill, dataset, sid)
+    tail = grid_values[-rows.shape[1]:]
+    if tail.size:
+        rows[i, rows.shape[1] - tail.size:] = tail
+        last[i] = grid_times[-1]
+    return grid_values.size
+
+
+def latest_of_rows(
+    sids: pa.Array, times: np.ndarray, values: np.ndarray, freq: Frequency, fill: str, dataset: str, lookback: int,
+) -> Latest | None:
+    """latest_windows of rows_by_series (the same windows, bit for bit), made on a table of cells, a row of
+    periods per series, when the rows fill one (a bounded read of regular data): each row goes to its cell,
+    and a series whose cells hold a value from its first to its last is its own filled grid, its window the
+    end of its row; nothing is sorted. None, as rows_by_series, for several rows in a cell or a null id."""
+    if sids.null_count:
+        return None
+    codes, times, values, names = _coded(sids, times, values)
+    if not codes.size:
+        return latest_windows(_no_rows(times, values), freq, fill, dataset, lookback)
+    start = times.min()
+    periods = freq.steps_between(start, times)
+    span, n = int(periods.max()) + 1, len(names)
+    if span * n > 8 * codes.size + 4096:  # a row far from the others: a table mostly empty
+        columns = _by_series(codes, times, values, names, periods)
+        return None if columns is None else latest_windows(columns, freq, fill, dataset, lookback)
+    cells = codes * span
+    cells += periods
+    taken = np.bincount(cells, minlength=n * span)
+    if taken.max() > 1:
+        return None
+    table = np.full(n * span, np.nan)
+    table[cells] = values
+    table, have = table.reshape(n, span), taken.reshape(n, span).astype(bool)
+    found = np.flatnonzero(have.any(axis=1))  # series with a value inside the bound
+    table, have = table[found], have[found]
+    first = np.argmax(have, axis=1)
+    end = span - np.argmax(have[:, ::-1], axis=1)  # one past each series' last period
+    sizes = end - first
+    regular = np.isfinite(table).sum(axis=1) == sizes  # every cell from the first to the last has a finite value
+    index = end[:, None] - lookback + np.arange(lookback)[None, :]
+    rows = np.where(index >= first[:, None], np.take_along_axis(table, np.maximum(index, 0), axis=1), np.nan)
+    last = np.asarray(freq.add(start, end - 1)).astype("datetime64[us]")
+    ids = names.take(pa.array(found)).to_pylist()
+    for i in np.flatnonzero(~regular):
+        period = np.flatnonzero(have[i])
+        rows[i], last[i] = np.nan, np.datetime64(0, "us")  # as latest_windows leaves a series with no value
+        sizes[i] = _filled_tail(rows, last, i, np.asarray(freq.add(start, period)).astype("datetime64[us]"),
+                                table[i, period], np.ones(period.size, np.int64), freq, fill, dataset, ids[i])
+    return Latest(ids, rows, last, sizes, regular)
 
 
 def rows_by_series(sids: pa.Array, times: np.ndarray, values: np.ndarray, freq: Frequency) -> Columns | None:
@@ -171,25 +225,43 @@ def rows_by_series(sids: pa.Array, times: np.ndarray, values: np.ndarray, freq: 
     SQL's NULLs. None when a period holds several rows of a series, or an id is null."""
     if sids.null_count:
         return None  # a null id sorts after every other in SQL: left to the query that groups the periods
+    codes, times, values, names = _coded(sids, times, values)
+    if not codes.size:
+        return _no_rows(times, values)
+    return _by_series(codes, times, values, names, freq.steps_between(times.min(), times))
+
+
+def _coded(sids: pa.Array, times: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray,
+                                                                           pa.Array]:
+    """The rows with a value (NaN left out as SQL's NULL): each one's series as a code, its id's place among
+    the distinct ids in SQL's order (compared as bytes), its time and value; and those ids in that order."""
     values = np.asarray(values, dtype=np.float64)
     encoded = sids.dictionary_encode()
-    order_of_names = pc.sort_indices(encoded.dictionary).to_numpy()
-    rank = np.empty(order_of_names.size, np.int64)  # each id's place in that order: a row's series code
-    rank[order_of_names] = np.arange(order_of_names.size)
+    order_of_names = pc.sort_indices(encoded.dictionary)
+    rank = np.empty(len(order_of_names), np.int64)  # each id's place in that order: a row's series code
+    rank[order_of_names.to_numpy()] = np.arange(len(order_of_names))
     codes = rank[encoded.indices.to_numpy(zero_copy_only=False)]
     times = np.asarray(times).astype("datetime64[us]", copy=False)
     observed = ~np.isnan(values)
     if not observed.all():  # copies only when some value is missing (a query leaves NULLs out already)
         codes, times, values = codes[observed], times[observed], values[observed]
-    if not codes.size:
-        return Columns([], np.zeros(0, np.int64), np.zeros(0, np.int64), times, values, np.zeros(0, np.int64))
-    order = _by_cell(codes, freq.steps_between(times.min(), times))
+    return codes, times, values, encoded.dictionary.take(order_of_names)
+
+
+def _no_rows(times: np.ndarray, values: np.ndarray) -> Columns:
+    return Columns([], np.zeros(0, np.int64), np.zeros(0, np.int64), times, values, np.zeros(0, np.int64))
+
+
+def _by_series(codes: np.ndarray, times: np.ndarray, values: np.ndarray, names: pa.Array,
+               periods: np.ndarray) -> Columns | None:
+    """Coded rows (see _coded) as Columns: by series, then period; None when two rows share a period."""
+    order = _by_cell(codes, periods)
     if order is None:
         return None
     codes, times, values = codes[order], times[order], values[order]
     starts = np.concatenate([[0], np.flatnonzero(codes[1:] != codes[:-1]) + 1])
     ends = np.concatenate([starts[1:], [codes.size]])
-    ids = encoded.dictionary.take(pa.array(order_of_names[codes[starts]])).to_pylist()
+    ids = names.take(pa.array(codes[starts])).to_pylist()
     return Columns(ids, starts, ends, times, values, np.ones(codes.size, np.int64))
 
 

@@ -292,6 +292,43 @@ def test_rows_are_ordered_by_series_then_period(far: int) -> None:
     assert _by_cell(np.append(codes, 1), np.append(periods, 2)) is None  # series 1 twice in period 2
 
 
+@pytest.mark.parametrize(("freq", "fill", "far"), [
+    ("1d", "linear", 0), ("1d", "previous", 0), ("1mo", "zero", 0), ("1d", "linear", 10**4)])
+def test_windows_of_rows_on_a_table_of_cells_are_those_of_the_rows_sorted(freq: str, fill: str, far: int) -> None:
+    """latest_of_rows (rows put in a table of cells, series by period) gives latest_windows of rows_by_series
+    bit for bit: regular series, gaps, NaN (no row) and infinite values (filled), series shorter than the
+    window, one row far from the others, rows in any order; and None for two rows in one cell."""
+    from pipelines.gridfill import latest_of_rows, rows_by_series
+
+    frequency = Frequency.parse(freq)
+    rng = np.random.default_rng(7)
+    sids, periods, values = [], [], []
+    for k in range(40):
+        span = int(rng.integers(1, 12))
+        kept = np.sort(rng.choice(np.arange(30), size=span, replace=False)) if k % 3 else np.arange(30 - span, 30)
+        sids += [f"s{k:02d}" if k % 5 else f"\u00e9{k}"] * kept.size
+        periods += kept.tolist()
+        values += rng.normal(size=kept.size).tolist()
+    values[3], values[10], values[25] = math.nan, math.inf, -math.inf
+    sids.append("far")
+    periods.append(30 + far)
+    values.append(1.0)
+    order = rng.permutation(len(sids))
+    ids = pa.array(np.asarray(sids, dtype=object)[order], pa.string())
+    times = np.asarray(frequency.add(START, np.asarray(periods)[order])).astype("datetime64[us]")
+    got = latest_of_rows(ids, times, np.asarray(values)[order], frequency, fill, "d", LOOKBACK)
+    want = latest_windows(rows_by_series(ids, times, np.asarray(values)[order], frequency), frequency, fill, "d",
+                          LOOKBACK)
+    assert got.ids == want.ids and len(got.ids) == 41
+    np.testing.assert_array_equal(got.rows, want.rows)
+    assert got.last.tolist() == want.last.tolist()
+    assert got.sizes.tolist() == want.sizes.tolist()
+    assert got.regular.tolist() == want.regular.tolist() and 0 < got.regular.sum() < 41
+    twice = pa.concat_arrays([ids, ids[:1]])
+    assert latest_of_rows(twice, np.append(times, times[0]), np.append(values, 0.0), frequency, fill, "d",
+                          LOOKBACK) is None
+
+
 def test_a_panel_of_minutes_on_a_daily_grid_is_not_read_row_by_row(served: ServedFlight) -> None:
     client = FlightDataClient(served.location)
     query = _query("fine", "series")
