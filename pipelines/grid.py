@@ -338,11 +338,10 @@ class GridQuery:
         """The filled tail of every series of a panel from its rows inside the bound, and the series whose
         newest row is older than the bound (they have none inside it).
 
-        Each row read as it is when each is alone in its period (data at the grid's own step, the usual
-        case): aggregating a row alone gives it back unchanged, and grouping costs DuckDB several times the
-        read. The rows are put in a table of cells (series by period) and checked in numpy; several rows in one
-        period, or more rows than that many series can have one a period, and the periods are aggregated by
-        DuckDB instead.
+        Each row read as it is when each is alone in its period (data at the grid's own step, the usual case):
+        grouping rows one a period gives them back, and costs DuckDB several times the read. They are put in a
+        table of cells (latest_of_rows); several rows in a cell, or more rows than that many series can have
+        one a period, and DuckDB aggregates the periods instead.
         """
         # Kept by the store as rows commit: no pass over the series column and time of the whole table.
         series, ended = client.series_census(self.dataset, lower)

@@ -37,7 +37,7 @@ FORMAT = 2  # 1: pending forecasts inside the JSON file, as rows
 PENDING_COLUMNS = ("predicted", "lower", "upper", "scale")
 
 
-EMPTY_STAMPS = np.zeros(0, np.int64)
+_NO_POINTS = np.zeros(0, np.int64)  # the columns of no pending point
 NONE_PENDING = np.iinfo(np.int64).max  # the oldest pending target of a series with none
 
 
@@ -48,8 +48,8 @@ class _Pending:
     many to handle one by one. Never changed in place: a change makes new columns (a flush writes the ones
     it took without a copy)."""
 
-    codes: np.ndarray = field(default_factory=lambda: EMPTY_STAMPS)  # each point's series, a place in `names`
-    stamps: np.ndarray = field(default_factory=lambda: EMPTY_STAMPS)  # its target period, in microseconds
+    codes: np.ndarray = field(default_factory=lambda: _NO_POINTS)  # each point's series, a place in `names`
+    stamps: np.ndarray = field(default_factory=lambda: _NO_POINTS)  # its target period, in microseconds
     values: np.ndarray = field(default_factory=lambda: np.zeros((0, 4)))  # prediction, lower 80, upper 80, scale
 
     def __len__(self) -> int:

@@ -50,7 +50,7 @@ class SeriesStats:
 
     def lookup(self, ids: Sequence[str | None], windows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Level statistics for each window; a series unknown at training uses its window's own."""
-        index = np.fromiter(map(self._index.get, ids, itertools.repeat(-1)), np.int64, len(ids))
+        index = self._places(ids)
         known = index >= 0
         if known.all():
             return self.mean[index], self.std[index]
@@ -62,8 +62,15 @@ class SeriesStats:
 
     def scales(self, ids: Sequence[str | None]) -> np.ndarray:
         """The MASE scale of each series (NaN for a series unknown at training)."""
-        index = np.fromiter(map(self._index.get, ids, itertools.repeat(-1)), np.int64, len(ids))
-        return np.where(index >= 0, self.scale[index], math.nan) if self.scale.size else np.full(len(ids), math.nan)
+        index = self._places(ids)
+        known = index >= 0
+        scales = np.full(len(ids), math.nan)
+        scales[known] = self.scale[index[known]]
+        return scales
+
+    def _places(self, ids: Sequence[str | None]) -> np.ndarray:
+        """Each series' place in these statistics, -1 for a series unknown at training."""
+        return np.fromiter(map(self._index.get, ids, itertools.repeat(-1)), np.int64, len(ids))
 
     def to_arrays(self) -> dict[str, np.ndarray]:
         ids = ["" if sid is None else sid for sid in self.ids]
