@@ -195,7 +195,7 @@ class AnomalyLog:
         fd, tmp = tempfile.mkstemp(prefix=f".{model}-", dir=self.folder)
         try:
             with os.fdopen(fd, "w") as handle:
-                json.dump(doc, handle)
+                handle.write(json.dumps(doc))  # json.dump would encode in Python, a panel's marks piece by piece
                 handle.flush()
                 os.fsync(handle.fileno())
             os.replace(tmp, self._path(model))

@@ -58,8 +58,15 @@ class _Pending:
     def then(self, later: _Pending, limit: int) -> _Pending:
         """These points, then `later`'s (which replace any of the same series and period), the newest `limit`."""
         codes, stamps = np.concatenate([self.codes, later.codes]), np.concatenate([self.stamps, later.stamps])
-        kept = _last_of_each(codes, stamps)[-limit:]
-        return _Pending(codes[kept], stamps[kept], np.concatenate([self.values, later.values])[kept])
+        # Each (series, period) is here once, so only points of the series `later` has can be replaced: the
+        # rest keep their places unsorted, and the few points of a single forecast merge at the cost of a scan.
+        touched = np.isin(self.codes, np.unique(later.codes), kind="table")
+        kept = np.zeros(codes.size, bool)
+        kept[:len(self)] = ~touched
+        rivals = np.concatenate([np.flatnonzero(touched), np.arange(len(self), codes.size)])
+        kept[rivals[_last_of_each(codes[rivals], stamps[rivals])]] = True
+        places = np.flatnonzero(kept)[-limit:]
+        return _Pending(codes[places], stamps[places], np.concatenate([self.values, later.values])[places])
 
     def without(self, taken: np.ndarray) -> _Pending:
         kept = np.ones(len(self), bool)
@@ -116,6 +123,7 @@ class LiveScorer:
 
     def _pending(self, state: _Model) -> _Pending:
         """The pending forecasts of a model, with the batches recorded since merged in (under the lock)."""
+        batches = []
         for series, stamps, predictions, lower80, upper80, scales in state.arrived:
             n, steps = predictions.shape
             # When a batch alone overflows the pending forecasts, only its latest points are kept.
@@ -129,8 +137,11 @@ class LiveScorer:
             codes = np.repeat(np.fromiter(map(state.code_of, series), np.int64, n), steps)[-keep:]
             values = np.column_stack([column(predictions), column(lower80), column(upper80),
                                       np.repeat(np.asarray(scales, dtype=np.float64), steps)[-keep:]])
-            batch = _Pending(codes, stamps.reshape(-1)[-keep:], values)
-            state.pending = (_Pending() if keep == self.max_pending else state.pending).then(batch, self.max_pending)
+            batches.append(_Pending(codes, stamps.reshape(-1)[-keep:], values))
+        if batches:  # merged in one step: each GET predict adds a batch, and upkeep reads after a burst of them
+            arrived = _Pending(*(np.concatenate([getattr(b, name) for b in batches])
+                                 for name in ("codes", "stamps", "values")))
+            state.pending = state.pending.then(arrived, self.max_pending)
         state.arrived.clear()
         return state.pending
 
@@ -142,13 +153,14 @@ class LiveScorer:
             if state is None:
                 return {}
             pending = self._pending(state)
+            codes, stamps = pending.codes, pending.stamps
+            if series is not None:  # the few series a commit touched, among every served series' points
+                wanted = np.fromiter((c for c in map(state.codes.get, series) if c is not None), np.int64)
+                named = np.isin(codes, wanted, kind="table")
+                codes, stamps = codes[named], stamps[named]
             oldest = np.full(len(state.names), NONE_PENDING)
-            np.minimum.at(oldest, pending.codes, pending.stamps)
-            if series is None:
-                codes = np.flatnonzero(oldest != NONE_PENDING).tolist()
-            else:
-                codes = [c for c in map(state.codes.get, series) if c is not None and oldest[c] != NONE_PENDING]
-            return {state.names[c]: int(oldest[c]) for c in codes}
+            np.minimum.at(oldest, codes, stamps)
+            return {state.names[c]: int(oldest[c]) for c in np.flatnonzero(oldest != NONE_PENDING).tolist()}
 
     def score(self, model: str, series: str | None, times: np.ndarray, values: np.ndarray) -> int:
         """Score the pending forecasts of `series` whose periods are among `times`; returns how many."""

@@ -7,6 +7,7 @@ series they touched joined)."""
 from __future__ import annotations
 
 import logging
+import math
 import os
 import sys
 import threading
@@ -29,6 +30,9 @@ log = logging.getLogger("flightcast.upkeep")
 FLUSH_SECONDS = 2.0  # live accuracy is written at most this long after it changed
 UPKEEP_NICE = 5  # the upkeep thread's nice value (Linux)
 SETTLE_SECONDS = 0.05  # work on new data starts this long after its notice
+# and this long after the last pass started: a stream of small commits is seen to a few at a time, each pass
+# reading once for every series they touched, rather than with reads for each commit beside the requests.
+PASS_SECONDS = 0.25
 YIELD_SECONDS = 5.0  # the longest one pass of work on new data waits for bulk forecasts callers wait on
 MAX_SCORED_POINTS = 10_000  # grid points per series read back to score served forecasts
 MAX_NAMED_SERIES = 1000  # more series than this waiting: read them all rather than name each
@@ -61,6 +65,7 @@ class Upkeep:
         self._foreground = foreground
         self._yield_until = 0.0
         self._flushed = time.monotonic()  # when live accuracy was last written
+        self._passed = -math.inf  # when the last pass over new data started
         self._due: dict[str, frozenset[str] | None] = {}  # dataset -> series touched (None: any may be)
         self._working: frozenset[str] = frozenset()  # the datasets of the pass under way
         self._wake = threading.Condition()
@@ -105,7 +110,7 @@ class Upkeep:
                     self._wake.wait(timeout=FLUSH_SECONDS)
                 # A forecast request often follows a commit at once: let it read first, and take the notices
                 # of a burst of commits together (one read and one forecast for all of them).
-                settled = time.monotonic() + SETTLE_SECONDS
+                settled = max(time.monotonic() + SETTLE_SECONDS, self._passed + PASS_SECONDS)
                 while self._due and not self._stopping and time.monotonic() < settled:
                     self._wake.wait(timeout=max(0.0, settled - time.monotonic()))
                 if self._stopping:
@@ -118,6 +123,7 @@ class Upkeep:
                     return
                 due, self._due = self._due, {}
                 self._working = frozenset(due)
+                self._passed = time.monotonic()
             for dataset, series in due.items():
                 models = [s for s in self._states if s.spec.dataset == dataset and s.current is not None]
                 if not models:

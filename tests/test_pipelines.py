@@ -477,6 +477,44 @@ def test_live_accuracy_drops_the_oldest_points_across_batches_and_says_which_ser
     assert live.waiting("m") == {"c": us[3]}
 
 
+def test_live_accuracy_pending_forecasts_follow_the_rules_over_many_random_batches(tmp_path):
+    """Batches merged a few at a time (as reads between GETs merge them) against the rules kept point by point:
+    a later forecast of a (series, period) replaces the earlier one, and the newest `max_pending` wait."""
+    from pipelines.live import LiveScorer
+
+    rng = np.random.default_rng(7)
+    start = np.datetime64("2024-01-01", "us")
+    day = np.timedelta64(1, "D").astype("m8[us]")
+    for trial in range(40):
+        limit = int(rng.integers(3, 30))
+        live = LiveScorer(tmp_path / str(trial), max_pending=limit)
+        reference: dict[tuple[str, int], float] = {}  # (series, target) -> prediction, oldest served first
+        for _ in range(int(rng.integers(1, 12))):
+            ids = [f"s{i}" for i in rng.choice(6, size=int(rng.integers(1, 4)), replace=False)]
+            steps = int(rng.integers(1, 5))
+            first = rng.integers(0, 8, size=len(ids))
+            targets = start + (first[:, None] + np.arange(steps)[None, :]) * day
+            predicted = rng.normal(size=(len(ids), steps)).round(3)
+            live.record("m", ids, targets, predicted, None, None, np.ones(len(ids)))
+            for sid, row_targets, row_values in zip(ids, targets, predicted, strict=True):
+                for target, value in zip(row_targets.astype(np.int64).tolist(), row_values.tolist(), strict=True):
+                    reference.pop((sid, target), None)
+                    reference[(sid, target)] = value
+                    while len(reference) > limit:
+                        reference.pop(next(iter(reference)))
+            if rng.random() < 0.4:  # merged now, with the batches recorded before
+                oldest: dict[str, int] = {}
+                for sid, target in reference:
+                    oldest[sid] = min(target, oldest.get(sid, target))
+                assert live.waiting("m") == oldest, trial
+        ids = sorted({sid for sid, _ in reference})
+        actual_days = start + np.arange(12) * day
+        assert live.score_many("m", ids, [actual_days] * len(ids), [np.zeros(12)] * len(ids)) == len(reference)
+        # Every actual is 0 and every scale 1: each scaled error is the prediction's size.
+        assert live.metrics("m")["mase"] == pytest.approx(sum(abs(v) for v in reference.values()) / len(reference))
+        assert live.waiting("m") == {}
+
+
 def test_live_accuracy_scores_many_series_at_once_in_the_order_of_their_actuals(tmp_path):
     from pipelines.live import LiveScorer
 
