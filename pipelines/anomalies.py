@@ -27,6 +27,7 @@ from pipelines.drivers import FutureDrivers
 from pipelines.flight_client import FlightDataClient
 from pipelines.forecast_drivers import drivers_at
 from pipelines.forecaster import bounded, calibrated
+from pipelines.grid import GridQuery
 from pipelines.grid_setup import bucket
 from pipelines.gridfill import fill_series
 from pipelines.model import TrainedModel
@@ -43,6 +44,7 @@ MARKS_FLUSH_SECONDS = 2.0  # checked periods alone are written at most this ofte
 MAX_NAMED_SERIES = 1000  # more touched series than this: read the whole panel rather than name each
 FURTHER = 8  # a series short inside a window's bound is read again inside a bound this many windows back first
 FORMAT = 1
+NOT_CHECKED = np.iinfo(np.int64).min  # the mark of a series never checked
 
 
 @dataclass(frozen=True)
@@ -239,43 +241,14 @@ class AnomalyDetector:
             if short and len(short) <= MAX_NAMED_SERIES:
                 kept = found.subset([i for i, sid in enumerate(found.ids) if sid not in short])
                 found = kept.joined(self._further(served, points, sorted(short), newest))
-        regular = None if grid.freq.is_calendar else grid.freq.step_us
-        rows, lasts, sids, periods, values, marks = [], [], [], [], [], {}
-        for sid, times, observed in zip(found.ids, found.times, found.values, strict=True):
-            if not times.size or (served.panel and series is not None and sid not in series):
-                continue
-            stamps = times.astype(np.int64)
-            mark = checked.get(sid)
-            # A series not seen before: only its newest period is new (the rest was there at training).
-            new = np.flatnonzero(stamps > mark) if mark is not None else np.array([stamps.size - 1])
-            if not new.size:
-                continue
-            marks[sid] = int(stamps[-1])
-            if regular is not None and int(stamps[-1] - stamps[0]) == (stamps.size - 1) * regular:
-                grid_times, grid_values = times, observed  # no gap to fill (the common case, checked at once)
-            else:
-                try:
-                    grid_times, grid_values = fill_series(times, observed, grid.freq, grid.fill, grid.dataset, sid)
-                except InvalidInput:  # a gap that `fill: none` leaves open: no forecast of this series
-                    continue
-            positions = np.searchsorted(grid_times, times[new])
-            for position, index in zip(positions.tolist(), new.tolist(), strict=True):
-                if position < model.min_periods:
-                    continue  # too little before it for a forecast
-                window = grid_values[max(0, position - length):position]
-                if window.size < length:
-                    window = np.concatenate([np.full(length - window.size, np.nan), window])
-                rows.append(window)
-                lasts.append(grid_times[position - 1])
-                sids.append(sid)
-                periods.append(int(stamps[index]))
-                values.append(float(observed[index]))
-        anomalies = []
-        if rows:
-            lasts_at = np.array(lasts, dtype="datetime64[us]")
-            inputs = drivers_at(served, self._client, points, ids, sids, lasts_at)
-            anomalies = self._compare(model, float(state.spec.anomaly_level), np.stack(rows), lasts_at, sids,
-                                      periods, np.array(values), inputs)
+        wanted = [i for i, (sid, times) in enumerate(zip(found.ids, found.times, strict=True))
+                  if times.size and not (served.panel and series is not None and sid not in series)]
+        to_check = _periods_to_check(found, wanted, checked, grid, length, model.min_periods)
+        marks, anomalies = to_check.marks, []
+        if to_check.sids:
+            inputs = drivers_at(served, self._client, points, ids, to_check.sids, to_check.lasts)
+            anomalies = self._compare(model, float(state.spec.anomaly_level), to_check.windows, to_check.lasts,
+                                      to_check.sids, to_check.periods.tolist(), to_check.values, inputs)
         if not marks:
             return 0
         fresh = self.log.add(state.name, anomalies, marks)
@@ -335,3 +308,65 @@ class AnomalyDetector:
             if math.isfinite(expected[i])
         ]
 
+
+@dataclass(frozen=True)
+class _Checks:
+    """The periods a detection checks, each with the window before it, and each series' newest period."""
+
+    windows: np.ndarray  # (checks, window length), NaN before a series' first period
+    lasts: np.ndarray  # the period before each checked one (datetime64[us])
+    sids: list[str | None]
+    periods: np.ndarray  # each checked period (microseconds)
+    values: np.ndarray  # its observed value
+    marks: dict[str | None, int]  # the newest period of each series with a period to check
+
+
+def _periods_to_check(
+    found: SeriesSet, wanted: list[int], checked: dict[str | None, int], grid: GridQuery, length: int,
+    min_periods: int,
+) -> _Checks:
+    """The periods of these series (places in `found`, observed periods read) after each one's last checked
+    period, in the series' order and then in time; a series not seen before has only its newest period new
+    (the rest was there at training). A period needs `min_periods` periods before it.
+
+    Series on the grid's own step without a gap (the common case) are taken all at once, in columns; any
+    other is filled (its gaps made up as the grid fills them) one at a time."""
+    stamps = np.concatenate([found.times[i] for i in wanted] or [np.zeros(0, "datetime64[us]")]).astype(np.int64)
+    observed = np.concatenate([found.values[i] for i in wanted] or [np.zeros(0)]).astype(np.float64, copy=False)
+    sizes = np.array([found.times[i].size for i in wanted], dtype=np.int64)
+    ends = np.cumsum(sizes)
+    starts = ends - sizes
+    newest = stamps[ends - 1]
+    marks_before = np.array([checked.get(found.ids[i], NOT_CHECKED) for i in wanted], dtype=np.int64)
+    marks_before = np.where(marks_before == NOT_CHECKED, newest - 1, marks_before)
+    new = stamps > np.repeat(marks_before, sizes)
+    has_new = np.add.reduceat(new, starts) > 0 if wanted else np.zeros(0, bool)
+    marks = {found.ids[wanted[k]]: int(newest[k]) for k in np.flatnonzero(has_new).tolist()}
+    step = None if grid.freq.is_calendar else grid.freq.step_us
+    regular = (newest - stamps[starts] == (sizes - 1) * step) if step is not None else np.zeros(len(wanted), bool)
+
+    first = np.repeat(starts, sizes)
+    chosen = np.flatnonzero(new & np.repeat(regular, sizes) & (np.arange(stamps.size) - first >= min_periods))
+    index = chosen[:, None] - length + np.arange(length)[None, :]
+    windows = [np.where(index >= first[chosen][:, None], observed[np.maximum(index, 0)], np.nan)]
+    lasts, places = [stamps[chosen - 1]], [chosen]  # a place among the rows orders by series, then time
+    for k in np.flatnonzero(has_new & ~regular).tolist():
+        sid, a, b = found.ids[wanted[k]], starts[k], ends[k]
+        times = stamps[a:b].astype("datetime64[us]")
+        try:
+            grid_times, grid_values = fill_series(times, observed[a:b], grid.freq, grid.fill, grid.dataset, sid)
+        except InvalidInput:  # a gap that `fill: none` leaves open: no forecast of this series
+            continue
+        at = a + np.flatnonzero(new[a:b])
+        positions = np.searchsorted(grid_times, stamps[at].astype("datetime64[us]"))
+        at, positions = at[positions >= min_periods], positions[positions >= min_periods]
+        index = positions[:, None] - length + np.arange(length)[None, :]
+        windows.append(np.where(index >= 0, grid_values[np.maximum(index, 0)], np.nan))
+        lasts.append(grid_times[positions - 1].astype(np.int64))
+        places.append(at)
+    order = np.argsort(np.concatenate(places), kind="stable")
+    at = np.concatenate(places)[order]
+    series_of = np.repeat(np.arange(len(wanted)), sizes)
+    return _Checks(np.concatenate(windows)[order].reshape(-1, length),
+                   np.concatenate(lasts)[order].astype("datetime64[us]"),
+                   [found.ids[wanted[k]] for k in series_of[at].tolist()], stamps[at], observed[at], marks)

@@ -116,6 +116,69 @@ def assert_row(row: dict, expected: dict) -> None:
     assert [row[k] for k in numbers] == pytest.approx([expected[k] for k in numbers], rel=1e-9)
 
 
+
+def _checks_one_by_one(found, wanted, checked, grid, length, min_periods):
+    """The periods to check, series by series: what _periods_to_check gives in columns."""
+    from pipelines.gridfill import fill_series
+    from spicepod import InvalidInput
+
+    rows, lasts, sids, periods, values, marks = [], [], [], [], [], {}
+    for i in wanted:
+        sid, times, observed = found.ids[i], found.times[i], found.values[i]
+        stamps = times.astype(np.int64)
+        new = np.flatnonzero(stamps > checked[sid]) if sid in checked else np.array([stamps.size - 1])
+        if not new.size:
+            continue
+        marks[sid] = int(stamps[-1])
+        try:
+            grid_times, grid_values = fill_series(times, observed, grid.freq, grid.fill, grid.dataset, sid)
+        except InvalidInput:
+            continue
+        for position, index in zip(np.searchsorted(grid_times, times[new]).tolist(), new.tolist(), strict=True):
+            if position < min_periods:
+                continue
+            window = grid_values[max(0, position - length):position]
+            rows.append(np.concatenate([np.full(length - window.size, np.nan), window]))
+            lasts.append(grid_times[position - 1])
+            sids.append(sid)
+            periods.append(int(stamps[index]))
+            values.append(float(observed[index]))
+    return rows, lasts, sids, periods, values, marks
+
+
+@pytest.mark.parametrize(("step", "fill"), [("1d", "ffill"), ("1d", "none"), ("1mo", "linear")])
+def test_the_periods_to_check_are_taken_in_columns_as_series_by_series(step, fill):
+    """Regular series at once, the others (gaps, calendar periods) filled one by one: the same windows, the
+    periods before them, ids, values and marks, in the same order, as a loop over the series gives."""
+    from pipelines.anomalies import _periods_to_check
+    from pipelines.frequency import Frequency
+    from pipelines.grid import GridQuery
+    from pipelines.series import SeriesSet
+
+    freq = Frequency.parse(step)
+    grid = GridQuery("d", "ts", "value", "series", freq, np.datetime64(0, "us"), "mean", fill)
+    rng = np.random.default_rng(5)
+    start = np.datetime64("2024-01-01", "us")
+    found, checked = SeriesSet(), {}
+    for k in range(40):
+        size = int(rng.integers(1, 30))
+        steps = np.arange(size)
+        if k % 4 == 1:  # a gap
+            steps = np.delete(np.arange(size + 3), rng.integers(1, size + 2, 2))
+        periods = np.asarray(freq.add(start, steps)).astype("datetime64[us]")
+        found.ids.append(f"s{k:02d}")
+        found.times.append(periods)
+        found.values.append(rng.normal(size=periods.size).round(3))
+        if k % 3:  # checked before: up to a period among its own, before the first, or after the last
+            checked[f"s{k:02d}"] = int(periods.astype(np.int64)[int(rng.integers(-1, periods.size))]) - (k % 5 == 0)
+    wanted = [i for i in range(40) if i % 7 != 3]
+    got = _periods_to_check(found, wanted, checked, grid, 8, 3)
+    rows, lasts, sids, periods, values, marks = _checks_one_by_one(found, wanted, checked, grid, 8, 3)
+    assert len(rows) > 20 and got.sids == sids
+    np.testing.assert_array_equal(got.windows, np.stack(rows))
+    np.testing.assert_array_equal(got.lasts, np.array(lasts, dtype="datetime64[us]"))
+    assert got.periods.tolist() == periods and got.values.tolist() == values and got.marks == marks
+
 def test_a_value_far_outside_its_interval_is_an_anomaly_and_a_normal_one_is_not(rt):
     assert anomalies(rt, "single_m") == []
     normal = one_step(rt, "single_m", "95")
