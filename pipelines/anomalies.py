@@ -29,7 +29,7 @@ from pipelines.forecast_drivers import drivers_at
 from pipelines.forecaster import bounded, calibrated
 from pipelines.grid import GridQuery
 from pipelines.grid_setup import bucket
-from pipelines.gridfill import fill_series
+from pipelines.gridfill import fill_series, windows_ending
 from pipelines.model import TrainedModel
 from pipelines.portfolio import PortfolioModel
 from pipelines.series import SeriesSet
@@ -347,8 +347,7 @@ def _periods_to_check(
 
     first = np.repeat(starts, sizes)
     chosen = np.flatnonzero(new & np.repeat(regular, sizes) & (np.arange(stamps.size) - first >= min_periods))
-    index = chosen[:, None] - length + np.arange(length)[None, :]
-    windows = [np.where(index >= first[chosen][:, None], observed[np.maximum(index, 0)], np.nan)]
+    windows = [windows_ending(observed, chosen, first[chosen], length)]
     lasts, places = [stamps[chosen - 1]], [chosen]  # a place among the rows orders by series, then time
     for k in np.flatnonzero(has_new & ~regular).tolist():
         sid, a, b = found.ids[wanted[k]], starts[k], ends[k]
@@ -360,8 +359,7 @@ def _periods_to_check(
         at = a + np.flatnonzero(new[a:b])
         positions = np.searchsorted(grid_times, stamps[at].astype("datetime64[us]"))
         at, positions = at[positions >= min_periods], positions[positions >= min_periods]
-        index = positions[:, None] - length + np.arange(length)[None, :]
-        windows.append(np.where(index >= 0, grid_values[np.maximum(index, 0)], np.nan))
+        windows.append(windows_ending(grid_values, positions, 0, length))
         lasts.append(grid_times[positions - 1].astype(np.int64))
         places.append(at)
     order = np.argsort(np.concatenate(places), kind="stable")

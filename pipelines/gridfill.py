@@ -149,15 +149,20 @@ def latest_windows(c: Columns, freq: Frequency, fill: str, dataset: str, lookbac
         regular &= np.minimum.reduceat(c.counts, first) == np.maximum.reduceat(c.counts, first)
         fast = np.flatnonzero(regular)
         if fast.size:
-            index = c.ends[fast, None] - lookback + np.arange(lookback)[None, :]
-            inside = index >= c.starts[fast, None]
-            rows[fast] = np.where(inside, c.values[np.maximum(index, 0)], np.nan)
+            rows[fast] = windows_ending(c.values, c.ends[fast], c.starts[fast], lookback)
             last[fast] = c.times[c.ends[fast] - 1]
     for i in np.flatnonzero(~regular):
         s, e = c.starts[i], c.ends[i]
         sizes[i] = _filled_tail(rows, last, i, c.times[s:e], c.values[s:e], c.counts[s:e], freq, fill, dataset,
                                 c.ids[i])
     return Latest(list(c.ids), rows, last, sizes, regular)
+
+
+def windows_ending(values: np.ndarray, ends: np.ndarray, starts: np.ndarray | int, length: int) -> np.ndarray:
+    """The `length` values before each of `ends` (one past a window's last place in `values`), each window's
+    places before its series' first (`starts`) NaN: the windows of many series laid end to end, at once."""
+    index = np.asarray(ends)[:, None] - length + np.arange(length)[None, :]
+    return np.where(index >= np.reshape(starts, (-1, 1)), values[np.maximum(index, 0)], np.nan)
 
 
 def _filled_tail(
@@ -207,8 +212,8 @@ def latest_of_rows(
     end = span - np.argmax(have[:, ::-1], axis=1)  # one past each series' last period
     sizes = end - first
     regular = np.isfinite(table).sum(axis=1) == sizes  # every cell from the first to the last has a finite value
-    index = end[:, None] - lookback + np.arange(lookback)[None, :]
-    rows = np.where(index >= first[:, None], np.take_along_axis(table, np.maximum(index, 0), axis=1), np.nan)
+    row_starts = np.arange(found.size) * span  # each series' row of cells, in the table laid flat
+    rows = windows_ending(table.reshape(-1), row_starts + end, row_starts + first, lookback)
     last = np.asarray(freq.add(start, end - 1)).astype("datetime64[us]")
     ids = names.take(pa.array(found)).to_pylist()
     for i in np.flatnonzero(~regular):
