@@ -21,6 +21,7 @@ from pipelines.drivers import FutureDrivers
 from pipelines.features import FeatureLayout, window_spread
 from pipelines.frequency import Frequency
 from pipelines.intervals import Calibration
+from pipelines.row_order import RowOrder
 from pipelines.single_row import SingleRowPaths, single_row
 from spicepod import InvalidInput
 
@@ -113,6 +114,7 @@ class TrainedModel:
         self.training_rows = training_rows
         self.max_horizon = MAX_RECURSIVE_HORIZON if strategy == "recursive" else horizon
         self._single_rows = SingleRowPaths(boosters, layout.width)
+        self._orders = [RowOrder(booster) for booster in boosters]  # each booster's batch row order
 
     @property
     def lookback(self) -> int:
@@ -182,12 +184,13 @@ class TrainedModel:
         last = np.asarray(last_times).astype("datetime64[us]")
         rows: list[tuple[int, Any, np.ndarray, np.ndarray, np.ndarray]] = []  # explain: (step, booster, x, mean, sd)
 
-        def step_value(booster: Any, window: np.ndarray, k: int, step: int) -> np.ndarray:
+        def step_value(b: int, window: np.ndarray, k: int, step: int) -> np.ndarray:
             extra = layout.drivers.forecast_block(drivers, last, k + 1, self.freq) if layout.drivers else None
             x, mu, sd = layout.rows(window, series_mean, series_std, positions[:, k], step, drivers=extra)
+            booster = self.boosters[b]
             if explain:
                 rows.append((k, booster, x, mu, sd))
-            return booster.predict(x, num_threads=threads) * sd + mu
+            return self._orders[b].predict(booster, x, threads) * sd + mu
 
         if n == 1 and not explain:
             return self._forecast_one(windows[0], last, horizon, series_mean[0], series_std[0], positions[0],
@@ -195,12 +198,12 @@ class TrainedModel:
         if self.strategy == "direct":
             out = np.empty((n, horizon), dtype=np.float64)
             for k in range(horizon):
-                out[:, k] = step_value(self.boosters[k], windows, k, k + 1)
+                out[:, k] = step_value(k, windows, k, k + 1)
         else:
             buffer = np.empty((n, lookback + horizon), dtype=np.float64)
             buffer[:, :lookback] = windows
             for k in range(horizon):
-                buffer[:, lookback + k] = step_value(self.boosters[0], buffer[:, k:k + lookback], k, 1)
+                buffer[:, lookback + k] = step_value(0, buffer[:, k:k + lookback], k, 1)
             out = buffer[:, lookback:]
         return out, spread, self._contributions(rows, n, horizon, threads) if explain else {}
 
@@ -354,6 +357,7 @@ class FileBoosterModel:
         self.lookback = lookback
         self.window_length = self.min_periods = lookback
         self._single_row = SingleRowPaths([booster], lookback)
+        self._order = RowOrder(booster)
 
     @classmethod
     def load(cls, path: Path, lookback: int) -> FileBoosterModel:
@@ -388,6 +392,6 @@ class FileBoosterModel:
                 buffer[0, lookback + k] = predict()
         else:
             for k in range(horizon):
-                buffer[:, lookback + k] = self.booster.predict(buffer[:, k:k + lookback], num_threads=threads)
+                buffer[:, lookback + k] = self._order.predict(self.booster, buffer[:, k:k + lookback], threads)
         return buffer[:, lookback:], windows.std(axis=1)
 

@@ -11,12 +11,14 @@ import lightgbm as lgb
 import numpy as np
 import pytest
 
+from pipelines import row_order
 from pipelines.backends import LocalBackend
 from pipelines.features import FeatureLayout
 from pipelines.frequency import Frequency, infer_frequency
 from pipelines.intervals import Calibration, interval_bounds
 from pipelines.metrics import mase, smape
 from pipelines.model import FileBoosterModel, TrainedModel
+from pipelines.row_order import RowOrder
 from pipelines.series import SeriesSet
 from pipelines.single_row import SingleRowConfig, SingleRowPaths
 from pipelines.training import chunk_rows, fit, series_stats, train_model, training_set
@@ -466,6 +468,53 @@ def test_one_window_forecasts_through_the_single_row_path_bit_for_bit(strategy: 
     assert model._single_rows.get() == list(model.boosters)
     fallback = np.stack([forecast(model, w, t, 6) for w, t in zip(windows, last, strict=True)])
     assert fast.tobytes() == batch.tobytes() == fallback.tobytes()
+
+
+@pytest.mark.parametrize("strategy", ["recursive", "direct"])
+def test_a_batch_goes_through_lightgbm_sorted_by_its_key_features_with_the_same_bits(strategy: str,
+                                                                                     monkeypatch) -> None:
+    """A batch of ORDERED_ROWS rows or more is predicted in the order of its boosters' highest-gain features:
+    every forecast the same bits as in the order the windows came, and as each window alone."""
+    ts, values = read_series("sunspots_monthly")
+    ts, values = ts[-600:], values[-600:]
+    model = train(values, ts, freq=Frequency.parse("1mo"), lookback=24, horizon=6, strategy=strategy,
+                  lightgbm_params=FAST, dataset="sun")
+    origins = np.arange(24, 600)
+    windows = np.stack([values[o - 24:o] for o in origins])
+    last, ids = ts[origins - 1], [None] * origins.size
+    orders: list[np.ndarray] = []
+    rows = RowOrder.rows
+    monkeypatch.setattr(RowOrder, "rows", lambda self, x: orders.append(rows(self, x)) or orders[-1])
+    batch, _ = model.forecast_windows(windows, last, 6, ids)
+    assert len(orders) == 6  # one LightGBM call a step
+    for order in orders:  # a permutation of the rows, not the order they came in
+        assert np.array_equal(np.sort(order), np.arange(origins.size))
+        assert not np.array_equal(order, np.arange(origins.size))
+    monkeypatch.setattr(row_order, "ORDERED_ROWS", origins.size + 1)
+    as_they_came, _ = model.forecast_windows(windows, last, 6, ids)
+    assert orders[-1] is None
+    assert batch.tobytes() == as_they_came.tobytes()
+    alone = np.stack([forecast(model, windows[i], last[i], 6) for i in range(0, origins.size, 50)])
+    assert alone.tobytes() == batch[::50].tobytes()
+
+
+def test_the_row_order_is_by_bucket_of_the_highest_gain_feature_then_by_the_second() -> None:
+    rng = np.random.default_rng(5)
+    x = rng.normal(size=(2000, 5))
+    params = {"objective": "regression", "verbosity": -1, "num_threads": 1}
+    booster = lgb.train(params, lgb.Dataset(x, 10.0 * x[:, 2] + x[:, 4], params=params), num_boost_round=30)
+    order = RowOrder(booster)
+    assert order.features == (2, 4)
+    rows = order.rows(x)
+    bucket = np.searchsorted(np.sort(x[:, 2]), x[rows, 2]) * row_order.BUCKETS // len(x)
+    assert np.array_equal(bucket, np.sort(bucket)) and set(bucket) == set(range(row_order.BUCKETS))
+    for b in range(row_order.BUCKETS):  # inside a bucket: by the second feature
+        second = x[rows[bucket == b], 4]
+        assert np.array_equal(second, np.sort(second))
+    assert np.array_equal(order.predict(booster, x, 1), booster.predict(x, num_threads=1))
+    assert order.rows(x[:row_order.ORDERED_ROWS - 1]) is None  # too few to gain from the sort
+    flat = lgb.train(params, lgb.Dataset(x, np.ones(len(x)), params=params), num_boost_round=3)
+    assert RowOrder(flat).features == () and RowOrder(flat).rows(x) is None  # no splits: nothing to sort by
 
 
 def test_a_booster_of_several_values_a_row_is_left_to_booster_predict() -> None:
