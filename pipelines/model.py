@@ -39,6 +39,21 @@ def predict_threads(rows: int) -> int:
     return 1 if rows < SINGLE_THREAD_ROWS else 0  # 0: LightGBM's default, every core
 
 
+def undifferenced(season: np.ndarray, changes: np.ndarray) -> np.ndarray:
+    """Values (n, lag + horizon) from the last season of each window (n, lag) and the changes after it (n,
+    horizon): each value is its change plus the value one season before it, added as a loop over the steps adds
+    them (the same bits), a season at a time: a numpy call a season, not a step."""
+    n, lag = season.shape
+    horizon = changes.shape[1]
+    seasons = -(-horizon // lag)
+    table = np.zeros((n, seasons + 1, lag))  # a season a row: the window's last, then the forecast's changes
+    table[:, 0] = season
+    table.reshape(n, -1)[:, lag:lag + horizon] = changes
+    for s in range(1, seasons + 1):
+        table[:, s] += table[:, s - 1]
+    return table.reshape(n, -1)[:, :lag + horizon]
+
+
 class SeriesStats:
     """Per-series level statistics (mean, spread) and MASE scale, looked up by series id."""
 
@@ -162,10 +177,7 @@ class TrainedModel:
             return self._forecast(windows, last_times, horizon, ids, drivers, explain)
         changes, spread, parts = self._forecast(windows[:, lag:] - windows[:, :-lag], last_times, horizon, ids,
                                                 drivers, explain)
-        # Undo the differencing: each value is its change plus the value one season before it.
-        values = np.concatenate([windows[:, -lag:], np.empty_like(changes)], axis=1)
-        for k in range(horizon):
-            values[:, lag + k] = changes[:, k] + values[:, k]
+        values = undifferenced(windows[:, -lag:], changes)
         if explain:  # the value a season before belongs to the series' own past
             parts["lags"] = parts.get("lags", 0) + values[:, :horizon]
         return values[:, lag:], spread, parts

@@ -17,7 +17,7 @@ from pipelines.features import FeatureLayout
 from pipelines.frequency import Frequency, infer_frequency
 from pipelines.intervals import Calibration, interval_bounds
 from pipelines.metrics import mase, smape
-from pipelines.model import FileBoosterModel, TrainedModel
+from pipelines.model import FileBoosterModel, TrainedModel, undifferenced
 from pipelines.row_order import RowOrder
 from pipelines.series import SeriesSet
 from pipelines.single_row import SingleRowConfig, SingleRowPaths
@@ -515,6 +515,17 @@ def test_the_row_order_is_by_bucket_of_the_highest_gain_feature_then_by_the_seco
     assert order.rows(x[:row_order.ORDERED_ROWS - 1]) is None  # too few to gain from the sort
     flat = lgb.train(params, lgb.Dataset(x, np.ones(len(x)), params=params), num_boost_round=3)
     assert RowOrder(flat).features == () and RowOrder(flat).rows(x) is None  # no splits: nothing to sort by
+
+
+@pytest.mark.parametrize(("lag", "horizon"), [(1, 5), (4, 3), (4, 4), (7, 14), (12, 30)])
+def test_undifferencing_adds_each_change_to_the_value_a_season_before_as_a_loop_over_steps(lag, horizon) -> None:
+    rng = np.random.default_rng(lag * 100 + horizon)
+    season, changes = rng.normal(size=(3, lag)) * 1e3, rng.normal(size=(3, horizon)) * 10.0
+    changes[0, horizon // 2] = np.nan  # a NaN change spoils that position's later seasons only
+    expected = np.concatenate([season, np.empty_like(changes)], axis=1)
+    for k in range(horizon):
+        expected[:, lag + k] = changes[:, k] + expected[:, k]
+    assert undifferenced(season, changes).tobytes() == expected.tobytes()
 
 
 def test_a_booster_of_several_values_a_row_is_left_to_booster_predict() -> None:
