@@ -3,10 +3,11 @@ the booster's splits gained most on, the predictions put back in the rows' own o
 
 LightGBM walks every tree for one row before it takes the next, and each node is a branch on a value. Rows
 with like values of the features the trees split on most take like paths, so in that order the CPU predicts
-most of those branches right; in the order rows come (series by id) it predicts them little better than
-chance. Each row's prediction is its own, so the order changes no bit of it, only the time: on the 10,000
-series x 200 trees of bench_panel a step's batch is predicted in two thirds of the time, the sort included,
-and the backtests of a training on a real panel's rows in nine tenths.
+most of those branches right; in the order a bulk forecast's rows come (a series each, by id) it predicts
+them little better than chance. Each row's prediction is its own, so the order changes no bit of it, only
+the time, the sort included: a step of bench_panel's 10,000 synthetic series x 200 trees in two thirds of
+it, the 427 tourism series' bulk forecast 3% faster. Where rows alike already follow one another (a
+backtest's windows, series after series) it gains nothing, and the sort costs about 1% of the prediction.
 """
 
 from __future__ import annotations
