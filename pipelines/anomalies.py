@@ -348,7 +348,7 @@ def _periods_to_check(
     first = np.repeat(starts, sizes)
     chosen = np.flatnonzero(new & np.repeat(regular, sizes) & (np.arange(stamps.size) - first >= min_periods))
     windows = [windows_ending(observed, chosen, first[chosen], length)]
-    lasts, places = [stamps[chosen - 1]], [chosen]  # a place among the rows orders by series, then time
+    lasts, place_parts = [stamps[chosen - 1]], [chosen]  # a place among the rows orders by series, then time
     for k in np.flatnonzero(has_new & ~regular).tolist():
         sid, a, b = found.ids[wanted[k]], starts[k], ends[k]
         times = stamps[a:b].astype("datetime64[us]")
@@ -361,10 +361,11 @@ def _periods_to_check(
         at, positions = at[positions >= min_periods], positions[positions >= min_periods]
         windows.append(windows_ending(grid_values, positions, 0, length))
         lasts.append(grid_times[positions - 1].astype(np.int64))
-        places.append(at)
-    order = np.argsort(np.concatenate(places), kind="stable")
-    at = np.concatenate(places)[order]
+        place_parts.append(at)
+    places = np.concatenate(place_parts)
+    order = np.argsort(places, kind="stable")
+    at = places[order]
     series_of = np.repeat(np.arange(len(wanted)), sizes)
-    return _Checks(np.concatenate(windows)[order].reshape(-1, length),
+    return _Checks(np.concatenate(windows)[order],
                    np.concatenate(lasts)[order].astype("datetime64[us]"),
                    [found.ids[wanted[k]] for k in series_of[at].tolist()], stamps[at], observed[at], marks)

@@ -165,3 +165,24 @@ def level_stats(values: np.ndarray) -> tuple[float, float]:
     if not (std > 0 and math.isfinite(std)):
         std = max(abs(mean), 1.0)
     return mean, std
+
+
+def differenced(values: np.ndarray, lag: int) -> np.ndarray:
+    """Each value less the value `lag` periods before it, along the last axis (a series, or windows in rows);
+    the values themselves for lag 0."""
+    return values[..., lag:] - values[..., :-lag] if lag else values
+
+
+def undifferenced(season: np.ndarray, changes: np.ndarray) -> np.ndarray:
+    """Values (n, lag + horizon) from the last season of each window (n, lag) and the changes after it (n,
+    horizon): each value is its change plus the value one season before it, added as a loop over the steps adds
+    them (the same bits), a season at a time: a numpy call a season, not a step."""
+    n, lag = season.shape
+    horizon = changes.shape[1]
+    seasons = -(-horizon // lag)
+    table = np.zeros((n, seasons + 1, lag))  # a season a row: the window's last, then the forecast's changes
+    table[:, 0] = season
+    table.reshape(n, -1)[:, lag:lag + horizon] = changes
+    for s in range(1, seasons + 1):
+        table[:, s] += table[:, s - 1]
+    return table.reshape(n, -1)[:, :lag + horizon]

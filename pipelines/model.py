@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from pipelines.drivers import FutureDrivers
-from pipelines.features import FeatureLayout, window_spread
+from pipelines.features import FeatureLayout, differenced, undifferenced, window_spread
 from pipelines.frequency import Frequency
 from pipelines.intervals import Calibration
 from pipelines.row_order import RowOrder
@@ -37,21 +37,6 @@ SINGLE_THREAD_ROWS = 2000
 
 def predict_threads(rows: int) -> int:
     return 1 if rows < SINGLE_THREAD_ROWS else 0  # 0: LightGBM's default, every core
-
-
-def undifferenced(season: np.ndarray, changes: np.ndarray) -> np.ndarray:
-    """Values (n, lag + horizon) from the last season of each window (n, lag) and the changes after it (n,
-    horizon): each value is its change plus the value one season before it, added as a loop over the steps adds
-    them (the same bits), a season at a time: a numpy call a season, not a step."""
-    n, lag = season.shape
-    horizon = changes.shape[1]
-    seasons = -(-horizon // lag)
-    table = np.zeros((n, seasons + 1, lag))  # a season a row: the window's last, then the forecast's changes
-    table[:, 0] = season
-    table.reshape(n, -1)[:, lag:lag + horizon] = changes
-    for s in range(1, seasons + 1):
-        table[:, s] += table[:, s - 1]
-    return table.reshape(n, -1)[:, :lag + horizon]
 
 
 class SeriesStats:
@@ -175,7 +160,7 @@ class TrainedModel:
             raise InvalidInput("this model forecasts with drivers; their values are missing")
         if not lag:
             return self._forecast(windows, last_times, horizon, ids, drivers, explain)
-        changes, spread, parts = self._forecast(windows[:, lag:] - windows[:, :-lag], last_times, horizon, ids,
+        changes, spread, parts = self._forecast(differenced(windows, lag), last_times, horizon, ids,
                                                 drivers, explain)
         values = undifferenced(windows[:, -lag:], changes)
         if explain:  # the value a season before belongs to the series' own past

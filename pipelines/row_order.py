@@ -7,7 +7,8 @@ most of those branches right; in the order a bulk forecast's rows come (a series
 them little better than chance. Each row's prediction is its own, so the order changes no bit of it, only
 the time, the sort included: a step of bench_panel's 10,000 synthetic series x 200 trees in two thirds of
 it, the 427 tourism series' bulk forecast 3% faster. Where rows alike already follow one another (a
-backtest's windows, series after series) it gains nothing, and the sort costs about 1% of the prediction.
+backtest's windows, series after series) it gains nothing: on tourism's backtests the prediction with the sort
+takes 2-5% longer (about 10 ms of a 3 s training).
 """
 
 from __future__ import annotations

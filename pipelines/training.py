@@ -24,7 +24,7 @@ from numpy.lib.stride_tricks import sliding_window_view
 from pipelines.backends import LocalBackend, SeriesBackend
 from pipelines.driver_training import backtest_drivers, learn_categories
 from pipelines.drivers import Drivers
-from pipelines.features import FeatureLayout, level_stats
+from pipelines.features import FeatureLayout, differenced, level_stats
 from pipelines.frequency import Frequency
 from pipelines.intervals import Calibration
 from pipelines.metrics import finite_mean, mase, naive_scale, smape
@@ -106,10 +106,6 @@ def series_stats(series: SeriesSet, season: int, lag: int = 0) -> SeriesStats:
         np.array([p[0] for p in pairs]), np.array([p[1] for p in pairs]),
         np.array([naive_scale(v, season) for v in series.values]),
     )
-
-
-def differenced(values: np.ndarray, lag: int) -> np.ndarray:
-    return values[lag:] - values[:-lag] if lag else values
 
 
 def training_set(

@@ -116,7 +116,6 @@ def assert_row(row: dict, expected: dict) -> None:
     assert [row[k] for k in numbers] == pytest.approx([expected[k] for k in numbers], rel=1e-9)
 
 
-
 def _checks_one_by_one(found, wanted, checked, grid, length, min_periods):
     """The periods to check, series by series: what _periods_to_check gives in columns."""
     from pipelines.gridfill import fill_series
@@ -178,6 +177,7 @@ def test_the_periods_to_check_are_taken_in_columns_as_series_by_series(step, fil
     np.testing.assert_array_equal(got.windows, np.stack(rows))
     np.testing.assert_array_equal(got.lasts, np.array(lasts, dtype="datetime64[us]"))
     assert got.periods.tolist() == periods and got.values.tolist() == values and got.marks == marks
+
 
 def test_a_value_far_outside_its_interval_is_an_anomaly_and_a_normal_one_is_not(rt):
     assert anomalies(rt, "single_m") == []

@@ -13,11 +13,11 @@ import pytest
 
 from pipelines import row_order
 from pipelines.backends import LocalBackend
-from pipelines.features import FeatureLayout
+from pipelines.features import FeatureLayout, undifferenced
 from pipelines.frequency import Frequency, infer_frequency
 from pipelines.intervals import Calibration, interval_bounds
 from pipelines.metrics import mase, smape
-from pipelines.model import FileBoosterModel, TrainedModel, undifferenced
+from pipelines.model import FileBoosterModel, TrainedModel
 from pipelines.row_order import RowOrder
 from pipelines.series import SeriesSet
 from pipelines.single_row import SingleRowConfig, SingleRowPaths
