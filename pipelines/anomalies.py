@@ -230,7 +230,8 @@ class AnomalyDetector:
         if served.panel and series is not None and len(series) <= MAX_NAMED_SERIES:
             ids = sorted(series)
         checked = self.log.checked(state.name)
-        points = length + self._new_periods(served, checked, series, newest)
+        trained = served.meta.newest_period
+        points = length + self._new_periods(served, checked, trained, series, newest)
         # Rows committed after `newest` was looked up are left to the check their own notice brings: read here,
         # they would push the window of the periods this check sized its read for out of it.
         found = grid.history(self._client, points, ids=ids, observed=True, newest=newest, until=newest)
@@ -243,7 +244,7 @@ class AnomalyDetector:
                 found = kept.joined(self._further(served, points, sorted(short), newest))
         wanted = [i for i, (sid, times) in enumerate(zip(found.ids, found.times, strict=True))
                   if times.size and not (served.panel and series is not None and sid not in series)]
-        to_check = _periods_to_check(found, wanted, checked, grid, length, model.min_periods)
+        to_check = _periods_to_check(found, wanted, checked, trained, grid, length, model.min_periods)
         marks, anomalies = to_check.marks, []
         if to_check.sids:
             inputs = drivers_at(served, self._client, points, ids, to_check.sids, to_check.lasts)
@@ -274,14 +275,18 @@ class AnomalyDetector:
 
     @staticmethod
     def _new_periods(
-        served: ServedModel, checked: dict[str | None, int], series: frozenset[str] | None,
+        served: ServedModel, checked: dict[str | None, int], trained: int | None, series: frozenset[str] | None,
         newest: np.datetime64 | None,
     ) -> int:
-        """Periods to read after each window: from the oldest period checked of the touched series on."""
-        touched = checked.values() if series is None or not served.panel else [checked.get(s) for s in series]
+        """Periods to read after each window: from the oldest period checked of the touched series on (the
+        newest period of the training data, `trained`, for one not checked yet)."""
+        if series is None or not served.panel:
+            touched = list(checked.values()) or [trained]
+        else:
+            touched = [checked.get(s, trained) for s in series]
         oldest = min((mark for mark in touched if mark is not None), default=None)
         if oldest is None:
-            return 1  # no series seen before: only the newest period of each is checked
+            return 1  # no series seen before and no training mark: only the newest period of each is checked
         if newest is None:
             return MAX_NEW_PERIODS
         grid = served.grid
@@ -322,12 +327,13 @@ class _Checks:
 
 
 def _periods_to_check(
-    found: SeriesSet, wanted: list[int], checked: dict[str | None, int], grid: GridQuery, length: int,
-    min_periods: int,
+    found: SeriesSet, wanted: list[int], checked: dict[str | None, int], trained: int | None, grid: GridQuery,
+    length: int, min_periods: int,
 ) -> _Checks:
     """The periods of these series (places in `found`, observed periods read) after each one's last checked
-    period, in the series' order and then in time; a series not seen before has only its newest period new
-    (the rest was there at training). A period needs `min_periods` periods before it.
+    period, in the series' order and then in time. For a series not checked yet that is the newest period of
+    the training data, `trained` (when it is not known: only its newest period is new). A period needs
+    `min_periods` periods before it.
 
     Series on the grid's own step without a gap (the common case) are taken all at once, in columns; any
     other is filled (its gaps made up as the grid fills them) one at a time."""
@@ -338,7 +344,7 @@ def _periods_to_check(
     starts = ends - sizes
     newest = stamps[ends - 1]
     marks_before = np.array([checked.get(found.ids[i], NOT_CHECKED) for i in wanted], dtype=np.int64)
-    marks_before = np.where(marks_before == NOT_CHECKED, newest - 1, marks_before)
+    marks_before = np.where(marks_before == NOT_CHECKED, newest - 1 if trained is None else trained, marks_before)
     new = stamps > np.repeat(marks_before, sizes)
     has_new = np.add.reduceat(new, starts) > 0 if wanted else np.zeros(0, bool)
     marks = {found.ids[wanted[k]]: int(newest[k]) for k in np.flatnonzero(has_new).tolist()}

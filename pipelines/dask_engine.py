@@ -52,9 +52,9 @@ def read_chunk(
     return grid.history(FlightDataClient(location, api_key), max_points, ids=ids)
 
 
-def chunk_summary(chunk: SeriesSet) -> tuple[int, int, bytes]:
-    """(series, grid periods, a digest per series): what the serve node keeps of a chunk."""
-    return len(chunk), chunk.rows, series_digests(chunk)
+def chunk_summary(chunk: SeriesSet) -> tuple[int, int, bytes, int | None]:
+    """(series, grid periods, a digest per series, the newest period): what the serve node keeps of a chunk."""
+    return len(chunk), chunk.rows, series_digests(chunk), chunk.newest()
 
 
 def _call(fn: Callable[..., Any], chunk: SeriesSet, args: tuple) -> Any:
@@ -92,10 +92,11 @@ def fit_one(params: dict[str, Any], rounds: int, rows: tuple[np.ndarray, np.ndar
 class DaskSeries:
     """A model's series as chunk futures on the workers, with their counts and per-series digests."""
 
-    def __init__(self, chunks: list[Any], count: int, rows: int, digests: bytes):
+    def __init__(self, chunks: list[Any], count: int, rows: int, digests: bytes, newest: int | None = None):
         self.chunks = chunks
         self.count = count
         self.rows = rows
+        self.newest = newest
         self._digests = digests
 
     def fingerprint(self) -> str:
@@ -225,8 +226,9 @@ class DaskEngine:
                 for i, share in enumerate(shares)
             ]
             summaries = self.gather([client.submit(chunk_summary, c, pure=False) for c in chunks])
+        newest = [s[3] for s in summaries if s[3] is not None]
         return DaskSeries(chunks, sum(s[0] for s in summaries), sum(s[1] for s in summaries),
-                          b"".join(s[2] for s in summaries))
+                          b"".join(s[2] for s in summaries), max(newest, default=None))
 
     def train(self, loaded: DaskSeries, **kwargs: Any) -> TrainedModel:
         return train_model(backend=DaskBackend(self, loaded.chunks), **kwargs)

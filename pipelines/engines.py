@@ -24,6 +24,7 @@ from spicepod import TrainingSpec
 class LoadedSeries(Protocol):
     count: int  # series
     rows: int  # grid periods over all series
+    newest: int | None  # the newest period of any series (microseconds), None without a period
 
     def fingerprint(self) -> str: ...
 
@@ -41,6 +42,7 @@ class LocalSeries:
         self.series = series
         self.count = len(series)
         self.rows = series.rows
+        self.newest = series.newest()
 
     def fingerprint(self) -> str:
         return data_fingerprint(self.series)

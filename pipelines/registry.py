@@ -53,6 +53,9 @@ class VersionMeta:
     strategy_mase: dict[str, float | None] | None = None  # strategy auto: each candidate's backtest MASE
     # each candidate method's backtest MASE and the number of series it serves (a portfolio's)
     methods: dict[str, dict[str, Any]] | None = None
+    # the newest period of the data it was trained on (microseconds, UTC): anomaly detection checks the periods
+    # after it of a series it has not checked yet
+    newest_period: int | None = None
 
 
 def spec_hash(spec: ModelSpec, dataset: DatasetSpec | None) -> str:

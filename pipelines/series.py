@@ -50,3 +50,8 @@ class SeriesSet:
     @property
     def rows(self) -> int:
         return int(self.lengths().sum())
+
+    def newest(self) -> int | None:
+        """The newest period of any series, in microseconds (UTC); None without a period."""
+        lasts = [t[-1] for t in self.times if t.size]
+        return int(np.max(np.asarray(lasts, dtype="datetime64[us]")).astype(np.int64)) if lasts else None

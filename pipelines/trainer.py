@@ -203,6 +203,7 @@ class Trainer:
                 "calibration_errors": int(model.metrics.get("calibration_errors", 0)),
                 "strategy_mase": model.metrics.get("strategy_mase"),
                 "methods": model.metrics.get("methods"),
+                "newest_period": series.newest,
             },
             model.save,
         )

@@ -116,7 +116,7 @@ def assert_row(row: dict, expected: dict) -> None:
     assert [row[k] for k in numbers] == pytest.approx([expected[k] for k in numbers], rel=1e-9)
 
 
-def _checks_one_by_one(found, wanted, checked, grid, length, min_periods):
+def _checks_one_by_one(found, wanted, checked, trained, grid, length, min_periods):
     """The periods to check, series by series: what _periods_to_check gives in columns."""
     from pipelines.gridfill import fill_series
     from spicepod import InvalidInput
@@ -125,7 +125,10 @@ def _checks_one_by_one(found, wanted, checked, grid, length, min_periods):
     for i in wanted:
         sid, times, observed = found.ids[i], found.times[i], found.values[i]
         stamps = times.astype(np.int64)
-        new = np.flatnonzero(stamps > checked[sid]) if sid in checked else np.array([stamps.size - 1])
+        if sid in checked or trained is not None:
+            new = np.flatnonzero(stamps > checked.get(sid, trained))
+        else:
+            new = np.array([stamps.size - 1])
         if not new.size:
             continue
         marks[sid] = int(stamps[-1])
@@ -145,10 +148,12 @@ def _checks_one_by_one(found, wanted, checked, grid, length, min_periods):
     return rows, lasts, sids, periods, values, marks
 
 
-@pytest.mark.parametrize(("step", "fill"), [("1d", "ffill"), ("1d", "none"), ("1mo", "linear")])
-def test_the_periods_to_check_are_taken_in_columns_as_series_by_series(step, fill):
+@pytest.mark.parametrize(("step", "fill", "trained_at"),
+                         [("1d", "ffill", None), ("1d", "none", 20), ("1mo", "linear", None), ("1mo", "ffill", 12)])
+def test_the_periods_to_check_are_taken_in_columns_as_series_by_series(step, fill, trained_at):
     """Regular series at once, the others (gaps, calendar periods) filled one by one: the same windows, the
-    periods before them, ids, values and marks, in the same order, as a loop over the series gives."""
+    periods before them, ids, values and marks, in the same order, as a loop over the series gives. A series
+    not checked yet has the periods after the training data's newest new, or (that unknown) its newest."""
     from pipelines.anomalies import _periods_to_check
     from pipelines.frequency import Frequency
     from pipelines.grid import GridQuery
@@ -171,8 +176,15 @@ def test_the_periods_to_check_are_taken_in_columns_as_series_by_series(step, fil
         if k % 3:  # checked before: up to a period among its own, before the first, or after the last
             checked[f"s{k:02d}"] = int(periods.astype(np.int64)[int(rng.integers(-1, periods.size))]) - (k % 5 == 0)
     wanted = [i for i in range(40) if i % 7 != 3]
-    got = _periods_to_check(found, wanted, checked, grid, 8, 3)
-    rows, lasts, sids, periods, values, marks = _checks_one_by_one(found, wanted, checked, grid, 8, 3)
+    trained = None if trained_at is None else int(np.asarray(freq.add(start, trained_at)).astype("datetime64[us]")
+                                                  .astype(np.int64))
+    got = _periods_to_check(found, wanted, checked, trained, grid, 8, 3)
+    rows, lasts, sids, periods, values, marks = _checks_one_by_one(found, wanted, checked, trained, grid, 8, 3)
+    unchecked = sum(1 for sid in sids if sid not in checked)
+    if trained is None:  # the newest of each series not checked yet
+        assert unchecked == len({sid for sid in sids if sid not in checked})
+    else:  # some with more than one period after the training data
+        assert unchecked > len({sid for sid in sids if sid not in checked})
     assert len(rows) > 20 and got.sids == sids
     np.testing.assert_array_equal(got.windows, np.stack(rows))
     np.testing.assert_array_equal(got.lasts, np.array(lasts, dtype="datetime64[us]"))

@@ -4,6 +4,7 @@ trained by the local engine; and an unreachable scheduler."""
 
 from __future__ import annotations
 
+import json
 import socket
 import textwrap
 import time
@@ -181,6 +182,12 @@ def test_forecasts_match_the_local_engine(runtimes):
     # Backtest metrics of the two fits agree too.
     a, b = models(local)["panel_m"]["metrics"]["mase"], models(remote)["panel_m"]["metrics"]["mase"]
     assert abs(a - b) < 0.15 * a, (a, b)
+    # Both versions keep the newest period they were trained on (the drivers' future rows are not periods).
+    last = int((START + timedelta(days=DAYS - 1) - datetime(1970, 1, 1)) / timedelta(microseconds=1))
+    for rt in (local, remote):
+        for name in ("panel_m", "single_m"):
+            [meta] = (rt.data_dir / "models" / name / "runs").glob("*/meta.json")
+            assert json.loads(meta.read_text())["newest_period"] == last, (rt, name)
 
 
 def closed_port() -> int:
