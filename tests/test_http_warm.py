@@ -12,6 +12,7 @@ import json
 import logging
 import math
 import re
+import socket
 import time
 from datetime import datetime, timezone
 from email.utils import parsedate_to_datetime
@@ -146,6 +147,33 @@ def test_a_post_body_arrives_whole_with_a_length_or_in_chunks(rt) -> None:
         assert response.status == 200, response.body
         [item] = response.json()["predictions"]
         assert (item["status"], item["horizon"]) == ("Success", 2)
+
+
+def test_a_body_sent_in_pieces_is_read_whole_before_the_batch_runs(rt) -> None:
+    """A slow client's body, in pieces with pauses between them: the batch waits for every byte the length
+    promises."""
+    payload = json.dumps({"predictions": [{"model_name": "nile_m", "horizon": 2}, {"model_name": "nile_m"}]}).encode()
+    head = (f"POST /v1/predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(payload)}\r\n\r\n").encode()
+    with socket.create_connection(("127.0.0.1", rt.http_port), timeout=30) as sock:
+        sock.sendall(head + payload[:7])
+        time.sleep(0.2)
+        sock.sendall(payload[7:20])
+        time.sleep(0.2)
+        sock.sendall(payload[20:])
+        reply = b""
+        while b"\r\n\r\n" not in reply or len(reply.split(b"\r\n\r\n", 1)[1]) < content_length(reply):
+            chunk = sock.recv(65536)
+            assert chunk, reply
+            reply += chunk
+    assert reply.startswith(b"HTTP/1.1 200 "), reply[:300]
+    items = json.loads(reply.split(b"\r\n\r\n", 1)[1])["predictions"]
+    assert [(item["status"], item["horizon"]) for item in items] == [("Success", 2), ("Success", 3)]
+
+
+def content_length(reply: bytes) -> int:
+    match = re.search(rb"\r\nContent-Length: (\d+)\r\n", reply)
+    return int(match.group(1)) if match else 1 << 30
 
 
 def test_a_post_without_a_body_is_a_400_naming_it(rt) -> None:
