@@ -97,6 +97,17 @@ class Frequency:
             return np.minimum(day_of_year // 7, season - 1)
         return (ts.astype(np.int64) // self.step_us) % season
 
+    def future_positions(self, last: np.ndarray, horizon: int) -> np.ndarray:
+        """`position` of each of the `horizon` periods after each of `last` (n,): (n, horizon)."""
+        last = _as_us(last)
+        steps = np.arange(1, horizon + 1, dtype=np.int64)
+        season = self.season
+        if self.is_calendar or self.unit == "w" or season == 1:
+            return self.position(np.asarray(self.add(last[:, None], steps[None, :])))
+        # A fixed step: the k-th period after t is t + k steps, and floor((t + k step) / step) = floor(t / step) + k.
+        step = self.step_us
+        return ((last.view(np.int64) // step)[:, None] + steps) % season
+
     def add(self, ts: np.ndarray | np.datetime64, n: int | np.ndarray) -> np.ndarray | np.datetime64:
         """`ts` plus `n` steps (broadcast); calendar steps move whole months and keep the day of the month
         (a day past the target month's end lands on its last day)."""

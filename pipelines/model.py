@@ -176,9 +176,13 @@ class TrainedModel:
         n = windows.shape[0]
         series_mean, series_std = self.stats.lookup(ids, windows)
         positions = self._positions(last_times, horizon)
+        last = np.asarray(last_times).astype("datetime64[us]")
+        if n == 1 and not explain:
+            values, spread = self._forecast_one(windows[0], last, horizon, series_mean[0], series_std[0],
+                                                positions[0], drivers)
+            return values, np.array([spread]), {}
         threads = predict_threads(n)
         spread = window_spread(windows, series_std)
-        last = np.asarray(last_times).astype("datetime64[us]")
         rows: list[tuple[int, Any, np.ndarray, np.ndarray, np.ndarray]] = []  # explain: (step, booster, x, mean, sd)
 
         def step_value(b: int, window: np.ndarray, k: int, step: int) -> np.ndarray:
@@ -189,9 +193,6 @@ class TrainedModel:
                 rows.append((k, booster, x, mu, sd))
             return self._orders[b].predict(booster, x, threads) * sd + mu
 
-        if n == 1 and not explain:
-            return self._forecast_one(windows[0], last, horizon, series_mean[0], series_std[0], positions[0],
-                                      drivers), spread, {}
         if self.strategy == "direct":
             out = np.empty((n, horizon), dtype=np.float64)
             for k in range(horizon):
@@ -207,9 +208,10 @@ class TrainedModel:
     def _forecast_one(
         self, window: np.ndarray, last: np.ndarray, horizon: int, series_mean: float, series_std: float,
         positions: np.ndarray, drivers: FutureDrivers | None,
-    ) -> np.ndarray:
-        """`_forecast`'s values (1, horizon) for one window, bit for bit: the row of each step built in place and
-        predicted through LightGBM's single-row path, where a batch's per-call costs would be most of the time."""
+    ) -> tuple[np.ndarray, float]:
+        """`_forecast`'s values (1, horizon) and spread for one window, bit for bit: the row of each step built in
+        place and predicted through LightGBM's single-row path, where a batch's per-call costs would be most of
+        the time. The spread is the first step's (its window is the one given), as window_spread gives it."""
         layout = self.layout
         lookback = layout.lookback
         x = np.empty(layout.width, dtype=np.float64)
@@ -218,6 +220,7 @@ class TrainedModel:
         values = np.empty(lookback + horizon, dtype=np.float64)
         values[:lookback] = window  # a recursive step's window ends with the steps before it
         with_drivers = bool(layout.drivers)
+        spread = math.nan
         for k in range(horizon):
             extra = layout.drivers.forecast_block(drivers, last, k + 1, self.freq)[0] if with_drivers else None
             if recursive:
@@ -226,7 +229,9 @@ class TrainedModel:
             else:
                 mu, sd = layout.row_into(x, window, series_mean, series_std, positions[k], k + 1, extra)
                 values[lookback + k] = predict[k]() * sd + mu
-        return values[None, lookback:]
+            if not k:
+                spread = sd
+        return values[None, lookback:], spread
 
     def _contributions(self, rows: list[tuple], n: int, horizon: int, threads: int) -> dict[str, np.ndarray]:
         """Each input group's share of every step, in the forecast's units, from LightGBM's SHAP values of the
@@ -263,8 +268,7 @@ class TrainedModel:
         last = np.asarray(last_times).astype("datetime64[us]")
         if not self.layout.use_position:
             return np.zeros((last.size, horizon), dtype=np.int64)
-        future = self.freq.add(last[:, None], np.arange(1, horizon + 1, dtype=np.int64)[None, :])
-        return self.freq.position(np.asarray(future))
+        return self.freq.future_positions(last, horizon)
 
     # --- persistence ------------------------------------------------------------------------------
 

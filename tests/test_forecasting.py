@@ -148,6 +148,20 @@ def test_future_follows_calendar() -> None:
     )
 
 
+@pytest.mark.parametrize("text", ["1h", "15min", "2h", "1d", "1w", "2w", "1mo", "3mo", "1q", "1y", "30s", "1min"])
+def test_future_positions_are_the_positions_of_the_future_periods(text: str) -> None:
+    freq = Frequency.parse(text)
+    rng = np.random.default_rng(7)
+    # Grid periods off the epoch's step (an origin of 7 s), before and after 1970.
+    last = us("1969-12-20") + rng.integers(0, 40 * 366, 50) * np.timedelta64(1, "D") + np.timedelta64(7, "s")
+    last = np.asarray(freq.add(last, 0))
+    got = freq.future_positions(last, 9)
+    want = np.stack([freq.position(freq.future(t, 9)) for t in last])
+    assert got.shape == (50, 9) and got.dtype == np.int64
+    np.testing.assert_array_equal(got, want)
+    assert (want > 0).any() or freq.season == 1
+
+
 # ----------------------------------------------------------------------------------------- training
 
 
@@ -456,8 +470,11 @@ def test_one_window_forecasts_through_the_single_row_path_bit_for_bit(strategy: 
     origins = list(range(24, 400, 7))
     windows = np.stack([values[o - 24:o] for o in origins])
     last = ts[np.array(origins) - 1]
-    batch, _ = model.forecast_windows(windows, last, 6, [None] * len(origins))
+    batch, spreads = model.forecast_windows(windows, last, 6, [None] * len(origins))
     fast = np.stack([forecast(model, w, t, 6) for w, t in zip(windows, last, strict=True)])
+    # Each window's spread (what its intervals are scaled by) is the batch's too.
+    alone = [model.forecast_windows(w[None, :], t[None], 6, [None])[1] for w, t in zip(windows, last, strict=True)]
+    assert np.concatenate(alone).tobytes() == spreads.tobytes() and spreads.shape == (len(origins),)
     assert all(isinstance(c, SingleRowConfig) for c in model._single_rows.get())
     with ThreadPoolExecutor(4) as pool:  # each forecast reads its own row: threads may share the booster
         together = np.stack(list(pool.map(lambda i: forecast(model, windows[i], last[i], 6), range(len(origins)))))
