@@ -42,7 +42,7 @@ SECONDS = size(10.0, 0.3, env="BENCH_HTTP_SECONDS")
 WARMUP_SECONDS = size(1.0, 0.0)  # 0: no warm-up run
 REQUEST_CAP = size(200_000, 2_000)
 CONCURRENCY = size((1, 16), (4,))
-BATCH_RUNS = size(120, 3)  # with 30 the ratio of the medians moved 0.49-0.55 between runs of one commit
+BATCH_RUNS = size(120, 3)  # with 30 the ratio of the medians moved 0.50-0.55 between runs of one commit
 ROUNDS = size(50, 5)  # LightGBM rounds of each model
 MODELS = ["m0", "m1", "m2", "m3"]  # m0 is the model of the GET runs; each on its own 10M-row dataset
 

@@ -175,8 +175,8 @@ class TrainedModel:
         lookback = layout.lookback
         n = windows.shape[0]
         series_mean, series_std = self.stats.lookup(ids, windows)
-        positions = self._positions(last_times, horizon)
         last = np.asarray(last_times).astype("datetime64[us]")
+        positions = self._positions(last, horizon)
         if n == 1 and not explain:
             values, spread = self._forecast_one(windows[0], last, horizon, series_mean[0], series_std[0],
                                                 positions[0], drivers)
@@ -264,8 +264,8 @@ class TrainedModel:
             shares[group] = shares.get(group, 0.0) + (float(value) / total if total > 0 else 0.0)
         return shares
 
-    def _positions(self, last_times: np.ndarray, horizon: int) -> np.ndarray:
-        last = np.asarray(last_times).astype("datetime64[us]")
+    def _positions(self, last: np.ndarray, horizon: int) -> np.ndarray:
+        """The season position of each of the `horizon` periods after each window's newest, `last` (n,)."""
         if not self.layout.use_position:
             return np.zeros((last.size, horizon), dtype=np.int64)
         return self.freq.future_positions(last, horizon)
