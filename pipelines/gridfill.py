@@ -129,33 +129,57 @@ class Latest:
 
 
 def latest_windows(c: Columns, freq: Frequency, fill: str, dataset: str, lookback: int) -> Latest:
-    """The tail of each series on its filled grid. A series whose periods are consecutive, all with a value
-    and the same number of rows (what regular data gives) is its own filled grid: its tail is taken for all
-    of them at once. Any other goes through complete_periods and fill_series, one by one."""
+    """The tail of each series on its filled grid: the tails of the regular series (regular_series) taken for
+    all of them at once, any other's through complete_periods and fill_series, one by one."""
     n = len(c.ids)
     rows = np.full((n, lookback), np.nan)
     last = np.zeros(n, dtype="datetime64[us]")
     sizes = c.ends - c.starts
-    regular = np.zeros(n, dtype=bool)
-    nonempty = sizes > 0
-    if nonempty.all() and n:
-        first = c.starts
-        steps = freq.steps_between(c.times[0], c.times)
-        gaps = (np.diff(steps) != 1).astype(np.int64)
-        gaps[c.ends[:-1] - 1] = 0  # from one series to the next is no gap
-        before = np.concatenate([[0], np.cumsum(gaps)])
-        regular = ((before[c.ends - 1] - before[first]) == 0)
-        regular &= np.logical_and.reduceat(np.isfinite(c.values), first)
-        regular &= np.minimum.reduceat(c.counts, first) == np.maximum.reduceat(c.counts, first)
-        fast = np.flatnonzero(regular)
-        if fast.size:
-            rows[fast] = windows_ending(c.values, c.ends[fast], c.starts[fast], lookback)
-            last[fast] = c.times[c.ends[fast] - 1]
+    regular = regular_series(c, freq)
+    fast = np.flatnonzero(regular)
+    if fast.size:
+        rows[fast] = windows_ending(c.values, c.ends[fast], c.starts[fast], lookback)
+        last[fast] = c.times[c.ends[fast] - 1]
     for i in np.flatnonzero(~regular):
         s, e = c.starts[i], c.ends[i]
         sizes[i] = _filled_tail(rows, last, i, c.times[s:e], c.values[s:e], c.counts[s:e], freq, fill, dataset,
                                 c.ids[i])
     return Latest(list(c.ids), rows, last, sizes, regular)
+
+
+def filled_series(
+    c: Columns, freq: Frequency, fill: str, dataset: str,
+) -> list[tuple[str | None, np.ndarray, np.ndarray]]:
+    """(series, grid times, filled values) of each series of `c`, as complete_periods and fill_series make them:
+    a regular series (regular_series) is its rows as read, any other goes through the two, one by one."""
+    regular = regular_series(c, freq).tolist()
+    out = []
+    for sid, s, e, as_read in zip(c.ids, c.starts.tolist(), c.ends.tolist(), regular, strict=True):
+        times, values = c.times[s:e], c.values[s:e]
+        if not as_read:
+            times, values = fill_series(*complete_periods(times, values, c.counts[s:e]), freq, fill, dataset, sid)
+        out.append((sid, times, values))
+    return out
+
+
+def regular_series(c: Columns, freq: Frequency) -> np.ndarray:
+    """Whether each series of `c` is its own filled grid: its periods consecutive, every one with a value and
+    the same number of rows (what regular data gives), so that complete_periods and fill_series leave it as
+    it is. Found for all series at once; none is where some series has no rows."""
+    n = len(c.ids)
+    if not n or not (c.ends > c.starts).all():
+        return np.zeros(n, dtype=bool)
+    # Flag each row that breaks its series: a row without a value, or one after which the next period is
+    # not the next grid point or has another number of rows; then each series, whether any of its rows does.
+    broken = np.empty(c.times.size, dtype=bool)
+    if freq.is_calendar:
+        np.not_equal(np.diff(freq.steps_between(c.times[0], c.times)), 1, out=broken[:-1])
+    else:  # grid points are whole steps apart
+        np.not_equal(np.diff(c.times.view(np.int64)), freq.step_us, out=broken[:-1])
+    broken[:-1] |= np.diff(c.counts) != 0
+    broken[c.ends - 1] = False  # from one series to the next is no break (nor is anything after the last row)
+    broken |= ~np.isfinite(c.values)
+    return ~np.logical_or.reduceat(broken, c.starts)
 
 
 def windows_ending(values: np.ndarray, ends: np.ndarray, starts: np.ndarray | int, length: int) -> np.ndarray:

@@ -329,6 +329,56 @@ def test_windows_of_rows_on_a_table_of_cells_are_those_of_the_rows_sorted(freq: 
                           LOOKBACK) is None
 
 
+@pytest.mark.parametrize(("freq", "fill"), [("1d", "linear"), ("1h", "previous"), ("1mo", "zero"), ("1w", "linear")])
+def test_series_found_regular_at_once_are_filled_as_they_are_one_by_one(freq: str, fill: str) -> None:
+    """filled_series (what a training reads) gives each series as complete_periods and fill_series give it one
+    by one, and regular_series is the per-series rule: consecutive periods, each with a value and as many rows
+    as the others. Regular series, gaps, NaN and infinite values, periods of several rows with a partial one at
+    either end, one-period series, a series right after another's last period."""
+    from pipelines.gridfill import complete_periods, fill_series, filled_series, regular_series
+
+    frequency = Frequency.parse(freq)
+    rng = np.random.default_rng(11)
+    ids, starts, periods, values, counts = [], [], [], [], []
+    for k in range(60):
+        kind = k % 6
+        size = 1 if k == 7 else int(rng.integers(2, 15))
+        first = 0 if k == 1 else int(rng.integers(0, 10))
+        steps = np.arange(first, first + size)
+        if kind == 1 and size > 2:  # a gap
+            steps[size // 2:] += int(rng.integers(1, 4))
+        part = rng.normal(size=size)
+        if kind == 2:
+            part[int(rng.integers(0, size))] = [math.nan, math.inf, -math.inf][k % 3]
+        rows = np.full(size, 1 if kind != 3 else 4, dtype=np.int64)
+        if kind == 4:  # periods of several rows each, partial at the ends
+            rows[:] = 3
+            rows[0], rows[-1] = 1, 2
+        ids.append(f"s{k:02d}")
+        starts.append(len(periods))
+        periods += steps.tolist()
+        values += part.tolist()
+        counts += rows.tolist()
+    starts_a = np.asarray(starts)
+    times = np.asarray(frequency.add(START, np.asarray(periods))).astype("datetime64[us]")
+    c = Columns(ids, starts_a, np.append(starts_a[1:], len(periods)), times, np.asarray(values), np.asarray(counts))
+
+    regular = regular_series(c, frequency)
+    for i, (s, e) in enumerate(zip(c.starts, c.ends, strict=True)):
+        steps = frequency.steps_between(c.times[s], c.times[s:e])
+        rule = bool((np.diff(steps) == 1).all() and np.isfinite(c.values[s:e]).all()
+                    and (c.counts[s:e] == c.counts[s]).all())
+        assert regular[i] == rule, c.ids[i]
+    assert 0 < regular.sum() < len(ids)
+    got = filled_series(c, frequency, fill, "d")
+    assert [sid for sid, _, _ in got] == ids
+    for (sid, times_got, values_got), s, e in zip(got, c.starts, c.ends, strict=True):
+        kept = complete_periods(c.times[s:e], c.values[s:e], c.counts[s:e])
+        times_want, values_want = fill_series(*kept, frequency, fill, "d", sid)
+        assert times_got.tolist() == times_want.tolist(), sid
+        assert values_got.tobytes() == values_want.tobytes(), sid
+
+
 def test_a_panel_of_minutes_on_a_daily_grid_is_not_read_row_by_row(served: ServedFlight) -> None:
     client = FlightDataClient(served.location)
     query = _query("fine", "series")
