@@ -1,6 +1,6 @@
 """`flightcast run [--spicepod PATH] [--http HOST:PORT] [--flight HOST:PORT] [--data-dir DIR] [--api-key KEY]
-[--role all|data|serve] [--data grpc://HOST:PORT]` and `flightcast run --help-spicepod` (every spicepod key
-with its default and help)."""
+[--role all|data|serve] [--data grpc://HOST:PORT] [--shutdown-grace SECONDS]` and `flightcast run --help-spicepod`
+(every spicepod key with its default and help)."""
 
 from __future__ import annotations
 
@@ -13,6 +13,9 @@ from pathlib import Path
 
 from spicepod import SpicepodError, describe_keys, load_spicepod
 from spicepod.addresses import parse_host_port
+
+# On SIGINT/SIGTERM, the longest Flight calls and HTTP connections still open may take to finish.
+SHUTDOWN_GRACE_S = 10.0
 
 
 class _LineFormatter(logging.Formatter):
@@ -32,6 +35,16 @@ def _host_port(value: str) -> str:
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
     return value
+
+
+def _seconds(value: str) -> float:
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = -1.0
+    if not 0 <= seconds < float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a number of seconds, 0 or more, got {value!r}")
+    return seconds
 
 
 def _grpc_location(value: str) -> str:
@@ -67,6 +80,9 @@ def build_parser() -> argparse.ArgumentParser:
                           "against the data node named by --data")
     run.add_argument("--data", type=_grpc_location, metavar="grpc://HOST:PORT",
                      help="the data node a serve node reads from (its key is --api-key)")
+    run.add_argument("--shutdown-grace", type=_seconds, default=SHUTDOWN_GRACE_S, metavar="SECONDS",
+                     help="on SIGINT/SIGTERM, how long Flight calls and HTTP connections still open may take to "
+                          f"finish before the process exits without them (default {SHUTDOWN_GRACE_S:g})")
     run.add_argument("--help-spicepod", action=_HelpSpicepod)
     return parser
 
@@ -108,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
     from flightcast.runtime import Runtime, StartError  # heavy imports once the spicepod is known valid
 
     try:
-        code = Runtime(pod, role=args.role, data_location=args.data).run()
+        code = Runtime(pod, grace_s=args.shutdown_grace, role=args.role, data_location=args.data).run()
     except SpicepodError as exc:  # data that does not fit its declaration stops start-up the same way
         print(f"{args.spicepod}: {exc.message}", file=sys.stderr)
         code = 2

@@ -22,6 +22,7 @@ import tornado.httpserver
 import tornado.netutil
 
 from flight_server import DatasetStore, FlightService
+from flightcast.cli import SHUTDOWN_GRACE_S
 from http_api.app import AppContext, make_app
 from pipelines.flight_client import FlightDataClient
 from pipelines.service import PredictionService
@@ -30,7 +31,6 @@ from spicepod.addresses import join_host_port, parse_host_port
 
 log = logging.getLogger("flightcast")
 
-SHUTDOWN_GRACE_S = 10.0
 # Requests share the GIL with training, DoPut and upkeep threads, and a thread that wants it waits up to this
 # long for the holder to let go (Python's default is 5 ms). Measured: GET predict p99 while a 1,000-series
 # panel trains went from 5.3x to 2.9x (warm) and 3.4x to 2.3x (cold) of the same with no training.
@@ -156,7 +156,7 @@ class Runtime:
         closer.start()
         closer.join(self.grace_s)
         if closer.is_alive():
-            log.warning("flight calls still open after %.0f s; exiting without them", self.grace_s)
+            log.warning("flight calls still open after %g s; exiting without them", self.grace_s)
             return
         self._flight_open = False
 
@@ -201,4 +201,4 @@ class Runtime:
         try:
             await asyncio.wait_for(server.close_all_connections(), timeout=self.grace_s)
         except asyncio.TimeoutError:
-            log.warning("http connections still open after %.0f s; closing anyway", self.grace_s)
+            log.warning("http connections still open after %g s; closing anyway", self.grace_s)

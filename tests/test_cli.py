@@ -1,4 +1,5 @@
-"""`flightcast run` as a user starts it: --help-spicepod, bad addresses, and a start-up that cannot bind."""
+"""`flightcast run` as a user starts it: --help-spicepod, bad addresses and grace periods, and a start-up that
+cannot bind."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import socket
 import time
 from pathlib import Path
 
+import pytest
 from conftest import copy_data, nile_spicepod, run_cli, write_spicepod
 
 from spicepod import describe_keys
@@ -24,6 +26,13 @@ def test_a_bad_address_is_refused_by_the_parser(tmp_path: Path) -> None:
     result = run_cli(["run", "--http", "127.0.0.1:70000"], cwd=tmp_path)
     assert result.returncode == 2
     assert "argument --http: expected HOST:PORT with a port from 0 to 65535, got '127.0.0.1:70000'" in result.stderr
+
+
+@pytest.mark.parametrize("value", ["-1", "soon", "inf", "nan"])
+def test_a_shutdown_grace_that_is_not_seconds_is_refused_by_the_parser(tmp_path: Path, value: str) -> None:
+    result = run_cli(["run", "--shutdown-grace", value], cwd=tmp_path)
+    assert result.returncode == 2
+    assert f"argument --shutdown-grace: expected a number of seconds, 0 or more, got '{value}'" in result.stderr
 
 
 def test_a_port_in_use_stops_start_up_with_one_message_and_everything_stopped(tmp_path: Path) -> None:

@@ -149,8 +149,9 @@ def test_sigterm_exits_zero_and_data_survives(runtime_factory, pod) -> None:
 
 
 def test_sigterm_with_an_open_do_put_stream(runtime_factory, pod) -> None:
-    """SIGTERM while a client holds an unfinished DoPut stream: exit 0 promptly, the stream rolled back."""
-    rt = start(runtime_factory, pod)
+    """SIGTERM while a client holds an unfinished DoPut stream: exit 0 once the grace period is over (not
+    before: the call might still finish), the stream rolled back."""
+    rt = runtime_factory(spicepod=pod, data_dir=pod.parent / "store", extra_args=["--shutdown-grace", "1.5"])
     client = rt.flight_client()
     acked = rw_new(client, [0])
     do_put(client, "rw", acked, OPTS)
@@ -160,12 +161,15 @@ def test_sigterm_with_an_open_do_put_stream(runtime_factory, pod) -> None:
     try:
         writer.write_table(pending)
         wait_until(lambda: server_read_everything(rt.flight_port), "the server read the open stream")
+        signalled = time.monotonic()
         rt.proc.send_signal(signal.SIGTERM)
         try:
             code = rt.proc.wait(timeout=20)
         except subprocess.TimeoutExpired:
             pytest.fail("flightcast did not exit within 20 s of SIGTERM while a DoPut stream was open")
         assert code == 0, rt.log_text()
+        assert time.monotonic() - signalled >= 1.5
+        assert "flight calls still open after 1.5 s; exiting without them" in rt.log_text()
     finally:
         _abandon(writer)
 

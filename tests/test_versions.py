@@ -224,19 +224,21 @@ def test_a_rollback_reaches_every_serve_node(runtime_factory):
     assert again.get_json("/v1/models/nile_m/predict")["prediction"] == two["prediction"]
 
 
-CHALLENGER_POD = """\
+# A challenger is promoted once it beats the model over drift_window common points: a few, each a year's DoPut.
+POINTS = 12
+CHALLENGER_POD = f"""\
 version: v1
 kind: Spicepod
 name: challengers
 datasets:
-  - {from: file:nile.csv, name: nile, mode: read_write}
+  - {{from: file:nile.csv, name: nile, mode: read_write}}
 models:
   - from: lightgbm
     name: nile_m
     datasets: [nile]
-    params: {lookback: 8, horizon: 3, backtest_windows: 2, method: lightgbm, lightgbm: {num_boost_round: 20},
-             challengers: [nile_naive], promote: if_better}
-  - {from: lightgbm, name: nile_naive, datasets: [nile], params: {lookback: 8, horizon: 3, method: naive}}
+    params: {{lookback: 8, horizon: 3, backtest_windows: 2, method: lightgbm, lightgbm: {{num_boost_round: 20}},
+             challengers: [nile_naive], promote: if_better, drift_window: {POINTS}}}
+  - {{from: lightgbm, name: nile_naive, datasets: [nile], params: {{lookback: 8, horizon: 3, method: naive}}}}
 """
 
 
@@ -249,7 +251,7 @@ def test_a_challenger_scored_on_the_same_points_is_promoted_when_better(inproces
     # A flat river from 1971 on: the naive forecast is exact from the second year, LightGBM is not. Each year the
     # model's forecast is served (the challenger's made beside it), then the year's value arrives and scores both.
     with rt.flight_client() as client:
-        for i in range(50):
+        for i in range(POINTS):
             served = rt.get_json("/v1/models/nile_m/predict")
             assert served["model_version"] == "1"
             do_put(client, "nile", pa.table({"ts": years(1971 + i, 1), "value": [850.0]}))
@@ -258,9 +260,9 @@ def test_a_challenger_scored_on_the_same_points_is_promoted_when_better(inproces
     challenger = wait_until(lambda: entry(rt, "nile_m")["challengers"]["nile_naive"] if entry(rt, "nile_m")[
         "model_version"] != "1" else None, "the challenger promoted", 10)
     assert challenger["serving"] is True
-    assert challenger["live_metrics"]["points"] == challenger["model_live_metrics"]["points"] == 50
+    assert challenger["live_metrics"]["points"] == challenger["model_live_metrics"]["points"] == POINTS
     assert challenger["live_metrics"]["mase"] < challenger["model_live_metrics"]["mase"]
-    assert entry(rt, "nile_m")["live_metrics"]["points"] == 50  # the model's own points are the same ones
+    assert entry(rt, "nile_m")["live_metrics"]["points"] == POINTS  # the model's own points are the same ones
 
     # The model's name now answers with the challenger's forecast, marked as such; the challenger's own is unchanged.
     promoted, naive = rt.get_json("/v1/models/nile_m/predict"), rt.get_json("/v1/models/nile_naive/predict")
@@ -293,7 +295,7 @@ def test_a_challenger_promoted_on_one_serve_node_serves_on_every_one(runtime_fac
         "--role", "serve", "--data", f"grpc://127.0.0.1:{data.flight_port}"]) for name in ("serve1", "serve2"))
     # Only the first node serves forecasts, so only it scores them live: it decides, the other follows.
     with data.flight_client() as client:
-        for i in range(50):
+        for i in range(POINTS):
             assert first.get_json("/v1/models/nile_m/predict")["model_version"] == "1"
             do_put(client, "nile", pa.table({"ts": years(1971 + i, 1), "value": [850.0]}))
             wait_until(lambda scored=i + 1: (entry(first, "nile_m")["live_metrics"] or {}).get("points") == scored,
