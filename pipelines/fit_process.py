@@ -37,7 +37,7 @@ FIT_NICE = 5  # where there is no idle scheduling class, a fit runs this much ni
 # integrations a fit never uses, see lightgbm_core) would take each fit a second to import again;
 # statsforecast (the statistical methods) takes two, and is preloaded only where a model may use it.
 PRELOAD = ["pipelines.lightgbm_core", "pipelines.training", "pipelines.portfolio_training", "pipelines.fit_process"]
-LIBRARY_PRELOAD = ["statsforecast.models"]
+LIBRARY_PRELOAD = ["pipelines.statsforecast_core"]  # statsforecast.models, without Dask
 
 _context: Any = None
 _context_lock = threading.Lock()

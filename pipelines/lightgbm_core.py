@@ -11,33 +11,6 @@ for anyone else. Where LightGBM is already imported, it changes nothing.
 
 from __future__ import annotations
 
-import importlib
-import sys
-from typing import Any
+from pipelines.lean_imports import import_hiding
 
-OPTIONAL = ("sklearn", "pandas")
-
-
-class _Hidden:
-    """A finder that says the given top-level packages (and their modules) are not installed."""
-
-    def __init__(self, names: tuple[str, ...]):
-        self.names = names
-
-    def find_spec(self, name: str, path: Any = None, target: Any = None) -> None:
-        if name.partition(".")[0] in self.names:
-            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
-
-
-def _import() -> None:
-    if "lightgbm" in sys.modules:
-        return
-    hidden = _Hidden(tuple(name for name in OPTIONAL if name not in sys.modules))  # loaded ones cost nothing
-    sys.meta_path.insert(0, hidden)
-    try:
-        importlib.import_module("lightgbm")
-    finally:
-        sys.meta_path.remove(hidden)
-
-
-_import()
+import_hiding("lightgbm", ("sklearn", "pandas"))

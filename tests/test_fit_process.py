@@ -129,6 +129,28 @@ def test_lightgbm_core_imports_lightgbm_without_scikit_learn_and_pandas_and_hide
     assert done.stdout.strip() == "[] False"
 
 
+def test_statsforecast_core_imports_statsforecast_without_dask_and_its_models_fit():
+    """What the fit server preloads for the statistical methods: statsforecast's models without Dask (which its
+    helpers import whenever it is installed), fitting and forecasting as usual; Dask imports as usual after."""
+    pytest.importorskip("statsforecast")
+    script = (
+        "import sys, numpy as np\n"
+        "import pipelines.statsforecast_core\n"
+        "from pipelines import methods\n"
+        "loaded = 'dask' in sys.modules\n"
+        "y = 100 + np.sin(np.arange(60) * 2 * np.pi / 7) + 0.01 * np.arange(60)\n"
+        "forecast = methods.local_forecast('ets', y, 7, 7)\n"
+        "assert forecast is not None and forecast.shape == (7,), forecast\n"
+        "import importlib.util\n"
+        "if importlib.util.find_spec('dask'):\n"
+        "    import dask.dataframe\n"
+        "print(loaded, 'statsforecast.models' in sys.modules)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "False True"
+
+
 def test_a_log_record_of_the_fit_keeps_its_traceback_on_the_way_back():
     """A fit's `log.exception` reaches the runtime's log with the traceback, as text (the exception itself may
     not pickle)."""
