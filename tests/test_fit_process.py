@@ -124,9 +124,7 @@ def test_lightgbm_core_imports_lightgbm_without_scikit_learn_and_pandas_and_hide
         "        importlib.import_module(name)\n"
         "print(loaded, lgb.compat.SKLEARN_INSTALLED)\n"
     )
-    done = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=120)
-    assert done.returncode == 0, done.stderr[-2000:]
-    assert done.stdout.strip() == "[] False"
+    assert in_a_fresh_interpreter(script) == "[] False"
 
 
 def test_statsforecast_core_imports_statsforecast_without_dask_and_its_models_fit():
@@ -146,9 +144,14 @@ def test_statsforecast_core_imports_statsforecast_without_dask_and_its_models_fi
         "    import dask.dataframe\n"
         "print(loaded, 'statsforecast.models' in sys.modules)\n"
     )
+    assert in_a_fresh_interpreter(script) == "False True"
+
+
+def in_a_fresh_interpreter(script: str) -> str:
+    """What `script` prints, run by a new interpreter (imports not made yet); it must exit 0."""
     done = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
-    assert done.stdout.strip() == "False True"
+    return done.stdout.strip()
 
 
 def test_a_log_record_of_the_fit_keeps_its_traceback_on_the_way_back():
