@@ -175,7 +175,8 @@ def regular_series(c: Columns, freq: Frequency) -> np.ndarray:
     if freq.is_calendar:
         np.not_equal(np.diff(freq.steps_between(c.times[0], c.times)), 1, out=broken[:-1])
     else:  # grid points are whole steps apart
-        np.not_equal(np.diff(c.times.view(np.int64)), freq.step_us, out=broken[:-1])
+        np.not_equal(np.diff(c.times.astype("datetime64[us]", copy=False).view(np.int64)), freq.step_us,
+                     out=broken[:-1])
     broken[:-1] |= np.diff(c.counts) != 0
     broken[c.ends - 1] = False  # from one series to the next is no break (nor is anything after the last row)
     broken |= ~np.isfinite(c.values)
