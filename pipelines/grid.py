@@ -29,10 +29,10 @@ from pipelines.gridfill import (
     Columns,
     Latest,
     Windows,
-    complete_periods,
     filled_series,
     latest_of_rows,
     latest_windows,
+    observed_series,
 )
 from pipelines.series import SeriesSet
 from spicepod import InvalidInput, quote_ident, quote_literal
@@ -170,12 +170,6 @@ class GridQuery:
         names = sids.take(pa.array(starts)).to_pylist()  # one id per series, not one per row
         return Columns(names, starts, ends, times, values, counts)
 
-    def _read(self, client: FlightDataClient, sql: str) -> list[tuple[str | None, np.ndarray, np.ndarray]]:
-        """(series, period starts, values) of each series, without partial periods at either end."""
-        c = self._columns(client.query(sql))
-        return [(name, *complete_periods(c.times[s:e], c.values[s:e], c.counts[s:e]))
-                for name, s, e in zip(c.ids, c.starts, c.ends, strict=True)]
-
     def observed_rows(self, client: FlightDataClient, info: dict) -> int:
         """Rows that carry a value: what retraining counts. A model with drivers does not count the future
         rows (drivers only); for any other, every row of the dataset (`info`, its dataset_info) counts."""
@@ -210,12 +204,10 @@ class GridQuery:
                              driver_values(found, self.drivers))
         out = SeriesSet()
         where = self._where(self.window_bound(newest, max_points if span is None else span), ids, until)
-        if observed:
-            parts = [(sid, times[np.isfinite(values)], values[np.isfinite(values)])
-                     for sid, times, values in self._read(client, self._sql(where, max_points))]
-        else:  # the regular series at once: a training reads every series, in the runtime that answers requests
-            parts = filled_series(self._columns(client.query(self._sql(where, max_points))), self.freq, self.fill,
-                                  self.dataset)
+        # The regular series at once: a training, and the checks after a DoPut, read every series of a panel in
+        # the process that answers requests.
+        found = self._columns(client.query(self._sql(where, max_points)))
+        parts = observed_series(found) if observed else filled_series(found, self.freq, self.fill, self.dataset)
         for sid, grid_times, grid_values in parts:
             out.ids.append(sid)
             out.times.append(grid_times[-max_points:])

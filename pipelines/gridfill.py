@@ -162,17 +162,36 @@ def filled_series(
     return out
 
 
-def regular_series(c: Columns, freq: Frequency) -> np.ndarray:
+def observed_series(c: Columns) -> list[tuple[str | None, np.ndarray, np.ndarray]]:
+    """(series, periods, values) of each series of `c` as observed: without a partial period at either end
+    (complete_periods) nor the periods with no value, nothing filled. A series whose periods all hold a value
+    and as many rows (regular_series, gaps allowed) is its rows as read; any other is cut one by one."""
+    as_read = regular_series(c, None).tolist()
+    out = []
+    for sid, s, e, plain in zip(c.ids, c.starts.tolist(), c.ends.tolist(), as_read, strict=True):
+        times, values = c.times[s:e], c.values[s:e]
+        if not plain:
+            times, values = complete_periods(times, values, c.counts[s:e])
+            known = np.isfinite(values)
+            times, values = times[known], values[known]
+        out.append((sid, times, values))
+    return out
+
+
+def regular_series(c: Columns, freq: Frequency | None) -> np.ndarray:
     """Whether each series of `c` is its own filled grid: its periods consecutive, every one with a value and
     the same number of rows (what regular data gives), so that complete_periods and fill_series leave it as
-    it is. Found for all series at once; none is where some series has no rows."""
+    it is. With no `freq`, gaps between periods are allowed (what complete_periods and dropping the periods
+    with no value leave as it is). Found for all series at once; none is where some series has no rows."""
     n = len(c.ids)
     if not n or not (c.ends > c.starts).all():
         return np.zeros(n, dtype=bool)
     # Flag each row that breaks its series: a row without a value, or one after which the next period is
     # not the next grid point or has another number of rows; then each series, whether any of its rows does.
     broken = np.empty(c.times.size, dtype=bool)
-    if freq.is_calendar:
+    if freq is None:
+        broken[:-1] = False
+    elif freq.is_calendar:
         np.not_equal(np.diff(freq.steps_between(c.times[0], c.times)), 1, out=broken[:-1])
     else:  # grid points are whole steps apart
         np.not_equal(np.diff(c.times.astype("datetime64[us]", copy=False).view(np.int64)), freq.step_us,

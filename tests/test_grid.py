@@ -330,12 +330,14 @@ def test_windows_of_rows_on_a_table_of_cells_are_those_of_the_rows_sorted(freq: 
 
 
 @pytest.mark.parametrize(("freq", "fill"), [("1d", "linear"), ("1h", "previous"), ("1mo", "zero"), ("1w", "linear")])
-def test_series_found_regular_at_once_are_filled_as_they_are_one_by_one(freq: str, fill: str) -> None:
+def test_series_found_regular_at_once_are_filled_and_observed_as_they_are_one_by_one(freq: str, fill: str) -> None:
     """filled_series (what a training reads) gives each series as complete_periods and fill_series give it one
-    by one, and regular_series is the per-series rule: consecutive periods, each with a value and as many rows
-    as the others. Regular series, gaps, NaN and infinite values, periods of several rows with a partial one at
-    either end, one-period series, a series right after another's last period."""
-    from pipelines.gridfill import complete_periods, fill_series, filled_series, regular_series
+    by one, observed_series (what the checks after a DoPut read) as complete_periods and dropping the periods
+    without a value give it, and regular_series is the per-series rule: consecutive periods (unless no
+    frequency is given), each with a value and as many rows as the others. Regular series, gaps, NaN and
+    infinite values, periods of several rows with a partial one at either end, one-period series, a series
+    right after another's last period."""
+    from pipelines.gridfill import complete_periods, fill_series, filled_series, observed_series, regular_series
 
     frequency = Frequency.parse(freq)
     rng = np.random.default_rng(11)
@@ -363,13 +365,18 @@ def test_series_found_regular_at_once_are_filled_as_they_are_one_by_one(freq: st
     times = np.asarray(frequency.add(START, np.asarray(periods))).astype("datetime64[us]")
     c = Columns(ids, starts_a, np.append(starts_a[1:], len(periods)), times, np.asarray(values), np.asarray(counts))
 
-    regular = regular_series(c, frequency)
+    regular, gaps_allowed = regular_series(c, frequency), regular_series(c, None)
     for i, (s, e) in enumerate(zip(c.starts, c.ends, strict=True)):
         steps = frequency.steps_between(c.times[s], c.times[s:e])
-        rule = bool((np.diff(steps) == 1).all() and np.isfinite(c.values[s:e]).all()
-                    and (c.counts[s:e] == c.counts[s]).all())
-        assert regular[i] == rule, c.ids[i]
-    assert 0 < regular.sum() < len(ids)
+        plain = bool(np.isfinite(c.values[s:e]).all() and (c.counts[s:e] == c.counts[s]).all())
+        assert gaps_allowed[i] == plain, c.ids[i]
+        assert regular[i] == (plain and bool((np.diff(steps) == 1).all())), c.ids[i]
+    assert 0 < regular.sum() < gaps_allowed.sum() < len(ids)
+    for (sid, times_got, values_got), s, e in zip(observed_series(c), c.starts, c.ends, strict=True):
+        times_want, values_want = complete_periods(c.times[s:e], c.values[s:e], c.counts[s:e])
+        known = np.isfinite(values_want)
+        assert times_got.tolist() == times_want[known].tolist(), sid
+        assert values_got.tobytes() == values_want[known].tobytes(), sid
     got = filled_series(c, frequency, fill, "d")
     assert [sid for sid, _, _ in got] == ids
     for (sid, times_got, values_got), s, e in zip(got, c.starts, c.ends, strict=True):
