@@ -4,6 +4,7 @@ rows read as they are, one a period."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -152,29 +153,33 @@ def filled_series(
 ) -> list[tuple[str | None, np.ndarray, np.ndarray]]:
     """(series, grid times, filled values) of each series of `c`, as complete_periods and fill_series make them:
     a regular series (regular_series) is its rows as read, any other goes through the two, one by one."""
-    regular = regular_series(c, freq).tolist()
-    out = []
-    for sid, s, e, as_read in zip(c.ids, c.starts.tolist(), c.ends.tolist(), regular, strict=True):
-        times, values = c.times[s:e], c.values[s:e]
-        if not as_read:
-            times, values = fill_series(*complete_periods(times, values, c.counts[s:e]), freq, fill, dataset, sid)
-        out.append((sid, times, values))
-    return out
+    def filled(sid: str | None, times: np.ndarray, values: np.ndarray, counts: np.ndarray) -> tuple:
+        return fill_series(*complete_periods(times, values, counts), freq, fill, dataset, sid)
+
+    return _as_read_or(c, regular_series(c, freq), filled)
 
 
 def observed_series(c: Columns) -> list[tuple[str | None, np.ndarray, np.ndarray]]:
     """(series, periods, values) of each series of `c` as observed: without a partial period at either end
     (complete_periods) nor the periods with no value, nothing filled. A series whose periods all hold a value
     and as many rows (regular_series, gaps allowed) is its rows as read; any other is cut one by one."""
-    as_read = regular_series(c, None).tolist()
+    def observed(sid: str | None, times: np.ndarray, values: np.ndarray, counts: np.ndarray) -> tuple:
+        times, values = complete_periods(times, values, counts)
+        known = np.isfinite(values)
+        return times[known], values[known]
+
+    return _as_read_or(c, regular_series(c, None), observed)
+
+
+def _as_read_or(
+    c: Columns, as_read: np.ndarray, made: Callable[[str | None, np.ndarray, np.ndarray, np.ndarray], tuple],
+) -> list[tuple[str | None, np.ndarray, np.ndarray]]:
+    """(series, times, values) of each series of `c`: its rows as read where `as_read`, else what `made` makes of
+    its (series, times, values, counts)."""
     out = []
-    for sid, s, e, plain in zip(c.ids, c.starts.tolist(), c.ends.tolist(), as_read, strict=True):
+    for sid, s, e, plain in zip(c.ids, c.starts.tolist(), c.ends.tolist(), as_read.tolist(), strict=True):
         times, values = c.times[s:e], c.values[s:e]
-        if not plain:
-            times, values = complete_periods(times, values, c.counts[s:e])
-            known = np.isfinite(values)
-            times, values = times[known], values[known]
-        out.append((sid, times, values))
+        out.append((sid, times, values) if plain else (sid, *made(sid, times, values, c.counts[s:e])))
     return out
 
 
