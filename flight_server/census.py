@@ -26,6 +26,7 @@ log = logging.getLogger("flightcast.store")
 
 Newest = dict[str | None, int | None]  # series id as text -> its newest time in epoch microseconds (None: no time)
 NO_TIME = np.iinfo(np.int64).max  # a series whose rows have no time is never counted as ended
+_UNKNOWN = np.iinfo(np.int64).min  # the newest time of a series with no stored row
 
 
 def read_newest(cur: duckdb.DuckDBPyConnection, table: str, series_column: str, time_column: str) -> Newest:
@@ -73,6 +74,28 @@ class SeriesCensus:
                 known = newest.get(sid)
                 if known is None or (time is not None and time > known):
                     newest[sid] = time
+
+    def all_after(self, rows: pa.Table | None) -> bool:
+        """Whether each of a commit's rows (its notice's rows, times as naive microsecond timestamps) comes after
+        every stored row of its series, so that no stored row can share its key; a series the census does not
+        know has no stored row. False when the census cannot tell: it is stale, the rows are not at hand, or
+        the ids are of a type whose text Arrow may write otherwise than DuckDB (only text and integers are)."""
+        if rows is None or not rows.num_rows:
+            return False
+        ids = rows.column(self.series_column)
+        if not (pa.types.is_string(ids.type) or pa.types.is_large_string(ids.type) or pa.types.is_integer(ids.type)):
+            return False
+        sids = pc.cast(ids, pa.string()).to_pylist()
+        times = pc.cast(rows.column(self.time_column), pa.int64()).to_numpy(zero_copy_only=False)
+        with self._lock:
+            newest = self._newest
+            if newest is None:
+                return False
+            # Each row against its series' newest stored time (a series the census does not know: none)
+            stored = [newest.get(sid, _UNKNOWN) for sid in sids]
+        if None in stored:  # a series with rows but no time: nothing to compare with
+            return False
+        return bool((times > np.array(stored, dtype=np.int64)).all())
 
     def count(self, before: datetime | np.datetime64, read: Callable[[], Newest]) -> tuple[int, list[str | None]]:
         """census_of the series kept; when stale, of a fresh `read`, kept when no commit landed meanwhile."""

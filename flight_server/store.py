@@ -370,7 +370,11 @@ class DatasetStore:
             if creating:
                 table_schema = writes.create_from(cur, state.table, state.spec.time_column, schema)
             if replace:
-                added = writes.merge_staged(cur, state.table, stream, state.last_ts)
+                # Rows that each come after their series' newest stored row replace none, and are not searched
+                # for: a panel's series arrive at their own times, so a series' next row is often older than
+                # the dataset's newest, which alone would not spare the search (a scan of the table)
+                after_all = state.census is not None and state.census.all_after(stream.notice_rows())
+                added = writes.merge_staged(cur, state.table, stream, None if after_all else state.last_ts)
             else:
                 added = writes.append_batches(cur, state.table, stream)
                 writes.refuse_if_abandoned(name, abandoned)

@@ -16,6 +16,7 @@ import pytest
 from conftest import do_put, read_all, write_csv_text
 
 import flight_server.ingest as ingest
+from flight_server.census import SeriesCensus
 from harness.flight import flight_server
 
 OPTS = flight.FlightCallOptions(timeout=30)
@@ -180,3 +181,23 @@ def test_a_bad_census_request_is_refused_by_name(served, body: dict, error: type
     with pytest.raises(error) as caught:
         next(served.client.do_action(flight.Action("series_census", json.dumps(body).encode()), OPTS))
     assert message in str(caught.value)
+
+
+def test_all_after_tells_rows_that_no_stored_row_can_share_a_key_with() -> None:
+    def commit(ids: list, days: list[int], id_type: pa.DataType | None = None) -> pa.Table:
+        return pa.table({"store": pa.array(ids, id_type or pa.string()),
+                         "ts": pa.array([T0 + d * D for d in days], pa.timestamp("us"))})
+
+    day = int(D / timedelta(microseconds=1))
+    base = int((T0 - datetime(1970, 1, 1)) / timedelta(microseconds=1))
+    census_ = SeriesCensus("store", "ts", {"a": base + day, "1": base, "b": None})
+    assert census_.all_after(commit(["a"], [2]))
+    assert census_.all_after(commit(["a", "new", "a"], [3, 0, 2]))  # a series not stored has no row to share
+    assert not census_.all_after(commit(["a", "a"], [2, 1]))  # the newest stored time itself
+    assert not census_.all_after(commit(["new", "a"], [9, 0]))  # an older row
+    assert census_.all_after(commit([1], [1], pa.int64())) and not census_.all_after(commit([1], [0], pa.int64()))
+    assert not census_.all_after(commit([1.0], [5], pa.float64()))  # its text may differ from DuckDB's: unsure
+    assert not census_.all_after(commit(["b"], [5]))  # stored rows without a time: unsure
+    assert not census_.all_after(None)  # a commit too large for its notice
+    census_.committed(None, 3)  # the census goes stale
+    assert not census_.all_after(commit(["a"], [9]))

@@ -107,6 +107,27 @@ def test_a_correction_resent_replaces_the_value(panel_flight) -> None:
     assert info(client, "sales")["rows"] == 5 and len(rows_of(client, "sales")) == 5
 
 
+def test_rows_after_their_series_newest_are_added_and_corrections_among_them_still_replace(panel_flight) -> None:
+    """A series' next row, older than the dataset's newest (another series is ahead), and a new series' rows
+    replace nothing; a row at a stored key replaces it, alone or in a stream with rows of the first kind."""
+    client = panel_flight.client
+    do_put(client, "sales", panel([("a", T0 + 2 * D, 3.0)]), OPTS)  # a is ahead: the dataset's newest is day 2
+    do_put(client, "sales", panel([("b", T0 + 2 * D, 30.0), ("c", T0, 5.0)]), OPTS)  # b's next day, a new series
+    do_put(client, "sales", panel([("b", T0 + 2 * D, 31.0)]), OPTS)  # b's newest row again: a correction
+    do_put(client, "sales", panel([("a", T0 + 3 * D, 4.0), ("b", T0 + D, 21.0)]), OPTS)  # a next day and a correction
+    assert rows_of(client, "sales") == [
+        ("a", T0, 1.0), ("a", T0 + D, 2.0), ("a", T0 + 2 * D, 3.0), ("a", T0 + 3 * D, 4.0),
+        ("b", T0, 10.0), ("b", T0 + D, 21.0), ("b", T0 + 2 * D, 31.0), ("c", T0, 5.0),
+    ]
+    assert info(client, "sales")["rows"] == 8
+    ticks = [(7, T0, 1.0), (8, T0, 2.0)], [(8, T0 + D, 3.0)], [(7, T0, 9.0), (8, T0 + D, 4.0)]  # integer ids
+    for sent in ticks:
+        do_put(client, "ticks", pa.table({"sensor": pa.array([r[0] for r in sent], pa.int64()),
+                                          "ts": pa.array([r[1] for r in sent], pa.timestamp("us")),
+                                          "v": [r[2] for r in sent]}), OPTS)
+    assert rows_of(client, "ticks") == [(7, T0, 9.0), (8, T0, 2.0), (8, T0 + D, 4.0)]
+
+
 def test_a_stream_that_repeats_a_key_keeps_the_last(panel_flight) -> None:
     client = panel_flight.client
     inside_a_batch = panel([("c", T0, 1.0), ("c", T0, 2.0), ("c", T0 + D, 3.0), ("c", T0, 4.0)])
