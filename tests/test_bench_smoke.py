@@ -8,7 +8,9 @@ files on the same two cores (fifteen interpreters at once, each with its servers
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -59,8 +61,9 @@ class TinyRun:
             if self.stopped:
                 raise RuntimeError(f"{self.module}: stopped before it started")
             with self.out.open("wb") as out, self.err.open("wb") as err:
+                # A session of its own: stopping the run stops the runtimes and servers it started as well
                 self.proc = subprocess.Popen([sys.executable, "-m", self.module], cwd=REPO, env=env, stdout=out,
-                                             stderr=err, stdin=subprocess.DEVNULL)
+                                             stderr=err, stdin=subprocess.DEVNULL, start_new_session=True)
         try:
             code = self.proc.wait(timeout=TINY_TIMEOUT_S)
         except subprocess.TimeoutExpired:
@@ -72,7 +75,8 @@ class TinyRun:
         with self._lock:
             self.stopped = True
             if self.proc is not None and self.proc.poll() is None:
-                self.proc.kill()
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(self.proc.pid, signal.SIGKILL)
                 self.proc.wait()
 
 
