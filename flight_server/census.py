@@ -79,7 +79,10 @@ class SeriesCensus:
         """Whether each of a commit's rows (its notice's rows, times as naive microsecond timestamps) comes after
         every stored row of its series, so that no stored row can share its key; a series the census does not
         know has no stored row. False when the census cannot tell: it is stale, the rows are not at hand, or
-        the ids are of a type whose text Arrow may write otherwise than DuckDB (only text and integers are)."""
+        the ids are of a type whose text Arrow may write otherwise than DuckDB (only text and integers are).
+
+        A panel's series arrive at their own times: a series' next row is often older than the dataset's newest
+        row, which alone would not spare a replacing commit its search of the table for the keys it replaces."""
         if rows is None or not rows.num_rows:
             return False
         ids = rows.column(self.series_column)

@@ -370,14 +370,14 @@ class DatasetStore:
             if creating:
                 table_schema = writes.create_from(cur, state.table, state.spec.time_column, schema)
             if replace:
-                # Rows that each come after their series' newest stored row replace none, and are not searched
-                # for: a panel's series arrive at their own times, so a series' next row is often older than
-                # the dataset's newest, which alone would not spare the search (a scan of the table)
-                after_all = state.census is not None and state.census.all_after(stream.notice_rows())
+                rows = stream.notice_rows()
+                # Rows each after their series' newest stored row replace none: not searched for (a table scan)
+                after_all = state.census is not None and state.census.all_after(rows)
                 added = writes.merge_staged(cur, state.table, stream, None if after_all else state.last_ts)
             else:
                 added = writes.append_batches(cur, state.table, stream)
                 writes.refuse_if_abandoned(name, abandoned)
+                rows = stream.notice_rows()
             cur.commit()
             # Committed: from here on nothing may turn the DoPut into an error, or the client would retry it.
             if creating:
@@ -386,7 +386,6 @@ class DatasetStore:
                 except duckdb.Error:
                     log.exception("dataset %s: creating its view failed", name)
                 state.schema = table_schema
-            rows = stream.notice_rows()
             with state.stats_lock:  # still under the write lock: the next merge sees these stats
                 self._committed(state, added, stream)
                 series = None if stream.series is None else frozenset(stream.series)
