@@ -46,9 +46,9 @@ OVERWRITE_ROWS = max(2, ROWS // 10)  # a DoPut of which half overwrites the newe
 SMALL_ROWS = size(10_000, 1_000)
 # DoGet runs per server, interleaved. A 240 MB read on a shared 2-core machine now and then takes twice its usual
 # time, on any server: with 5 runs the read_write ratio to bare went from 0.79 to 0.94 between runs of one
-# commit, with 12 the median stands on more than two of them. A multiple of the four cases: each takes each
-# place in the turn equally often.
-RUNS = size(12, 1)
+# commit, and with 12 still 0.83-0.95 (one run's reads of one case spread +-15% about their median). A multiple
+# of the four cases: each takes each place in the turn equally often.
+RUNS = size(32, 1)
 PUT_RUNS = size(3, 1)
 WINDOW_RUNS = size(200, 5)
 SMALL_RUNS = size(500, 5)  # DoGets of each small query, interleaved with the bare server's

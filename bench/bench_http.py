@@ -42,7 +42,12 @@ SECONDS = size(10.0, 0.3, env="BENCH_HTTP_SECONDS")
 WARMUP_SECONDS = size(1.0, 0.0)  # 0: no warm-up run
 REQUEST_CAP = size(200_000, 2_000)
 CONCURRENCY = size((1, 16), (4,))
-BATCH_RUNS = size(120, 3)  # with 30 the ratio of the medians moved 0.50-0.55 between runs of one commit
+# Each case's SECONDS in this many runs, the cases taking turns. In one 10 s run per case, one after another,
+# the warm GET's p50 against hello-world's moved 0.94-1.36x between runs of one commit: a slow spell of the
+# machine fell on one case only.
+LOAD_ROUNDS = size(5, 1)
+BATCH_RUNS = size(240, 3)  # with 30 the ratio of the medians moved 0.50-0.55 between runs of one commit, with
+# 120 0.47-0.53
 ROUNDS = size(50, 5)  # LightGBM rounds of each model
 MODELS = ["m0", "m1", "m2", "m3"]  # m0 is the model of the GET runs; each on its own 10M-row dataset
 
@@ -222,17 +227,26 @@ def _loads(runtime: Runtime, hello_port: int) -> None:
         (f"warm GET {predict}", runtime.http_port, predict, None),
         (f"cold GET {predict} (DoPut before each)", runtime.http_port, predict, "d0"),
     ]
-    results: dict[tuple[str, int], dict[str, Any]] = {}
-    for name, port, path, dataset in cases:
+    for _, port, path, dataset in cases:
         if WARMUP_SECONDS:  # warm-up: imports, connections, first forecast
             run_load(port, path, 1, seconds=WARMUP_SECONDS,
                      flight_location=runtime.flight_location if dataset else None, dataset=dataset)
-        for c in CONCURRENCY:
-            results[(name, c)] = run_load(port, path, c, flight_location=runtime.flight_location if dataset else None,
-                                          dataset=dataset)
-    print(f"\nasyncio keep-alive load generator in its own process, {SECONDS:.0f} s per run "
-          f"(cap {REQUEST_CAP:,} requests); cold runs: a DoPut of 1 row before each request, untimed "
-          "in latency but inside req/s")
+    runs = [(case, c) for case in cases for c in CONCURRENCY]
+    results: dict[tuple[str, int], dict[str, Any]] = {
+        (case[0], c): {"latencies": [], "elapsed": 0.0, "errors": []} for case, c in runs}
+    for r in range(LOAD_ROUNDS):
+        # Each case's time is cut into rounds, the cases taking turns in an order turned by one each round: a slow
+        # spell of the machine then falls on every case alike rather than on whichever ran through it.
+        for (name, port, path, dataset), c in runs[r % len(runs):] + runs[:r % len(runs)]:
+            part = run_load(port, path, c, seconds=SECONDS / LOAD_ROUNDS, cap=REQUEST_CAP // LOAD_ROUNDS,
+                            flight_location=runtime.flight_location if dataset else None, dataset=dataset)
+            merged = results[(name, c)]
+            merged["latencies"] += part["latencies"]
+            merged["elapsed"] += part["elapsed"]
+            merged["errors"] += part["errors"][:5 - len(merged["errors"])]
+    print(f"\nasyncio keep-alive load generator in its own process, {SECONDS:.0f} s per case in {LOAD_ROUNDS} "
+          f"runs, the cases taking turns (cap {REQUEST_CAP:,} requests); cold runs: a DoPut of 1 row before each "
+          "request, untimed in latency but inside req/s")
     rows = []
     for (name, c), r in results.items():
         lat = r["latencies"]

@@ -120,6 +120,15 @@ def history_json(history: History) -> dict[str, Any]:
 class PredictBase(BaseHandler):
     """The predict routes answer errors in the Spice envelope, as 400 BadRequest or 500 InternalError."""
 
+    def compute_etag(self) -> None:
+        """No ETag: every predict answer carries its own duration_ms, so no two bodies are alike and no
+        If-None-Match could ever match; hashing each body for one, and parsing If-None-Match against it, cost
+        every warm GET a few percent of its CPU."""
+        return None
+
+    def check_etag_header(self) -> bool:
+        return False  # no ETag (compute_etag): never a 304
+
     def spice_error(self, status: int, message: str, name: str | None) -> tuple[int, dict[str, Any]]:
         """The Spice re-mapping of an error: a server failure is 500 InternalError, any other problem (an
         unknown or unready model, a bad parameter) 400 BadRequest; the body names the model and its lookback."""
