@@ -1,5 +1,5 @@
-"""The warm GET predict path: the same bodies and headers as any JSON answer, requests with and without a
-body, the access log and the metrics.
+"""The warm GET predict path: the same bodies and headers as any JSON answer (but no ETag), requests with and
+without a body, the access log and the metrics.
 
 In-process runtimes (harness.InProcessRuntime) on free ports; ForecastJson is also tested on its own.
 """
