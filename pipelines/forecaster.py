@@ -3,6 +3,7 @@ every forecast served waiting for its actuals (live accuracy)."""
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -20,6 +21,7 @@ from pipelines.forecast_drivers import (
     parse_covariates,
 )
 from pipelines.forecasts import BulkForecast, Forecast, Level
+from pipelines.frequency import Frequency
 from pipelines.grid import Windows
 from pipelines.intervals import interval_bounds
 from pipelines.live import LiveScorer
@@ -30,6 +32,7 @@ from spicepod import InvalidInput, NotReady
 from spicepod.timestamps import iso_utc
 
 CACHED_HORIZON = 100  # forecasts up to this many steps (or the model's own horizon) are cached
+FUTURES_KEPT = 1024  # (frequency, newest period, steps) whose forecast timestamps are kept for the next model
 
 
 class Forecaster:
@@ -169,7 +172,7 @@ class Forecaster:
                 f"not enough data: {'series ' + repr(series) + ' of ' if served.panel else ''}dataset '{dataset}' "
                 f"has {have or 0} periods, the window needs {served.model.min_periods or served.model.window_length}"
             )
-        future = served.grid.freq.future(windows.last[0], steps)
+        future, times = future_times(served.grid.freq, windows.last[0], steps)
         if future_needed(served):
             if sent is not None:
                 apply_sent(windows, sent, future)
@@ -185,7 +188,7 @@ class Forecaster:
         self._remember(served, [series], predicted, spread, future[None, :])
         if state.spec.challengers and self._challengers is not None:
             self._challengers.beside(state, served, windows, steps, predicted, spread, future[None, :], self._remember)
-        entry = predicted[0], spread, iso_times(future), _methods(served.model, windows)[0]
+        entry = predicted[0], spread, list(times), _methods(served.model, windows)[0]
         return entry, contributions
 
     def _window(
@@ -278,6 +281,16 @@ def _methods(model: object, windows: Windows) -> list[str | None]:
     if isinstance(model, PortfolioModel):
         return model.methods_of(windows.ids, windows.values)
     return [None] * len(windows.ids)
+
+
+@functools.lru_cache(maxsize=FUTURES_KEPT)
+def future_times(freq: Frequency, last: np.datetime64, steps: int) -> tuple[np.ndarray, tuple[str, ...]]:
+    """The `steps` periods after `last` (read-only), and their iso_times. Models over one dataset share its
+    newest period, so a batch of them (an ensemble, an A/B test) or a GET of each after one commit writes
+    the same timestamps again: each model after the first finds them here."""
+    future = freq.future(last, steps)
+    future.flags.writeable = False  # shared by every forecast from this period
+    return future, tuple(iso_times(future))
 
 
 def iso_times(times: np.ndarray) -> list[str]:

@@ -214,9 +214,10 @@ class TrainedModel:
         the time. The spread is the first step's (its window is the one given), as window_spread gives it."""
         layout = self.layout
         lookback = layout.lookback
-        x = np.empty(layout.width, dtype=np.float64)
         recursive = self.strategy != "direct"
-        predict = [single_row(predictor, x) for predictor in self._single_rows.get()[:1 if recursive else horizon]]
+        # This thread's row, each step's features written into it, and a reader of it for each booster (a
+        # recursive model's one booster reads every step).
+        x, predict = self._single_rows.row_readers()
         values = np.empty(lookback + horizon, dtype=np.float64)
         values[:lookback] = window  # a recursive step's window ends with the steps before it
         with_drivers = bool(layout.drivers)

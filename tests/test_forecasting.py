@@ -14,6 +14,7 @@ import pytest
 from pipelines import row_order
 from pipelines.backends import LocalBackend
 from pipelines.features import FeatureLayout, undifferenced
+from pipelines.forecaster import future_times
 from pipelines.frequency import Frequency, infer_frequency
 from pipelines.intervals import Calibration, interval_bounds
 from pipelines.metrics import mase, smape
@@ -77,6 +78,22 @@ def test_parse(text: str, unit: str, count: int, canonical: str) -> None:
     freq = Frequency.parse(text)
     assert (freq.unit, freq.count, str(freq)) == (unit, count, canonical)
     assert Frequency.parse(str(freq)) == freq
+
+
+def test_forecast_timestamps_are_made_once_per_period_and_cannot_be_changed() -> None:
+    """Every model forecasting from one newest period gets the same timestamps, written once and shared
+    read-only; each forecast's list of them is its own."""
+    freq = Frequency.parse("1mo")
+    last = us("2024-01-31")
+    future, times = future_times(freq, last, 3)
+    assert times == ("2024-02-29T00:00:00Z", "2024-03-31T00:00:00Z", "2024-04-30T00:00:00Z")
+    assert future.tolist() == [us("2024-02-29"), us("2024-03-31"), us("2024-04-30")]
+    again, _ = future_times(freq, us("2024-01-31"), 3)
+    assert again is future  # the next model's forecast from the same period
+    with pytest.raises(ValueError, match="read-only"):
+        future[0] = last
+    assert future_times(freq, last, 2)[1] == times[:2]
+    assert future_times(Frequency.parse("1d"), last, 1)[1] == ("2024-02-01T00:00:00Z",)
 
 
 @pytest.mark.parametrize("text", ["", "0h", "1x", "mo1", "-1d", "1.5h", "m", "1 month"])
