@@ -22,7 +22,7 @@ from pipelines.features import FeatureLayout, differenced, undifferenced, window
 from pipelines.frequency import Frequency
 from pipelines.intervals import Calibration
 from pipelines.row_order import RowOrder
-from pipelines.single_row import SingleRowPaths, single_row
+from pipelines.single_row import SingleRowPaths
 from spicepod import InvalidInput
 
 if TYPE_CHECKING:
@@ -387,8 +387,7 @@ class FileBoosterModel:
         buffer = np.empty((n, lookback + horizon), dtype=np.float64)
         buffer[:, :lookback] = windows
         if n == 1:  # step by step through the single-row path, as TrainedModel forecasts one window
-            x = np.empty(lookback, dtype=np.float64)
-            predict = single_row(self._single_row.get()[0], x)
+            x, [predict] = self._single_row.row_readers()
             for k in range(horizon):
                 x[:] = buffer[0, k:k + lookback]
                 buffer[0, lookback + k] = predict()

@@ -82,7 +82,7 @@ def test_parse(text: str, unit: str, count: int, canonical: str) -> None:
 
 def test_forecast_timestamps_are_made_once_per_period_and_cannot_be_changed() -> None:
     """Every model forecasting from one newest period gets the same timestamps, written once and shared
-    read-only; each forecast's list of them is its own."""
+    read-only."""
     freq = Frequency.parse("1mo")
     last = us("2024-01-31")
     future, times = future_times(freq, last, 3)
