@@ -131,7 +131,7 @@ class BaseHandler(tornado.web.RequestHandler):
 
     Bodies are streamed so that auth and the size limit are checked from the headers, before a byte
     of the body is read: a too-large body gets a JSON 413 instead of a dropped connection. (A request
-    without a body is not streamed: see app.Application.)
+    without a body, or with a small one, is not streamed: see app.Application; its body is the request's.)
     """
 
     # The query parameters this route takes: name -> ONE (at most once) or MANY (repeatable). Any other
@@ -199,7 +199,7 @@ class BaseHandler(tornado.web.RequestHandler):
     @property
     def body(self) -> bytes:
         if self._body is None:
-            self._body = b"".join(self._chunks)
+            self._body = b"".join(self._chunks) if self._chunks else self.request.body
             self._chunks.clear()
         return self._body
 

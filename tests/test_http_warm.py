@@ -22,6 +22,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, generate_la
 from prometheus_client.parser import text_string_to_metric_families
 
 from harness.client import HttpResponse
+from http_api.app import WHOLE_BODY_BYTES
 from http_api.metrics import LATENCY_BUCKETS, Metrics
 from http_api.predict import ForecastJson, forecast_body
 from pipelines.forecasts import Forecast
@@ -137,10 +138,19 @@ def test_get_predict_with_or_without_body_headers(rt, headers: dict[str, str], b
     assert response.json()["model_name"] == "nile_m"
 
 
+def padded(payload: bytes, size: int) -> bytes:
+    """The same JSON, `size` bytes long (spaces before its closing brace)."""
+    return payload[:-1] + b" " * (size - len(payload)) + payload[-1:]
+
+
 def test_a_post_body_arrives_whole_with_a_length_or_in_chunks(rt) -> None:
+    """Small bodies of a known length are read with their headers, larger ones and chunks streamed: each
+    arrives whole."""
     payload = json.dumps({"predictions": [{"model_name": "nile_m", "horizon": 2}]}).encode()
     chunked = b"".join(b"%x\r\n%s\r\n" % (len(part), part) for part in (payload[:10], payload[10:])) + b"0\r\n\r\n"
-    framings = [({"Content-Length": str(len(payload))}, payload), ({"Transfer-Encoding": "chunked"}, chunked)]
+    framings = [({"Content-Length": str(len(body))}, body)
+                for body in (payload, padded(payload, WHOLE_BODY_BYTES), padded(payload, WHOLE_BODY_BYTES + 1))]
+    framings.append(({"Transfer-Encoding": "chunked"}, chunked))
     for headers, body in framings:
         response = raw_request(rt, "POST", "/v1/predict", {"Content-Type": "application/json", **headers}, body)
         assert response.status == 200, response.body
@@ -148,10 +158,12 @@ def test_a_post_body_arrives_whole_with_a_length_or_in_chunks(rt) -> None:
         assert (item["status"], item["horizon"]) == ("Success", 2)
 
 
-def test_a_body_sent_in_pieces_is_read_whole_before_the_batch_runs(rt) -> None:
+@pytest.mark.parametrize("size", [0, WHOLE_BODY_BYTES + 1], ids=["read-whole", "streamed"])
+def test_a_body_sent_in_pieces_is_read_whole_before_the_batch_runs(rt, size: int) -> None:
     """A slow client's body, in pieces with pauses between them: the batch waits for every byte the length
     promises."""
     payload = json.dumps({"predictions": [{"model_name": "nile_m", "horizon": 2}, {"model_name": "nile_m"}]}).encode()
+    payload = padded(payload, max(size, len(payload)))
     head = (f"POST /v1/predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
             f"Content-Length: {len(payload)}\r\n\r\n").encode()
     with socket.create_connection(("127.0.0.1", rt.http_port), timeout=30) as sock:
