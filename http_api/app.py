@@ -50,8 +50,12 @@ class AppContext:
             "training": ThreadPoolExecutor(max_workers=1, thread_name_prefix="http-train"),
         }
 
+    def submit(self, fn: Callable[..., Any], *args: Any, pool: str = "default") -> asyncio.Future[Any]:
+        """`fn(*args)` started in a worker of `pool` now; its future (awaited on the IOLoop) has the result."""
+        return asyncio.get_running_loop().run_in_executor(self._pools[pool], fn, *args)
+
     async def run(self, fn: Callable[..., Any], *args: Any, pool: str = "default") -> Any:
-        return await asyncio.get_running_loop().run_in_executor(self._pools[pool], fn, *args)
+        return await self.submit(fn, *args, pool=pool)
 
     def close(self) -> None:
         for pool in self._pools.values():

@@ -4,7 +4,6 @@ built here from the service's Forecast values."""
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable
 from typing import Any
 
@@ -185,8 +184,11 @@ class PredictBase(BaseHandler):
                 outcomes[i] = self.counted(name, forecast, self.ctx.clock() - started)
         hops = -(-len(todo) // FORECASTS_PER_HOP)
         shares = [todo[k::hops] for k in range(hops)]  # as even as they go
-        computed = await asyncio.gather(*(self.ctx.run(compute_all, predictions.predict, [requests[i] for i in share],
-                                                       self.ctx.clock) for share in shares))
+        # Every worker starts now. Their futures are awaited in turn, not gathered: a gather wraps each in a
+        # task that starts a turn of the IOLoop later, and wakes this handler a turn after the last.
+        jobs = [self.ctx.submit(compute_all, predictions.predict, [requests[i] for i in share], self.ctx.clock)
+                for share in shares]
+        computed = [await job for job in jobs]
         for share, results in zip(shares, computed, strict=True):
             for i, (outcome, seconds) in zip(share, results, strict=True):
                 outcomes[i] = self.counted(requests[i][0], outcome, seconds)

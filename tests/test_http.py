@@ -33,6 +33,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from http_api.app import ROUTES
 from http_api.base import route_template
 from http_api.openapi import build_openapi
+from http_api.predict import FORECASTS_PER_HOP
 
 pytestmark = pytest.mark.slow
 
@@ -537,6 +538,24 @@ def test_a_batch_after_doput_answers_each_item_as_its_get(rt: Runtime) -> None:
     for path, result in zip(gets, results, strict=True):
         if path is not None:
             single = rt.get_json(path)
+            assert {k: v for k, v in result.items() if k != "duration_ms"} == \
+                {k: v for k, v in single.items() if k != "duration_ms"}
+
+
+def test_a_batch_of_more_forecasts_than_one_worker_takes_answers_each_as_its_get(rt: Runtime) -> None:
+    """More uncached forecasts than one worker computes in turn: they are shared among workers started
+    together, and each item is still answered as its own GET answers it, in request order."""
+    names = ["wool_m", "nope", "austres_m", "nile_m"]
+    items = [{"model_name": name, "horizon": horizon} for horizon in (5, 6, 7) for name in names]
+    assert len(items) - 3 > FORECASTS_PER_HOP  # "nope" fails in its worker too
+    response = rt.post("/v1/predict", {"predictions": items})
+    assert response.status == 200
+    results = response.json()["predictions"]
+    assert [(r["model_name"], r["status"]) for r in results] == \
+        [(item["model_name"], "BadRequest" if item["model_name"] == "nope" else "Success") for item in items]
+    for item, result in zip(items, results, strict=True):
+        if item["model_name"] != "nope":
+            single = rt.get_json(f"/v1/models/{item['model_name']}/predict?horizon={item['horizon']}")
             assert {k: v for k, v in result.items() if k != "duration_ms"} == \
                 {k: v for k, v in single.items() if k != "duration_ms"}
 
