@@ -198,10 +198,11 @@ def module_inprocess_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterat
 # the exception, placed after the long ones: each round of its distributed training waits for both Dask workers to
 # be scheduled, and beside test_bench_smoke's benchmark runs its set-up took 32-39 s, against 8 s beside short files.
 LONGEST_FIRST = (
-    "test_bench_smoke.py", "test_crash.py", "test_fuzz_http.py", "test_http.py", "test_versions.py",
-    "test_durability.py", "test_flight_fuzz.py", "test_panels.py", "test_page.py", "test_portfolio.py",
-    "test_anomalies.py", "test_driver_features.py", "test_mixed_load.py", "test_drivers.py", "test_http_warm.py",
-    "test_limits.py", "test_pipelines.py", "test_cli.py", "test_forecasting.py", "test_roles.py", "test_dask.py",
+    "test_bench_smoke.py", "test_crash.py", "test_fuzz_http.py", "test_http.py", "test_page.py", "test_versions.py",
+    "test_portfolio.py", "test_durability.py", "test_flight_fuzz.py", "test_panels.py", "test_anomalies.py",
+    "test_fit_process.py", "test_mixed_load.py", "test_limits.py", "test_forecasting.py", "test_pipelines.py",
+    "test_flight_sql.py", "test_store.py", "test_roles.py", "test_drivers.py", "test_driver_features.py",
+    "test_http_warm.py", "test_cli.py", "test_dask.py",
 )
 
 
