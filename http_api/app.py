@@ -96,12 +96,11 @@ class Application(tornado.web.Application):
 
     The handlers stream bodies (BaseHandler) so that auth and the size limit are checked before a byte is
     read. Streaming pauses the handler after `prepare` until the body is complete: two more turns of the
-    IOLoop, each with its callbacks and futures, which were a tenth of a cold POST /v1/predict's time in the
-    runtime. A request with neither Content-Length nor Transfer-Encoding has no body (RFC 9112 6.3), and one
-    whose Content-Length is at most `whole_body_bytes` (WHOLE_BODY_BYTES, or the limit when lower) has a
-    body that costs nothing to hold: both are read whole and their handler runs in one turn. A refused
-    request of that size (no key) is refused after its few bytes are read; any larger body, or one in
-    chunks, is still streamed.
+    IOLoop, each with its callbacks and futures. A request with neither Content-Length nor Transfer-Encoding
+    has no body (RFC 9112 6.3), and one whose Content-Length is at most `whole_body_bytes` (WHOLE_BODY_BYTES,
+    or the limit when lower) has a body that costs nothing to hold: both are read whole and their handler
+    runs in one turn. A refused request of that size (no key) is refused after its few bytes are read; any
+    larger body, or one in chunks, is still streamed.
     """
 
     def __init__(self, *args: Any, whole_body_bytes: int = WHOLE_BODY_BYTES, **settings: Any) -> None:
