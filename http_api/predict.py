@@ -25,7 +25,8 @@ from pipelines.forecasts import BulkForecast, Forecast, History, Level, SeriesEn
 from spicepod import InvalidInput
 
 MAX_BATCH_ITEMS = 1000  # models in one POST /v1/predict
-FORECASTS_PER_HOP = 4  # uncached forecasts of a batch computed one after another in one worker
+FORECASTS_PER_HOP = 4  # forecasts of a batch that need a read, computed one after another in one worker
+AT_HAND_BUDGET_SECONDS = 0.004  # a batch's forecasts from windows at hand made on the IOLoop, up to this long
 MAX_HISTORY = 100_000
 DEFAULT_HISTORY = 200
 MAX_SERIES_LIST = 1_000_000
@@ -155,8 +156,12 @@ class PredictBase(BaseHandler):
         started = self.ctx.clock()
         predictions = self.ctx.predictions
         try:
-            # A forecast cached for the current data is answered here; anything else goes to a worker.
+            # A forecast cached for the current data is answered here, and so is one made from a window at hand
+            # (no I/O, short: Forecaster.at_hand), as a hop to a worker and back costs about as much as it does;
+            # anything else goes to a worker.
             forecast = None if covariates else predictions.cached(name, horizon, series, levels, explain)
+            if forecast is None and not covariates and not explain:
+                forecast = predictions.at_hand(name, horizon, series, levels)
             if forecast is None:
                 forecast = await self.ctx.run(predictions.predict, name, horizon, series, levels, covariates, explain)
         except Exception as exc:  # each item carries its own status
@@ -164,18 +169,23 @@ class PredictBase(BaseHandler):
         return self.counted(name, forecast, self.ctx.clock() - started)
 
     async def forecast_batch(self, requests: list[Request]) -> list[tuple[Outcome, float]]:
-        """`forecast` of each request, in order. Those cached are answered here; the others are computed in
-        workers, up to FORECASTS_PER_HOP one after another in each: a forecast from a window at hand holds the
-        interpreter nearly all of its time, so such forecasts in threads of their own would only take turns,
-        each paying for the switches and a hop; forecasts that read their windows from the data node wait on
-        it, and a large batch of them still has many workers reading side by side."""
+        """`forecast` of each request, in order. Those cached are answered here, and those from windows at hand
+        too (as in `forecast`) until the batch has spent AT_HAND_BUDGET_SECONDS on them: a long batch must not
+        hold the IOLoop. The others are computed in workers, up to FORECASTS_PER_HOP one after another in each:
+        a forecast from a window at hand holds the interpreter nearly all of its time, so such forecasts in
+        threads of their own would only take turns, each paying for the switches and a hop; forecasts that
+        read their windows from the data node wait on it, and a large batch of them still has many workers
+        reading side by side."""
         predictions = self.ctx.predictions
         outcomes: list[Any] = [None] * len(requests)
         todo = []
+        budget_ends = self.ctx.clock() + AT_HAND_BUDGET_SECONDS
         for i, (name, horizon, series, levels, covariates, explain) in enumerate(requests):
             started = self.ctx.clock()
             try:
                 forecast = None if covariates else predictions.cached(name, horizon, series, levels, explain)
+                if forecast is None and not covariates and not explain and started < budget_ends:
+                    forecast = predictions.at_hand(name, horizon, series, levels)
             except Exception as exc:  # each item carries its own status
                 forecast = exc
             if forecast is None:

@@ -130,13 +130,14 @@ class ForecastCache:
         with self._lock:
             return self._generation
 
-    def data(self, dataset: str) -> tuple[int, np.datetime64 | None]:
-        """(version, newest timestamp) of a dataset: from commit notices, or asked of the server."""
+    def data(self, dataset: str, ask: bool = True) -> tuple[int, np.datetime64 | None] | None:
+        """(version, newest timestamp) of a dataset: from commit notices, or asked of the server (None instead
+        when `ask` is false)."""
         while True:
             with self._lock:
                 known = self._versions.latest(dataset) if self._notices_live else None
                 generation = self._generation
-            if known is not None:
+            if known is not None or not ask:
                 return known
             info = self._client.dataset_info(dataset)
             last = info["last_timestamp"]

@@ -4,6 +4,7 @@ every forecast served waiting for its actuals (live accuracy)."""
 from __future__ import annotations
 
 import functools
+import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -33,6 +34,9 @@ from spicepod.timestamps import iso_utc
 
 CACHED_HORIZON = 100  # forecasts up to this many steps (or the model's own horizon) are cached
 FUTURES_KEPT = 1024  # (frequency, newest period, steps) whose forecast timestamps are kept for the next model
+# `at_hand` makes a model's forecasts only while its last one from a window at hand took at most this long: the
+# caller runs them where a longer one would hold others up (the HTTP server's IOLoop).
+AT_HAND_SECONDS = 0.002
 
 
 class Forecaster:
@@ -49,14 +53,31 @@ class Forecaster:
         self._live = live
         self.max_horizon = max_horizon
         self.foreground = Foreground()  # bulk batches being computed for a caller
+        self._at_hand_seconds: dict[str, float] = {}  # model -> its last forecast's, from a window at hand
+
+    def at_hand(
+        self, name: str, horizon: int | None = None, series: str | None = None, levels: Sequence[Level] = (),
+    ) -> Forecast | None:
+        """predict's forecast when it needs no I/O and is short: its window is at hand (the rows kept from the
+        last read, current by the commit notices since), the model has no drivers (their future rows are read)
+        and no challengers (which may read windows of their own), and its last forecast from a window at hand
+        took at most AT_HAND_SECONDS. None otherwise: `predict` then makes it, reading what it needs. Raises
+        what predict raises for a bad request."""
+        state = self._states.get(name)
+        served = state.current if state is not None else None
+        seconds = self._at_hand_seconds.get(name)
+        if (served is None or seconds is None or seconds > AT_HAND_SECONDS or drivers_of(served)
+                or state.spec.challengers):
+            return None
+        return self.predict(name, horizon, series, levels, at_hand=True)
 
     def predict(
         self, name: str, horizon: int | None = None, series: str | None = None, levels: Sequence[Level] = (),
-        covariates: Mapping[str, Sequence[Any]] | None = None, explain: bool = False,
-    ) -> Forecast:
+        covariates: Mapping[str, Sequence[Any]] | None = None, explain: bool = False, at_hand: bool = False,
+    ) -> Forecast | None:
         """The forecast of one series (the model's only one, or `series` of a panel); `covariates` are future
         driver values sent with the request (`timestamps` and a list per covariate), `explain` adds each
-        input group's contributions."""
+        input group's contributions. With `at_hand`, None where the forecast would need a read (see at_hand)."""
         state = find_model(self._states, name)
         served = state.served()
         steps = self._steps(state, served, horizon)
@@ -68,7 +89,10 @@ class Forecaster:
         sent = parse_covariates(served, state.name, covariates) if covariates else None
         dataset = state.spec.dataset
         generation = self._cache.generation
-        version, newest = self._cache.data(dataset)
+        known = self._cache.data(dataset, ask=not at_hand)
+        if known is None:
+            return None
+        version, newest = known
         stamp = (generation, version)
         if sent is not None:  # made for this request alone: never cached
             entry, contributions = self._compute(served, state, series, steps, stamp, newest, sent, explain)
@@ -78,7 +102,10 @@ class Forecaster:
             key = (*key, "explain")
         kept = self._cache.forecast(key)
         if kept is None:
-            entry, contributions = self._compute(served, state, series, steps, stamp, newest, None, explain)
+            computed = self._compute(served, state, series, steps, stamp, newest, None, explain, at_hand)
+            if computed is None:
+                return None
+            entry, contributions = computed
             kept = (entry, contributions) if explain else entry
             if steps <= max(state.spec.horizon, CACHED_HORIZON):  # long odd horizons would crowd the cache
                 self._cache.keep_forecast(key, kept)
@@ -158,12 +185,19 @@ class Forecaster:
 
     def _compute(
         self, served: ServedModel, state: ModelState, series: str | None, steps: int, stamp: tuple[int, int],
-        newest: np.datetime64 | None, sent: dict | None = None, explain: bool = False,
-    ) -> tuple[Entry, dict[str, list[float]] | None]:
+        newest: np.datetime64 | None, sent: dict | None = None, explain: bool = False, at_hand: bool = False,
+    ) -> tuple[Entry, dict[str, list[float]] | None] | None:
+        """The forecast's entry and contributions; with `at_hand`, None where the window would be read."""
         dataset = state.spec.dataset
         if newest is None:
             raise NotReady(f"not enough data: dataset '{dataset}' has no rows")
-        windows = self._window(served, series, steps, stamp, newest)
+        started = time.perf_counter()
+        windows = None if drivers_of(served) else self._cache.tail_windows(served, series)
+        from_tail = windows is not None
+        if windows is None:
+            if at_hand:
+                return None
+            windows = self._window(served, series, steps, stamp, newest)
         if not windows.ids:
             have = windows.short.get(series)
             if have is None and served.panel:
@@ -189,18 +223,16 @@ class Forecaster:
         if state.spec.challengers and self._challengers is not None:
             self._challengers.beside(state, served, windows, steps, predicted, spread, future[None, :], self._remember)
         entry = predicted[0], spread, list(times), _methods(served.model, windows)[0]
+        if from_tail and not explain:
+            self._at_hand_seconds[state.name] = time.perf_counter() - started
         return entry, contributions
 
     def _window(
         self, served: ServedModel, series: str | None, steps: int, stamp: tuple[int, int], newest: np.datetime64,
     ) -> Windows:
-        """One series' latest window (with its drivers' future rows): made from the rows kept from the last
-        read and the notices since when they are current, else read (and its rows kept)."""
+        """One series' latest window (with its drivers' future rows), read (and its rows kept: see
+        ForecastCache.tail_windows)."""
         future = steps if drivers_of(served) else 0
-        if not future:
-            kept = self._cache.tail_windows(served, series)
-            if kept is not None:
-                return kept
         lookback = served.model.window_length  # the lookback, and a season more when the model differences
         shortest = served.model.min_periods
         if served.panel:

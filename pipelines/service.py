@@ -68,6 +68,7 @@ class PredictionService:
         # The routes, by the names the HTTP layer calls.
         self.predict = self.forecaster.predict
         self.cached = self.forecaster.cached
+        self.at_hand = self.forecaster.at_hand
         self.forecasts = self.forecaster.forecasts
         self.foreground = self.forecaster.foreground  # upkeep waits while a caller waits on a bulk answer
         self.series_matching = self.browser.series_matching

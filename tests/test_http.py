@@ -547,8 +547,9 @@ def test_a_batch_of_more_forecasts_than_one_worker_takes_answers_each_as_its_get
     """More uncached forecasts than one worker computes in turn: they are shared among workers started
     together, and each item is still answered as its own GET answers it, in request order."""
     names = ["wool_m", "nope", "austres_m", "nile_m"]
-    # Horizons no other test here asks for, so none is cached: every item goes to a worker ("nope" fails there).
-    items = [{"model_name": name, "horizon": horizon} for horizon in (7, 8, 9) for name in names]
+    # Horizons no other test here asks for, so none is cached, and explained, so none is made on the IOLoop from
+    # a window at hand: every item goes to a worker ("nope" fails there).
+    items = [{"model_name": name, "horizon": horizon, "explain": True} for horizon in (7, 8, 9) for name in names]
     assert len(items) > FORECASTS_PER_HOP
     response = rt.post("/v1/predict", {"predictions": items})
     assert response.status == 200
@@ -557,7 +558,8 @@ def test_a_batch_of_more_forecasts_than_one_worker_takes_answers_each_as_its_get
         [(item["model_name"], "BadRequest" if item["model_name"] == "nope" else "Success") for item in items]
     for item, result in zip(items, results, strict=True):
         if item["model_name"] != "nope":
-            single = rt.get_json(f"/v1/models/{item['model_name']}/predict?horizon={item['horizon']}")
+            single = rt.get_json(f"/v1/models/{item['model_name']}/predict?horizon={item['horizon']}&explain=true")
+            assert "contributions" in single
             assert {k: v for k, v in result.items() if k != "duration_ms"} == \
                 {k: v for k, v in single.items() if k != "duration_ms"}
 

@@ -13,13 +13,14 @@ from conftest import do_put, wait_until
 
 from flight_server.ingest import NOTICE_ROWS
 from harness.flight import flight_server
+from pipelines import forecaster
 from pipelines.flight_client import FlightDataClient
 from pipelines.forecast_cache import ForecastCache
 from pipelines.frequency import Frequency
 from pipelines.gridfill import Windows, moved_on, rows_by_series
 from pipelines.service import PredictionService
 from pipelines.state import DataVersions
-from spicepod import load_spicepod
+from spicepod import InvalidInput, load_spicepod
 from spicepod.timestamps import parse_iso
 
 START = datetime(2024, 1, 1)
@@ -161,6 +162,36 @@ def test_rows_of_another_series_leave_a_panel_series_window_kept(served):
     assert after is not None
     np.testing.assert_array_equal(after.values, before.values)
     b.assert_kept_equals_read()
+
+
+def test_at_hand_forecasts_from_a_kept_window_alone_and_only_while_they_are_short(served, monkeypatch):
+    service, data = served
+    monkeypatch.setattr(forecaster, "AT_HAND_SECONDS", 60.0)  # however slow the machine, until the bound's check
+    stream = Stream(service, data, "solo", "solo_m")
+    stream.predict()  # reads the window and keeps its rows
+    last = int((stream.read().last[0] - np.datetime64(START, "us")) // np.timedelta64(1, "h"))
+    stream.put(stream.rows([last + 1]))
+    assert stream.kept() is not None
+    stream.predict()  # from the kept window: how long that takes is now known
+    stream.put(stream.rows([last + 2]))
+    forecast = service.at_hand("solo_m")
+    assert forecast is not None and forecast.values == forecast_from_read(stream)
+    assert forecast.timestamps[0] == (START + timedelta(hours=last + 3)).isoformat() + "Z"
+    assert service.predict("solo_m") == forecast  # kept for the data it was made from
+    with pytest.raises(InvalidInput, match="horizon must be an integer from 1 to"):
+        service.at_hand("solo_m", horizon=10**6)  # a bad request fails as predict fails it
+    # A late row: the window must be read again, which at_hand leaves to predict.
+    stream.put(stream.rows([last - 3], [1234.0]))
+    assert stream.kept() is None and service.at_hand("solo_m") is None
+    assert stream.predict().values == forecast_from_read(stream)
+    # Kept again, but a model whose forecasts from a kept window take longer than the bound is left to predict.
+    stream.put(stream.rows([last + 3]))
+    assert stream.kept() is not None
+    monkeypatch.setattr(forecaster, "AT_HAND_SECONDS", 0.0)
+    assert service.at_hand("solo_m") is None
+    monkeypatch.setattr(forecaster, "AT_HAND_SECONDS", 60.0)
+    assert service.at_hand("solo_m").values == forecast_from_read(stream)
+    assert service.at_hand("no_such_model") is None  # predict names what is wrong
 
 
 # "two in one period" last: from then on the model's windows are aggregated, and no tail is kept.
