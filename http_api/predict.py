@@ -25,7 +25,7 @@ from pipelines.forecasts import BulkForecast, Forecast, History, Level, SeriesEn
 from spicepod import InvalidInput
 
 MAX_BATCH_ITEMS = 1000  # models in one POST /v1/predict
-FORECASTS_PER_HOP = 4  # forecasts of a batch that need a read, computed one after another in one worker
+FORECASTS_PER_HOP = 4  # forecasts of a batch not made on the IOLoop, computed one after another in one worker
 AT_HAND_BUDGET_SECONDS = 0.004  # a batch's forecasts from windows at hand made on the IOLoop, up to this long
 MAX_HISTORY = 100_000
 DEFAULT_HISTORY = 200
@@ -172,10 +172,10 @@ class PredictBase(BaseHandler):
         """`forecast` of each request, in order. Those cached are answered here, and those from windows at hand
         too (as in `forecast`) until the batch has spent AT_HAND_BUDGET_SECONDS on them: a long batch must not
         hold the IOLoop. The others are computed in workers, up to FORECASTS_PER_HOP one after another in each:
-        a forecast from a window at hand holds the interpreter nearly all of its time, so such forecasts in
-        threads of their own would only take turns, each paying for the switches and a hop; forecasts that
-        read their windows from the data node wait on it, and a large batch of them still has many workers
-        reading side by side."""
+        forecasts from windows at hand (past the budget, or explained) hold the interpreter nearly all of their
+        time, so in threads of their own they would only take turns, each paying for the switches and a hop;
+        forecasts that read their windows from the data node wait on it, and a large batch of them still has
+        many workers reading side by side."""
         predictions = self.ctx.predictions
         outcomes: list[Any] = [None] * len(requests)
         todo = []
