@@ -543,13 +543,15 @@ def test_a_batch_after_doput_answers_each_item_as_its_get(rt: Runtime) -> None:
                 {k: v for k, v in single.items() if k != "duration_ms"}
 
 
-def test_a_batch_of_more_forecasts_than_one_worker_takes_answers_each_as_its_get(rt: Runtime) -> None:
+@pytest.mark.parametrize("explain", [True, False])
+def test_a_batch_of_more_forecasts_than_one_worker_takes_answers_each_as_its_get(rt: Runtime, explain: bool) -> None:
     """More uncached forecasts than one worker computes in turn: they are shared among workers started
-    together, and each item is still answered as its own GET answers it, in request order."""
+    together (or, from windows at hand, made on the IOLoop until the batch's budget for them is spent, the rest
+    in workers), and each item is still answered as its own GET answers it, in request order."""
     names = ["wool_m", "nope", "austres_m", "nile_m"]
-    # Horizons no other test here asks for, so none is cached, and explained, so none is made on the IOLoop from
-    # a window at hand: every item goes to a worker ("nope" fails there).
-    items = [{"model_name": name, "horizon": horizon, "explain": True} for horizon in (7, 8, 9) for name in names]
+    # Horizons no other test here asks for, so none is cached. Explained, none is made on the IOLoop from a
+    # window at hand: every item goes to a worker ("nope" fails there).
+    items = [{"model_name": name, "horizon": horizon, "explain": explain} for horizon in (7, 8, 9) for name in names]
     assert len(items) > FORECASTS_PER_HOP
     response = rt.post("/v1/predict", {"predictions": items})
     assert response.status == 200
@@ -558,8 +560,9 @@ def test_a_batch_of_more_forecasts_than_one_worker_takes_answers_each_as_its_get
         [(item["model_name"], "BadRequest" if item["model_name"] == "nope" else "Success") for item in items]
     for item, result in zip(items, results, strict=True):
         if item["model_name"] != "nope":
-            single = rt.get_json(f"/v1/models/{item['model_name']}/predict?horizon={item['horizon']}&explain=true")
-            assert "contributions" in single
+            single = rt.get_json(f"/v1/models/{item['model_name']}/predict?horizon={item['horizon']}"
+                                 f"&explain={str(explain).lower()}")
+            assert ("contributions" in single) is explain
             assert {k: v for k, v in result.items() if k != "duration_ms"} == \
                 {k: v for k, v in single.items() if k != "duration_ms"}
 
