@@ -34,9 +34,10 @@ from spicepod.timestamps import iso_utc
 
 CACHED_HORIZON = 100  # forecasts up to this many steps (or the model's own horizon) are cached
 FUTURES_KEPT = 1024  # (frequency, newest period, steps) whose forecast timestamps are kept for the next model
-# `at_hand` makes a model's forecasts only while its last one from a window at hand took at most this long: the
-# caller runs them where a longer one would hold others up (the HTTP server's IOLoop).
+# `at_hand` makes a model's forecasts of a horizon only while its last one from a window at hand took at most this
+# long: the caller runs them where a longer one would hold others up (the HTTP server's IOLoop).
 AT_HAND_SECONDS = 0.002
+AT_HAND_KEPT = 4096  # (model load, steps) whose last forecast time from a window at hand is kept
 
 
 class Forecaster:
@@ -53,21 +54,27 @@ class Forecaster:
         self._live = live
         self.max_horizon = max_horizon
         self.foreground = Foreground()  # bulk batches being computed for a caller
-        self._at_hand_seconds: dict[str, float] = {}  # model -> its last forecast's, from a window at hand
+        # (model load, steps) -> the seconds of its last forecast from a window at hand
+        self._at_hand_seconds: dict[tuple[int, int], float] = {}
 
     def at_hand(
         self, name: str, horizon: int | None = None, series: str | None = None, levels: Sequence[Level] = (),
     ) -> Forecast | None:
         """predict's forecast when it needs no I/O and is short: its window is at hand (the rows kept from the
-        last read, current by the commit notices since), the model has no drivers (their future rows are read)
-        and no challengers (which may read windows of their own), and its last forecast from a window at hand
-        took at most AT_HAND_SECONDS. None otherwise: `predict` then makes it, reading what it needs. Raises
-        what predict raises for a bad request."""
+        last read, current by the commit notices since), the model has no drivers (their future rows are read),
+        no challengers (which may read windows of their own) and no method that fits when it forecasts, the
+        served version's last forecast of this horizon from a window at hand took at most AT_HAND_SECONDS, and
+        no other thread holds the live scorer (which records the forecast). None otherwise: `predict` then
+        makes it, reading what it needs. Raises what predict raises for a bad request."""
         state = self._states.get(name)
         served = state.current if state is not None else None
-        seconds = self._at_hand_seconds.get(name)
-        if (served is None or seconds is None or seconds > AT_HAND_SECONDS or drivers_of(served)
-                or state.spec.challengers):
+        if served is None or drivers_of(served) or state.spec.challengers or self._live.busy:
+            return None
+        if isinstance(served.model, PortfolioModel) and served.model.fits_when_forecasting:
+            return None
+        steps = state.spec.horizon if horizon is None else horizon
+        seconds = self._at_hand_seconds.get((served.cache_id, steps))
+        if seconds is None or seconds > AT_HAND_SECONDS:
             return None
         return self.predict(name, horizon, series, levels, at_hand=True)
 
@@ -224,7 +231,9 @@ class Forecaster:
             self._challengers.beside(state, served, windows, steps, predicted, spread, future[None, :], self._remember)
         entry = predicted[0], spread, list(times), _methods(served.model, windows)[0]
         if from_tail and not explain:
-            self._at_hand_seconds[state.name] = time.perf_counter() - started
+            if len(self._at_hand_seconds) >= AT_HAND_KEPT:
+                self._at_hand_seconds.clear()
+            self._at_hand_seconds[(served.cache_id, steps)] = time.perf_counter() - started
         return entry, contributions
 
     def _window(

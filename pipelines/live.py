@@ -106,6 +106,11 @@ class LiveScorer:
         self._lock = threading.Lock()
         self._dirty: set[str] = set()
 
+    @property
+    def busy(self) -> bool:
+        """Whether another thread holds the scorer now (scoring or merging can hold it for milliseconds)."""
+        return self._lock.locked()
+
     # --- recording and scoring ---------------------------------------------------------------------
 
     def record(

@@ -46,6 +46,7 @@ from spicepod import InvalidInput
 PORTFOLIO_FORMAT = 1
 MIN_PERIODS = 2
 MEMO_ENTRIES = 100_000  # remembered local forecasts (series x method x horizon)
+NO_FIT_METHODS = frozenset({"lightgbm", "seasonal_naive", "naive"})  # plan methods that fit nothing to forecast
 
 
 class PortfolioModel:
@@ -78,6 +79,9 @@ class PortfolioModel:
         # What a forecast reads: the LightGBM window, or the history local methods fit on if longer. Plans
         # never change once trained, so this is worked out once, not on every forecast.
         uses_local = any(m != "lightgbm" for plan in (*plans.values(), default) for m in plan)
+        # Whether a forecast may fit a method on the series' new history (ets, theta, arimax...: milliseconds to
+        # seconds), rather than only predict with LightGBM or repeat a (seasonal) naive value.
+        self.fits_when_forecasting = any(m not in NO_FIT_METHODS for plan in (*plans.values(), default) for m in plan)
         self._window_length = max(lightgbm.window_length if lightgbm is not None else lookback,
                                   history_length(freq.season) if uses_local else 0)
         self._memo: dict = {}

@@ -176,6 +176,9 @@ def test_a_single_method_serves_every_series(panel):
     assert model.lightgbm is None
     assert set(model.methods_of(panel.ids)) <= {"theta", "seasonal_naive", "naive"}
     assert model.metrics["methods"]["theta"]["series"] == len(panel)
+    assert model.fits_when_forecasting  # theta is fit again on a series' new history: never on the IOLoop
+    repeating = train_model(panel, method="seasonal_naive", freq=QUARTERLY, lookback=8, horizon=4, dataset="tourism")
+    assert not repeating.fits_when_forecasting
 
 
 def test_unknown_method_is_refused(panel):

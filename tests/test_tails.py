@@ -178,14 +178,22 @@ def test_at_hand_forecasts_from_a_kept_window_alone_and_only_while_they_are_shor
     assert forecast is not None and forecast.values == forecast_from_read(stream)
     assert forecast.timestamps[0] == (START + timedelta(hours=last + 3)).isoformat() + "Z"
     assert service.predict("solo_m") == forecast  # kept for the data it was made from
+    # Timed per horizon: a horizon not yet forecast from a kept window (here one too long) is left to predict.
+    assert service.at_hand("solo_m", horizon=10**6) is None
     with pytest.raises(InvalidInput, match="horizon must be an integer from 1 to"):
-        service.at_hand("solo_m", horizon=10**6)  # a bad request fails as predict fails it
+        service.predict("solo_m", horizon=10**6)
+    assert service.at_hand("solo_m", horizon=2) is None
+    assert len(service.predict("solo_m", horizon=2).values) == 2  # from the kept window: now timed
+    stream.put(stream.rows([last + 3]))
+    assert service.at_hand("solo_m", horizon=2).timestamps[0] == (START + timedelta(hours=last + 4)).isoformat() + "Z"
+    with service.live._lock:  # the live scorer held by another thread (upkeep scoring): not waited on
+        assert service.at_hand("solo_m") is None
     # A late row: the window must be read again, which at_hand leaves to predict.
     stream.put(stream.rows([last - 3], [1234.0]))
     assert stream.kept() is None and service.at_hand("solo_m") is None
     assert stream.predict().values == forecast_from_read(stream)
     # Kept again, but a model whose forecasts from a kept window take longer than the bound is left to predict.
-    stream.put(stream.rows([last + 3]))
+    stream.put(stream.rows([last + 5]))
     assert stream.kept() is not None
     monkeypatch.setattr(forecaster, "AT_HAND_SECONDS", 0.0)
     assert service.at_hand("solo_m") is None
