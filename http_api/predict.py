@@ -156,17 +156,27 @@ class PredictBase(BaseHandler):
         started = self.ctx.clock()
         predictions = self.ctx.predictions
         try:
-            # A forecast cached for the current data is answered here, and so is one made from a window at hand
-            # (no I/O, short: Forecaster.at_hand), as a hop to a worker and back costs about as much as it does;
-            # anything else goes to a worker.
-            forecast = None if covariates else predictions.cached(name, horizon, series, levels, explain)
-            if forecast is None and not covariates and not explain:
-                forecast = predictions.at_hand(name, horizon, series, levels)
+            forecast = self.answered_here(name, horizon, series, levels, covariates, explain)
             if forecast is None:
                 forecast = await self.ctx.run(predictions.predict, name, horizon, series, levels, covariates, explain)
         except Exception as exc:  # each item carries its own status
             return self.counted(name, exc, self.ctx.clock() - started)
         return self.counted(name, forecast, self.ctx.clock() - started)
+
+    def answered_here(
+        self, name: str, horizon: int | None, series: str | None, levels: list[Level],
+        covariates: dict[str, list[Any]] | None, explain: bool, at_hand: bool = True,
+    ) -> Forecast | None:
+        """The forecast when the IOLoop answers it itself: cached for the current data, or (with `at_hand`) made
+        from a window at hand (no I/O, short: Forecaster.at_hand), as a hop to a worker and back costs about as
+        much as such a forecast. None: it goes to a worker."""
+        if covariates:  # made for the request alone
+            return None
+        predictions = self.ctx.predictions
+        forecast = predictions.cached(name, horizon, series, levels, explain)
+        if forecast is None and at_hand and not explain:
+            forecast = predictions.at_hand(name, horizon, series, levels)
+        return forecast
 
     async def forecast_batch(self, requests: list[Request]) -> list[tuple[Outcome, float]]:
         """`forecast` of each request, in order. Those cached are answered here, and those from windows at hand
@@ -183,9 +193,8 @@ class PredictBase(BaseHandler):
         for i, (name, horizon, series, levels, covariates, explain) in enumerate(requests):
             started = self.ctx.clock()
             try:
-                forecast = None if covariates else predictions.cached(name, horizon, series, levels, explain)
-                if forecast is None and not covariates and not explain and started < budget_ends:
-                    forecast = predictions.at_hand(name, horizon, series, levels)
+                forecast = self.answered_here(name, horizon, series, levels, covariates, explain,
+                                              at_hand=started < budget_ends)
             except Exception as exc:  # each item carries its own status
                 forecast = exc
             if forecast is None:

@@ -76,15 +76,22 @@ class Forecaster:
         seconds = self._at_hand_seconds.get((served.cache_id, steps))
         if seconds is None or seconds > AT_HAND_SECONDS:
             return None
-        return self.predict(name, horizon, series, levels, at_hand=True)
+        return self._predict(name, horizon, series, levels, None, False, at_hand=True)
 
     def predict(
         self, name: str, horizon: int | None = None, series: str | None = None, levels: Sequence[Level] = (),
-        covariates: Mapping[str, Sequence[Any]] | None = None, explain: bool = False, at_hand: bool = False,
-    ) -> Forecast | None:
+        covariates: Mapping[str, Sequence[Any]] | None = None, explain: bool = False,
+    ) -> Forecast:
         """The forecast of one series (the model's only one, or `series` of a panel); `covariates` are future
         driver values sent with the request (`timestamps` and a list per covariate), `explain` adds each
-        input group's contributions. With `at_hand`, None where the forecast would need a read (see at_hand)."""
+        input group's contributions."""
+        return self._predict(name, horizon, series, levels, covariates, explain, at_hand=False)
+
+    def _predict(
+        self, name: str, horizon: int | None, series: str | None, levels: Sequence[Level],
+        covariates: Mapping[str, Sequence[Any]] | None, explain: bool, at_hand: bool,
+    ) -> Forecast | None:
+        """predict's forecast; with `at_hand`, None where it would need a read (see at_hand)."""
         state = find_model(self._states, name)
         served = state.served()
         steps = self._steps(state, served, horizon)

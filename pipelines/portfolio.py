@@ -78,12 +78,12 @@ class PortfolioModel:
         self.series_mase: dict = {}
         # What a forecast reads: the LightGBM window, or the history local methods fit on if longer. Plans
         # never change once trained, so this is worked out once, not on every forecast.
-        uses_local = any(m != "lightgbm" for plan in (*plans.values(), default) for m in plan)
+        methods = {m for plan in (*plans.values(), default) for m in plan}
         # Whether a forecast may fit a method on the series' new history (ets, theta, arimax...: milliseconds to
         # seconds), rather than only predict with LightGBM or repeat a (seasonal) naive value.
-        self.fits_when_forecasting = any(m not in NO_FIT_METHODS for plan in (*plans.values(), default) for m in plan)
+        self.fits_when_forecasting = bool(methods - NO_FIT_METHODS)
         self._window_length = max(lightgbm.window_length if lightgbm is not None else lookback,
-                                  history_length(freq.season) if uses_local else 0)
+                                  history_length(freq.season) if methods - {"lightgbm"} else 0)
         self._memo: dict = {}
         self._memo_lock = threading.Lock()
         for sid, (digest, forecasts) in (seeds or {}).items():
