@@ -24,6 +24,7 @@ CALENDAR_FIELDS = ("minute", "hour", "day_of_week", "day_of_month", "day_of_year
 HOLIDAY_REACH_DAYS = 30  # the distance to the nearest holiday is capped here: further is "no holiday near"
 _DAY_US = 86_400_000_000
 _MINUTE_US = 60_000_000
+MEMO_CODES = 10_000  # codes remembered per categorical column (Drivers.encode); past this many, it starts again
 
 
 @dataclass(frozen=True)
@@ -156,8 +157,11 @@ class Drivers:
         self.holidays = holidays
         self.categories = {k: list(v) for k, v in (categories or {}).items()}
         self._codes = {k: {c: float(i) for i, c in enumerate(v)} for k, v in self.categories.items()}
+        self._memo: dict[str, dict[tuple[type, Any], float]] = {}  # see encode
         self.future = [c for c in self.covariates if c.known == "future"]
         self.past = [c for c in self.covariates if c.known == "past"]
+        self._categorical = frozenset(self.static) | {c.column for c in self.covariates if c.categorical}
+        self._width = len(self.names())
 
     def __bool__(self) -> bool:
         return bool(self.covariates or self.static or self.calendar or self.holidays)
@@ -168,7 +172,7 @@ class Drivers:
         return [c.column for c in self.covariates] + self.static
 
     def categorical(self, name: str) -> bool:
-        return name in self.static or any(c.column == name and c.categorical for c in self.covariates)
+        return name in self._categorical
 
     # --- feature columns ---------------------------------------------------------------------------
 
@@ -187,7 +191,7 @@ class Drivers:
 
     @property
     def width(self) -> int:
-        return len(self.names())
+        return self._width
 
     def categorical_positions(self) -> list[int]:
         """Positions (among the driver columns) of the columns LightGBM treats as categories."""
@@ -207,6 +211,7 @@ class Drivers:
             seen.discard(None)
             self.categories[name] = sorted(seen)
             self._codes[name] = {c: float(i) for i, c in enumerate(self.categories[name])}
+            self._memo.pop(name, None)
 
     def encode(self, name: str, raw: np.ndarray) -> np.ndarray:
         """Raw values of a column as feature numbers: numeric as float, categories as their codes (NaN when
@@ -214,9 +219,24 @@ class Drivers:
         raw = np.asarray(raw)
         if not self.categorical(name):
             return raw.astype(np.float64)
-        codes = self._codes.get(name, {})
-        flat = [codes.get(category(v), np.nan) for v in raw.ravel().tolist()]
-        return np.array(flat, dtype=np.float64).reshape(raw.shape)
+        # A forecast encodes its steps' categories at every call, a few distinct values many times over: each
+        # value's code is remembered by its type and value, where those alone decide its category (see _MEMO).
+        memo = self._memo.get(name)
+        if memo is None or len(memo) > MEMO_CODES:
+            memo = self._memo[name] = {}
+        flat = raw.ravel().tolist()
+        try:
+            found = [memo.get((v.__class__, v)) for v in flat]
+        except TypeError:  # an unhashable value (a list, say): each is looked at on its own
+            found = [None] * len(flat)
+        if None in found:  # codes are floats: None is a value not remembered
+            codes = self._codes.get(name, {})
+            for i, v in enumerate(flat):
+                if found[i] is None:
+                    code = found[i] = codes.get(category(v), np.nan)
+                    if v.__class__ in _MEMO and v == v:  # NaN: a new key each time, never found
+                        memo[(v.__class__, v)] = code
+        return np.array(found, dtype=np.float64).reshape(raw.shape)
 
     def block(
         self, targets: np.ndarray, ends: np.ndarray, freq: Frequency, future: dict[str, np.ndarray],
@@ -317,6 +337,11 @@ class Drivers:
             HolidayCalendar(holidays["country"], holidays.get("subdivision")) if holidays else None,
             data.get("categories", {}),
         )
+
+
+# Types whose equal values always have one category (Decimal("1") == Decimal("1.0"), whose categories differ, is
+# not among them; True == 1 are told apart by their types).
+_MEMO = frozenset({str, int, float, bool, type(None)})
 
 
 def category(value: Any) -> str | None:

@@ -64,6 +64,29 @@ def test_categories_learnt_at_training_and_an_unseen_one_is_missing():
     assert flags.encode("flag", np.array(["1", 0.0, True], dtype=object)).tolist()[:2] == [1.0, 0.0]
 
 
+def test_remembered_codes_are_the_codes_of_each_value_however_often_and_in_whatever_type_it_comes():
+    from decimal import Decimal
+
+    flags = Drivers([Covariate("flag", categorical=True)])
+    flags.learn(DriverValues({"flag": [np.array([1, 0, 1.5, True, "x", Decimal("2.50")], dtype=object)]}, {}))
+    assert flags.categories["flag"] == ["0", "1", "1.5", "2.50", "true", "x"]
+    raw = np.array([[1, True, 1.0, "1", None, float("nan")],
+                    [Decimal("2.5"), Decimal("2.50"), 1.5, 0, "x", "y"]], dtype=object)
+    expected = [[1.0, 4.0, 1.0, 1.0, np.nan, np.nan],
+                [np.nan, 3.0, 2.0, 0.0, 5.0, np.nan]]  # Decimal("2.5") == Decimal("2.50"), not one category
+    for _ in range(3):  # the first call works each code out, later ones find it remembered
+        np.testing.assert_array_equal(flags.encode("flag", raw), expected)
+    np.testing.assert_array_equal(flags.encode("flag", raw[::-1, ::-1]), np.array(expected)[::-1, ::-1])
+    unhashable = np.empty(3, dtype=object)
+    unhashable[:] = [["x"], "x", True]
+    np.testing.assert_array_equal(flags.encode("flag", unhashable), [np.nan, 5.0, 4.0])
+    # Learning again forgets what was remembered
+    flags.learn(DriverValues({"flag": [np.array(["0"], dtype=object)]}, {}))
+    assert flags.encode("flag", np.array([True, "x"], dtype=object)).tolist() == [4.0, 5.0]
+    flags.learn(DriverValues({"flag": [np.array(["a"], dtype=object)]}, {}))
+    assert flags.encode("flag", np.array([True, "a"], dtype=object)).tolist() == [5.0, 4.0]  # "a" sorts before "true"
+
+
 def test_training_rows_and_forecast_rows_have_the_same_driver_columns():
     drivers = Drivers([Covariate("temp"), Covariate("promo", True), Covariate("visitors", known="past")],
                       calendar=["day_of_week"], holidays=HolidayCalendar("US"))
