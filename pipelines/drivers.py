@@ -66,8 +66,6 @@ class FutureDrivers:
     # Numeric known-future covariates over each window's periods (n, window), aligned with the window's
     # values (NaN where unknown): what a method with regressors fits on (pipelines/methods.arimax_forecast).
     history: dict[str, np.ndarray] = field(default_factory=dict)
-    # The driver columns of every step, built on a model's first step (Drivers.forecast_block).
-    _blocks: dict = field(default_factory=dict, repr=False, compare=False)
 
     def rows(self, indices: np.ndarray) -> FutureDrivers:
         return FutureDrivers({k: v[indices] for k, v in self.future.items()},
@@ -283,32 +281,18 @@ class Drivers:
         attributes = {s: float(self.encode(s, np.array([values.static[s][i]], dtype=object))[0]) for s in self.static}
         return encoded, attributes
 
-    def forecast_block(
-        self, inputs: FutureDrivers, last_times: np.ndarray, step: int, freq: Frequency,
+    def forecast_steps(
+        self, inputs: FutureDrivers, last_times: np.ndarray, horizon: int, freq: Frequency,
     ) -> np.ndarray:
-        """Driver columns for predicting step `step` (1-based) after each window of a batch.
-
-        A forecast asks for every step in turn: the columns of all the steps the future covariates cover
-        are built on the first call, in one pass, and later steps are slices of them.
-        """
-        steps = next(iter(inputs.future.values())).shape[1] if inputs.future else 0
-        if step > steps:
-            return self._steps_block(inputs, np.asarray(last_times), range(step, step + 1), freq)[:, 0]
-        # Keyed by identity, holding the objects so that no id is reused while the entry lives.
-        kept = inputs._blocks.get(id(self))
-        if kept is None or kept[0] is not last_times:
-            kept = (last_times, self._steps_block(inputs, np.asarray(last_times), range(1, steps + 1), freq), self)
-            inputs._blocks[id(self)] = kept
-        return kept[1][:, step - 1]
-
-    def _steps_block(self, inputs: FutureDrivers, last_times: np.ndarray, steps: range, freq: Frequency) -> np.ndarray:
-        """Driver columns (n, len(steps), width) for predicting each of `steps` after each window."""
-        n, k = last_times.shape[0], len(steps)
-        offsets = np.arange(steps.start, steps.stop, dtype=np.int64)
+        """Driver columns (n, horizon, width) for predicting each of the steps 1..horizon after each window of a
+        batch, built in one pass: a forecast's steps differ only in their target periods and known-future values
+        (which cover the horizon: see check_future), and numpy's cost per call is most of a step's columns."""
+        last_times = np.asarray(last_times)
+        n, k = last_times.shape[0], horizon
+        offsets = np.arange(1, k + 1, dtype=np.int64)
         targets = np.asarray(freq.add(last_times.astype("datetime64[us]")[:, None], offsets[None, :]))
         targets = targets.astype("datetime64[us]").ravel()
-        future = {c.column: self.encode(c.column, inputs.future[c.column][:, steps.start - 1:steps.stop - 1]).ravel()
-                  for c in self.future}
+        future = {c.column: self.encode(c.column, inputs.future[c.column][:, :k]).ravel() for c in self.future}
         past = {c.column: np.repeat(self.encode(c.column, inputs.past[c.column]), k) for c in self.past}
         static = {s: np.repeat(self.encode(s, inputs.static[s]), k) for s in self.static}
         out = self.block(targets, np.asarray(freq.add(targets, 1)), freq, future, past, static)

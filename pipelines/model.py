@@ -185,8 +185,10 @@ class TrainedModel:
         spread = window_spread(windows, series_std)
         rows: list[tuple[int, Any, np.ndarray, np.ndarray, np.ndarray]] = []  # explain: (step, booster, x, mean, sd)
 
+        blocks = layout.drivers.forecast_steps(drivers, last, horizon, self.freq) if layout.drivers else None
+
         def step_value(b: int, window: np.ndarray, k: int, step: int) -> np.ndarray:
-            extra = layout.drivers.forecast_block(drivers, last, k + 1, self.freq) if layout.drivers else None
+            extra = blocks[:, k] if blocks is not None else None
             x, mu, sd = layout.rows(window, series_mean, series_std, positions[:, k], step, drivers=extra)
             booster = self.boosters[b]
             if explain:
@@ -220,10 +222,10 @@ class TrainedModel:
         x, predict = self._single_rows.row_readers()
         values = np.empty(lookback + horizon, dtype=np.float64)
         values[:lookback] = window  # a recursive step's window ends with the steps before it
-        with_drivers = bool(layout.drivers)
+        blocks = layout.drivers.forecast_steps(drivers, last, horizon, self.freq)[0] if layout.drivers else None
         spread = math.nan
         for k in range(horizon):
-            extra = layout.drivers.forecast_block(drivers, last, k + 1, self.freq)[0] if with_drivers else None
+            extra = blocks[k] if blocks is not None else None
             if recursive:
                 mu, sd = layout.row_into(x, values[k:k + lookback], series_mean, series_std, positions[k], 1, extra)
                 values[lookback + k] = predict[0]() * sd + mu

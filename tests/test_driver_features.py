@@ -104,7 +104,7 @@ def test_training_rows_and_forecast_rows_have_the_same_driver_columns():
     inputs = FutureDrivers(
         {"temp": np.stack([temp[e + 1:e + 4] for e in ends]), "promo": np.stack([promo[e + 1:e + 4] for e in ends])},
         {"visitors": visitors[ends]}, {})
-    forecast = drivers.forecast_block(inputs, times[ends], 3, DAILY)
+    forecast = drivers.forecast_steps(inputs, times[ends], 3, DAILY)[:, 2]
     np.testing.assert_array_equal(training, forecast)
     assert drivers.names() == ["temp", "promo", "visitors_latest", "calendar_day_of_week", "holiday_count",
                                "holiday_distance"]

@@ -164,6 +164,35 @@ def test_forecast_starts_after_the_newest_value_and_uses_the_stored_future_rows(
     assert body["prediction"] == pytest.approx(expected[0].tolist(), rel=1e-9)
 
 
+def test_one_window_with_drivers_forecasts_the_bits_it_has_in_a_batch(rt):
+    """One window goes through LightGBM's single-row path and a batch through its batch predict, each with the
+    driver columns of the whole horizon built at once: known-future covariates and a category (belts_m,
+    recursive), and a known-past covariate, an attribute, calendar and holidays (rides_m, direct)."""
+    data = seatbelts()
+    observed = len(data["ts"]) - FUTURE_MONTHS
+    ends = np.array([observed - 30, observed - 12, observed])
+    future = {k: np.stack([data[k][e:e + 6] for e in ends]).astype(np.float64) for k in ("kms", "petrol")}
+    future["law"] = np.stack([data["law"][e:e + 6] for e in ends]).astype(object)
+    belts = stored(rt, "belts_m")
+    cases = [(belts, np.stack([data["killed"][e - belts.window_length:e] for e in ends]), data["ts"][ends - 1],
+              FutureDrivers(future, {}, {}), [None] * 3, 6)]
+    panel = ridership_panel()
+    rides, temp, ts = (panel.column(c).to_numpy() for c in ("rides", "temp", "ts"))
+    ends = np.array([390, 400, 790, 800])  # two windows of each station: rows 0-399 are clark's, 400-799 other's
+    model = stored(rt, "rides_m")
+    region = np.array(["loop", "loop", "north", "north"], dtype=object)
+    cases.append((model, np.stack([rides[e - model.window_length:e] for e in ends]), ts[ends - 1],
+                  FutureDrivers({}, {"temp": temp[ends - 1]}, {"region": region}), ["clark", "clark", "other", "other"],
+                  7))
+    for model, windows, last, inputs, ids, horizon in cases:
+        batch, _ = model.forecast_windows(windows, last, horizon, ids, inputs)
+        assert np.isfinite(batch).all()
+        for i in range(len(ids)):
+            alone, _ = model.forecast_windows(windows[i:i + 1], last[i:i + 1], horizon, ids[i:i + 1],
+                                              inputs.rows(np.array([i])))
+            assert alone.tobytes() == batch[i:i + 1].tobytes(), (model.layout.drivers.names(), i)
+
+
 def test_request_covariates_win_over_stored_rows(rt):
     data = seatbelts()
     observed = len(data["ts"]) - FUTURE_MONTHS

@@ -408,7 +408,8 @@ def test_driver_columns_of_a_forecast_are_those_of_each_step_built_alone():
         {"visitors": np.array([120.0, 80.0])}, {"region": np.array(["south", "north"], dtype=object)})
     last = np.array(["2024-12-23", "2024-07-03"], dtype="datetime64[us]")
 
-    built = [drivers.forecast_block(inputs, last, step, freq) for step in (1, 2, 3)]
+    steps = drivers.forecast_steps(inputs, last, 3, freq)
+    built = [steps[:, step - 1] for step in (1, 2, 3)]
 
     # Step 2: Christmas (a Wednesday, a holiday) and 5 July (a Friday, the day after one); game codes 1, 0.
     assert built[1].tolist() == [[21.0, 1.0, 120.0, 1.0, 2.0, 12.0, 1.0, 0.0],
@@ -416,14 +417,14 @@ def test_driver_columns_of_a_forecast_are_those_of_each_step_built_alone():
     for step in (1, 2, 3):
         alone = FutureDrivers({k: v[:, step - 1:step] for k, v in inputs.future.items()}, inputs.past, inputs.static)
         shifted = np.asarray(freq.add(last, step - 1))
-        np.testing.assert_array_equal(built[step - 1], drivers.forecast_block(alone, shifted, 1, freq))
+        np.testing.assert_array_equal(built[step - 1], drivers.forecast_steps(alone, shifted, 1, freq)[:, 0])
     # The same inputs after other windows: the columns follow the new timestamps.
     later = last + np.timedelta64(1, "D").astype("m8[us]")
-    np.testing.assert_array_equal(drivers.forecast_block(inputs, later, 1, freq)[:, 3:],
-                                  built[1][:, 3:])
-    # Without future covariates (a calendar alone) each step is built when asked for.
+    np.testing.assert_array_equal(drivers.forecast_steps(inputs, later, 1, freq)[:, 0, 3:], built[1][:, 3:])
+    # Without future covariates (a calendar alone) every step of any horizon comes from its period alone.
     calendar = Drivers(calendar=["day_of_month"])
-    assert calendar.forecast_block(FutureDrivers(), last, 2, freq).tolist() == [[25.0], [5.0]]
+    assert calendar.forecast_steps(FutureDrivers(), last, 40, freq)[:, [1, 39], 0].tolist() == [[25.0, 1.0],
+                                                                                               [5.0, 12.0]]
 
 
 def test_live_accuracy_keeps_the_latest_forecast_of_each_target_and_the_newest_targets(tmp_path):
