@@ -31,6 +31,7 @@ from pipelines.methods import (
     local_forecast,
     naive,
     seasonal_naive,
+    uses_library,
 )
 from pipelines.model import (
     MAX_RECURSIVE_HORIZON,
@@ -46,7 +47,6 @@ from spicepod import InvalidInput
 PORTFOLIO_FORMAT = 1
 MIN_PERIODS = 2
 MEMO_ENTRIES = 100_000  # remembered local forecasts (series x method x horizon)
-NO_FIT_METHODS = frozenset({"lightgbm", "seasonal_naive", "naive"})  # plan methods that fit nothing to forecast
 
 
 class PortfolioModel:
@@ -79,9 +79,10 @@ class PortfolioModel:
         # What a forecast reads: the LightGBM window, or the history local methods fit on if longer. Plans
         # never change once trained, so this is worked out once, not on every forecast.
         methods = {m for plan in (*plans.values(), default) for m in plan}
-        # Whether a forecast may fit a method on the series' new history (ets, theta, arimax...: milliseconds to
-        # seconds), rather than only predict with LightGBM or repeat a (seasonal) naive value.
-        self.fits_when_forecasting = bool(methods - NO_FIT_METHODS)
+        # Whether a forecast may fit a method on the series' new history (arimax, or a statsforecast method: ets,
+        # theta...: milliseconds to seconds), rather than only predict with LightGBM or repeat a (seasonal) naive
+        # value. These are the methods `_local` and `_arimax` memoise.
+        self.fits_when_forecasting = any(m == ARIMAX or uses_library(m) for m in methods)
         self._window_length = max(lightgbm.window_length if lightgbm is not None else lookback,
                                   history_length(freq.season) if methods - {"lightgbm"} else 0)
         self._memo: dict = {}
